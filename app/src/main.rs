@@ -1,0 +1,47 @@
+//! twinhub's operator dashboard (Leptos, client-side rendered).
+//!
+//! - [`session`]: the signed-in credential and the SAS tokens minted from it.
+//! - [`api`]: typed calls to the hub's REST API.
+//! - [`routes`]: one module per page.
+
+mod api;
+mod routes;
+mod session;
+
+use leptos::prelude::*;
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+
+fn main() {
+    console_error_panic_hook::set_once();
+    mount_to_body(App);
+}
+
+/// The whole dashboard: the session in context, a header, and the page for the route.
+#[component]
+fn App() -> impl IntoView {
+    let session = session::Session::restore();
+    provide_context(session);
+    view! {
+        <Router>
+            <header class="top">
+                <a class="brand" href="/">"twinhub"</a>
+                <span class="spacer"></span>
+                {move || session.signed_in().then(|| view! {
+                    <span class="who">{session.label()}</span>
+                    <button class="link" on:click=move |_| {
+                        session.sign_out();
+                        let _ = window().location().set_href("/signin");
+                    }>"Sign out"</button>
+                })}
+            </header>
+            <main>
+                <Routes fallback=|| view! { <p class="error">"No such page."</p> }>
+                    <Route path=path!("/") view=routes::fleet::FleetPage />
+                    <Route path=path!("/signin") view=routes::signin::SignInPage />
+                    <Route path=path!("/device/:id") view=routes::device::DevicePage />
+                </Routes>
+            </main>
+        </Router>
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per page.
+
+pub mod device;
+pub mod fleet;
+pub mod signin;

@@ -1,0 +1,168 @@
+//! IoT Hub error codes and the error envelope the service SDKs parse (spec §3.7).
+//!
+//! Every failure twinhub reports to a client, over REST or MQTT, is a [`HubError`]: a six-digit
+//! [`ErrorCode`] plus a human message. The HTTP status is derived from the code (`code / 1000`),
+//! so the two can never disagree.
+
+use serde::Serialize;
+
+/// IoT Hub's six-digit error codes, in the order of the spec's table (§3.7).
+/// The wire name (for the `iothub-errorcode` header) and the HTTP status are derived from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400004: a bad argument (twin key, value, size, body shape).
+    ArgumentInvalid,
+    /// 400005: a required argument is missing.
+    ArgumentNull,
+    /// 400006: the body is not parsable JSON.
+    IotHubFormatError,
+    /// 401002: bad, expired or wrongly scoped SAS token.
+    IotHubUnauthorizedAccess,
+    /// 404001: no device with that id.
+    DeviceNotFound,
+    /// 404000 (twinhub): no such route.
+    NotFound,
+    /// 405000 (twinhub): the route exists but not with that method.
+    MethodNotAllowed,
+    /// 409001: create over an existing device id.
+    DeviceAlreadyExists,
+    /// 412001: `If-Match` did not match the current etag.
+    PreconditionFailed,
+    /// 413001: a body over the size limit.
+    MessageTooLarge,
+    /// 500001: a fault of ours.
+    ServerError,
+    /// 503001: a dependency (storage, upstream) is unavailable.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// The six-digit code.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::ArgumentInvalid => 400_004,
+            Self::ArgumentNull => 400_005,
+            Self::IotHubFormatError => 400_006,
+            Self::IotHubUnauthorizedAccess => 401_002,
+            Self::DeviceNotFound => 404_001,
+            Self::NotFound => 404_000,
+            Self::MethodNotAllowed => 405_000,
+            Self::DeviceAlreadyExists => 409_001,
+            Self::PreconditionFailed => 412_001,
+            Self::MessageTooLarge => 413_001,
+            Self::ServerError => 500_001,
+            Self::ServiceUnavailable => 503_001,
+        }
+    }
+
+    /// The HTTP status: IoT Hub codes are `status * 1000 + n`.
+    pub fn http_status(self) -> u16 {
+        // Every code above is in 100_000..=599_999, so the quotient fits.
+        u16::try_from(self.code() / 1000).unwrap_or(500)
+    }
+
+    /// The name sent in the `iothub-errorcode` header and the classic `ErrorCode:<Name>;` prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ArgumentInvalid => "ArgumentInvalid",
+            Self::ArgumentNull => "ArgumentNull",
+            Self::IotHubFormatError => "IotHubFormatError",
+            Self::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
+            Self::DeviceNotFound => "DeviceNotFound",
+            Self::NotFound => "NotFound",
+            Self::MethodNotAllowed => "MethodNotAllowed",
+            Self::DeviceAlreadyExists => "DeviceAlreadyExists",
+            Self::PreconditionFailed => "PreconditionFailed",
+            Self::MessageTooLarge => "MessageTooLarge",
+            Self::ServerError => "ServerError",
+            Self::ServiceUnavailable => "ServiceUnavailable",
+        }
+    }
+}
+
+/// A failure to report to a client: what went wrong (the code) and a message for a person.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{} ({}): {message}", code.name(), code.code())]
+pub struct HubError {
+    /// The IoT Hub code, which fixes the HTTP status.
+    pub code: ErrorCode,
+    /// Human text; never contains a key or token.
+    pub message: String,
+}
+
+impl HubError {
+    /// A new error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+
+    /// The REST body, envelope 2 of spec §3.7: a `Message` string holding the flat JSON error.
+    /// Satisfies the C# v1 parser (numeric `errorCode` inside `Message`), C# v2, Node, Java and
+    /// Python (which reads only the status).
+    pub fn envelope(&self, tracking_id: &str, now: crate::UnixMillis) -> String {
+        let inner = FlatError {
+            error_code: self.code.code(),
+            tracking_id,
+            message: &self.message,
+            info: serde_json::Map::new(),
+            timestamp_utc: now.to_iso(),
+        };
+        let outer = Envelope { message: serde_json::to_string(&inner).unwrap_or_default(), exception_message: "" };
+        serde_json::to_string(&outer).unwrap_or_default()
+    }
+
+    /// The flat body (envelope 3) used on MQTT twin error responses.
+    pub fn flat(&self, tracking_id: &str, now: crate::UnixMillis) -> String {
+        let inner = FlatError {
+            error_code: self.code.code(),
+            tracking_id,
+            message: &self.message,
+            info: serde_json::Map::new(),
+            timestamp_utc: now.to_iso(),
+        };
+        serde_json::to_string(&inner).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct FlatError<'a> {
+    error_code: u32,
+    tracking_id: &'a str,
+    message: &'a str,
+    info: serde_json::Map<String, serde_json::Value>,
+    timestamp_utc: String,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "Message")]
+    message: String,
+    #[serde(rename = "ExceptionMessage")]
+    exception_message: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UnixMillis;
+
+    #[test]
+    fn status_follows_code() {
+        assert_eq!(ErrorCode::PreconditionFailed.http_status(), 412);
+        assert_eq!(ErrorCode::IotHubUnauthorizedAccess.http_status(), 401);
+        assert_eq!(ErrorCode::DeviceNotFound.http_status(), 404);
+    }
+
+    #[test]
+    fn envelope_nests_flat_error_in_message() {
+        let e = HubError::new(ErrorCode::DeviceNotFound, "Device dev1 not found");
+        let body: serde_json::Value = serde_json::from_str(&e.envelope("abc", UnixMillis(1_700_000_000_000))).unwrap();
+        let inner: serde_json::Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
+        assert_eq!(inner["errorCode"], 404_001);
+        assert_eq!(inner["trackingId"], "abc");
+        assert_eq!(inner["message"], "Device dev1 not found");
+        assert_eq!(body["ExceptionMessage"], "");
+    }
+}

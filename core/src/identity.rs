@@ -1,0 +1,255 @@
+//! Device identities: the registry entry behind `/devices/{id}` (spec §3.3).
+
+use crate::{ErrorCode, HubError, UnixMillis};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Longest device id IoT Hub accepts.
+pub const MAX_DEVICE_ID_LEN: usize = 128;
+
+/// Checks a device id against IoT Hub's rules: 1 to 128 ASCII letters, digits and
+/// `- : . + % _ # * ? ! ( ) , = @ ; $ '`.
+pub fn check_device_id(id: &str) -> Result<(), HubError> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-:.+%_#*?!(),=@;$'".contains(c);
+    if id.is_empty() || id.len() > MAX_DEVICE_ID_LEN || !id.chars().all(ok_char) {
+        return Err(HubError::new(
+            ErrorCode::ArgumentInvalid,
+            format!(
+                "device id must be 1 to {MAX_DEVICE_ID_LEN} characters of ASCII letters, digits and -:.+%_#*?!(),=@;$' (got {} characters)",
+                id.chars().count()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a device may connect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// May connect.
+    #[default]
+    Enabled,
+    /// Refused at CONNECT.
+    Disabled,
+}
+
+/// A device's registry entry, as stored. Rendered to Azure's JSON by [`DeviceIdentity::to_wire`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceIdentity {
+    /// Case-sensitive id.
+    pub device_id: String,
+    /// Distinguishes a re-created id from the one deleted before it.
+    pub generation_id: String,
+    /// Identity etag counter; moves on every identity update.
+    pub etag: u64,
+    /// Enabled or disabled.
+    pub status: Status,
+    /// Free text for why the status is what it is.
+    pub status_reason: Option<String>,
+    /// When `status` last changed (zero: never).
+    pub status_updated: UnixMillis,
+    /// Base64 primary key.
+    pub primary_key: String,
+    /// Base64 secondary key.
+    pub secondary_key: String,
+    /// Whether a device session is live.
+    pub connected: bool,
+    /// When `connected` last changed.
+    pub connection_state_updated: UnixMillis,
+    /// Last time the device was heard from.
+    pub last_activity: UnixMillis,
+    /// Whether the device is an IoT Edge device.
+    pub iot_edge: bool,
+}
+
+/// The body of `PUT /devices/{id}`: every field optional, as the SDKs send different subsets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceRequest {
+    /// Must match the path when present.
+    pub device_id: Option<String>,
+    /// Defaults to enabled.
+    pub status: Option<Status>,
+    /// Free text.
+    pub status_reason: Option<String>,
+    /// Keys; generated when absent.
+    pub authentication: Option<AuthenticationRequest>,
+    /// Edge flag.
+    pub capabilities: Option<CapabilitiesRequest>,
+}
+
+/// `authentication` in a device request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticationRequest {
+    /// `sas` (the default) is the only type twinhub supports so far.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Keys; each generated when null.
+    pub symmetric_key: Option<SymmetricKeyRequest>,
+}
+
+/// `authentication.symmetricKey` in a device request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SymmetricKeyRequest {
+    /// Base64, 16 to 64 bytes.
+    pub primary_key: Option<String>,
+    /// Base64, 16 to 64 bytes.
+    pub secondary_key: Option<String>,
+}
+
+/// `capabilities` in a device request.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapabilitiesRequest {
+    /// IoT Edge device.
+    pub iot_edge: Option<bool>,
+}
+
+impl DeviceRequest {
+    /// Parses a request body; any JSON shape error is a 400.
+    pub fn parse(body: &str) -> Result<Self, HubError> {
+        serde_json::from_str(body).map_err(|e| {
+            let code =
+                if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
+            HubError::new(code, format!("invalid device body: {e}"))
+        })
+    }
+}
+
+impl DeviceIdentity {
+    /// A new identity. `random` supplies key material for any key the request leaves out.
+    pub fn create(id: &str, req: &DeviceRequest, now: UnixMillis, random: &[u8; 64]) -> Result<Self, HubError> {
+        check_device_id(id)?;
+        if let Some(body_id) = &req.device_id {
+            if body_id != id {
+                return Err(HubError::new(
+                    ErrorCode::ArgumentInvalid,
+                    "deviceId in the body does not match the id in the path",
+                ));
+            }
+        }
+        let auth = req.authentication.as_ref();
+        if let Some(kind) = auth.and_then(|a| a.kind.as_deref()) {
+            if !kind.eq_ignore_ascii_case("sas") {
+                return Err(HubError::new(
+                    ErrorCode::ArgumentInvalid,
+                    format!("authentication type '{kind}' is not supported; use 'sas'"),
+                ));
+            }
+        }
+        let keys = auth.and_then(|a| a.symmetric_key.as_ref());
+        let (left, right) = random.split_at(32);
+        let primary = chosen_key(keys.and_then(|k| k.primary_key.as_deref()), left)?;
+        let secondary = chosen_key(keys.and_then(|k| k.secondary_key.as_deref()), right)?;
+        let status = req.status.unwrap_or_default();
+        Ok(Self {
+            device_id: id.to_owned(),
+            generation_id: now.to_dotnet_ticks().to_string(),
+            etag: 1,
+            status,
+            status_reason: req.status_reason.clone(),
+            status_updated: if status == Status::Enabled { UnixMillis(0) } else { now },
+            primary_key: primary,
+            secondary_key: secondary,
+            connected: false,
+            connection_state_updated: UnixMillis(0),
+            last_activity: UnixMillis(0),
+            iot_edge: req.capabilities.as_ref().and_then(|c| c.iot_edge).unwrap_or(false),
+        })
+    }
+
+    /// The identity etag as IoT Hub prints it: base64 of the counter's decimal digits.
+    pub fn etag_string(&self) -> String {
+        STANDARD.encode(self.etag.to_string())
+    }
+
+    /// `"Connected"` or `"Disconnected"`.
+    pub fn connection_state(&self) -> &'static str {
+        if self.connected {
+            "Connected"
+        } else {
+            "Disconnected"
+        }
+    }
+
+    /// The JSON of `GET /devices/{id}` (spec §3.3), keys included: for RegistryRead callers.
+    pub fn to_wire(&self) -> Value {
+        json!({
+            "deviceId": self.device_id,
+            "generationId": self.generation_id,
+            "etag": self.etag_string(),
+            "connectionState": self.connection_state(),
+            "status": self.status,
+            "statusReason": self.status_reason,
+            "connectionStateUpdatedTime": self.connection_state_updated.to_iso(),
+            "statusUpdatedTime": self.status_updated.to_iso(),
+            "lastActivityTime": self.last_activity.to_iso(),
+            "cloudToDeviceMessageCount": 0,
+            "capabilities": { "iotEdge": self.iot_edge },
+            "authentication": {
+                "symmetricKey": { "primaryKey": self.primary_key, "secondaryKey": self.secondary_key },
+                "x509Thumbprint": { "primaryThumbprint": null, "secondaryThumbprint": null },
+                "type": "sas",
+            },
+        })
+    }
+}
+
+/// A supplied key if valid, else a fresh one from `random`.
+fn chosen_key(given: Option<&str>, random: &[u8]) -> Result<String, HubError> {
+    match given {
+        None | Some("") => Ok(STANDARD.encode(random)),
+        Some(k) => match STANDARD.decode(k) {
+            Ok(bytes) if (16..=64).contains(&bytes.len()) => Ok(k.to_owned()),
+            _ => Err(HubError::new(ErrorCode::ArgumentInvalid, "symmetric keys must be base64 of 16 to 64 bytes")),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_generates_both_keys() {
+        let d =
+            DeviceIdentity::create("dev1", &DeviceRequest::default(), UnixMillis(1_700_000_000_000), &[7; 64]).unwrap();
+        assert_eq!(STANDARD.decode(&d.primary_key).unwrap().len(), 32);
+        assert_eq!(d.generation_id.len(), 18);
+        let w = d.to_wire();
+        assert_eq!(w["status"], "enabled");
+        assert_eq!(w["etag"], "MQ==");
+        assert_eq!(w["authentication"]["type"], "sas");
+    }
+
+    #[test]
+    fn create_keeps_given_keys_and_checks_them() {
+        let req = DeviceRequest::parse(
+            r#"{"deviceId":"d","authentication":{"symmetricKey":{"primaryKey":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","secondaryKey":null}}}"#,
+        )
+        .unwrap();
+        let d = DeviceIdentity::create("d", &req, UnixMillis(1), &[0; 64]).unwrap();
+        assert_eq!(d.primary_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+        let bad = DeviceRequest::parse(r#"{"authentication":{"symmetricKey":{"primaryKey":"short"}}}"#).unwrap();
+        assert!(DeviceIdentity::create("d", &bad, UnixMillis(1), &[0; 64]).is_err());
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_device_id("dev-1:a.b+c%d_e#f*g?h!i(j)k,l=m@n;o$p'q").is_ok());
+        for bad in ["", "has space", "slash/", "ü", &"x".repeat(129)] {
+            assert!(check_device_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn body_errors_are_400() {
+        assert_eq!(DeviceRequest::parse("{not json").unwrap_err().code, ErrorCode::IotHubFormatError);
+        assert_eq!(DeviceRequest::parse(r#"{"status":"sleepy"}"#).unwrap_err().code, ErrorCode::ArgumentInvalid);
+    }
+}

@@ -1,0 +1,20 @@
+//! twinhub-core: the rules of an IoT Hub device twin hub, with no I/O.
+//!
+//! Everything here can be stated without a network, a clock or storage: the twin document and its
+//! patch rules ([`twin`]), device identities ([`identity`]), SAS tokens, connection strings and
+//! policies ([`auth`]), and IoT Hub's error codes and envelope ([`error`]).
+//!
+//! The contract that keeps this crate usable from the Worker, the browser and native tests alike:
+//! no function reads the clock or the random number generator. Time arrives as [`UnixMillis`]
+//! and randomness as bytes, both passed in by the caller.
+
+pub mod auth;
+pub mod error;
+pub mod etag;
+pub mod fleet;
+pub mod identity;
+pub mod time;
+pub mod twin;
+
+pub use error::{ErrorCode, HubError};
+pub use time::UnixMillis;

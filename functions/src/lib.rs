@@ -1,0 +1,30 @@
+//! twinhub's Cloudflare Worker: IoT Hub's service REST API, the dashboard's static assets, and
+//! (in later issues) the device endpoint, all in one Worker.
+//!
+//! This crate is an adapter. It parses HTTP, checks tokens, finds the right Durable Object and
+//! turns results into responses; every rule it applies lives in `twinhub-core`.
+//!
+//! - [`routes`]: the REST surface, one module per resource.
+//! - [`objects`]: the Durable Objects (one per device, plus the fleet index shards).
+//! - [`rpc`]: the messages the Worker sends its Durable Objects.
+//! - [`http`]: responses, including IoT Hub's error envelope.
+
+mod auth;
+mod clock;
+mod http;
+mod objects;
+mod routes;
+mod rpc;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+#[event(start)]
+fn start() {
+    // A panic would otherwise die silently and take the isolate with it; at least log it.
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    routes::handle(req, &env).await
+}

@@ -1,0 +1,27 @@
+//! Durable Objects: where state lives. Each loads rows, calls core, persists, and answers.
+
+pub mod device_object;
+pub mod fleet_index;
+
+/// Binding names, as in wrangler.toml.
+pub const DEVICE_BINDING: &str = "DEVICE";
+/// The fleet index namespace binding.
+pub const INDEX_BINDING: &str = "FLEET_INDEX";
+/// Variable with the number of fleet index shards (default [`DEFAULT_INDEX_SHARDS`]).
+pub const INDEX_SHARDS_VAR: &str = "FLEET_INDEX_SHARDS";
+/// Shards when the variable is absent: enough to spread load, few enough for `wrangler dev`.
+pub const DEFAULT_INDEX_SHARDS: u32 = 4;
+
+/// The configured shard count.
+pub fn index_shards(env: &worker::Env) -> u32 {
+    env.var(INDEX_SHARDS_VAR)
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(DEFAULT_INDEX_SHARDS)
+}
+
+/// The stub of fleet index shard `shard`.
+pub fn index_stub(env: &worker::Env, shard: u32) -> worker::Result<worker::Stub> {
+    env.durable_object(INDEX_BINDING)?.get_by_name(&format!("shard-{shard}"))
+}

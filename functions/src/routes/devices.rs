@@ -1,0 +1,53 @@
+//! `/devices`: the identity registry (spec §3.2-3.3).
+
+use super::{device_stub, if_match};
+use crate::auth;
+use crate::http::{self, ApiResult};
+use crate::objects::{index_shards, index_stub};
+use crate::rpc::{self, DeviceOp, IndexOp};
+use futures_util::future::try_join_all;
+use twinhub_core::auth::Permissions;
+use twinhub_core::identity::check_device_id;
+use worker::{Env, Request};
+
+/// `GET /devices?top=N`: up to N identities (1..1000, default 1000), merged across index shards.
+pub async fn list(req: Request, env: &Env) -> ApiResult {
+    auth::require(&req, env, Permissions::REGISTRY_READ)?;
+    let url = req.url()?;
+    let top_param = url.query_pairs().find(|(k, _)| k == "top").map(|(_, v)| v.into_owned());
+    let top = twinhub_core::fleet::clamp_top(top_param.as_deref());
+    let calls = (0..index_shards(env)).map(|shard| async move {
+        let stub = index_stub(env, shard)?;
+        let mut resp = rpc::call(&stub, &IndexOp::ListIdentities { top }).await?;
+        resp.json::<Vec<serde_json::Value>>().await
+    });
+    let mut all: Vec<serde_json::Value> = try_join_all(calls).await?.into_iter().flatten().collect();
+    all.sort_by(|a, b| a["deviceId"].as_str().cmp(&b["deviceId"].as_str()));
+    all.truncate(top);
+    Ok(http::json(200, &serde_json::Value::Array(all), None)?)
+}
+
+/// `GET /devices/{id}`.
+pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::REGISTRY_READ)?;
+    check_device_id(id)?;
+    let op = DeviceOp::GetIdentity { device_id: id.to_owned() };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
+/// `PUT /devices/{id}`: create (no `If-Match`) or update.
+pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::REGISTRY_WRITE)?;
+    check_device_id(id)?;
+    let body = http::body_text(&mut req).await?;
+    let op = DeviceOp::PutIdentity { device_id: id.to_owned(), body, if_match: if_match(&req) };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
+/// `DELETE /devices/{id}`.
+pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::REGISTRY_WRITE)?;
+    check_device_id(id)?;
+    let op = DeviceOp::DeleteIdentity { device_id: id.to_owned(), if_match: if_match(&req) };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}

@@ -1,0 +1,75 @@
+//! The REST surface: which path goes where. IoT Hub paths (`/devices`, `/twins`, ...) follow
+//! the Azure service API; twinhub's own live under `/api/`. Everything else is the dashboard,
+//! served from Workers assets with single-page fallback.
+
+mod api;
+mod devices;
+mod twins;
+
+use crate::http::{self, ApiResult};
+use percent_encoding::percent_decode_str;
+use twinhub_core::{ErrorCode, HubError};
+use worker::{Env, Method, Request, Response, Result};
+
+/// Path prefixes that belong to the API. A request under one of them never falls through to the
+/// dashboard, so a typo gets a JSON 404 instead of an HTML page.
+const API_ROOTS: &[&str] = &["api", "devices", "twins", "jobs", "statistics", "configurations", "$iothub"];
+
+/// Routes one request.
+pub async fn handle(req: Request, env: &Env) -> Result<Response> {
+    let path = req.path();
+    let segments = match decode_segments(&path) {
+        Ok(s) => s,
+        Err(e) => return http::error(&e),
+    };
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let is_api = segs.first().is_some_and(|first| API_ROOTS.contains(first));
+    if !is_api {
+        return env.assets("ASSETS")?.fetch_request(req).await;
+    }
+    http::finish(route(req, env, &segs).await)
+}
+
+async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
+    let method = req.method();
+    match (segs, method) {
+        (["api", "health"], Method::Get) => api::health(),
+        (["devices"], Method::Get) => devices::list(req, env).await,
+        (["devices", id], Method::Get) => devices::get(req, env, id).await,
+        (["devices", id], Method::Put) => devices::put(req, env, id).await,
+        (["devices", id], Method::Delete) => devices::delete(req, env, id).await,
+        (["twins", id], Method::Get) => twins::get(req, env, id).await,
+        (["twins", id], Method::Patch) => twins::patch(req, env, id).await,
+        (["api", "health"] | ["devices"] | ["devices", _] | ["twins", _], method) => Err(HubError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method:?} is not supported on /{}", segs.join("/")),
+        )
+        .into()),
+        _ => Err(HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/"))).into()),
+    }
+}
+
+/// Splits a path into percent-decoded segments (device ids may contain `%`, `#`, `?` and more,
+/// which clients encode).
+fn decode_segments(path: &str) -> std::result::Result<Vec<String>, HubError> {
+    path.trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| HubError::new(ErrorCode::ArgumentInvalid, "path is not UTF-8 after percent-decoding"))
+        })
+        .collect()
+}
+
+/// The `If-Match` header, if any.
+fn if_match(req: &Request) -> Option<String> {
+    req.headers().get("if-match").ok().flatten()
+}
+
+/// The device object for `id`.
+fn device_stub(env: &Env, id: &str) -> worker::Result<worker::Stub> {
+    env.durable_object(crate::objects::DEVICE_BINDING)?.get_by_name(id)
+}

@@ -1,0 +1,56 @@
+//! Messages from the Worker to its Durable Objects.
+//!
+//! Each is one JSON body POSTed to the object; the object answers with the final HTTP response
+//! for the client (status, body, headers), which the Worker passes through unchanged.
+
+use serde::{Deserialize, Serialize};
+
+/// A request to one device's object.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum DeviceOp {
+    /// `PUT /devices/{id}`: create, or update when `if_match` is given.
+    PutIdentity { device_id: String, body: String, if_match: Option<String> },
+    /// `GET /devices/{id}`.
+    GetIdentity { device_id: String },
+    /// `DELETE /devices/{id}`.
+    DeleteIdentity { device_id: String, if_match: Option<String> },
+    /// `GET /twins/{id}`.
+    GetTwin { device_id: String },
+    /// `PATCH /twins/{id}`.
+    PatchTwin { device_id: String, body: String, if_match: Option<String> },
+}
+
+/// A device's projection, pushed by its object to its fleet index shard after each commit.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexEntry {
+    /// The device.
+    pub device_id: String,
+    /// The device object's commit counter; the index keeps only the newest.
+    pub seq: u64,
+    /// Identity JSON as `GET /devices/{id}` renders it; `None` once deleted.
+    pub identity: Option<serde_json::Value>,
+    /// Twin JSON as `GET /twins/{id}` renders it; `None` once deleted.
+    pub twin: Option<serde_json::Value>,
+}
+
+/// A request to one fleet index shard.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum IndexOp {
+    /// Store `entry` unless a newer one is there.
+    Upsert { entry: IndexEntry },
+    /// Up to `top` device identities, in id order.
+    ListIdentities { top: usize },
+}
+
+/// POSTs `op` as JSON to a Durable Object stub and returns its response.
+pub async fn call<T: Serialize>(stub: &worker::Stub, op: &T) -> worker::Result<worker::Response> {
+    let body = serde_json::to_string(op).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Post).with_body(Some(body.into()));
+    // The host is a placeholder: a stub routes by object, not by URL.
+    let req = worker::Request::new_with_init("https://object.internal/rpc", &init)?;
+    stub.fetch_with_request(req).await
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs every tool twinhub needs to build and run, skipping what is already there.
+# Idempotent and offline-safe once run: a second run only checks versions.
+#   scripts/tools.sh          build + run tools (rust target, trunk, wasm-bindgen, worker-build, npm)
+#   scripts/tools.sh --test   also what the tests need (Debian chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TRUNK_VERSION=0.21.14          # 0.22 needs a newer rustc than the machines have
+WORKER_BUILD_VERSION=0.8.7     # matches the `worker` crate in functions/Cargo.toml
+# wasm-bindgen-cli must equal the wasm-bindgen crate pinned with '=' in Cargo.toml.
+WASM_BINDGEN_VERSION=$(sed -n 's/^wasm-bindgen = "=\(.*\)"/\1/p' Cargo.toml)
+
+say() { printf '\033[1;34m[tools]\033[0m %s\n' "$*"; }
+
+installed_version() { # bin, prints the version it reports or nothing
+  command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | head -n1 | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1 || true
+}
+
+cargo_tool() { # crate, bin, version
+  local have; have=$(installed_version "$2")
+  if [ "$have" != "$3" ]; then
+    say "installing $1 $3 (have: ${have:-none}); this compiles from source once"
+    cargo install "$1" --version "$3" --locked --quiet
+  fi
+}
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+cargo_tool trunk trunk "$TRUNK_VERSION"
+cargo_tool wasm-bindgen-cli wasm-bindgen "$WASM_BINDGEN_VERSION"
+cargo_tool worker-build worker-build "$WORKER_BUILD_VERSION"
+
+# wrangler, esbuild (for worker-build), binaryen's wasm-opt, playwright-core: pinned in
+# package-lock.json. Reinstall only when the lockfile changed since the last install.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+if [ "${1:-}" = "--test" ]; then
+  if [ ! -x /usr/bin/chromium ]; then
+    say "installing Debian chromium for browser tests"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
+fi

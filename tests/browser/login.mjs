@@ -1,0 +1,49 @@
+// Drives the dashboard in Debian's headless Chromium with playwright-core.
+// usage: node tests/browser/login.mjs <loginUrl> <deviceId> <expectedText> <screenshotDir>
+// Exits 0 and prints "browser: ok" when the login URL signs in, the fleet lists the device,
+// and the device page shows its twin; the key (env TWINHUB_SECRET_KEY) must never leave the
+// browser in a URL or header.
+import { chromium } from 'playwright-core';
+
+const [loginUrl, deviceId, expectedText, shotDir] = process.argv.slice(2);
+const secret = process.env.TWINHUB_SECRET_KEY ?? '';
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+const browser = await chromium.launch({
+  executablePath,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-quic', '--no-first-run', '--disable-sync'],
+});
+const problems = [];
+try {
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('request', (r) => {
+    const leaked = secret && (r.url().includes(secret) || Object.values(r.headers()).some((v) => v.includes(secret)));
+    if (leaked) problems.push(`key sent in a request to ${r.url()}`);
+  });
+  await page.goto(loginUrl);
+  const row = page.locator(`tr[data-device-id="${deviceId}"] a`);
+  await row.waitFor({ timeout: 30_000 });
+  if (page.url().includes('SharedAccessKey')) problems.push(`key left in the address bar: ${page.url()}`);
+  await page.screenshot({ path: `${shotDir}/fleet.png`, fullPage: true });
+  await row.click();
+  const twin = page.locator('pre.twin-json');
+  await twin.waitFor({ timeout: 30_000 });
+  const text = await twin.innerText();
+  if (!text.includes(`"deviceId": "${deviceId}"`)) problems.push(`twin does not name ${deviceId}`);
+  if (!text.includes(expectedText)) problems.push(`twin lacks ${expectedText}`);
+  await page.screenshot({ path: `${shotDir}/device.png`, fullPage: true });
+  // A reload keeps the session (sessionStorage) without the fragment.
+  await page.reload();
+  await twin.waitFor({ timeout: 30_000 });
+} catch (e) {
+  problems.push(String(e));
+} finally {
+  await browser.close();
+}
+if (problems.length) {
+  console.error(problems.join('\n'));
+  process.exit(1);
+}
+console.log('browser: ok');

@@ -1,0 +1,267 @@
+//! The end-to-end harness: runs the real Worker under `wrangler dev` and talks to it over HTTP.
+//!
+//! [`Hub::start`] launches `wrangler dev` on free ports with a fixed owner key and its own
+//! storage directory, waits until `/api/health` answers, and [`Drop`] stops the whole process
+//! group, also when a test panics. Start a second [`Hub`] on the same [`Storage`] to prove
+//! that acknowledged writes survive a restart.
+//!
+//! The harness does not build anything: `make test` builds the Worker and the dashboard first.
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The owner key every test hub uses (base64 of 32 bytes).
+pub const OWNER_KEY: &str = "dHdpbmh1Yi1lMmUtb3duZXIta2V5LTAxMjM0NTY3ODk=";
+
+/// How long `wrangler dev` may take to answer its first request.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A storage directory for `wrangler dev --persist-to`, removed on drop.
+pub struct Storage {
+    dir: PathBuf,
+}
+
+impl Storage {
+    /// A fresh, empty directory under `target/e2e/`.
+    pub fn new(name: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let stamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = repo_root().join("target/e2e").join(format!(
+            "{name}-{}-{stamp}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&dir).expect("create storage dir");
+        Self { dir }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `wrangler dev`.
+pub struct Hub {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Hub {
+    /// Starts `wrangler dev` on a free port, persisting to `storage`, and waits until ready.
+    pub fn start(storage: &Storage) -> Self {
+        let root = repo_root();
+        for artifact in ["functions/build/index.js", "dist/index.html"] {
+            assert!(
+                root.join(artifact).exists(),
+                "{artifact} is missing: run `make test` (or `make build`) so the Worker and dashboard are built"
+            );
+        }
+        let port = free_port();
+        let inspector = free_port();
+        let env_file = storage.path().join("hub.env");
+        fs::write(&env_file, format!("TWINHUB_OWNER_KEY={OWNER_KEY}\n")).expect("write env file");
+        let log = storage.path().join(format!("wrangler-{port}.log"));
+        let log_file = fs::File::create(&log).expect("create log");
+        let child = Command::new(root.join("node_modules/.bin/wrangler"))
+            .current_dir(&root)
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(storage.path().join("state"))
+            .arg("--env-file")
+            .arg(&env_file)
+            .args(["--log-level", "info", "--show-interactive-dev-session=false"])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("WRANGLER_SEND_ERROR_REPORTS", "false")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log"))
+            .stderr(log_file)
+            // Its own process group, so Drop can stop wrangler and the workerd it spawns.
+            .process_group(0)
+            .spawn()
+            .expect("spawn wrangler dev (did `npm ci` run?)");
+        let mut hub = Self { child, port, log };
+        hub.wait_ready();
+        hub
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wrangler dev exited early ({status}):\n{}", self.log_tail());
+            }
+            if self.get_unauthenticated("/api/health").status == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("wrangler dev not ready after {READY_TIMEOUT:?}:\n{}", self.log_tail());
+    }
+
+    /// `http://127.0.0.1:{port}`.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The host name clients put in connection strings: `127.0.0.1:{port}`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The owner connection string.
+    pub fn owner_connection_string(&self) -> String {
+        format!("HostName={};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}", self.host())
+    }
+
+    /// The dashboard login URL `make dev` prints: the connection string travels in the fragment,
+    /// which browsers never send to the server.
+    pub fn login_url(&self) -> String {
+        let cs = self.owner_connection_string();
+        format!(
+            "{}/#cs={}",
+            self.base_url(),
+            percent_encoding::utf8_percent_encode(&cs, percent_encoding::NON_ALPHANUMERIC)
+        )
+    }
+
+    /// A fresh owner token, valid for an hour.
+    pub fn owner_token(&self) -> String {
+        twinhub_core::auth::sign(&self.host(), OWNER_KEY, Some("iothubowner"), now_secs() + 3600)
+            .expect("sign owner token")
+    }
+
+    /// A request with a fresh owner token.
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Reply {
+        self.call_with(method, path, body, &[("Authorization", &self.owner_token())])
+    }
+
+    /// A request with exactly the given headers.
+    pub fn call_with(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = ureq::request(method, &format!("{}{path}", self.base_url())).timeout(Duration::from_secs(30));
+        for (name, value) in headers {
+            req = req.set(name, value);
+        }
+        let result = match body {
+            Some(b) => req.set("Content-Type", "application/json; charset=utf-8").send_string(b),
+            None => req.call(),
+        };
+        match result {
+            Ok(resp) | Err(ureq::Error::Status(_, resp)) => Reply::read(resp),
+            Err(e) => Reply { status: 0, headers: Vec::new(), body: format!("transport error: {e}") },
+        }
+    }
+
+    fn get_unauthenticated(&self, path: &str) -> Reply {
+        self.call_with("GET", path, None, &[])
+    }
+
+    /// The last lines wrangler printed, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Stops wrangler (and workerd) and waits for it to exit.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// An HTTP reply, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code (0 when the request did not complete).
+    pub status: u16,
+    /// Response headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// Body text.
+    pub body: String,
+}
+
+impl Reply {
+    fn read(resp: ureq::Response) -> Self {
+        let status = resp.status();
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .filter_map(|n| resp.header(&n).map(|v| (n.to_ascii_lowercase(), v.to_owned())))
+            .collect();
+        let mut body = String::new();
+        let _ = resp.into_reader().take(10 * 1024 * 1024).read_to_string(&mut body);
+        Self { status, headers, body }
+    }
+
+    /// The body as JSON (Null when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Asserts an IoT Hub error: status, `iothub-errorcode` header, and the numeric code inside
+    /// the envelope's `Message`.
+    pub fn assert_hub_error(&self, status: u16, name: &str, code: u64) {
+        assert_eq!(self.status, status, "status; body: {}", self.body);
+        assert_eq!(self.header("iothub-errorcode"), Some(name), "iothub-errorcode; body: {}", self.body);
+        let inner: serde_json::Value = self.json()["Message"]
+            .as_str()
+            .and_then(|m| serde_json::from_str(m).ok())
+            .unwrap_or_else(|| panic!("no JSON in Message: {}", self.body));
+        assert_eq!(inner["errorCode"], code, "errorCode; body: {}", self.body);
+        assert!(inner["message"].as_str().is_some_and(|m| !m.is_empty()), "message; body: {}", self.body);
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn free_port() -> u16 {
+    // Bind port 0, read the port the kernel picked, release it for wrangler.
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}

@@ -1,0 +1,30 @@
+//! The dashboard in headless Chromium: the login URL signs in, the fleet shows the device, and
+//! the device page shows its twin. Driven by `tests/browser/login.mjs` (playwright-core).
+
+use std::process::Command;
+use twinhub_e2e::{repo_root, Hub, Storage, OWNER_KEY};
+
+#[test]
+fn login_url_signs_in_and_shows_fleet_and_twin() {
+    let storage = Storage::new("dashboard");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/browser-dev-1", Some("{}")).status, 200);
+    let tagged = hub.call("PATCH", "/twins/browser-dev-1", Some(r#"{"tags":{"location":{"building":"Building-A"}}}"#));
+    assert_eq!(tagged.status, 200, "{}", tagged.body);
+
+    let login_url = hub.login_url();
+    let shots = repo_root().join("target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let output = Command::new("node")
+        .current_dir(repo_root())
+        .arg("tests/browser/login.mjs")
+        .args([&login_url, "browser-dev-1", "Building-A"])
+        .arg(&shots)
+        .env("TWINHUB_SECRET_KEY", OWNER_KEY)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "browser test failed:\n{stdout}\n{stderr}\nwrangler:\n{}", hub.log_tail());
+    assert!(stdout.contains("browser: ok"), "{stdout}");
+}
