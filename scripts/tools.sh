@@ -21,7 +21,9 @@ cargo_tool() { # crate, bin, version
   local have; have=$(installed_version "$2")
   if [ "$have" != "$3" ]; then
     say "installing $1 $3 (have: ${have:-none}); this compiles from source once"
-    cargo install "$1" --version "$3" --locked --quiet
+    # --locked first for reproducibility; if the registry no longer has a locked version
+    # (seen: wasm-bindgen-cli 0.2.130's lock names a webpki-roots the registry lacks), resolve anew.
+    cargo install "$1" --version "$3" --locked --quiet || cargo install "$1" --version "$3" --quiet
   fi
 }
 

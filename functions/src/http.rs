@@ -80,7 +80,7 @@ pub async fn body_text(req: &mut worker::Request) -> std::result::Result<String,
     // Refuse early when the client declares the size; check again after reading, since the
     // header may be absent (chunked) or wrong.
     if let Ok(Some(len)) = req.headers().get("content-length") {
-        if len.parse::<usize>().map_or(false, |n| n > MAX_BODY_BYTES) {
+        if len.parse::<usize>().is_ok_and(|n| n > MAX_BODY_BYTES) {
             return Err(too_large().into());
         }
     }

@@ -38,11 +38,12 @@ fn device_table(list: Vec<Value>) -> impl IntoView {
             let id = d["deviceId"].as_str().unwrap_or_default().to_owned();
             let href =
                 format!("/device/{}", percent_encoding::utf8_percent_encode(&id, percent_encoding::NON_ALPHANUMERIC));
+            let id_attr = id.clone();
             let status = d["status"].as_str().unwrap_or_default().to_owned();
             let connection = d["connectionState"].as_str().unwrap_or_default().to_owned();
             let activity = d["lastActivityTime"].as_str().unwrap_or_default().to_owned();
             view! {
-                <tr data-device-id=id.clone()>
+                <tr data-device-id=id_attr>
                     <td><a href=href>{id}</a></td>
                     <td>{status}</td>
                     <td>{connection}</td>
