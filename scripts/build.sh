@@ -10,10 +10,43 @@ export WASM_BINDGEN_BIN="$HOME/.cargo/bin/wasm-bindgen"
 export WASM_OPT_BIN="$root/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$root/node_modules/.bin/esbuild"
 
-echo "[build] dashboard (trunk --release)"
-trunk build --config Trunkfile.toml --release --offline 2>&1 | grep -vE '^\s*$' | grep -vE 'INFO|applying new distribution' || true
-test -f dist/index.html || { echo "[build] trunk produced no dist/index.html" >&2; exit 1; }
+# stale OUTPUT PATH...: true when OUTPUT is missing or any file under PATH is newer. Both tools
+# re-run wasm-bindgen and wasm-opt even when cargo has nothing to do (15 s for the Worker), so
+# skipping them when no input changed is what makes a warm `make dev` fast.
+stale() {
+  local out=$1; shift
+  [ -f "$out" ] || return 0
+  [ -n "$(find "$@" -path functions/build -prune -o -type f -newer "$out" -print -quit)" ]
+}
 
-echo "[build] worker (worker-build --release)"
-(cd functions && worker-build --release 2>&1 | grep -vE '^\s*$' | grep -vE '^\s+(Compiling|Fresh)' || true)
-test -f functions/build/index.js || { echo "[build] worker-build produced no functions/build/index.js" >&2; exit 1; }
+# quiet LOG CMD...: runs CMD with its chatter in LOG; on failure shows the log and fails.
+quiet() {
+  local log=$1; shift
+  mkdir -p "$(dirname "$log")"
+  if ! "$@" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "[build] failed: $*" >&2
+    exit 1
+  fi
+  grep -E '^(warning|error)' "$log" || true
+}
+
+# trunk runs cargo with --offline (so it never tries to download its own tools); fetch the
+# crates first so a fresh machine has them. Nearly instant when they are cached.
+cargo fetch --quiet
+
+if stale dist/index.html app core public Cargo.toml Cargo.lock Trunkfile.toml; then
+  echo "[build] dashboard (trunk --release)"
+  quiet target/build-dashboard.log trunk build --config Trunkfile.toml --release --offline
+  touch dist/index.html
+else
+  echo "[build] dashboard is up to date"
+fi
+
+if stale functions/build/index.js functions core Cargo.toml Cargo.lock; then
+  echo "[build] worker (worker-build --release)"
+  (cd functions && quiet ../target/build-worker.log worker-build --release)
+  touch functions/build/index.js
+else
+  echo "[build] worker is up to date"
+fi
