@@ -41,7 +41,11 @@ fn device_table(list: Vec<Value>) -> impl IntoView {
             let id_attr = id.clone();
             let status = d["status"].as_str().unwrap_or_default().to_owned();
             let connection = d["connectionState"].as_str().unwrap_or_default().to_owned();
-            let activity = d["lastActivityTime"].as_str().unwrap_or_default().to_owned();
+            // IoT Hub writes "never" as year 1.
+            let activity = match d["lastActivityTime"].as_str() {
+                Some(t) if !t.starts_with("0001-") => t.to_owned(),
+                _ => "never".to_owned(),
+            };
             view! {
                 <tr data-device-id=id_attr>
                     <td><a href=href>{id}</a></td>
