@@ -31,6 +31,8 @@ pub enum ErrorCode {
     PreconditionFailed,
     /// 413001: a body over the size limit.
     MessageTooLarge,
+    /// 413002: a bulk registry request with more than 100 devices.
+    TooManyDevices,
     /// 500001: a fault of ours.
     ServerError,
     /// 503001: a dependency (storage, upstream) is unavailable.
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::DeviceAlreadyExists => 409_001,
             Self::PreconditionFailed => 412_001,
             Self::MessageTooLarge => 413_001,
+            Self::TooManyDevices => 413_002,
             Self::ServerError => 500_001,
             Self::ServiceUnavailable => 503_001,
         }
@@ -75,6 +78,7 @@ impl ErrorCode {
             Self::DeviceAlreadyExists => "DeviceAlreadyExists",
             Self::PreconditionFailed => "PreconditionFailed",
             Self::MessageTooLarge => "MessageTooLarge",
+            Self::TooManyDevices => "TooManyDevices",
             Self::ServerError => "ServerError",
             Self::ServiceUnavailable => "ServiceUnavailable",
         }

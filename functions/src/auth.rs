@@ -8,17 +8,29 @@ use worker::{Env, Request};
 /// `.dev.vars`; deployments set it with `wrangler secret put`.
 pub const OWNER_KEY_VAR: &str = "TWINHUB_OWNER_KEY";
 
+/// Name of the optional Worker variable (JSON) that adds or overrides shared access policies;
+/// see `twinhub_core::auth::Policy::all`.
+pub const POLICIES_VAR: &str = "TWINHUB_POLICIES";
+
+/// Who made an authorized request.
+pub struct Caller {
+    /// The policy whose key signed the token: the actor in the twin history.
+    pub policy: String,
+}
+
 /// Requires a valid, unexpired token, signed by a policy with the `needed` permission, whose
 /// resource covers this hub. Every REST route that touches a device or twin calls this first.
-pub fn require(req: &Request, env: &Env, needed: Permissions) -> Result<(), HubError> {
+pub fn require(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, HubError> {
     check(req, env, needed).map_err(|e| HubError::from(&e))
 }
 
-fn check(req: &Request, env: &Env, needed: Permissions) -> Result<(), AuthError> {
+fn check(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, AuthError> {
     let header = req.headers().get("authorization").ok().flatten().ok_or(AuthError::MissingToken)?;
     let token = SasToken::parse(&header)?;
+    // A device-key token (no skn) is for the device endpoints, never the service API.
     let name = token.key_name().ok_or(AuthError::MissingField("SAS token for the service API", "skn"))?;
-    let policy = policy(env, name).ok_or_else(|| AuthError::UnknownPolicy(name.to_owned()))?;
+    let policy =
+        policies(env).into_iter().find(|p| p.name == name).ok_or_else(|| AuthError::UnknownPolicy(name.to_owned()))?;
     token.verify(&policy.key, crate::clock::now().as_secs())?;
     let host = hub_host(req);
     if !token.covers(&host) {
@@ -27,7 +39,7 @@ fn check(req: &Request, env: &Env, needed: Permissions) -> Result<(), AuthError>
     if !policy.permissions.contains(needed) {
         return Err(AuthError::PermissionDenied { policy: policy.name, needed: needed.name() });
     }
-    Ok(())
+    Ok(Caller { policy: policy.name })
 }
 
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS
@@ -41,11 +53,20 @@ fn hub_host(req: &Request) -> String {
     }
 }
 
-/// The policy named `name`, if this hub has one with a key configured.
-fn policy(env: &Env, name: &str) -> Option<Policy> {
-    if name != twinhub_core::auth::OWNER_POLICY {
-        return None;
+/// The hub's policies: the owner policy from [`OWNER_KEY_VAR`], the built-in ones, and any from
+/// [`POLICIES_VAR`]. No owner key, no policies: every request is refused.
+fn policies(env: &Env) -> Vec<Policy> {
+    let Some(owner_key) = env.var(OWNER_KEY_VAR).ok().map(|v| v.to_string()).filter(|k| !k.trim().is_empty()) else {
+        worker::console_error!("{OWNER_KEY_VAR} is not set: every request will be refused");
+        return Vec::new();
+    };
+    let config = env.var(POLICIES_VAR).ok().map(|v| v.to_string());
+    match Policy::all(&owner_key, config.as_deref()) {
+        Ok(all) => all,
+        Err(e) => {
+            // Only the message goes to the log: it never contains a key.
+            worker::console_error!("{e}; falling back to the owner policy alone");
+            vec![Policy::owner(owner_key)]
+        }
     }
-    let key = env.var(OWNER_KEY_VAR).ok()?.to_string();
-    (!key.trim().is_empty()).then(|| Policy::owner(key))
 }

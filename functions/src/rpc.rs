@@ -5,12 +5,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A request to one device's object.
+/// A request to one device's object. `actor` names who asked (a policy, a device, a job), for
+/// the twin history.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum DeviceOp {
-    /// `PUT /devices/{id}`: create, or update when `if_match` is given.
-    PutIdentity { device_id: String, body: String, if_match: Option<String> },
+    /// `PUT /devices/{id}`: create, or update when `if_match` is given (or `upsert` is set, as a
+    /// bulk `createOrUpdate` does).
+    PutIdentity { device_id: String, body: String, if_match: Option<String>, upsert: bool },
     /// `GET /devices/{id}`.
     GetIdentity { device_id: String },
     /// `DELETE /devices/{id}`.
@@ -18,7 +20,11 @@ pub enum DeviceOp {
     /// `GET /twins/{id}`.
     GetTwin { device_id: String },
     /// `PATCH /twins/{id}`.
-    PatchTwin { device_id: String, body: String, if_match: Option<String> },
+    PatchTwin { device_id: String, body: String, if_match: Option<String>, actor: String },
+    /// `PUT /twins/{id}`.
+    ReplaceTwin { device_id: String, body: String, if_match: Option<String>, actor: String },
+    /// `GET /api/twins/{id}/history`: entries with a version above `since`, oldest first.
+    History { device_id: String, since: u64, limit: usize },
 }
 
 /// A device's projection, pushed by its object to its fleet index shard after each commit.
@@ -43,6 +49,20 @@ pub enum IndexOp {
     Upsert { entry: IndexEntry },
     /// Up to `top` device identities, in id order.
     ListIdentities { top: usize },
+    /// Device counts for `/statistics/devices` and `/statistics/service`.
+    Statistics,
+}
+
+/// Counts from one index shard; the Worker sums them.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatistics {
+    /// Devices in the registry.
+    pub total: u64,
+    /// Of which enabled.
+    pub enabled: u64,
+    /// Of which connected now.
+    pub connected: u64,
 }
 
 /// POSTs `op` as JSON to a Durable Object stub and returns its response.

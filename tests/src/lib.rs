@@ -63,11 +63,102 @@ pub struct Hub {
     child: Child,
     port: u16,
     log: PathBuf,
+    https: bool,
+}
+
+/// The test TLS material: a CA and a server certificate for `127.0.0.1` and `localhost` signed
+/// by it. Made once with openssl under `target/e2e-tls/`.
+pub struct Tls {
+    /// The CA certificate (PEM): what clients trust.
+    pub ca_cert: PathBuf,
+    /// The server certificate (PEM).
+    pub cert: PathBuf,
+    /// The server key (PEM).
+    pub key: PathBuf,
+}
+
+/// The test TLS material, created on first use.
+pub fn tls() -> Tls {
+    let dir = repo_root().join("target/e2e-tls");
+    let tls = Tls { ca_cert: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") };
+    if tls.ca_cert.exists() && tls.cert.exists() && tls.key.exists() {
+        return tls;
+    }
+    fs::create_dir_all(&dir).expect("tls dir");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").current_dir(&dir).args(args).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=twinhub test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-out",
+        "server.pem",
+        "-extfile",
+        "server.ext",
+    ]);
+    tls
 }
 
 impl Hub {
-    /// Starts `wrangler dev` on a free port, persisting to `storage`, and waits until ready.
+    /// Starts `wrangler dev` over plain http on a free port, persisting to `storage`, and waits
+    /// until ready.
     pub fn start(storage: &Storage) -> Self {
+        Self::launch(storage, false)
+    }
+
+    /// Like [`Hub::start`], over https with the certificate from [`tls`]: the Azure SDKs dial
+    /// `https://{HostName}` and verify it.
+    pub fn start_https(storage: &Storage) -> Self {
+        Self::launch(storage, true)
+    }
+
+    fn launch(storage: &Storage, https: bool) -> Self {
         let root = repo_root();
         for artifact in ["functions/build/index.js", "dist/index.html"] {
             assert!(
@@ -81,7 +172,13 @@ impl Hub {
         fs::write(&env_file, format!("TWINHUB_OWNER_KEY={OWNER_KEY}\n")).expect("write env file");
         let log = storage.path().join(format!("wrangler-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
-        let child = Command::new(root.join("node_modules/.bin/wrangler"))
+        let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
+        if https {
+            let tls = tls();
+            command.args(["--local-protocol", "https"]).arg("--https-key-path").arg(&tls.key);
+            command.arg("--https-cert-path").arg(&tls.cert);
+        }
+        let child = command
             .current_dir(&root)
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
             .args(["--inspector-port", &inspector.to_string()])
@@ -99,7 +196,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn wrangler dev (did `npm ci` run?)");
-        let mut hub = Self { child, port, log };
+        let mut hub = Self { child, port, log, https };
         hub.wait_ready();
         hub
     }
@@ -110,7 +207,7 @@ impl Hub {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("wrangler dev exited early ({status}):\n{}", self.log_tail());
             }
-            if self.get_unauthenticated("/api/health").status == 200 {
+            if self.healthy() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -118,9 +215,23 @@ impl Hub {
         panic!("wrangler dev not ready after {READY_TIMEOUT:?}:\n{}", self.log_tail());
     }
 
-    /// `http://127.0.0.1:{port}`.
+    fn healthy(&self) -> bool {
+        if !self.https {
+            return self.get_unauthenticated("/api/health").status == 200;
+        }
+        // The harness's HTTP client speaks no TLS; curl checks the https hub with the test CA.
+        Command::new("curl")
+            .args(["-sf", "-o", "/dev/null", "--cacert"])
+            .arg(tls().ca_cert)
+            .arg(format!("{}/api/health", self.base_url()))
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `http://127.0.0.1:{port}` (or `https://`).
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The host name clients put in connection strings: `127.0.0.1:{port}`.
@@ -157,6 +268,7 @@ impl Hub {
 
     /// A request with exactly the given headers.
     pub fn call_with(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+        assert!(!self.https, "the harness's HTTP client speaks plain http only; drive https hubs with the SDKs");
         let mut req = ureq::request(method, &format!("{}{path}", self.base_url())).timeout(Duration::from_secs(30));
         for (name, value) in headers {
             req = req.set(name, value);
@@ -264,4 +376,11 @@ pub fn now_secs() -> u64 {
 fn free_port() -> u16 {
     // Bind port 0, read the port the kernel picked, release it for wrangler.
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The Python virtualenv `make test` prepares (`.venv`, with tests/python/requirements.txt).
+pub fn python() -> PathBuf {
+    let py = repo_root().join(".venv/bin/python");
+    assert!(py.exists(), "{} is missing: run `make test` so the Azure SDK virtualenv is installed", py.display());
+    py
 }

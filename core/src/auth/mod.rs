@@ -5,7 +5,7 @@ mod policy;
 mod sas;
 
 pub use connection_string::{ConnectionString, Credential};
-pub use policy::{Permissions, Policy, OWNER_POLICY};
+pub use policy::{Permissions, Policy, PolicyConfigError, BUILT_IN, OWNER_POLICY};
 pub use sas::{sign, SasToken};
 
 /// Why a token or connection string was refused. Messages are safe to show: they never include

@@ -1,17 +1,24 @@
 //! The device twin document (spec §1) and the rules that change it (spec §2).
 //!
 //! A [`Twin`] holds `tags` and the two property [`Section`]s with their counters; identity
-//! fields (status, connection state) come from the [`DeviceIdentity`] when rendering. Writes go
-//! through [`Twin::apply_service_patch`], which validates the whole patch first, so a rejected
-//! patch changes nothing, not even a counter.
+//! fields (status, connection state) come from the [`DeviceIdentity`] when rendering.
+//!
+//! Every write (`apply_service_patch`, `replace`, `apply_reported_patch`) works on a copy,
+//! checks the copy against the limits, and only then replaces `self`: a rejected write changes
+//! nothing, not even a counter. Each returns the [`Change`]s it made, for the twin history.
 
 mod error;
+mod history;
+pub mod limits;
 mod patch;
 mod section;
 
 pub use error::TwinError;
-pub use patch::ServicePatch;
+pub use history::Change;
+pub use patch::{ReportedPatch, ServicePatch, TwinReplacement};
 pub use section::{MetaNode, Section};
+
+use limits::SectionName;
 
 use crate::identity::DeviceIdentity;
 use crate::UnixMillis;
@@ -51,18 +58,54 @@ impl Twin {
         crate::etag::if_match_allows(&self.etag_string(), if_match)
     }
 
-    /// Applies a service-side patch (`PATCH /twins/{id}`): merge into tags and desired, then
-    /// move the counters. The patch was validated when parsed, so this cannot fail.
-    pub fn apply_service_patch(&mut self, patch: &ServicePatch, now: UnixMillis) {
+    /// Applies a service-side merge patch (`PATCH /twins/{id}`): tags and desired merge, `null`
+    /// deletes. Moves `version` and the etag; desired's `$version` only if desired was patched.
+    pub fn apply_service_patch(&mut self, patch: &ServicePatch, now: UnixMillis) -> Result<Vec<Change>, TwinError> {
+        let mut next = self.clone();
         if let Some(tags) = &patch.tags {
-            section::merge_plain(&mut self.tags, tags);
+            section::merge_plain(&mut next.tags, tags);
         }
         if let Some(desired) = &patch.desired {
-            let version = self.desired.version + 1;
-            self.desired.merge(desired, now, Some(version));
+            let version = next.desired.version + 1;
+            next.desired.merge(desired, now, Some(version));
         }
-        self.version += 1;
-        self.etag += 1;
+        next.version += 1;
+        next.etag += 1;
+        self.commit(next)
+    }
+
+    /// Replaces tags and desired wholesale (`PUT /twins/{id}`).
+    pub fn replace(&mut self, replacement: &TwinReplacement, now: UnixMillis) -> Result<Vec<Change>, TwinError> {
+        let mut next = self.clone();
+        next.tags = replacement.tags.clone();
+        section::strip_nulls(&mut next.tags);
+        let version = next.desired.version + 1;
+        next.desired.replace(&replacement.desired, now, Some(version));
+        next.version += 1;
+        next.etag += 1;
+        self.commit(next)
+    }
+
+    /// Applies a device's reported patch. Moves `version` and reported's `$version`, not the etag
+    /// (which guards service writes only, spec §1.3).
+    pub fn apply_reported_patch(&mut self, patch: &ReportedPatch, now: UnixMillis) -> Result<Vec<Change>, TwinError> {
+        let mut next = self.clone();
+        next.reported.merge(&patch.reported, now, None);
+        next.version += 1;
+        self.commit(next)
+    }
+
+    /// Checks `next` against the section limits; if it passes, it becomes the twin.
+    fn commit(&mut self, next: Twin) -> Result<Vec<Change>, TwinError> {
+        limits::check_section_size(SectionName::Tags, &next.tags)?;
+        limits::check_section_size(SectionName::Desired, &next.desired.properties)?;
+        limits::check_section_size(SectionName::Reported, &next.reported.properties)?;
+        let mut changes = Vec::new();
+        history::diff("tags", &self.tags, &next.tags, &mut changes);
+        history::diff("properties.desired", &self.desired.properties, &next.desired.properties, &mut changes);
+        history::diff("properties.reported", &self.reported.properties, &next.reported.properties, &mut changes);
+        *self = next;
+        Ok(changes)
     }
 
     /// The service view (`GET /twins/{id}`, queries): everything, with `$metadata`.
@@ -131,7 +174,7 @@ mod tests {
             r#"{"tags":{"location":{"building":"A"}},"properties":{"desired":{"telemetryInterval":30,"gone":null}}}"#,
         )
         .unwrap();
-        t.apply_service_patch(&p, UnixMillis(2));
+        t.apply_service_patch(&p, UnixMillis(2)).unwrap();
         assert_eq!((t.version, t.etag, t.desired.version, t.reported.version), (3, 2, 2, 1));
         assert_eq!(t.etag_string(), "AAAAAAAAAAI=");
         assert_eq!(t.tags["location"]["building"], "A");
@@ -143,7 +186,7 @@ mod tests {
         let del =
             ServicePatch::parse(r#"{"tags":{"location":null},"properties":{"desired":{"telemetryInterval":null}}}"#)
                 .unwrap();
-        t.apply_service_patch(&del, UnixMillis(3));
+        t.apply_service_patch(&del, UnixMillis(3)).unwrap();
         assert!(t.tags.is_empty());
         let d = t.desired.to_json(true);
         assert!(d.get("telemetryInterval").is_none());
@@ -157,7 +200,8 @@ mod tests {
         t.apply_service_patch(
             &ServicePatch::parse(r#"{"properties":{"desired":{"a":{"b":1}}}}"#).unwrap(),
             UnixMillis(5),
-        );
+        )
+        .unwrap();
         let back: Twin = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
         assert_eq!(back, t);
     }

@@ -1,13 +1,14 @@
-//! Service-side twin patches (`PATCH /twins/{id}`, spec §2.1).
+//! Writes to a twin, parsed and checked before anything changes (spec §2.1).
 //!
 //! SDKs send more than the patch: the C# SDK includes `deviceId`, `etag`, `version` and an empty
 //! `properties.reported`. Those are ignored, not errors; only `tags` and `properties.desired`
-//! are taken.
+//! are taken from service bodies.
 
+use super::limits::{self, SectionName};
 use super::TwinError;
 use serde_json::{Map, Value};
 
-/// A validated service patch: the parts of the body that write.
+/// A service-side merge patch (`PATCH /twins/{id}`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ServicePatch {
     /// Merge patch for `tags`.
@@ -16,8 +17,25 @@ pub struct ServicePatch {
     pub desired: Option<Map<String, Value>>,
 }
 
+/// A service-side replacement (`PUT /twins/{id}`): both sections replaced wholesale; an absent
+/// section is replaced by an empty one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TwinReplacement {
+    /// The new `tags`.
+    pub tags: Map<String, Value>,
+    /// The new `properties.desired`.
+    pub desired: Map<String, Value>,
+}
+
+/// A device-side merge patch of reported properties (MQTT `PATCH/properties/reported`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ReportedPatch {
+    /// The merge patch.
+    pub reported: Map<String, Value>,
+}
+
 impl ServicePatch {
-    /// Parses and validates a request body.
+    /// Parses and checks a `PATCH /twins/{id}` body.
     pub fn parse(body: &str) -> Result<Self, TwinError> {
         let value: Value = serde_json::from_str(body).map_err(|e| TwinError::NotJson(e.to_string()))?;
         let Value::Object(mut root) = value else { return Err(TwinError::NotAnObject) };
@@ -27,10 +45,32 @@ impl ServicePatch {
             Some(Value::Object(mut props)) => take_section(props.remove("desired"), "properties.desired")?,
             Some(_) => return Err(TwinError::SectionNotObject("properties")),
         };
-        for section in [&tags, &desired].into_iter().flatten() {
-            check_keys(section)?;
+        if let Some(t) = &tags {
+            limits::check_patch(SectionName::Tags, t)?;
+        }
+        if let Some(d) = &desired {
+            limits::check_patch(SectionName::Desired, d)?;
         }
         Ok(Self { tags, desired })
+    }
+}
+
+impl TwinReplacement {
+    /// Parses and checks a `PUT /twins/{id}` body.
+    pub fn parse(body: &str) -> Result<Self, TwinError> {
+        let ServicePatch { tags, desired } = ServicePatch::parse(body)?;
+        Ok(Self { tags: tags.unwrap_or_default(), desired: desired.unwrap_or_default() })
+    }
+}
+
+impl ReportedPatch {
+    /// Parses and checks a device's reported patch: a JSON object of changes, `null` deletes.
+    /// Keys starting with `$` (a device echoing `$version`, say) refuse the whole patch.
+    pub fn parse(body: &[u8]) -> Result<Self, TwinError> {
+        let value: Value = serde_json::from_slice(body).map_err(|e| TwinError::NotJson(e.to_string()))?;
+        let Value::Object(reported) = value else { return Err(TwinError::NotAnObject) };
+        limits::check_patch(SectionName::Reported, &reported)?;
+        Ok(Self { reported })
     }
 }
 
@@ -40,34 +80,6 @@ fn take_section(v: Option<Value>, name: &'static str) -> Result<Option<Map<Strin
         Some(Value::Object(m)) => Ok(Some(m)),
         Some(_) => Err(TwinError::SectionNotObject(name)),
     }
-}
-
-/// Key rules of spec §2.3: no `$`, `.`, space or control characters, at most 1 KB.
-fn check_keys(map: &Map<String, Value>) -> Result<(), TwinError> {
-    for (key, value) in map {
-        let why = if key.is_empty() {
-            Some("keys must not be empty")
-        } else if key.len() > 1024 {
-            Some("keys must be at most 1024 bytes")
-        } else if key.contains('$') {
-            Some("keys must not contain '$'")
-        } else if key.contains('.') {
-            Some("keys must not contain '.'")
-        } else if key.contains(' ') {
-            Some("keys must not contain spaces")
-        } else if key.chars().any(char::is_control) {
-            Some("keys must not contain control characters")
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            return Err(TwinError::InvalidKey { key: key.chars().take(64).collect(), why });
-        }
-        if let Value::Object(child) = value {
-            check_keys(child)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -94,5 +106,19 @@ mod tests {
             ServicePatch::parse(r#"{"properties":{"desired":{"ok":{"$bad":1}}}}"#),
             Err(TwinError::InvalidKey { .. })
         ));
+    }
+
+    #[test]
+    fn replacement_defaults_to_empty_sections() {
+        let r = TwinReplacement::parse(r#"{"tags":{"a":1}}"#).unwrap();
+        assert_eq!(r.tags["a"], 1);
+        assert!(r.desired.is_empty());
+    }
+
+    #[test]
+    fn reported_rejects_dollar_keys() {
+        assert!(ReportedPatch::parse(br#"{"temperature":21.5,"$version":3}"#).is_err());
+        assert!(ReportedPatch::parse(b"[]").is_err());
+        assert_eq!(ReportedPatch::parse(br#"{"t":1}"#).unwrap().reported["t"], 1);
     }
 }

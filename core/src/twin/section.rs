@@ -66,6 +66,14 @@ impl Section {
         self.version += 1;
     }
 
+    /// Replaces every property with `props`, stamping every node with `now` and `version`, and
+    /// bumps `$version`.
+    pub fn replace(&mut self, props: &Map<String, Value>, now: UnixMillis, version: Option<u64>) {
+        self.properties = Map::new();
+        self.metadata = MetaNode::leaf(now, version);
+        self.merge(props, now, version);
+    }
+
     /// The section as JSON: properties, then `$metadata` (when asked for), then `$version`.
     pub fn to_json(&self, with_metadata: bool) -> Value {
         let mut out = self.properties.clone();
@@ -108,6 +116,17 @@ fn merge_with_metadata(
                 target.insert(key.clone(), other.clone());
                 meta.children.insert(key.clone(), MetaNode::leaf(now, version));
             }
+        }
+    }
+}
+
+/// Removes `null` members at every depth: a replacement document stores no nulls, as merging it
+/// into an empty section would not.
+pub(crate) fn strip_nulls(map: &mut Map<String, Value>) {
+    map.retain(|_, v| !v.is_null());
+    for value in map.values_mut() {
+        if let Value::Object(child) = value {
+            strip_nulls(child);
         }
     }
 }

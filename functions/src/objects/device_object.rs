@@ -1,23 +1,32 @@
-//! One Durable Object per device id: the source of truth for that device's identity and twin.
+//! One Durable Object per device id: the source of truth for that device's identity, twin and
+//! twin history.
 //!
 //! Every write to one twin runs here, one at a time, so etag checks and versions are exact.
-//! State is two JSON rows in the object's SQLite (`identity`, `twin`) plus `seq`, a commit
-//! counter that outlives deletion so a re-created device's projection always wins in the index.
-//! Rows are written with one statement per commit, so a commit is all or nothing.
+//! State lives in the object's SQLite: `doc` holds JSON rows (`identity`, `twin`, `seq`, ...)
+//! and `history` one row per accepted twin change. `seq`, a commit counter, outlives deletion so
+//! a re-created device's projection always wins in the fleet index.
+//!
+//! A commit is a few SQL statements in one synchronous stretch (no `await` between them), which
+//! Durable Objects apply atomically; the client's response goes out after it.
 
 use crate::clock;
 use crate::http::{self, ApiError, ApiResult};
 use crate::objects::{index_shards, index_stub};
 use crate::rpc::{self, DeviceOp, IndexEntry, IndexOp};
 use serde::Deserialize;
+use serde_json::{json, Value};
 use twinhub_core::etag::if_match_allows;
 use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
-use twinhub_core::twin::{ServicePatch, Twin};
-use twinhub_core::{ErrorCode, HubError};
+use twinhub_core::twin::{Change, ServicePatch, Twin, TwinError, TwinReplacement};
+use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
 
 /// How long to wait before retrying a failed push to the fleet index.
 const INDEX_RETRY_MS: i64 = 1_000;
+/// Variable: how many twin changes each device keeps (default [`DEFAULT_HISTORY_RETENTION`]).
+pub const HISTORY_RETENTION_VAR: &str = "TWIN_HISTORY_RETENTION";
+/// Twin changes kept per device when the variable is absent.
+pub const DEFAULT_HISTORY_RETENTION: u64 = 1_000;
 
 #[durable_object]
 pub struct DeviceObject {
@@ -36,12 +45,25 @@ struct Device {
     twin: Twin,
 }
 
+/// One accepted twin change, as kept in `history`.
+struct HistoryEntry<'a> {
+    version: u64,
+    time: UnixMillis,
+    actor: &'a str,
+    changes: Vec<Change>,
+}
+
 impl DurableObject for DeviceObject {
     fn new(state: State, env: Env) -> Self {
-        let schema = "CREATE TABLE IF NOT EXISTS doc (name TEXT PRIMARY KEY, body TEXT NOT NULL)";
-        if let Err(e) = state.storage().sql().exec(schema, None) {
-            // Every later query fails the same way and answers 500; nothing to do here.
-            worker::console_error!("device object schema: {e}");
+        let sql = state.storage().sql();
+        for schema in [
+            "CREATE TABLE IF NOT EXISTS doc (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+        ] {
+            if let Err(e) = sql.exec(schema, None) {
+                // Every later query fails the same way and answers 500; nothing more to do here.
+                worker::console_error!("device object schema: {e}");
+            }
         }
         Self { state, env }
     }
@@ -76,9 +98,11 @@ impl DeviceObject {
                 let d = self.require(&device_id)?;
                 Ok(http::json(200, &d.twin.to_service_json(&d.identity), Some(&d.twin.etag_string()))?)
             }
-            DeviceOp::PutIdentity { device_id, body, if_match } => {
+            DeviceOp::PutIdentity { device_id, body, if_match, upsert } => {
                 let request = DeviceRequest::parse(&body)?;
                 let device = match (self.load()?, if_match) {
+                    (Some(existing), Some(if_match)) => update_identity(existing, &request, Some(&if_match), now)?,
+                    (Some(existing), None) if upsert => update_identity(existing, &request, None, now)?,
                     (Some(_), None) => {
                         return Err(HubError::new(
                             ErrorCode::DeviceAlreadyExists,
@@ -86,37 +110,69 @@ impl DeviceObject {
                         )
                         .into())
                     }
-                    (Some(existing), Some(if_match)) => update_identity(existing, &request, &if_match, now)?,
                     (None, _) => {
                         let identity = DeviceIdentity::create(&device_id, &request, now, &clock::random::<64>()?)?;
                         Device { identity, twin: Twin::new(now) }
                     }
                 };
-                self.commit(Some(&device))?;
+                self.commit(Some(&device), None)?;
                 self.push_to_index(&device_id).await?;
                 Ok(http::json(200, &device.identity.to_wire(), Some(&device.identity.etag_string()))?)
             }
             DeviceOp::DeleteIdentity { device_id, if_match } => {
                 let d = self.require(&device_id)?;
                 if !if_match_allows(&d.identity.etag_string(), if_match.as_deref()) {
-                    return Err(precondition_failed());
+                    return Err(precondition_failed(&d.identity.etag_string()));
                 }
-                self.commit(None)?;
+                self.commit(None, None)?;
                 self.push_to_index(&device_id).await?;
                 Ok(http::no_content()?)
             }
-            DeviceOp::PatchTwin { device_id, body, if_match } => {
-                let mut d = self.require(&device_id)?;
+            DeviceOp::PatchTwin { device_id, body, if_match, actor } => {
                 let patch = ServicePatch::parse(&body).map_err(|e| HubError::from(&e))?;
-                if !d.twin.etag_matches(if_match.as_deref()) {
-                    return Err(precondition_failed());
-                }
-                d.twin.apply_service_patch(&patch, now);
-                self.commit(Some(&d))?;
-                self.push_to_index(&device_id).await?;
-                Ok(http::json(200, &d.twin.to_service_json(&d.identity), Some(&d.twin.etag_string()))?)
+                self.write_twin(&device_id, if_match.as_deref(), &actor, now, |t| t.apply_service_patch(&patch, now))
+                    .await
+            }
+            DeviceOp::ReplaceTwin { device_id, body, if_match, actor } => {
+                let replacement = TwinReplacement::parse(&body).map_err(|e| HubError::from(&e))?;
+                self.write_twin(&device_id, if_match.as_deref(), &actor, now, |t| t.replace(&replacement, now)).await
+            }
+            DeviceOp::History { device_id, since, limit } => {
+                self.require(&device_id)?;
+                let rows: Vec<Row> = self
+                    .state
+                    .storage()
+                    .sql()
+                    .exec(
+                        "SELECT body FROM history WHERE version > ? ORDER BY version LIMIT ?",
+                        vec![sql_int(since)?, sql_int(limit as u64)?],
+                    )?
+                    .to_array()?;
+                let entries: Vec<Value> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
+                Ok(http::json(200, &json!({ "deviceId": device_id, "entries": entries }), None)?)
             }
         }
+    }
+
+    /// The shared path of every service twin write: load, check `If-Match`, apply (all or
+    /// nothing), commit with its history entry, project, answer with the new twin.
+    async fn write_twin(
+        &self,
+        device_id: &str,
+        if_match: Option<&str>,
+        actor: &str,
+        now: UnixMillis,
+        apply: impl FnOnce(&mut Twin) -> std::result::Result<Vec<Change>, TwinError>,
+    ) -> ApiResult {
+        let mut d = self.require(device_id)?;
+        if !d.twin.etag_matches(if_match) {
+            return Err(precondition_failed(&d.twin.etag_string()));
+        }
+        let changes = apply(&mut d.twin).map_err(|e| HubError::from(&e))?;
+        let entry = HistoryEntry { version: d.twin.version, time: now, actor, changes };
+        self.commit(Some(&d), Some(&entry))?;
+        self.push_to_index(device_id).await?;
+        Ok(http::json(200, &d.twin.to_service_json(&d.identity), Some(&d.twin.etag_string()))?)
     }
 
     fn require(&self, device_id: &str) -> std::result::Result<Device, ApiError> {
@@ -141,8 +197,9 @@ impl DeviceObject {
         Ok(rows.into_iter().next().map(|r| r.body))
     }
 
-    /// Stores `device` (or deletes it when `None`) and bumps `seq`, in one statement.
-    fn commit(&self, device: Option<&Device>) -> Result<()> {
+    /// Stores `device` (or deletes it and its history when `None`), appends `history`, trims the
+    /// history to its retention, and bumps `seq`: all in one synchronous stretch.
+    fn commit(&self, device: Option<&Device>, history: Option<&HistoryEntry<'_>>) -> Result<()> {
         let seq = self.seq()? + 1;
         let sql = self.state.storage().sql();
         match device {
@@ -165,15 +222,28 @@ impl DeviceObject {
                 )?;
             }
             None => {
-                // Both statements run in one synchronous stretch with no await between them,
-                // which Durable Objects commit atomically. seq is kept so a re-created
-                // device's projection is newer than the deleted one's.
+                // seq is kept so a re-created device's projection is newer than the deleted one's.
                 sql.exec("DELETE FROM doc WHERE name IN ('identity', 'twin')", None)?;
+                sql.exec("DELETE FROM history", None)?;
                 sql.exec(
                     "INSERT OR REPLACE INTO doc (name, body) VALUES ('seq', ?), ('index_pending', '1')",
                     vec![seq.to_string().into()],
                 )?;
             }
+        }
+        if let Some(entry) = history {
+            let body = json!({
+                "version": entry.version,
+                "time": entry.time.to_iso(),
+                "actor": entry.actor,
+                "changes": entry.changes,
+            });
+            sql.exec(
+                "INSERT OR REPLACE INTO history (version, body) VALUES (?, ?)",
+                vec![sql_int(entry.version)?, body.to_string().into()],
+            )?;
+            let keep = history_retention(&self.env);
+            sql.exec("DELETE FROM history WHERE version <= ?", vec![sql_int(entry.version.saturating_sub(keep))?])?;
         }
         Ok(())
     }
@@ -182,7 +252,7 @@ impl DeviceObject {
         Ok(self.load_text("seq")?.and_then(|s| s.parse().ok()).unwrap_or(0))
     }
 
-    /// Sends the committed state to this device's index shard. On failure, an alarm retries, so
+    /// Sends the committed state to this device's index shard. On failure an alarm retries, so
     /// the write the client asked for is not failed because a projection lags.
     async fn push_to_index(&self, device_id: &str) -> Result<()> {
         let device = self.load()?;
@@ -210,15 +280,16 @@ impl DeviceObject {
     }
 }
 
-/// Applies an identity update (`PUT /devices/{id}` with `If-Match`): status and keys.
+/// Applies an identity update (`PUT /devices/{id}` with `If-Match`, or a bulk upsert): status
+/// and keys. New keys take effect at once: tokens signed with the old ones stop verifying.
 fn update_identity(
     mut existing: Device,
     req: &DeviceRequest,
-    if_match: &str,
-    now: twinhub_core::UnixMillis,
+    if_match: Option<&str>,
+    now: UnixMillis,
 ) -> std::result::Result<Device, ApiError> {
-    if !if_match_allows(&existing.identity.etag_string(), Some(if_match)) {
-        return Err(precondition_failed());
+    if !if_match_allows(&existing.identity.etag_string(), if_match) {
+        return Err(precondition_failed(&existing.identity.etag_string()));
     }
     // Validate the requested keys the same way a create would, then copy them over.
     let candidate = DeviceIdentity::create(&existing.identity.device_id, req, now, &[0; 64])?;
@@ -233,10 +304,10 @@ fn update_identity(
         id.status_reason = req.status_reason.clone();
     }
     if let Some(keys) = req.authentication.as_ref().and_then(|a| a.symmetric_key.as_ref()) {
-        if keys.primary_key.is_some() {
+        if keys.primary_key.as_deref().is_some_and(|k| !k.is_empty()) {
             id.primary_key = candidate.primary_key;
         }
-        if keys.secondary_key.is_some() {
+        if keys.secondary_key.as_deref().is_some_and(|k| !k.is_empty()) {
             id.secondary_key = candidate.secondary_key;
         }
     }
@@ -247,11 +318,28 @@ fn update_identity(
     Ok(existing)
 }
 
-fn precondition_failed() -> ApiError {
-    HubError::new(ErrorCode::PreconditionFailed, "Precondition failed: the etag does not match the current one.").into()
+fn precondition_failed(current: &str) -> ApiError {
+    HubError::new(
+        ErrorCode::PreconditionFailed,
+        format!("Precondition failed: If-Match does not match the current etag \"{current}\"; read the twin again and retry."),
+    )
+    .into()
+}
+
+fn history_retention(env: &Env) -> u64 {
+    env.var(HISTORY_RETENTION_VAR)
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(DEFAULT_HISTORY_RETENTION)
 }
 
 /// Stored rows are JSON text.
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+/// An integer binding; JS numbers are exact only to 2^53, which `try_from_i64` checks.
+fn sql_int(n: u64) -> Result<SqlStorageValue> {
+    SqlStorageValue::try_from_i64(i64::try_from(n).unwrap_or(i64::MAX))
 }

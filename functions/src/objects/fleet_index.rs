@@ -4,7 +4,7 @@
 //! kept as tombstones (identity NULL) for the same reason.
 
 use crate::http::{self, ApiResult};
-use crate::rpc::{IndexEntry, IndexOp};
+use crate::rpc::{IndexEntry, IndexOp, ShardStatistics};
 use serde::Deserialize;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
@@ -17,6 +17,13 @@ pub struct FleetIndex {
 #[derive(Deserialize)]
 struct IdentityRow {
     identity: String,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    total: u64,
+    enabled: Option<u64>,
+    connected: Option<u64>,
 }
 
 impl DurableObject for FleetIndex {
@@ -70,6 +77,23 @@ impl FleetIndex {
                 let list: Vec<serde_json::Value> =
                     rows.into_iter().filter_map(|r| serde_json::from_str(&r.identity).ok()).collect();
                 Ok(http::json(200, &serde_json::Value::Array(list), None)?)
+            }
+            IndexOp::Statistics => {
+                let row: CountRow = sql
+                    .exec(
+                        "SELECT COUNT(*) AS total,
+                                SUM(json_extract(identity, '$.status') = 'enabled') AS enabled,
+                                SUM(json_extract(identity, '$.connectionState') = 'Connected') AS connected
+                         FROM device WHERE identity IS NOT NULL",
+                        None,
+                    )?
+                    .one()?;
+                let stats = ShardStatistics {
+                    total: row.total,
+                    enabled: row.enabled.unwrap_or(0),
+                    connected: row.connected.unwrap_or(0),
+                };
+                Ok(http::json(200, &serde_json::to_value(stats).unwrap_or_default(), None)?)
             }
         }
     }

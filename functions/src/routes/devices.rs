@@ -6,7 +6,9 @@ use crate::http::{self, ApiResult};
 use crate::objects::{index_shards, index_stub};
 use crate::rpc::{self, DeviceOp, IndexOp};
 use futures_util::future::try_join_all;
+use serde_json::json;
 use twinhub_core::auth::Permissions;
+use twinhub_core::identity::bulk::{self, BulkAction};
 use twinhub_core::identity::check_device_id;
 use worker::{Env, Request};
 
@@ -40,7 +42,7 @@ pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_WRITE)?;
     check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
-    let op = DeviceOp::PutIdentity { device_id: id.to_owned(), body, if_match: if_match(&req) };
+    let op = DeviceOp::PutIdentity { device_id: id.to_owned(), body, if_match: if_match(&req), upsert: false };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }
 
@@ -50,4 +52,51 @@ pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
     check_device_id(id)?;
     let op = DeviceOp::DeleteIdentity { device_id: id.to_owned(), if_match: if_match(&req) };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
+/// `POST /devices`: bulk create, update or delete of up to 100 devices. Each device is its own
+/// operation on its own object (there is no cross-device transaction, as in IoT Hub); the
+/// answer lists the failures: 200 when there are none, 400 otherwise.
+pub async fn bulk(mut req: Request, env: &Env) -> ApiResult {
+    auth::require(&req, env, Permissions::REGISTRY_WRITE)?;
+    let body = http::body_text(&mut req).await?;
+    let items = bulk::parse(&body)?;
+    let calls = items.into_iter().map(|item| async move {
+        if let Err(e) = check_device_id(&item.device_id) {
+            return Ok((item.device_id, 400, e.code.name().to_owned(), e.message));
+        }
+        let device_id = item.device_id.clone();
+        let op = match item.action {
+            BulkAction::Create => {
+                DeviceOp::PutIdentity { device_id: device_id.clone(), body: item.body, if_match: None, upsert: false }
+            }
+            BulkAction::Upsert => {
+                DeviceOp::PutIdentity { device_id: device_id.clone(), body: item.body, if_match: None, upsert: true }
+            }
+            BulkAction::UpdateIfMatch(etag) => DeviceOp::PutIdentity {
+                device_id: device_id.clone(),
+                body: item.body,
+                if_match: Some(etag),
+                upsert: true,
+            },
+            BulkAction::Delete => DeviceOp::DeleteIdentity { device_id: device_id.clone(), if_match: None },
+            BulkAction::DeleteIfMatch(etag) => {
+                DeviceOp::DeleteIdentity { device_id: device_id.clone(), if_match: Some(etag) }
+            }
+        };
+        let mut resp = rpc::call(&device_stub(env, &device_id)?, &op).await?;
+        let status = resp.status_code();
+        let code = resp.headers().get("iothub-errorcode").ok().flatten().unwrap_or_default();
+        let text = if status >= 300 { resp.text().await.unwrap_or_default() } else { String::new() };
+        Ok::<_, worker::Error>((device_id, status, code, text))
+    });
+    let results = try_join_all(calls).await?;
+    let errors: Vec<serde_json::Value> = results
+        .into_iter()
+        .filter(|(_, status, _, _)| *status >= 300)
+        .map(|(device_id, _, code, text)| json!({ "deviceId": device_id, "errorCode": code, "errorStatus": text }))
+        .collect();
+    let ok = errors.is_empty();
+    let result = json!({ "isSuccessful": ok, "errors": errors, "warnings": [] });
+    Ok(http::json(if ok { 200 } else { 400 }, &result, None)?)
 }

@@ -4,6 +4,7 @@
 
 mod api;
 mod devices;
+mod statistics;
 mod twins;
 
 use crate::http::{self, ApiResult};
@@ -34,13 +35,26 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
     let method = req.method();
     match (segs, method) {
         (["api", "health"], Method::Get) => api::health(),
+        (["api", "twins", id, "history"], Method::Get) => twins::history(req, env, id).await,
         (["devices"], Method::Get) => devices::list(req, env).await,
+        (["devices"], Method::Post) => devices::bulk(req, env).await,
         (["devices", id], Method::Get) => devices::get(req, env, id).await,
         (["devices", id], Method::Put) => devices::put(req, env, id).await,
         (["devices", id], Method::Delete) => devices::delete(req, env, id).await,
         (["twins", id], Method::Get) => twins::get(req, env, id).await,
         (["twins", id], Method::Patch) => twins::patch(req, env, id).await,
-        (["api", "health"] | ["devices"] | ["devices", _] | ["twins", _], method) => Err(HubError::new(
+        (["twins", id], Method::Put) => twins::replace(req, env, id).await,
+        (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
+        (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
+        (
+            ["api", "health"]
+            | ["api", "twins", _, "history"]
+            | ["devices"]
+            | ["devices", _]
+            | ["twins", _]
+            | ["statistics", "devices" | "service"],
+            method,
+        ) => Err(HubError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method:?} is not supported on /{}", segs.join("/")),
         )

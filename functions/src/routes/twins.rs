@@ -1,4 +1,5 @@
-//! `/twins/{id}`: device twins for the service side (spec §2.1, §3.2).
+//! `/twins/{id}`: device twins for the service side (spec §2.1, §3.2), and their history
+//! (`/api/twins/{id}/history`, twinhub's own).
 
 use super::{device_stub, if_match};
 use crate::auth;
@@ -7,6 +8,9 @@ use crate::rpc::{self, DeviceOp};
 use twinhub_core::auth::Permissions;
 use twinhub_core::identity::check_device_id;
 use worker::{Env, Request};
+
+/// Largest page of history entries.
+const MAX_HISTORY_LIMIT: usize = 1_000;
 
 /// `GET /twins/{id}`.
 pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
@@ -18,9 +22,31 @@ pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
 
 /// `PATCH /twins/{id}`: merge tags and desired properties.
 pub async fn patch(mut req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    let caller = auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
-    let op = DeviceOp::PatchTwin { device_id: id.to_owned(), body, if_match: if_match(&req) };
+    let op = DeviceOp::PatchTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
+/// `PUT /twins/{id}`: replace tags and desired properties.
+pub async fn replace(mut req: Request, env: &Env, id: &str) -> ApiResult {
+    let caller = auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    check_device_id(id)?;
+    let body = http::body_text(&mut req).await?;
+    let op = DeviceOp::ReplaceTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
+/// `GET /api/twins/{id}/history?since={version}&limit={n}`: accepted twin changes with a
+/// version above `since` (default 0), oldest first, at most `limit` (default 100, max 1000).
+pub async fn history(req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    check_device_id(id)?;
+    let url = req.url()?;
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let since = param("since").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let limit = param("limit").and_then(|v| v.parse().ok()).unwrap_or(100).clamp(1, MAX_HISTORY_LIMIT);
+    let op = DeviceOp::History { device_id: id.to_owned(), since, limit };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }

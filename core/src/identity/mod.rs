@@ -1,5 +1,7 @@
 //! Device identities: the registry entry behind `/devices/{id}` (spec §3.3).
 
+pub mod bulk;
+
 use crate::{ErrorCode, HubError, UnixMillis};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

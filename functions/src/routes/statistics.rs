@@ -1,0 +1,42 @@
+//! `/statistics/devices` and `/statistics/service`, summed over the fleet index shards.
+
+use crate::auth;
+use crate::http::{self, ApiResult};
+use crate::objects::{index_shards, index_stub};
+use crate::rpc::{self, IndexOp, ShardStatistics};
+use futures_util::future::try_join_all;
+use serde_json::json;
+use twinhub_core::auth::Permissions;
+use worker::{Env, Request};
+
+/// `GET /statistics/devices`: registry counts (RegistryRead).
+pub async fn devices(req: Request, env: &Env) -> ApiResult {
+    auth::require(&req, env, Permissions::REGISTRY_READ)?;
+    let s = fleet(env).await?;
+    let body = json!({
+        "totalDeviceCount": s.total,
+        "enabledDeviceCount": s.enabled,
+        "disabledDeviceCount": s.total.saturating_sub(s.enabled),
+    });
+    Ok(http::json(200, &body, None)?)
+}
+
+/// `GET /statistics/service`: connected devices (ServiceConnect).
+pub async fn service(req: Request, env: &Env) -> ApiResult {
+    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    let s = fleet(env).await?;
+    Ok(http::json(200, &json!({ "connectedDeviceCount": s.connected }), None)?)
+}
+
+async fn fleet(env: &Env) -> worker::Result<ShardStatistics> {
+    let calls = (0..index_shards(env)).map(|shard| async move {
+        let stub = index_stub(env, shard)?;
+        let mut resp = rpc::call(&stub, &IndexOp::Statistics).await?;
+        resp.json::<ShardStatistics>().await
+    });
+    Ok(try_join_all(calls).await?.into_iter().fold(ShardStatistics::default(), |acc, s| ShardStatistics {
+        total: acc.total + s.total,
+        enabled: acc.enabled + s.enabled,
+        connected: acc.connected + s.connected,
+    }))
+}

@@ -1,0 +1,125 @@
+"""The real azure-iot-hub 2.7.0 service SDK against twinhub, unmodified.
+
+Run by tests/tests/python_service_sdk.rs, which starts `wrangler dev` over https and passes
+TWINHUB_CONNECTION_STRING (owner policy) and REQUESTS_CA_BUNDLE (the hub's test certificate).
+The article's backend calls come first: get the twin, update tags with the twin's etag, update
+desired firmwareVersion with the etag, as `UpdateTwinAsync(deviceId, patch, twin.ETag)` does.
+"""
+
+import os
+import uuid
+
+import pytest
+from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.hub.models import ExportImportDevice, Twin, TwinProperties
+from msrest.exceptions import HttpOperationError
+
+CS = os.environ["TWINHUB_CONNECTION_STRING"]
+
+
+@pytest.fixture()
+def registry():
+    return IoTHubRegistryManager.from_connection_string(CS)
+
+
+@pytest.fixture()
+def device_id(registry):
+    device_id = f"sensor-{uuid.uuid4().hex[:8]}"
+    device = registry.create_device_with_sas(device_id, None, None, "enabled")
+    assert device.device_id == device_id
+    yield device_id
+    try:
+        registry.delete_device(device_id)
+    except HttpOperationError:
+        pass
+
+
+def status_of(excinfo):
+    return excinfo.value.response.status_code
+
+
+def test_create_device_generates_keys(registry, device_id):
+    device = registry.get_device(device_id)
+    assert device.status == "enabled"
+    assert device.authentication.type == "sas"
+    assert len(device.authentication.symmetric_key.primary_key) == 44
+    assert device.generation_id and device.etag
+    with pytest.raises(HttpOperationError) as err:
+        registry.create_device_with_sas(device_id, None, None, "enabled")
+    assert status_of(err) == 409
+
+
+def test_article_backend_flow(registry, device_id):
+    twin = registry.get_twin(device_id)
+    assert twin.etag == "AAAAAAAAAAE="
+    assert twin.version == 2
+    assert twin.properties.desired["$version"] == 1
+
+    # UpdateTagsAsync: tags patch with the etag just read.
+    tags = {"location": {"building": "Building-A", "floor": 3}, "deployment": {"environment": "production"}}
+    updated = registry.update_twin(device_id, Twin(tags=tags), twin.etag)
+    assert updated.tags == tags
+    assert updated.etag == "AAAAAAAAAAI="
+
+    # UpdateDesiredPropertiesAsync: desired patch with the etag from a fresh read.
+    twin = registry.get_twin(device_id)
+    desired = TwinProperties(desired={"firmwareVersion": "2.1.0", "telemetryInterval": 30})
+    updated = registry.update_twin(device_id, Twin(properties=desired), twin.etag)
+    assert updated.properties.desired["firmwareVersion"] == "2.1.0"
+    assert updated.properties.desired["$version"] == 2
+    assert updated.properties.desired["$metadata"]["firmwareVersion"]["$lastUpdatedVersion"] == 2
+    assert updated.tags == tags
+
+    # The etag from the first read is stale now: 412, and nothing changed.
+    with pytest.raises(HttpOperationError) as err:
+        registry.update_twin(device_id, Twin(tags={"location": {"building": "Building-B"}}), "AAAAAAAAAAE=")
+    assert status_of(err) == 412
+    assert registry.get_twin(device_id).tags["location"]["building"] == "Building-A"
+
+
+def test_replace_twin(registry, device_id):
+    registry.update_twin(device_id, Twin(tags={"old": 1}, properties=TwinProperties(desired={"a": 1, "b": 2})))
+    replaced = registry.replace_twin(
+        device_id, Twin(tags={"new": True}, properties=TwinProperties(desired={"b": 3}))
+    )
+    assert replaced.tags == {"new": True}
+    assert {k: v for k, v in replaced.properties.desired.items() if not k.startswith("$")} == {"b": 3}
+
+
+def test_update_device_rotates_keys_and_disables(registry, device_id):
+    device = registry.get_device(device_id)
+    new_key = "dHdpbmh1Yi1yb3RhdGVkLWtleS0wMTIzNDU2Nzg5YWI="
+    updated = registry.update_device_with_sas(device_id, device.etag, new_key, new_key, "disabled")
+    assert updated.status == "disabled"
+    assert updated.authentication.symmetric_key.primary_key == new_key
+    assert updated.etag != device.etag
+
+
+def test_statistics_and_listing(registry, device_id):
+    stats = registry.get_device_registry_statistics()
+    assert stats.total_device_count >= 1
+    assert stats.enabled_device_count + stats.disabled_device_count == stats.total_device_count
+    assert registry.get_service_statistics().connected_device_count == 0
+    assert device_id in [d.device_id for d in registry.get_devices(1000)]
+
+
+def test_bulk_create_and_delete(registry):
+    ids = [f"bulk-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+    result = registry.bulk_create_or_update_devices(
+        [ExportImportDevice(id=i, import_mode="create", status="enabled") for i in ids]
+    )
+    assert result.is_successful, result.errors
+    assert registry.get_device(ids[0]).status == "enabled"
+    result = registry.bulk_create_or_update_devices([ExportImportDevice(id=i, import_mode="delete") for i in ids])
+    assert result.is_successful, result.errors
+    with pytest.raises(HttpOperationError) as err:
+        registry.get_device(ids[0])
+    assert status_of(err) == 404
+
+
+def test_delete_device(registry):
+    registry.create_device_with_sas("short-lived", None, None, "enabled")
+    registry.delete_device("short-lived")
+    with pytest.raises(HttpOperationError) as err:
+        registry.get_twin("short-lived")
+    assert status_of(err) == 404
