@@ -299,6 +299,13 @@ impl Hub {
         self.shutdown();
     }
 
+    /// `kill -9` of wrangler and workerd at once: no shutdown, no flush. For crash tests; the
+    /// hub answers nothing afterwards, and dropping it reaps the processes.
+    pub fn kill9(&self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    }
+
     fn shutdown(&mut self) {
         let group = format!("-{}", self.child.id());
         let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
