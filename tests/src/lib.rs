@@ -149,16 +149,21 @@ impl Hub {
     /// Starts `wrangler dev` over plain http on a free port, persisting to `storage`, and waits
     /// until ready.
     pub fn start(storage: &Storage) -> Self {
-        Self::launch(storage, false)
+        Self::launch(storage, false, &[])
+    }
+
+    /// Like [`Hub::start`], with extra Worker variables (e.g. `TWINHUB_BENCH_ECHO=1`).
+    pub fn start_with_vars(storage: &Storage, vars: &[(&str, &str)]) -> Self {
+        Self::launch(storage, false, vars)
     }
 
     /// Like [`Hub::start`], over https with the certificate from [`tls`]: the Azure SDKs dial
     /// `https://{HostName}` and verify it.
     pub fn start_https(storage: &Storage) -> Self {
-        Self::launch(storage, true)
+        Self::launch(storage, true, &[])
     }
 
-    fn launch(storage: &Storage, https: bool) -> Self {
+    fn launch(storage: &Storage, https: bool, vars: &[(&str, &str)]) -> Self {
         let root = repo_root();
         for artifact in ["functions/build/index.js", "dist/index.html"] {
             assert!(
@@ -169,7 +174,11 @@ impl Hub {
         let port = free_port();
         let inspector = free_port();
         let env_file = storage.path().join("hub.env");
-        fs::write(&env_file, format!("TWINHUB_OWNER_KEY={OWNER_KEY}\n")).expect("write env file");
+        let mut env_text = format!("TWINHUB_OWNER_KEY={OWNER_KEY}\n");
+        for (name, value) in vars {
+            env_text.push_str(&format!("{name}={value}\n"));
+        }
+        fs::write(&env_file, env_text).expect("write env file");
         let log = storage.path().join(format!("wrangler-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
         let mut command = Command::new(root.join("node_modules/.bin/wrangler"));

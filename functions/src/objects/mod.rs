@@ -1,5 +1,6 @@
 //! Durable Objects: where state lives. Each loads rows, calls core, persists, and answers.
 
+pub mod bench_echo;
 pub mod device_object;
 pub mod fleet_index;
 

@@ -36,6 +36,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
     match (segs, method) {
         (["api", "health"], Method::Get) => api::health(),
         (["api", "twins", id, "history"], Method::Get) => twins::history(req, env, id).await,
+        (["api", "bench", "echo", key], Method::Post) => api::bench_echo(req, env, key).await,
         (["devices"], Method::Get) => devices::list(req, env).await,
         (["devices"], Method::Post) => devices::bulk(req, env).await,
         (["devices", id], Method::Get) => devices::get(req, env, id).await,
