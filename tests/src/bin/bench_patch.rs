@@ -9,6 +9,7 @@
 //!   that only echoes (no auth, no storage);
 //! - patch: `PATCH /twins/{device}` with a fresh SAS token per request (signature checked),
 //!   a desired-property merge, a SQLite commit and the fleet index push.
+//!
 //! Prints a table of ops/s and p50/p99 latency for each, and PATCH/floor ratios.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
