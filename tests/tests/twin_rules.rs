@@ -168,3 +168,26 @@ fn replace_and_history() {
     assert_eq!(last["entries"][0]["actor"], "service");
     hub.call("GET", "/api/twins/ghost/history", None).assert_hub_error(404, "DeviceNotFound", 404_001);
 }
+
+#[test]
+fn odd_ids_retention_and_any_api_version() {
+    let storage = Storage::new("ids-retention");
+    let hub = Hub::start_with_vars(&storage, &[("TWIN_HISTORY_RETENTION", "3")]);
+    // Ids may hold characters clients percent-encode: % # ? $ ' ( ) * , = @ ; : !
+    let id = "dev#1?a=b;c:d%e!(f)*@g$'h,";
+    let encoded = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let created = hub.call("PUT", &format!("/devices/{encoded}?api-version=2018-06-30"), Some("{}"));
+    assert_eq!(created.status, 200, "{}", created.body);
+    assert_eq!(created.json()["deviceId"], id);
+    for i in 0..5 {
+        let body = json!({ "properties": { "desired": { "i": i } } }).to_string();
+        let reply = hub.call("PATCH", &format!("/twins/{encoded}?api-version=2021-04-12"), Some(&body));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.json()["deviceId"], id);
+    }
+    let history = hub.call("GET", &format!("/api/twins/{encoded}/history"), None).json();
+    let versions: Vec<_> = history["entries"].as_array().unwrap().iter().map(|e| e["version"].clone()).collect();
+    assert_eq!(versions, vec![json!(5), json!(6), json!(7)], "retention keeps the last 3");
+    let listed = hub.call("GET", "/devices", None).json();
+    assert_eq!(listed[0]["deviceId"], id);
+}
