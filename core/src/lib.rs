@@ -13,6 +13,7 @@ pub mod error;
 pub mod etag;
 pub mod fleet;
 pub mod identity;
+pub mod mqtt;
 pub mod time;
 pub mod twin;
 

@@ -98,9 +98,7 @@ fn check_object(section: SectionName, map: &Map<String, Value>, path: &mut Vec<S
 fn check_value(section: SectionName, value: &Value, path: &mut Vec<String>) -> Result<(), TwinError> {
     match value {
         Value::Object(child) => {
-            if path.len() > MAX_DEPTH {
-                return Err(TwinError::TooDeep { path: display_path(section, path), max: MAX_DEPTH });
-            }
+            check_depth(section, path)?;
             check_object(section, child, path)
         }
         Value::Array(items) => {
@@ -122,9 +120,7 @@ fn check_value(section: SectionName, value: &Value, path: &mut Vec<String>) -> R
 fn check_array_item(section: SectionName, item: &Value, path: &mut Vec<String>) -> Result<(), TwinError> {
     match item {
         Value::Object(child) => {
-            if path.len() > MAX_DEPTH {
-                return Err(TwinError::TooDeep { path: display_path(section, path), max: MAX_DEPTH });
-            }
+            check_depth(section, path)?;
             for (key, value) in child {
                 check_key(section, key, path)?;
                 path.push(key.clone());
@@ -136,6 +132,14 @@ fn check_array_item(section: SectionName, item: &Value, path: &mut Vec<String>) 
         Value::Array(items) => items.iter().try_for_each(|i| check_array_item(section, i, path)),
         _ => check_number(section, item, path),
     }
+}
+
+/// An object whose key path is `path` sits `path.len()` levels under the section root.
+fn check_depth(section: SectionName, path: &[String]) -> Result<(), TwinError> {
+    if path.len() > MAX_DEPTH {
+        return Err(TwinError::TooDeep { path: display_path(section, path), max: MAX_DEPTH });
+    }
+    Ok(())
 }
 
 fn check_leaf_size(section: SectionName, value: &Value, path: &[String]) -> Result<(), TwinError> {
