@@ -14,6 +14,7 @@ pub mod etag;
 pub mod fleet;
 pub mod identity;
 pub mod mqtt;
+pub mod session;
 pub mod time;
 pub mod twin;
 

@@ -1,0 +1,318 @@
+use super::*;
+use crate::mqtt::{Connect, Subscribe};
+
+fn id(n: u16) -> PacketId {
+    NonZeroU16::new(n).unwrap()
+}
+
+/// Drives a session like the adapter does and records what comes out.
+struct Harness {
+    session: Session,
+    now: UnixMillis,
+    sent: Vec<Packet>,
+    events: Vec<SessionEvent>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self { session: Session::new(UnixMillis(1_000)), now: UnixMillis(1_000), sent: Vec::new(), events: Vec::new() }
+    }
+
+    fn feed(&mut self, packet: &Packet) {
+        self.feed_bytes(&packet.to_bytes());
+    }
+
+    fn feed_bytes(&mut self, bytes: &[u8]) {
+        self.session.handle_bytes(self.now, bytes);
+        self.drain();
+    }
+
+    fn drain(&mut self) {
+        while let Some(bytes) = self.session.poll_transmit() {
+            let mut rest: &[u8] = &bytes;
+            while let Ok(Some((p, used))) = mqtt::decode(rest, usize::MAX) {
+                self.sent.push(p);
+                rest = &rest[used..];
+            }
+        }
+        while let Some(e) = self.session.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn connect(&mut self, device: &str, keep_alive: u16) {
+        self.feed(&Packet::Connect(Connect {
+            client_id: device.into(),
+            clean_session: false,
+            keep_alive,
+            username: Some(format!("hub/{device}/?api-version=2021-04-12")),
+            password: Some(b"SharedAccessSignature sr=hub%2Fdevices%2Fd1&sig=x&se=99".to_vec()),
+            will: None,
+        }));
+    }
+
+    fn connected(device: &str) -> Self {
+        let mut h = Self::new();
+        h.connect(device, 60);
+        h.session.authenticated(Ok(Some(UnixMillis(3_600_000))));
+        h.drain();
+        h.sent.clear();
+        h.events.clear();
+        h
+    }
+
+    fn subscribe(&mut self, filters: &[&str]) {
+        let filters = filters.iter().map(|f| ((*f).to_owned(), QoS::AtLeastOnce)).collect();
+        self.feed(&Packet::Subscribe(Subscribe { packet_id: id(1), filters }));
+    }
+
+    fn publish(&mut self, topic: &str, qos: QoS, payload: &[u8]) {
+        let packet_id = (qos != QoS::AtMostOnce).then(|| id(9));
+        self.feed(&Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.into(),
+            packet_id,
+            payload: payload.to_vec(),
+        }));
+    }
+
+    fn closed(&self) -> Option<&CloseReason> {
+        self.events.iter().find_map(|e| match e {
+            SessionEvent::Closed(r) => Some(r),
+            _ => None,
+        })
+    }
+}
+
+#[test]
+fn connect_authenticates_through_the_adapter() {
+    let mut h = Harness::new();
+    h.connect("d1", 60);
+    assert!(h.sent.is_empty(), "no CONNACK before the verdict");
+    assert_eq!(
+        h.events,
+        vec![SessionEvent::Authenticate {
+            device_id: "d1".into(),
+            username: Some("hub/d1/?api-version=2021-04-12".into()),
+            token: Some("SharedAccessSignature sr=hub%2Fdevices%2Fd1&sig=x&se=99".into()),
+            clean_session: false,
+        }]
+    );
+    h.session.authenticated(Ok(None));
+    h.drain();
+    assert_eq!(h.sent, vec![Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })]);
+    assert!(h.session.is_connected());
+}
+
+#[test]
+fn refused_token_gets_connack_5_then_close() {
+    let mut h = Harness::new();
+    h.connect("d1", 60);
+    h.session.authenticated(Err(ConnectReturnCode::NotAuthorized));
+    h.drain();
+    assert_eq!(
+        h.sent,
+        vec![Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::NotAuthorized })]
+    );
+    assert_eq!(h.closed(), Some(&CloseReason::Refused(5)));
+    // Sticky: nothing more happens.
+    h.publish("$iothub/twin/GET/?$rid=1", QoS::AtMostOnce, b" ");
+    assert_eq!(h.events.len(), 2);
+}
+
+#[test]
+fn twin_get_and_reported_patch_flow() {
+    let mut h = Harness::connected("d1");
+    h.subscribe(&["$iothub/twin/res/#", "$iothub/twin/PATCH/properties/desired/#"]);
+    assert_eq!(
+        h.sent,
+        vec![Packet::SubAck { packet_id: id(1), codes: vec![SubscribeReturnCode::Granted(QoS::AtLeastOnce); 2] }]
+    );
+    h.sent.clear();
+
+    h.publish("$iothub/twin/GET/?$rid=abc", QoS::AtLeastOnce, b" ");
+    assert_eq!(h.sent, vec![Packet::PubAck(id(9))]);
+    assert_eq!(h.events, vec![SessionEvent::TwinGet { rid: "abc".into() }]);
+    h.session.reply_twin("abc", 200, None, br#"{"desired":{"$version":1},"reported":{"$version":1}}"#.to_vec());
+    h.publish("$iothub/twin/PATCH/properties/reported/?$rid=r2", QoS::AtMostOnce, br#"{"t":1}"#);
+    h.session.reply_twin("r2", 204, Some(2), Vec::new());
+    h.session.push_desired(2, br#"{"telemetryInterval":5,"$version":2}"#.to_vec()).unwrap();
+    h.drain();
+    let topics: Vec<String> = h
+        .sent
+        .iter()
+        .filter_map(|p| match p {
+            Packet::Publish(p) => Some(p.topic.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        topics,
+        vec![
+            "$iothub/twin/res/200/?$rid=abc",
+            "$iothub/twin/res/204/?$rid=r2&$version=2",
+            "$iothub/twin/PATCH/properties/desired/?$version=2"
+        ]
+    );
+    assert!(h.events.contains(&SessionEvent::ReportedPatch { rid: "r2".into(), body: br#"{"t":1}"#.to_vec() }));
+}
+
+#[test]
+fn telemetry_is_acked_only_when_stored() {
+    let mut h = Harness::connected("d1");
+    h.publish("devices/d1/messages/events/alert=high_temperature", QoS::AtLeastOnce, b"{\"temperature\":80}");
+    assert!(h.sent.is_empty());
+    assert_eq!(
+        h.events,
+        vec![SessionEvent::Telemetry {
+            properties: vec![("alert".into(), Some("high_temperature".into()))],
+            body: b"{\"temperature\":80}".to_vec(),
+            ack: Some(id(9)),
+        }]
+    );
+    h.session.ack(id(9));
+    h.drain();
+    assert_eq!(h.sent, vec![Packet::PubAck(id(9))]);
+}
+
+#[test]
+fn methods_and_c2d_need_subscriptions() {
+    let mut h = Harness::connected("d1");
+    assert_eq!(h.session.call_method("reboot", "1", b"{}".to_vec()), Err(NotSubscribed(Subscription::Methods)));
+    h.subscribe(&["$iothub/methods/POST/#", "devices/d1/messages/devicebound/#"]);
+    h.session.call_method("reboot", "1", b"{}".to_vec()).unwrap();
+    let c2d = h.session.send_cloud_to_device(&[("$.mid".into(), Some("m".into()))], b"hi".to_vec()).unwrap();
+    h.drain();
+    h.publish("$iothub/methods/res/200/?$rid=1", QoS::AtMostOnce, br#"{"ok":true}"#);
+    h.feed(&Packet::PubAck(c2d));
+    assert!(h.events.contains(&SessionEvent::MethodResponse {
+        rid: "1".into(),
+        status: 200,
+        body: br#"{"ok":true}"#.to_vec()
+    }));
+    assert!(h.events.contains(&SessionEvent::CloudToDeviceAck(c2d)));
+}
+
+#[test]
+fn violations_close_the_session() {
+    type Case = (&'static str, Box<dyn Fn(&mut Harness)>, fn(&CloseReason) -> bool);
+    let cases: Vec<Case> = vec![
+        ("QoS 2 publish", Box::new(|h| h.publish("devices/d1/messages/events/", QoS::ExactlyOnce, b"x")), |r| {
+            *r == CloseReason::QoS2
+        }),
+        (
+            "another device's topic",
+            Box::new(|h| h.publish("devices/d2/messages/events/", QoS::AtMostOnce, b"x")),
+            |r| matches!(r, CloseReason::TopicRefused(_)),
+        ),
+        ("subscribe to another device", Box::new(|h| h.subscribe(&["devices/d2/messages/devicebound/#"])), |r| {
+            matches!(r, CloseReason::TopicRefused(_))
+        }),
+        ("unknown filter", Box::new(|h| h.subscribe(&["#"])), |r| matches!(r, CloseReason::TopicRefused(_))),
+        ("unknown topic", Box::new(|h| h.publish("hello", QoS::AtMostOnce, b"x")), |r| {
+            matches!(r, CloseReason::TopicRefused(_))
+        }),
+        ("second CONNECT", Box::new(|h| h.connect("d1", 60)), |r| matches!(r, CloseReason::ProtocolViolation(_))),
+        ("garbage bytes", Box::new(|h| h.feed_bytes(&[0xff, 0x00, 0x13])), |r| {
+            matches!(r, CloseReason::ProtocolViolation(_))
+        }),
+        ("invalid UTF-8 topic", Box::new(|h| h.feed_bytes(&[0x30, 4, 0, 2, 0xc3, 0x28])), |r| {
+            matches!(r, CloseReason::ProtocolViolation(_))
+        }),
+        ("oversized publish", Box::new(|h| h.feed_bytes(&[0x30, 0xff, 0xff, 0x7f])), |r| {
+            matches!(r, CloseReason::ProtocolViolation(_))
+        }),
+    ];
+    for (what, act, expected) in cases {
+        let mut h = Harness::connected("d1");
+        act(&mut h);
+        let reason = h.closed().unwrap_or_else(|| panic!("{what}: not closed; events {:?}", h.events));
+        assert!(expected(reason), "{what}: {reason:?}");
+    }
+}
+
+#[test]
+fn timers() {
+    // No CONNECT within the timeout.
+    let mut h = Harness::new();
+    assert_eq!(h.session.poll_timeout(), Some(UnixMillis(1_000 + CONNECT_TIMEOUT_MS)));
+    h.session.handle_timeout(UnixMillis(1_500));
+    h.drain();
+    assert!(h.closed().is_none(), "spurious timeout does nothing");
+    h.session.handle_timeout(UnixMillis(1_000 + CONNECT_TIMEOUT_MS));
+    h.drain();
+    assert_eq!(h.closed(), Some(&CloseReason::ConnectTimeout));
+
+    // Keep-alive 60 s: closed after 90 s of silence, not before; any packet resets it.
+    let mut h = Harness::connected("d1");
+    assert_eq!(h.session.poll_timeout(), Some(UnixMillis(1_000 + 90_000)));
+    h.now = UnixMillis(60_000);
+    h.feed(&Packet::PingReq);
+    assert_eq!(h.sent, vec![Packet::PingResp]);
+    h.session.handle_timeout(UnixMillis(91_000));
+    h.drain();
+    assert!(h.closed().is_none());
+    h.session.handle_timeout(UnixMillis(150_000));
+    h.drain();
+    assert_eq!(h.closed(), Some(&CloseReason::KeepAliveTimeout));
+
+    // Token expiry disconnects.
+    let mut h = Harness::new();
+    h.connect("d1", 0);
+    h.session.authenticated(Ok(Some(UnixMillis(5_000))));
+    h.drain();
+    assert_eq!(h.session.poll_timeout(), Some(UnixMillis(5_000)));
+    h.session.handle_timeout(UnixMillis(5_000));
+    h.drain();
+    assert_eq!(h.closed(), Some(&CloseReason::TokenExpired));
+}
+
+#[test]
+fn split_packets_and_snapshot_restore() {
+    let mut h = Harness::connected("d1");
+    h.subscribe(&["$iothub/twin/res/#"]);
+    h.sent.clear();
+    let bytes = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "$iothub/twin/GET/?$rid=split".into(),
+        packet_id: None,
+        payload: b" ".to_vec(),
+    })
+    .to_bytes();
+    let (a, b) = bytes.split_at(5);
+    h.feed_bytes(a);
+    // Hibernate between the two halves.
+    let json = serde_json::to_string(&h.session.snapshot()).unwrap();
+    h.session = serde_json::from_str(&json).unwrap();
+    h.feed_bytes(b);
+    assert_eq!(h.events, vec![SessionEvent::TwinGet { rid: "split".into() }]);
+    assert!(h.session.is_subscribed(Subscription::TwinResponses), "subscriptions survive hibernation");
+}
+
+#[test]
+fn packets_before_connect_or_connack_close() {
+    let mut h = Harness::new();
+    h.feed(&Packet::PingReq);
+    assert!(matches!(h.closed(), Some(CloseReason::ProtocolViolation(_))));
+    let mut h = Harness::new();
+    h.connect("d1", 60);
+    h.feed(&Packet::PingReq);
+    assert!(matches!(h.closed(), Some(CloseReason::ProtocolViolation(_))));
+    let mut h = Harness::new();
+    h.connect("", 60);
+    assert_eq!(
+        h.sent,
+        vec![Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::IdentifierRejected })]
+    );
+    // MQTT 3.1 (level 3) gets CONNACK 1.
+    let mut h = Harness::new();
+    h.feed_bytes(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 3, 0, 0, 60, 0, 0]);
+    assert_eq!(
+        h.sent,
+        vec![Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::UnacceptableProtocolVersion })]
+    );
+}

@@ -1,0 +1,252 @@
+//! IoT Hub's MQTT topics (spec §5.3): what a device may publish and subscribe to, and the
+//! topics the hub publishes back. Parsing is per device: another device's topics are not
+//! "unknown", they are refused.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Characters left unescaped in property bags, like Python's `quote(s, safe="")`.
+const BAG_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// A topic a device published to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceTopic {
+    /// `devices/{id}/messages/events/{property bag}`: telemetry.
+    Telemetry {
+        /// Decoded `key=value` pairs, in order (a key without `=` has value `None`).
+        properties: Vec<(String, Option<String>)>,
+    },
+    /// `$iothub/twin/GET/?$rid={rid}`.
+    TwinGet {
+        /// Request id, echoed verbatim.
+        rid: String,
+    },
+    /// `$iothub/twin/PATCH/properties/reported/?$rid={rid}`.
+    ReportedPatch {
+        /// Request id, echoed verbatim.
+        rid: String,
+    },
+    /// `$iothub/methods/res/{status}/?$rid={rid}`.
+    MethodResponse {
+        /// The device's status code.
+        status: i32,
+        /// The method call's request id.
+        rid: String,
+    },
+}
+
+/// A subscription a device may hold (at most five at once, spec §5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub enum Subscription {
+    /// `devices/{id}/messages/devicebound/#`: cloud-to-device messages.
+    CloudToDevice,
+    /// `$iothub/methods/POST/#`: direct methods.
+    Methods,
+    /// `$iothub/twin/PATCH/properties/desired/#`: desired property patches.
+    DesiredPatches,
+    /// `$iothub/twin/res/#`: twin responses.
+    TwinResponses,
+}
+
+/// Why a topic or filter was refused; the session disconnects the device (as IoT Hub does).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// A topic under another device's namespace.
+    #[error("topic belongs to another device")]
+    OtherDevice,
+    /// Not a topic IoT Hub knows.
+    #[error("unsupported topic '{0}'")]
+    Unsupported(String),
+    /// A `$rid` (or status) is missing or malformed.
+    #[error("topic '{0}' lacks a valid $rid or status")]
+    MissingRid(String),
+}
+
+impl DeviceTopic {
+    /// Parses a PUBLISH topic from `device_id`.
+    pub fn parse(topic: &str, device_id: &str) -> Result<Self, TopicError> {
+        if let Some(rest) = topic.strip_prefix("devices/") {
+            let (owner, tail) = rest.split_once('/').ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
+            if owner != device_id {
+                return Err(TopicError::OtherDevice);
+            }
+            let bag = tail.strip_prefix("messages/events").ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
+            let bag = bag.strip_prefix('/').unwrap_or(bag);
+            return Ok(Self::Telemetry { properties: decode_bag(bag) });
+        }
+        if let Some(query) = topic.strip_prefix("$iothub/twin/GET/") {
+            return Ok(Self::TwinGet { rid: rid(query, topic)? });
+        }
+        if let Some(query) = topic.strip_prefix("$iothub/twin/PATCH/properties/reported/") {
+            return Ok(Self::ReportedPatch { rid: rid(query, topic)? });
+        }
+        if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
+            let (status, query) = rest.split_once('/').ok_or_else(|| TopicError::MissingRid(topic.to_owned()))?;
+            let status = status.parse().map_err(|_| TopicError::MissingRid(topic.to_owned()))?;
+            return Ok(Self::MethodResponse { status, rid: rid(query, topic)? });
+        }
+        Err(TopicError::Unsupported(topic.to_owned()))
+    }
+}
+
+impl Subscription {
+    /// Parses a SUBSCRIBE filter from `device_id`.
+    pub fn parse(filter: &str, device_id: &str) -> Result<Self, TopicError> {
+        match filter {
+            "$iothub/twin/res/#" => Ok(Self::TwinResponses),
+            "$iothub/twin/PATCH/properties/desired/#" => Ok(Self::DesiredPatches),
+            "$iothub/methods/POST/#" => Ok(Self::Methods),
+            _ => match filter.strip_prefix("devices/").and_then(|r| r.split_once('/')) {
+                Some((owner, "messages/devicebound/#")) if owner == device_id => Ok(Self::CloudToDevice),
+                Some((owner, _)) if owner != device_id => Err(TopicError::OtherDevice),
+                _ => Err(TopicError::Unsupported(filter.to_owned())),
+            },
+        }
+    }
+}
+
+/// `$iothub/twin/res/{status}/?$rid={rid}[&$version={version}]`.
+pub fn twin_response(status: u16, rid: &str, version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!("$iothub/twin/res/{status}/?$rid={rid}&$version={v}"),
+        None => format!("$iothub/twin/res/{status}/?$rid={rid}"),
+    }
+}
+
+/// `$iothub/twin/PATCH/properties/desired/?$version={version}`.
+pub fn desired_patch(version: u64) -> String {
+    format!("$iothub/twin/PATCH/properties/desired/?$version={version}")
+}
+
+/// `$iothub/methods/POST/{name}/?$rid={rid}`.
+pub fn method_request(name: &str, rid: &str) -> String {
+    format!("$iothub/methods/POST/{name}/?$rid={rid}")
+}
+
+/// `devices/{id}/messages/devicebound/{property bag}`.
+pub fn cloud_to_device(device_id: &str, properties: &[(String, Option<String>)]) -> String {
+    format!("devices/{device_id}/messages/devicebound/{}", encode_bag(properties))
+}
+
+/// The `$rid` of a `?$rid=...&...` query. Every parameter must contain `=`, since the Python
+/// SDK splits on it.
+fn rid(query: &str, topic: &str) -> Result<String, TopicError> {
+    let query = query.strip_prefix('?').ok_or_else(|| TopicError::MissingRid(topic.to_owned()))?;
+    query
+        .split('&')
+        .find_map(|p| p.strip_prefix("$rid="))
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| TopicError::MissingRid(topic.to_owned()))
+}
+
+/// Decodes `k=v&k2=v2&flag` (percent-encoded) into pairs.
+pub fn decode_bag(bag: &str) -> Vec<(String, Option<String>)> {
+    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+    bag.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), Some(decode(v))),
+            None => (decode(p), None),
+        })
+        .collect()
+}
+
+/// Encodes pairs as a property bag: `None` renders as `key`, empty as `key=`.
+pub fn encode_bag(properties: &[(String, Option<String>)]) -> String {
+    properties
+        .iter()
+        .map(|(k, v)| {
+            let k = utf8_percent_encode(k, BAG_ESCAPE);
+            match v {
+                Some(v) => format!("{k}={}", utf8_percent_encode(v, BAG_ESCAPE)),
+                None => k.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_topics() {
+        assert_eq!(
+            DeviceTopic::parse("$iothub/twin/GET/?$rid=get_twin", "d1"),
+            Ok(DeviceTopic::TwinGet { rid: "get_twin".into() })
+        );
+        assert_eq!(
+            DeviceTopic::parse("$iothub/twin/PATCH/properties/reported/?$rid=42", "d1"),
+            Ok(DeviceTopic::ReportedPatch { rid: "42".into() })
+        );
+        assert_eq!(
+            DeviceTopic::parse("$iothub/methods/res/200/?$rid=7", "d1"),
+            Ok(DeviceTopic::MethodResponse { status: 200, rid: "7".into() })
+        );
+        // The Python SDK's telemetry topic, system and application properties encoded.
+        let t = DeviceTopic::parse(
+            "devices/d1/messages/events/%24.mid=m1&%24.ct=application%2Fjson&%24.ce=utf-8&alert=high_temperature",
+            "d1",
+        );
+        assert_eq!(
+            t,
+            Ok(DeviceTopic::Telemetry {
+                properties: vec![
+                    ("$.mid".into(), Some("m1".into())),
+                    ("$.ct".into(), Some("application/json".into())),
+                    ("$.ce".into(), Some("utf-8".into())),
+                    ("alert".into(), Some("high_temperature".into())),
+                ]
+            })
+        );
+        assert_eq!(
+            DeviceTopic::parse("devices/d1/messages/events/", "d1"),
+            Ok(DeviceTopic::Telemetry { properties: vec![] })
+        );
+    }
+
+    #[test]
+    fn refused_topics() {
+        assert_eq!(DeviceTopic::parse("devices/d2/messages/events/", "d1"), Err(TopicError::OtherDevice));
+        assert!(matches!(DeviceTopic::parse("$iothub/twin/GET/", "d1"), Err(TopicError::MissingRid(_))));
+        assert!(matches!(DeviceTopic::parse("$iothub/twin/GET/?rid=1", "d1"), Err(TopicError::MissingRid(_))));
+        assert!(matches!(DeviceTopic::parse("$iothub/methods/res/ok/?$rid=1", "d1"), Err(TopicError::MissingRid(_))));
+        assert!(matches!(DeviceTopic::parse("random/topic", "d1"), Err(TopicError::Unsupported(_))));
+        assert!(matches!(
+            DeviceTopic::parse("devices/d1/messages/devicebound/x", "d1"),
+            Err(TopicError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn subscriptions() {
+        assert_eq!(Subscription::parse("$iothub/twin/res/#", "d1"), Ok(Subscription::TwinResponses));
+        assert_eq!(Subscription::parse("$iothub/methods/POST/#", "d1"), Ok(Subscription::Methods));
+        assert_eq!(Subscription::parse("devices/d1/messages/devicebound/#", "d1"), Ok(Subscription::CloudToDevice));
+        assert_eq!(Subscription::parse("devices/d2/messages/devicebound/#", "d1"), Err(TopicError::OtherDevice));
+        assert!(matches!(Subscription::parse("#", "d1"), Err(TopicError::Unsupported(_))));
+        assert!(matches!(Subscription::parse("$iothub/#", "d1"), Err(TopicError::Unsupported(_))));
+    }
+
+    #[test]
+    fn outgoing_topics_and_bags() {
+        assert_eq!(twin_response(204, "r1", Some(5)), "$iothub/twin/res/204/?$rid=r1&$version=5");
+        assert_eq!(twin_response(200, "r1", None), "$iothub/twin/res/200/?$rid=r1");
+        assert_eq!(desired_patch(8), "$iothub/twin/PATCH/properties/desired/?$version=8");
+        assert_eq!(method_request("reboot", "3"), "$iothub/methods/POST/reboot/?$rid=3");
+        let props = vec![
+            ("$.mid".to_owned(), Some("2c2d".to_owned())),
+            ("$.to".to_owned(), Some("/devices/d1/messages/devicebound".to_owned())),
+            ("flag".to_owned(), None),
+            ("empty".to_owned(), Some(String::new())),
+        ];
+        let topic = cloud_to_device("d1", &props);
+        assert_eq!(
+            topic,
+            "devices/d1/messages/devicebound/%24.mid=2c2d&%24.to=%2Fdevices%2Fd1%2Fmessages%2Fdevicebound&flag&empty="
+        );
+        assert_eq!(decode_bag(topic.trim_start_matches("devices/d1/messages/devicebound/")), props);
+    }
+}
