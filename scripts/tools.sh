@@ -2,7 +2,7 @@
 # Installs every tool twinhub needs to build and run, skipping what is already there.
 # Idempotent and offline-safe once run: a second run only checks versions.
 #   scripts/tools.sh          build + run tools (rust target, trunk, wasm-bindgen, worker-build, npm)
-#   scripts/tools.sh --test   also what the tests need (Debian chromium)
+#   scripts/tools.sh --test   also what the tests need (Debian chromium, the Azure SDK venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +45,16 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 if [ "${1:-}" = "--test" ]; then
+  # The real Azure SDKs, in a virtualenv; reinstalled only when requirements.txt changes.
+  if [ ! -f .venv/.installed ] || [ tests/python/requirements.txt -nt .venv/.installed ]; then
+    say "installing the Azure Python SDKs into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+    touch .venv/.installed
+  fi
+  for tool in openssl curl; do
+    command -v "$tool" >/dev/null || { echo "[tools] $tool is required for the https tests" >&2; exit 1; }
+  done
   if [ ! -x /usr/bin/chromium ]; then
     say "installing Debian chromium for browser tests"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
