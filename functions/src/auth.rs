@@ -44,7 +44,7 @@ fn check(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, AuthEr
 
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS
 /// tokens name the hub by the host in the client's connection string.
-fn hub_host(req: &Request) -> String {
+pub fn hub_host(req: &Request) -> String {
     let Ok(url) = req.url() else { return String::new() };
     match (url.host_str(), url.port()) {
         (Some(host), Some(port)) => format!("{host}:{port}"),
@@ -55,7 +55,7 @@ fn hub_host(req: &Request) -> String {
 
 /// The hub's policies: the owner policy from [`OWNER_KEY_VAR`], the built-in ones, and any from
 /// [`POLICIES_VAR`]. No owner key, no policies: every request is refused.
-fn policies(env: &Env) -> Vec<Policy> {
+pub fn policies(env: &Env) -> Vec<Policy> {
     let Some(owner_key) = env.var(OWNER_KEY_VAR).ok().map(|v| v.to_string()).filter(|k| !k.trim().is_empty()) else {
         worker::console_error!("{OWNER_KEY_VAR} is not set: every request will be refused");
         return Vec::new();

@@ -25,6 +25,38 @@ pub enum DeviceOp {
     ReplaceTwin { device_id: String, body: String, if_match: Option<String>, actor: String },
     /// `GET /api/twins/{id}/history`: entries with a version above `since`, oldest first.
     History { device_id: String, since: u64, limit: usize },
+    /// MQTT CONNECT: check `token` for this device on `host`; if good, record the session
+    /// (`gateway` shard, `conn` id), dropping an older one, and mark the device connected.
+    /// Answers [`ConnectVerdict`].
+    DeviceConnect { device_id: String, token: Option<String>, host: String, gateway: String, conn: String },
+    /// The session `conn` ended.
+    DeviceDisconnected { device_id: String, conn: String },
+    /// MQTT twin GET: the device view.
+    DeviceTwinGet { device_id: String },
+    /// MQTT reported patch. Answers `{"version": n}` or an error with its status.
+    DeviceReport { device_id: String, body: String },
+    /// MQTT telemetry to store. `properties` is the decoded property bag.
+    DeviceTelemetry { device_id: String, properties: Vec<(String, Option<String>)>, body: Vec<u8> },
+}
+
+/// The device object's answer to [`DeviceOp::DeviceConnect`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectVerdict {
+    /// CONNACK code: 0 accepted, 5 not authorized.
+    pub code: u8,
+    /// Token expiry (Unix ms) when accepted.
+    pub expiry_ms: Option<u64>,
+}
+
+/// A request to a gateway shard about one of its connections.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum GatewayOp {
+    /// Deliver a desired-properties patch (`body` includes `$version`).
+    Desired { conn: String, version: u64, body: String },
+    /// Close the connection (a newer one for the same device, device disabled, keys rotated).
+    Close { conn: String, reason: String },
 }
 
 /// A device's projection, pushed by its object to its fleet index shard after each commit.

@@ -237,6 +237,11 @@ impl Hub {
             .is_ok_and(|s| s.success())
     }
 
+    /// The port `wrangler dev` listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `http://127.0.0.1:{port}` (or `https://`).
     pub fn base_url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
@@ -399,4 +404,70 @@ pub fn python() -> PathBuf {
     let py = repo_root().join(".venv/bin/python");
     assert!(py.exists(), "{} is missing: run `make test` so the Azure SDK virtualenv is installed", py.display());
     py
+}
+
+/// A device over MQTT-over-WebSocket, built from a plain WebSocket client and core's codec:
+/// independent of the hub's session code, which it talks to.
+pub struct MqttDevice {
+    socket: tungstenite::WebSocket<std::net::TcpStream>,
+    pending: Vec<u8>,
+}
+
+impl MqttDevice {
+    /// Opens `/$iothub/websocket` with subprotocol `mqtt`; returns the socket and the
+    /// subprotocol the hub answered with.
+    pub fn open(hub: &Hub) -> (Self, Option<String>) {
+        use tungstenite::client::IntoClientRequest;
+        let url = format!("ws://127.0.0.1:{}/$iothub/websocket?iothub-no-client-cert=true", hub.port());
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
+        let stream = std::net::TcpStream::connect(("127.0.0.1", hub.port())).expect("tcp connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let (socket, response) = tungstenite::client(request, stream).expect("websocket handshake");
+        let protocol =
+            response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (Self { socket, pending: Vec::new() }, protocol)
+    }
+
+    /// Sends one packet (in one binary frame).
+    pub fn send(&mut self, packet: &twinhub_core::mqtt::Packet) {
+        self.send_raw(&packet.to_bytes());
+    }
+
+    /// Sends raw bytes (in one binary frame).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.socket.send(tungstenite::Message::Binary(bytes.to_vec().into())).expect("send");
+    }
+
+    /// The next packet, or `None` when the hub closed the connection. Panics if nothing
+    /// arrives for 10 s, so "closed" is never mistaken for "silent".
+    pub fn recv(&mut self) -> Option<twinhub_core::mqtt::Packet> {
+        loop {
+            if let Ok(Some((packet, used))) = twinhub_core::mqtt::decode(&self.pending, usize::MAX) {
+                self.pending.drain(..used);
+                return Some(packet);
+            }
+            match self.socket.read() {
+                Ok(tungstenite::Message::Binary(b)) => self.pending.extend_from_slice(&b),
+                Ok(tungstenite::Message::Close(_)) => return None,
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    panic!("no packet and no close from the hub within 10 s")
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next PUBLISH, skipping other packets; `None` if the connection ends first.
+    pub fn recv_publish(&mut self) -> Option<twinhub_core::mqtt::Publish> {
+        loop {
+            match self.recv()? {
+                twinhub_core::mqtt::Packet::Publish(p) => return Some(p),
+                _ => continue,
+            }
+        }
+    }
 }

@@ -23,6 +23,11 @@ pub const MAX_PACKET_BYTES: usize = 256 * 1024 + 4 * 1024;
 /// `Ok(None)` when more bytes are needed, or the protocol violation. A packet whose remaining
 /// length exceeds `max_bytes` is refused as soon as its header is read.
 pub fn decode(buf: &[u8], max_bytes: usize) -> Result<Option<(Packet, usize)>, DecodeError> {
+    // Judge the packet type from its first byte, without waiting for the rest: garbage is
+    // refused at once instead of being buffered as a packet that never completes.
+    if let Some(kind @ (0 | 15)) = buf.first().map(|b| b >> 4) {
+        return Err(DecodeError::ReservedType(kind));
+    }
     let Some((first, remaining, header_len)) = reader::fixed_header(buf)? else { return Ok(None) };
     if remaining > max_bytes {
         return Err(DecodeError::TooLarge { size: remaining, max: max_bytes });

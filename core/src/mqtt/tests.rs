@@ -111,6 +111,8 @@ fn violations() {
         let bytes = [0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, flags, 0, 60, 0, 0];
         assert_eq!(decode_all(&bytes), Err(DecodeError::ConnectFlags(flags)), "{flags:08b}");
     }
+    // Reserved types are refused from the first byte alone.
+    assert_eq!(decode_all(&[0xff]), Err(DecodeError::ReservedType(15)));
     // Too large: refused from the header alone.
     assert_eq!(decode(&[0x30, 0x80, 0x80, 0x20], 1024), Err(DecodeError::TooLarge { size: 524_288, max: 1024 }));
 }

@@ -108,6 +108,15 @@ impl Twin {
         Ok(changes)
     }
 
+    /// The body of a desired-properties notification to the device (spec §2.1): the desired
+    /// patch as applied (deletions as `null`; for a replacement, the whole new desired) plus
+    /// `"$version"`.
+    pub fn desired_notification(&self, patch: Option<&Map<String, Value>>) -> Value {
+        let mut body = patch.cloned().unwrap_or_else(|| self.desired.properties.clone());
+        body.insert("$version".to_owned(), Value::from(self.desired.version));
+        Value::Object(body)
+    }
+
     /// The service view (`GET /twins/{id}`, queries): everything, with `$metadata`.
     pub fn to_service_json(&self, identity: &DeviceIdentity) -> Value {
         let mut doc = json!({

@@ -11,13 +11,15 @@
 
 use crate::clock;
 use crate::http::{self, ApiError, ApiResult};
+use crate::objects::GATEWAY_BINDING;
 use crate::objects::{index_shards, index_stub};
-use crate::rpc::{self, DeviceOp, IndexEntry, IndexOp};
+use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use twinhub_core::auth::{authorize_device, AuthError};
 use twinhub_core::etag::if_match_allows;
 use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
-use twinhub_core::twin::{Change, ServicePatch, Twin, TwinError, TwinReplacement};
+use twinhub_core::twin::{Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
 
@@ -27,6 +29,17 @@ const INDEX_RETRY_MS: i64 = 1_000;
 pub const HISTORY_RETENTION_VAR: &str = "TWIN_HISTORY_RETENTION";
 /// Twin changes kept per device when the variable is absent.
 pub const DEFAULT_HISTORY_RETENTION: u64 = 1_000;
+/// Telemetry messages kept per device.
+const TELEMETRY_RETENTION: u64 = 1_000;
+
+/// Where the device's live MQTT session is.
+#[derive(serde::Serialize, Deserialize)]
+struct Connection {
+    /// Gateway shard name.
+    gateway: String,
+    /// Connection id within the shard (the WebSocket's tag).
+    conn: String,
+}
 
 #[durable_object]
 pub struct DeviceObject {
@@ -59,6 +72,7 @@ impl DurableObject for DeviceObject {
         for schema in [
             "CREATE TABLE IF NOT EXISTS doc (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS telemetry (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, properties TEXT NOT NULL, body BLOB NOT NULL)",
         ] {
             if let Err(e) = sql.exec(schema, None) {
                 // Every later query fails the same way and answers 500; nothing more to do here.
@@ -115,7 +129,20 @@ impl DeviceObject {
                         Device { identity, twin: Twin::new(now) }
                     }
                 };
+                // Disabling a device or changing its keys ends its live session.
+                let drop_session = self.load()?.is_some_and(|old| {
+                    old.identity.status != device.identity.status
+                        || old.identity.primary_key != device.identity.primary_key
+                        || old.identity.secondary_key != device.identity.secondary_key
+                });
                 self.commit(Some(&device), None)?;
+                if drop_session {
+                    self.tell_gateway(|conn| GatewayOp::Close {
+                        conn,
+                        reason: "device disabled or keys changed".into(),
+                    })
+                    .await;
+                }
                 self.push_to_index(&device_id).await?;
                 Ok(http::json(200, &device.identity.to_wire(), Some(&device.identity.etag_string()))?)
             }
@@ -130,12 +157,61 @@ impl DeviceObject {
             }
             DeviceOp::PatchTwin { device_id, body, if_match, actor } => {
                 let patch = ServicePatch::parse(&body).map_err(|e| HubError::from(&e))?;
-                self.write_twin(&device_id, if_match.as_deref(), &actor, now, |t| t.apply_service_patch(&patch, now))
-                    .await
+                let notice = patch.desired.clone().map(Some);
+                self.write_twin(&device_id, if_match.as_deref(), &actor, now, notice, |t| {
+                    t.apply_service_patch(&patch, now)
+                })
+                .await
             }
             DeviceOp::ReplaceTwin { device_id, body, if_match, actor } => {
                 let replacement = TwinReplacement::parse(&body).map_err(|e| HubError::from(&e))?;
-                self.write_twin(&device_id, if_match.as_deref(), &actor, now, |t| t.replace(&replacement, now)).await
+                self.write_twin(&device_id, if_match.as_deref(), &actor, now, Some(None), |t| {
+                    t.replace(&replacement, now)
+                })
+                .await
+            }
+            DeviceOp::DeviceConnect { device_id, token, host, gateway, conn } => {
+                self.device_connect(&device_id, token.as_deref(), &host, gateway, conn, now).await
+            }
+            DeviceOp::DeviceDisconnected { device_id, conn } => {
+                if self.connection()?.is_some_and(|c| c.conn == conn) {
+                    if let Some(mut d) = self.load()? {
+                        d.identity.connected = false;
+                        d.identity.connection_state_updated = now;
+                        d.identity.last_activity = now;
+                        self.commit(Some(&d), None)?;
+                        self.state.storage().sql().exec("DELETE FROM doc WHERE name = 'connection'", None)?;
+                        self.push_to_index(&device_id).await?;
+                    }
+                }
+                Ok(http::no_content()?)
+            }
+            DeviceOp::DeviceTwinGet { device_id } => {
+                let d = self.require(&device_id)?;
+                Ok(http::json(200, &d.twin.to_device_json(), None)?)
+            }
+            DeviceOp::DeviceReport { device_id, body } => {
+                let patch = ReportedPatch::parse(body.as_bytes()).map_err(|e| HubError::from(&e))?;
+                let mut d = self.require(&device_id)?;
+                let changes = d.twin.apply_reported_patch(&patch, now).map_err(|e| HubError::from(&e))?;
+                d.identity.last_activity = now;
+                let entry = HistoryEntry { version: d.twin.version, time: now, actor: "device", changes };
+                self.commit(Some(&d), Some(&entry))?;
+                self.push_to_index(&device_id).await?;
+                Ok(http::json(200, &json!({ "version": d.twin.reported.version }), None)?)
+            }
+            DeviceOp::DeviceTelemetry { device_id, properties, body } => {
+                self.require(&device_id)?;
+                let sql = self.state.storage().sql();
+                sql.exec(
+                    "INSERT INTO telemetry (time, properties, body) VALUES (?, ?, ?)",
+                    vec![sql_int(now.0)?, to_json(&properties)?.into(), body.into()],
+                )?;
+                sql.exec(
+                    "DELETE FROM telemetry WHERE id <= (SELECT MAX(id) FROM telemetry) - ?",
+                    vec![sql_int(TELEMETRY_RETENTION)?],
+                )?;
+                Ok(http::no_content()?)
             }
             DeviceOp::History { device_id, since, limit } => {
                 self.require(&device_id)?;
@@ -156,12 +232,16 @@ impl DeviceObject {
 
     /// The shared path of every service twin write: load, check `If-Match`, apply (all or
     /// nothing), commit with its history entry, project, answer with the new twin.
+    ///
+    /// `notice` says what a connected device is told when desired changed: `Some(Some(patch))`
+    /// the patch as applied, `Some(None)` the whole new desired (a replacement), `None` nothing.
     async fn write_twin(
         &self,
         device_id: &str,
         if_match: Option<&str>,
         actor: &str,
         now: UnixMillis,
+        notice: Option<Option<Map<String, Value>>>,
         apply: impl FnOnce(&mut Twin) -> std::result::Result<Vec<Change>, TwinError>,
     ) -> ApiResult {
         let mut d = self.require(device_id)?;
@@ -169,10 +249,83 @@ impl DeviceObject {
             return Err(precondition_failed(&d.twin.etag_string()));
         }
         let changes = apply(&mut d.twin).map_err(|e| HubError::from(&e))?;
+        let desired_changed = changes.iter().any(|c| c.path.starts_with("properties.desired."));
         let entry = HistoryEntry { version: d.twin.version, time: now, actor, changes };
         self.commit(Some(&d), Some(&entry))?;
+        if let (true, Some(patch)) = (desired_changed, notice) {
+            let body = d.twin.desired_notification(patch.as_ref());
+            self.tell_gateway(|conn| GatewayOp::Desired {
+                conn,
+                version: d.twin.desired.version,
+                body: body.to_string(),
+            })
+            .await;
+        }
         self.push_to_index(device_id).await?;
         Ok(http::json(200, &d.twin.to_service_json(&d.identity), Some(&d.twin.etag_string()))?)
+    }
+
+    /// MQTT CONNECT for this device: verify, then make this the device's one session.
+    async fn device_connect(
+        &self,
+        device_id: &str,
+        token: Option<&str>,
+        host: &str,
+        gateway: String,
+        conn: String,
+        now: UnixMillis,
+    ) -> ApiResult {
+        let refuse = || http::json(200, &json!({ "code": 5 }), None);
+        let Some(mut d) = self.load()? else { return Ok(refuse()?) };
+        if d.identity.status != Status::Enabled {
+            return Ok(refuse()?);
+        }
+        let policies = crate::auth::policies(&self.env);
+        let keys = [d.identity.primary_key.as_str(), d.identity.secondary_key.as_str()];
+        let verdict = token
+            .ok_or(AuthError::MissingToken)
+            .and_then(|t| authorize_device(t, host, device_id, &keys, &policies, now.as_secs()));
+        let expiry = match verdict {
+            Ok(expiry) => expiry,
+            Err(e) => {
+                worker::console_log!("device {device_id} refused: {e}");
+                return Ok(refuse()?);
+            }
+        };
+        // One connection per device: the older session is dropped (IoT Hub logs 400027).
+        self.tell_gateway(|old| GatewayOp::Close { conn: old, reason: "a newer connection for this device".into() })
+            .await;
+        let record = Connection { gateway, conn };
+        self.state
+            .storage()
+            .sql()
+            .exec("INSERT OR REPLACE INTO doc (name, body) VALUES ('connection', ?)", vec![to_json(&record)?.into()])?;
+        d.identity.connected = true;
+        d.identity.connection_state_updated = now;
+        d.identity.last_activity = now;
+        self.commit(Some(&d), None)?;
+        self.push_to_index(device_id).await?;
+        Ok(http::json(200, &json!({ "code": 0, "expiryMs": expiry.saturating_mul(1000) }), None)?)
+    }
+
+    /// The device's live session, if any.
+    fn connection(&self) -> Result<Option<Connection>> {
+        Ok(self.load_text("connection")?.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    /// Sends `op` (built for the live connection id) to the gateway holding the device's
+    /// session. Best effort: a lost notification is recovered by the device's twin GET on
+    /// reconnect, as IoT Hub devices do.
+    async fn tell_gateway(&self, op: impl FnOnce(String) -> GatewayOp) {
+        let Ok(Some(c)) = self.connection() else { return };
+        let op = op(c.conn);
+        let sent = match self.env.durable_object(GATEWAY_BINDING).and_then(|ns| ns.get_by_name(&c.gateway)) {
+            Ok(stub) => rpc::call(&stub, &op).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            worker::console_warn!("gateway notification failed: {e}");
+        }
     }
 
     fn require(&self, device_id: &str) -> std::result::Result<Device, ApiError> {

@@ -3,9 +3,16 @@
 pub mod bench_echo;
 pub mod device_object;
 pub mod fleet_index;
+pub mod gateway;
 
 /// Binding names, as in wrangler.toml.
 pub const DEVICE_BINDING: &str = "DEVICE";
+/// The gateway shards' namespace binding: where device WebSockets live.
+pub const GATEWAY_BINDING: &str = "GATEWAY";
+/// Variable with the number of gateway shards (default [`DEFAULT_GATEWAY_SHARDS`]).
+pub const GATEWAY_SHARDS_VAR: &str = "GATEWAY_SHARDS";
+/// Gateway shards when the variable is absent.
+pub const DEFAULT_GATEWAY_SHARDS: u32 = 2;
 /// The fleet index namespace binding.
 pub const INDEX_BINDING: &str = "FLEET_INDEX";
 /// Variable with the number of fleet index shards (default [`DEFAULT_INDEX_SHARDS`]).

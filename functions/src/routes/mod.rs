@@ -3,6 +3,7 @@
 //! served from Workers assets with single-page fallback.
 
 mod api;
+mod device_endpoint;
 mod devices;
 mod statistics;
 mod twins;
@@ -35,6 +36,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
     let method = req.method();
     match (segs, method) {
         (["api", "health"], Method::Get) => api::health(),
+        (["$iothub", "websocket"], Method::Get) => device_endpoint::connect(req, env).await,
         (["api", "twins", id, "history"], Method::Get) => twins::history(req, env, id).await,
         (["api", "bench", "echo", key], Method::Post) => api::bench_echo(req, env, key).await,
         (["devices"], Method::Get) => devices::list(req, env).await,

@@ -1,0 +1,307 @@
+//! Gateway shards: where device WebSockets (`/$iothub/websocket`) live.
+//!
+//! The Azure SDKs open the socket with no device id in the URL; the id arrives in MQTT CONNECT.
+//! So sockets land on a gateway shard, which runs the core [`Session`] for each and binds it to
+//! the device's object once CONNECT is verified there. Sockets use the hibernation API: the
+//! session lives in the socket's attachment, so the shard holds no state that matters between
+//! events and may sleep at any time.
+//!
+//! Inputs for one connection (bytes, a desired patch to push, a close, a timer) are processed
+//! one at a time through a small in-memory mailbox, because the object may run another event
+//! while one awaits the device object, and a session must see its inputs in order.
+
+use crate::clock;
+use crate::objects::DEVICE_BINDING;
+use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use twinhub_core::mqtt::ConnectReturnCode;
+use twinhub_core::session::{CloseReason, Session, SessionEvent};
+use twinhub_core::UnixMillis;
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
+};
+
+/// Header the Worker sets: this shard's name, which the device object uses to reach it.
+pub const GATEWAY_HEADER: &str = "x-twinhub-gateway";
+/// Header the Worker sets: the host the device dialled, which its SAS token must name.
+pub const HOST_HEADER: &str = "x-twinhub-host";
+
+#[durable_object]
+pub struct Gateway {
+    state: State,
+    env: Env,
+    /// Per-connection inputs waiting while an earlier one is processed.
+    mailboxes: RefCell<HashMap<String, VecDeque<Input>>>,
+}
+
+/// What a socket's attachment holds.
+#[derive(Serialize, Deserialize)]
+struct Attachment {
+    conn: String,
+    gateway: String,
+    host: String,
+    session: Session,
+}
+
+enum Input {
+    Bytes(Vec<u8>),
+    Desired { version: u64, body: String },
+    Close(String),
+    Timeout,
+    SocketClosed,
+}
+
+impl DurableObject for Gateway {
+    fn new(state: State, env: Env) -> Self {
+        Self { state, env, mailboxes: RefCell::new(HashMap::new()) }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+            return self.accept(&req).await;
+        }
+        let op: GatewayOp = match req.json().await {
+            Ok(op) => op,
+            Err(e) => return Response::error(format!("bad rpc: {e}"), 400),
+        };
+        let (conn, input) = match op {
+            GatewayOp::Desired { conn, version, body } => (conn, Input::Desired { version, body }),
+            GatewayOp::Close { conn, reason } => (conn, Input::Close(reason)),
+        };
+        if let Some(ws) = self.state.get_websockets_with_tag(&conn).into_iter().next() {
+            self.deliver(&ws, &conn, input).await;
+        }
+        Ok(Response::builder().with_status(204).empty())
+    }
+
+    async fn websocket_message(&self, ws: WebSocket, message: WebSocketIncomingMessage) -> Result<()> {
+        let bytes = match message {
+            WebSocketIncomingMessage::Binary(b) => b,
+            // MQTT is binary; a text frame is still bytes to the codec, which will judge them.
+            WebSocketIncomingMessage::String(s) => s.into_bytes(),
+        };
+        if let Some(conn) = conn_of(&ws) {
+            self.deliver(&ws, &conn, Input::Bytes(bytes)).await;
+        }
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+        if let Some(conn) = conn_of(&ws) {
+            self.deliver(&ws, &conn, Input::SocketClosed).await;
+        }
+        Ok(())
+    }
+
+    async fn websocket_error(&self, ws: WebSocket, _error: worker::Error) -> Result<()> {
+        if let Some(conn) = conn_of(&ws) {
+            self.deliver(&ws, &conn, Input::SocketClosed).await;
+        }
+        Ok(())
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        // One alarm per shard: run every session's timer, then re-arm for the earliest.
+        for ws in self.state.get_websockets() {
+            if let Some(conn) = conn_of(&ws) {
+                self.deliver(&ws, &conn, Input::Timeout).await;
+            }
+        }
+        self.rearm().await?;
+        Response::ok("")
+    }
+}
+
+impl Gateway {
+    async fn accept(&self, req: &Request) -> Result<Response> {
+        let pair = WebSocketPair::new()?;
+        let conn: String = clock::random::<12>()?.iter().map(|b| format!("{b:02x}")).collect();
+        let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
+        let attachment = Attachment {
+            conn: conn.clone(),
+            gateway: header(GATEWAY_HEADER),
+            host: header(HOST_HEADER),
+            session: Session::new(clock::now()),
+        };
+        self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
+        pair.server.serialize_attachment(&attachment)?;
+        // Connections that never send CONNECT are closed by the timer.
+        self.rearm().await?;
+        let mut response = Response::builder().with_status(101).with_websocket(pair.client);
+        // paho checks for the subprotocol and for "Connection: Upgrade"; workerd adds the rest.
+        response = response.with_header("sec-websocket-protocol", "mqtt")?;
+        Ok(response.empty())
+    }
+
+    /// Queues `input` for the connection; if nothing is processing it, processes the queue.
+    async fn deliver(&self, ws: &WebSocket, conn: &str, input: Input) {
+        {
+            let mut boxes = self.mailboxes.borrow_mut();
+            if let Some(queue) = boxes.get_mut(conn) {
+                queue.push_back(input);
+                return;
+            }
+            boxes.insert(conn.to_owned(), VecDeque::from([input]));
+        }
+        loop {
+            let next = {
+                let mut boxes = self.mailboxes.borrow_mut();
+                match boxes.get_mut(conn).and_then(VecDeque::pop_front) {
+                    Some(input) => input,
+                    None => {
+                        boxes.remove(conn);
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = self.process(ws, next).await {
+                worker::console_error!("gateway: {e}");
+            }
+        }
+    }
+
+    async fn process(&self, ws: &WebSocket, input: Input) -> Result<()> {
+        let Some(mut att) = ws.deserialize_attachment::<Attachment>()? else { return Ok(()) };
+        let now = clock::now();
+        let was_connected = att.session.is_connected();
+        match input {
+            Input::Bytes(bytes) => att.session.handle_bytes(now, &bytes),
+            Input::Desired { version, body } => {
+                let _ = att.session.push_desired(version, body.into_bytes());
+            }
+            Input::Close(reason) => att.session.close_by_hub(&reason),
+            Input::Timeout => att.session.handle_timeout(now),
+            Input::SocketClosed => {
+                if was_connected {
+                    self.device(
+                        &att,
+                        DeviceOp::DeviceDisconnected {
+                            device_id: att.session.device_id().to_owned(),
+                            conn: att.conn.clone(),
+                        },
+                    )
+                    .await?;
+                }
+                return Ok(());
+            }
+        }
+        self.drive(ws, &mut att).await?;
+        ws.serialize_attachment(&att)?;
+        self.rearm().await
+    }
+
+    /// Sends what the session wants sent and handles its events, until it wants nothing.
+    async fn drive(&self, ws: &WebSocket, att: &mut Attachment) -> Result<()> {
+        loop {
+            while let Some(bytes) = att.session.poll_transmit() {
+                ws.send_with_bytes(bytes)?;
+            }
+            let Some(event) = att.session.poll_event() else { return Ok(()) };
+            let device_id = att.session.device_id().to_owned();
+            match event {
+                SessionEvent::Authenticate { device_id, token, .. } => {
+                    let op = DeviceOp::DeviceConnect {
+                        device_id,
+                        token,
+                        host: att.host.clone(),
+                        gateway: att.gateway.clone(),
+                        conn: att.conn.clone(),
+                    };
+                    let verdict: ConnectVerdict = match self.device(att, op).await {
+                        Ok((200, body)) => {
+                            serde_json::from_str(&body).unwrap_or(ConnectVerdict { code: 3, expiry_ms: None })
+                        }
+                        _ => ConnectVerdict { code: 3, expiry_ms: None },
+                    };
+                    let result = match verdict.code {
+                        0 => Ok(verdict.expiry_ms.map(UnixMillis)),
+                        3 => Err(ConnectReturnCode::ServerUnavailable),
+                        _ => Err(ConnectReturnCode::NotAuthorized),
+                    };
+                    att.session.authenticated(result);
+                }
+                SessionEvent::TwinGet { rid } => {
+                    let (status, body) = self.device(att, DeviceOp::DeviceTwinGet { device_id }).await?;
+                    att.session.reply_twin(&rid, status, None, body.into_bytes());
+                }
+                SessionEvent::ReportedPatch { rid, body } => {
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    let (status, reply) = self.device(att, DeviceOp::DeviceReport { device_id, body }).await?;
+                    if status == 200 {
+                        let version = serde_json::from_str::<Value>(&reply).ok().and_then(|v| v["version"].as_u64());
+                        att.session.reply_twin(&rid, 204, version, Vec::new());
+                    } else {
+                        att.session.reply_twin(&rid, status, None, flat_error(&reply).into_bytes());
+                    }
+                }
+                SessionEvent::Telemetry { properties, body, ack } => {
+                    let (status, _) =
+                        self.device(att, DeviceOp::DeviceTelemetry { device_id, properties, body }).await?;
+                    // Acknowledge only what was stored; otherwise the device retries.
+                    if let (204, Some(id)) = (status, ack) {
+                        att.session.ack(id);
+                    }
+                }
+                SessionEvent::MethodResponse { .. } | SessionEvent::CloudToDeviceAck(_) => {}
+                SessionEvent::Closed(reason) => {
+                    while let Some(bytes) = att.session.poll_transmit() {
+                        ws.send_with_bytes(bytes)?;
+                    }
+                    let _ = ws.close(Some(close_code(&reason)), Some(format!("{reason:?}")));
+                    if !device_id.is_empty() && !matches!(reason, CloseReason::Refused(_)) {
+                        let op = DeviceOp::DeviceDisconnected { device_id, conn: att.conn.clone() };
+                        self.device(att, op).await?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Calls the session's device object; returns its status and body.
+    async fn device(&self, att: &Attachment, op: DeviceOp) -> Result<(u16, String)> {
+        let stub = self.env.durable_object(DEVICE_BINDING)?.get_by_name(att.session.device_id())?;
+        let mut resp = rpc::call(&stub, &op).await?;
+        Ok((resp.status_code(), resp.text().await.unwrap_or_default()))
+    }
+
+    /// Sets the shard's alarm to the earliest timer of its sessions.
+    async fn rearm(&self) -> Result<()> {
+        let earliest = self
+            .state
+            .get_websockets()
+            .iter()
+            .filter_map(|ws| ws.deserialize_attachment::<Attachment>().ok().flatten())
+            .filter_map(|a| a.session.poll_timeout())
+            .min();
+        if let Some(t) = earliest {
+            let delay = i64::try_from(t.0.saturating_sub(clock::now().0)).unwrap_or(i64::MAX).max(1);
+            self.state.storage().set_alarm(delay).await?;
+        }
+        Ok(())
+    }
+}
+
+fn conn_of(ws: &WebSocket) -> Option<String> {
+    ws.deserialize_attachment::<Attachment>().ok().flatten().map(|a| a.conn)
+}
+
+/// The MQTT error body for a twin error: the flat envelope inside IoT Hub's REST envelope.
+fn flat_error(rest_body: &str) -> String {
+    serde_json::from_str::<Value>(rest_body)
+        .ok()
+        .and_then(|v| v["Message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| rest_body.to_owned())
+}
+
+/// WebSocket close codes: 1000 for a clean end, 1008 (policy) for refusals and violations.
+fn close_code(reason: &CloseReason) -> u16 {
+    match reason {
+        CloseReason::ClientDisconnect => 1000,
+        _ => 1008,
+    }
+}

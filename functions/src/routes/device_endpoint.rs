@@ -1,0 +1,36 @@
+//! `/$iothub/websocket`: the MQTT-over-WebSocket device endpoint (spec §5.1). The query string
+//! is ignored (some SDKs add `?iothub-no-client-cert=true`).
+
+use crate::auth::hub_host;
+use crate::clock;
+use crate::http::ApiResult;
+use crate::objects::gateway::{GATEWAY_HEADER, HOST_HEADER};
+use crate::objects::{DEFAULT_GATEWAY_SHARDS, GATEWAY_BINDING, GATEWAY_SHARDS_VAR};
+use twinhub_core::{ErrorCode, HubError};
+use worker::{Env, Method, Request, RequestInit};
+
+/// Hands the upgrade to a gateway shard, which accepts the socket and runs the session. The
+/// device id is unknown until CONNECT, so the shard is picked at random; the device object
+/// learns which shard holds its session when CONNECT is verified.
+pub async fn connect(req: Request, env: &Env) -> ApiResult {
+    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return Err(HubError::new(ErrorCode::ArgumentInvalid, "/$iothub/websocket expects a WebSocket upgrade").into());
+    }
+    let shards = env
+        .var(GATEWAY_SHARDS_VAR)
+        .ok()
+        .and_then(|v| v.to_string().parse::<u32>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(DEFAULT_GATEWAY_SHARDS);
+    let shard = u32::from_le_bytes(clock::random::<4>()?) % shards;
+    let name = format!("gw-{shard}");
+    let headers = req.headers().clone();
+    headers.set(GATEWAY_HEADER, &name)?;
+    headers.set(HOST_HEADER, &hub_host(&req))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let forwarded = Request::new_with_init(req.url()?.as_ref(), &init)?;
+    let stub = env.durable_object(GATEWAY_BINDING)?.get_by_name(&name)?;
+    Ok(stub.fetch_with_request(forwarded).await?)
+}

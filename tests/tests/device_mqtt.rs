@@ -1,0 +1,203 @@
+//! The device endpoint over a real WebSocket: CONNECT with a device SAS, twin GET, reported
+//! patch, desired patches pushed as they happen, connection state in the twin, and the refusals
+//! (bad token, rotated key, disabled device, another device's topics, garbage bytes).
+
+use serde_json::{json, Value};
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
+use twinhub_core::auth::sign;
+use twinhub_core::mqtt::{ConnAck, Connect, ConnectReturnCode, Packet, Publish, QoS, Subscribe, SubscribeReturnCode};
+use twinhub_e2e::{now_secs, Hub, MqttDevice, Storage};
+
+fn device_key(hub: &Hub, id: &str) -> String {
+    hub.call("GET", &format!("/devices/{id}"), None).json()["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn token(hub: &Hub, id: &str, key: &str) -> String {
+    sign(&format!("{}/devices/{id}", hub.host()), key, None, now_secs() + 3600).unwrap()
+}
+
+fn connect(hub: &Hub, id: &str, token: &str) -> (MqttDevice, ConnectReturnCode) {
+    let (mut device, protocol) = MqttDevice::open(hub);
+    assert_eq!(protocol.as_deref(), Some("mqtt"), "subprotocol echoed");
+    device.send(&Packet::Connect(Connect {
+        client_id: id.into(),
+        clean_session: false,
+        keep_alive: 60,
+        username: Some(format!("{}/{id}/?api-version=2021-04-12", hub.host())),
+        password: Some(token.as_bytes().to_vec()),
+        will: None,
+    }));
+    match device.recv() {
+        Some(Packet::ConnAck(ConnAck { code, .. })) => (device, code),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+fn publish(device: &mut MqttDevice, topic: &str, payload: &[u8]) {
+    device.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: topic.into(),
+        packet_id: NonZeroU16::new(7),
+        payload: payload.to_vec(),
+    }));
+}
+
+fn wait_for(hub: &Hub, id: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let twin = hub.call("GET", &format!("/twins/{id}"), None).json();
+        if check(&twin) || Instant::now() > deadline {
+            return twin;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn device_twin_flow_over_mqtt() {
+    let storage = Storage::new("device-mqtt");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/sensor-001", Some("{}")).status, 200);
+    let key = device_key(&hub, "sensor-001");
+    let (mut device, code) = connect(&hub, "sensor-001", &token(&hub, "sensor-001", &key));
+    assert_eq!(code, ConnectReturnCode::Accepted);
+
+    device.send(&Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        filters: vec![
+            ("$iothub/twin/res/#".into(), QoS::AtLeastOnce),
+            ("$iothub/twin/PATCH/properties/desired/#".into(), QoS::AtLeastOnce),
+        ],
+    }));
+    assert_eq!(
+        device.recv(),
+        Some(Packet::SubAck {
+            packet_id: NonZeroU16::new(1).unwrap(),
+            codes: vec![SubscribeReturnCode::Granted(QoS::AtLeastOnce); 2]
+        })
+    );
+    let twin = wait_for(&hub, "sensor-001", |t| t["connectionState"] == "Connected");
+    assert_eq!(twin["connectionState"], "Connected");
+
+    // Twin GET: the device view.
+    publish(&mut device, "$iothub/twin/GET/?$rid=get-1", b" ");
+    let res = device.recv_publish().expect("twin response");
+    assert_eq!(res.topic, "$iothub/twin/res/200/?$rid=get-1");
+    let body: Value = serde_json::from_slice(&res.payload).unwrap();
+    assert_eq!(body, json!({ "desired": { "$version": 1 }, "reported": { "$version": 1 } }));
+
+    // Reported patch: 204 with the new reported $version; the service sees it.
+    publish(
+        &mut device,
+        "$iothub/twin/PATCH/properties/reported/?$rid=rep-1",
+        br#"{"temperature":21.5,"firmwareVersion":"2.0.5"}"#,
+    );
+    let res = device.recv_publish().expect("patch response");
+    assert_eq!(res.topic, "$iothub/twin/res/204/?$rid=rep-1&$version=2");
+    let twin = hub.call("GET", "/twins/sensor-001", None).json();
+    assert_eq!(twin["properties"]["reported"]["temperature"], 21.5);
+    assert_eq!(twin["etag"], "AAAAAAAAAAE=", "reported patches do not move the etag");
+
+    // A reported patch with a $ key is refused with 400 and changes nothing.
+    publish(&mut device, "$iothub/twin/PATCH/properties/reported/?$rid=rep-2", br#"{"$version":3,"x":1}"#);
+    let res = device.recv_publish().expect("error response");
+    assert_eq!(res.topic, "$iothub/twin/res/400/?$rid=rep-2");
+    let err: Value = serde_json::from_slice(&res.payload).unwrap();
+    assert_eq!(err["errorCode"], 400_004);
+
+    // A desired change from the service arrives as a patch with $version.
+    let patched = hub.call(
+        "PATCH",
+        "/twins/sensor-001",
+        Some(r#"{"properties":{"desired":{"telemetryInterval":5,"old":null}}}"#),
+    );
+    assert_eq!(patched.status, 200);
+    let push = device.recv_publish().expect("desired patch");
+    assert_eq!(push.topic, "$iothub/twin/PATCH/properties/desired/?$version=2");
+    let body: Value = serde_json::from_slice(&push.payload).unwrap();
+    assert_eq!(body, json!({ "telemetryInterval": 5, "old": null, "$version": 2 }));
+    // Tags-only writes send nothing; the next desired change does.
+    assert_eq!(hub.call("PATCH", "/twins/sensor-001", Some(r#"{"tags":{"a":1}}"#)).status, 200);
+    assert_eq!(hub.call("PATCH", "/twins/sensor-001", Some(r#"{"properties":{"desired":{"x":1}}}"#)).status, 200);
+    let push = device.recv_publish().expect("second desired patch");
+    assert_eq!(push.topic, "$iothub/twin/PATCH/properties/desired/?$version=3");
+
+    // Telemetry is stored and acknowledged.
+    publish(&mut device, "devices/sensor-001/messages/events/alert=high_temperature", br#"{"temperature":80}"#);
+    assert_eq!(device.recv(), Some(Packet::PubAck(NonZeroU16::new(7).unwrap())));
+
+    // DISCONNECT: the twin says Disconnected.
+    device.send(&Packet::Disconnect);
+    let twin = wait_for(&hub, "sensor-001", |t| t["connectionState"] == "Disconnected");
+    assert_eq!(twin["connectionState"], "Disconnected");
+}
+
+#[test]
+fn refusals_and_violations() {
+    let storage = Storage::new("device-refusals");
+    let hub = Hub::start(&storage);
+    for id in ["d1", "d2"] {
+        assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
+    }
+    let key = device_key(&hub, "d1");
+    let other_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    // Wrong key, unknown device, another device's token, an expired token: CONNACK 5.
+    assert_eq!(connect(&hub, "d1", &token(&hub, "d1", other_key)).1, ConnectReturnCode::NotAuthorized);
+    assert_eq!(connect(&hub, "ghost", &token(&hub, "ghost", other_key)).1, ConnectReturnCode::NotAuthorized);
+    assert_eq!(connect(&hub, "d2", &token(&hub, "d1", &key)).1, ConnectReturnCode::NotAuthorized);
+    let expired = sign(&format!("{}/devices/d1", hub.host()), &key, None, now_secs() - 5).unwrap();
+    assert_eq!(connect(&hub, "d1", &expired).1, ConnectReturnCode::NotAuthorized);
+
+    // Another device's topic: disconnected.
+    let (mut device, code) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    assert_eq!(code, ConnectReturnCode::Accepted);
+    publish(&mut device, "devices/d2/messages/events/", b"spoof");
+    assert_eq!(device.recv(), None, "closed");
+    // Garbage after CONNECT: disconnected.
+    let (mut device, _) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    device.send_raw(&[0xff, 0xff, 0xff]);
+    assert_eq!(device.recv(), None, "closed");
+
+    // A second connection for the same device drops the first.
+    let (mut first, _) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    let (_second, code) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    assert_eq!(code, ConnectReturnCode::Accepted);
+    assert_eq!(first.recv(), None, "first connection closed by the second");
+
+    // Rotating the keys drops the live session and refuses the old token.
+    let (mut live, _) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    let etag = hub.call("GET", "/devices/d1", None).json()["etag"].as_str().unwrap().to_owned();
+    let rotated = hub.call_with(
+        "PUT",
+        "/devices/d1",
+        Some(&json!({ "deviceId": "d1", "authentication": { "symmetricKey": { "primaryKey": other_key, "secondaryKey": other_key } } }).to_string()),
+        &[("Authorization", &hub.owner_token()), ("If-Match", &format!("\"{etag}\""))],
+    );
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(live.recv(), None, "live session dropped on key rotation");
+    assert_eq!(connect(&hub, "d1", &token(&hub, "d1", &key)).1, ConnectReturnCode::NotAuthorized);
+    assert_eq!(connect(&hub, "d1", &token(&hub, "d1", other_key)).1, ConnectReturnCode::Accepted);
+
+    // A disabled device is refused.
+    let etag = hub.call("GET", "/devices/d2", None).json()["etag"].as_str().unwrap().to_owned();
+    let disabled = hub.call_with(
+        "PUT",
+        "/devices/d2",
+        Some(r#"{"deviceId":"d2","status":"disabled"}"#),
+        &[("Authorization", &hub.owner_token()), ("If-Match", &format!("\"{etag}\""))],
+    );
+    assert_eq!(disabled.status, 200);
+    let d2_key = device_key(&hub, "d2");
+    assert_eq!(connect(&hub, "d2", &token(&hub, "d2", &d2_key)).1, ConnectReturnCode::NotAuthorized);
+
+    // Through all of it, no twin changed and the hub still serves.
+    assert_eq!(hub.call("GET", "/twins/d2", None).json()["version"], 2);
+    assert_eq!(hub.call_with("GET", "/api/health", None, &[]).status, 200);
+}
