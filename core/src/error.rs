@@ -21,6 +21,8 @@ pub enum ErrorCode {
     IotHubUnauthorizedAccess,
     /// 404001: no device with that id.
     DeviceNotFound,
+    /// 404103: a direct method to a device that is offline or not listening for methods.
+    DeviceNotOnline,
     /// 404000 (twinhub): no such route.
     NotFound,
     /// 405000 (twinhub): the route exists but not with that method.
@@ -37,6 +39,8 @@ pub enum ErrorCode {
     ServerError,
     /// 503001: a dependency (storage, upstream) is unavailable.
     ServiceUnavailable,
+    /// 504101: the device did not answer a direct method in time.
+    GatewayTimeout,
 }
 
 impl ErrorCode {
@@ -48,6 +52,7 @@ impl ErrorCode {
             Self::IotHubFormatError => 400_006,
             Self::IotHubUnauthorizedAccess => 401_002,
             Self::DeviceNotFound => 404_001,
+            Self::DeviceNotOnline => 404_103,
             Self::NotFound => 404_000,
             Self::MethodNotAllowed => 405_000,
             Self::DeviceAlreadyExists => 409_001,
@@ -56,6 +61,7 @@ impl ErrorCode {
             Self::TooManyDevices => 413_002,
             Self::ServerError => 500_001,
             Self::ServiceUnavailable => 503_001,
+            Self::GatewayTimeout => 504_101,
         }
     }
 
@@ -73,6 +79,7 @@ impl ErrorCode {
             Self::IotHubFormatError => "IotHubFormatError",
             Self::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
             Self::DeviceNotFound => "DeviceNotFound",
+            Self::DeviceNotOnline => "DeviceNotOnline",
             Self::NotFound => "NotFound",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::DeviceAlreadyExists => "DeviceAlreadyExists",
@@ -81,6 +88,7 @@ impl ErrorCode {
             Self::TooManyDevices => "TooManyDevices",
             Self::ServerError => "ServerError",
             Self::ServiceUnavailable => "ServiceUnavailable",
+            Self::GatewayTimeout => "GatewayTimeout",
         }
     }
 }

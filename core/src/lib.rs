@@ -13,6 +13,7 @@ pub mod error;
 pub mod etag;
 pub mod fleet;
 pub mod identity;
+pub mod method;
 pub mod mqtt;
 pub mod session;
 pub mod time;

@@ -37,6 +37,10 @@ pub enum DeviceOp {
     DeviceReport { device_id: String, body: String },
     /// MQTT telemetry to store. `properties` is the decoded property bag.
     DeviceTelemetry { device_id: String, properties: Vec<(String, Option<String>)>, body: Vec<u8> },
+    /// `POST /twins/{id}/methods`: `payload` is JSON text.
+    InvokeMethod { device_id: String, name: String, payload: String, timeout_ms: u64 },
+    /// `GET /api/devices/{id}/telemetry`: the newest `limit` messages, oldest first.
+    TelemetryList { device_id: String, limit: usize },
 }
 
 /// The device object's answer to [`DeviceOp::DeviceConnect`].
@@ -57,6 +61,8 @@ pub enum GatewayOp {
     Desired { conn: String, version: u64, body: String },
     /// Close the connection (a newer one for the same device, device disabled, keys rotated).
     Close { conn: String, reason: String },
+    /// Invoke a direct method and wait up to `timeout_ms` for the device's answer.
+    Method { conn: String, name: String, payload: String, timeout_ms: u64 },
 }
 
 /// A device's projection, pushed by its object to its fleet index shard after each commit.

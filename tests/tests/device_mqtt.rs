@@ -201,3 +201,71 @@ fn refusals_and_violations() {
     assert_eq!(hub.call("GET", "/twins/d2", None).json()["version"], 2);
     assert_eq!(hub.call_with("GET", "/api/health", None, &[]).status, 200);
 }
+
+#[test]
+fn direct_methods_and_telemetry() {
+    let storage = Storage::new("device-methods");
+    let hub = std::sync::Arc::new(Hub::start(&storage));
+    assert_eq!(hub.call("PUT", "/devices/m1", Some("{}")).status, 200);
+    let call = |hub: &Hub, body: &str| hub.call("POST", "/twins/m1/methods?api-version=2021-04-12", Some(body));
+
+    // Offline: 404103 at once.
+    call(&hub, r#"{"methodName":"reboot","payload":{}}"#).assert_hub_error(404, "DeviceNotOnline", 404_103);
+    let key = device_key(&hub, "m1");
+    let (mut device, _) = connect(&hub, "m1", &token(&hub, "m1", &key));
+    // Connected but not subscribed to methods: still 404103.
+    call(&hub, r#"{"methodName":"reboot"}"#).assert_hub_error(404, "DeviceNotOnline", 404_103);
+    device.send(&Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(2).unwrap(),
+        filters: vec![("$iothub/methods/POST/#".into(), QoS::AtLeastOnce)],
+    }));
+    assert!(matches!(device.recv(), Some(Packet::SubAck { .. })));
+
+    // The device answers: the caller gets its status and payload.
+    let caller = {
+        let hub = hub.clone();
+        std::thread::spawn(move || {
+            call(&hub, r#"{"methodName":"getConfig","payload":{"verbose":true},"responseTimeoutInSeconds":10}"#)
+        })
+    };
+    let request = device.recv_publish().expect("method request");
+    let (prefix, rid) = request.topic.split_once("?$rid=").unwrap();
+    assert_eq!(prefix, "$iothub/methods/POST/getConfig/");
+    assert_eq!(serde_json::from_slice::<Value>(&request.payload).unwrap(), json!({ "verbose": true }));
+    publish(&mut device, &format!("$iothub/methods/res/201/?$rid={rid}"), br#"{"telemetryInterval":60}"#);
+    let reply = caller.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json(), json!({ "status": 201, "payload": { "telemetryInterval": 60 } }));
+
+    // No answer within the timeout: 504.
+    let started = Instant::now();
+    call(&hub, r#"{"methodName":"slow","responseTimeoutInSeconds":5}"#).assert_hub_error(
+        504,
+        "GatewayTimeout",
+        504_101,
+    );
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    // Bad requests.
+    call(&hub, r#"{"methodName":"bad name"}"#).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    call(&hub, r#"{"methodName":"x","responseTimeoutInSeconds":1}"#).assert_hub_error(400, "ArgumentInvalid", 400_004);
+
+    // Telemetry: stored with its properties, readable by the service side.
+    publish(
+        &mut device,
+        "devices/m1/messages/events/%24.ct=application%2Fjson&alert=high_temperature",
+        br#"{"temperature":31.5}"#,
+    );
+    loop {
+        match device.recv() {
+            Some(Packet::PubAck(_)) => break,
+            Some(_) => continue,
+            None => panic!("closed before PUBACK"),
+        }
+    }
+    let stored = hub.call("GET", "/api/devices/m1/telemetry?limit=5", None);
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    let messages = stored.json()["messages"].as_array().cloned().unwrap();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["body"], json!({ "temperature": 31.5 }));
+    assert_eq!(messages[0]["properties"], json!([["$.ct", "application/json"], ["alert", "high_temperature"]]));
+}

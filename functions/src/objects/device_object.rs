@@ -14,6 +14,8 @@ use crate::http::{self, ApiError, ApiResult};
 use crate::objects::GATEWAY_BINDING;
 use crate::objects::{index_shards, index_stub};
 use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use twinhub_core::auth::{authorize_device, AuthError};
@@ -72,7 +74,8 @@ impl DurableObject for DeviceObject {
         for schema in [
             "CREATE TABLE IF NOT EXISTS doc (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, body TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS telemetry (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, properties TEXT NOT NULL, body BLOB NOT NULL)",
+            // Bodies are stored base64: they are arbitrary bytes, and text columns round-trip exactly.
+            "CREATE TABLE IF NOT EXISTS telemetry (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, properties TEXT NOT NULL, body TEXT NOT NULL)",
         ] {
             if let Err(e) = sql.exec(schema, None) {
                 // Every later query fails the same way and answers 500; nothing more to do here.
@@ -200,12 +203,55 @@ impl DeviceObject {
                 self.push_to_index(&device_id).await?;
                 Ok(http::json(200, &json!({ "version": d.twin.reported.version }), None)?)
             }
+            DeviceOp::InvokeMethod { device_id, name, payload, timeout_ms } => {
+                self.require(&device_id)?;
+                let offline = || -> ApiError {
+                    HubError::new(
+                        ErrorCode::DeviceNotOnline,
+                        "The operation failed because the requested device isn't online or hasn't registered the direct method callback.",
+                    )
+                    .into()
+                };
+                let connection = self.connection()?.ok_or_else(offline)?;
+                let stub = self.env.durable_object(GATEWAY_BINDING)?.get_by_name(&connection.gateway)?;
+                let op = GatewayOp::Method { conn: connection.conn, name, payload, timeout_ms };
+                Ok(rpc::call(&stub, &op).await?)
+            }
+            DeviceOp::TelemetryList { device_id, limit } => {
+                self.require(&device_id)?;
+                #[derive(Deserialize)]
+                struct Message {
+                    time: u64,
+                    properties: String,
+                    body: String,
+                }
+                let rows: Vec<Message> = self
+                    .state
+                    .storage()
+                    .sql()
+                    .exec(
+                        "SELECT time, properties, body FROM (SELECT * FROM telemetry ORDER BY id DESC LIMIT ?) ORDER BY id",
+                        vec![sql_int(limit as u64)?],
+                    )?
+                    .to_array()?;
+                let messages: Vec<Value> = rows
+                    .into_iter()
+                    .map(|m| {
+                        let properties: Value = serde_json::from_str(&m.properties).unwrap_or(Value::Null);
+                        let bytes = BASE64.decode(&m.body).unwrap_or_default();
+                        let text = String::from_utf8_lossy(&bytes).into_owned();
+                        let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                        json!({ "enqueuedTime": UnixMillis(m.time).to_iso(), "properties": properties, "body": body })
+                    })
+                    .collect();
+                Ok(http::json(200, &json!({ "deviceId": device_id, "messages": messages }), None)?)
+            }
             DeviceOp::DeviceTelemetry { device_id, properties, body } => {
                 self.require(&device_id)?;
                 let sql = self.state.storage().sql();
                 sql.exec(
                     "INSERT INTO telemetry (time, properties, body) VALUES (?, ?, ?)",
-                    vec![sql_int(now.0)?, to_json(&properties)?.into(), body.into()],
+                    vec![sql_int(now.0)?, to_json(&properties)?.into(), BASE64.encode(&body).into()],
                 )?;
                 sql.exec(
                     "DELETE FROM telemetry WHERE id <= (SELECT MAX(id) FROM telemetry) - ?",

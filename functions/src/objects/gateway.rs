@@ -11,8 +11,11 @@
 //! while one awaits the device object, and a session must see its inputs in order.
 
 use crate::clock;
+use crate::http::{self, ApiResult};
 use crate::objects::DEVICE_BINDING;
 use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp};
+use futures_channel::oneshot;
+use futures_util::future::{select, Either};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cell::RefCell;
@@ -20,6 +23,8 @@ use std::collections::{HashMap, VecDeque};
 use twinhub_core::mqtt::ConnectReturnCode;
 use twinhub_core::session::{CloseReason, Session, SessionEvent};
 use twinhub_core::UnixMillis;
+use twinhub_core::{ErrorCode, HubError};
+use worker::Delay;
 use worker::{
     durable_object, DurableObject, Env, Request, Response, Result, State, WebSocket, WebSocketIncomingMessage,
     WebSocketPair,
@@ -36,7 +41,13 @@ pub struct Gateway {
     env: Env,
     /// Per-connection inputs waiting while an earlier one is processed.
     mailboxes: RefCell<HashMap<String, VecDeque<Input>>>,
+    /// Direct method calls waiting for the device's answer, by `$rid`. `None` means the device
+    /// does not listen for methods.
+    waiters: RefCell<HashMap<String, oneshot::Sender<Option<MethodAnswer>>>>,
 }
+
+/// A device's answer to a direct method: its status and JSON body.
+type MethodAnswer = (i32, Vec<u8>);
 
 /// What a socket's attachment holds.
 #[derive(Serialize, Deserialize)]
@@ -49,6 +60,7 @@ struct Attachment {
 
 enum Input {
     Bytes(Vec<u8>),
+    Method { name: String, rid: String, payload: String },
     Desired { version: u64, body: String },
     Close(String),
     Timeout,
@@ -57,7 +69,7 @@ enum Input {
 
 impl DurableObject for Gateway {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, mailboxes: RefCell::new(HashMap::new()) }
+        Self { state, env, mailboxes: RefCell::new(HashMap::new()), waiters: RefCell::new(HashMap::new()) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -71,6 +83,9 @@ impl DurableObject for Gateway {
         let (conn, input) = match op {
             GatewayOp::Desired { conn, version, body } => (conn, Input::Desired { version, body }),
             GatewayOp::Close { conn, reason } => (conn, Input::Close(reason)),
+            GatewayOp::Method { conn, name, payload, timeout_ms } => {
+                return http::finish(self.invoke(&conn, name, payload, timeout_ms).await);
+            }
         };
         if let Some(ws) = self.state.get_websockets_with_tag(&conn).into_iter().next() {
             self.deliver(&ws, &conn, input).await;
@@ -174,6 +189,11 @@ impl Gateway {
                 let _ = att.session.push_desired(version, body.into_bytes());
             }
             Input::Close(reason) => att.session.close_by_hub(&reason),
+            Input::Method { name, rid, payload } => {
+                if att.session.call_method(&name, &rid, payload.into_bytes()).is_err() {
+                    self.answer(&rid, None);
+                }
+            }
             Input::Timeout => att.session.handle_timeout(now),
             Input::SocketClosed => {
                 if was_connected {
@@ -246,7 +266,8 @@ impl Gateway {
                         att.session.ack(id);
                     }
                 }
-                SessionEvent::MethodResponse { .. } | SessionEvent::CloudToDeviceAck(_) => {}
+                SessionEvent::MethodResponse { rid, status, body } => self.answer(&rid, Some((status, body))),
+                SessionEvent::CloudToDeviceAck(_) => {}
                 SessionEvent::Closed(reason) => {
                     while let Some(bytes) = att.session.poll_transmit() {
                         ws.send_with_bytes(bytes)?;
@@ -259,6 +280,53 @@ impl Gateway {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Invokes a direct method on connection `conn` and waits for the answer (spec §3.5):
+    /// 200 `{"status", "payload"}`, 404103 when the device does not listen for methods, 504101
+    /// when it does not answer within `timeout_ms`.
+    async fn invoke(&self, conn: &str, name: String, payload: String, timeout_ms: u64) -> ApiResult {
+        let offline = || {
+            HubError::new(
+                ErrorCode::DeviceNotOnline,
+                "The operation failed because the requested device isn't online or hasn't registered the direct method callback.",
+            )
+        };
+        let Some(ws) = self.state.get_websockets_with_tag(conn).into_iter().next() else {
+            return Err(offline().into());
+        };
+        let rid: String = clock::random::<8>()?.iter().map(|b| format!("{b:02x}")).collect();
+        let (tx, rx) = oneshot::channel();
+        self.waiters.borrow_mut().insert(rid.clone(), tx);
+        self.deliver(&ws, conn, Input::Method { name, rid: rid.clone(), payload }).await;
+        let timeout = Delay::from(std::time::Duration::from_millis(timeout_ms));
+        let answer = match select(rx, timeout).await {
+            Either::Left((Ok(answer), _)) => answer,
+            Either::Left((Err(_), _)) | Either::Right(_) => {
+                self.waiters.borrow_mut().remove(&rid);
+                return Err(HubError::new(
+                    ErrorCode::GatewayTimeout,
+                    format!("the device did not answer within {timeout_ms} ms"),
+                )
+                .into());
+            }
+        };
+        let Some((status, body)) = answer else { return Err(offline().into()) };
+        // The device's payload is JSON (or nothing); anything else is passed on as a string.
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let payload = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok(http::json(200, &serde_json::json!({ "status": status, "payload": payload }), None)?)
+    }
+
+    /// Completes a waiting method call.
+    fn answer(&self, rid: &str, answer: Option<MethodAnswer>) {
+        if let Some(tx) = self.waiters.borrow_mut().remove(rid) {
+            let _ = tx.send(answer);
         }
     }
 

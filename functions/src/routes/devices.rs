@@ -29,6 +29,22 @@ pub async fn list(req: Request, env: &Env) -> ApiResult {
     Ok(http::json(200, &serde_json::Value::Array(all), None)?)
 }
 
+/// `GET /api/devices/{id}/telemetry?limit={n}`: the newest messages the device sent (default
+/// 100, at most 1000), oldest first, with their properties and enqueued time.
+pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    check_device_id(id)?;
+    let url = req.url()?;
+    let limit = url
+        .query_pairs()
+        .find(|(k, _)| k == "limit")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let op = DeviceOp::TelemetryList { device_id: id.to_owned(), limit };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
 /// `GET /devices/{id}`.
 pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_READ)?;

@@ -47,6 +47,8 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["twins", id], Method::Get) => twins::get(req, env, id).await,
         (["twins", id], Method::Patch) => twins::patch(req, env, id).await,
         (["twins", id], Method::Put) => twins::replace(req, env, id).await,
+        (["twins", id, "methods"], Method::Post) => twins::method(req, env, id).await,
+        (["api", "devices", id, "telemetry"], Method::Get) => devices::telemetry(req, env, id).await,
         (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
         (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
         (
@@ -55,6 +57,8 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
             | ["devices"]
             | ["devices", _]
             | ["twins", _]
+            | ["twins", _, "methods"]
+            | ["api", "devices", _, "telemetry"]
             | ["statistics", "devices" | "service"],
             method,
         ) => Err(HubError::new(

@@ -9,6 +9,20 @@ use twinhub_core::auth::Permissions;
 use twinhub_core::identity::check_device_id;
 use worker::{Env, Request};
 
+/// `POST /twins/{id}/methods`: invoke a direct method and wait for the device's answer.
+pub async fn method(mut req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    check_device_id(id)?;
+    let call = twinhub_core::method::MethodCall::parse(&http::body_text(&mut req).await?)?;
+    let op = DeviceOp::InvokeMethod {
+        device_id: id.to_owned(),
+        name: call.name,
+        payload: call.payload.to_string(),
+        timeout_ms: call.response_timeout_secs * 1000,
+    };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
 /// Largest page of history entries.
 const MAX_HISTORY_LIMIT: usize = 1_000;
 
