@@ -4,6 +4,7 @@
 //! for the client (status, body, headers), which the Worker passes through unchanged.
 
 use serde::{Deserialize, Serialize};
+use twinhub_core::session::topic::Subscription;
 
 /// A request to one device's object. `actor` names who asked (a policy, a device, a job), for
 /// the twin history.
@@ -28,7 +29,16 @@ pub enum DeviceOp {
     /// MQTT CONNECT: check `token` for this device on `host`; if good, record the session
     /// (`gateway` shard, `conn` id), dropping an older one, and mark the device connected.
     /// Answers [`ConnectVerdict`].
-    DeviceConnect { device_id: String, token: Option<String>, host: String, gateway: String, conn: String },
+    DeviceConnect {
+        device_id: String,
+        token: Option<String>,
+        host: String,
+        gateway: String,
+        conn: String,
+        clean_session: bool,
+    },
+    /// A CleanSession=0 session's subscriptions, kept for its next connection.
+    DeviceSubscriptions { device_id: String, conn: String, subscriptions: Vec<Subscription> },
     /// The session `conn` ended.
     DeviceDisconnected { device_id: String, conn: String },
     /// MQTT twin GET: the device view.
@@ -51,6 +61,9 @@ pub struct ConnectVerdict {
     pub code: u8,
     /// Token expiry (Unix ms) when accepted.
     pub expiry_ms: Option<u64>,
+    /// Subscriptions kept from a previous CleanSession=0 session.
+    #[serde(default)]
+    pub subscriptions: Vec<Subscription>,
 }
 
 /// A request to a gateway shard about one of its connections.

@@ -149,21 +149,28 @@ impl Hub {
     /// Starts `wrangler dev` over plain http on a free port, persisting to `storage`, and waits
     /// until ready.
     pub fn start(storage: &Storage) -> Self {
-        Self::launch(storage, false, &[])
+        Self::launch(storage, false, None, &[])
     }
 
     /// Like [`Hub::start`], with extra Worker variables (e.g. `TWINHUB_BENCH_ECHO=1`).
     pub fn start_with_vars(storage: &Storage, vars: &[(&str, &str)]) -> Self {
-        Self::launch(storage, false, vars)
+        Self::launch(storage, false, None, vars)
     }
 
     /// Like [`Hub::start`], over https with the certificate from [`tls`]: the Azure SDKs dial
     /// `https://{HostName}` and verify it.
     pub fn start_https(storage: &Storage) -> Self {
-        Self::launch(storage, true, &[])
+        Self::launch(storage, true, None, &[])
     }
 
-    fn launch(storage: &Storage, https: bool, vars: &[(&str, &str)]) -> Self {
+    /// Like [`Hub::start_https`] on port 443: the Azure device SDKs dial 443 for
+    /// MQTT-over-WebSocket and have no port option. Needs root (or a lowered
+    /// `net.ipv4.ip_unprivileged_port_start`) and a free port 443.
+    pub fn start_https_on_443(storage: &Storage) -> Self {
+        Self::launch(storage, true, Some(443), &[])
+    }
+
+    fn launch(storage: &Storage, https: bool, fixed_port: Option<u16>, vars: &[(&str, &str)]) -> Self {
         let root = repo_root();
         for artifact in ["functions/build/index.js", "dist/index.html"] {
             assert!(
@@ -171,7 +178,7 @@ impl Hub {
                 "{artifact} is missing: run `make test` (or `make build`) so the Worker and dashboard are built"
             );
         }
-        let port = free_port();
+        let port = fixed_port.unwrap_or_else(free_port);
         let inspector = free_port();
         let env_file = storage.path().join("hub.env");
         let mut env_text = format!("TWINHUB_OWNER_KEY={OWNER_KEY}\n");
@@ -248,9 +255,14 @@ impl Hub {
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
-    /// The host name clients put in connection strings: `127.0.0.1:{port}`.
+    /// The host name clients put in connection strings: `127.0.0.1:{port}`, or `localhost` on
+    /// https port 443 (the device SDKs check the certificate's name and add no port).
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        if self.https && self.port == 443 {
+            "localhost".to_owned()
+        } else {
+            format!("127.0.0.1:{}", self.port)
+        }
     }
 
     /// The owner connection string.

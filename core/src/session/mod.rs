@@ -100,8 +100,20 @@ pub enum SessionEvent {
     },
     /// The device acknowledged a cloud-to-device message.
     CloudToDeviceAck(PacketId),
+    /// A CleanSession=0 device changed its subscriptions: keep them for its next connection
+    /// (MQTT [MQTT-3.1.2-4]; the Azure SDKs do not subscribe again after reconnecting).
+    SubscriptionsChanged(Vec<Subscription>),
     /// The session is over; close the socket after draining `poll_transmit`.
     Closed(CloseReason),
+}
+
+/// What the adapter grants a verified CONNECT.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accepted {
+    /// When the device's SAS token expires; the session ends then.
+    pub token_expiry: Option<UnixMillis>,
+    /// Subscriptions kept from the device's previous CleanSession=0 session.
+    pub subscriptions: Vec<Subscription>,
 }
 
 /// A command that needs a subscription the device does not hold.
@@ -126,6 +138,7 @@ pub struct Session {
     /// Bytes received but not yet a whole packet.
     pending: Vec<u8>,
     subscriptions: BTreeSet<Subscription>,
+    clean_session: bool,
     keep_alive_ms: u64,
     last_heard: UnixMillis,
     token_expiry: Option<UnixMillis>,
@@ -145,6 +158,7 @@ impl Session {
             device_id: String::new(),
             pending: Vec::new(),
             subscriptions: BTreeSet::new(),
+            clean_session: true,
             keep_alive_ms: 0,
             last_heard: now,
             token_expiry: None,
@@ -220,19 +234,22 @@ impl Session {
         }
     }
 
-    /// The adapter's verdict on [`SessionEvent::Authenticate`]: `Ok(token expiry)` accepts,
-    /// `Err(code)` refuses with that CONNACK code (5 for a bad token, unknown or disabled device).
-    pub fn authenticated(&mut self, verdict: Result<Option<UnixMillis>, ConnectReturnCode>) {
+    /// The adapter's verdict on [`SessionEvent::Authenticate`]: `Ok` accepts (restoring the
+    /// kept subscriptions of a CleanSession=0 device), `Err(code)` refuses with that CONNACK
+    /// code (5 for a bad token, unknown or disabled device).
+    pub fn authenticated(&mut self, verdict: Result<Accepted, ConnectReturnCode>) {
         if self.phase != Phase::Authenticating {
             return;
         }
         match verdict {
-            Ok(expiry) => {
-                self.token_expiry = expiry;
+            Ok(accepted) => {
+                self.token_expiry = accepted.token_expiry;
                 self.phase = Phase::Connected;
-                // CleanSession=0 sessions keep their subscriptions in the snapshot; twinhub
-                // keeps no other server-side session state, so session_present is false.
-                self.send(&Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted }));
+                let session_present = !self.clean_session && !accepted.subscriptions.is_empty();
+                if !self.clean_session {
+                    self.subscriptions.extend(accepted.subscriptions);
+                }
+                self.send(&Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Accepted }));
             }
             Err(code) => self.refuse(code),
         }
@@ -326,6 +343,7 @@ impl Session {
                     return self.refuse(ConnectReturnCode::IdentifierRejected);
                 }
                 self.device_id = c.client_id;
+                self.clean_session = c.clean_session;
                 // Server timeout = 1.5 x keep-alive, capped as IoT Hub caps it.
                 self.keep_alive_ms = (u64::from(c.keep_alive) * 1500).min(MAX_KEEP_ALIVE_TIMEOUT_MS);
                 self.last_heard = now;
@@ -369,6 +387,7 @@ impl Session {
                     return self.close(CloseReason::TopicRefused("more than 5 subscriptions".into()));
                 }
                 self.send(&Packet::SubAck { packet_id: s.packet_id, codes });
+                self.subscriptions_changed();
             }
             (Phase::Connected, Packet::Unsubscribe { packet_id, filters }) => {
                 for filter in &filters {
@@ -377,6 +396,7 @@ impl Session {
                     }
                 }
                 self.send(&Packet::UnsubAck(packet_id));
+                self.subscriptions_changed();
             }
             (Phase::Connected, Packet::PingReq) => self.send(&Packet::PingResp),
             (Phase::Connected, Packet::Disconnect) => self.close(CloseReason::ClientDisconnect),
@@ -415,6 +435,12 @@ impl Session {
             self.send(&Packet::PubAck(id));
         }
         self.events.push_back(event);
+    }
+
+    fn subscriptions_changed(&mut self) {
+        if !self.clean_session {
+            self.events.push_back(SessionEvent::SubscriptionsChanged(self.subscriptions.iter().copied().collect()));
+        }
     }
 
     fn require(&self, subscription: Subscription) -> Result<(), NotSubscribed> {

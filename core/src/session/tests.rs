@@ -54,16 +54,18 @@ impl Harness {
     fn connected(device: &str) -> Self {
         let mut h = Self::new();
         h.connect(device, 60);
-        h.session.authenticated(Ok(Some(UnixMillis(3_600_000))));
+        h.session.authenticated(Ok(Accepted { token_expiry: Some(UnixMillis(3_600_000)), subscriptions: vec![] }));
         h.drain();
         h.sent.clear();
         h.events.clear();
         h
     }
 
+    /// Subscribes; the `SubscriptionsChanged` report is checked in its own test and dropped here.
     fn subscribe(&mut self, filters: &[&str]) {
         let filters = filters.iter().map(|f| ((*f).to_owned(), QoS::AtLeastOnce)).collect();
         self.feed(&Packet::Subscribe(Subscribe { packet_id: id(1), filters }));
+        self.events.retain(|e| !matches!(e, SessionEvent::SubscriptionsChanged(_)));
     }
 
     fn publish(&mut self, topic: &str, qos: QoS, payload: &[u8]) {
@@ -100,7 +102,7 @@ fn connect_authenticates_through_the_adapter() {
             clean_session: false,
         }]
     );
-    h.session.authenticated(Ok(None));
+    h.session.authenticated(Ok(Accepted::default()));
     h.drain();
     assert_eq!(h.sent, vec![Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::Accepted })]);
     assert!(h.session.is_connected());
@@ -261,7 +263,7 @@ fn timers() {
     // Token expiry disconnects.
     let mut h = Harness::new();
     h.connect("d1", 0);
-    h.session.authenticated(Ok(Some(UnixMillis(5_000))));
+    h.session.authenticated(Ok(Accepted { token_expiry: Some(UnixMillis(5_000)), subscriptions: vec![] }));
     h.drain();
     assert_eq!(h.session.poll_timeout(), Some(UnixMillis(5_000)));
     h.session.handle_timeout(UnixMillis(5_000));
@@ -315,4 +317,47 @@ fn packets_before_connect_or_connack_close() {
         h.sent,
         vec![Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::UnacceptableProtocolVersion })]
     );
+}
+
+#[test]
+fn clean_session_zero_reports_subscription_changes() {
+    let mut h = Harness::connected("d1");
+    h.feed(&Packet::Subscribe(Subscribe {
+        packet_id: id(3),
+        filters: vec![
+            ("$iothub/twin/res/#".into(), QoS::AtLeastOnce),
+            ("$iothub/methods/POST/#".into(), QoS::AtMostOnce),
+        ],
+    }));
+    assert_eq!(
+        h.events,
+        vec![SessionEvent::SubscriptionsChanged(vec![Subscription::Methods, Subscription::TwinResponses])]
+    );
+    h.feed(&Packet::Unsubscribe { packet_id: id(4), filters: vec!["$iothub/methods/POST/#".into()] });
+    assert_eq!(h.events.last(), Some(&SessionEvent::SubscriptionsChanged(vec![Subscription::TwinResponses])));
+}
+
+#[test]
+fn clean_session_zero_restores_subscriptions() {
+    let mut h = Harness::new();
+    h.connect("d1", 60);
+    h.session.authenticated(Ok(Accepted { token_expiry: None, subscriptions: vec![Subscription::TwinResponses] }));
+    h.drain();
+    assert_eq!(h.sent, vec![Packet::ConnAck(ConnAck { session_present: true, code: ConnectReturnCode::Accepted })]);
+    assert!(h.session.is_subscribed(Subscription::TwinResponses));
+    // CleanSession=1: kept subscriptions are ignored and changes are not reported.
+    let mut h = Harness::new();
+    h.feed(&Packet::Connect(Connect {
+        client_id: "d1".into(),
+        clean_session: true,
+        keep_alive: 60,
+        username: None,
+        password: None,
+        will: None,
+    }));
+    h.session.authenticated(Ok(Accepted { token_expiry: None, subscriptions: vec![Subscription::TwinResponses] }));
+    h.drain();
+    assert!(!h.session.is_subscribed(Subscription::TwinResponses));
+    h.subscribe(&["$iothub/methods/POST/#"]);
+    assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::SubscriptionsChanged(_))));
 }

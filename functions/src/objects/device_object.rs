@@ -21,6 +21,7 @@ use serde_json::{json, Map, Value};
 use twinhub_core::auth::{authorize_device, AuthError};
 use twinhub_core::etag::if_match_allows;
 use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
+use twinhub_core::session::topic::Subscription;
 use twinhub_core::twin::{Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
@@ -173,8 +174,17 @@ impl DeviceObject {
                 })
                 .await
             }
-            DeviceOp::DeviceConnect { device_id, token, host, gateway, conn } => {
-                self.device_connect(&device_id, token.as_deref(), &host, gateway, conn, now).await
+            DeviceOp::DeviceConnect { device_id, token, host, gateway, conn, clean_session } => {
+                self.device_connect(&device_id, token.as_deref(), &host, gateway, conn, clean_session, now).await
+            }
+            DeviceOp::DeviceSubscriptions { device_id: _, conn, subscriptions } => {
+                if self.connection()?.is_some_and(|c| c.conn == conn) {
+                    self.state.storage().sql().exec(
+                        "INSERT OR REPLACE INTO doc (name, body) VALUES ('subscriptions', ?)",
+                        vec![to_json(&subscriptions)?.into()],
+                    )?;
+                }
+                Ok(http::no_content()?)
             }
             DeviceOp::DeviceDisconnected { device_id, conn } => {
                 if self.connection()?.is_some_and(|c| c.conn == conn) {
@@ -312,6 +322,7 @@ impl DeviceObject {
     }
 
     /// MQTT CONNECT for this device: verify, then make this the device's one session.
+    #[allow(clippy::too_many_arguments)]
     async fn device_connect(
         &self,
         device_id: &str,
@@ -319,6 +330,7 @@ impl DeviceObject {
         host: &str,
         gateway: String,
         conn: String,
+        clean_session: bool,
         now: UnixMillis,
     ) -> ApiResult {
         let refuse = || http::json(200, &json!({ "code": 5 }), None);
@@ -346,12 +358,20 @@ impl DeviceObject {
             .storage()
             .sql()
             .exec("INSERT OR REPLACE INTO doc (name, body) VALUES ('connection', ?)", vec![to_json(&record)?.into()])?;
+        // A CleanSession=0 device gets its subscriptions back; CleanSession=1 starts afresh.
+        let subscriptions: Vec<Subscription> = if clean_session {
+            self.state.storage().sql().exec("DELETE FROM doc WHERE name = 'subscriptions'", None)?;
+            Vec::new()
+        } else {
+            self.load_text("subscriptions")?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+        };
         d.identity.connected = true;
         d.identity.connection_state_updated = now;
         d.identity.last_activity = now;
         self.commit(Some(&d), None)?;
         self.push_to_index(device_id).await?;
-        Ok(http::json(200, &json!({ "code": 0, "expiryMs": expiry.saturating_mul(1000) }), None)?)
+        let verdict = json!({ "code": 0, "expiryMs": expiry.saturating_mul(1000), "subscriptions": subscriptions });
+        Ok(http::json(200, &verdict, None)?)
     }
 
     /// The device's live session, if any.

@@ -21,7 +21,7 @@ use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use twinhub_core::mqtt::ConnectReturnCode;
-use twinhub_core::session::{CloseReason, Session, SessionEvent};
+use twinhub_core::session::{Accepted, CloseReason, Session, SessionEvent};
 use twinhub_core::UnixMillis;
 use twinhub_core::{ErrorCode, HubError};
 use worker::Delay;
@@ -223,22 +223,25 @@ impl Gateway {
             let Some(event) = att.session.poll_event() else { return Ok(()) };
             let device_id = att.session.device_id().to_owned();
             match event {
-                SessionEvent::Authenticate { device_id, token, .. } => {
+                SessionEvent::Authenticate { device_id, token, clean_session, .. } => {
                     let op = DeviceOp::DeviceConnect {
                         device_id,
                         token,
                         host: att.host.clone(),
                         gateway: att.gateway.clone(),
                         conn: att.conn.clone(),
+                        clean_session,
                     };
+                    let unavailable = || ConnectVerdict { code: 3, expiry_ms: None, subscriptions: Vec::new() };
                     let verdict: ConnectVerdict = match self.device(att, op).await {
-                        Ok((200, body)) => {
-                            serde_json::from_str(&body).unwrap_or(ConnectVerdict { code: 3, expiry_ms: None })
-                        }
-                        _ => ConnectVerdict { code: 3, expiry_ms: None },
+                        Ok((200, body)) => serde_json::from_str(&body).unwrap_or_else(|_| unavailable()),
+                        _ => unavailable(),
                     };
                     let result = match verdict.code {
-                        0 => Ok(verdict.expiry_ms.map(UnixMillis)),
+                        0 => Ok(Accepted {
+                            token_expiry: verdict.expiry_ms.map(UnixMillis),
+                            subscriptions: verdict.subscriptions,
+                        }),
                         3 => Err(ConnectReturnCode::ServerUnavailable),
                         _ => Err(ConnectReturnCode::NotAuthorized),
                     };
@@ -268,6 +271,10 @@ impl Gateway {
                 }
                 SessionEvent::MethodResponse { rid, status, body } => self.answer(&rid, Some((status, body))),
                 SessionEvent::CloudToDeviceAck(_) => {}
+                SessionEvent::SubscriptionsChanged(subscriptions) => {
+                    let op = DeviceOp::DeviceSubscriptions { device_id, conn: att.conn.clone(), subscriptions };
+                    self.device(att, op).await?;
+                }
                 SessionEvent::Closed(reason) => {
                     while let Some(bytes) = att.session.poll_transmit() {
                         ws.send_with_bytes(bytes)?;

@@ -1,0 +1,127 @@
+"""The real azure-iot-device 2.14.0 SDK (MQTT over WebSocket, TLS on port 443) against twinhub,
+running the article's device class (article_device.py), with azure-iot-hub 2.7.0 as the backend.
+
+Run by tests/tests/python_device_sdk.rs, which starts `wrangler dev` over https on port 443 and
+passes TWINHUB_CONNECTION_STRING (owner policy, HostName=localhost), TWINHUB_CA (the test CA
+file) and REQUESTS_CA_BUNDLE.
+"""
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import time
+import urllib.parse
+import urllib.request
+import ssl
+
+from azure.iot.device import MethodResponse
+from azure.iot.hub import IoTHubRegistryManager
+from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
+
+from article_device import IoTDevice
+
+OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
+DEVICE_ID = "sensor-001"
+
+
+def owner_token():
+    parts = dict(p.split("=", 1) for p in OWNER.split(";"))
+    sr = urllib.parse.quote_plus(parts["HostName"])
+    se = int(time.time()) + 600
+    sig = hmac.new(base64.b64decode(parts["SharedAccessKey"]), f"{sr}\n{se}".encode(), hashlib.sha256).digest()
+    return f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(base64.b64encode(sig))}&se={se}&skn=iothubowner"
+
+
+def telemetry():
+    request = urllib.request.Request(
+        f"https://localhost/api/devices/{DEVICE_ID}/telemetry?limit=100", headers={"Authorization": owner_token()}
+    )
+    context = ssl.create_default_context(cafile=os.environ["TWINHUB_CA"])
+    with urllib.request.urlopen(request, context=context) as response:
+        return json.load(response)["messages"]
+
+
+async def eventually(check, what, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_article_device_end_to_end():
+    asyncio.run(article_device_end_to_end())
+
+
+async def article_device_end_to_end():
+    registry = IoTHubRegistryManager.from_connection_string(OWNER)
+    registry.create_device_with_sas(DEVICE_ID, None, None, "enabled")
+    key = registry.get_device(DEVICE_ID).authentication.symmetric_key.primary_key
+    registry.update_twin(
+        DEVICE_ID, Twin(properties=TwinProperties(desired={"telemetryInterval": 1, "temperatureThreshold": 22})), "*"
+    )
+
+    def reported():
+        return registry.get_twin(DEVICE_ID).properties.reported
+
+    device = IoTDevice(f"HostName=localhost;DeviceId={DEVICE_ID};SharedAccessKey={key}")
+
+    # A method handler answers direct methods (getConfig returns the current config).
+    async def on_method(request):
+        payload = device.current_config if request.name == "getConfig" else None
+        status = 200 if request.name == "getConfig" else 404
+        await device.client.send_method_response(MethodResponse.create_from_method_request(request, status, payload))
+
+    # The article's run(): connect, get the twin, apply desired, then the telemetry loop.
+    await device.connect()
+    device.client.on_method_request_received = on_method
+    loop_task = asyncio.create_task(device.send_telemetry_loop())
+    try:
+        assert device.current_config == {"telemetryInterval": 1, "temperatureThreshold": 22}
+        await eventually(lambda: reported().get("telemetryInterval") == 1, "reported telemetryInterval 1")
+        assert registry.get_twin(DEVICE_ID).connection_state == "Connected"
+
+        # The bulk-update step of the article: desired firmwareVersion; the device downloads,
+        # waits, and reports completed.
+        twin = registry.get_twin(DEVICE_ID)
+        registry.update_twin(DEVICE_ID, Twin(properties=TwinProperties(desired={"firmwareVersion": "2.1.0"})), twin.etag)
+        await eventually(lambda: reported().get("firmwareUpdateStatus") == "downloading", "downloading", 15)
+        await eventually(
+            lambda: reported().get("firmwareUpdateStatus") == "completed" and reported().get("firmwareVersion") == "2.1.0",
+            "firmware completed",
+            30,
+        )
+        assert "lastFirmwareUpdate" in reported()
+
+        # Telemetry every second, with the article's fields; connectivity reported alongside.
+        await eventually(lambda: len(telemetry()) >= 2, "two telemetry messages", 15)
+        message = telemetry()[-1]["body"]
+        assert {"temperature", "humidity", "timestamp"} <= set(message)
+        if message["temperature"] > 22:
+            assert message["alert"] == "high_temperature"
+        assert reported()["connectivity"]["type"] == "wifi"
+
+        # A direct method, invoked with the service SDK, answered by the device.
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            None,
+            lambda: registry.invoke_device_method(DEVICE_ID, CloudToDeviceMethod(method_name="getConfig", payload={})),
+        )
+        assert result.status == 200
+        assert result.payload["temperatureThreshold"] == 22
+    finally:
+        loop_task.cancel()
+
+    # Offline: a desired change made while the device is away is applied after it reconnects.
+    await device.client.disconnect()
+    await eventually(lambda: registry.get_twin(DEVICE_ID).connection_state == "Disconnected", "Disconnected", 15)
+    twin = registry.get_twin(DEVICE_ID)
+    registry.update_twin(DEVICE_ID, Twin(properties=TwinProperties(desired={"telemetryInterval": 7})), twin.etag)
+    await device.client.connect()
+    await eventually(lambda: reported().get("telemetryInterval") == 7, "offline change applied after reconnect", 30)
+    assert device.current_config["telemetryInterval"] == 7
+    await device.client.shutdown()
