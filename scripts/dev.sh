@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # `make dev`: install what is missing, build, and run twinhub on http://127.0.0.1:${PORT:-8787}.
+#
+# TWINHUB_TLS=1 make dev serves https on port 443 (PORT overrides) for the Azure device SDKs,
+# which dial wss://{HostName}:443 and verify the certificate: a CA and a server certificate for
+# localhost and 127.0.0.1 are made once in .twinhub/ (pass .twinhub/ca.pem to the SDK as
+# server_verification_cert). Binding 443 needs root or a lowered
+# net.ipv4.ip_unprivileged_port_start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PORT=${PORT:-8787}
-HOST=127.0.0.1
+TLS=${TWINHUB_TLS:-0}
+if [ "$TLS" = "1" ]; then
+  PORT=${PORT:-443}
+  HOST=localhost
+else
+  PORT=${PORT:-8787}
+  HOST=127.0.0.1
+fi
 
 scripts/tools.sh
 scripts/build.sh
@@ -23,11 +35,21 @@ fi
 umask 077
 printf 'TWINHUB_OWNER_KEY=%s\n' "$key" > .dev.vars
 
-cs="HostName=$HOST:$PORT;SharedAccessKeyName=iothubowner;SharedAccessKey=$key"
-login="http://$HOST:$PORT/#cs=$(node -e 'process.stdout.write(encodeURIComponent(process.argv[1]))' "$cs")"
+tls_args=()
+scheme=http
+hostname="$HOST:$PORT"
+if [ "$TLS" = "1" ]; then
+  scripts/dev-cert.sh .twinhub
+  tls_args=(--local-protocol https --https-key-path .twinhub/server-key.pem --https-cert-path .twinhub/server.pem)
+  scheme=https
+  [ "$PORT" = "443" ] && hostname="$HOST"
+fi
+
+cs="HostName=$hostname;SharedAccessKeyName=iothubowner;SharedAccessKey=$key"
+login="$scheme://$hostname/#cs=$(node -e 'process.stdout.write(encodeURIComponent(process.argv[1]))' "$cs")"
 cat <<MSG
 
-  twinhub is starting on http://$HOST:$PORT
+  twinhub is starting on $scheme://$hostname
 
   Owner connection string (Azure SDKs, IoT Explorer, the dashboard's sign-in):
     $cs
@@ -36,5 +58,12 @@ cat <<MSG
     $login
 
 MSG
+if [ "$TLS" = "1" ]; then
+  cat <<MSG
+  Devices (azure-iot-device, websockets=True): HostName=$hostname;DeviceId=<id>;SharedAccessKey=<device key>
+  with server_verification_cert = the contents of .twinhub/ca.pem
+
+MSG
+fi
 export WRANGLER_SEND_METRICS=false
-exec node_modules/.bin/wrangler dev --ip "$HOST" --port "$PORT" --show-interactive-dev-session=false
+exec node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$PORT" "${tls_args[@]}" --show-interactive-dev-session=false

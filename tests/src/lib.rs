@@ -67,7 +67,8 @@ pub struct Hub {
 }
 
 /// The test TLS material: a CA and a server certificate for `127.0.0.1` and `localhost` signed
-/// by it. Made once with openssl under `target/e2e-tls/`.
+/// by it, made once under `target/e2e-tls/` by `scripts/dev-cert.sh` (what `TWINHUB_TLS=1 make
+/// dev` uses too).
 pub struct Tls {
     /// The CA certificate (PEM): what clients trust.
     pub ca_cert: PathBuf,
@@ -80,69 +81,9 @@ pub struct Tls {
 /// The test TLS material, created on first use.
 pub fn tls() -> Tls {
     let dir = repo_root().join("target/e2e-tls");
-    let tls = Tls { ca_cert: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") };
-    if tls.ca_cert.exists() && tls.cert.exists() && tls.key.exists() {
-        return tls;
-    }
-    fs::create_dir_all(&dir).expect("tls dir");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").current_dir(&dir).args(args).output().expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "3650",
-        "-subj",
-        "/CN=twinhub test CA",
-        "-keyout",
-        "ca-key.pem",
-        "-out",
-        "ca.pem",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server-key.pem",
-        "-out",
-        "server.csr",
-    ]);
-    fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("write ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca-key.pem",
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-out",
-        "server.pem",
-        "-extfile",
-        "server.ext",
-    ]);
-    tls
+    let status = Command::new(repo_root().join("scripts/dev-cert.sh")).arg(&dir).status().expect("run dev-cert.sh");
+    assert!(status.success(), "scripts/dev-cert.sh failed");
+    Tls { ca_cert: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") }
 }
 
 impl Hub {
