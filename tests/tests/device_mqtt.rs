@@ -269,3 +269,80 @@ fn direct_methods_and_telemetry() {
     assert_eq!(messages[0]["body"], json!({ "temperature": 31.5 }));
     assert_eq!(messages[0]["properties"], json!([["$.ct", "application/json"], ["alert", "high_temperature"]]));
 }
+
+#[test]
+fn bad_device_input_closes_only_that_connection() {
+    let storage = Storage::new("device-bad-input");
+    let hub = Hub::start_with_vars(&storage, &[("MQTT_CONNECT_TIMEOUT_MS", "1500")]);
+    for id in ["good", "bad"] {
+        assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
+    }
+    // A healthy neighbour, subscribed to its twin responses, that must keep working throughout.
+    let good_key = device_key(&hub, "good");
+    let (mut good, _) = connect(&hub, "good", &token(&hub, "good", &good_key));
+    good.send(&Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        filters: vec![("$iothub/twin/res/#".into(), QoS::AtLeastOnce)],
+    }));
+    assert!(matches!(good.recv(), Some(Packet::SubAck { .. })));
+    let before = hub.call("GET", "/twins/bad", None).json();
+
+    let bad_key = device_key(&hub, "bad");
+    type Case = (&'static str, Box<dyn Fn(&mut MqttDevice)>);
+    let cases: Vec<Case> = vec![
+        (
+            "QoS 2 publish",
+            Box::new(|d| {
+                d.send(&Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::ExactlyOnce,
+                    retain: false,
+                    topic: "devices/bad/messages/events/".into(),
+                    packet_id: NonZeroU16::new(3),
+                    payload: b"x".to_vec(),
+                }))
+            }),
+        ),
+        (
+            "subscribe to another device",
+            Box::new(|d| {
+                d.send(&Packet::Subscribe(Subscribe {
+                    packet_id: NonZeroU16::new(2).unwrap(),
+                    filters: vec![("devices/good/messages/devicebound/#".into(), QoS::AtLeastOnce)],
+                }))
+            }),
+        ),
+        ("invalid UTF-8 topic", Box::new(|d| d.send_raw(&[0x30, 4, 0, 2, 0xc3, 0x28]))),
+        (
+            "reported patch to another device's twin topic",
+            Box::new(|d| publish(d, "devices/good/messages/events/", b"{}")),
+        ),
+        ("publish over 256 KB", Box::new(|d| publish(d, "devices/bad/messages/events/", &vec![b'x'; 300 * 1024]))),
+    ];
+    for (what, act) in &cases {
+        let (mut bad, code) = connect(&hub, "bad", &token(&hub, "bad", &bad_key));
+        assert_eq!(code, ConnectReturnCode::Accepted, "{what}");
+        act(&mut bad);
+        assert_eq!(bad.recv(), None, "{what}: connection closed");
+        // The neighbour still gets answers.
+        publish(&mut good, "$iothub/twin/GET/?$rid=still-alive", b" ");
+        let res = good.recv_publish().unwrap_or_else(|| panic!("{what}: neighbour lost"));
+        assert_eq!(res.topic, "$iothub/twin/res/200/?$rid=still-alive", "{what}");
+    }
+    // A malformed CONNECT (password without user name, reserved bit): closed without CONNACK.
+    let (mut raw, _) = MqttDevice::open(&hub);
+    raw.send_raw(&[0x10, 12, 0, 4, b'M', b'Q', b'T', b'T', 4, 0b0100_0001, 0, 60, 0, 0]);
+    assert_eq!(raw.recv(), None, "malformed CONNECT closed");
+    // A socket that never sends CONNECT is closed after the (here shortened) timeout.
+    let (mut silent, _) = MqttDevice::open(&hub);
+    let started = Instant::now();
+    assert_eq!(silent.recv(), None, "silent socket closed");
+    assert!(started.elapsed() >= Duration::from_millis(1000), "closed too early: {:?}", started.elapsed());
+
+    // No twin changed.
+    // No twin changed: only connection state and activity move with the connections above.
+    let mut after = hub.call("GET", "/twins/bad", None).json();
+    after["connectionState"] = before["connectionState"].clone();
+    after["lastActivityTime"] = before["lastActivityTime"].clone();
+    assert_eq!(after, before);
+}

@@ -153,8 +153,13 @@ pub struct Session {
 impl Session {
     /// A session for a connection accepted at `now`.
     pub fn new(now: UnixMillis) -> Self {
+        Self::with_connect_timeout(now, CONNECT_TIMEOUT_MS)
+    }
+
+    /// A session whose CONNECT must arrive within `connect_timeout_ms`.
+    pub fn with_connect_timeout(now: UnixMillis, connect_timeout_ms: u64) -> Self {
         Self {
-            phase: Phase::AwaitingConnect { deadline: UnixMillis(now.0 + CONNECT_TIMEOUT_MS) },
+            phase: Phase::AwaitingConnect { deadline: UnixMillis(now.0.saturating_add(connect_timeout_ms)) },
             device_id: String::new(),
             pending: Vec::new(),
             subscriptions: BTreeSet::new(),

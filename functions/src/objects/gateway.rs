@@ -140,7 +140,7 @@ impl Gateway {
             conn: conn.clone(),
             gateway: header(GATEWAY_HEADER),
             host: header(HOST_HEADER),
-            session: Session::new(clock::now()),
+            session: Session::with_connect_timeout(clock::now(), connect_timeout_ms(&self.env)),
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
         pair.server.serialize_attachment(&attachment)?;
@@ -359,6 +359,17 @@ impl Gateway {
         }
         Ok(())
     }
+}
+
+/// Variable: how long a new socket may take to send CONNECT, in ms (default 30 s).
+pub const CONNECT_TIMEOUT_VAR: &str = "MQTT_CONNECT_TIMEOUT_MS";
+
+fn connect_timeout_ms(env: &Env) -> u64 {
+    env.var(CONNECT_TIMEOUT_VAR)
+        .ok()
+        .and_then(|v| v.to_string().parse().ok())
+        .filter(|ms| (100..=600_000).contains(ms))
+        .unwrap_or(twinhub_core::session::CONNECT_TIMEOUT_MS)
 }
 
 fn conn_of(ws: &WebSocket) -> Option<String> {
