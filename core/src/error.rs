@@ -19,6 +19,8 @@ pub enum ErrorCode {
     IotHubFormatError,
     /// 401002: bad, expired or wrongly scoped SAS token.
     IotHubUnauthorizedAccess,
+    /// 403004: more than 50 cloud-to-device messages waiting for one device.
+    DeviceMaximumQueueDepthExceeded,
     /// 404001: no device with that id.
     DeviceNotFound,
     /// 404103: a direct method to a device that is offline or not listening for methods.
@@ -51,6 +53,7 @@ impl ErrorCode {
             Self::ArgumentNull => 400_005,
             Self::IotHubFormatError => 400_006,
             Self::IotHubUnauthorizedAccess => 401_002,
+            Self::DeviceMaximumQueueDepthExceeded => 403_004,
             Self::DeviceNotFound => 404_001,
             Self::DeviceNotOnline => 404_103,
             Self::NotFound => 404_000,
@@ -78,6 +81,7 @@ impl ErrorCode {
             Self::ArgumentNull => "ArgumentNull",
             Self::IotHubFormatError => "IotHubFormatError",
             Self::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
+            Self::DeviceMaximumQueueDepthExceeded => "DeviceMaximumQueueDepthExceeded",
             Self::DeviceNotFound => "DeviceNotFound",
             Self::DeviceNotOnline => "DeviceNotOnline",
             Self::NotFound => "NotFound",

@@ -9,6 +9,7 @@
 //! and randomness as bytes, both passed in by the caller.
 
 pub mod auth;
+pub mod c2d;
 pub mod error;
 pub mod etag;
 pub mod fleet;

@@ -37,8 +37,13 @@ pub enum DeviceOp {
         conn: String,
         clean_session: bool,
     },
-    /// A CleanSession=0 session's subscriptions, kept for its next connection.
-    DeviceSubscriptions { device_id: String, conn: String, subscriptions: Vec<Subscription> },
+    /// The session's subscriptions changed; `keep` (CleanSession=0) keeps them for its next
+    /// connection.
+    DeviceSubscriptions { device_id: String, conn: String, subscriptions: Vec<Subscription>, keep: bool },
+    /// `POST /api/devices/{id}/messages`: queue a cloud-to-device message (the request body).
+    SendCloudToDevice { device_id: String, body: String },
+    /// The device acknowledged (PUBACK) the cloud-to-device message `seq`: it is complete.
+    CloudToDeviceDelivered { device_id: String, seq: u64 },
     /// The session `conn` ended.
     DeviceDisconnected { device_id: String, conn: String },
     /// MQTT twin GET: the device view.
@@ -76,6 +81,19 @@ pub enum GatewayOp {
     Close { conn: String, reason: String },
     /// Invoke a direct method and wait up to `timeout_ms` for the device's answer.
     Method { conn: String, name: String, payload: String, timeout_ms: u64 },
+    /// Deliver queued cloud-to-device messages at QoS 1.
+    CloudToDevice { conn: String, messages: Vec<QueuedMessage> },
+}
+
+/// A queued cloud-to-device message on its way to a gateway.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// Its place in the device's queue; the device's PUBACK completes it.
+    pub seq: u64,
+    /// The property bag.
+    pub properties: Vec<(String, Option<String>)>,
+    /// The body, base64.
+    pub body: String,
 }
 
 /// A device's projection, pushed by its object to its fleet index shard after each commit.

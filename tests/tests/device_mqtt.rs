@@ -346,3 +346,72 @@ fn bad_device_input_closes_only_that_connection() {
     after["lastActivityTime"] = before["lastActivityTime"].clone();
     assert_eq!(after, before);
 }
+
+fn c2d_messages(device: &mut MqttDevice, n: usize) -> Vec<Publish> {
+    (0..n).map(|_| device.recv_publish().expect("cloud-to-device message")).collect()
+}
+
+#[test]
+fn cloud_to_device_messages() {
+    let storage = Storage::new("c2d");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/c1", Some("{}")).status, 200);
+    let send = |body: &str| hub.call("POST", "/api/devices/c1/messages", Some(body));
+
+    // Offline: queued, counted in the twin.
+    for i in 0..2 {
+        let sent =
+            send(&json!({ "payload": { "cmd": "blink", "n": i }, "properties": { "urgency": "high" } }).to_string());
+        assert_eq!(sent.status, 202, "{}", sent.body);
+        assert_eq!(sent.json()["queued"], i + 1);
+    }
+    assert_eq!(hub.call("GET", "/twins/c1", None).json()["cloudToDeviceMessageCount"], 2);
+
+    // Connect and subscribe: both arrive at QoS 1, in order, with the property bag.
+    let key = device_key(&hub, "c1");
+    let (mut device, _) = connect(&hub, "c1", &token(&hub, "c1", &key));
+    device.send(&Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        filters: vec![("devices/c1/messages/devicebound/#".into(), QoS::AtLeastOnce)],
+    }));
+    assert!(matches!(device.recv(), Some(Packet::SubAck { .. })));
+    let messages = c2d_messages(&mut device, 2);
+    for (i, m) in messages.iter().enumerate() {
+        assert_eq!(m.qos, QoS::AtLeastOnce);
+        assert!(m.topic.starts_with("devices/c1/messages/devicebound/%24.mid="), "{}", m.topic);
+        assert!(m.topic.ends_with("&%24.to=%2Fdevices%2Fc1%2Fmessages%2FdeviceBound&urgency=high"), "{}", m.topic);
+        assert_eq!(serde_json::from_slice::<Value>(&m.payload).unwrap(), json!({ "cmd": "blink", "n": i }));
+    }
+    // Acknowledge the first only; the second stays queued.
+    device.send(&Packet::PubAck(messages[0].packet_id.unwrap()));
+    let twin = wait_for(&hub, "c1", |t| t["cloudToDeviceMessageCount"] == 1);
+    assert_eq!(twin["cloudToDeviceMessageCount"], 1);
+
+    // Reconnect (CleanSession=0 keeps the subscription): the unacknowledged one comes again.
+    device.send(&Packet::Disconnect);
+    let (mut device, _) = connect(&hub, "c1", &token(&hub, "c1", &key));
+    let again = device.recv_publish().expect("redelivery");
+    assert_eq!(serde_json::from_slice::<Value>(&again.payload).unwrap(), json!({ "cmd": "blink", "n": 1 }));
+    device.send(&Packet::PubAck(again.packet_id.unwrap()));
+    let twin = wait_for(&hub, "c1", |t| t["cloudToDeviceMessageCount"] == 0);
+    assert_eq!(twin["cloudToDeviceMessageCount"], 0);
+
+    // While connected: delivered at once.
+    assert_eq!(send(r#"{"payload":"plain text","messageId":"m-42"}"#).status, 202);
+    let live = device.recv_publish().expect("live message");
+    assert!(live.topic.starts_with("devices/c1/messages/devicebound/%24.mid=m-42&"), "{}", live.topic);
+    assert_eq!(live.payload, b"plain text");
+    device.send(&Packet::Disconnect);
+
+    // Limits: 50 waiting at most, 64 KB bodies, reserved property names.
+    wait_for(&hub, "c1", |t| t["connectionState"] == "Disconnected");
+    for _ in 0..50 {
+        let _ = send(r#"{"payload":1}"#);
+    }
+    let count = hub.call("GET", "/twins/c1", None).json()["cloudToDeviceMessageCount"].as_u64().unwrap();
+    assert_eq!(count, 50, "the unacknowledged live message was completed or is counted");
+    send(r#"{"payload":1}"#).assert_hub_error(403, "DeviceMaximumQueueDepthExceeded", 403_004);
+    send(&json!({ "payload": "x".repeat(65 * 1024) }).to_string()).assert_hub_error(413, "MessageTooLarge", 413_001);
+    send(r#"{"properties":{"$.mid":"x"}}"#).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    hub.call("POST", "/api/devices/ghost/messages", Some("{}")).assert_hub_error(404, "DeviceNotFound", 404_001);
+}

@@ -65,6 +65,9 @@ pub struct DeviceIdentity {
     pub last_activity: UnixMillis,
     /// Whether the device is an IoT Edge device.
     pub iot_edge: bool,
+    /// Cloud-to-device messages waiting for the device.
+    #[serde(default)]
+    pub cloud_to_device_count: u64,
 }
 
 /// The body of `PUT /devices/{id}`: every field optional, as the SDKs send different subsets.
@@ -162,6 +165,7 @@ impl DeviceIdentity {
             connection_state_updated: UnixMillis(0),
             last_activity: UnixMillis(0),
             iot_edge: req.capabilities.as_ref().and_then(|c| c.iot_edge).unwrap_or(false),
+            cloud_to_device_count: 0,
         })
     }
 
@@ -191,7 +195,7 @@ impl DeviceIdentity {
             "connectionStateUpdatedTime": self.connection_state_updated.to_iso(),
             "statusUpdatedTime": self.status_updated.to_iso(),
             "lastActivityTime": self.last_activity.to_iso(),
-            "cloudToDeviceMessageCount": 0,
+            "cloudToDeviceMessageCount": self.cloud_to_device_count,
             "capabilities": { "iotEdge": self.iot_edge },
             "authentication": {
                 "symmetricKey": { "primaryKey": self.primary_key, "secondaryKey": self.secondary_key },

@@ -100,9 +100,15 @@ pub enum SessionEvent {
     },
     /// The device acknowledged a cloud-to-device message.
     CloudToDeviceAck(PacketId),
-    /// A CleanSession=0 device changed its subscriptions: keep them for its next connection
-    /// (MQTT [MQTT-3.1.2-4]; the Azure SDKs do not subscribe again after reconnecting).
-    SubscriptionsChanged(Vec<Subscription>),
+    /// The device changed its subscriptions (queued cloud-to-device messages may now be sent).
+    /// When `keep` is set (CleanSession=0), keep them for its next connection (MQTT
+    /// [MQTT-3.1.2-4]; the Azure SDKs do not subscribe again after reconnecting).
+    SubscriptionsChanged {
+        /// All subscriptions now held.
+        subscriptions: Vec<Subscription>,
+        /// Whether they outlive this connection.
+        keep: bool,
+    },
     /// The session is over; close the socket after draining `poll_transmit`.
     Closed(CloseReason),
 }
@@ -443,9 +449,10 @@ impl Session {
     }
 
     fn subscriptions_changed(&mut self) {
-        if !self.clean_session {
-            self.events.push_back(SessionEvent::SubscriptionsChanged(self.subscriptions.iter().copied().collect()));
-        }
+        self.events.push_back(SessionEvent::SubscriptionsChanged {
+            subscriptions: self.subscriptions.iter().copied().collect(),
+            keep: !self.clean_session,
+        });
     }
 
     fn require(&self, subscription: Subscription) -> Result<(), NotSubscribed> {

@@ -65,7 +65,7 @@ impl Harness {
     fn subscribe(&mut self, filters: &[&str]) {
         let filters = filters.iter().map(|f| ((*f).to_owned(), QoS::AtLeastOnce)).collect();
         self.feed(&Packet::Subscribe(Subscribe { packet_id: id(1), filters }));
-        self.events.retain(|e| !matches!(e, SessionEvent::SubscriptionsChanged(_)));
+        self.events.retain(|e| !matches!(e, SessionEvent::SubscriptionsChanged { .. }));
     }
 
     fn publish(&mut self, topic: &str, qos: QoS, payload: &[u8]) {
@@ -331,10 +331,16 @@ fn clean_session_zero_reports_subscription_changes() {
     }));
     assert_eq!(
         h.events,
-        vec![SessionEvent::SubscriptionsChanged(vec![Subscription::Methods, Subscription::TwinResponses])]
+        vec![SessionEvent::SubscriptionsChanged {
+            subscriptions: vec![Subscription::Methods, Subscription::TwinResponses],
+            keep: true
+        }]
     );
     h.feed(&Packet::Unsubscribe { packet_id: id(4), filters: vec!["$iothub/methods/POST/#".into()] });
-    assert_eq!(h.events.last(), Some(&SessionEvent::SubscriptionsChanged(vec![Subscription::TwinResponses])));
+    assert_eq!(
+        h.events.last(),
+        Some(&SessionEvent::SubscriptionsChanged { subscriptions: vec![Subscription::TwinResponses], keep: true })
+    );
 }
 
 #[test]
@@ -358,6 +364,9 @@ fn clean_session_zero_restores_subscriptions() {
     h.session.authenticated(Ok(Accepted { token_expiry: None, subscriptions: vec![Subscription::TwinResponses] }));
     h.drain();
     assert!(!h.session.is_subscribed(Subscription::TwinResponses));
-    h.subscribe(&["$iothub/methods/POST/#"]);
-    assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::SubscriptionsChanged(_))));
+    h.feed(&Packet::Subscribe(Subscribe {
+        packet_id: id(5),
+        filters: vec![("$iothub/methods/POST/#".into(), QoS::AtMostOnce)],
+    }));
+    assert!(h.events.iter().any(|e| matches!(e, SessionEvent::SubscriptionsChanged { keep: false, .. })));
 }

@@ -127,7 +127,7 @@ impl Twin {
             "statusUpdateTime": identity.status_updated.to_iso(),
             "connectionState": identity.connection_state(),
             "lastActivityTime": identity.last_activity.to_iso(),
-            "cloudToDeviceMessageCount": 0,
+            "cloudToDeviceMessageCount": identity.cloud_to_device_count,
             "authenticationType": "sas",
             "x509Thumbprint": { "primaryThumbprint": null, "secondaryThumbprint": null },
             "modelId": "",

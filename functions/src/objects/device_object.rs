@@ -13,12 +13,13 @@ use crate::clock;
 use crate::http::{self, ApiError, ApiResult};
 use crate::objects::GATEWAY_BINDING;
 use crate::objects::{index_shards, index_stub};
-use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp};
+use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp, QueuedMessage};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use twinhub_core::auth::{authorize_device, AuthError};
+use twinhub_core::c2d::CloudToDeviceMessage;
 use twinhub_core::etag::if_match_allows;
 use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
 use twinhub_core::session::topic::Subscription;
@@ -42,6 +43,9 @@ struct Connection {
     gateway: String,
     /// Connection id within the shard (the WebSocket's tag).
     conn: String,
+    /// What the session is subscribed to now.
+    #[serde(default)]
+    subscriptions: Vec<Subscription>,
 }
 
 #[durable_object]
@@ -76,6 +80,7 @@ impl DurableObject for DeviceObject {
             "CREATE TABLE IF NOT EXISTS doc (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, body TEXT NOT NULL)",
             // Bodies are stored base64: they are arbitrary bytes, and text columns round-trip exactly.
+            "CREATE TABLE IF NOT EXISTS c2d (seq INTEGER PRIMARY KEY AUTOINCREMENT, properties TEXT NOT NULL, body TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS telemetry (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, properties TEXT NOT NULL, body TEXT NOT NULL)",
         ] {
             if let Err(e) = sql.exec(schema, None) {
@@ -177,12 +182,64 @@ impl DeviceObject {
             DeviceOp::DeviceConnect { device_id, token, host, gateway, conn, clean_session } => {
                 self.device_connect(&device_id, token.as_deref(), &host, gateway, conn, clean_session, now).await
             }
-            DeviceOp::DeviceSubscriptions { device_id: _, conn, subscriptions } => {
-                if self.connection()?.is_some_and(|c| c.conn == conn) {
-                    self.state.storage().sql().exec(
+            DeviceOp::DeviceSubscriptions { device_id: _, conn, subscriptions, keep } => {
+                let Some(mut record) = self.connection()?.filter(|c| c.conn == conn) else {
+                    return Ok(http::no_content()?);
+                };
+                let sql = self.state.storage().sql();
+                if keep {
+                    sql.exec(
                         "INSERT OR REPLACE INTO doc (name, body) VALUES ('subscriptions', ?)",
                         vec![to_json(&subscriptions)?.into()],
                     )?;
+                }
+                let c2d = subscriptions.contains(&Subscription::CloudToDevice);
+                record.subscriptions = subscriptions;
+                sql.exec(
+                    "INSERT OR REPLACE INTO doc (name, body) VALUES ('connection', ?)",
+                    vec![to_json(&record)?.into()],
+                )?;
+                if c2d {
+                    self.deliver_cloud_to_device().await?;
+                }
+                Ok(http::no_content()?)
+            }
+            DeviceOp::SendCloudToDevice { device_id, body } => {
+                let mut d = self.require(&device_id)?;
+                let id: String = clock::random::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
+                let message = CloudToDeviceMessage::parse(&body, &device_id, id)?;
+                if d.identity.cloud_to_device_count >= twinhub_core::c2d::MAX_QUEUE_DEPTH {
+                    return Err(HubError::new(
+                        ErrorCode::DeviceMaximumQueueDepthExceeded,
+                        format!(
+                            "{} messages are already waiting for device {device_id}; the limit is 50",
+                            d.identity.cloud_to_device_count
+                        ),
+                    )
+                    .into());
+                }
+                self.state.storage().sql().exec(
+                    "INSERT INTO c2d (properties, body) VALUES (?, ?)",
+                    vec![to_json(&message.properties)?.into(), BASE64.encode(&message.body).into()],
+                )?;
+                d.identity.cloud_to_device_count += 1;
+                self.commit(Some(&d), None)?;
+                if self.connection()?.is_some_and(|c| c.subscriptions.contains(&Subscription::CloudToDevice)) {
+                    self.deliver_cloud_to_device().await?;
+                }
+                self.push_to_index(&device_id).await?;
+                let answer = json!({ "messageId": message.message_id, "queued": d.identity.cloud_to_device_count });
+                Ok(http::json(202, &answer, None)?)
+            }
+            DeviceOp::CloudToDeviceDelivered { device_id, seq } => {
+                let sql = self.state.storage().sql();
+                let removed = sql.exec("DELETE FROM c2d WHERE seq = ?", vec![sql_int(seq)?])?.rows_written();
+                if removed > 0 {
+                    if let Some(mut d) = self.load()? {
+                        d.identity.cloud_to_device_count = d.identity.cloud_to_device_count.saturating_sub(1);
+                        self.commit(Some(&d), None)?;
+                        self.push_to_index(&device_id).await?;
+                    }
                 }
                 Ok(http::no_content()?)
             }
@@ -353,11 +410,6 @@ impl DeviceObject {
         // One connection per device: the older session is dropped (IoT Hub logs 400027).
         self.tell_gateway(|old| GatewayOp::Close { conn: old, reason: "a newer connection for this device".into() })
             .await;
-        let record = Connection { gateway, conn };
-        self.state
-            .storage()
-            .sql()
-            .exec("INSERT OR REPLACE INTO doc (name, body) VALUES ('connection', ?)", vec![to_json(&record)?.into()])?;
         // A CleanSession=0 device gets its subscriptions back; CleanSession=1 starts afresh.
         let subscriptions: Vec<Subscription> = if clean_session {
             self.state.storage().sql().exec("DELETE FROM doc WHERE name = 'subscriptions'", None)?;
@@ -365,13 +417,50 @@ impl DeviceObject {
         } else {
             self.load_text("subscriptions")?.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
         };
+        let record = Connection { gateway, conn, subscriptions: subscriptions.clone() };
+        self.state
+            .storage()
+            .sql()
+            .exec("INSERT OR REPLACE INTO doc (name, body) VALUES ('connection', ?)", vec![to_json(&record)?.into()])?;
         d.identity.connected = true;
         d.identity.connection_state_updated = now;
         d.identity.last_activity = now;
         self.commit(Some(&d), None)?;
+        // Messages queued while it was away go out right after its CONNACK (the gateway
+        // processes this behind the CONNECT it is handling).
+        if subscriptions.contains(&Subscription::CloudToDevice) {
+            self.deliver_cloud_to_device().await?;
+        }
         self.push_to_index(device_id).await?;
         let verdict = json!({ "code": 0, "expiryMs": expiry.saturating_mul(1000), "subscriptions": subscriptions });
         Ok(http::json(200, &verdict, None)?)
+    }
+
+    /// Sends every queued cloud-to-device message to the device's session. They stay queued
+    /// until the device's PUBACK completes them, so a lost delivery is retried on the next
+    /// subscription or connection (QoS 1: at least once).
+    async fn deliver_cloud_to_device(&self) -> Result<()> {
+        #[derive(Deserialize)]
+        struct QueuedRow {
+            seq: u64,
+            properties: String,
+            body: String,
+        }
+        let rows: Vec<QueuedRow> =
+            self.state.storage().sql().exec("SELECT seq, properties, body FROM c2d ORDER BY seq", None)?.to_array()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let messages = rows
+            .into_iter()
+            .map(|r| QueuedMessage {
+                seq: r.seq,
+                properties: serde_json::from_str(&r.properties).unwrap_or_default(),
+                body: r.body,
+            })
+            .collect();
+        self.tell_gateway(|conn| GatewayOp::CloudToDevice { conn, messages }).await;
+        Ok(())
     }
 
     /// The device's live session, if any.

@@ -13,7 +13,9 @@
 use crate::clock;
 use crate::http::{self, ApiResult};
 use crate::objects::DEVICE_BINDING;
-use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp};
+use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp, QueuedMessage};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use serde::{Deserialize, Serialize};
@@ -56,11 +58,15 @@ struct Attachment {
     gateway: String,
     host: String,
     session: Session,
+    /// Cloud-to-device messages sent and not yet acknowledged: packet id -> queue seq.
+    #[serde(default)]
+    c2d_in_flight: std::collections::BTreeMap<u16, u64>,
 }
 
 enum Input {
     Bytes(Vec<u8>),
     Method { name: String, rid: String, payload: String },
+    CloudToDevice(Vec<QueuedMessage>),
     Desired { version: u64, body: String },
     Close(String),
     Timeout,
@@ -83,6 +89,7 @@ impl DurableObject for Gateway {
         let (conn, input) = match op {
             GatewayOp::Desired { conn, version, body } => (conn, Input::Desired { version, body }),
             GatewayOp::Close { conn, reason } => (conn, Input::Close(reason)),
+            GatewayOp::CloudToDevice { conn, messages } => (conn, Input::CloudToDevice(messages)),
             GatewayOp::Method { conn, name, payload, timeout_ms } => {
                 return http::finish(self.invoke(&conn, name, payload, timeout_ms).await);
             }
@@ -141,6 +148,7 @@ impl Gateway {
             gateway: header(GATEWAY_HEADER),
             host: header(HOST_HEADER),
             session: Session::with_connect_timeout(clock::now(), connect_timeout_ms(&self.env)),
+            c2d_in_flight: std::collections::BTreeMap::new(),
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
         pair.server.serialize_attachment(&attachment)?;
@@ -189,6 +197,18 @@ impl Gateway {
                 let _ = att.session.push_desired(version, body.into_bytes());
             }
             Input::Close(reason) => att.session.close_by_hub(&reason),
+            Input::CloudToDevice(messages) => {
+                for m in messages {
+                    // Already on its way (a redelivery trigger while unacknowledged): skip.
+                    if att.c2d_in_flight.values().any(|seq| *seq == m.seq) {
+                        continue;
+                    }
+                    let body = BASE64.decode(&m.body).unwrap_or_default();
+                    if let Ok(packet_id) = att.session.send_cloud_to_device(&m.properties, body) {
+                        att.c2d_in_flight.insert(packet_id.get(), m.seq);
+                    }
+                }
+            }
             Input::Method { name, rid, payload } => {
                 if att.session.call_method(&name, &rid, payload.into_bytes()).is_err() {
                     self.answer(&rid, None);
@@ -270,9 +290,13 @@ impl Gateway {
                     }
                 }
                 SessionEvent::MethodResponse { rid, status, body } => self.answer(&rid, Some((status, body))),
-                SessionEvent::CloudToDeviceAck(_) => {}
-                SessionEvent::SubscriptionsChanged(subscriptions) => {
-                    let op = DeviceOp::DeviceSubscriptions { device_id, conn: att.conn.clone(), subscriptions };
+                SessionEvent::CloudToDeviceAck(packet_id) => {
+                    if let Some(seq) = att.c2d_in_flight.remove(&packet_id.get()) {
+                        self.device(att, DeviceOp::CloudToDeviceDelivered { device_id, seq }).await?;
+                    }
+                }
+                SessionEvent::SubscriptionsChanged { subscriptions, keep } => {
+                    let op = DeviceOp::DeviceSubscriptions { device_id, conn: att.conn.clone(), subscriptions, keep };
                     self.device(att, op).await?;
                 }
                 SessionEvent::Closed(reason) => {

@@ -45,6 +45,18 @@ pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }
 
+/// `POST /api/devices/{id}/messages`: queue a cloud-to-device message,
+/// `{"payload": .., "properties": {..}, "messageId": ..}` (at most 64 KB, 50 waiting per
+/// device). Delivered at QoS 1 when the device listens, completed by its PUBACK, kept while
+/// it is offline. Answers 202 with the message id and the queue depth.
+pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    check_device_id(id)?;
+    let body = http::body_text(&mut req).await?;
+    let op = DeviceOp::SendCloudToDevice { device_id: id.to_owned(), body };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
 /// `GET /devices/{id}`.
 pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_READ)?;
