@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 cargo clippy --quiet -p twinhub-core -p twinhub-e2e --all-targets -- -D warnings
 cargo clippy --quiet -p twinhub-functions -p twinhub-app --target wasm32-unknown-unknown -- -D warnings
 
+echo "[test] fuzz smoke: every core/fuzz target for 20 s (scripts/fuzz.sh runs the 10-minute campaigns)"
+scripts/fuzz.sh 20
+
 echo "[test] cargo test (core unit tests + end-to-end + browser)"
 log=target/test-output.log
 mkdir -p target

@@ -36,6 +36,9 @@ fi
 cargo_tool trunk trunk "$TRUNK_VERSION"
 cargo_tool wasm-bindgen-cli wasm-bindgen "$WASM_BINDGEN_VERSION"
 cargo_tool worker-build worker-build "$WORKER_BUILD_VERSION"
+if [ "${1:-}" = "--test" ]; then
+  cargo_tool cargo-fuzz cargo-fuzz 0.13.2
+fi
 
 # wrangler, esbuild (for worker-build), binaryen's wasm-opt, playwright-core: pinned in
 # package-lock.json. Reinstall only when the lockfile changed since the last install.

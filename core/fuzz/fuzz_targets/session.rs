@@ -1,0 +1,44 @@
+//! A device session fed arbitrary byte chunks, timers and verdicts: never panics, reports
+//! `Closed` at most once, and emits only well-formed MQTT.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use twinhub_core::mqtt::{decode, ConnectReturnCode};
+use twinhub_core::session::{Accepted, Session, SessionEvent};
+use twinhub_core::UnixMillis;
+
+fuzz_target!(|data: &[u8]| {
+    let mut session = Session::new(UnixMillis(1_000));
+    let mut now = 1_000u64;
+    let mut closed = 0;
+    // The first byte of each chunk picks an action; the next says how many bytes follow.
+    let mut rest = data;
+    while let [op, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (chunk, next) = tail.split_at(n);
+        rest = next;
+        match op % 6 {
+            0..=2 => session.handle_bytes(UnixMillis(now), chunk),
+            3 => {
+                now += u64::from(*len) * 1_000;
+                session.handle_timeout(UnixMillis(now));
+            }
+            4 => session.authenticated(Ok(Accepted::default())),
+            _ => session.authenticated(Err(ConnectReturnCode::NotAuthorized)),
+        }
+        while let Some(bytes) = session.poll_transmit() {
+            let mut out: &[u8] = &bytes;
+            while !out.is_empty() {
+                match decode(out, usize::MAX) {
+                    Ok(Some((_, used))) => out = &out[used..],
+                    other => panic!("session sent bytes that do not decode: {other:?}"),
+                }
+            }
+        }
+        while let Some(event) = session.poll_event() {
+            if let SessionEvent::Closed(_) = event {
+                closed += 1;
+            }
+        }
+        assert!(closed <= 1, "Closed reported twice");
+    }
+});
