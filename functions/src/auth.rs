@@ -21,12 +21,19 @@ pub struct Caller {
 /// Requires a valid, unexpired token, signed by a policy with the `needed` permission, whose
 /// resource covers this hub. Every REST route that touches a device or twin calls this first.
 pub fn require(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, HubError> {
-    check(req, env, needed).map_err(|e| HubError::from(&e))
+    let header = req.headers().get("authorization").ok().flatten();
+    check(header.as_deref(), req, env, needed).map_err(|e| HubError::from(&e))
 }
 
-fn check(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, AuthError> {
-    let header = req.headers().get("authorization").ok().flatten().ok_or(AuthError::MissingToken)?;
-    let token = SasToken::parse(&header)?;
+/// Like [`require`], with the token in the `sas` query parameter: for WebSockets, whose
+/// browser API cannot set headers. Tokens minted for this are short-lived.
+pub fn require_query_token(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, HubError> {
+    let token = req.url().ok().and_then(|u| u.query_pairs().find(|(k, _)| k == "sas").map(|(_, v)| v.into_owned()));
+    check(token.as_deref(), req, env, needed).map_err(|e| HubError::from(&e))
+}
+
+fn check(token: Option<&str>, req: &Request, env: &Env, needed: Permissions) -> Result<Caller, AuthError> {
+    let token = SasToken::parse(token.ok_or(AuthError::MissingToken)?)?;
     // A device-key token (no skn) is for the device endpoints, never the service API.
     let name = token.key_name().ok_or(AuthError::MissingField("SAS token for the service API", "skn"))?;
     let policy =

@@ -415,3 +415,48 @@ fn cloud_to_device_messages() {
     send(r#"{"properties":{"$.mid":"x"}}"#).assert_hub_error(400, "ArgumentInvalid", 400_004);
     hub.call("POST", "/api/devices/ghost/messages", Some("{}")).assert_hub_error(404, "DeviceNotFound", 404_001);
 }
+
+#[test]
+fn operators_live_stream() {
+    use tungstenite::client::IntoClientRequest;
+    let storage = Storage::new("live");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/watched", Some("{}")).status, 200);
+    let open = |token: &str, id: &str| {
+        let encoded = percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC);
+        let url = format!("ws://127.0.0.1:{}/api/devices/{id}/live?sas={encoded}", hub.port());
+        let stream = std::net::TcpStream::connect(("127.0.0.1", hub.port())).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tungstenite::client(url.into_client_request().unwrap(), stream)
+    };
+    let next_json = |socket: &mut tungstenite::WebSocket<std::net::TcpStream>| -> Value {
+        loop {
+            if let tungstenite::Message::Text(t) = socket.read().expect("live message") {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    };
+    // No token, a wrong token, an unknown device: refused before the upgrade.
+    assert!(open("", "watched").is_err());
+    assert!(open("SharedAccessSignature sr=x&sig=y&se=1&skn=iothubowner", "watched").is_err());
+    assert!(open(&hub.owner_token(), "ghost").is_err());
+
+    let (mut live, _) = open(&hub.owner_token(), "watched").expect("live socket");
+    let first = next_json(&mut live);
+    assert_eq!((first["type"].as_str(), first["twin"]["version"].as_u64()), (Some("twin"), Some(2)));
+
+    assert_eq!(
+        hub.call("PATCH", "/twins/watched", Some(r#"{"properties":{"desired":{"telemetryInterval":5}}}"#)).status,
+        200
+    );
+    let changed = next_json(&mut live);
+    assert_eq!(changed["twin"]["properties"]["desired"]["telemetryInterval"], 5);
+
+    let key = device_key(&hub, "watched");
+    let (mut device, _) = connect(&hub, "watched", &token(&hub, "watched", &key));
+    assert_eq!(next_json(&mut live)["twin"]["connectionState"], "Connected");
+    publish(&mut device, "devices/watched/messages/events/", br#"{"temperature":26.5}"#);
+    let telemetry = next_json(&mut live);
+    assert_eq!(telemetry["type"], "telemetry");
+    assert_eq!(telemetry["message"]["body"], json!({ "temperature": 26.5 }));
+}

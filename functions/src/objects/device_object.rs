@@ -25,7 +25,10 @@ use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
 use twinhub_core::session::topic::Subscription;
 use twinhub_core::twin::{Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
+use worker::{
+    durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
+};
 
 /// How long to wait before retrying a failed push to the fleet index.
 const INDEX_RETRY_MS: i64 = 1_000;
@@ -92,11 +95,35 @@ impl DurableObject for DeviceObject {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+            // An operator's live view (`/api/devices/{id}/live`, authorized by the Worker).
+            let Some(d) = self.load()? else {
+                return http::error(&HubError::new(ErrorCode::DeviceNotFound, "no such device"));
+            };
+            let pair = WebSocketPair::new()?;
+            self.state.accept_websocket_with_tags(&pair.server, &[LIVE_TAG]);
+            let _ = pair.server.send_with_str(live_twin_event(&d).to_string());
+            return Ok(Response::builder().with_status(101).with_websocket(pair.client).empty());
+        }
         let op: DeviceOp = match req.json().await {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
         http::finish(self.handle(op).await)
+    }
+
+    async fn websocket_message(&self, _ws: WebSocket, _message: WebSocketIncomingMessage) -> Result<()> {
+        // Live views only listen.
+        Ok(())
+    }
+
+    async fn websocket_close(&self, ws: WebSocket, _code: usize, _reason: String, _was_clean: bool) -> Result<()> {
+        let _ = ws.close(Some(1000), Some("bye"));
+        Ok(())
+    }
+
+    async fn websocket_error(&self, _ws: WebSocket, _error: worker::Error) -> Result<()> {
+        Ok(())
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -324,6 +351,12 @@ impl DeviceObject {
                     "DELETE FROM telemetry WHERE id <= (SELECT MAX(id) FROM telemetry) - ?",
                     vec![sql_int(TELEMETRY_RETENTION)?],
                 )?;
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                self.broadcast(&json!({
+                    "type": "telemetry",
+                    "message": { "enqueuedTime": now.to_iso(), "properties": properties, "body": body },
+                }));
                 Ok(http::no_content()?)
             }
             DeviceOp::History { device_id, since, limit } => {
@@ -508,6 +541,24 @@ impl DeviceObject {
     /// Stores `device` (or deletes it and its history when `None`), appends `history`, trims the
     /// history to its retention, and bumps `seq`: all in one synchronous stretch.
     fn commit(&self, device: Option<&Device>, history: Option<&HistoryEntry<'_>>) -> Result<()> {
+        self.commit_rows(device, history)?;
+        self.broadcast(&match device {
+            Some(d) => live_twin_event(d),
+            None => json!({ "type": "deleted" }),
+        });
+        Ok(())
+    }
+
+    /// Sends an event to every operator watching this device live. Best effort: a closed
+    /// socket is simply skipped.
+    fn broadcast(&self, event: &Value) {
+        let text = event.to_string();
+        for ws in self.state.get_websockets_with_tag(LIVE_TAG) {
+            let _ = ws.send_with_str(&text);
+        }
+    }
+
+    fn commit_rows(&self, device: Option<&Device>, history: Option<&HistoryEntry<'_>>) -> Result<()> {
         let seq = self.seq()? + 1;
         let sql = self.state.storage().sql();
         match device {
@@ -640,6 +691,14 @@ fn history_retention(env: &Env) -> u64 {
         .and_then(|v| v.to_string().parse().ok())
         .filter(|n| *n >= 1)
         .unwrap_or(DEFAULT_HISTORY_RETENTION)
+}
+
+/// Live views' WebSocket tag.
+const LIVE_TAG: &str = "live";
+
+/// The live event for a device's current state.
+fn live_twin_event(d: &Device) -> Value {
+    json!({ "type": "twin", "twin": d.twin.to_service_json(&d.identity) })
 }
 
 /// Stored rows are JSON text.

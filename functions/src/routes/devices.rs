@@ -57,6 +57,24 @@ pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }
 
+/// `GET /api/devices/{id}/live?sas={token}` (WebSocket): the device's twin as it changes and
+/// its telemetry as it arrives, as JSON text messages `{"type": "twin" | "telemetry" |
+/// "deleted", ...}`; the current twin comes first. The token rides in the query because browsers
+/// cannot set headers on WebSockets.
+pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require_query_token(&req, env, Permissions::SERVICE_CONNECT)?;
+    check_device_id(id)?;
+    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return Err(twinhub_core::HubError::new(
+            twinhub_core::ErrorCode::ArgumentInvalid,
+            "/api/devices/{id}/live expects a WebSocket upgrade",
+        )
+        .into());
+    }
+    Ok(device_stub(env, id)?.fetch_with_request(req).await?)
+}
+
 /// `GET /devices/{id}`.
 pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_READ)?;

@@ -50,6 +50,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["twins", id, "methods"], Method::Post) => twins::method(req, env, id).await,
         (["api", "devices", id, "telemetry"], Method::Get) => devices::telemetry(req, env, id).await,
         (["api", "devices", id, "messages"], Method::Post) => devices::send_message(req, env, id).await,
+        (["api", "devices", id, "live"], Method::Get) => devices::live(req, env, id).await,
         (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
         (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
         (
@@ -59,7 +60,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
             | ["devices", _]
             | ["twins", _]
             | ["twins", _, "methods"]
-            | ["api", "devices", _, "telemetry" | "messages"]
+            | ["api", "devices", _, "telemetry" | "messages" | "live"]
             | ["statistics", "devices" | "service"],
             method,
         ) => Err(HubError::new(
