@@ -40,6 +40,16 @@ pub async fn twin(session: Session, id: &str) -> Result<Value, ApiError> {
     send(session, Request::get(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))).await
 }
 
+/// The URL of a device's live view (`/api/devices/{id}/live`), with a fresh token in the query
+/// (browsers cannot set headers on WebSockets).
+pub fn live_url(session: Session, id: &str) -> Option<String> {
+    let token = session.token()?;
+    let location = leptos::prelude::window().location();
+    let scheme = if location.protocol().ok()?.starts_with("https") { "wss" } else { "ws" };
+    let host = location.host().ok()?;
+    Some(format!("{scheme}://{host}/api/devices/{}/live?sas={}", encode(id), encode(&token)))
+}
+
 async fn send(session: Session, builder: RequestBuilder) -> Result<Value, ApiError> {
     let token = session.token().ok_or(ApiError::SignedOut)?;
     let response =

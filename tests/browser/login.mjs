@@ -2,7 +2,8 @@
 // usage: node tests/browser/login.mjs <loginUrl> <deviceId> <expectedText> <screenshotDir>
 // Exits 0 and prints "browser: ok" when the login URL signs in, the fleet lists the device,
 // and the device page shows its twin; the key (env TWINHUB_SECRET_KEY) must never leave the
-// browser in a URL or header.
+// browser in a URL or header. With LIVE_MARKER set, it then prints "ready" and waits for that
+// text to appear in the twin without a reload (the test changes the twin meanwhile).
 import { chromium } from 'playwright-core';
 
 const [loginUrl, deviceId, expectedText, shotDir] = process.argv.slice(2);
@@ -34,6 +35,17 @@ try {
   if (!text.includes(`"deviceId": "${deviceId}"`)) problems.push(`twin does not name ${deviceId}`);
   if (!text.includes(expectedText)) problems.push(`twin lacks ${expectedText}`);
   await page.screenshot({ path: `${shotDir}/device.png`, fullPage: true });
+  const marker = process.env.LIVE_MARKER;
+  if (marker) {
+    await page.locator('.badge.live').waitFor({ timeout: 15_000 });
+    console.log('ready');
+    await page.waitForFunction(
+      (m) => document.querySelector('pre.twin-json')?.textContent.includes(m),
+      marker,
+      { timeout: 20_000 },
+    );
+    await page.screenshot({ path: `${shotDir}/device-live.png`, fullPage: true });
+  }
   // A reload keeps the session (sessionStorage) without the fragment.
   await page.reload();
   await twin.waitFor({ timeout: 30_000 });

@@ -1,7 +1,8 @@
 //! The dashboard in headless Chromium: the login URL signs in, the fleet shows the device, and
 //! the device page shows its twin. Driven by `tests/browser/login.mjs` (playwright-core).
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use twinhub_e2e::{repo_root, Hub, Storage, OWNER_KEY};
 
 #[test]
@@ -15,15 +16,34 @@ fn login_url_signs_in_and_shows_fleet_and_twin() {
     let login_url = hub.login_url();
     let shots = repo_root().join("target/screenshots");
     std::fs::create_dir_all(&shots).expect("screenshot dir");
-    let output = Command::new("node")
+    let mut child = Command::new("node")
         .current_dir(repo_root())
         .arg("tests/browser/login.mjs")
         .args([&login_url, "browser-dev-1", "Building-A"])
         .arg(&shots)
         .env("TWINHUB_SECRET_KEY", OWNER_KEY)
-        .output()
+        .env("LIVE_MARKER", "liveMarker")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    // When the page is showing the twin live, change the twin; the page must follow by itself.
+    let mut stdout_lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in stdout_lines.by_ref() {
+        let line = line.unwrap_or_default();
+        let ready = line == "ready";
+        seen.push(line);
+        if ready {
+            let patched =
+                hub.call("PATCH", "/twins/browser-dev-1", Some(r#"{"properties":{"desired":{"liveMarker":42}}}"#));
+            assert_eq!(patched.status, 200, "{}", patched.body);
+            break;
+        }
+    }
+    seen.extend(stdout_lines.map_while(Result::ok));
+    let output = child.wait_with_output().expect("wait for node");
+    let stdout = seen.join("\n");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "browser test failed:\n{stdout}\n{stderr}\nwrangler:\n{}", hub.log_tail());
     assert!(stdout.contains("browser: ok"), "{stdout}");

@@ -1,9 +1,19 @@
-//! One device: its twin, as the service sees it.
+//! One device: its twin, as the service sees it, kept current by the live view, and the
+//! telemetry that arrives while the page is open.
 
 use crate::api::{self, ApiError};
 use crate::session::Session;
+use futures_util::StreamExt;
+use gloo_net::websocket::{futures::WebSocket, Message};
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// How many telemetry messages the page keeps.
+const RECENT_TELEMETRY: usize = 20;
 
 /// The device page.
 #[component]
@@ -15,26 +25,89 @@ pub fn DevicePage() -> impl IntoView {
         let id = id();
         async move { api::twin(session, &id).await }
     });
+    // Newer than the resource once the live view has spoken.
+    let live_twin = RwSignal::new(None::<Value>);
+    let telemetry = RwSignal::new(Vec::<Value>::new());
+    let connected = RwSignal::new(false);
+
+    // The live view: opened once per page, left when the page goes away.
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(url) = api::live_url(session, &id()) {
+        let stop = stop.clone();
+        spawn_local(async move {
+            let Ok(socket) = WebSocket::open(&url) else { return };
+            // try_*: the page (and its signals) may be gone by the time a message arrives.
+            let _ = connected.try_set(true);
+            let (_sink, mut stream) = socket.split();
+            while let Some(Ok(Message::Text(text))) = stream.next().await {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(event) = serde_json::from_str::<Value>(&text) else { continue };
+                match event["type"].as_str() {
+                    Some("twin") => {
+                        let _ = live_twin.try_set(Some(event["twin"].clone()));
+                    }
+                    Some("telemetry") => {
+                        let _ = telemetry.try_update(|list| {
+                            list.insert(0, event["message"].clone());
+                            list.truncate(RECENT_TELEMETRY);
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            let _ = connected.try_set(false);
+        });
+    }
+    on_cleanup(move || stop.store(true, Ordering::Relaxed));
+
     view! {
         <section class="card">
             <p><a href="/">"← Fleet"</a></p>
-            <h1 class="device-id">{id}</h1>
+            <h1 class="device-id">{id} {move || connected.get().then(|| view! { <span class="badge live">"live"</span> })}</h1>
             <Suspense fallback=|| view! { <p class="hint">"Loading twin..."</p> }>
-                {move || twin.get().map(|result| match result {
-                    Ok(doc) => {
-                        let version = doc["version"].to_string();
-                        let etag = doc["etag"].as_str().unwrap_or_default().to_owned();
-                        let pretty = serde_json::to_string_pretty(&doc).unwrap_or_default();
-                        view! {
-                            <p class="hint">"version " {version} " · etag " <code>{etag}</code></p>
-                            <h2>"Twin"</h2>
-                            <pre class="twin-json">{pretty}</pre>
-                        }.into_any()
-                    }
-                    Err(ApiError::SignedOut) => view! { <p class="hint">"Sign in to see this device."</p> }.into_any(),
-                    Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
-                })}
+                {move || {
+                    let current = match live_twin.get() {
+                        Some(doc) => Some(Ok(doc)),
+                        None => twin.get(),
+                    };
+                    current.map(|result| match result {
+                        Ok(doc) => twin_view(doc).into_any(),
+                        Err(ApiError::SignedOut) => view! { <p class="hint">"Sign in to see this device."</p> }.into_any(),
+                        Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                    })
+                }}
             </Suspense>
+            <h2>"Telemetry"</h2>
+            {move || {
+                let list = telemetry.get();
+                if list.is_empty() {
+                    view! { <p class="hint">"Messages the device sends while this page is open appear here."</p> }.into_any()
+                } else {
+                    let rows = list
+                        .into_iter()
+                        .map(|m| {
+                            let time = m["enqueuedTime"].as_str().unwrap_or_default().to_owned();
+                            let body = m["body"].to_string();
+                            view! { <tr><td class="muted">{time}</td><td><code>{body}</code></td></tr> }
+                        })
+                        .collect_view();
+                    view! { <table class="fleet telemetry"><tbody>{rows}</tbody></table> }.into_any()
+                }
+            }}
         </section>
+    }
+}
+
+fn twin_view(doc: Value) -> impl IntoView {
+    let version = doc["version"].to_string();
+    let etag = doc["etag"].as_str().unwrap_or_default().to_owned();
+    let state = doc["connectionState"].as_str().unwrap_or_default().to_owned();
+    let pretty = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    view! {
+        <p class="hint">"version " {version} " · etag " <code>{etag}</code> " · " <span class="connection">{state}</span></p>
+        <h2>"Twin"</h2>
+        <pre class="twin-json">{pretty}</pre>
     }
 }
