@@ -125,3 +125,40 @@ async def article_device_end_to_end():
     await eventually(lambda: reported().get("telemetryInterval") == 7, "offline change applied after reconnect", 30)
     assert device.current_config["telemetryInterval"] == 7
     await device.client.shutdown()
+
+
+def test_plain_paho_client():
+    """A plain MQTT client (paho-mqtt 1.6, as the Azure SDK ships it) speaks to the endpoint
+    directly: IoT Hub's username and SAS password, its topics, a reported patch round trip."""
+    import queue
+    import paho.mqtt.client as mqtt
+
+    registry = IoTHubRegistryManager.from_connection_string(OWNER)
+    registry.create_device_with_sas("paho-1", None, None, "enabled")
+    key = registry.get_device("paho-1").authentication.symmetric_key.primary_key
+    sr = urllib.parse.quote("localhost/devices/paho-1", safe="")
+    se = int(time.time()) + 600
+    sig = hmac.new(base64.b64decode(key), f"{sr}\n{se}".encode(), hashlib.sha256).digest()
+    password = f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(base64.b64encode(sig), safe='')}&se={se}"
+
+    inbox = queue.Queue()
+    client = mqtt.Client(client_id="paho-1", protocol=mqtt.MQTTv311, transport="websockets")
+    client.ws_set_options(path="/$iothub/websocket")
+    client.tls_set(ca_certs=os.environ["TWINHUB_CA"])
+    client.username_pw_set("localhost/paho-1/?api-version=2021-04-12", password)
+    client.on_message = lambda _c, _u, msg: inbox.put((msg.topic, msg.payload))
+    connected = queue.Queue()
+    client.on_connect = lambda _c, _u, _f, rc: connected.put(rc)
+    client.connect("localhost", 443, keepalive=30)
+    client.loop_start()
+    try:
+        assert connected.get(timeout=15) == 0
+        client.subscribe("$iothub/twin/res/#", qos=1)
+        time.sleep(0.5)
+        client.publish("$iothub/twin/PATCH/properties/reported/?$rid=p1", json.dumps({"via": "paho"}), qos=1)
+        topic, payload = inbox.get(timeout=15)
+        assert topic == "$iothub/twin/res/204/?$rid=p1&$version=2", topic
+        assert registry.get_twin("paho-1").properties.reported["via"] == "paho"
+    finally:
+        client.loop_stop()
+        client.disconnect()
