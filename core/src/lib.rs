@@ -17,6 +17,7 @@ pub mod identity;
 pub mod method;
 pub mod mqtt;
 pub mod session;
+pub mod telemetry;
 pub mod time;
 pub mod twin;
 

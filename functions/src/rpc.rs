@@ -56,6 +56,8 @@ pub enum DeviceOp {
     InvokeMethod { device_id: String, name: String, payload: String, timeout_ms: u64 },
     /// `GET /api/devices/{id}/telemetry`: the newest `limit` messages, oldest first.
     TelemetryList { device_id: String, limit: usize },
+    /// `GET /api/devices/{id}/telemetry/series`: `field` downsampled over `[from, to)` (Unix ms).
+    TelemetrySeries { device_id: String, field: String, from: u64, to: u64, buckets: usize },
 }
 
 /// The device object's answer to [`DeviceOp::DeviceConnect`].

@@ -268,6 +268,21 @@ fn direct_methods_and_telemetry() {
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["body"], json!({ "temperature": 31.5 }));
     assert_eq!(messages[0]["properties"], json!([["$.ct", "application/json"], ["alert", "high_temperature"]]));
+
+    // A downsampled series of a numeric field for charts.
+    for t in [20.0, 24.0] {
+        publish(&mut device, "devices/m1/messages/events/", json!({ "temperature": t }).to_string().as_bytes());
+        while !matches!(device.recv(), Some(Packet::PubAck(_))) {}
+    }
+    let series = hub.call("GET", "/api/devices/m1/telemetry/series?field=temperature&buckets=1", None);
+    assert_eq!(series.status, 200, "{}", series.body);
+    let bucket = &series.json()["buckets"][0];
+    assert_eq!(
+        (bucket["count"].as_u64(), bucket["min"].as_f64(), bucket["max"].as_f64()),
+        (Some(3), Some(20.0), Some(31.5))
+    );
+    assert!((bucket["avg"].as_f64().unwrap() - 25.1666).abs() < 0.01);
+    hub.call("GET", "/api/devices/m1/telemetry/series", None).assert_hub_error(400, "ArgumentNull", 400_005);
 }
 
 #[test]

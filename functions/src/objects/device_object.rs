@@ -23,6 +23,7 @@ use twinhub_core::c2d::CloudToDeviceMessage;
 use twinhub_core::etag::if_match_allows;
 use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
 use twinhub_core::session::topic::Subscription;
+use twinhub_core::telemetry::{downsample, numeric_field, Point};
 use twinhub_core::twin::{Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{
@@ -339,6 +340,34 @@ impl DeviceObject {
                     })
                     .collect();
                 Ok(http::json(200, &json!({ "deviceId": device_id, "messages": messages }), None)?)
+            }
+            DeviceOp::TelemetrySeries { device_id, field, from, to, buckets } => {
+                self.require(&device_id)?;
+                #[derive(Deserialize)]
+                struct Reading {
+                    time: u64,
+                    body: String,
+                }
+                let rows: Vec<Reading> = self
+                    .state
+                    .storage()
+                    .sql()
+                    .exec(
+                        "SELECT time, body FROM telemetry WHERE time >= ? AND time < ? ORDER BY id",
+                        vec![sql_int(from)?, sql_int(to)?],
+                    )?
+                    .to_array()?;
+                let points: Vec<Point> = rows
+                    .iter()
+                    .filter_map(|r| {
+                        let bytes = BASE64.decode(&r.body).ok()?;
+                        let body: Value = serde_json::from_slice(&bytes).ok()?;
+                        Some(Point { time: UnixMillis(r.time), value: numeric_field(&body, &field)? })
+                    })
+                    .collect();
+                let series = downsample(&points, UnixMillis(from), UnixMillis(to), buckets);
+                let body = json!({ "deviceId": device_id, "field": field, "from": from, "to": to, "buckets": series });
+                Ok(http::json(200, &body, None)?)
             }
             DeviceOp::DeviceTelemetry { device_id, properties, body } => {
                 self.require(&device_id)?;

@@ -75,6 +75,25 @@ pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
     Ok(device_stub(env, id)?.fetch_with_request(req).await?)
 }
 
+/// `GET /api/devices/{id}/telemetry/series?field=temperature&from={ms}&to={ms}&buckets={n}`:
+/// a numeric body field (dotted path) as min/max/avg per time bucket, for charts. Defaults: the
+/// last hour, 60 buckets (at most 1000).
+pub async fn telemetry_series(req: Request, env: &Env, id: &str) -> ApiResult {
+    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+    check_device_id(id)?;
+    let url = req.url()?;
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let field = param("field").filter(|f| !f.is_empty()).ok_or_else(|| {
+        twinhub_core::HubError::new(twinhub_core::ErrorCode::ArgumentNull, "the field parameter is required")
+    })?;
+    let now = crate::clock::now().0;
+    let to = param("to").and_then(|v| v.parse().ok()).unwrap_or(now + 1);
+    let from = param("from").and_then(|v| v.parse().ok()).unwrap_or(to.saturating_sub(3_600_000));
+    let buckets = param("buckets").and_then(|v| v.parse().ok()).unwrap_or(60);
+    let op = DeviceOp::TelemetrySeries { device_id: id.to_owned(), field, from, to, buckets };
+    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+}
+
 /// `GET /devices/{id}`.
 pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_READ)?;

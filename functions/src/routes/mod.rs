@@ -51,6 +51,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["api", "devices", id, "telemetry"], Method::Get) => devices::telemetry(req, env, id).await,
         (["api", "devices", id, "messages"], Method::Post) => devices::send_message(req, env, id).await,
         (["api", "devices", id, "live"], Method::Get) => devices::live(req, env, id).await,
+        (["api", "devices", id, "telemetry", "series"], Method::Get) => devices::telemetry_series(req, env, id).await,
         (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
         (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
         (
@@ -61,6 +62,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
             | ["twins", _]
             | ["twins", _, "methods"]
             | ["api", "devices", _, "telemetry" | "messages" | "live"]
+            | ["api", "devices", _, "telemetry", "series"]
             | ["statistics", "devices" | "service"],
             method,
         ) => Err(HubError::new(
