@@ -28,7 +28,7 @@ pub fn require(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, 
 /// Like [`require`], with the token in the `sas` query parameter: for WebSockets, whose
 /// browser API cannot set headers. Tokens minted for this are short-lived.
 pub fn require_query_token(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, HubError> {
-    let token = req.url().ok().and_then(|u| u.query_pairs().find(|(k, _)| k == "sas").map(|(_, v)| v.into_owned()));
+    let token = crate::http::query_param(req, "sas");
     check(token.as_deref(), req, env, needed).map_err(|e| HubError::from(&e))
 }
 

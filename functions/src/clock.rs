@@ -15,10 +15,12 @@ pub fn random<const N: usize>() -> worker::Result<[u8; N]> {
     Ok(buf)
 }
 
+/// `N` random bytes as lowercase hex: connection ids, method request ids, message ids.
+pub fn random_hex<const N: usize>() -> worker::Result<String> {
+    Ok(random::<N>()?.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A tracking id for error responses: 32 lowercase hex digits, like IoT Hub's.
 pub fn tracking_id() -> String {
-    match random::<16>() {
-        Ok(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect(),
-        Err(_) => "0".repeat(32),
-    }
+    random_hex::<16>().unwrap_or_else(|_| "0".repeat(32))
 }

@@ -73,6 +73,11 @@ pub fn error(e: &HubError) -> Result<Response> {
     }
 }
 
+/// A query parameter of the request, percent-decoded.
+pub fn query_param(req: &worker::Request, name: &str) -> Option<String> {
+    req.url().ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
 /// Reads a request body as UTF-8 text, refusing bodies over [`MAX_BODY_BYTES`].
 pub async fn body_text(req: &mut worker::Request) -> std::result::Result<String, ApiError> {
     let too_large =

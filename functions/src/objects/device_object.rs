@@ -234,7 +234,7 @@ impl DeviceObject {
             }
             DeviceOp::SendCloudToDevice { device_id, body } => {
                 let mut d = self.require(&device_id)?;
-                let id: String = clock::random::<16>()?.iter().map(|b| format!("{b:02x}")).collect();
+                let id: String = clock::random_hex::<16>()?;
                 let message = CloudToDeviceMessage::parse(&body, &device_id, id)?;
                 if d.identity.cloud_to_device_count >= twinhub_core::c2d::MAX_QUEUE_DEPTH {
                     return Err(HubError::new(

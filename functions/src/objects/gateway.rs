@@ -141,7 +141,7 @@ impl DurableObject for Gateway {
 impl Gateway {
     async fn accept(&self, req: &Request) -> Result<Response> {
         let pair = WebSocketPair::new()?;
-        let conn: String = clock::random::<12>()?.iter().map(|b| format!("{b:02x}")).collect();
+        let conn: String = clock::random_hex::<12>()?;
         let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
         let attachment = Attachment {
             conn: conn.clone(),
@@ -327,7 +327,7 @@ impl Gateway {
         let Some(ws) = self.state.get_websockets_with_tag(conn).into_iter().next() else {
             return Err(offline().into());
         };
-        let rid: String = clock::random::<8>()?.iter().map(|b| format!("{b:02x}")).collect();
+        let rid: String = clock::random_hex::<8>()?;
         let (tx, rx) = oneshot::channel();
         self.waiters.borrow_mut().insert(rid.clone(), tx);
         self.deliver(&ws, conn, Input::Method { name, rid: rid.clone(), payload }).await;

@@ -15,9 +15,7 @@ use worker::{Env, Request};
 /// `GET /devices?top=N`: up to N identities (1..1000, default 1000), merged across index shards.
 pub async fn list(req: Request, env: &Env) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_READ)?;
-    let url = req.url()?;
-    let top_param = url.query_pairs().find(|(k, _)| k == "top").map(|(_, v)| v.into_owned());
-    let top = twinhub_core::fleet::clamp_top(top_param.as_deref());
+    let top = twinhub_core::fleet::clamp_top(http::query_param(&req, "top").as_deref());
     let calls = (0..index_shards(env)).map(|shard| async move {
         let stub = index_stub(env, shard)?;
         let mut resp = rpc::call(&stub, &IndexOp::ListIdentities { top }).await?;
@@ -34,13 +32,7 @@ pub async fn list(req: Request, env: &Env) -> ApiResult {
 pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
-    let url = req.url()?;
-    let limit = url
-        .query_pairs()
-        .find(|(k, _)| k == "limit")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000);
+    let limit = http::query_param(&req, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).clamp(1, 1000);
     let op = DeviceOp::TelemetryList { device_id: id.to_owned(), limit };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }
@@ -81,8 +73,7 @@ pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
 pub async fn telemetry_series(req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
-    let url = req.url()?;
-    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let param = |name: &str| http::query_param(&req, name);
     let field = param("field").filter(|f| !f.is_empty()).ok_or_else(|| {
         twinhub_core::HubError::new(twinhub_core::ErrorCode::ArgumentNull, "the field parameter is required")
     })?;

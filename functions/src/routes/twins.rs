@@ -57,8 +57,7 @@ pub async fn replace(mut req: Request, env: &Env, id: &str) -> ApiResult {
 pub async fn history(req: Request, env: &Env, id: &str) -> ApiResult {
     auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
-    let url = req.url()?;
-    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let param = |name: &str| http::query_param(&req, name);
     let since = param("since").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit = param("limit").and_then(|v| v.parse().ok()).unwrap_or(100).clamp(1, MAX_HISTORY_LIMIT);
     let op = DeviceOp::History { device_id: id.to_owned(), since, limit };
