@@ -229,7 +229,13 @@ impl Gateway {
                 return Ok(());
             }
         }
-        self.drive(ws, &mut att).await?;
+        if let Err(e) = self.drive(ws, &mut att).await {
+            // A device object call failed mid-event. The session cannot know what the device
+            // was told, so end it cleanly (the device reconnects) rather than drift out of step.
+            worker::console_error!("gateway: {e}; closing the session");
+            att.session.close_by_hub("internal error");
+            let _ = self.drive(ws, &mut att).await;
+        }
         ws.serialize_attachment(&att)?;
         self.rearm().await
     }
