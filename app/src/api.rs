@@ -40,6 +40,28 @@ pub async fn twin(session: Session, id: &str) -> Result<Value, ApiError> {
     send(session, Request::get(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))).await
 }
 
+/// `PATCH /twins/{id}` with `If-Match: "{etag}"`: a merge patch of desired properties.
+pub async fn patch_desired(session: Session, id: &str, patch: &Value, etag: &str) -> Result<Value, ApiError> {
+    let body = serde_json::json!({ "properties": { "desired": patch } }).to_string();
+    let request = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))
+        .header("If-Match", &format!("\"{etag}\""))
+        .header("Content-Type", "application/json");
+    let token = session.token().ok_or(ApiError::SignedOut)?;
+    let response = request
+        .header("Authorization", &token)
+        .body(body)
+        .map_err(|e| ApiError::Network(e.to_string()))?
+        .send()
+        .await
+        .map_err(|e| ApiError::Network(e.to_string()))?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    if !(200..300).contains(&status) {
+        return Err(ApiError::Hub { status, message: error_message(&text) });
+    }
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
 /// The URL of a device's live view (`/api/devices/{id}/live`), with a fresh token in the query
 /// (browsers cannot set headers on WebSockets).
 pub fn live_url(session: Session, id: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 //! - [`routes`]: one module per page.
 
 mod api;
+mod components;
 mod routes;
 mod session;
 

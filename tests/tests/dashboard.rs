@@ -48,3 +48,60 @@ fn login_url_signs_in_and_shows_fleet_and_twin() {
     assert!(output.status.success(), "browser test failed:\n{stdout}\n{stderr}\nwrangler:\n{}", hub.log_tail());
     assert!(stdout.contains("browser: ok"), "{stdout}");
 }
+
+#[test]
+fn desired_editor_reviews_saves_and_resolves_a_conflict() {
+    use std::io::Write;
+    let storage = Storage::new("editor");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/editable", Some("{}")).status, 200);
+    assert_eq!(
+        hub.call(
+            "PATCH",
+            "/twins/editable",
+            Some(r#"{"properties":{"desired":{"telemetryInterval":60,"mode":"eco"}}}"#)
+        )
+        .status,
+        200
+    );
+    let shots = repo_root().join("target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let mut child = Command::new("node")
+        .current_dir(repo_root())
+        .arg("tests/browser/edit.mjs")
+        .args([&hub.login_url(), "editable"])
+        .arg(&shots)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        let reviewed = line == "reviewed";
+        seen.push(line);
+        if reviewed {
+            // Someone else changes the twin while the operator is reviewing.
+            let other =
+                hub.call("PATCH", "/twins/editable", Some(r#"{"properties":{"desired":{"firmwareVersion":"2.1.0"}}}"#));
+            assert_eq!(other.status, 200);
+            writeln!(stdin, "go").expect("signal");
+            break;
+        }
+    }
+    seen.extend(lines.map_while(Result::ok));
+    let output = child.wait_with_output().expect("wait for node");
+    let stdout = seen.join("\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "editor test failed:\n{stdout}\n{stderr}\nwrangler:\n{}", hub.log_tail());
+    assert!(stdout.contains("editor: ok"), "{stdout}");
+    // Both changes are in: the operator's (applied on top of theirs) and the other one.
+    let desired = hub.call("GET", "/twins/editable", None).json()["properties"]["desired"].clone();
+    assert_eq!(desired["telemetryInterval"], 15);
+    assert_eq!(desired["temperatureThreshold"], 30);
+    assert_eq!(desired["firmwareVersion"], "2.1.0");
+    assert!(desired.get("mode").is_none(), "the operator removed mode");
+}

@@ -2,6 +2,7 @@
 //! telemetry that arrives while the page is open.
 
 use crate::api::{self, ApiError};
+use crate::components::desired_editor::DesiredEditor;
 use crate::session::Session;
 use futures_util::StreamExt;
 use gloo_net::websocket::{futures::WebSocket, Message};
@@ -78,6 +79,9 @@ pub fn DevicePage() -> impl IntoView {
                         Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
                     })
                 }}
+            </Suspense>
+            <Suspense fallback=|| ()>
+                {move || twin.get().and_then(Result::ok).map(|doc| view! { <DesiredEditor device_id=id() twin=doc /> })}
             </Suspense>
             <h2>"Telemetry"</h2>
             {move || {

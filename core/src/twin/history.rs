@@ -34,10 +34,51 @@ pub fn diff(prefix: &str, old: &Map<String, Value>, new: &Map<String, Value>, ou
     }
 }
 
+/// The RFC 7386 merge patch that turns `old` into `new`: changed and added keys with their new
+/// values, removed keys as `null`, nested objects as nested patches. What the dashboard sends
+/// when an operator edits a whole section.
+pub fn merge_patch_between(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut patch = Map::new();
+    for (key, old_value) in old {
+        match (old_value, new.get(key)) {
+            (_, None) => {
+                patch.insert(key.clone(), Value::Null);
+            }
+            (Value::Object(a), Some(Value::Object(b))) => {
+                let child = merge_patch_between(a, b);
+                if !child.is_empty() {
+                    patch.insert(key.clone(), Value::Object(child));
+                }
+            }
+            (a, Some(b)) if a == b => {}
+            (_, Some(b)) => {
+                patch.insert(key.clone(), b.clone());
+            }
+        }
+    }
+    for (key, value) in new {
+        if !old.contains_key(key) {
+            patch.insert(key.clone(), value.clone());
+        }
+    }
+    patch
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn patch_between_round_trips() {
+        let old = json!({"a": 1, "b": {"c": 2, "d": 3}, "gone": true, "obj": {"x": 1}});
+        let new = json!({"a": 1, "b": {"c": 5, "d": 3}, "added": [1], "obj": 7});
+        let patch = merge_patch_between(old.as_object().unwrap(), new.as_object().unwrap());
+        assert_eq!(Value::Object(patch.clone()), json!({"b": {"c": 5}, "gone": null, "obj": 7, "added": [1]}));
+        let mut applied = old.as_object().unwrap().clone();
+        crate::twin::section::merge_plain(&mut applied, &patch);
+        assert_eq!(Value::Object(applied), new);
+    }
 
     #[test]
     fn leaf_changes() {

@@ -14,7 +14,7 @@ mod patch;
 mod section;
 
 pub use error::TwinError;
-pub use history::Change;
+pub use history::{diff, merge_patch_between, Change};
 pub use patch::{ReportedPatch, ServicePatch, TwinReplacement};
 pub use section::{MetaNode, Section};
 

@@ -1,0 +1,120 @@
+//! Editing desired properties safely: the operator edits the whole section as JSON, reviews the
+//! exact change (path, old, new) before saving, and saves with `If-Match`. If someone else
+//! changed the twin meanwhile (412), the editor shows base, theirs and the pending change, and
+//! offers to apply the same change on top of theirs.
+
+use crate::api::{self, ApiError};
+use crate::session::Session;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use serde_json::{Map, Value};
+use twinhub_core::twin::{diff, merge_patch_between, Change};
+
+/// Desired properties without `$metadata` and `$version`.
+pub fn desired_of(twin: &Value) -> Map<String, Value> {
+    let mut desired = twin["properties"]["desired"].as_object().cloned().unwrap_or_default();
+    desired.retain(|k, _| !k.starts_with('$'));
+    desired
+}
+
+#[derive(Clone)]
+enum Stage {
+    Editing,
+    Reviewing { patch: Map<String, Value>, changes: Vec<Change> },
+    Conflict { patch: Map<String, Value>, theirs: Value },
+    Saved(String),
+    Failed(String),
+}
+
+/// The editor for one device, starting from `twin` (the version the operator is looking at).
+#[component]
+pub fn DesiredEditor(device_id: String, twin: Value) -> impl IntoView {
+    let session = expect_context::<Session>();
+    let base = RwSignal::new((desired_of(&twin), twin["etag"].as_str().unwrap_or_default().to_owned()));
+    let text = RwSignal::new(serde_json::to_string_pretty(&Value::Object(base.get_untracked().0)).unwrap_or_default());
+    let stage = RwSignal::new(Stage::Editing);
+    let device_id = StoredValue::new(device_id);
+
+    let review = move |_| {
+        let edited: Value = match serde_json::from_str(&text.get_untracked()) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => return stage.set(Stage::Failed("desired properties must be a JSON object".into())),
+            Err(e) => return stage.set(Stage::Failed(format!("not valid JSON: {e}"))),
+        };
+        let edited = edited.as_object().cloned().unwrap_or_default();
+        let (old, _) = base.get_untracked();
+        let mut changes = Vec::new();
+        diff("properties.desired", &old, &edited, &mut changes);
+        stage.set(Stage::Reviewing { patch: merge_patch_between(&old, &edited), changes });
+    };
+    let save = move |patch: Map<String, Value>, etag: String| {
+        let id = device_id.get_value();
+        spawn_local(async move {
+            match api::patch_desired(session, &id, &Value::Object(patch.clone()), &etag).await {
+                Ok(saved) => {
+                    let version = saved["properties"]["desired"]["$version"].to_string();
+                    base.set((desired_of(&saved), saved["etag"].as_str().unwrap_or_default().to_owned()));
+                    stage.set(Stage::Saved(format!("Saved: desired $version {version}")));
+                }
+                Err(ApiError::Hub { status: 412, .. }) => match api::twin(session, &id).await {
+                    Ok(theirs) => stage.set(Stage::Conflict { patch, theirs }),
+                    Err(e) => stage.set(Stage::Failed(e.to_string())),
+                },
+                Err(e) => stage.set(Stage::Failed(e.to_string())),
+            }
+        });
+    };
+
+    view! {
+        <div class="editor">
+            <h2>"Desired properties"</h2>
+            <textarea class="desired-json" rows="10" spellcheck="false"
+                prop:value=move || text.get()
+                on:input=move |ev| { text.set(event_target_value(&ev)); stage.set(Stage::Editing); }></textarea>
+            <div class="actions">
+                <button class="review" on:click=review>"Review changes"</button>
+            </div>
+            {move || match stage.get() {
+                Stage::Editing => ().into_any(),
+                Stage::Failed(message) => view! { <p class="error">{message}</p> }.into_any(),
+                Stage::Saved(message) => view! { <p class="ok saved">{message}</p> }.into_any(),
+                Stage::Reviewing { patch, changes } if changes.is_empty() => {
+                    let _ = patch;
+                    view! { <p class="hint">"Nothing to save: the edit equals the current desired properties."</p> }.into_any()
+                }
+                Stage::Reviewing { patch, changes } => {
+                    let rows = changes.into_iter().map(change_row).collect_view();
+                    let etag = base.get_untracked().1;
+                    view! {
+                        <table class="diff"><thead><tr><th>"Path"</th><th>"Now"</th><th>"After saving"</th></tr></thead>
+                            <tbody>{rows}</tbody></table>
+                        <button class="save" on:click=move |_| save(patch.clone(), etag.clone())>"Save (If-Match " {base.get_untracked().1} ")"</button>
+                    }.into_any()
+                }
+                Stage::Conflict { patch, theirs } => {
+                    let theirs_etag = theirs["etag"].as_str().unwrap_or_default().to_owned();
+                    let base_json = serde_json::to_string_pretty(&Value::Object(base.get_untracked().0)).unwrap_or_default();
+                    let theirs_json = serde_json::to_string_pretty(&Value::Object(desired_of(&theirs))).unwrap_or_default();
+                    let yours_json = serde_json::to_string_pretty(&Value::Object(patch.clone())).unwrap_or_default();
+                    view! {
+                        <p class="error conflict">"Someone changed this twin while you were editing (412). Compare, then apply your change on top of theirs."</p>
+                        <div class="three-way">
+                            <div><h3>"Base (what you started from)"</h3><pre>{base_json}</pre></div>
+                            <div><h3>"Theirs (now)"</h3><pre>{theirs_json}</pre></div>
+                            <div><h3>"Your change (patch)"</h3><pre>{yours_json}</pre></div>
+                        </div>
+                        <button class="retry" on:click=move |_| {
+                            base.set((desired_of(&theirs), theirs_etag.clone()));
+                            save(patch.clone(), theirs_etag.clone());
+                        }>"Apply my change on top of theirs"</button>
+                    }.into_any()
+                }
+            }}
+        </div>
+    }
+}
+
+fn change_row(c: Change) -> impl IntoView {
+    let show = |v: Option<Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(absent)".into());
+    view! { <tr><td><code>{c.path}</code></td><td><code>{show(c.old)}</code></td><td><code>{show(c.new)}</code></td></tr> }
+}
