@@ -35,6 +35,26 @@ pub async fn list_devices(session: Session) -> Result<Vec<Value>, ApiError> {
     })
 }
 
+/// `PUT /devices/{id}`: a new device with generated keys.
+pub async fn create_device(session: Session, id: &str) -> Result<Value, ApiError> {
+    let body = serde_json::json!({ "deviceId": id }).to_string();
+    let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", encode(id)))
+        .header("Content-Type", "application/json");
+    send_body(session, builder, body).await
+}
+
+/// `DELETE /devices/{id}` (unconditional, as `If-Match: "*"`).
+pub async fn delete_device(session: Session, id: &str) -> Result<(), ApiError> {
+    let builder =
+        Request::delete(&format!("/devices/{}?api-version={API_VERSION}", encode(id))).header("If-Match", "\"*\"");
+    send(session, builder).await.map(|_| ())
+}
+
+/// `GET /devices/{id}`: the identity, keys included.
+pub async fn device(session: Session, id: &str) -> Result<Value, ApiError> {
+    send(session, Request::get(&format!("/devices/{}?api-version={API_VERSION}", encode(id)))).await
+}
+
 /// `GET /twins/{id}`.
 pub async fn twin(session: Session, id: &str) -> Result<Value, ApiError> {
     send(session, Request::get(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))).await
@@ -43,23 +63,10 @@ pub async fn twin(session: Session, id: &str) -> Result<Value, ApiError> {
 /// `PATCH /twins/{id}` with `If-Match: "{etag}"`: a merge patch of desired properties.
 pub async fn patch_desired(session: Session, id: &str, patch: &Value, etag: &str) -> Result<Value, ApiError> {
     let body = serde_json::json!({ "properties": { "desired": patch } }).to_string();
-    let request = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))
+    let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))
         .header("If-Match", &format!("\"{etag}\""))
         .header("Content-Type", "application/json");
-    let token = session.token().ok_or(ApiError::SignedOut)?;
-    let response = request
-        .header("Authorization", &token)
-        .body(body)
-        .map_err(|e| ApiError::Network(e.to_string()))?
-        .send()
-        .await
-        .map_err(|e| ApiError::Network(e.to_string()))?;
-    let status = response.status();
-    let text = response.text().await.map_err(|e| ApiError::Network(e.to_string()))?;
-    if !(200..300).contains(&status) {
-        return Err(ApiError::Hub { status, message: error_message(&text) });
-    }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    send_body(session, builder, body).await
 }
 
 /// The URL of a device's live view (`/api/devices/{id}/live`), with a fresh token in the query
@@ -74,8 +81,19 @@ pub fn live_url(session: Session, id: &str) -> Option<String> {
 
 async fn send(session: Session, builder: RequestBuilder) -> Result<Value, ApiError> {
     let token = session.token().ok_or(ApiError::SignedOut)?;
-    let response =
-        builder.header("Authorization", &token).send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    let request = builder.header("Authorization", &token).build().map_err(|e| ApiError::Network(e.to_string()))?;
+    finish(request).await
+}
+
+async fn send_body(session: Session, builder: RequestBuilder, body: String) -> Result<Value, ApiError> {
+    let token = session.token().ok_or(ApiError::SignedOut)?;
+    let request = builder.header("Authorization", &token).body(body).map_err(|e| ApiError::Network(e.to_string()))?;
+    finish(request).await
+}
+
+/// Sends a built request; a non-2xx answer becomes [`ApiError::Hub`] with IoT Hub's message.
+async fn finish(request: gloo_net::http::Request) -> Result<Value, ApiError> {
+    let response = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
     let status = response.status();
     let text = response.text().await.map_err(|e| ApiError::Network(e.to_string()))?;
     if !(200..300).contains(&status) {

@@ -43,6 +43,11 @@ impl Session {
         })
     }
 
+    /// The hub's host name as the signed-in connection string gives it.
+    pub fn host_name(&self) -> String {
+        self.credential.with(|c| c.as_ref().map(|cs| cs.host_name.clone()).unwrap_or_default())
+    }
+
     /// Parses and keeps `text`; a device connection string is refused (the dashboard needs a policy).
     pub fn sign_in(&self, text: &str, remember: bool) -> Result<(), String> {
         let cs = ConnectionString::parse(text).map_err(|e| e.to_string())?;

@@ -105,3 +105,23 @@ fn desired_editor_reviews_saves_and_resolves_a_conflict() {
     assert_eq!(desired["firmwareVersion"], "2.1.0");
     assert!(desired.get("mode").is_none(), "the operator removed mode");
 }
+
+#[test]
+fn fleet_creates_and_deletes_devices() {
+    let storage = Storage::new("fleet-ui");
+    let hub = Hub::start(&storage);
+    let shots = repo_root().join("target/screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let output = Command::new("node")
+        .current_dir(repo_root())
+        .arg("tests/browser/fleet.mjs")
+        .args([&hub.login_url(), "ui-made-1"])
+        .arg(&shots)
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "fleet test failed:\n{stdout}\n{stderr}\nwrangler:\n{}", hub.log_tail());
+    // The script saw the created device's row and connection string; now it is really gone.
+    hub.call("GET", "/devices/ui-made-1", None).assert_hub_error(404, "DeviceNotFound", 404_001);
+}

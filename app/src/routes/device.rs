@@ -12,6 +12,7 @@ use leptos_router::hooks::use_params_map;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use twinhub_core::auth::{ConnectionString, Credential};
 
 /// How many telemetry messages the page keeps.
 const RECENT_TELEMETRY: usize = 20;
@@ -25,6 +26,10 @@ pub fn DevicePage() -> impl IntoView {
     let twin = LocalResource::new(move || {
         let id = id();
         async move { api::twin(session, &id).await }
+    });
+    let identity = LocalResource::new(move || {
+        let id = id();
+        async move { api::device(session, &id).await }
     });
     // Newer than the resource once the live view has spoken.
     let live_twin = RwSignal::new(None::<Value>);
@@ -82,6 +87,17 @@ pub fn DevicePage() -> impl IntoView {
             </Suspense>
             <Suspense fallback=|| ()>
                 {move || twin.get().and_then(Result::ok).map(|doc| view! { <DesiredEditor device_id=id() twin=doc /> })}
+            </Suspense>
+            <Suspense fallback=|| ()>
+                {move || identity.get().and_then(Result::ok).map(|device| {
+                    let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap_or_default().to_owned();
+                    let cs = ConnectionString { host_name: session.host_name(), credential: Credential::Device { device_id: id(), key } };
+                    view! {
+                        <h2>"Device connection string"</h2>
+                        <input class="device-cs" type="text" readonly=true prop:value=cs.to_string()
+                            on:focus=move |ev| { event_target::<web_sys::HtmlInputElement>(&ev).select() } />
+                    }
+                })}
             </Suspense>
             <h2>"Telemetry"</h2>
             {move || {

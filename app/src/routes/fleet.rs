@@ -3,7 +3,12 @@
 use crate::api::{self, ApiError};
 use crate::session::Session;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use serde_json::Value;
+
+/// The fleet page's delete action, for the rows (asks for confirmation first).
+#[derive(Clone, Copy)]
+struct DeleteDevice(Callback<String>);
 
 /// The fleet list.
 #[component]
@@ -13,9 +18,55 @@ pub fn FleetPage() -> impl IntoView {
         let _ = window().location().set_href("/signin");
     }
     let devices = LocalResource::new(move || api::list_devices(session));
+    let new_id = RwSignal::new(String::new());
+    let notice = RwSignal::new(None::<Result<String, String>>);
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let id = new_id.get_untracked().trim().to_owned();
+        if id.is_empty() {
+            return;
+        }
+        spawn_local(async move {
+            match api::create_device(session, &id).await {
+                Ok(_) => {
+                    notice.set(Some(Ok(format!("Created {id}"))));
+                    new_id.set(String::new());
+                    devices.refetch();
+                }
+                Err(e) => notice.set(Some(Err(e.to_string()))),
+            }
+        });
+    };
+    let delete = move |id: String| {
+        let confirmed = window()
+            .confirm_with_message(&format!("Delete device {id}? Its twin and history go with it."))
+            .unwrap_or(false);
+        if !confirmed {
+            return;
+        }
+        spawn_local(async move {
+            match api::delete_device(session, &id).await {
+                Ok(()) => {
+                    notice.set(Some(Ok(format!("Deleted {id}"))));
+                    devices.refetch();
+                }
+                Err(e) => notice.set(Some(Err(e.to_string()))),
+            }
+        });
+    };
+    provide_context(DeleteDevice(Callback::new(delete)));
     view! {
         <section class="card">
             <h1>"Fleet"</h1>
+            <form class="create-device" on:submit=create>
+                <input type="text" name="device-id" placeholder="new device id" prop:value=move || new_id.get()
+                    on:input=move |ev| new_id.set(event_target_value(&ev)) />
+                <button type="submit">"Create device"</button>
+            </form>
+            {move || notice.get().map(|n| match n {
+                Ok(m) => view! { <p class="ok notice">{m}</p> }.into_any(),
+                Err(m) => view! { <p class="error notice">{m}</p> }.into_any(),
+            })}
             <Suspense fallback=|| view! { <p class="hint">"Loading devices..."</p> }>
                 {move || devices.get().map(|result| match result {
                     Ok(list) if list.is_empty() => view! {
@@ -46,12 +97,15 @@ fn device_table(list: Vec<Value>) -> impl IntoView {
                 Some(t) if !t.starts_with("0001-") => t.to_owned(),
                 _ => "never".to_owned(),
             };
+            let delete = expect_context::<DeleteDevice>().0;
+            let id_for_delete = id.clone();
             view! {
                 <tr data-device-id=id_attr>
                     <td><a href=href>{id}</a></td>
                     <td>{status}</td>
                     <td>{connection}</td>
                     <td class="muted">{activity}</td>
+                    <td><button class="link delete" on:click=move |_| delete.run(id_for_delete.clone())>"Delete"</button></td>
                 </tr>
             }
         })
@@ -59,7 +113,7 @@ fn device_table(list: Vec<Value>) -> impl IntoView {
     view! {
         <p class="hint">{format!("{count} device(s)")}</p>
         <table class="fleet">
-            <thead><tr><th>"Device"</th><th>"Status"</th><th>"Connection"</th><th>"Last activity"</th></tr></thead>
+            <thead><tr><th>"Device"</th><th>"Status"</th><th>"Connection"</th><th>"Last activity"</th><th></th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
     }
