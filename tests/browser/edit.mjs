@@ -3,22 +3,13 @@
 // Signs in, opens the device, edits desired, reviews the change, then prints "reviewed" and
 // waits for a line on stdin (the test changes the twin meanwhile). Saving must then hit 412;
 // the editor shows the three-way view, and "apply on top of theirs" must save.
-import { chromium } from 'playwright-core';
 import { createInterface } from 'node:readline';
+import { run } from './chromium.mjs';
 
 const [loginUrl, deviceId, shotDir] = process.argv.slice(2);
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 
-const browser = await chromium.launch({
-  executablePath,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-quic', '--no-first-run', '--disable-sync'],
-});
-let failed = null;
-try {
-  const page = await browser.newPage();
-  page.on('pageerror', (e) => { failed = `page error: ${e.message}`; });
+await run('editor', async (page) => {
   await page.goto(loginUrl);
   await page.locator(`tr[data-device-id="${deviceId}"] a`).click();
   const editor = page.locator('textarea.desired-json');
@@ -38,14 +29,4 @@ try {
   await page.locator('button.retry').click();
   await page.locator('.saved').waitFor({ timeout: 15_000 });
   await page.screenshot({ path: `${shotDir}/editor-saved.png`, fullPage: true });
-} catch (e) {
-  failed = String(e);
-} finally {
-  await browser.close();
-}
-if (failed) {
-  console.error(failed);
-  process.exit(1);
-}
-console.log('editor: ok');
-process.exit(0);
+});

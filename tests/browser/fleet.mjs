@@ -1,18 +1,10 @@
 // The fleet page in Debian's headless Chromium: create a device, open it (its connection
 // string is shown), delete it after confirming.
 // usage: node tests/browser/fleet.mjs <loginUrl> <newDeviceId> <screenshotDir>
-import { chromium } from 'playwright-core';
+import { run } from './chromium.mjs';
 
 const [loginUrl, deviceId, shotDir] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-quic', '--no-first-run', '--disable-sync'],
-});
-let failed = null;
-try {
-  const page = await browser.newPage();
-  page.on('pageerror', (e) => { failed = `page error: ${e.message}`; });
+await run('fleet', async (page) => {
   await page.goto(loginUrl);
   await page.locator('form.create-device input').fill(deviceId);
   await page.locator('form.create-device button').click();
@@ -28,13 +20,4 @@ try {
   page.once('dialog', (d) => d.accept());
   await page.locator(`tr[data-device-id="${deviceId}"] button.delete`).click();
   await row.waitFor({ state: 'detached', timeout: 15_000 });
-} catch (e) {
-  failed = failed ?? String(e);
-} finally {
-  await browser.close();
-}
-if (failed) {
-  console.error(failed);
-  process.exit(1);
-}
-console.log('fleet: ok');
+});

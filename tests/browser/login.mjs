@@ -4,21 +4,12 @@
 // and the device page shows its twin; the key (env TWINHUB_SECRET_KEY) must never leave the
 // browser in a URL or header. With LIVE_MARKER set, it then prints "ready" and waits for that
 // text to appear in the twin without a reload (the test changes the twin meanwhile).
-import { chromium } from 'playwright-core';
+import { run } from './chromium.mjs';
 
 const [loginUrl, deviceId, expectedText, shotDir] = process.argv.slice(2);
 const secret = process.env.TWINHUB_SECRET_KEY ?? '';
-const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
 
-const browser = await chromium.launch({
-  executablePath,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-quic', '--no-first-run', '--disable-sync'],
-});
-const problems = [];
-try {
-  const page = await browser.newPage();
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+await run('browser', async (page, problems) => {
   page.on('request', (r) => {
     const leaked = secret && (r.url().includes(secret) || Object.values(r.headers()).some((v) => v.includes(secret)));
     if (leaked) problems.push(`key sent in a request to ${r.url()}`);
@@ -49,13 +40,4 @@ try {
   // A reload keeps the session (sessionStorage) without the fragment.
   await page.reload();
   await twin.waitFor({ timeout: 30_000 });
-} catch (e) {
-  problems.push(String(e));
-} finally {
-  await browser.close();
-}
-if (problems.length) {
-  console.error(problems.join('\n'));
-  process.exit(1);
-}
-console.log('browser: ok');
+});
