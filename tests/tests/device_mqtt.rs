@@ -38,14 +38,29 @@ fn connect(hub: &Hub, id: &str, token: &str) -> (MqttDevice, ConnectReturnCode) 
 }
 
 fn publish(device: &mut MqttDevice, topic: &str, payload: &[u8]) {
+    publish_with_id(device, topic, payload, 7);
+}
+
+fn publish_with_id(device: &mut MqttDevice, topic: &str, payload: &[u8], id: u16) {
     device.send(&Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtLeastOnce,
         retain: false,
         topic: topic.into(),
-        packet_id: NonZeroU16::new(7),
+        packet_id: NonZeroU16::new(id),
         payload: payload.to_vec(),
     }));
+}
+
+/// Reads until the PUBACK for `id`, skipping anything else (requests the test does not answer).
+fn wait_puback(device: &mut MqttDevice, id: u16) {
+    loop {
+        match device.recv() {
+            Some(Packet::PubAck(got)) if got.get() == id => return,
+            Some(_) => continue,
+            None => panic!("closed before the PUBACK for {id}"),
+        }
+    }
 }
 
 fn wait_for(hub: &Hub, id: &str, check: impl Fn(&Value) -> bool) -> Value {
@@ -232,7 +247,8 @@ fn direct_methods_and_telemetry() {
     let (prefix, rid) = request.topic.split_once("?$rid=").unwrap();
     assert_eq!(prefix, "$iothub/methods/POST/getConfig/");
     assert_eq!(serde_json::from_slice::<Value>(&request.payload).unwrap(), json!({ "verbose": true }));
-    publish(&mut device, &format!("$iothub/methods/res/201/?$rid={rid}"), br#"{"telemetryInterval":60}"#);
+    publish_with_id(&mut device, &format!("$iothub/methods/res/201/?$rid={rid}"), br#"{"telemetryInterval":60}"#, 11);
+    wait_puback(&mut device, 11);
     let reply = caller.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json(), json!({ "status": 201, "payload": { "telemetryInterval": 60 } }));
@@ -249,19 +265,15 @@ fn direct_methods_and_telemetry() {
     call(&hub, r#"{"methodName":"bad name"}"#).assert_hub_error(400, "ArgumentInvalid", 400_004);
     call(&hub, r#"{"methodName":"x","responseTimeoutInSeconds":1}"#).assert_hub_error(400, "ArgumentInvalid", 400_004);
 
-    // Telemetry: stored with its properties, readable by the service side.
-    publish(
+    // Telemetry: stored with its properties, readable by the service side. (Distinct packet
+    // ids: an earlier PUBACK must not be mistaken for this one's.)
+    publish_with_id(
         &mut device,
         "devices/m1/messages/events/%24.ct=application%2Fjson&alert=high_temperature",
         br#"{"temperature":31.5}"#,
+        21,
     );
-    loop {
-        match device.recv() {
-            Some(Packet::PubAck(_)) => break,
-            Some(_) => continue,
-            None => panic!("closed before PUBACK"),
-        }
-    }
+    wait_puback(&mut device, 21);
     let stored = hub.call("GET", "/api/devices/m1/telemetry?limit=5", None);
     assert_eq!(stored.status, 200, "{}", stored.body);
     let messages = stored.json()["messages"].as_array().cloned().unwrap();
@@ -270,9 +282,14 @@ fn direct_methods_and_telemetry() {
     assert_eq!(messages[0]["properties"], json!([["$.ct", "application/json"], ["alert", "high_temperature"]]));
 
     // A downsampled series of a numeric field for charts.
-    for t in [20.0, 24.0] {
-        publish(&mut device, "devices/m1/messages/events/", json!({ "temperature": t }).to_string().as_bytes());
-        while !matches!(device.recv(), Some(Packet::PubAck(_))) {}
+    for (id, t) in [(22, 20.0), (23, 24.0)] {
+        publish_with_id(
+            &mut device,
+            "devices/m1/messages/events/",
+            json!({ "temperature": t }).to_string().as_bytes(),
+            id,
+        );
+        wait_puback(&mut device, id);
     }
     let series = hub.call("GET", "/api/devices/m1/telemetry/series?field=temperature&buckets=1", None);
     assert_eq!(series.status, 200, "{}", series.body);
