@@ -204,14 +204,8 @@ fn display_path(section: SectionName, path: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::twin::test_support::obj;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
 
     #[test]
     fn size_follows_documented_algorithm() {

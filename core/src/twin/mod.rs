@@ -20,6 +20,17 @@ pub use section::{MetaNode, Section};
 
 use limits::SectionName;
 
+/// Helpers for this module's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use serde_json::{Map, Value};
+
+    /// The object inside a `json!({...})` literal.
+    pub(crate) fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+}
+
 use crate::identity::DeviceIdentity;
 use crate::UnixMillis;
 use base64::engine::general_purpose::STANDARD;

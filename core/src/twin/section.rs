@@ -157,14 +157,8 @@ pub(crate) fn merge_plain(target: &mut Map<String, Value>, patch: &Map<String, V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::twin::test_support::obj;
     use serde_json::json;
-
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
-    }
 
     #[test]
     fn rfc7386_examples() {
