@@ -153,7 +153,7 @@ impl Gateway {
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
         pair.server.serialize_attachment(&attachment)?;
         // Connections that never send CONNECT are closed by the timer.
-        self.rearm().await?;
+        self.arm(attachment.session.poll_timeout()).await?;
         let mut response = Response::builder().with_status(101).with_websocket(pair.client);
         // paho checks for the subprotocol and for "Connection: Upgrade"; workerd adds the rest.
         response = response.with_header("sec-websocket-protocol", "mqtt")?;
@@ -237,7 +237,7 @@ impl Gateway {
             let _ = self.drive(ws, &mut att).await;
         }
         ws.serialize_attachment(&att)?;
-        self.rearm().await
+        self.arm(att.session.poll_timeout()).await
     }
 
     /// Sends what the session wants sent and handles its events, until it wants nothing.
@@ -374,7 +374,20 @@ impl Gateway {
         Ok((resp.status_code(), resp.text().await.unwrap_or_default()))
     }
 
-    /// Sets the shard's alarm to the earliest timer of its sessions.
+    /// Makes sure the shard's alarm fires no later than `deadline`. Only moves the alarm
+    /// earlier, so handling one message costs one alarm read, not a scan of every socket; an
+    /// alarm that fires early is harmless (sessions ignore spurious timeouts) and re-arms from every session.
+    async fn arm(&self, deadline: Option<UnixMillis>) -> Result<()> {
+        let Some(t) = deadline else { return Ok(()) };
+        let storage = self.state.storage();
+        let at = i64::try_from(t.0).unwrap_or(i64::MAX);
+        match storage.get_alarm().await? {
+            Some(current) if current <= at => Ok(()),
+            _ => storage.set_alarm(delay_until(t)).await,
+        }
+    }
+
+    /// Sets the shard's alarm to the earliest timer of its sessions (after an alarm fired).
     async fn rearm(&self) -> Result<()> {
         let earliest = self
             .state
@@ -384,11 +397,15 @@ impl Gateway {
             .filter_map(|a| a.session.poll_timeout())
             .min();
         if let Some(t) = earliest {
-            let delay = i64::try_from(t.0.saturating_sub(clock::now().0)).unwrap_or(i64::MAX).max(1);
-            self.state.storage().set_alarm(delay).await?;
+            self.state.storage().set_alarm(delay_until(t)).await?;
         }
         Ok(())
     }
+}
+
+/// Milliseconds from now until `t`, at least 1 (alarms take a delay).
+fn delay_until(t: UnixMillis) -> i64 {
+    i64::try_from(t.0.saturating_sub(clock::now().0)).unwrap_or(i64::MAX).max(1)
 }
 
 /// Variable: how long a new socket may take to send CONNECT, in ms (default 30 s).
