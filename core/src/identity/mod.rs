@@ -116,6 +116,27 @@ pub struct CapabilitiesRequest {
 }
 
 impl DeviceRequest {
+    /// Checks what create and update share: a body `deviceId` equal to the path's, and `sas`
+    /// authentication. Returns the requested keys, if any.
+    fn checked_keys(&self, id: &str) -> Result<Option<&SymmetricKeyRequest>, HubError> {
+        if self.device_id.as_deref().is_some_and(|body_id| body_id != id) {
+            return Err(HubError::new(
+                ErrorCode::ArgumentInvalid,
+                "deviceId in the body does not match the id in the path",
+            ));
+        }
+        let auth = self.authentication.as_ref();
+        if let Some(kind) = auth.and_then(|a| a.kind.as_deref()) {
+            if !kind.eq_ignore_ascii_case("sas") {
+                return Err(HubError::new(
+                    ErrorCode::ArgumentInvalid,
+                    format!("authentication type '{kind}' is not supported; use 'sas'"),
+                ));
+            }
+        }
+        Ok(auth.and_then(|a| a.symmetric_key.as_ref()))
+    }
+
     /// Parses a request body; any JSON shape error is a 400.
     pub fn parse(body: &str) -> Result<Self, HubError> {
         serde_json::from_str(body).map_err(|e| {
@@ -130,24 +151,7 @@ impl DeviceIdentity {
     /// A new identity. `random` supplies key material for any key the request leaves out.
     pub fn create(id: &str, req: &DeviceRequest, now: UnixMillis, random: &[u8; 64]) -> Result<Self, HubError> {
         check_device_id(id)?;
-        if let Some(body_id) = &req.device_id {
-            if body_id != id {
-                return Err(HubError::new(
-                    ErrorCode::ArgumentInvalid,
-                    "deviceId in the body does not match the id in the path",
-                ));
-            }
-        }
-        let auth = req.authentication.as_ref();
-        if let Some(kind) = auth.and_then(|a| a.kind.as_deref()) {
-            if !kind.eq_ignore_ascii_case("sas") {
-                return Err(HubError::new(
-                    ErrorCode::ArgumentInvalid,
-                    format!("authentication type '{kind}' is not supported; use 'sas'"),
-                ));
-            }
-        }
-        let keys = auth.and_then(|a| a.symmetric_key.as_ref());
+        let keys = req.checked_keys(id)?;
         let (left, right) = random.split_at(32);
         let primary = chosen_key(keys.and_then(|k| k.primary_key.as_deref()), left)?;
         let secondary = chosen_key(keys.and_then(|k| k.secondary_key.as_deref()), right)?;
@@ -167,6 +171,45 @@ impl DeviceIdentity {
             iot_edge: req.capabilities.as_ref().and_then(|c| c.iot_edge).unwrap_or(false),
             cloud_to_device_count: 0,
         })
+    }
+
+    /// Applies an update (`PUT /devices/{id}` over an existing device): status, reason and any
+    /// keys given. New keys take effect at once, so tokens signed with the old ones stop
+    /// verifying; a disabled device is no longer connected. The identity etag moves. Checks the
+    /// request fully before changing anything.
+    pub fn update(&mut self, req: &DeviceRequest, now: UnixMillis) -> Result<(), HubError> {
+        let keys = req.checked_keys(&self.device_id)?;
+        // A null or empty key in an update means "keep the current one".
+        let given = |k: &Option<String>| -> Result<Option<String>, HubError> {
+            match k.as_deref() {
+                None | Some("") => Ok(None),
+                Some(k) => chosen_key(Some(k), &[]).map(Some),
+            }
+        };
+        let (primary, secondary) = match keys {
+            Some(k) => (given(&k.primary_key)?, given(&k.secondary_key)?),
+            None => (None, None),
+        };
+        if let Some(status) = req.status {
+            if status != self.status {
+                self.status_updated = now;
+            }
+            self.status = status;
+        }
+        if req.status_reason.is_some() {
+            self.status_reason = req.status_reason.clone();
+        }
+        if let Some(k) = primary {
+            self.primary_key = k;
+        }
+        if let Some(k) = secondary {
+            self.secondary_key = k;
+        }
+        if self.status == Status::Disabled {
+            self.connected = false;
+        }
+        self.etag += 1;
+        Ok(())
     }
 
     /// The identity etag as IoT Hub prints it: base64 of the counter's decimal digits.
@@ -243,6 +286,29 @@ mod tests {
         assert_eq!(d.primary_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
         let bad = DeviceRequest::parse(r#"{"authentication":{"symmetricKey":{"primaryKey":"short"}}}"#).unwrap();
         assert!(DeviceIdentity::create("d", &bad, UnixMillis(1), &[0; 64]).is_err());
+    }
+
+    #[test]
+    fn update_rotates_keys_and_disables() {
+        let mut d = DeviceIdentity::create("d", &DeviceRequest::default(), UnixMillis(1), &[1; 64]).unwrap();
+        d.connected = true;
+        let old_secondary = d.secondary_key.clone();
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let req = DeviceRequest::parse(&format!(
+            r#"{{"deviceId":"d","status":"disabled","authentication":{{"symmetricKey":{{"primaryKey":"{key}","secondaryKey":null}}}}}}"#
+        ))
+        .unwrap();
+        d.update(&req, UnixMillis(9)).unwrap();
+        assert_eq!((d.primary_key.as_str(), d.secondary_key.as_str()), (key, old_secondary.as_str()));
+        assert_eq!((d.status, d.status_updated, d.connected, d.etag), (Status::Disabled, UnixMillis(9), false, 2));
+        // A bad key or a mismatched id changes nothing.
+        let before = d.clone();
+        let bad =
+            DeviceRequest::parse(r#"{"status":"enabled","authentication":{"symmetricKey":{"primaryKey":"short"}}}"#)
+                .unwrap();
+        assert!(d.update(&bad, UnixMillis(10)).is_err());
+        assert!(d.update(&DeviceRequest::parse(r#"{"deviceId":"other"}"#).unwrap(), UnixMillis(10)).is_err());
+        assert_eq!(d, before);
     }
 
     #[test]

@@ -602,7 +602,7 @@ impl DeviceObject {
                     "device_id".into(),
                     d.identity.device_id.clone().into(),
                     "index_pending".into(),
-                    "1".into(),
+                    seq.to_string().into(),
                 ];
                 sql.exec(
                     "INSERT OR REPLACE INTO doc (name, body) VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)",
@@ -614,8 +614,8 @@ impl DeviceObject {
                 sql.exec("DELETE FROM doc WHERE name IN ('identity', 'twin')", None)?;
                 sql.exec("DELETE FROM history", None)?;
                 sql.exec(
-                    "INSERT OR REPLACE INTO doc (name, body) VALUES ('seq', ?), ('index_pending', '1')",
-                    vec![seq.to_string().into()],
+                    "INSERT OR REPLACE INTO doc (name, body) VALUES ('seq', ?), ('index_pending', ?)",
+                    vec![seq.to_string().into(), seq.to_string().into()],
                 )?;
             }
         }
@@ -642,11 +642,16 @@ impl DeviceObject {
 
     /// Sends the committed state to this device's index shard. On failure an alarm retries, so
     /// the write the client asked for is not failed because a projection lags.
+    ///
+    /// `index_pending` holds the newest commit's `seq`; a push clears it only if it carried that
+    /// commit or a later one, so an older push finishing after a newer commit cannot hide the
+    /// newer one from the alarm's retry.
     async fn push_to_index(&self, device_id: &str) -> Result<()> {
         let device = self.load()?;
+        let seq = self.seq()?;
         let entry = IndexEntry {
             device_id: device_id.to_owned(),
-            seq: self.seq()?,
+            seq,
             identity: device.as_ref().map(|d| d.identity.to_wire()),
             twin: device.as_ref().map(|d| d.twin.to_service_json(&d.identity)),
         };
@@ -657,7 +662,10 @@ impl DeviceObject {
         };
         match pushed {
             Ok(true) => {
-                self.state.storage().sql().exec("DELETE FROM doc WHERE name = 'index_pending'", None)?;
+                self.state.storage().sql().exec(
+                    "DELETE FROM doc WHERE name = 'index_pending' AND CAST(body AS INTEGER) <= ?",
+                    vec![sql_int(seq)?],
+                )?;
             }
             Ok(false) | Err(_) => {
                 worker::console_warn!("fleet index push failed for a device; retrying by alarm");
@@ -668,8 +676,8 @@ impl DeviceObject {
     }
 }
 
-/// Applies an identity update (`PUT /devices/{id}` with `If-Match`, or a bulk upsert): status
-/// and keys. New keys take effect at once: tokens signed with the old ones stop verifying.
+/// An identity update (`PUT /devices/{id}` with `If-Match`, or a bulk upsert): the etag check
+/// here, the rules in [`DeviceIdentity::update`].
 fn update_identity(
     mut existing: Device,
     req: &DeviceRequest,
@@ -679,30 +687,7 @@ fn update_identity(
     if !if_match_allows(&existing.identity.etag_string(), if_match) {
         return Err(precondition_failed(&existing.identity.etag_string()));
     }
-    // Validate the requested keys the same way a create would, then copy them over.
-    let candidate = DeviceIdentity::create(&existing.identity.device_id, req, now, &[0; 64])?;
-    let id = &mut existing.identity;
-    if let Some(status) = req.status {
-        if status != id.status {
-            id.status_updated = now;
-        }
-        id.status = status;
-    }
-    if req.status_reason.is_some() {
-        id.status_reason = req.status_reason.clone();
-    }
-    if let Some(keys) = req.authentication.as_ref().and_then(|a| a.symmetric_key.as_ref()) {
-        if keys.primary_key.as_deref().is_some_and(|k| !k.is_empty()) {
-            id.primary_key = candidate.primary_key;
-        }
-        if keys.secondary_key.as_deref().is_some_and(|k| !k.is_empty()) {
-            id.secondary_key = candidate.secondary_key;
-        }
-    }
-    if id.status == Status::Disabled {
-        id.connected = false;
-    }
-    id.etag += 1;
+    existing.identity.update(req, now)?;
     Ok(existing)
 }
 
