@@ -1,0 +1,331 @@
+//! The query evaluator against the SQL compiler, on the SQLite the fleet index runs: the
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+//! article's queries over a generated fleet, and random queries over random twins.
+
+use proptest::prelude::*;
+use rusqlite::Connection;
+use serde_json::{json, Map, Value};
+use twinhub_core::fixture;
+use twinhub_core::query::aggregate::{self, accumulate, partial_from_row};
+use twinhub_core::query::ast::{
+    Aggregate, ArithOp, CmpOp, Collection, Expr, Function, Item, ItemKind, Literal, Path, Query, Select,
+};
+use twinhub_core::query::eval::matches;
+use twinhub_core::query::sql::{aggregate_statement, rows_statement, Statement, INDEX_SCHEMA};
+use twinhub_core::query::{self, parse};
+use twinhub_core::UnixMillis;
+
+fn table(docs: &[Value]) -> Connection {
+    let db = Connection::open_in_memory().expect("sqlite");
+    db.execute_batch(INDEX_SCHEMA).expect("schema");
+    let mut insert = db
+        .prepare("INSERT INTO device (device_id, seq, identity, twin) VALUES (?1, 1, '{}', jsonb(?2))")
+        .expect("insert");
+    for doc in docs {
+        let id = doc["deviceId"].as_str().expect("an id");
+        insert.execute(rusqlite::params![id, doc.to_string()]).expect("insert row");
+    }
+    drop(insert);
+    db
+}
+
+/// Binds as the Worker does: strings as text, every number as a JavaScript double.
+fn bind(params: &[Value]) -> Vec<rusqlite::types::Value> {
+    params
+        .iter()
+        .map(|p| match p {
+            Value::String(s) => rusqlite::types::Value::Text(s.clone()),
+            Value::Number(n) => rusqlite::types::Value::Real(n.as_f64().unwrap_or(0.0)),
+            _ => rusqlite::types::Value::Null,
+        })
+        .collect()
+}
+
+fn sql_value(v: rusqlite::types::ValueRef<'_>) -> Value {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => json!(i),
+        ValueRef::Real(f) => json!(f),
+        ValueRef::Text(t) | ValueRef::Blob(t) => json!(String::from_utf8_lossy(t)),
+    }
+}
+
+fn sql_ids(db: &Connection, q: &Query) -> Vec<String> {
+    let Statement { sql, params } = rows_statement(q, None, 1_000_000);
+    let mut stmt = db.prepare(&sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(bind(&params)), |r| r.get::<_, String>(0))
+        .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    rows.map(|r| r.expect("row")).collect()
+}
+
+fn eval_ids(docs: &[Value], q: &Query) -> Vec<String> {
+    let mut ids: Vec<String> = docs
+        .iter()
+        .filter(|d| matches(q.filter.as_ref(), d))
+        .map(|d| d["deviceId"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn sql_groups(db: &Connection, q: &Query) -> Vec<Value> {
+    let Statement { sql, params } = aggregate_statement(q);
+    let mut stmt = db.prepare(&sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+    let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    let mut rows = stmt.query(rusqlite::params_from_iter(bind(&params))).expect("aggregate");
+    let mut parts = Vec::new();
+    while let Some(row) = rows.next().expect("row") {
+        let mut map = Map::new();
+        for (i, name) in names.iter().enumerate() {
+            map.insert(name.clone(), sql_value(row.get_ref(i).expect("column")));
+        }
+        parts.push(partial_from_row(q, &map));
+    }
+    aggregate::rows(q, aggregate::merge(parts))
+}
+
+fn eval_groups(docs: &[Value], q: &Query) -> Vec<Value> {
+    let mut groups = Vec::new();
+    for d in docs {
+        accumulate(q, d, &mut groups);
+    }
+    aggregate::rows(q, groups)
+}
+
+// ---- the article's queries over the fixture fleet ------------------------------------------
+
+fn fleet_docs(n: usize) -> (Vec<fixture::FixtureDevice>, Vec<Value>) {
+    let devices = fixture::fleet(42, n);
+    let docs = devices.iter().map(|d| d.twin_json(UnixMillis(1_780_000_000_000)).expect("twin")).collect();
+    (devices, docs)
+}
+
+#[test]
+fn article_queries_return_exactly_the_right_devices() {
+    let (devices, docs) = fleet_docs(1500);
+    let db = table(&docs);
+    let expect = |pred: &dyn Fn(&fixture::FixtureDevice) -> bool| -> Vec<String> {
+        devices.iter().filter(|d| pred(d)).map(|d| d.device_id.clone()).collect()
+    };
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "SELECT * FROM devices WHERE tags.location.building = 'Building-A'",
+            expect(&|d| d.tags["location"]["building"] == "Building-A"),
+        ),
+        (
+            "SELECT * FROM devices WHERE tags.location.building = 'Building-A' AND tags.deployment.environment = 'production'",
+            expect(&|d| d.tags["location"]["building"] == "Building-A" && d.tags["deployment"]["environment"] == "production"),
+        ),
+        (
+            "SELECT deviceId, properties.reported.firmwareVersion FROM devices \
+             WHERE properties.desired.firmwareVersion != properties.reported.firmwareVersion",
+            expect(&|d| d.reported["firmwareVersion"] != d.desired["firmwareVersion"]),
+        ),
+        (
+            "SELECT deviceId, properties.reported.lastTemperature FROM devices WHERE properties.reported.lastTemperature > 30",
+            expect(&|d| d.reported["lastTemperature"].as_f64().is_some_and(|t| t > 30.0)),
+        ),
+        (
+            "SELECT deviceId, tags.location, properties.reported.connectivity FROM devices \
+             WHERE tags.deployment.environment = 'production' AND properties.reported.connectivity.signal > -60 \
+             AND is_defined(properties.reported.lastTelemetry)",
+            expect(&|d| {
+                d.tags["deployment"]["environment"] == "production"
+                    && d.reported["connectivity"]["signal"].as_i64().is_some_and(|s| s > -60)
+                    && d.reported.get("lastTelemetry").is_some()
+            }),
+        ),
+        (
+            "SELECT * FROM devices WHERE tags.location.floor >= 3 AND tags.location.floor < 5 AND NOT (tags.deployment.region IN ['eastus', 'westus'])",
+            expect(&|d| {
+                let floor = d.tags["location"]["floor"].as_i64().unwrap_or(0);
+                (3..5).contains(&floor) && !["eastus", "westus"].contains(&d.tags["deployment"]["region"].as_str().unwrap_or(""))
+            }),
+        ),
+    ];
+    for (text, expected) in cases {
+        let q = parse(text).expect("parses");
+        assert!(!expected.is_empty() && expected.len() < devices.len(), "{text}: a selective case");
+        assert_eq!(eval_ids(&docs, &q), expected, "evaluator: {text}");
+        assert_eq!(sql_ids(&db, &q), expected, "SQL: {text}");
+    }
+}
+
+#[test]
+fn group_by_firmware_counts_devices() {
+    let (devices, docs) = fleet_docs(1500);
+    let db = table(&docs);
+    let q = parse(
+        "SELECT properties.reported.firmwareVersion AS firmware, COUNT() AS devices, AVG(properties.reported.lastTemperature) AS t \
+         FROM devices GROUP BY properties.reported.firmwareVersion",
+    )
+    .expect("parses");
+    let rows = eval_groups(&docs, &q);
+    // Averages agree to rounding: SQLite sums floats with compensation, the evaluator plainly.
+    let close = |a: &Value, b: &Value| (a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(1.0)).abs() < 1e-9;
+    let sql_rows = sql_groups(&db, &q);
+    assert_eq!(sql_rows.len(), rows.len());
+    for (s, e) in sql_rows.iter().zip(&rows) {
+        assert_eq!((&s["firmware"], &s["devices"]), (&e["firmware"], &e["devices"]));
+        assert!(close(&s["t"], &e["t"]), "{s} vs {e}");
+    }
+    for fw in ["2.1.0", "2.0.5", "1.9.8"] {
+        let n = devices.iter().filter(|d| d.reported["firmwareVersion"] == fw).count();
+        let row = rows.iter().find(|r| r["firmware"] == fw).expect("a group per firmware");
+        assert_eq!(row["devices"], json!(n), "{fw}");
+    }
+    assert_eq!(rows.len(), 3);
+    let total = parse("SELECT COUNT() AS total FROM devices").expect("parses");
+    assert_eq!(sql_groups(&db, &total), vec![json!({"total": 1500})]);
+}
+
+// ---- random queries over random twins ------------------------------------------------------
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-3i64..4).prop_map(Value::from),
+        prop_oneof![Just(0.5), Just(2.5), Just(-1.5)].prop_map(Value::from),
+        prop_oneof![Just(""), Just("a"), Just("ab"), Just("b"), Just("é"), Just("ba")].prop_map(Value::from),
+    ]
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        6 => scalar(),
+        1 => Just(json!({"c": 1})),
+        1 => Just(json!([1, "a"])),
+    ]
+}
+
+const PATHS: &[&[&str]] = &[&["a"], &["b", "c"], &["b"], &["tags", "x"], &["missing"], &["deviceId"], &["b", "d"]];
+
+fn path() -> impl Strategy<Value = Path> {
+    prop::sample::select(PATHS).prop_map(|p| p.iter().map(|s| (*s).to_owned()).collect())
+}
+
+fn doc(i: usize) -> impl Strategy<Value = Value> {
+    (
+        prop::option::of(value()),
+        prop::option::of(value()),
+        prop::option::of(value()),
+        prop::option::of(value()),
+        any::<bool>(),
+    )
+        .prop_map(move |(a, c, d, x, b_is_object)| {
+            let mut root = json!({ "deviceId": format!("d{i:02}") });
+            if let Some(a) = a {
+                root["a"] = a;
+            }
+            if b_is_object {
+                let mut b = json!({});
+                if let Some(c) = c {
+                    b["c"] = c;
+                }
+                if let Some(d) = d {
+                    b["d"] = d;
+                }
+                root["b"] = b;
+            } else if let Some(c) = c {
+                root["b"] = c;
+            }
+            if let Some(x) = x {
+                root["tags"] = json!({ "x": x });
+            }
+            root
+        })
+}
+
+fn docs() -> impl Strategy<Value = Vec<Value>> {
+    (1usize..25).prop_flat_map(|n| (0..n).map(doc).collect::<Vec<_>>())
+}
+
+fn literal() -> impl Strategy<Value = Literal> {
+    prop_oneof![
+        Just(Literal::Undefined),
+        Just(Literal::Null),
+        any::<bool>().prop_map(Literal::Bool),
+        (-3i64..4).prop_map(|n| Literal::Number(n as f64)),
+        prop_oneof![Just(0.5), Just(2.5), Just(-1.5)].prop_map(Literal::Number),
+        prop_oneof![Just(""), Just("a"), Just("ab"), Just("b"), Just("é")].prop_map(|s| Literal::Str(s.into())),
+    ]
+}
+
+fn expr() -> impl Strategy<Value = Expr> {
+    let leaf = prop_oneof![
+        3 => path().prop_map(Expr::Path),
+        2 => literal().prop_map(Expr::Literal),
+        1 => prop::collection::vec(literal(), 0..3).prop_map(|l| Expr::Literal(Literal::Array(l))),
+    ];
+    leaf.prop_recursive(4, 24, 4, |inner| {
+        let cmp = prop::sample::select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge]);
+        let arith = prop::sample::select(vec![ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div, ArithOp::Rem]);
+        prop_oneof![
+            inner.clone().prop_map(|e| Expr::Not(Box::new(e))),
+            inner.clone().prop_map(|e| Expr::Neg(Box::new(e))),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Expr::And),
+            prop::collection::vec(inner.clone(), 2..4).prop_map(Expr::Or),
+            (cmp, inner.clone(), inner.clone()).prop_map(|(op, a, b)| Expr::Compare(op, Box::new(a), Box::new(b))),
+            (arith, inner.clone(), inner.clone()).prop_map(|(op, a, b)| Expr::Arith(op, Box::new(a), Box::new(b))),
+            (inner.clone(), prop::collection::vec(literal(), 0..4), any::<bool>())
+                .prop_map(|(e, list, negated)| Expr::In { expr: Box::new(e), list, negated }),
+            (prop::sample::select(Function::ALL.to_vec()), inner.clone(), inner.clone()).prop_map(|(f, a, b)| {
+                let args = if f.arity() == 2 { vec![a, b] } else { vec![a] };
+                Expr::Call(f, args)
+            }),
+        ]
+    })
+}
+
+fn filtered(filter: Expr) -> Query {
+    Query { top: None, select: Select::Star, from: Collection::Devices, filter: Some(filter), group_by: None }
+}
+
+fn grouped(filter: Option<Expr>, group: Path, arg: Expr) -> Query {
+    let item = |kind, name: &str| Item { kind, name: name.to_owned() };
+    let items = vec![
+        item(ItemKind::Path(group.clone()), "key"),
+        item(ItemKind::Aggregate(Aggregate::Count, None), "n"),
+        item(ItemKind::Aggregate(Aggregate::Sum, Some(arg.clone())), "sum"),
+        item(ItemKind::Aggregate(Aggregate::Avg, Some(arg.clone())), "avg"),
+        item(ItemKind::Aggregate(Aggregate::Min, Some(arg.clone())), "min"),
+        item(ItemKind::Aggregate(Aggregate::Max, Some(arg)), "max"),
+    ];
+    Query { top: None, select: Select::Items(items), from: Collection::Devices, filter, group_by: Some(group) }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
+
+    /// The evaluator and the compiled SQL keep the same rows.
+    #[test]
+    fn evaluator_and_sql_keep_the_same_rows(docs in docs(), filter in expr()) {
+        let db = table(&docs);
+        let q = filtered(filter);
+        prop_assert_eq!(sql_ids(&db, &q), eval_ids(&docs, &q), "{:?}", q.filter);
+    }
+
+    /// ...and the same groups and aggregates.
+    #[test]
+    fn evaluator_and_sql_group_alike(docs in docs(), filter in prop::option::of(expr()), group in path(), arg in expr()) {
+        let db = table(&docs);
+        let q = grouped(filter, group, arg);
+        prop_assert_eq!(sql_groups(&db, &q), eval_groups(&docs, &q));
+    }
+
+    /// Text that parses gives SQL that SQLite accepts; text that does not gives an error, never a panic.
+    #[test]
+    fn any_text_parses_or_errors(text in "SELECT [ -~]{0,60}") {
+        if let Ok(q) = parse(&text) {
+            let db = table(&[]);
+            if query::aggregate::is_aggregate(&q) {
+                sql_groups(&db, &q);
+            } else {
+                sql_ids(&db, &q);
+            }
+        }
+    }
+}
