@@ -95,6 +95,65 @@ impl FixtureDevice {
     }
 }
 
+/// A query from the article with its answer stated independently of the query engine: a
+/// plain Rust predicate over the generated fields.
+pub struct ArticleQuery {
+    pub name: &'static str,
+    pub text: &'static str,
+    pub expect: fn(&FixtureDevice) -> bool,
+}
+
+/// The article's queries (and the benchmark's), each selective on the fixture fleet.
+pub fn article_queries() -> Vec<ArticleQuery> {
+    vec![
+        ArticleQuery {
+            name: "tag equality",
+            text: "SELECT * FROM devices WHERE tags.location.building = 'Building-A'",
+            expect: |d| d.tags["location"]["building"] == "Building-A",
+        },
+        ArticleQuery {
+            name: "two-tag AND",
+            text: "SELECT * FROM devices WHERE tags.location.building = 'Building-A' \
+                   AND tags.deployment.environment = 'production'",
+            expect: |d| {
+                d.tags["location"]["building"] == "Building-A" && d.tags["deployment"]["environment"] == "production"
+            },
+        },
+        ArticleQuery {
+            name: "nested reported range",
+            text: "SELECT deviceId, tags.location, properties.reported.connectivity FROM devices \
+                   WHERE tags.deployment.environment = 'production' AND properties.reported.connectivity.signal > -60 \
+                   AND is_defined(properties.reported.lastTelemetry)",
+            expect: |d| {
+                d.tags["deployment"]["environment"] == "production"
+                    && d.reported["connectivity"]["signal"].as_i64().is_some_and(|s| s > -60)
+                    && d.reported.get("lastTelemetry").is_some()
+            },
+        },
+        ArticleQuery {
+            name: "desired != reported",
+            text: "SELECT deviceId, properties.reported.firmwareVersion FROM devices \
+                   WHERE properties.desired.firmwareVersion != properties.reported.firmwareVersion",
+            expect: |d| d.reported["firmwareVersion"] != d.desired["firmwareVersion"],
+        },
+        ArticleQuery {
+            name: "is_defined",
+            text: "SELECT deviceId FROM devices WHERE is_defined(properties.reported.lastTelemetry)",
+            expect: |d| d.reported.get("lastTelemetry").is_some(),
+        },
+        ArticleQuery {
+            name: "temperature alert",
+            text: "SELECT deviceId, properties.reported.lastTemperature FROM devices \
+                   WHERE properties.reported.lastTemperature > 30",
+            expect: |d| d.reported["lastTemperature"].as_f64().is_some_and(|t| t > 30.0),
+        },
+    ]
+}
+
+/// The GROUP BY of the figures: devices per reported firmware version.
+pub const FIRMWARE_GROUP_QUERY: &str = "SELECT properties.reported.firmwareVersion AS firmware, COUNT() AS devices \
+     FROM devices GROUP BY properties.reported.firmwareVersion";
+
 /// SplitMix64: tiny, seedable and the same everywhere.
 struct SplitMix(u64);
 

@@ -106,50 +106,23 @@ fn fleet_docs(n: usize) -> (Vec<fixture::FixtureDevice>, Vec<Value>) {
 fn article_queries_return_exactly_the_right_devices() {
     let (devices, docs) = fleet_docs(1500);
     let db = table(&docs);
-    let expect = |pred: &dyn Fn(&fixture::FixtureDevice) -> bool| -> Vec<String> {
-        devices.iter().filter(|d| pred(d)).map(|d| d.device_id.clone()).collect()
-    };
-    let cases: Vec<(&str, Vec<String>)> = vec![
-        (
-            "SELECT * FROM devices WHERE tags.location.building = 'Building-A'",
-            expect(&|d| d.tags["location"]["building"] == "Building-A"),
-        ),
-        (
-            "SELECT * FROM devices WHERE tags.location.building = 'Building-A' AND tags.deployment.environment = 'production'",
-            expect(&|d| d.tags["location"]["building"] == "Building-A" && d.tags["deployment"]["environment"] == "production"),
-        ),
-        (
-            "SELECT deviceId, properties.reported.firmwareVersion FROM devices \
-             WHERE properties.desired.firmwareVersion != properties.reported.firmwareVersion",
-            expect(&|d| d.reported["firmwareVersion"] != d.desired["firmwareVersion"]),
-        ),
-        (
-            "SELECT deviceId, properties.reported.lastTemperature FROM devices WHERE properties.reported.lastTemperature > 30",
-            expect(&|d| d.reported["lastTemperature"].as_f64().is_some_and(|t| t > 30.0)),
-        ),
-        (
-            "SELECT deviceId, tags.location, properties.reported.connectivity FROM devices \
-             WHERE tags.deployment.environment = 'production' AND properties.reported.connectivity.signal > -60 \
-             AND is_defined(properties.reported.lastTelemetry)",
-            expect(&|d| {
-                d.tags["deployment"]["environment"] == "production"
-                    && d.reported["connectivity"]["signal"].as_i64().is_some_and(|s| s > -60)
-                    && d.reported.get("lastTelemetry").is_some()
-            }),
-        ),
-        (
-            "SELECT * FROM devices WHERE tags.location.floor >= 3 AND tags.location.floor < 5 AND NOT (tags.deployment.region IN ['eastus', 'westus'])",
-            expect(&|d| {
-                let floor = d.tags["location"]["floor"].as_i64().unwrap_or(0);
-                (3..5).contains(&floor) && !["eastus", "westus"].contains(&d.tags["deployment"]["region"].as_str().unwrap_or(""))
-            }),
-        ),
-    ];
-    for (text, expected) in cases {
-        let q = parse(text).expect("parses");
-        assert!(!expected.is_empty() && expected.len() < devices.len(), "{text}: a selective case");
-        assert_eq!(eval_ids(&docs, &q), expected, "evaluator: {text}");
-        assert_eq!(sql_ids(&db, &q), expected, "SQL: {text}");
+    let mut cases = fixture::article_queries();
+    cases.push(fixture::ArticleQuery {
+        name: "floors and NOT IN",
+        text: "SELECT * FROM devices WHERE tags.location.floor >= 3 AND tags.location.floor < 5 \
+               AND NOT (tags.deployment.region IN ['eastus', 'westus'])",
+        expect: |d| {
+            let floor = d.tags["location"]["floor"].as_i64().unwrap_or(0);
+            (3..5).contains(&floor)
+                && !["eastus", "westus"].contains(&d.tags["deployment"]["region"].as_str().unwrap_or(""))
+        },
+    });
+    for case in cases {
+        let expected: Vec<String> = devices.iter().filter(|d| (case.expect)(d)).map(|d| d.device_id.clone()).collect();
+        let q = parse(case.text).expect("parses");
+        assert!(!expected.is_empty() && expected.len() < devices.len(), "{}: a selective case", case.name);
+        assert_eq!(eval_ids(&docs, &q), expected, "evaluator: {}", case.name);
+        assert_eq!(sql_ids(&db, &q), expected, "SQL: {}", case.name);
     }
 }
 
@@ -157,11 +130,9 @@ fn article_queries_return_exactly_the_right_devices() {
 fn group_by_firmware_counts_devices() {
     let (devices, docs) = fleet_docs(1500);
     let db = table(&docs);
-    let q = parse(
-        "SELECT properties.reported.firmwareVersion AS firmware, COUNT() AS devices, AVG(properties.reported.lastTemperature) AS t \
-         FROM devices GROUP BY properties.reported.firmwareVersion",
-    )
-    .expect("parses");
+    let text = fixture::FIRMWARE_GROUP_QUERY
+        .replace("COUNT() AS devices", "COUNT() AS devices, AVG(properties.reported.lastTemperature) AS t");
+    let q = parse(&text).expect("parses");
     let rows = eval_groups(&docs, &q);
     // Averages agree to rounding: SQLite sums floats with compensation, the evaluator plainly.
     let close = |a: &Value, b: &Value| (a.as_f64().unwrap_or(0.0) - b.as_f64().unwrap_or(1.0)).abs() < 1e-9;

@@ -110,6 +110,9 @@ pub struct IndexEntry {
     pub identity: Option<serde_json::Value>,
     /// Twin JSON as `GET /twins/{id}` renders it; `None` once deleted.
     pub twin: Option<serde_json::Value>,
+    /// When the device object committed this state (Unix ms), for the index lag figures.
+    #[serde(default)]
+    pub committed_at: Option<u64>,
 }
 
 /// A request to one fleet index shard.
@@ -122,6 +125,26 @@ pub enum IndexOp {
     ListIdentities { top: usize },
     /// Device counts for `/statistics/devices` and `/statistics/service`.
     Statistics,
+    /// A compiled row query (`twinhub_core::query::sql::rows_statement`).
+    Rows { sql: String, params: Vec<serde_json::Value> },
+    /// A compiled aggregate query (`twinhub_core::query::sql::aggregate_statement`).
+    Aggregate { sql: String, params: Vec<serde_json::Value> },
+    /// The shard's recent index lag.
+    Lag,
+    /// Store many entries at once (the query benchmark's fleet loader).
+    Load { entries: Vec<IndexEntry> },
+}
+
+/// How far behind the device objects a shard's recent upserts arrived.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexLag {
+    /// Upserts measured (the most recent, up to 1,000, since the shard started).
+    pub samples: usize,
+    pub last_ms: u64,
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+    pub max_ms: u64,
 }
 
 /// Counts from one index shard; the Worker sums them.

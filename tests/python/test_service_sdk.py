@@ -123,3 +123,55 @@ def test_delete_device(registry):
     with pytest.raises(HttpOperationError) as err:
         registry.get_twin("short-lived")
     assert status_of(err) == 404
+
+
+def test_query_paging_and_the_article_bulk_update(registry):
+    """query_iot_hub's paging loop over 250 devices sees each exactly once; then the article's
+    bulk update: query a building, set desired firmwareVersion on each twin found."""
+    from azure.iot.hub.models import QuerySpecification
+
+    batch = f"q{uuid.uuid4().hex[:6]}"
+    ids = [f"{batch}-{i:03}" for i in range(250)]
+    for start in range(0, len(ids), 100):
+        result = registry.bulk_create_or_update_devices(
+            [ExportImportDevice(id=i, import_mode="create", status="enabled") for i in ids[start : start + 100]]
+        )
+        assert result.is_successful, result.errors
+    for n, device_id in enumerate(ids):
+        building = "Building-A" if n % 2 == 0 else "Building-B"
+        registry.update_twin(device_id, Twin(tags={"batch": batch, "location": {"building": building}}), "*")
+
+    def query_all(text, page_size):
+        seen, token, pages = [], None, 0
+        while True:
+            result = registry.query_iot_hub(QuerySpecification(query=text), token, page_size)
+            assert result.type == "Twin"
+            seen.extend(twin.device_id for twin in result.items)
+            pages += 1
+            token = result.continuation_token
+            if not token:
+                return seen, pages
+
+    seen, pages = query_all(f"SELECT * FROM devices WHERE tags.batch = '{batch}'", 37)
+    assert sorted(seen) == ids and len(seen) == len(set(seen)) == 250
+    assert pages == 7
+    default_paged, pages = query_all(f"SELECT * FROM devices WHERE tags.batch = '{batch}'", None)
+    assert sorted(default_paged) == ids and pages == 3
+
+    # The article's BulkUpdateDesiredPropertiesAsync, over the SDK.
+    building_a, _ = query_all(
+        f"SELECT * FROM devices WHERE tags.batch = '{batch}' AND tags.location.building = 'Building-A'", 100
+    )
+    assert len(building_a) == 125
+    for device_id in building_a:
+        twin = registry.get_twin(device_id)
+        registry.update_twin(device_id, Twin(properties=TwinProperties(desired={"firmwareVersion": "2.1.0"})), twin.etag)
+    updated, _ = query_all(
+        f"SELECT * FROM devices WHERE tags.batch = '{batch}' AND properties.desired.firmwareVersion = '2.1.0'", 100
+    )
+    assert sorted(updated) == sorted(building_a)
+
+    for start in range(0, len(ids), 100):
+        registry.bulk_create_or_update_devices(
+            [ExportImportDevice(id=i, import_mode="delete") for i in ids[start : start + 100]]
+        )

@@ -382,6 +382,67 @@ impl MqttDevice {
         (Self { socket, pending: Vec::new() }, protocol)
     }
 
+    /// Opens a socket and sends CONNECT as device `id` with `token` (a device SAS); returns the
+    /// CONNACK's code.
+    pub fn connect_with_token(hub: &Hub, id: &str, token: &str) -> (Self, twinhub_core::mqtt::ConnectReturnCode) {
+        use twinhub_core::mqtt::{ConnAck, Connect, Packet};
+        let (mut device, protocol) = Self::open(hub);
+        assert_eq!(protocol.as_deref(), Some("mqtt"), "subprotocol echoed");
+        device.send(&Packet::Connect(Connect {
+            client_id: id.into(),
+            clean_session: false,
+            keep_alive: 60,
+            username: Some(format!("{}/{id}/?api-version=2021-04-12", hub.host())),
+            password: Some(token.as_bytes().to_vec()),
+            will: None,
+        }));
+        match device.recv() {
+            Some(Packet::ConnAck(ConnAck { code, .. })) => (device, code),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// Connects as device `id` with a token signed by its primary key (read over REST).
+    pub fn connect(hub: &Hub, id: &str) -> Self {
+        let key = hub.call("GET", &format!("/devices/{id}"), None).json()["authentication"]["symmetricKey"]
+            ["primaryKey"]
+            .as_str()
+            .expect("the device's primary key")
+            .to_owned();
+        let token = twinhub_core::auth::sign(&format!("{}/devices/{id}", hub.host()), &key, None, now_secs() + 3600)
+            .expect("sign");
+        let (device, code) = Self::connect_with_token(hub, id, &token);
+        assert_eq!(code, twinhub_core::mqtt::ConnectReturnCode::Accepted, "{id} connects");
+        device
+    }
+
+    /// Sends a reported-properties patch with QoS 0 and waits for the hub's answer on the twin
+    /// response topic (subscribing to it first); returns that answer's status.
+    pub fn report(&mut self, rid: u32, patch: &serde_json::Value) -> u16 {
+        use twinhub_core::mqtt::{Packet, Publish, QoS, Subscribe};
+        self.send(&Packet::Subscribe(Subscribe {
+            packet_id: std::num::NonZeroU16::MIN,
+            filters: vec![("$iothub/twin/res/#".into(), QoS::AtMostOnce)],
+        }));
+        self.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}"),
+            packet_id: None,
+            payload: patch.to_string().into_bytes(),
+        }));
+        loop {
+            let publish = self.recv_publish().expect("an answer to the reported patch");
+            let prefix = "$iothub/twin/res/";
+            if let Some(rest) = publish.topic.strip_prefix(prefix) {
+                if rest.contains(&format!("$rid={rid}")) {
+                    return rest.split('/').next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                }
+            }
+        }
+    }
+
     /// Sends one packet (in one binary frame).
     pub fn send(&mut self, packet: &twinhub_core::mqtt::Packet) {
         self.send_raw(&packet.to_bytes());

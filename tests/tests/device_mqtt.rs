@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
 use twinhub_core::auth::sign;
-use twinhub_core::mqtt::{ConnAck, Connect, ConnectReturnCode, Packet, Publish, QoS, Subscribe, SubscribeReturnCode};
+use twinhub_core::mqtt::{ConnectReturnCode, Packet, Publish, QoS, Subscribe, SubscribeReturnCode};
 use twinhub_e2e::{now_secs, Hub, MqttDevice, Storage};
 
 fn device_key(hub: &Hub, id: &str) -> String {
@@ -21,20 +21,7 @@ fn token(hub: &Hub, id: &str, key: &str) -> String {
 }
 
 fn connect(hub: &Hub, id: &str, token: &str) -> (MqttDevice, ConnectReturnCode) {
-    let (mut device, protocol) = MqttDevice::open(hub);
-    assert_eq!(protocol.as_deref(), Some("mqtt"), "subprotocol echoed");
-    device.send(&Packet::Connect(Connect {
-        client_id: id.into(),
-        clean_session: false,
-        keep_alive: 60,
-        username: Some(format!("{}/{id}/?api-version=2021-04-12", hub.host())),
-        password: Some(token.as_bytes().to_vec()),
-        will: None,
-    }));
-    match device.recv() {
-        Some(Packet::ConnAck(ConnAck { code, .. })) => (device, code),
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    MqttDevice::connect_with_token(hub, id, token)
 }
 
 fn publish(device: &mut MqttDevice, topic: &str, payload: &[u8]) {

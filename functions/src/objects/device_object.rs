@@ -603,9 +603,11 @@ impl DeviceObject {
                     d.identity.device_id.clone().into(),
                     "index_pending".into(),
                     seq.to_string().into(),
+                    "committed_at".into(),
+                    clock::now().0.to_string().into(),
                 ];
                 sql.exec(
-                    "INSERT OR REPLACE INTO doc (name, body) VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)",
+                    "INSERT OR REPLACE INTO doc (name, body) VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)",
                     values,
                 )?;
             }
@@ -614,8 +616,8 @@ impl DeviceObject {
                 sql.exec("DELETE FROM doc WHERE name IN ('identity', 'twin')", None)?;
                 sql.exec("DELETE FROM history", None)?;
                 sql.exec(
-                    "INSERT OR REPLACE INTO doc (name, body) VALUES ('seq', ?), ('index_pending', ?)",
-                    vec![seq.to_string().into(), seq.to_string().into()],
+                    "INSERT OR REPLACE INTO doc (name, body) VALUES ('seq', ?), ('index_pending', ?), ('committed_at', ?)",
+                    vec![seq.to_string().into(), seq.to_string().into(), clock::now().0.to_string().into()],
                 )?;
             }
         }
@@ -654,6 +656,7 @@ impl DeviceObject {
             seq,
             identity: device.as_ref().map(|d| d.identity.to_wire()),
             twin: device.as_ref().map(|d| d.twin.to_service_json(&d.identity)),
+            committed_at: self.load_text("committed_at")?.and_then(|t| t.parse().ok()),
         };
         let shard = twinhub_core::fleet::shard_of(device_id, index_shards(&self.env));
         let pushed = match index_stub(&self.env, shard) {

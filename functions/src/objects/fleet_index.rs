@@ -1,17 +1,31 @@
-//! Fleet index shards: a projection of every device's identity and twin, for listing (and, in
-//! the query issue, for queries). Device objects push each commit with their `seq`; a shard
-//! keeps only the newest `seq` per device, so retries and reordering are harmless. Deletions are
+//! Fleet index shards: a projection of every device's identity and twin, for listing,
+//! statistics and queries. Device objects push each commit with their `seq`; a shard keeps
+//! only the newest `seq` per device, so retries and reordering are harmless. Deletions are
 //! kept as tombstones (identity NULL) for the same reason.
+//!
+//! Queries arrive compiled (SQL and bound parameters from `twinhub_core::query::sql`); the
+//! shard runs them and answers with raw JSON rows, so twins are not parsed and re-serialized
+//! on the way. Each shard also remembers how far behind the devices its recent upserts were:
+//! the index lag that query responses report.
 
+use crate::clock;
 use crate::http::{self, ApiResult};
-use crate::rpc::{IndexEntry, IndexOp, ShardStatistics};
+use crate::rpc::{IndexEntry, IndexLag, IndexOp, ShardStatistics};
 use serde::Deserialize;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use twinhub_core::query::sql::INDEX_SCHEMA;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
+
+/// How many recent upserts the lag figures cover.
+const LAG_SAMPLES: usize = 1000;
 
 #[durable_object]
 pub struct FleetIndex {
     state: State,
+    /// Milliseconds from commit (in the device object) to upsert (here), most recent last.
+    lags: RefCell<VecDeque<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -26,18 +40,18 @@ struct CountRow {
     connected: Option<u64>,
 }
 
+#[derive(Deserialize)]
+struct TwinRow {
+    id: String,
+    twin: String,
+}
+
 impl DurableObject for FleetIndex {
     fn new(state: State, _env: Env) -> Self {
-        let schema = "CREATE TABLE IF NOT EXISTS device (
-            device_id TEXT PRIMARY KEY,
-            seq INTEGER NOT NULL,
-            identity TEXT,
-            twin TEXT
-        )";
-        if let Err(e) = state.storage().sql().exec(schema, None) {
+        if let Err(e) = state.storage().sql().exec(INDEX_SCHEMA, None) {
             worker::console_error!("fleet index schema: {e}");
         }
-        Self { state }
+        Self { state, lags: RefCell::new(VecDeque::with_capacity(LAG_SAMPLES)) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -54,17 +68,13 @@ impl FleetIndex {
         let sql = self.state.storage().sql();
         match op {
             IndexOp::Upsert { entry } => {
-                let IndexEntry { device_id, seq, identity, twin } = entry;
-                let text = |v: Option<serde_json::Value>| -> SqlStorageValue {
-                    v.map_or(SqlStorageValue::Null, |v| v.to_string().into())
-                };
-                sql.exec(
-                    "INSERT INTO device (device_id, seq, identity, twin) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (device_id) DO UPDATE
-                     SET seq = excluded.seq, identity = excluded.identity, twin = excluded.twin
-                     WHERE excluded.seq > device.seq",
-                    vec![device_id.into(), SqlStorageValue::try_from_i64(seq_i64(seq))?, text(identity), text(twin)],
-                )?;
+                self.upsert(entry)?;
+                Ok(http::no_content()?)
+            }
+            IndexOp::Load { entries } => {
+                for entry in entries {
+                    self.upsert(entry)?;
+                }
                 Ok(http::no_content()?)
             }
             IndexOp::ListIdentities { top } => {
@@ -95,8 +105,81 @@ impl FleetIndex {
                 };
                 Ok(http::json(200, &serde_json::to_value(stats).unwrap_or_default(), None)?)
             }
+            IndexOp::Rows { sql: text, params } => {
+                let rows: Vec<TwinRow> = sql.exec(&text, bind(params))?.to_array()?;
+                // {"ids":[...],"rows":[<twin JSON as stored>...],"lag":{...}}: the twins go
+                // out as the raw text SQLite produced.
+                let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let twins: Vec<&str> = rows.iter().map(|r| r.twin.as_str()).collect();
+                let body = format!(
+                    "{{\"ids\":{},\"rows\":[{}],\"lag\":{}}}",
+                    serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+                    twins.join(","),
+                    serde_json::to_string(&self.lag()).unwrap_or_else(|_| "{}".into()),
+                );
+                Ok(Response::builder().with_header("content-type", "application/json")?.fixed(body.into_bytes()))
+            }
+            IndexOp::Aggregate { sql: text, params } => {
+                let rows: Vec<serde_json::Value> = sql.exec(&text, bind(params))?.to_array()?;
+                let body = serde_json::json!({ "rows": rows, "lag": self.lag() });
+                Ok(http::json(200, &body, None)?)
+            }
+            IndexOp::Lag => Ok(http::json(200, &serde_json::to_value(self.lag()).unwrap_or_default(), None)?),
         }
     }
+
+    fn upsert(&self, entry: IndexEntry) -> Result<()> {
+        let IndexEntry { device_id, seq, identity, twin, committed_at } = entry;
+        let text = |v: Option<serde_json::Value>| -> SqlStorageValue {
+            v.map_or(SqlStorageValue::Null, |v| v.to_string().into())
+        };
+        // jsonb(): the binary form SQLite's JSON functions read without parsing text again,
+        // which is what makes full-scan queries affordable.
+        self.state.storage().sql().exec(
+            "INSERT INTO device (device_id, seq, identity, twin) VALUES (?, ?, ?, jsonb(?))
+             ON CONFLICT (device_id) DO UPDATE
+             SET seq = excluded.seq, identity = excluded.identity, twin = excluded.twin
+             WHERE excluded.seq > device.seq",
+            vec![device_id.into(), SqlStorageValue::try_from_i64(seq_i64(seq))?, text(identity), text(twin)],
+        )?;
+        if let Some(committed) = committed_at {
+            let mut lags = self.lags.borrow_mut();
+            if lags.len() == LAG_SAMPLES {
+                lags.pop_front();
+            }
+            lags.push_back(clock::now().0.saturating_sub(committed));
+        }
+        Ok(())
+    }
+
+    fn lag(&self) -> IndexLag {
+        let lags = self.lags.borrow();
+        let mut sorted: Vec<u64> = lags.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |q: f64| -> u64 {
+            let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+            sorted.get(i).copied().unwrap_or(0)
+        };
+        IndexLag {
+            samples: sorted.len(),
+            last_ms: lags.back().copied().unwrap_or(0),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: sorted.last().copied().unwrap_or(0),
+        }
+    }
+}
+
+/// Parameters as the compiler made them: strings and numbers (numbers as doubles).
+fn bind(params: Vec<serde_json::Value>) -> Vec<SqlStorageValue> {
+    params
+        .into_iter()
+        .map(|p| match p {
+            serde_json::Value::String(s) => s.into(),
+            serde_json::Value::Number(n) => n.as_f64().unwrap_or(0.0).into(),
+            _ => SqlStorageValue::Null,
+        })
+        .collect()
 }
 
 fn seq_i64(seq: u64) -> i64 {

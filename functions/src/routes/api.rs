@@ -23,3 +23,58 @@ pub async fn bench_echo(req: worker::Request, env: &worker::Env, key: &str) -> A
     let stub = env.durable_object("BENCH_ECHO")?.get_by_name(key)?;
     Ok(stub.fetch_with_request(req).await?)
 }
+
+#[derive(serde::Deserialize)]
+struct FleetSlice {
+    seed: u64,
+    start: usize,
+    count: usize,
+}
+
+/// The most devices one `POST /api/bench/fleet` generates.
+const MAX_FLEET_SLICE: usize = 10_000;
+
+/// `POST /api/bench/fleet` with `{"seed", "start", "count"}`: writes devices `start..start+count`
+/// of the seeded fixture fleet (`twinhub_core::fixture`) straight into the fleet index, for the
+/// query benchmark at 100,000 twins (creating that many device objects one by one would take the
+/// benchmark's whole budget). Only the index holds these devices: queries see them, `GET /twins`
+/// does not. Disabled unless `TWINHUB_BENCH_ECHO=1`, and needs RegistryWrite.
+pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResult {
+    use crate::objects::{index_shards, index_stub};
+    use crate::rpc::{self, IndexEntry, IndexOp};
+    use twinhub_core::{ErrorCode, HubError};
+    let enabled = env.var(BENCH_ECHO_VAR).map(|v| v.to_string() == "1").unwrap_or(false);
+    if !enabled {
+        return Err(HubError::new(ErrorCode::NotFound, "no such resource").into());
+    }
+    crate::auth::require(&req, env, twinhub_core::auth::Permissions::REGISTRY_WRITE)?;
+    let body = http::body_text(&mut req).await?;
+    let slice: FleetSlice = serde_json::from_str(&body)
+        .map_err(|e| HubError::new(ErrorCode::IotHubFormatError, format!("expected {{seed, start, count}}: {e}")))?;
+    if slice.count > MAX_FLEET_SLICE {
+        return Err(HubError::new(ErrorCode::ArgumentInvalid, format!("count is at most {MAX_FLEET_SLICE}")).into());
+    }
+    let shards = index_shards(env);
+    let now = crate::clock::now();
+    let mut per_shard: Vec<Vec<IndexEntry>> = (0..shards).map(|_| Vec::new()).collect();
+    let fleet = twinhub_core::fixture::fleet(slice.seed, slice.start.saturating_add(slice.count));
+    for device in fleet.iter().skip(slice.start) {
+        let Some(twin) = device.twin_json(now) else { continue };
+        let identity = json!({ "deviceId": device.device_id, "status": "enabled", "connectionState": "Disconnected" });
+        let shard = twinhub_core::fleet::shard_of(&device.device_id, shards) as usize;
+        if let Some(list) = per_shard.get_mut(shard) {
+            list.push(IndexEntry {
+                device_id: device.device_id.clone(),
+                seq: 1,
+                identity: Some(identity),
+                twin: Some(twin),
+                committed_at: None,
+            });
+        }
+    }
+    for (shard, entries) in per_shard.into_iter().enumerate() {
+        let stub = index_stub(env, shard as u32)?;
+        rpc::call(&stub, &IndexOp::Load { entries }).await?;
+    }
+    Ok(http::no_content()?)
+}

@@ -5,6 +5,7 @@
 mod api;
 mod device_endpoint;
 mod devices;
+mod query;
 mod statistics;
 mod twins;
 
@@ -39,6 +40,9 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["$iothub", "websocket"], Method::Get) => device_endpoint::connect(req, env).await,
         (["api", "twins", id, "history"], Method::Get) => twins::history(req, env, id).await,
         (["api", "bench", "echo", key], Method::Post) => api::bench_echo(req, env, key).await,
+        (["api", "bench", "fleet"], Method::Post) => api::bench_fleet(req, env).await,
+        (["api", "index"], Method::Get) => query::lag(req, env).await,
+        (["devices", "query"], Method::Post) => query::query(req, env).await,
         (["devices"], Method::Get) => devices::list(req, env).await,
         (["devices"], Method::Post) => devices::bulk(req, env).await,
         (["devices", id], Method::Get) => devices::get(req, env, id).await,
@@ -55,8 +59,9 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
         (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
         (
-            ["api", "health"]
+            ["api", "health" | "index"]
             | ["api", "twins", _, "history"]
+            | ["devices", "query"]
             | ["devices"]
             | ["devices", _]
             | ["twins", _]
