@@ -29,8 +29,13 @@ pub const TARGET_FIRMWARE: &str = "2.1.0";
 
 /// `count` devices for `seed`, ids `sensor-000000`, `sensor-000001`, ...
 pub fn fleet(seed: u64, count: usize) -> Vec<FixtureDevice> {
+    fleet_slice(seed, 0, count)
+}
+
+/// Devices `start..start + count` of [`fleet`]`(seed, ..)`, without keeping the ones before.
+pub fn fleet_slice(seed: u64, start: usize, count: usize) -> Vec<FixtureDevice> {
     let mut rng = SplitMix(seed);
-    (0..count).map(|i| device(i, &mut rng)).collect()
+    (0..start.saturating_add(count)).map(|i| device(i, &mut rng)).skip(start).collect()
 }
 
 fn device(i: usize, rng: &mut SplitMix) -> FixtureDevice {
@@ -179,6 +184,7 @@ mod tests {
     fn the_same_seed_gives_the_same_fleet() {
         assert_eq!(fleet(1, 50), fleet(1, 50));
         assert_ne!(fleet(1, 50), fleet(2, 50));
+        assert_eq!(fleet_slice(1, 20, 30), fleet(1, 50)[20..]);
         let twin = fleet(1, 1)[0].twin_json(UnixMillis(1_700_000_000_000)).expect("a valid twin");
         assert_eq!(twin["deviceId"], "sensor-000000");
         assert_eq!(twin["properties"]["desired"]["firmwareVersion"], TARGET_FIRMWARE);

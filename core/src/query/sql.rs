@@ -37,7 +37,7 @@ pub struct Statement {
 /// client's text).
 pub fn rows_statement(query: &Query, after: Option<&str>, limit: u64) -> Statement {
     let mut c = Compiler::default();
-    let filter = query.filter.as_ref().map_or_else(|| "1".to_owned(), |f| c.boolean(f));
+    let filter = query.filter.as_ref().map_or_else(|| "1".to_owned(), |f| c.truthy(f));
     let after_sql = match after {
         Some(id) => format!(" AND device_id > {}", c.param(Value::from(id))),
         None => String::new(),
@@ -54,37 +54,43 @@ pub fn rows_statement(query: &Query, after: Option<&str>, limit: u64) -> Stateme
 /// (sum), `c{i}` (how many numbers), `lo{i}`, `hi{i}`. [`super::aggregate`] merges them.
 pub fn aggregate_statement(query: &Query) -> Statement {
     let mut c = Compiler::default();
-    let filter = query.filter.as_ref().map_or_else(|| "1".to_owned(), |f| c.boolean(f));
-    let mut columns = Vec::new();
+    let filter = query.filter.as_ref().map_or_else(|| "1".to_owned(), |f| c.truthy(f));
+    // The inner query computes each row's key and numbers once; `LIMIT -1` keeps SQLite from
+    // flattening it into the outer GROUP BY, which would evaluate the JSON lookups again for
+    // the sorter and for the output (measured: twice as slow at 100,000 twins).
+    let mut inner = Vec::new();
+    let mut outer = vec!["k_class".to_owned(), "k_value".to_owned(), "COUNT(*) AS n".to_owned()];
     match &query.group_by {
         Some(path) => {
             let p = c.path_param(path);
-            columns.push(format!("{} AS k_class", canonical_class(&p)));
-            columns.push(format!("json_extract({DOC}, {p}) AS k_value"));
+            inner.push(format!("{} AS k_class", canonical_class(&p)));
+            inner.push(format!("json_extract({DOC}, {p}) AS k_value"));
         }
-        None => columns.push("NULL AS k_class, NULL AS k_value".to_owned()),
+        None => inner.push("NULL AS k_class, NULL AS k_value".to_owned()),
     }
-    columns.push("COUNT(*) AS n".to_owned());
     if let Select::Items(items) = &query.select {
         for (i, item) in items.iter().enumerate() {
             if let ItemKind::Aggregate(agg, Some(arg)) = &item.kind {
                 if *agg != Aggregate::Count {
-                    let x = c.number(arg);
-                    columns
-                        .push(format!("TOTAL({x}) AS s{i}, COUNT({x}) AS c{i}, MIN({x}) AS lo{i}, MAX({x}) AS hi{i}"));
+                    inner.push(format!("{} AS x{i}", c.number(arg)));
+                    outer.push(format!("TOTAL(x{i}) AS s{i}, COUNT(x{i}) AS c{i}, MIN(x{i}) AS lo{i}, MAX(x{i}) AS hi{i}"));
                 }
             }
         }
     }
     let group = if query.group_by.is_some() { " GROUP BY k_class, k_value" } else { "" };
-    let sql = format!("SELECT {} FROM device WHERE identity IS NOT NULL AND {filter}{group}", columns.join(", "));
+    let sql = format!(
+        "SELECT {} FROM (SELECT {} FROM device WHERE identity IS NOT NULL AND {filter} LIMIT -1){group}",
+        outer.join(", "),
+        inner.join(", ")
+    );
     c.finish(sql)
 }
 
 /// The `WHERE` condition alone, for tests and benchmarks that run it over their own table.
 pub fn filter_sql(filter: &Expr) -> Statement {
     let mut c = Compiler::default();
-    let sql = c.boolean(filter);
+    let sql = c.truthy(filter);
     c.finish(sql)
 }
 
@@ -226,6 +232,47 @@ impl Compiler {
         }
     }
 
+    /// SQL for a condition where only "true" matters: a `WHERE`, and the terms of `AND`/`OR`
+    /// directly under it. There undefined and false may be confused (both drop the row), so a
+    /// comparison can test the value first and the type second, and SQLite skips the second
+    /// JSON lookup for most rows. Under `NOT` the distinction matters again and [`Self::boolean`]
+    /// takes over.
+    fn truthy(&mut self, expr: &Expr) -> String {
+        match expr {
+            Expr::And(terms) | Expr::Or(terms) => {
+                let op = if matches!(expr, Expr::And(_)) { "AND" } else { "OR" };
+                let compiled: Vec<String> = terms.iter().map(|t| self.truthy(t)).collect();
+                balanced(&compiled, op)
+            }
+            Expr::Compare(op, a, b) => {
+                let (a, b) = (self.compile(a), self.compile(b));
+                match (a, b) {
+                    (Compiled::Path(p), Compiled::Typed(class, v)) if class.is_primitive() => {
+                        truthy_path_versus(*op, &p, class, &v)
+                    }
+                    (Compiled::Typed(class, v), Compiled::Path(p)) if class.is_primitive() => {
+                        truthy_path_versus(op.mirrored(), &p, class, &v)
+                    }
+                    (Compiled::Path(p), Compiled::Path(q)) => {
+                        let (cp, cq) = (canonical_class(&p), canonical_class(&q));
+                        let values = format!(
+                            "(json_extract({DOC}, {p}) {} json_extract({DOC}, {q}) AND {cp} = {cq} \
+                             AND {cp} IN ('real', 'true', 'text'))",
+                            op.sql()
+                        );
+                        if op.holds_for_equal() {
+                            format!("({values} OR (json_type({DOC}, {p}) = 'null' AND json_type({DOC}, {q}) = 'null'))")
+                        } else {
+                            values
+                        }
+                    }
+                    (a, b) => self.compare_compiled(*op, a, b),
+                }
+            }
+            _ => self.boolean(expr),
+        }
+    }
+
     /// SQL yielding a number, or NULL when the expression is not one.
     fn number(&mut self, expr: &Expr) -> String {
         match self.compile(expr) {
@@ -257,6 +304,10 @@ impl Compiler {
 
     fn compare(&mut self, op: CmpOp, a: &Expr, b: &Expr) -> String {
         let (a, b) = (self.compile(a), self.compile(b));
+        self.compare_compiled(op, a, b)
+    }
+
+    fn compare_compiled(&mut self, op: CmpOp, a: Compiled, b: Compiled) -> String {
         let holds = if op.holds_for_equal() { "1" } else { "0" };
         match (a, b) {
             (Compiled::Undefined, _) | (_, Compiled::Undefined) => "NULL".to_owned(),
@@ -355,6 +406,11 @@ impl Compiler {
             Compiled::Path(p) => format!("coalesce(json_type({DOC}, {p}) IN {wanted_types}, 0)"),
         }
     }
+}
+
+/// `path op constant` where only "true" matters: value first, type second.
+fn truthy_path_versus(op: CmpOp, p: &str, class: Class, v: &str) -> String {
+    format!("(json_extract({DOC}, {p}) {} {v} AND json_type({DOC}, {p}) IN {})", op.sql(), class.json_types())
 }
 
 /// A path compared with anything but another path or undefined.

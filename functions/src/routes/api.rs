@@ -57,8 +57,7 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
     let shards = index_shards(env);
     let now = crate::clock::now();
     let mut per_shard: Vec<Vec<IndexEntry>> = (0..shards).map(|_| Vec::new()).collect();
-    let fleet = twinhub_core::fixture::fleet(slice.seed, slice.start.saturating_add(slice.count));
-    for device in fleet.iter().skip(slice.start) {
+    for device in twinhub_core::fixture::fleet_slice(slice.seed, slice.start, slice.count) {
         let Some(twin) = device.twin_json(now) else { continue };
         let identity = json!({ "deviceId": device.device_id, "status": "enabled", "connectionState": "Disconnected" });
         let shard = twinhub_core::fleet::shard_of(&device.device_id, shards) as usize;
