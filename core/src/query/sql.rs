@@ -73,7 +73,9 @@ pub fn aggregate_statement(query: &Query) -> Statement {
             if let ItemKind::Aggregate(agg, Some(arg)) = &item.kind {
                 if *agg != Aggregate::Count {
                     inner.push(format!("{} AS x{i}", c.number(arg)));
-                    outer.push(format!("TOTAL(x{i}) AS s{i}, COUNT(x{i}) AS c{i}, MIN(x{i}) AS lo{i}, MAX(x{i}) AS hi{i}"));
+                    outer.push(format!(
+                        "TOTAL(x{i}) AS s{i}, COUNT(x{i}) AS c{i}, MIN(x{i}) AS lo{i}, MAX(x{i}) AS hi{i}"
+                    ));
                 }
             }
         }
