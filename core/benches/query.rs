@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use twinhub_core::fixture;
-use twinhub_core::query::sql::{aggregate_statement, filter_sql, rows_statement, Statement, INDEX_SCHEMA};
+use twinhub_core::query::sql::{aggregate_statement, filter_sql, rows_statement, Statement};
 use twinhub_core::query::{aggregate, eval, parse, Query};
 use twinhub_core::UnixMillis;
 
@@ -45,35 +45,9 @@ fn baseline(name: &str) -> &'static str {
 const GROUP_BASELINE: &str = "SELECT json_extract(twin, '$.properties.reported.firmwareVersion') AS k, COUNT(*) \
      FROM device WHERE identity IS NOT NULL GROUP BY k";
 
-fn load(docs: &[Value], jsonb: bool) -> Connection {
-    let db = Connection::open_in_memory().expect("sqlite");
-    db.execute_batch(INDEX_SCHEMA).expect("schema");
-    let insert = if jsonb {
-        "INSERT INTO device (device_id, seq, identity, twin) VALUES (?1, 1, '{}', jsonb(?2))"
-    } else {
-        "INSERT INTO device (device_id, seq, identity, twin) VALUES (?1, 1, '{}', ?2)"
-    };
-    let tx = db.unchecked_transaction().expect("tx");
-    {
-        let mut stmt = tx.prepare(insert).expect("insert");
-        for d in docs {
-            stmt.execute(rusqlite::params![d["deviceId"].as_str().unwrap_or(""), d.to_string()]).expect("row");
-        }
-    }
-    tx.commit().expect("commit");
-    db
-}
-
-fn bind(params: &[Value]) -> Vec<rusqlite::types::Value> {
-    params
-        .iter()
-        .map(|p| match p {
-            Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-            Value::Number(n) => rusqlite::types::Value::Real(n.as_f64().unwrap_or(0.0)),
-            _ => rusqlite::types::Value::Null,
-        })
-        .collect()
-}
+#[path = "../tests/support/mod.rs"]
+mod support;
+use support::{bind, load};
 
 /// Runs `sql` and counts the rows it returns.
 fn run(db: &Connection, sql: &str, params: &[Value]) -> usize {
@@ -152,34 +126,41 @@ fn main() {
         let (page_t, _) = median(5, || run(&jsonb, &sql, &params));
         assert_eq!(eval_n, sql_n, "{name}: evaluator and SQL agree");
         let note = if base_n == sql_n { "" } else { " (baseline differs: no type checks)" };
-        println!(
-            "| {name} | {sql_n} | {:.2} M | {} | {}{note} | {:.2} | {} | {} |",
-            n as f64 / eval_t.as_secs_f64() / 1e6,
-            ms(sql_t),
-            ms(base_t),
-            sql_t.as_secs_f64() / base_t.as_secs_f64(),
-            ms(text_t),
-            ms(page_t),
-        );
+        let times = Times { eval: eval_t, sql: sql_t, baseline: base_t, text: text_t };
+        print_row(name, &sql_n.to_string(), n, &times, note, &ms(page_t));
     }
     let group_q = parse(fixture::FIRMWARE_GROUP_QUERY).expect("parses");
     let (eval_t, _) = median(5, || {
-        let mut groups = Vec::new();
+        let mut groups = aggregate::Groups::default();
         for d in &docs {
             aggregate::accumulate(&group_q, d, &mut groups);
         }
-        groups.len()
+        groups.into_vec().len()
     });
     let Statement { sql, params } = aggregate_statement(&group_q);
     let (sql_t, groups) = median(5, || run(&jsonb, &sql, &params));
     let (base_t, _) = median(5, || run(&jsonb, GROUP_BASELINE, &[]));
     let (text_t, _) = median(5, || run(&text, GROUP_BASELINE, &[]));
+    let times = Times { eval: eval_t, sql: sql_t, baseline: base_t, text: text_t };
+    print_row("GROUP BY firmware, COUNT", &format!("{groups} groups"), n, &times, "", "(whole scan)");
+}
+
+/// One query's medians: the evaluator over the fleet, the compiled SQL, the baseline on JSONB
+/// and on JSON text.
+struct Times {
+    eval: Duration,
+    sql: Duration,
+    baseline: Duration,
+    text: Duration,
+}
+
+fn print_row(name: &str, matches: &str, twins: usize, t: &Times, note: &str, page: &str) {
     println!(
-        "| GROUP BY firmware, COUNT | {groups} groups | {:.2} M | {} | {} | {:.2} | {} | (whole scan) |",
-        n as f64 / eval_t.as_secs_f64() / 1e6,
-        ms(sql_t),
-        ms(base_t),
-        sql_t.as_secs_f64() / base_t.as_secs_f64(),
-        ms(text_t),
+        "| {name} | {matches} | {:.2} M | {} | {}{note} | {:.2} | {} | {page} |",
+        twins as f64 / t.eval.as_secs_f64() / 1e6,
+        ms(t.sql),
+        ms(t.baseline),
+        t.sql.as_secs_f64() / t.baseline.as_secs_f64(),
+        ms(t.text),
     );
 }

@@ -11,34 +11,15 @@ use twinhub_core::query::ast::{
     Aggregate, ArithOp, CmpOp, Collection, Expr, Function, Item, ItemKind, Literal, Path, Query, Select,
 };
 use twinhub_core::query::eval::matches;
-use twinhub_core::query::sql::{aggregate_statement, rows_statement, Statement, INDEX_SCHEMA};
+use twinhub_core::query::sql::{aggregate_statement, rows_statement, Statement};
 use twinhub_core::query::{self, parse};
 use twinhub_core::UnixMillis;
 
-fn table(docs: &[Value]) -> Connection {
-    let db = Connection::open_in_memory().expect("sqlite");
-    db.execute_batch(INDEX_SCHEMA).expect("schema");
-    let mut insert = db
-        .prepare("INSERT INTO device (device_id, seq, identity, twin) VALUES (?1, 1, '{}', jsonb(?2))")
-        .expect("insert");
-    for doc in docs {
-        let id = doc["deviceId"].as_str().expect("an id");
-        insert.execute(rusqlite::params![id, doc.to_string()]).expect("insert row");
-    }
-    drop(insert);
-    db
-}
+mod support;
+use support::bind;
 
-/// Binds as the Worker does: strings as text, every number as a JavaScript double.
-fn bind(params: &[Value]) -> Vec<rusqlite::types::Value> {
-    params
-        .iter()
-        .map(|p| match p {
-            Value::String(s) => rusqlite::types::Value::Text(s.clone()),
-            Value::Number(n) => rusqlite::types::Value::Real(n.as_f64().unwrap_or(0.0)),
-            _ => rusqlite::types::Value::Null,
-        })
-        .collect()
+fn table(docs: &[Value]) -> Connection {
+    support::load(docs, true)
 }
 
 fn sql_value(v: rusqlite::types::ValueRef<'_>) -> Value {
@@ -87,11 +68,11 @@ fn sql_groups(db: &Connection, q: &Query) -> Vec<Value> {
 }
 
 fn eval_groups(docs: &[Value], q: &Query) -> Vec<Value> {
-    let mut groups = Vec::new();
+    let mut groups = aggregate::Groups::default();
     for d in docs {
         accumulate(q, d, &mut groups);
     }
-    aggregate::rows(q, groups)
+    aggregate::rows(q, groups.into_vec())
 }
 
 // ---- the article's queries over the fixture fleet ------------------------------------------

@@ -19,9 +19,9 @@ fuzz_target!(|data: &[u8]| {
     if let Select::Items(items) = &query.select {
         let _ = eval::project(items, &doc);
     }
-    let mut groups = Vec::new();
+    let mut groups = aggregate::Groups::default();
     aggregate::accumulate(&query, &doc, &mut groups);
-    let _ = aggregate::rows(&query, groups);
+    let _ = aggregate::rows(&query, groups.into_vec());
     let _ = sql::rows_statement(&query, Some("d0"), 101);
     let _ = sql::aggregate_statement(&query);
 });

@@ -9,6 +9,7 @@ use super::ast::{Aggregate, ItemKind, Query, Select};
 use super::eval::{eval, lookup, matches, Val};
 use serde_json::{Map, Value};
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 /// One group's partial aggregates.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,8 +61,41 @@ fn item_count(query: &Query) -> usize {
     }
 }
 
+/// Groups being built: partials in first-seen order, found by key through a hash index, since
+/// a GROUP BY on a property most twins differ in (`deviceId`, a timestamp) has as many groups
+/// as twins, and a linear search per row or per shard partial would be quadratic.
+#[derive(Debug, Default)]
+pub struct Groups {
+    list: Vec<GroupPartial>,
+    index: HashMap<String, usize>,
+}
+
+impl Groups {
+    /// Adds a partial to its group, or starts the group.
+    pub fn add(&mut self, part: GroupPartial) {
+        let id = key_id(part.key.as_ref());
+        match self.index.get(&id).and_then(|&i| self.list.get_mut(i)) {
+            Some(g) => {
+                g.count += part.count;
+                for (mine, theirs) in g.numbers.iter_mut().zip(&part.numbers) {
+                    mine.add(theirs);
+                }
+            }
+            None => {
+                self.index.insert(id, self.list.len());
+                self.list.push(part);
+            }
+        }
+    }
+
+    /// The groups, in the order their keys were first seen.
+    pub fn into_vec(self) -> Vec<GroupPartial> {
+        self.list
+    }
+}
+
 /// Adds one document to in-memory partials (the evaluator's side of aggregation).
-pub fn accumulate(query: &Query, doc: &Value, groups: &mut Vec<GroupPartial>) {
+pub fn accumulate(query: &Query, doc: &Value, groups: &mut Groups) {
     if !matches(query.filter.as_ref(), doc) {
         return;
     }
@@ -78,37 +112,64 @@ pub fn accumulate(query: &Query, doc: &Value, groups: &mut Vec<GroupPartial>) {
             }
         }
     }
-    let one = GroupPartial { key, count: 1, numbers };
-    merge_into(groups, &one);
+    groups.add(GroupPartial { key, count: 1, numbers });
 }
 
-/// Adds partials from many sources into one list of groups.
+/// Adds up partials from many sources into one list of groups.
 pub fn merge(parts: impl IntoIterator<Item = GroupPartial>) -> Vec<GroupPartial> {
-    let mut groups = Vec::new();
+    let mut groups = Groups::default();
     for p in parts {
-        merge_into(&mut groups, &p);
+        groups.add(p);
     }
-    groups
+    groups.into_vec()
 }
 
-fn merge_into(groups: &mut Vec<GroupPartial>, part: &GroupPartial) {
-    match groups.iter_mut().find(|g| same_key(g.key.as_ref(), part.key.as_ref())) {
-        Some(g) => {
-            g.count += part.count;
-            for (mine, theirs) in g.numbers.iter_mut().zip(&part.numbers) {
-                mine.add(theirs);
-            }
+/// A key's identity for grouping, as SQL's GROUP BY groups: numbers by value (1 and 1.0, 0 and
+/// -0 together), everything else by JSON equality (object key order does not matter).
+fn key_id(key: Option<&Value>) -> String {
+    match key {
+        None => "u".to_owned(),
+        Some(Value::Number(n)) => match n.as_f64() {
+            // + 0.0 turns -0 into 0; Display is the shortest text that round-trips.
+            Some(x) => format!("n{}", x + 0.0),
+            None => format!("N{n}"),
+        },
+        Some(v) => {
+            let mut out = "j".to_owned();
+            canonical_json(v, &mut out);
+            out
         }
-        None => groups.push(part.clone()),
     }
 }
 
-/// Keys group as SQL's GROUP BY does: numbers by value (1 and 1.0 together), everything else
-/// by JSON equality.
-fn same_key(a: Option<&Value>, b: Option<&Value>) -> bool {
-    match (a, b) {
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
-        (a, b) => a == b,
+/// JSON text with object keys sorted, recursively.
+fn canonical_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::from(k.as_str()).to_string());
+                out.push(':');
+                canonical_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 

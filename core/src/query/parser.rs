@@ -474,34 +474,37 @@ impl Parser {
     }
 
     fn additive(&mut self) -> Result<Node, QueryError> {
-        let mut left = self.multiplicative()?;
-        loop {
-            let op = match self.peek() {
-                Some(Token::Sym(Sym::Plus)) => ArithOp::Add,
-                Some(Token::Sym(Sym::Minus)) => ArithOp::Sub,
-                _ => return Ok(left),
-            };
-            self.pos += 1;
-            let right = self.multiplicative()?;
-            let height = left.height.max(right.height) + 1;
-            left = self.node(Expr::Arith(op, Box::new(left.expr), Box::new(right.expr)), height)?;
-        }
+        self.arithmetic(Self::multiplicative, |t| match t {
+            Token::Sym(Sym::Plus) => Some(ArithOp::Add),
+            Token::Sym(Sym::Minus) => Some(ArithOp::Sub),
+            _ => None,
+        })
     }
 
     fn multiplicative(&mut self) -> Result<Node, QueryError> {
-        let mut left = self.unary()?;
-        loop {
-            let op = match self.peek() {
-                Some(Token::Sym(Sym::Star)) => ArithOp::Mul,
-                Some(Token::Sym(Sym::Slash)) => ArithOp::Div,
-                Some(Token::Sym(Sym::Percent)) => ArithOp::Rem,
-                _ => return Ok(left),
-            };
+        self.arithmetic(Self::unary, |t| match t {
+            Token::Sym(Sym::Star) => Some(ArithOp::Mul),
+            Token::Sym(Sym::Slash) => Some(ArithOp::Div),
+            Token::Sym(Sym::Percent) => Some(ArithOp::Rem),
+            _ => None,
+        })
+    }
+
+    /// A left-associative chain of `operand`s joined by the operators `op_of` recognizes; each
+    /// operator adds a level to the tree's height.
+    fn arithmetic(
+        &mut self,
+        operand: fn(&mut Self) -> Result<Node, QueryError>,
+        op_of: fn(&Token) -> Option<ArithOp>,
+    ) -> Result<Node, QueryError> {
+        let mut left = operand(self)?;
+        while let Some(op) = self.peek().and_then(op_of) {
             self.pos += 1;
-            let right = self.unary()?;
+            let right = operand(self)?;
             let height = left.height.max(right.height) + 1;
             left = self.node(Expr::Arith(op, Box::new(left.expr), Box::new(right.expr)), height)?;
         }
+        Ok(left)
     }
 
     fn unary(&mut self) -> Result<Node, QueryError> {

@@ -277,21 +277,20 @@ impl Compiler {
 
     /// SQL yielding a number, or NULL when the expression is not one.
     fn number(&mut self, expr: &Expr) -> String {
-        match self.compile(expr) {
-            Compiled::Typed(Class::Num, sql) => sql,
-            Compiled::Path(p) => {
-                format!("(CASE WHEN json_type({DOC}, {p}) IN ('integer', 'real') THEN json_extract({DOC}, {p}) END)")
-            }
-            _ => "NULL".to_owned(),
-        }
+        self.value_of(expr, Class::Num)
     }
 
     /// SQL yielding a string, or NULL when the expression is not one.
     fn string(&mut self, expr: &Expr) -> String {
+        self.value_of(expr, Class::Str)
+    }
+
+    /// SQL yielding the expression's value when it is of `class`, NULL otherwise.
+    fn value_of(&mut self, expr: &Expr, class: Class) -> String {
         match self.compile(expr) {
-            Compiled::Typed(Class::Str, sql) => sql,
+            Compiled::Typed(c, sql) if c == class => sql,
             Compiled::Path(p) => {
-                format!("(CASE WHEN json_type({DOC}, {p}) = 'text' THEN json_extract({DOC}, {p}) END)")
+                format!("(CASE WHEN json_type({DOC}, {p}) IN {} THEN json_extract({DOC}, {p}) END)", class.json_types())
             }
             _ => "NULL".to_owned(),
         }

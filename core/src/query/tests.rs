@@ -105,11 +105,11 @@ fn group_by_counts_and_whole_collection_aggregates() {
         .collect();
     let run = |text: &str| {
         let q = parse(text).expect("parses");
-        let mut groups = Vec::new();
+        let mut groups = aggregate::Groups::default();
         for d in &docs {
             aggregate::accumulate(&q, d, &mut groups);
         }
-        aggregate::rows(&q, groups)
+        aggregate::rows(&q, groups.into_vec())
     };
     assert_eq!(
         run("SELECT properties.reported.fw AS fw, COUNT() AS n FROM devices GROUP BY properties.reported.fw"),
@@ -187,4 +187,26 @@ fn aggregates_name_unaliased_items_by_position() {
     let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["$1", "hi", "$2"]);
     assert!(matches!(items[0].kind, ItemKind::Aggregate(..)));
+}
+
+#[test]
+fn groups_merge_as_sql_groups() {
+    use aggregate::{merge, GroupPartial};
+    let part = |key: Option<Value>| GroupPartial { key, count: 1, numbers: Vec::new() };
+    let groups = merge([
+        part(Some(json!(1))),
+        part(Some(json!(1.0))),
+        part(Some(json!(0))),
+        part(Some(json!(-0.0))),
+        part(Some(json!("1"))),
+        part(Some(json!(true))),
+        part(Some(json!({"a": 1, "b": 2}))),
+        part(Some(serde_json::from_str(r#"{"b": 2, "a": 1}"#).expect("json"))),
+        part(Some(json!({"a": 1.0, "b": 2}))),
+        part(None),
+        part(None),
+    ]);
+    let counts: Vec<u64> = groups.iter().map(|g| g.count).collect();
+    // 1 and 1.0; 0 and -0; "1"; true; the two key orders; a 1.0 inside an object; undefined.
+    assert_eq!(counts, [2, 2, 1, 1, 2, 1, 2]);
 }
