@@ -33,3 +33,24 @@ pub fn index_shards(env: &worker::Env) -> u32 {
 pub fn index_stub(env: &worker::Env, shard: u32) -> worker::Result<worker::Stub> {
     env.durable_object(INDEX_BINDING)?.get_by_name(&format!("shard-{shard}"))
 }
+
+/// Sends `op` to every fleet index shard at once and reads each answer as `T`, in shard order.
+/// A shard that does not answer 200 fails the whole call (its body goes to the log).
+pub async fn ask_every_index_shard<T: serde::de::DeserializeOwned>(
+    env: &worker::Env,
+    op: &crate::rpc::IndexOp,
+) -> worker::Result<Vec<T>> {
+    let calls = (0..index_shards(env)).map(|shard| async move {
+        let stub = index_stub(env, shard)?;
+        let mut resp = crate::rpc::call(&stub, op).await?;
+        if resp.status_code() != 200 {
+            let detail = resp.text().await.unwrap_or_default();
+            return Err(worker::Error::RustError(format!(
+                "index shard {shard} answered {}: {detail}",
+                resp.status_code()
+            )));
+        }
+        resp.json::<T>().await
+    });
+    futures_util::future::try_join_all(calls).await
+}

@@ -9,17 +9,23 @@ pub fn health() -> ApiResult {
     Ok(http::json(200, &json!({ "status": "ok", "service": "twinhub" }), None)?)
 }
 
-/// Variable that enables [`bench_echo`]; any other value (or none) leaves it a 404.
+/// Variable that enables the benchmark routes ([`bench_echo`], [`bench_fleet`]); any other
+/// value (or none) leaves them a 404.
 pub const BENCH_ECHO_VAR: &str = "TWINHUB_BENCH_ECHO";
+
+/// A 404 unless the benchmark routes are enabled.
+fn require_bench(env: &worker::Env) -> Result<(), twinhub_core::HubError> {
+    match env.var(BENCH_ECHO_VAR) {
+        Ok(v) if v.to_string() == "1" => Ok(()),
+        _ => Err(twinhub_core::HubError::new(twinhub_core::ErrorCode::NotFound, "no such resource")),
+    }
+}
 
 /// `POST /api/bench/echo/{key}`: the Worker + Durable Object floor the PATCH benchmark compares
 /// against. The request goes through the same Worker to one echo object per `key`, which
 /// returns the body. Disabled unless `TWINHUB_BENCH_ECHO=1`.
 pub async fn bench_echo(req: worker::Request, env: &worker::Env, key: &str) -> ApiResult {
-    let enabled = env.var(BENCH_ECHO_VAR).map(|v| v.to_string() == "1").unwrap_or(false);
-    if !enabled {
-        return Err(twinhub_core::HubError::new(twinhub_core::ErrorCode::NotFound, "no such resource").into());
-    }
+    require_bench(env)?;
     let stub = env.durable_object("BENCH_ECHO")?.get_by_name(key)?;
     Ok(stub.fetch_with_request(req).await?)
 }
@@ -43,10 +49,7 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
     use crate::objects::{index_shards, index_stub};
     use crate::rpc::{self, IndexEntry, IndexOp};
     use twinhub_core::{ErrorCode, HubError};
-    let enabled = env.var(BENCH_ECHO_VAR).map(|v| v.to_string() == "1").unwrap_or(false);
-    if !enabled {
-        return Err(HubError::new(ErrorCode::NotFound, "no such resource").into());
-    }
+    require_bench(env)?;
     crate::auth::require(&req, env, twinhub_core::auth::Permissions::REGISTRY_WRITE)?;
     let body = http::body_text(&mut req).await?;
     let slice: FleetSlice = serde_json::from_str(&body)

@@ -3,7 +3,7 @@
 use super::{device_stub, if_match};
 use crate::auth;
 use crate::http::{self, ApiResult};
-use crate::objects::{index_shards, index_stub};
+use crate::objects::ask_every_index_shard;
 use crate::rpc::{self, DeviceOp, IndexOp};
 use futures_util::future::try_join_all;
 use serde_json::json;
@@ -16,12 +16,8 @@ use worker::{Env, Request};
 pub async fn list(req: Request, env: &Env) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_READ)?;
     let top = twinhub_core::fleet::clamp_top(http::query_param(&req, "top").as_deref());
-    let calls = (0..index_shards(env)).map(|shard| async move {
-        let stub = index_stub(env, shard)?;
-        let mut resp = rpc::call(&stub, &IndexOp::ListIdentities { top }).await?;
-        resp.json::<Vec<serde_json::Value>>().await
-    });
-    let mut all: Vec<serde_json::Value> = try_join_all(calls).await?.into_iter().flatten().collect();
+    let shards: Vec<Vec<serde_json::Value>> = ask_every_index_shard(env, &IndexOp::ListIdentities { top }).await?;
+    let mut all: Vec<serde_json::Value> = shards.into_iter().flatten().collect();
     all.sort_by(|a, b| a["deviceId"].as_str().cmp(&b["deviceId"].as_str()));
     all.truncate(top);
     Ok(http::json(200, &serde_json::Value::Array(all), None)?)

@@ -3,9 +3,8 @@
 
 use crate::auth;
 use crate::http::{self, ApiResult};
-use crate::objects::{index_shards, index_stub};
-use crate::rpc::{self, IndexLag, IndexOp};
-use futures_util::future::try_join_all;
+use crate::objects::ask_every_index_shard;
+use crate::rpc::{IndexLag, IndexOp};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -84,7 +83,7 @@ async fn rows(env: &Env, query: &Query, page_size: u64, continuation: &Continuat
     // One row more than wanted from every shard tells whether another page exists.
     let statement = sql::rows_statement(query, continuation.after.as_deref(), wanted + 1);
     let op = IndexOp::Rows { sql: statement.sql, params: statement.params };
-    let answers: Vec<ShardRows> = fan_out(env, &op).await?;
+    let answers: Vec<ShardRows> = ask_every_index_shard(env, &op).await?;
     let lag_ms = answers.iter().map(|a| a.lag.p99_ms).max().unwrap_or(0);
     let shards = answers.into_iter().map(|a| a.ids.into_iter().zip(a.rows).collect()).collect();
     let (items, next) = page::merge_rows(shards, wanted, query.top, continuation);
@@ -106,7 +105,7 @@ async fn rows(env: &Env, query: &Query, page_size: u64, continuation: &Continuat
 async fn groups(env: &Env, query: &Query, page_size: u64, continuation: &Continuation) -> worker::Result<Page> {
     let statement = sql::aggregate_statement(query);
     let op = IndexOp::Aggregate { sql: statement.sql, params: statement.params };
-    let answers: Vec<ShardGroups> = fan_out(env, &op).await?;
+    let answers: Vec<ShardGroups> = ask_every_index_shard(env, &op).await?;
     let lag_ms = answers.iter().map(|a| a.lag.p99_ms).max().unwrap_or(0);
     let parts = answers.iter().flat_map(|a| a.rows.iter().map(|row| aggregate::partial_from_row(query, row)));
     let all = aggregate::rows(query, aggregate::merge(parts));
@@ -114,27 +113,10 @@ async fn groups(env: &Env, query: &Query, page_size: u64, continuation: &Continu
     Ok(Page { body: Value::Array(items).to_string(), next, lag_ms })
 }
 
-/// Sends `op` to every shard at once and reads each answer as `T`.
-async fn fan_out<T: serde::de::DeserializeOwned>(env: &Env, op: &IndexOp) -> worker::Result<Vec<T>> {
-    let calls = (0..index_shards(env)).map(|shard| async move {
-        let stub = index_stub(env, shard)?;
-        let mut resp = rpc::call(&stub, op).await?;
-        if resp.status_code() != 200 {
-            let detail = resp.text().await.unwrap_or_default();
-            return Err(worker::Error::RustError(format!(
-                "index shard {shard} answered {}: {detail}",
-                resp.status_code()
-            )));
-        }
-        resp.json::<T>().await
-    });
-    try_join_all(calls).await
-}
-
 /// `GET /api/index`: per-shard index lag, so an operator can see how current query results are.
 pub async fn lag(req: Request, env: &Env) -> ApiResult {
     auth::require(&req, env, Permissions::REGISTRY_READ)?;
-    let shards: Vec<IndexLag> = fan_out(env, &IndexOp::Lag).await?;
+    let shards: Vec<IndexLag> = ask_every_index_shard(env, &IndexOp::Lag).await?;
     let worst = shards.iter().map(|s| s.p99_ms).max().unwrap_or(0);
     let body = serde_json::json!({
         "shards": shards,

@@ -2,9 +2,8 @@
 
 use crate::auth;
 use crate::http::{self, ApiResult};
-use crate::objects::{index_shards, index_stub};
-use crate::rpc::{self, IndexOp, ShardStatistics};
-use futures_util::future::try_join_all;
+use crate::objects::ask_every_index_shard;
+use crate::rpc::{IndexOp, ShardStatistics};
 use serde_json::json;
 use twinhub_core::auth::Permissions;
 use worker::{Env, Request};
@@ -29,12 +28,8 @@ pub async fn service(req: Request, env: &Env) -> ApiResult {
 }
 
 async fn fleet(env: &Env) -> worker::Result<ShardStatistics> {
-    let calls = (0..index_shards(env)).map(|shard| async move {
-        let stub = index_stub(env, shard)?;
-        let mut resp = rpc::call(&stub, &IndexOp::Statistics).await?;
-        resp.json::<ShardStatistics>().await
-    });
-    Ok(try_join_all(calls).await?.into_iter().fold(ShardStatistics::default(), |acc, s| ShardStatistics {
+    let shards: Vec<ShardStatistics> = ask_every_index_shard(env, &IndexOp::Statistics).await?;
+    Ok(shards.into_iter().fold(ShardStatistics::default(), |acc, s| ShardStatistics {
         total: acc.total + s.total,
         enabled: acc.enabled + s.enabled,
         connected: acc.connected + s.connected,
