@@ -3,6 +3,7 @@
 # Idempotent and offline-safe once run: a second run only checks versions.
 #   scripts/tools.sh          build + run tools (rust target, trunk, wasm-bindgen, worker-build, npm)
 #   scripts/tools.sh --test   also what the tests need (Debian chromium, the Azure SDK venv)
+#   scripts/tools.sh --bench  also the device benchmark's baselines (rumqttd, Debian mosquitto)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,17 @@ cargo_tool wasm-bindgen-cli wasm-bindgen "$WASM_BINDGEN_VERSION"
 cargo_tool worker-build worker-build "$WORKER_BUILD_VERSION"
 if [ "${1:-}" = "--test" ]; then
   cargo_tool cargo-fuzz cargo-fuzz 0.13.2
+fi
+if [ "${1:-}" = "--bench" ]; then
+  # rumqttd 0.20.0's lockfile pins metrics 0.22.1, which today's rustc refuses (E0521), so
+  # cargo_tool's fallback resolves anew.
+  cargo_tool rumqttd rumqttd 0.20.0
+  if ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; then
+    say "installing Debian mosquitto (the TCP baseline)"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
+  fi
 fi
 
 # wrangler, esbuild (for worker-build), binaryen's wasm-opt, playwright-core: pinned in

@@ -51,9 +51,10 @@ pub enum DeviceOp {
     /// MQTT reported patch. Answers `{"version": n}` or an error with its status.
     DeviceReport { device_id: String, body: String },
     /// MQTT telemetry to store. `properties` is the decoded property bag.
-    DeviceTelemetry { device_id: String, properties: Vec<(String, Option<String>)>, body: Vec<u8> },
-    /// `POST /twins/{id}/methods`: `payload` is JSON text.
-    InvokeMethod { device_id: String, name: String, payload: String, timeout_ms: u64 },
+    DeviceTelemetry { device_id: String, messages: Vec<TelemetryMessage> },
+    /// `POST /twins/{id}/methods`: `payload` is JSON text. An offline device is waited for
+    /// up to `connect_timeout_ms` (`connectTimeoutInSeconds`).
+    InvokeMethod { device_id: String, name: String, payload: String, timeout_ms: u64, connect_timeout_ms: u64 },
     /// `GET /api/devices/{id}/telemetry`: the newest `limit` messages, oldest first.
     TelemetryList { device_id: String, limit: usize },
     /// `GET /api/devices/{id}/telemetry/series`: `field` downsampled over `[from, to)` (Unix ms).
@@ -167,4 +168,14 @@ pub async fn call<T: Serialize>(stub: &worker::Stub, op: &T) -> worker::Result<w
     // The host is a placeholder: a stub routes by object, not by URL.
     let req = worker::Request::new_with_init("https://object.internal/rpc", &init)?;
     stub.fetch_with_request(req).await
+}
+
+/// One device-to-cloud message, as the gateway hands it to the device object. Messages that
+/// arrived together travel in one call, stored in one transaction and acknowledged together.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TelemetryMessage {
+    /// The decoded property bag.
+    pub properties: Vec<(String, Option<String>)>,
+    /// The body, as sent.
+    pub body: Vec<u8>,
 }

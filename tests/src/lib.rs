@@ -185,6 +185,12 @@ impl Hub {
             .is_ok_and(|s| s.success())
     }
 
+    /// The process group of `wrangler dev` and the workerd processes it started (for the
+    /// benchmarks' memory figures).
+    pub fn process_group(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The port `wrangler dev` listens on.
     pub fn port(&self) -> u16 {
         self.port

@@ -481,3 +481,172 @@ fn operators_live_stream() {
     assert_eq!(telemetry["type"], "telemetry");
     assert_eq!(telemetry["message"]["body"], json!({ "temperature": 26.5 }));
 }
+
+#[test]
+fn a_method_waits_for_an_offline_device_and_telemetry_ages_out() {
+    let storage = Storage::new("device-wait");
+    let hub = std::sync::Arc::new(Hub::start_with_vars(
+        &storage,
+        &[("TELEMETRY_RETENTION", "2"), ("TELEMETRY_RETENTION_SECS", "3")],
+    ));
+    assert_eq!(hub.call("PUT", "/devices/w1", Some("{}")).status, 200);
+    let key = device_key(&hub, "w1");
+
+    // connectTimeoutInSeconds: the call waits for the device to connect and subscribe.
+    let started = Instant::now();
+    let caller = {
+        let hub = hub.clone();
+        std::thread::spawn(move || {
+            hub.call(
+                "POST",
+                "/twins/w1/methods",
+                Some(r#"{"methodName":"reboot","connectTimeoutInSeconds":20,"responseTimeoutInSeconds":10}"#),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let (mut device, code) = connect(&hub, "w1", &token(&hub, "w1", &key));
+    assert_eq!(code, ConnectReturnCode::Accepted);
+    device.send(&Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(2).unwrap(),
+        filters: vec![("$iothub/methods/POST/#".into(), QoS::AtLeastOnce)],
+    }));
+    let request = device.recv_publish().expect("the waiting method call arrives");
+    let (_, rid) = request.topic.split_once("?$rid=").unwrap();
+    publish_with_id(&mut device, &format!("$iothub/methods/res/200/?$rid={rid}"), b"{}", 3);
+    let reply = caller.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // Offline with a short wait: 404103 once the wait is over, not at once.
+    drop(device);
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    hub.call("POST", "/twins/w1/methods", Some(r#"{"methodName":"reboot","connectTimeoutInSeconds":1}"#))
+        .assert_hub_error(404, "DeviceNotOnline", 404_103);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+
+    // Retention: at most 2 messages, none older than 3 s.
+    let (mut device, _) = connect(&hub, "w1", &token(&hub, "w1", &key));
+    let stored = |hub: &Hub| -> Vec<Value> {
+        let list = hub.call("GET", "/api/devices/w1/telemetry?limit=100", None).json();
+        list["messages"].as_array().cloned().unwrap_or_default()
+    };
+    for n in 1..=3u16 {
+        publish_with_id(&mut device, "devices/w1/messages/events/", json!({ "n": n }).to_string().as_bytes(), 30 + n);
+        wait_puback(&mut device, 30 + n);
+    }
+    let bodies: Vec<Value> = stored(&hub).iter().map(|m| m["body"].clone()).collect();
+    assert_eq!(bodies, vec![json!({ "n": 2 }), json!({ "n": 3 })], "count retention keeps the newest 2");
+    std::thread::sleep(Duration::from_millis(3_500));
+    publish_with_id(&mut device, "devices/w1/messages/events/", br#"{"n":4}"#, 40);
+    wait_puback(&mut device, 40);
+    let bodies: Vec<Value> = stored(&hub).iter().map(|m| m["body"].clone()).collect();
+    assert_eq!(bodies, vec![json!({ "n": 4 })], "age retention dropped what is older than 3 s");
+}
+
+/// core's device client (the load generator's and the virtual device's) against the real hub,
+/// over a plain WebSocket: connect, subscribe, twin GET, reported patch, a desired patch pushed,
+/// telemetry stored, a method answered.
+#[test]
+fn the_core_device_client_speaks_to_the_hub() {
+    use twinhub_core::session::client::{ClientEvent, ClientOptions, DeviceClient};
+    use twinhub_core::session::topic::Subscription;
+    use twinhub_core::UnixMillis;
+    let storage = Storage::new("device-client");
+    let hub = std::sync::Arc::new(Hub::start(&storage));
+    assert_eq!(hub.call("PUT", "/devices/c1", Some("{}")).status, 200);
+    let key = device_key(&hub, "c1");
+    let now =
+        || UnixMillis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64);
+    let mut client = DeviceClient::new(ClientOptions {
+        device_id: "c1".into(),
+        host: hub.host(),
+        token: token(&hub, "c1", &key),
+        keep_alive_secs: 30,
+        clean_session: false,
+    });
+    let (mut socket, _) = MqttDevice::open(&hub);
+    // Runs the client until `want` returns something, moving bytes through the harness's socket.
+    let mut step = |client: &mut DeviceClient, socket: &mut MqttDevice, want: &mut dyn FnMut(ClientEvent) -> bool| loop {
+        while let Some(bytes) = client.poll_transmit() {
+            socket.send_raw(&bytes);
+        }
+        while let Some(event) = client.poll_event() {
+            if want(event) {
+                return;
+            }
+        }
+        let packet = socket.recv().expect("the hub keeps the connection");
+        client.handle_bytes(now(), &packet.to_bytes());
+    };
+
+    client.connect(now(), None);
+    step(&mut client, &mut socket, &mut |e| matches!(e, ClientEvent::Connected { .. }));
+    let subs = [Subscription::TwinResponses, Subscription::DesiredPatches, Subscription::Methods];
+    let sub = client.subscribe(now(), &subs);
+    step(&mut client, &mut socket, &mut |e| e == ClientEvent::Subscribed(sub));
+
+    let rid = client.get_twin(now());
+    let mut twin = Value::Null;
+    step(&mut client, &mut socket, &mut |e| match e {
+        ClientEvent::TwinResponse { rid: r, status: 200, body, .. } if r == rid => {
+            twin = serde_json::from_slice(&body).unwrap();
+            true
+        }
+        _ => false,
+    });
+    assert_eq!(twin["desired"]["$version"], 1);
+
+    let rid = client.report(now(), br#"{"firmwareVersion":"1.0.0"}"#.to_vec());
+    step(
+        &mut client,
+        &mut socket,
+        &mut |e| matches!(e, ClientEvent::TwinResponse { rid: ref r, status: 204, version: Some(_), .. } if *r == rid),
+    );
+    assert_eq!(hub.call("GET", "/twins/c1", None).json()["properties"]["reported"]["firmwareVersion"], "1.0.0");
+
+    assert_eq!(
+        hub.call("PATCH", "/twins/c1", Some(r#"{"properties":{"desired":{"telemetryInterval":9}}}"#)).status,
+        200
+    );
+    let mut patch = Value::Null;
+    step(&mut client, &mut socket, &mut |e| match e {
+        ClientEvent::DesiredPatch { version: Some(2), body } => {
+            patch = serde_json::from_slice(&body).unwrap();
+            true
+        }
+        _ => false,
+    });
+    assert_eq!(patch, json!({ "telemetryInterval": 9, "$version": 2 }));
+
+    let id = client.send_telemetry(
+        now(),
+        &[("alert".into(), Some("high_temperature".into()))],
+        b"{\"t\":30}".to_vec(),
+        QoS::AtLeastOnce,
+    );
+    step(&mut client, &mut socket, &mut |e| Some(e) == id.map(ClientEvent::TelemetryAcked));
+    let stored = hub.call("GET", "/api/devices/c1/telemetry?limit=1", None).json();
+    assert_eq!(stored["messages"][0]["properties"], json!([["alert", "high_temperature"]]));
+
+    let caller = {
+        let hub = hub.clone();
+        std::thread::spawn(move || hub.call("POST", "/twins/c1/methods", Some(r#"{"methodName":"getConfig"}"#)))
+    };
+    let mut call = None;
+    step(&mut client, &mut socket, &mut |e| match e {
+        ClientEvent::MethodRequest { name, rid, .. } => {
+            call = Some((name, rid));
+            true
+        }
+        _ => false,
+    });
+    let (name, rid) = call.unwrap();
+    assert_eq!(name, "getConfig");
+    client.respond_method(now(), &rid, 200, br#"{"telemetryInterval":9}"#.to_vec());
+    while let Some(bytes) = client.poll_transmit() {
+        socket.send_raw(&bytes);
+    }
+    let reply = caller.join().unwrap();
+    assert_eq!(reply.json(), json!({ "status": 200, "payload": { "telemetryInterval": 9 } }));
+}

@@ -1,4 +1,5 @@
-//! An IoT Hub device session over MQTT, server role, as a sans-I/O state machine.
+//! An IoT Hub device session over MQTT, server role, as a sans-I/O state machine. The device's
+//! role is [`client::DeviceClient`].
 //!
 //! The adapter (a Durable Object holding the WebSocket) feeds it bytes and the clock, and acts
 //! on what it asks for. Call order, after any input (`handle_bytes`, `handle_timeout`,
@@ -14,6 +15,7 @@
 //! A protocol violation is fatal and sticky: the session queues what the standard allows (a
 //! refusing CONNACK), reports `Closed` once, and ignores further input.
 
+pub mod client;
 pub mod topic;
 
 use crate::mqtt::{self, ConnAck, ConnectReturnCode, DecodeError, Packet, PacketId, Publish, QoS, SubscribeReturnCode};

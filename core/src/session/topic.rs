@@ -105,6 +105,100 @@ impl Subscription {
     }
 }
 
+/// A topic the hub published to a device: what a device (client role) receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HubTopic {
+    /// `$iothub/twin/res/{status}/?$rid={rid}[&$version={version}]`.
+    TwinResponse {
+        /// The hub's status for the request.
+        status: u16,
+        /// The request's id, echoed.
+        rid: String,
+        /// The reported `$version` after a reported patch.
+        version: Option<u64>,
+    },
+    /// `$iothub/twin/PATCH/properties/desired/?$version={version}`.
+    DesiredPatch {
+        /// The desired `$version` the patch brings the device to.
+        version: Option<u64>,
+    },
+    /// `$iothub/methods/POST/{name}/?$rid={rid}`.
+    MethodRequest {
+        /// The method's name.
+        name: String,
+        /// The call's id, to answer on the response topic.
+        rid: String,
+    },
+    /// `devices/{id}/messages/devicebound/{property bag}`.
+    CloudToDevice {
+        /// Decoded system and application properties.
+        properties: Vec<(String, Option<String>)>,
+    },
+}
+
+impl HubTopic {
+    /// Parses a PUBLISH topic the hub sent to `device_id`.
+    pub fn parse(topic: &str, device_id: &str) -> Result<Self, TopicError> {
+        let missing = || TopicError::MissingRid(topic.to_owned());
+        if let Some(rest) = topic.strip_prefix("$iothub/twin/res/") {
+            let (status, query) = rest.split_once('/').ok_or_else(missing)?;
+            let status = status.parse().map_err(|_| missing())?;
+            let version = param(query, "$version").and_then(|v| v.parse().ok());
+            return Ok(Self::TwinResponse { status, rid: rid(query, topic)?, version });
+        }
+        if let Some(query) = topic.strip_prefix("$iothub/twin/PATCH/properties/desired/") {
+            return Ok(Self::DesiredPatch { version: param(query, "$version").and_then(|v| v.parse().ok()) });
+        }
+        if let Some(rest) = topic.strip_prefix("$iothub/methods/POST/") {
+            let (name, query) = rest.split_once('/').ok_or_else(missing)?;
+            return Ok(Self::MethodRequest { name: name.to_owned(), rid: rid(query, topic)? });
+        }
+        if let Some(rest) = topic.strip_prefix("devices/") {
+            let (owner, tail) = rest.split_once('/').ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
+            if owner != device_id {
+                return Err(TopicError::OtherDevice);
+            }
+            let bag =
+                tail.strip_prefix("messages/devicebound").ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
+            let bag = bag.strip_prefix('/').unwrap_or(bag);
+            return Ok(Self::CloudToDevice { properties: decode_bag(bag) });
+        }
+        Err(TopicError::Unsupported(topic.to_owned()))
+    }
+}
+
+impl Subscription {
+    /// The filter a device subscribes with.
+    pub fn filter(self, device_id: &str) -> String {
+        match self {
+            Self::CloudToDevice => format!("devices/{device_id}/messages/devicebound/#"),
+            Self::Methods => "$iothub/methods/POST/#".to_owned(),
+            Self::DesiredPatches => "$iothub/twin/PATCH/properties/desired/#".to_owned(),
+            Self::TwinResponses => "$iothub/twin/res/#".to_owned(),
+        }
+    }
+}
+
+/// `devices/{id}/messages/events/{property bag}`: where a device sends telemetry.
+pub fn telemetry(device_id: &str, properties: &[(String, Option<String>)]) -> String {
+    format!("devices/{device_id}/messages/events/{}", encode_bag(properties))
+}
+
+/// `$iothub/twin/GET/?$rid={rid}`.
+pub fn twin_get(rid: &str) -> String {
+    format!("$iothub/twin/GET/?$rid={rid}")
+}
+
+/// `$iothub/twin/PATCH/properties/reported/?$rid={rid}`.
+pub fn reported_patch(rid: &str) -> String {
+    format!("$iothub/twin/PATCH/properties/reported/?$rid={rid}")
+}
+
+/// `$iothub/methods/res/{status}/?$rid={rid}`.
+pub fn method_response(status: i32, rid: &str) -> String {
+    format!("$iothub/methods/res/{status}/?$rid={rid}")
+}
+
 /// `$iothub/twin/res/{status}/?$rid={rid}[&$version={version}]`.
 pub fn twin_response(status: u16, rid: &str, version: Option<u64>) -> String {
     match version {
@@ -131,13 +225,15 @@ pub fn cloud_to_device(device_id: &str, properties: &[(String, Option<String>)])
 /// The `$rid` of a `?$rid=...&...` query. Every parameter must contain `=`, since the Python
 /// SDK splits on it.
 fn rid(query: &str, topic: &str) -> Result<String, TopicError> {
-    let query = query.strip_prefix('?').ok_or_else(|| TopicError::MissingRid(topic.to_owned()))?;
-    query
-        .split('&')
-        .find_map(|p| p.strip_prefix("$rid="))
+    param(query, "$rid")
         .filter(|r| !r.is_empty())
         .map(str::to_owned)
         .ok_or_else(|| TopicError::MissingRid(topic.to_owned()))
+}
+
+/// The value of `name` in a `?a=1&b=2` query.
+fn param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.strip_prefix('?')?.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Decodes `k=v&k2=v2&flag` (percent-encoded) into pairs.
@@ -228,6 +324,46 @@ mod tests {
         assert_eq!(Subscription::parse("devices/d2/messages/devicebound/#", "d1"), Err(TopicError::OtherDevice));
         assert!(matches!(Subscription::parse("#", "d1"), Err(TopicError::Unsupported(_))));
         assert!(matches!(Subscription::parse("$iothub/#", "d1"), Err(TopicError::Unsupported(_))));
+    }
+
+    #[test]
+    fn hub_topics_as_a_device_reads_them() {
+        assert_eq!(
+            HubTopic::parse(&twin_response(204, "r1", Some(5)), "d1"),
+            Ok(HubTopic::TwinResponse { status: 204, rid: "r1".into(), version: Some(5) })
+        );
+        assert_eq!(HubTopic::parse(&desired_patch(8), "d1"), Ok(HubTopic::DesiredPatch { version: Some(8) }));
+        assert_eq!(
+            HubTopic::parse(&method_request("reboot", "3"), "d1"),
+            Ok(HubTopic::MethodRequest { name: "reboot".into(), rid: "3".into() })
+        );
+        let props = vec![("$.mid".to_owned(), Some("m".to_owned()))];
+        assert_eq!(
+            HubTopic::parse(&cloud_to_device("d1", &props), "d1"),
+            Ok(HubTopic::CloudToDevice { properties: props.clone() })
+        );
+        assert_eq!(HubTopic::parse(&cloud_to_device("d2", &props), "d1"), Err(TopicError::OtherDevice));
+        assert!(matches!(HubTopic::parse("$iothub/twin/res/x/?$rid=1", "d1"), Err(TopicError::MissingRid(_))));
+        assert!(matches!(HubTopic::parse("elsewhere", "d1"), Err(TopicError::Unsupported(_))));
+        // What a device sends parses back, as the hub reads it.
+        for sub in [
+            Subscription::CloudToDevice,
+            Subscription::Methods,
+            Subscription::DesiredPatches,
+            Subscription::TwinResponses,
+        ] {
+            assert_eq!(Subscription::parse(&sub.filter("d1"), "d1"), Ok(sub));
+        }
+        assert_eq!(DeviceTopic::parse(&twin_get("g"), "d1"), Ok(DeviceTopic::TwinGet { rid: "g".into() }));
+        assert_eq!(DeviceTopic::parse(&reported_patch("p"), "d1"), Ok(DeviceTopic::ReportedPatch { rid: "p".into() }));
+        assert_eq!(
+            DeviceTopic::parse(&method_response(500, "m"), "d1"),
+            Ok(DeviceTopic::MethodResponse { status: 500, rid: "m".into() })
+        );
+        assert_eq!(
+            DeviceTopic::parse(&telemetry("d1", &props), "d1"),
+            Ok(DeviceTopic::Telemetry { properties: props })
+        );
     }
 
     #[test]

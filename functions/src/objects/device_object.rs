@@ -27,7 +27,7 @@ use twinhub_core::telemetry::{downsample, numeric_field, Point};
 use twinhub_core::twin::{Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{
-    durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue, State, WebSocket,
+    durable_object, Delay, DurableObject, Env, Request, Response, Result, SqlStorageValue, State, WebSocket,
     WebSocketIncomingMessage, WebSocketPair,
 };
 
@@ -37,8 +37,16 @@ const INDEX_RETRY_MS: i64 = 1_000;
 pub const HISTORY_RETENTION_VAR: &str = "TWIN_HISTORY_RETENTION";
 /// Twin changes kept per device when the variable is absent.
 pub const DEFAULT_HISTORY_RETENTION: u64 = 1_000;
-/// Telemetry messages kept per device.
-const TELEMETRY_RETENTION: u64 = 1_000;
+/// How often a method call waiting for its device to connect looks again.
+const METHOD_CONNECT_POLL_MS: u64 = 250;
+/// Variable: telemetry messages kept per device (default [`DEFAULT_TELEMETRY_RETENTION`]).
+pub const TELEMETRY_RETENTION_VAR: &str = "TELEMETRY_RETENTION";
+/// Telemetry messages kept per device when the variable is absent.
+pub const DEFAULT_TELEMETRY_RETENTION: u64 = 1_000;
+/// Variable: seconds a telemetry message is kept (default [`DEFAULT_TELEMETRY_RETENTION_SECS`]).
+pub const TELEMETRY_RETENTION_SECS_VAR: &str = "TELEMETRY_RETENTION_SECS";
+/// A week, the longest retention IoT Hub's built-in endpoint offers.
+pub const DEFAULT_TELEMETRY_RETENTION_SECS: u64 = 7 * 24 * 3600;
 
 /// Where the device's live MQTT session is.
 #[derive(serde::Serialize, Deserialize)]
@@ -298,16 +306,24 @@ impl DeviceObject {
                 self.push_to_index(&device_id).await?;
                 Ok(http::json(200, &json!({ "version": d.twin.reported.version }), None)?)
             }
-            DeviceOp::InvokeMethod { device_id, name, payload, timeout_ms } => {
+            DeviceOp::InvokeMethod { device_id, name, payload, timeout_ms, connect_timeout_ms } => {
                 self.require(&device_id)?;
-                let offline = || -> ApiError {
-                    HubError::new(
-                        ErrorCode::DeviceNotOnline,
-                        "The operation failed because the requested device isn't online or hasn't registered the direct method callback.",
-                    )
-                    .into()
+                // Wait (connectTimeoutInSeconds) for the device to connect and subscribe to
+                // methods. The await lets the device's own CONNECT reach this object meanwhile.
+                let deadline = now.0.saturating_add(connect_timeout_ms);
+                let connection = loop {
+                    match self.connection()? {
+                        Some(c) if c.subscriptions.contains(&Subscription::Methods) => break c,
+                        _ if clock::now().0 >= deadline => {
+                            return Err(HubError::new(
+                                ErrorCode::DeviceNotOnline,
+                                "The operation failed because the requested device isn't online or hasn't registered the direct method callback.",
+                            )
+                            .into())
+                        }
+                        _ => Delay::from(std::time::Duration::from_millis(METHOD_CONNECT_POLL_MS)).await,
+                    }
                 };
-                let connection = self.connection()?.ok_or_else(offline)?;
                 let stub = self.env.durable_object(GATEWAY_BINDING)?.get_by_name(&connection.gateway)?;
                 let op = GatewayOp::Method { conn: connection.conn, name, payload, timeout_ms };
                 Ok(rpc::call(&stub, &op).await?)
@@ -369,23 +385,33 @@ impl DeviceObject {
                 let body = json!({ "deviceId": device_id, "field": field, "from": from, "to": to, "buckets": series });
                 Ok(http::json(200, &body, None)?)
             }
-            DeviceOp::DeviceTelemetry { device_id, properties, body } => {
+            DeviceOp::DeviceTelemetry { device_id, messages } => {
                 self.require(&device_id)?;
                 let sql = self.state.storage().sql();
+                // Retention by count and by age, in one statement (the table is small: at
+                // most the retention count, so the age test's scan is cheap).
+                let keep = positive_var(&self.env, TELEMETRY_RETENTION_VAR, DEFAULT_TELEMETRY_RETENTION);
+                let secs = positive_var(&self.env, TELEMETRY_RETENTION_SECS_VAR, DEFAULT_TELEMETRY_RETENTION_SECS);
+                let oldest = now.0.saturating_sub(secs.saturating_mul(1000));
+                // No await between the statements: the batch commits as one (output gate).
+                for m in &messages {
+                    sql.exec(
+                        "INSERT INTO telemetry (time, properties, body) VALUES (?, ?, ?)",
+                        vec![sql_int(now.0)?, to_json(&m.properties)?.into(), BASE64.encode(&m.body).into()],
+                    )?;
+                }
                 sql.exec(
-                    "INSERT INTO telemetry (time, properties, body) VALUES (?, ?, ?)",
-                    vec![sql_int(now.0)?, to_json(&properties)?.into(), BASE64.encode(&body).into()],
+                    "DELETE FROM telemetry WHERE id <= (SELECT MAX(id) FROM telemetry) - ? OR time < ?",
+                    vec![sql_int(keep)?, sql_int(oldest)?],
                 )?;
-                sql.exec(
-                    "DELETE FROM telemetry WHERE id <= (SELECT MAX(id) FROM telemetry) - ?",
-                    vec![sql_int(TELEMETRY_RETENTION)?],
-                )?;
-                let text = String::from_utf8_lossy(&body).into_owned();
-                let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
-                self.broadcast(&json!({
-                    "type": "telemetry",
-                    "message": { "enqueuedTime": now.to_iso(), "properties": properties, "body": body },
-                }));
+                for m in messages {
+                    let text = String::from_utf8_lossy(&m.body).into_owned();
+                    let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                    self.broadcast(&json!({
+                        "type": "telemetry",
+                        "message": { "enqueuedTime": now.to_iso(), "properties": m.properties, "body": body },
+                    }));
+                }
                 Ok(http::no_content()?)
             }
             DeviceOp::History { device_id, since, limit } => {
@@ -703,11 +729,12 @@ fn precondition_failed(current: &str) -> ApiError {
 }
 
 fn history_retention(env: &Env) -> u64 {
-    env.var(HISTORY_RETENTION_VAR)
-        .ok()
-        .and_then(|v| v.to_string().parse().ok())
-        .filter(|n| *n >= 1)
-        .unwrap_or(DEFAULT_HISTORY_RETENTION)
+    positive_var(env, HISTORY_RETENTION_VAR, DEFAULT_HISTORY_RETENTION)
+}
+
+/// A positive integer variable, or `default` when it is absent or not one.
+fn positive_var(env: &Env, name: &str, default: u64) -> u64 {
+    env.var(name).ok().and_then(|v| v.to_string().parse().ok()).filter(|n| *n >= 1).unwrap_or(default)
 }
 
 /// Live views' WebSocket tag.

@@ -13,7 +13,7 @@
 use crate::clock;
 use crate::http::{self, ApiResult};
 use crate::objects::DEVICE_BINDING;
-use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp, QueuedMessage};
+use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp, QueuedMessage, TelemetryMessage};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures_channel::oneshot;
@@ -173,7 +173,17 @@ impl Gateway {
         loop {
             let next = {
                 let mut boxes = self.mailboxes.borrow_mut();
-                match boxes.get_mut(conn).and_then(VecDeque::pop_front) {
+                let Some(queue) = boxes.get_mut(conn) else { break };
+                match queue.pop_front() {
+                    // Bytes that queued up while the last input waited on the device object
+                    // are one input: their telemetry is then stored in one call.
+                    Some(Input::Bytes(mut bytes)) => {
+                        while let Some(Input::Bytes(more)) = queue.front() {
+                            bytes.extend_from_slice(more);
+                            queue.pop_front();
+                        }
+                        Input::Bytes(bytes)
+                    }
                     Some(input) => input,
                     None => {
                         boxes.remove(conn);
@@ -242,11 +252,13 @@ impl Gateway {
 
     /// Sends what the session wants sent and handles its events, until it wants nothing.
     async fn drive(&self, ws: &WebSocket, att: &mut Attachment) -> Result<()> {
+        // An event read past the end of a telemetry batch, handled next.
+        let mut deferred = None;
         loop {
             while let Some(bytes) = att.session.poll_transmit() {
                 ws.send_with_bytes(bytes)?;
             }
-            let Some(event) = att.session.poll_event() else { return Ok(()) };
+            let Some(event) = deferred.take().or_else(|| att.session.poll_event()) else { return Ok(()) };
             let device_id = att.session.device_id().to_owned();
             match event {
                 SessionEvent::Authenticate { device_id, token, clean_session, .. } => {
@@ -288,11 +300,27 @@ impl Gateway {
                     }
                 }
                 SessionEvent::Telemetry { properties, body, ack } => {
-                    let (status, _) =
-                        self.device(att, DeviceOp::DeviceTelemetry { device_id, properties, body }).await?;
+                    // Consecutive messages go to the device object together.
+                    let mut messages = vec![TelemetryMessage { properties, body }];
+                    let mut acks: Vec<_> = ack.into_iter().collect();
+                    loop {
+                        match att.session.poll_event() {
+                            Some(SessionEvent::Telemetry { properties, body, ack }) => {
+                                messages.push(TelemetryMessage { properties, body });
+                                acks.extend(ack);
+                            }
+                            other => {
+                                deferred = other;
+                                break;
+                            }
+                        }
+                    }
+                    let (status, _) = self.device(att, DeviceOp::DeviceTelemetry { device_id, messages }).await?;
                     // Acknowledge only what was stored; otherwise the device retries.
-                    if let (204, Some(id)) = (status, ack) {
-                        att.session.ack(id);
+                    if status == 204 {
+                        for id in acks {
+                            att.session.ack(id);
+                        }
                     }
                 }
                 SessionEvent::MethodResponse { rid, status, body } => self.answer(&rid, Some((status, body))),

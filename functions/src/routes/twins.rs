@@ -19,6 +19,7 @@ pub async fn method(mut req: Request, env: &Env, id: &str) -> ApiResult {
         name: call.name,
         payload: call.payload.to_string(),
         timeout_ms: call.response_timeout_secs * 1000,
+        connect_timeout_ms: call.connect_timeout_secs * 1000,
     };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }
