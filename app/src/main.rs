@@ -3,11 +3,13 @@
 //! - [`session`]: the signed-in credential and the SAS tokens minted from it.
 //! - [`api`]: typed calls to the hub's REST API.
 //! - [`routes`]: one module per page.
+//! - [`virtual_runner`]: core's virtual device, run over a browser WebSocket.
 
 mod api;
 mod components;
 mod routes;
 mod session;
+mod virtual_runner;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
@@ -41,6 +43,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("/") view=routes::fleet::FleetPage />
                     <Route path=path!("/signin") view=routes::signin::SignInPage />
                     <Route path=path!("/device/:id") view=routes::device::DevicePage />
+                    <Route path=path!("/virtual") view=routes::virtual_device::VirtualDevicePage />
                 </Routes>
             </main>
         </Router>

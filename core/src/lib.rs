@@ -22,6 +22,7 @@ pub mod session;
 pub mod telemetry;
 pub mod time;
 pub mod twin;
+pub mod virtual_device;
 
 pub use error::{ErrorCode, HubError};
 pub use time::UnixMillis;

@@ -102,3 +102,36 @@ fn fleet_creates_and_deletes_devices() {
     // The script saw the created device's row and connection string; now it is really gone.
     hub.call("GET", "/devices/ui-made-1", None).assert_hub_error(404, "DeviceNotFound", 404_001);
 }
+
+#[test]
+fn virtual_device_runs_beside_the_dashboard() {
+    let storage = Storage::new("virtual");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/vdev-1", Some("{}")).status, 200);
+    let login_url = hub.login_url();
+    let stdout = browser(&hub, "virtual.mjs", &[&login_url, "vdev-1"], &[], |line, stdin| {
+        let desired = match line {
+            // Changed while the device is offline: applied after it reconnects.
+            "offline" => r#"{"properties":{"desired":{"telemetryInterval":9}}}"#,
+            // Refused by the device: acknowledged with an error.
+            "refusing" => r#"{"properties":{"desired":{"firmwareVersion":"3.0.0"}}}"#,
+            _ => return,
+        };
+        let reply = hub.call("PATCH", "/twins/vdev-1", Some(desired));
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        writeln!(stdin, "go").expect("answer the script");
+    });
+    assert!(stdout.contains("virtual: ok"), "{stdout}");
+    // What the virtual device did is in the hub, as the service sees it.
+    let twin = hub.call("GET", "/twins/vdev-1", None).json();
+    let reported = &twin["properties"]["reported"];
+    assert_eq!(reported["telemetryInterval"], 9);
+    assert_eq!(reported["firmwareUpdateStatus"], "completed");
+    assert_eq!(reported["firmwareVersion"]["value"], "2.1.0", "{reported}");
+    assert_eq!(reported["firmwareVersion"]["ac"], 500);
+    assert!(reported["firmwareVersion"]["av"].as_u64().is_some());
+    let telemetry = hub.call("GET", "/api/devices/vdev-1/telemetry?limit=100", None).json();
+    let messages = telemetry["messages"].as_array().cloned().unwrap_or_default();
+    assert!(!messages.is_empty());
+    assert!(messages.iter().all(|m| m["body"]["temperature"].is_number() && m["body"]["humidity"].is_number()));
+}

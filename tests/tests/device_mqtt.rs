@@ -567,7 +567,7 @@ fn the_core_device_client_speaks_to_the_hub() {
     });
     let (mut socket, _) = MqttDevice::open(&hub);
     // Runs the client until `want` returns something, moving bytes through the harness's socket.
-    let mut step = |client: &mut DeviceClient, socket: &mut MqttDevice, want: &mut dyn FnMut(ClientEvent) -> bool| loop {
+    let step = |client: &mut DeviceClient, socket: &mut MqttDevice, want: &mut dyn FnMut(ClientEvent) -> bool| loop {
         while let Some(bytes) = client.poll_transmit() {
             socket.send_raw(&bytes);
         }

@@ -92,10 +92,16 @@ pub fn DevicePage() -> impl IntoView {
                 {move || identity.get().and_then(Result::ok).map(|device| {
                     let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap_or_default().to_owned();
                     let cs = ConnectionString { host_name: session.host_name(), credential: Credential::Device { device_id: id(), key } };
+                    let virtual_url = format!(
+                        "/virtual#device={}",
+                        percent_encoding::utf8_percent_encode(&cs.to_string(), percent_encoding::NON_ALPHANUMERIC)
+                    );
                     view! {
                         <h2>"Device connection string"</h2>
                         <input class="device-cs" type="text" readonly=true prop:value=cs.to_string()
                             on:focus=move |ev| { event_target::<web_sys::HtmlInputElement>(&ev).select() } />
+                        <p><a class="run-virtual" href=virtual_url target="_blank" rel="noopener">"Run as virtual device"</a>
+                            <span class="hint">" (in a new tab; the key travels in the link's fragment, which is never sent to a server)"</span></p>
                     }
                 })}
             </Suspense>

@@ -3,3 +3,4 @@
 pub mod device;
 pub mod fleet;
 pub mod signin;
+pub mod virtual_device;

@@ -55,17 +55,23 @@ fn main() {
 
     // twinhub through wrangler dev.
     let storage = Storage::new("bench-device");
-    let hub = Hub::start(&storage);
+    // GATEWAY_SHARDS passes through, to see how sessions spread over gateway objects.
+    let shards = std::env::var("GATEWAY_SHARDS").unwrap_or_else(|_| "2".into());
+    let hub = Hub::start_with_vars(&storage, &[("GATEWAY_SHARDS", &shards)]);
     eprintln!("creating {sessions} devices");
     create_devices(&hub, sessions);
     let target = Target::Twinhub { port: hub.port(), host: hub.host() };
-    rows.push(desired_latency(&hub, &Fleet::connect(&runtime, &target, devices, "patch")));
-    rows.extend(loops(&runtime, &target));
+    // BENCH_SESSIONS_ONLY=1 skips to the sessions phase.
+    let sessions_only = std::env::var_os("BENCH_SESSIONS_ONLY").is_some();
+    if !sessions_only {
+        rows.push(desired_latency(&hub, &Fleet::connect(&runtime, &target, devices, "patch")));
+        rows.extend(loops(&runtime, &target));
+    }
     rows.push(sessions_held(&runtime, &target, sessions, || group_rss_kib(hub.process_group()), Some(&hub)));
     hub.stop();
 
     // rumqttd over WebSocket, then mosquitto over TCP.
-    for broker in [Broker::rumqttd(), Broker::mosquitto()] {
+    for broker in [Broker::rumqttd(), Broker::mosquitto()].into_iter().filter(|_| !sessions_only) {
         let Some(mut broker) = broker else { continue };
         let target = broker.target();
         rows.push(broker_latency(&runtime, &target, &Fleet::connect(&runtime, &target, devices, "sub")));
@@ -268,10 +274,8 @@ impl Peer {
                         }
                         ClientEvent::Subscribed(_) => notes.push(Note::Connected),
                         ClientEvent::DesiredPatch { body, .. } => notes.push(Note::Received(body)),
-                        ClientEvent::TwinResponse { rid, status, .. } => {
-                            if outstanding.remove(&rid) {
-                                notes.push(Note::Echoed { ok: status == 204 });
-                            }
+                        ClientEvent::TwinResponse { rid, status, .. } if outstanding.remove(&rid) => {
+                            notes.push(Note::Echoed { ok: status == 204 })
                         }
                         ClientEvent::TelemetryAcked(_) => notes.push(Note::Acked),
                         ClientEvent::Closed(why) => notes.push(Note::Closed(format!("{why:?}"))),
@@ -401,7 +405,13 @@ impl Fleet {
             while index + 1 - ready - failed > 200 {
                 match notes.recv_timeout(Duration::from_secs(30)) {
                     Ok((_, _, Note::Connected)) => ready += 1,
-                    Ok((_, _, Note::Closed(_))) | Err(_) => failed += 1,
+                    Ok((i, _, Note::Closed(why))) => {
+                        if failed == 0 {
+                            eprintln!("first connection failure (#{i}): {why}");
+                        }
+                        failed += 1
+                    }
+                    Err(_) => failed += 1,
                     Ok(_) => {}
                 }
             }
@@ -642,6 +652,9 @@ fn sessions_held(
     let idle_kib = rss_kib();
     let fleet = Fleet::connect(runtime, target, count, if hub.is_some() { "patch" } else { "held" });
     let connected = count - fleet.failed;
+    if let (Some(hub), true) = (hub, fleet.failed > 0) {
+        eprintln!("the hub's log after {} failed connections:\n{}", fleet.failed, hub.log_tail());
+    }
     std::thread::sleep(Duration::from_secs(5));
     let held_kib = rss_kib();
     // Still alive? A desired patch (twinhub) or a publish (brokers) to a sample of them.

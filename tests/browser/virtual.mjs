@@ -1,0 +1,69 @@
+// The virtual device beside the dashboard, in Debian's headless Chromium.
+// usage: node tests/browser/virtual.mjs <loginUrl> <deviceId> <screenshotDir>
+// Page A (dashboard) opens the device and starts "Run as virtual device" (page B, a new tab).
+// A changes desired telemetryInterval and firmwareVersion in the editor; B applies them and A
+// shows the reported firmware and "completed" without a reload, and telemetry arriving. Then B
+// goes offline, prints "offline" and waits for a line (the test changes desired meanwhile);
+// back online, B applies the change. Last, B refuses firmwareVersion, prints "refusing", waits
+// for a line (the test asks for new firmware), and A shows the error acknowledgement.
+import { createInterface } from 'node:readline';
+import { run } from './chromium.mjs';
+
+const [loginUrl, deviceId, shotDir] = process.argv.slice(2);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+
+const twinHas = (page, text, timeout = 30_000) =>
+  page.waitForFunction((t) => document.querySelector('pre.twin-json')?.textContent.includes(t), text, { timeout });
+
+await run('virtual', async (page, problems) => {
+  page.on('console', (m) => { if (m.type() === 'error') problems.push(`dashboard console: ${m.text()}`); });
+  await page.goto(loginUrl);
+  await page.locator(`tr[data-device-id="${deviceId}"] a`).click();
+  await page.locator('.badge.live').waitFor({ timeout: 30_000 });
+  const [device] = await Promise.all([page.context().waitForEvent('page'), page.locator('a.run-virtual').click()]);
+  device.on('pageerror', (e) => problems.push(`virtual device page error: ${e.message}`));
+  device.on('console', (m) => { if (m.type() === 'error') problems.push(`virtual device console: ${m.text()}`); });
+  const online = device.locator('.vd-devices .badge.ok');
+  try {
+    await online.waitFor({ timeout: 30_000 });
+  } catch (e) {
+    await device.screenshot({ path: `${shotDir}/virtual-device-stuck.png`, fullPage: true });
+    throw new Error(`the virtual device did not come online; its page says:\n${await device.locator('body').innerText()}`);
+  }
+  if (device.url().includes('SharedAccessKey')) problems.push(`key left in the address bar: ${device.url()}`);
+  // The device reported its connectivity, and the dashboard shows it live.
+  await twinHas(page, '"connectivity"');
+  await page.locator('table.telemetry tr').first().waitFor({ timeout: 30_000 });
+
+  // Change desired in the dashboard's editor.
+  const editor = page.locator('textarea.desired-json');
+  await editor.fill(JSON.stringify({ telemetryInterval: 7, firmwareVersion: '2.1.0' }, null, 2));
+  await page.locator('button.review').click();
+  await page.locator('button.save').click();
+  await page.locator('.saved').waitFor({ timeout: 15_000 });
+  await device.locator('.vd-interval', { hasText: '7 s' }).waitFor({ timeout: 15_000 });
+  await device.locator('.vd-firmware', { hasText: 'downloading' }).waitFor({ timeout: 15_000 });
+  await device.screenshot({ path: `${shotDir}/virtual-device.png`, fullPage: true });
+  await twinHas(page, '"firmwareUpdateStatus": "completed"');
+  await twinHas(page, '"firmwareVersion": "2.1.0"');
+  await page.screenshot({ path: `${shotDir}/virtual-device-dashboard.png`, fullPage: true });
+  const log = await device.locator('table.vd-log').innerText();
+  if (!log.includes('$iothub/twin/PATCH/properties/desired')) problems.push('the traffic log lacks the desired patch');
+  if (log.includes('SharedAccessSignature')) problems.push('the traffic log shows the SAS token');
+
+  // Offline, a change meanwhile, online again.
+  await device.locator('input.vd-online').uncheck();
+  await device.locator('.vd-devices .badge.off').waitFor({ timeout: 15_000 });
+  console.log('offline');
+  await lines.next();
+  await device.locator('input.vd-online').check();
+  await online.waitFor({ timeout: 30_000 });
+  await device.locator('.vd-interval', { hasText: '9 s' }).waitFor({ timeout: 15_000 });
+
+  // Refuse firmware: the dashboard shows the device's error acknowledgement.
+  await device.locator('input.vd-reject-firmwareVersion').check();
+  console.log('refusing');
+  await lines.next();
+  await twinHas(page, '"ac": 500');
+  await page.screenshot({ path: `${shotDir}/virtual-device-refused.png`, fullPage: true });
+});
