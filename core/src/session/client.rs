@@ -312,6 +312,11 @@ impl DeviceClient {
     }
 
     fn publish(&mut self, now: UnixMillis, topic: String, payload: Vec<u8>, qos: QoS) -> Option<PacketId> {
+        // A topic name may not hold wildcards or NUL and fits a u16 length [MQTT-3.3.2-2],
+        // [MQTT-1.5.3-2]; a `$rid` or device id that would break that is not sent at all.
+        if topic.contains(['#', '+', '\0']) || topic.len() > usize::from(u16::MAX) {
+            return None;
+        }
         let packet_id = (qos != QoS::AtMostOnce).then(|| self.packet_id());
         self.send(now, &Packet::Publish(Publish { dup: false, qos, retain: false, topic, packet_id, payload }));
         packet_id
@@ -557,5 +562,9 @@ mod tests {
             mqtt::decode(&pair.client.poll_transmit().unwrap(), usize::MAX),
             Ok(Some((Packet::Connect(c), _))) if c.password.as_deref() == Some(&b"new-token"[..])
         ));
+        // A request id no topic name may carry is not sent (found by the device_client fuzzer).
+        let mut pair = Pair::connected();
+        pair.client.respond_method(pair.now, "#\u{fffd}", 200, Vec::new());
+        assert_eq!(pair.client.poll_transmit(), None);
     }
 }
