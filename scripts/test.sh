@@ -20,7 +20,7 @@ echo "[test] cargo test (core unit tests + end-to-end + browser)"
 log=target/test-output.log
 mkdir -p target
 status=0
-cargo test -p twinhub-core -p twinhub-e2e 2>&1 | tee "$log" || status=$?
+cargo test -p twinhub-core -p twinhub-app -p twinhub-e2e 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

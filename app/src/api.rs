@@ -26,15 +26,6 @@ pub enum ApiError {
     Network(String),
 }
 
-/// `GET /devices?top=1000`: device identities.
-pub async fn list_devices(session: Session) -> Result<Vec<Value>, ApiError> {
-    let value = send(session, Request::get(&format!("/devices?top=1000&api-version={API_VERSION}"))).await?;
-    Ok(match value {
-        Value::Array(items) => items,
-        _ => Vec::new(),
-    })
-}
-
 /// `PUT /devices/{id}`: a new device with generated keys.
 pub async fn create_device(session: Session, id: &str) -> Result<Value, ApiError> {
     let body = serde_json::json!({ "deviceId": id }).to_string();
@@ -67,6 +58,67 @@ pub async fn patch_desired(session: Session, id: &str, patch: &Value, etag: &str
         .header("If-Match", &format!("\"{etag}\""))
         .header("Content-Type", "application/json");
     send_body(session, builder, body).await
+}
+
+/// `GET /api/devices/{id}/telemetry/series`: `field` as min/max/avg per bucket over `[from, to)`.
+pub async fn telemetry_series(
+    session: Session,
+    id: &str,
+    field: &str,
+    from: u64,
+    to: u64,
+    buckets: usize,
+) -> Result<Value, ApiError> {
+    let url = format!(
+        "/api/devices/{}/telemetry/series?field={}&from={from}&to={to}&buckets={buckets}",
+        encode(id),
+        encode(field)
+    );
+    send(session, Request::get(&url)).await
+}
+
+/// `GET /api/devices/{id}/telemetry?limit=`: the newest stored messages, oldest first.
+pub async fn telemetry(session: Session, id: &str, limit: usize) -> Result<Value, ApiError> {
+    send(session, Request::get(&format!("/api/devices/{}/telemetry?limit={limit}", encode(id)))).await
+}
+
+/// `GET /api/session`: the signing policy's name and permissions.
+pub async fn session_info(session: Session) -> Result<Value, ApiError> {
+    send(session, Request::get("/api/session")).await
+}
+
+/// One page of a fleet query.
+pub struct QueryPage {
+    /// Twins (or projected rows, or groups).
+    pub items: Vec<Value>,
+    /// The token for the next page, if there is one.
+    pub continuation: Option<String>,
+}
+
+/// `POST /devices/query`: one page of `query`, after `continuation`.
+pub async fn query(session: Session, query: &str, continuation: Option<&str>) -> Result<QueryPage, ApiError> {
+    let token = session.token().ok_or(ApiError::SignedOut)?;
+    let mut builder = Request::post(&format!("/devices/query?api-version={API_VERSION}"))
+        .header("Authorization", &token)
+        .header("Content-Type", "application/json")
+        .header("x-ms-max-item-count", "100");
+    if let Some(c) = continuation {
+        builder = builder.header("x-ms-continuation", c);
+    }
+    let body = serde_json::json!({ "query": query }).to_string();
+    let request = builder.body(body).map_err(|e| ApiError::Network(e.to_string()))?;
+    let response = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    let status = response.status();
+    let continuation = response.headers().get("x-ms-continuation").filter(|c| !c.is_empty());
+    let text = response.text().await.map_err(|e| ApiError::Network(e.to_string()))?;
+    if !(200..300).contains(&status) {
+        return Err(ApiError::Hub { status, message: error_message(&text) });
+    }
+    let items = match serde_json::from_str(&text) {
+        Ok(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    Ok(QueryPage { items, continuation })
 }
 
 /// The URL of a device's live view (`/api/devices/{id}/live`), with a fresh token in the query

@@ -2,9 +2,11 @@
 //!
 //! - [`session`]: the signed-in credential and the SAS tokens minted from it.
 //! - [`api`]: typed calls to the hub's REST API.
+//! - [`access`]: whether the signed-in policy may write (read-only console otherwise).
 //! - [`routes`]: one module per page.
 //! - [`virtual_runner`]: core's virtual device, run over a browser WebSocket.
 
+mod access;
 mod api;
 mod components;
 mod routes;
@@ -25,6 +27,8 @@ fn main() {
 fn App() -> impl IntoView {
     let session = session::Session::restore();
     provide_context(session);
+    let access = access::Access::load(session);
+    provide_context(access);
     view! {
         <Router>
             <header class="top">
@@ -32,6 +36,7 @@ fn App() -> impl IntoView {
                 <span class="spacer"></span>
                 {move || session.signed_in().then(|| view! {
                     <span class="who">{session.label()}</span>
+                    {move || access.read_only.get().map(|why| view! { <span class="badge read-only" title=why>"read-only"</span> })}
                     <button class="link" on:click=move |_| {
                         session.sign_out();
                         let _ = window().location().set_href("/signin");

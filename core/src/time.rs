@@ -37,6 +37,13 @@ impl UnixMillis {
         }
     }
 
+    /// Reads an RFC 3339 time (as [`UnixMillis::to_iso`] writes it); `None` for anything else
+    /// or a time before 1970.
+    pub fn parse_iso(s: &str) -> Option<Self> {
+        let t = DateTime::parse_from_rfc3339(s).ok()?;
+        u64::try_from(t.timestamp_millis()).ok().map(Self)
+    }
+
     /// .NET ticks since 0001-01-01: 18 decimal digits for any date after 1970, which is what
     /// IoT Hub's `generationId` looks like.
     pub fn to_dotnet_ticks(self) -> u64 {
@@ -52,6 +59,14 @@ mod tests {
     fn iso_has_seven_fraction_digits() {
         assert_eq!(UnixMillis(1_676_976_010_506).to_iso(), "2023-02-21T10:40:10.5060000Z");
         assert_eq!(UnixMillis(0).to_iso(), NEVER);
+    }
+
+    #[test]
+    fn iso_round_trips() {
+        let t = UnixMillis(1_676_976_010_506);
+        assert_eq!(UnixMillis::parse_iso(&t.to_iso()), Some(t));
+        assert_eq!(UnixMillis::parse_iso("yesterday"), None);
+        assert_eq!(UnixMillis::parse_iso("1960-01-01T00:00:00Z"), None);
     }
 
     #[test]

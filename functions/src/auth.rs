@@ -16,6 +16,8 @@ pub const POLICIES_VAR: &str = "TWINHUB_POLICIES";
 pub struct Caller {
     /// The policy whose key signed the token: the actor in the twin history.
     pub policy: String,
+    /// What that policy may do.
+    pub permissions: Permissions,
 }
 
 /// Requires a valid, unexpired token, signed by a policy with the `needed` permission, whose
@@ -46,7 +48,7 @@ fn check(token: Option<&str>, req: &Request, env: &Env, needed: Permissions) -> 
     if !policy.permissions.contains(needed) {
         return Err(AuthError::PermissionDenied { policy: policy.name, needed: needed.name() });
     }
-    Ok(Caller { policy: policy.name })
+    Ok(Caller { policy: policy.name, permissions: policy.permissions })
 }
 
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS

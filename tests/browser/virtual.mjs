@@ -5,7 +5,8 @@
 // shows the reported firmware and "completed" without a reload, and telemetry arriving. Then B
 // goes offline, prints "offline" and waits for a line (the test changes desired meanwhile);
 // back online, B applies the change. Last, B refuses firmwareVersion, prints "refusing", waits
-// for a line (the test asks for new firmware), and A shows the error acknowledgement.
+// for a line (the test asks for new firmware), and A shows the error acknowledgement in the
+// twin and the drift table. A's chart draws the telemetry. Last, A spawns 3 virtual devices.
 import { createInterface } from 'node:readline';
 import { run } from './chromium.mjs';
 
@@ -16,7 +17,7 @@ const twinHas = (page, text, timeout = 30_000) =>
   page.waitForFunction((t) => document.querySelector('pre.twin-json')?.textContent.includes(t), text, { timeout });
 
 await run('virtual', async (page, problems) => {
-  page.on('console', (m) => { if (m.type() === 'error') problems.push(`dashboard console: ${m.text()}`); });
+  page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') problems.push(`dashboard console: ${m.text()}`); });
   await page.goto(loginUrl);
   await page.locator(`tr[data-device-id="${deviceId}"] a`).click();
   await page.locator('.badge.live').waitFor({ timeout: 30_000 });
@@ -46,6 +47,22 @@ await run('virtual', async (page, problems) => {
   await device.screenshot({ path: `${shotDir}/virtual-device.png`, fullPage: true });
   await twinHas(page, '"firmwareUpdateStatus": "completed"');
   await twinHas(page, '"firmwareVersion": "2.1.0"');
+  // The chart draws the readings (its average line is blue) without a reload.
+  await page.waitForFunction(() => {
+    const c = document.querySelector('canvas.telemetry-chart');
+    if (!c) return false;
+    // Read a copy, so the page's own canvas is not flagged for frequent readback.
+    const t = document.createElement('canvas');
+    t.width = c.width;
+    t.height = c.height;
+    const ctx = t.getContext('2d', { willReadFrequently: true });
+    ctx.drawImage(c, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    let blue = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] < 100 && d[i + 2] > 180) blue++;
+    return blue > 30;
+  }, null, { timeout: 45_000 });
+  await page.locator('table.drift tr[data-property="firmwareVersion"] .drift.ok').waitFor({ timeout: 15_000 });
   await page.screenshot({ path: `${shotDir}/virtual-device-dashboard.png`, fullPage: true });
   const log = await device.locator('table.vd-log').innerText();
   if (!log.includes('$iothub/twin/PATCH/properties/desired')) problems.push('the traffic log lacks the desired patch');
@@ -65,5 +82,15 @@ await run('virtual', async (page, problems) => {
   console.log('refusing');
   await lines.next();
   await twinHas(page, '"ac": 500');
+  await page.locator('table.drift tr[data-property="firmwareVersion"] .drift.refused').waitFor({ timeout: 15_000 });
   await page.screenshot({ path: `${shotDir}/virtual-device-refused.png`, fullPage: true });
+  await device.close();
+
+  // A signed-in operator spawns a small fleet of virtual devices in one tab.
+  await page.goto(new URL('/virtual', page.url()).href);
+  await page.locator('#vd-count').fill('3');
+  await page.locator('#vd-prefix').fill('fleetdemo');
+  await page.locator('.spawn button').click();
+  await page.waitForFunction(() => document.querySelectorAll('.vd-devices .badge.ok').length === 3, null, { timeout: 45_000 });
+  await page.screenshot({ path: `${shotDir}/virtual-fleet.png`, fullPage: true });
 });

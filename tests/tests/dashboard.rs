@@ -134,4 +134,37 @@ fn virtual_device_runs_beside_the_dashboard() {
     let messages = telemetry["messages"].as_array().cloned().unwrap_or_default();
     assert!(!messages.is_empty());
     assert!(messages.iter().all(|m| m["body"]["temperature"].is_number() && m["body"]["humidity"].is_number()));
+    // The spawned fleet exists and reported from the browser.
+    for k in 1..=3 {
+        let twin = hub.call("GET", &format!("/twins/fleetdemo-{k}"), None).json();
+        assert_eq!(twin["properties"]["reported"]["connectivity"]["type"], "wifi", "fleetdemo-{k}: {twin}");
+    }
+}
+
+#[test]
+fn fleet_console_queries_filters_and_scrolls_a_large_fleet() {
+    const DEVICES: usize = 500;
+    const SEED: u64 = 7;
+    let storage = Storage::new("fleet-query");
+    let hub = Hub::start_with_vars(&storage, &[("TWINHUB_BENCH_ECHO", "1")]);
+    // The fixture fleet, straight into the index (the benchmark loader).
+    let load = hub.call("POST", "/api/bench/fleet", Some(&format!(r#"{{"seed":{SEED},"start":0,"count":{DEVICES}}}"#)));
+    assert_eq!(load.status, 204, "{}", load.body);
+    let building_a = twinhub_core::fixture::fleet(SEED, DEVICES)
+        .iter()
+        .filter(|d| d.tags["location"]["building"] == "Building-A")
+        .count();
+    let policies = twinhub_core::auth::Policy::all(OWNER_KEY, None).expect("policies");
+    let read_key = &policies.iter().find(|p| p.name == "registryRead").expect("registryRead").key;
+    let read_cs = format!("HostName={};SharedAccessKeyName=registryRead;SharedAccessKey={read_key}", hub.host());
+    // A query string makes it a new document (a fragment alone would not reload the app).
+    let read_url = format!(
+        "{}/?as=registryRead#cs={}",
+        hub.base_url(),
+        percent_encoding::utf8_percent_encode(&read_cs, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let login_url = hub.login_url();
+    let args = [login_url.as_str(), &DEVICES.to_string(), &building_a.to_string(), &read_url];
+    let stdout = browser(&hub, "query.mjs", &args, &[], |_, _| {});
+    assert!(stdout.contains("query: ok"), "{stdout}");
 }

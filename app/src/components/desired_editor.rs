@@ -65,14 +65,17 @@ pub fn DesiredEditor(device_id: String, twin: Value) -> impl IntoView {
         });
     };
 
+    let access = expect_context::<crate::access::Access>();
     view! {
         <div class="editor">
-            <h2>"Desired properties"</h2>
-            <textarea class="desired-json" rows="10" spellcheck="false"
+            <h2><label for="desired-json">"Desired properties"</label></h2>
+            {move || access.read_only.get().map(|why| view! { <p class="hint read-only-reason">{why}</p> })}
+            <textarea id="desired-json" class="desired-json" rows="10" spellcheck="false"
+                readonly=move || access.is_read_only()
                 prop:value=move || text.get()
                 on:input=move |ev| { text.set(event_target_value(&ev)); stage.set(Stage::Editing); }></textarea>
             <div class="actions">
-                <button class="review" on:click=review>"Review changes"</button>
+                <button class="review" on:click=review disabled=move || access.is_read_only()>"Review changes"</button>
             </div>
             {move || match stage.get() {
                 Stage::Editing => ().into_any(),

@@ -3,6 +3,8 @@
 
 use crate::api::{self, ApiError};
 use crate::components::desired_editor::DesiredEditor;
+use crate::components::drift_table::DriftTable;
+use crate::components::telemetry_chart::TelemetryChart;
 use crate::session::Session;
 use futures_util::StreamExt;
 use gloo_net::websocket::{futures::WebSocket, Message};
@@ -35,6 +37,8 @@ pub fn DevicePage() -> impl IntoView {
     let live_twin = RwSignal::new(None::<Value>);
     let telemetry = RwSignal::new(Vec::<Value>::new());
     let connected = RwSignal::new(false);
+    // Messages received over the live view: the chart refetches when it moves.
+    let received = RwSignal::new(0usize);
 
     // The live view: opened once per page, left when the page goes away.
     let stop = Arc::new(AtomicBool::new(false));
@@ -55,6 +59,7 @@ pub fn DevicePage() -> impl IntoView {
                         let _ = live_twin.try_set(Some(event["twin"].clone()));
                     }
                     Some("telemetry") => {
+                        let _ = received.try_update(|n| *n += 1);
                         let _ = telemetry.try_update(|list| {
                             list.insert(0, event["message"].clone());
                             list.truncate(RECENT_TELEMETRY);
@@ -67,6 +72,15 @@ pub fn DevicePage() -> impl IntoView {
         });
     }
     on_cleanup(move || stop.store(true, Ordering::Relaxed));
+    // The twin as now known: the live view's newest, else the first read.
+    let current_twin = Signal::derive(move || live_twin.get().or_else(|| twin.get().and_then(Result::ok)));
+    // The chart's threshold: what the device applied, else what it was asked for.
+    let threshold = Signal::derive(move || {
+        current_twin.with(|t| {
+            let p = &t.as_ref()?["properties"];
+            p["reported"]["temperatureThreshold"].as_f64().or_else(|| p["desired"]["temperatureThreshold"].as_f64())
+        })
+    });
 
     view! {
         <section class="card">
@@ -105,7 +119,9 @@ pub fn DevicePage() -> impl IntoView {
                     }
                 })}
             </Suspense>
+            <DriftTable twin=current_twin />
             <h2>"Telemetry"</h2>
+            <TelemetryChart device_id=id() tick=Signal::derive(move || received.get()) threshold=threshold />
             {move || {
                 let list = telemetry.get();
                 if list.is_empty() {

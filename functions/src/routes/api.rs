@@ -9,6 +9,24 @@ pub fn health() -> ApiResult {
     Ok(http::json(200, &json!({ "status": "ok", "service": "twinhub" }), None)?)
 }
 
+/// `GET /api/session`: who the token speaks for and what it may do, so the dashboard can turn
+/// itself read-only for a policy without write rights (and say why). Any valid token may ask.
+pub fn session(req: &worker::Request, env: &worker::Env) -> ApiResult {
+    use twinhub_core::auth::Permissions;
+    let caller = crate::auth::require(req, env, Permissions::default())?;
+    let permissions: Vec<&str> = [
+        Permissions::REGISTRY_READ,
+        Permissions::REGISTRY_WRITE,
+        Permissions::SERVICE_CONNECT,
+        Permissions::DEVICE_CONNECT,
+    ]
+    .into_iter()
+    .filter(|p| caller.permissions.contains(*p))
+    .map(Permissions::name)
+    .collect();
+    Ok(http::json(200, &json!({ "policy": caller.policy, "permissions": permissions }), None)?)
+}
+
 /// Variable that enables the benchmark routes ([`bench_echo`], [`bench_fleet`]); any other
 /// value (or none) leaves them a 404.
 pub const BENCH_ECHO_VAR: &str = "TWINHUB_BENCH_ECHO";

@@ -37,6 +37,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
     let method = req.method();
     match (segs, method) {
         (["api", "health"], Method::Get) => api::health(),
+        (["api", "session"], Method::Get) => api::session(&req, env),
         (["$iothub", "websocket"], Method::Get) => device_endpoint::connect(req, env).await,
         (["api", "twins", id, "history"], Method::Get) => twins::history(req, env, id).await,
         (["api", "bench", "echo", key], Method::Post) => api::bench_echo(req, env, key).await,
@@ -59,7 +60,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
         (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
         (
-            ["api", "health" | "index"]
+            ["api", "health" | "index" | "session"]
             | ["api", "twins", _, "history"]
             | ["devices", "query"]
             | ["devices"]
