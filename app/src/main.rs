@@ -49,6 +49,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("/signin") view=routes::signin::SignInPage />
                     <Route path=path!("/device/:id") view=routes::device::DevicePage />
                     <Route path=path!("/virtual") view=routes::virtual_device::VirtualDevicePage />
+                    <Route path=path!("/bench/chart") view=routes::bench::ChartBenchPage />
                 </Routes>
             </main>
         </Router>

@@ -1,5 +1,6 @@
 //! One module per page.
 
+pub mod bench;
 pub mod device;
 pub mod fleet;
 pub mod signin;
