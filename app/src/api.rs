@@ -51,13 +51,12 @@ pub async fn twin(session: Session, id: &str) -> Result<Value, ApiError> {
     send(session, Request::get(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))).await
 }
 
-/// `PATCH /twins/{id}` with `If-Match: "{etag}"`: a merge patch of desired properties.
-pub async fn patch_desired(session: Session, id: &str, patch: &Value, etag: &str) -> Result<Value, ApiError> {
-    let body = serde_json::json!({ "properties": { "desired": patch } }).to_string();
+/// `PATCH /twins/{id}` with `If-Match: "{etag}"`: a service patch (tags and/or desired).
+pub async fn patch_twin_if_match(session: Session, id: &str, patch: &Value, etag: &str) -> Result<Value, ApiError> {
     let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))
         .header("If-Match", &format!("\"{etag}\""))
         .header("Content-Type", "application/json");
-    send_body(session, builder, body).await
+    send_body(session, builder, patch.to_string()).await
 }
 
 /// `GET /api/devices/{id}/telemetry/series`: `field` as min/max/avg per bucket over `[from, to)`.
@@ -80,6 +79,42 @@ pub async fn telemetry_series(
 /// `GET /api/devices/{id}/telemetry?limit=`: the newest stored messages, oldest first.
 pub async fn telemetry(session: Session, id: &str, limit: usize) -> Result<Value, ApiError> {
     send(session, Request::get(&format!("/api/devices/{}/telemetry?limit={limit}", encode(id)))).await
+}
+
+/// `PATCH /twins/{id}` with a whole service patch (tags and/or desired), unconditionally.
+pub async fn patch_twin(session: Session, id: &str, patch: &Value) -> Result<Value, ApiError> {
+    let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))
+        .header("If-Match", "\"*\"")
+        .header("Content-Type", "application/json");
+    send_body(session, builder, patch.to_string()).await
+}
+
+/// `PUT /devices/{id}` (unconditional): the identity with changed status or keys.
+pub async fn put_device(session: Session, id: &str, device: &Value) -> Result<Value, ApiError> {
+    let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", encode(id)))
+        .header("If-Match", "\"*\"")
+        .header("Content-Type", "application/json");
+    send_body(session, builder, device.to_string()).await
+}
+
+/// `GET /api/twins/{id}/history`: the newest `limit` twin changes after version `since`.
+pub async fn history(session: Session, id: &str, since: u64, limit: usize) -> Result<Value, ApiError> {
+    let url = format!("/api/twins/{}/history?since={since}&limit={limit}", encode(id));
+    send(session, Request::get(&url)).await
+}
+
+/// `POST /twins/{id}/methods`: a direct method call; the device's status and payload.
+pub async fn invoke_method(session: Session, id: &str, call: &Value) -> Result<Value, ApiError> {
+    let builder = Request::post(&format!("/twins/{}/methods?api-version={API_VERSION}", encode(id)))
+        .header("Content-Type", "application/json");
+    send_body(session, builder, call.to_string()).await
+}
+
+/// `POST /api/devices/{id}/messages`: a cloud-to-device message.
+pub async fn send_message(session: Session, id: &str, message: &Value) -> Result<Value, ApiError> {
+    let builder =
+        Request::post(&format!("/api/devices/{}/messages", encode(id))).header("Content-Type", "application/json");
+    send_body(session, builder, message.to_string()).await
 }
 
 /// `GET /api/session`: the signing policy's name and permissions.

@@ -168,3 +168,34 @@ fn fleet_console_queries_filters_and_scrolls_a_large_fleet() {
     let stdout = browser(&hub, "query.mjs", &args, &[], |_, _| {});
     assert!(stdout.contains("query: ok"), "{stdout}");
 }
+
+#[test]
+fn device_page_reverts_history_and_operates_the_device() {
+    let storage = Storage::new("device-ops");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/ops-1", Some("{}")).status, 200);
+    let key_before =
+        hub.call("GET", "/devices/ops-1", None).json()["authentication"]["symmetricKey"]["primaryKey"].clone();
+    let seeded = hub.call("PATCH", "/twins/ops-1", Some(r#"{"properties":{"desired":{"telemetryInterval":60}}}"#));
+    assert_eq!(seeded.status, 200);
+    let stdout = browser(&hub, "device.mjs", &[&hub.login_url(), "ops-1"], &[], |_, _| {});
+    assert!(stdout.contains("device: ok"), "{stdout}");
+    // The revert is a new version, recorded like any other, with the operator's policy as actor.
+    let twin = hub.call("GET", "/twins/ops-1", None).json();
+    assert_eq!(twin["properties"]["desired"]["telemetryInterval"], 60);
+    assert_eq!(twin["tags"]["location"]["building"], "Building-Z");
+    let history = hub.call("GET", "/api/twins/ops-1/history", None).json();
+    let entries = history["entries"].as_array().cloned().unwrap_or_default();
+    let revert = entries
+        .iter()
+        .find(|e| {
+            e["changes"][0]["path"] == "properties.desired.telemetryInterval"
+                && e["changes"][0]["new"] == 60
+                && e["changes"][0]["old"] == 15
+        })
+        .expect("the revert's history entry");
+    assert_eq!(revert["actor"], "iothubowner");
+    let device = hub.call("GET", "/devices/ops-1", None).json();
+    assert_eq!(device["status"], "disabled");
+    assert_ne!(device["authentication"]["symmetricKey"]["primaryKey"], key_before, "keys regenerated");
+}

@@ -1,8 +1,10 @@
 //! Pieces shared by pages.
 
-pub mod desired_editor;
+pub mod device_actions;
 pub mod drift_table;
 pub mod fleet_table;
 pub mod group_chart;
+pub mod history;
 pub mod query_box;
+pub mod section_editor;
 pub mod telemetry_chart;

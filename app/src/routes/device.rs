@@ -2,8 +2,10 @@
 //! telemetry that arrives while the page is open.
 
 use crate::api::{self, ApiError};
-use crate::components::desired_editor::DesiredEditor;
+use crate::components::device_actions::DeviceActions;
 use crate::components::drift_table::DriftTable;
+use crate::components::history::History;
+use crate::components::section_editor::{Section, SectionEditor};
 use crate::components::telemetry_chart::TelemetryChart;
 use crate::session::Session;
 use futures_util::StreamExt;
@@ -100,7 +102,10 @@ pub fn DevicePage() -> impl IntoView {
                 }}
             </Suspense>
             <Suspense fallback=|| ()>
-                {move || twin.get().and_then(Result::ok).map(|doc| view! { <DesiredEditor device_id=id() twin=doc /> })}
+                {move || twin.get().and_then(Result::ok).map(|doc| view! {
+                    <SectionEditor device_id=id() twin=doc.clone() live=live_twin />
+                    <SectionEditor device_id=id() twin=doc section=Section::Tags live=live_twin />
+                })}
             </Suspense>
             <Suspense fallback=|| ()>
                 {move || identity.get().and_then(Result::ok).map(|device| {
@@ -122,6 +127,9 @@ pub fn DevicePage() -> impl IntoView {
             <DriftTable twin=current_twin />
             <h2>"Telemetry"</h2>
             <TelemetryChart device_id=id() tick=Signal::derive(move || received.get()) threshold=threshold />
+            <DeviceActions device_id=id() identity=Signal::derive(move || identity.get().and_then(Result::ok))
+                on_changed=Callback::new(move |()| identity.refetch()) />
+            <History device_id=id() version=Signal::derive(move || current_twin.with(|t| t.as_ref().and_then(|t| t["version"].as_u64()).unwrap_or(0))) />
             {move || {
                 let list = telemetry.get();
                 if list.is_empty() {

@@ -64,10 +64,78 @@ pub fn merge_patch_between(old: &Map<String, Value>, new: &Map<String, Value>) -
     patch
 }
 
+/// How many leading keys of `path` name its section (`tags`, or `properties.desired`).
+fn section_len(path: &[&str]) -> usize {
+    if path.first() == Some(&"tags") {
+        1
+    } else {
+        2
+    }
+}
+
+/// Sets `path` in nested objects under `map`, creating (or replacing non-objects with) objects.
+fn set_path(map: &mut Map<String, Value>, path: &[&str], value: Value) {
+    match path {
+        [] => {}
+        [leaf] => {
+            map.insert((*leaf).to_owned(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = map.entry((*head).to_owned()).or_insert_with(|| Value::Object(Map::new()));
+            if !entry.is_object() {
+                *entry = Value::Object(Map::new());
+            }
+            if let Value::Object(child) = entry {
+                set_path(child, rest, value);
+            }
+        }
+    }
+}
+
+/// The service patch (`{"tags": ..., "properties": {"desired": ...}}`) that undoes `changes`:
+/// each tag and desired path set back to its old value, or removed (`null`) where the change
+/// added it. Reported paths are the device's and are left out. `None` when nothing is left to
+/// undo. The dashboard's "revert" sends it as an ordinary PATCH, so the revert is itself a new
+/// version in the history.
+pub fn revert_patch(changes: &[Change]) -> Option<Value> {
+    let mut patch = Map::new();
+    for change in changes {
+        let mut keys = change.path.split('.');
+        let section: Vec<&str> = match keys.next() {
+            Some("tags") => vec!["tags"],
+            Some("properties") if keys.next() == Some("desired") => vec!["properties", "desired"],
+            _ => continue,
+        };
+        let path: Vec<&str> = section.into_iter().chain(keys).collect();
+        if path.len() > section_len(&path) {
+            set_path(&mut patch, &path, change.old.clone().unwrap_or(Value::Null));
+        }
+    }
+    (!patch.is_empty()).then_some(Value::Object(patch))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn revert_undoes_tags_and_desired_only() {
+        let changes = vec![
+            Change { path: "properties.desired.telemetryInterval".into(), old: Some(json!(60)), new: Some(json!(7)) },
+            Change { path: "properties.desired.mode".into(), old: None, new: Some(json!("eco")) },
+            Change { path: "tags.location.building".into(), old: Some(json!("A")), new: Some(json!("B")) },
+            Change { path: "properties.reported.temperature".into(), old: Some(json!(20)), new: Some(json!(21)) },
+        ];
+        assert_eq!(
+            revert_patch(&changes),
+            Some(json!({
+                "properties": { "desired": { "telemetryInterval": 60, "mode": null } },
+                "tags": { "location": { "building": "A" } }
+            }))
+        );
+        assert_eq!(revert_patch(&changes[3..]), None);
+    }
 
     #[test]
     fn patch_between_round_trips() {

@@ -15,7 +15,7 @@ mod patch;
 mod section;
 
 pub use error::TwinError;
-pub use history::{diff, merge_patch_between, Change};
+pub use history::{diff, merge_patch_between, revert_patch, Change};
 pub use patch::{ReportedPatch, ServicePatch, TwinReplacement};
 pub use section::{MetaNode, Section};
 

@@ -1,0 +1,171 @@
+//! What an operator does to a device besides editing its twin: call a direct method, send a
+//! cloud-to-device message, enable or disable it, regenerate its keys. Each shows the hub's
+//! answer, or its error in words.
+
+use crate::access::Access;
+use crate::api;
+use crate::session::Session;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use serde_json::{json, Value};
+
+/// The operations panel. `identity` is the device's registry entry; `on_changed` reloads it.
+#[component]
+pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_changed: Callback<()>) -> impl IntoView {
+    let session = expect_context::<Session>();
+    let access = expect_context::<Access>();
+    let read_only = move || access.is_read_only();
+
+    let method = RwSignal::new("getConfig".to_owned());
+    let payload = RwSignal::new("{}".to_owned());
+    let timeout = RwSignal::new(30u64);
+    let connect_timeout = RwSignal::new(0u64);
+    let method_result = RwSignal::new(None::<Result<String, String>>);
+    let calling = RwSignal::new(false);
+    let id = device_id.clone();
+    let call = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let payload: Value = match serde_json::from_str(&payload.get_untracked()) {
+            Ok(v) => v,
+            Err(e) => return method_result.set(Some(Err(format!("The payload is not JSON: {e}")))),
+        };
+        let body = json!({
+            "methodName": method.get_untracked(),
+            "payload": payload,
+            "responseTimeoutInSeconds": timeout.get_untracked(),
+            "connectTimeoutInSeconds": connect_timeout.get_untracked(),
+        });
+        let id = id.clone();
+        calling.set(true);
+        method_result.set(None);
+        spawn_local(async move {
+            let result = api::invoke_method(session, &id, &body).await;
+            method_result.set(Some(match result {
+                Ok(v) => Ok(format!("status {}: {}", v["status"], v["payload"])),
+                Err(e) => Err(e.to_string()),
+            }));
+            calling.set(false);
+        });
+    };
+
+    let message = RwSignal::new(String::new());
+    let message_result = RwSignal::new(None::<Result<String, String>>);
+    let id = device_id.clone();
+    let send = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let id = id.clone();
+        let body = json!({ "payload": message.get_untracked() });
+        spawn_local(async move {
+            message_result.set(Some(match api::send_message(session, &id, &body).await {
+                Ok(v) => Ok(format!(
+                    "Queued as {}; delivered when the device is subscribed.",
+                    v["messageId"].as_str().unwrap_or("?")
+                )),
+                Err(e) => Err(e.to_string()),
+            }));
+        });
+    };
+
+    let identity_result = RwSignal::new(None::<Result<String, String>>);
+    let id = device_id.clone();
+    let update_identity = move |change: Box<dyn FnOnce(&mut Value)>, done: &'static str| {
+        let Some(mut device) = identity.get_untracked() else { return };
+        change(&mut device);
+        let id = id.clone();
+        spawn_local(async move {
+            identity_result.set(Some(match api::put_device(session, &id, &device).await {
+                Ok(_) => {
+                    on_changed.run(());
+                    Ok(done.to_owned())
+                }
+                Err(e) => Err(e.to_string()),
+            }));
+        });
+    };
+    let toggle = {
+        let update_identity = update_identity.clone();
+        move |_| {
+            let enabled = identity.with_untracked(|d| d.as_ref().is_some_and(|d| d["status"] == "enabled"));
+            if enabled {
+                update_identity(
+                    Box::new(|d| d["status"] = json!("disabled")),
+                    "Disabled: its session is closed and it cannot connect.",
+                );
+            } else {
+                update_identity(Box::new(|d| d["status"] = json!("enabled")), "Enabled.");
+            }
+        }
+    };
+    let regenerate = move |_| {
+        let confirmed = window()
+            .confirm_with_message("Regenerate both keys? The device's current connection string stops working.")
+            .unwrap_or(false);
+        if !confirmed {
+            return;
+        }
+        let (Some(primary), Some(secondary)) = (random_key(), random_key()) else {
+            return identity_result
+                .set(Some(Err("This browser offers no secure random source; the keys were not changed.".into())));
+        };
+        update_identity(
+            Box::new(move |d| {
+                d["authentication"]["symmetricKey"] = json!({ "primaryKey": primary, "secondaryKey": secondary })
+            }),
+            "New keys: copy the new connection string to the device.",
+        );
+    };
+
+    let show = |r: RwSignal<Option<Result<String, String>>>, class: &'static str| {
+        move || {
+            r.get().map(|r| match r {
+                Ok(m) => view! { <p class=format!("ok {class}") role="status">{m}</p> }.into_any(),
+                Err(m) => view! { <p class=format!("error {class}") role="alert">{m}</p> }.into_any(),
+            })
+        }
+    };
+    view! {
+        <h2>"Direct method"</h2>
+        <form class="method-form" on:submit=call>
+            <label for="method-name">"Method"</label>
+            <input id="method-name" type="text" prop:value=move || method.get() on:input=move |ev| method.set(event_target_value(&ev)) />
+            <label for="method-payload">"Payload (JSON)"</label>
+            <textarea id="method-payload" rows="2" prop:value=move || payload.get() on:input=move |ev| payload.set(event_target_value(&ev))></textarea>
+            <label for="method-timeout">"Response timeout (s, 5-300)"</label>
+            <input id="method-timeout" type="number" min="5" max="300" prop:value=move || timeout.get().to_string()
+                on:input=move |ev| timeout.set(event_target_value(&ev).parse().unwrap_or(30)) />
+            <label for="method-connect">"Wait for the device to connect (s, 0-300)"</label>
+            <input id="method-connect" type="number" min="0" max="300" prop:value=move || connect_timeout.get().to_string()
+                on:input=move |ev| connect_timeout.set(event_target_value(&ev).parse().unwrap_or(0)) />
+            <button type="submit" class="invoke" disabled=move || calling.get() || read_only()>
+                {move || if calling.get() { "Waiting for the device..." } else { "Invoke" }}
+            </button>
+        </form>
+        {show(method_result, "method-result")}
+
+        <h2>"Cloud-to-device message"</h2>
+        <form class="c2d-form" on:submit=send>
+            <label for="c2d-payload">"Message"</label>
+            <input id="c2d-payload" type="text" prop:value=move || message.get() on:input=move |ev| message.set(event_target_value(&ev)) />
+            <button type="submit" disabled=read_only>"Send"</button>
+        </form>
+        {show(message_result, "c2d-result")}
+
+        <h2>"Identity"</h2>
+        <p class="identity-actions">
+            <button class="toggle-status" on:click=toggle disabled=read_only>
+                {move || if identity.with(|d| d.as_ref().is_some_and(|d| d["status"] == "enabled")) { "Disable" } else { "Enable" }}
+            </button>
+            " "
+            <button class="regenerate" on:click=regenerate disabled=read_only>"Regenerate keys"</button>
+        </p>
+        {show(identity_result, "identity-result")}
+    }
+}
+
+/// A fresh 32-byte key, base64, from the browser's CSPRNG; `None` without one (never a weak key).
+fn random_key() -> Option<String> {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    window().crypto().ok()?.get_random_values_with_u8_array(&mut bytes).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
