@@ -200,6 +200,13 @@ fn error_message(body: &str) -> String {
         .unwrap_or_else(|| body.chars().take(300).collect())
 }
 
+/// Unix ms of an ISO-8601 time the hub wrote, parsed by the browser (`Date.parse`), which keeps
+/// a date parser out of the wasm; `None` for "never" (year 1) or anything unparsable.
+pub fn parse_time(s: &str) -> Option<u64> {
+    let ms = js_sys::Date::parse(s);
+    (ms.is_finite() && ms > 0.0).then_some(ms as u64)
+}
+
 fn encode(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
 }

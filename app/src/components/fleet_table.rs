@@ -5,7 +5,6 @@
 use leptos::prelude::*;
 use serde_json::Value;
 use twinhub_core::twin::drift::drift_count;
-use twinhub_core::UnixMillis;
 
 /// Every row is this tall (CSS `.fleet-rows tr` matches it), so positions are arithmetic.
 pub const ROW_HEIGHT: f64 = 36.0;
@@ -38,7 +37,7 @@ impl FleetRow {
             id: twin["deviceId"].as_str().unwrap_or_default().to_owned(),
             status: twin["status"].as_str().unwrap_or_default().to_owned(),
             connection: twin["connectionState"].as_str().unwrap_or_default().to_owned(),
-            last_activity: twin["lastActivityTime"].as_str().and_then(UnixMillis::parse_iso).map_or(0, |t| t.0),
+            last_activity: twin["lastActivityTime"].as_str().and_then(crate::api::parse_time).unwrap_or(0),
             tags: tag_summary(&twin["tags"]),
             drift: drift_count(twin),
         }

@@ -108,7 +108,7 @@ pub fn chart_data(series: &Value, recent: &Value, field: &str, from: u64, to: u6
         .flatten()
         .filter(|m| m["properties"].as_array().is_some_and(|p| p.iter().any(|kv| kv[0] == "alert")))
         .filter_map(|m| {
-            let time = m["enqueuedTime"].as_str().and_then(UnixMillis::parse_iso)?.0;
+            let time = m["enqueuedTime"].as_str().and_then(api::parse_time)?;
             let value = twinhub_core::telemetry::numeric_field(&m["body"], field)?;
             (from..to).contains(&time).then_some((time, value))
         })
