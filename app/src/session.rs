@@ -82,16 +82,22 @@ impl Session {
 }
 
 fn take_fragment_credential() -> Option<ConnectionString> {
+    ConnectionString::parse(&take_fragment("cs")?).ok()
+}
+
+/// The value of `#{name}=...` in the address (percent-decoded), removed from the address bar
+/// and history before anything else happens: fragments carry keys (`cs` signs an operator in,
+/// `device` starts a virtual device), which must not linger.
+pub fn take_fragment(name: &str) -> Option<String> {
     let location = window().location();
     let hash = location.hash().ok()?;
-    let encoded = hash.strip_prefix("#cs=")?;
+    let encoded = hash.strip_prefix('#')?.strip_prefix(name)?.strip_prefix('=')?;
     let text = percent_encoding::percent_decode_str(encoded).decode_utf8().ok()?.into_owned();
-    // Drop the key from the address bar and history before anything else happens.
     if let Ok(history) = window().history() {
         let path = location.pathname().unwrap_or_else(|_| "/".into());
         let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&path));
     }
-    ConnectionString::parse(&text).ok()
+    Some(text)
 }
 
 fn store(text: &str, remember: bool) {

@@ -217,7 +217,7 @@ impl Runner {
                 let Some(message) = event.dyn_ref::<MessageEvent>() else { return };
                 let Ok(buffer) = message.data().dyn_into::<js_sys::ArrayBuffer>() else { return };
                 let bytes = js_sys::Uint8Array::new(&buffer).to_vec();
-                let latency = runner_latency(&runner);
+                let latency = runner.inner.borrow().latency_ms;
                 let runner = runner.clone();
                 let deliver = move || {
                     if runner.inner.borrow().generation != generation {
@@ -286,10 +286,6 @@ impl Runner {
         });
         self.inner.borrow_mut().timer = handle;
     }
-}
-
-fn runner_latency(runner: &Runner) -> u32 {
-    runner.inner.borrow().latency_ms
 }
 
 /// Runs `f` after `ms`; returns the timer handle.

@@ -351,8 +351,7 @@ impl VirtualDevice {
                 self.answer_method(now, &name, &rid);
             }
             ClientEvent::CloudToDevice { properties, body } => {
-                let topic =
-                    format!("devices/{}/messages/devicebound/{}", self.device_id(), topic::encode_bag(&properties));
+                let topic = topic::cloud_to_device(self.device_id(), &properties);
                 self.log_in(now, &topic, String::from_utf8_lossy(&body).into_owned());
             }
             ClientEvent::TelemetryAcked(id) => self.log_in(now, "PUBACK", id.to_string()),

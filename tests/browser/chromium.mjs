@@ -31,3 +31,21 @@ export async function run(name, scenario) {
   console.log(`${name}: ok`);
   process.exit(0);
 }
+
+// Runs in the page (pass it to page.waitForFunction with `{ selector, min }`): whether the
+// canvas matching `selector` has at least `min` pixels of the charts' blue, i.e. a series or
+// bars were drawn. It reads a copy, so the page's own canvas is not flagged for frequent
+// readback (a console warning the tests would count).
+export function canvasHasBlue({ selector, min }) {
+  const c = document.querySelector(selector);
+  if (!c) return false;
+  const t = document.createElement('canvas');
+  t.width = c.width;
+  t.height = c.height;
+  const ctx = t.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(c, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let blue = 0;
+  for (let i = 0; i < d.length; i += 4) if (d[i] < 100 && d[i + 2] > 180) blue++;
+  return blue >= min;
+}

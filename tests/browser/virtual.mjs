@@ -8,7 +8,7 @@
 // for a line (the test asks for new firmware), and A shows the error acknowledgement in the
 // twin and the drift table. A's chart draws the telemetry. Last, A spawns 3 virtual devices.
 import { createInterface } from 'node:readline';
-import { run } from './chromium.mjs';
+import { canvasHasBlue, run } from './chromium.mjs';
 
 const [loginUrl, deviceId, shotDir] = process.argv.slice(2);
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -48,20 +48,7 @@ await run('virtual', async (page, problems) => {
   await twinHas(page, '"firmwareUpdateStatus": "completed"');
   await twinHas(page, '"firmwareVersion": "2.1.0"');
   // The chart draws the readings (its average line is blue) without a reload.
-  await page.waitForFunction(() => {
-    const c = document.querySelector('canvas.telemetry-chart');
-    if (!c) return false;
-    // Read a copy, so the page's own canvas is not flagged for frequent readback.
-    const t = document.createElement('canvas');
-    t.width = c.width;
-    t.height = c.height;
-    const ctx = t.getContext('2d', { willReadFrequently: true });
-    ctx.drawImage(c, 0, 0);
-    const d = ctx.getImageData(0, 0, c.width, c.height).data;
-    let blue = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i] < 100 && d[i + 2] > 180) blue++;
-    return blue > 30;
-  }, null, { timeout: 45_000 });
+  await page.waitForFunction(canvasHasBlue, { selector: 'canvas.telemetry-chart', min: 31 }, { timeout: 45_000 });
   await page.locator('table.drift tr[data-property="firmwareVersion"] .drift.ok').waitFor({ timeout: 15_000 });
   await page.screenshot({ path: `${shotDir}/virtual-device-dashboard.png`, fullPage: true });
   const log = await device.locator('table.vd-log').innerText();

@@ -353,7 +353,8 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now: bound to port 0, read, released (for wrangler or a broker).
+pub fn free_port() -> u16 {
     // Bind port 0, read the port the kernel picked, release it for wrangler.
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }

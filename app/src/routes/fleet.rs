@@ -34,7 +34,6 @@ struct QuickFilters {
 
 impl QuickFilters {
     fn to_query(&self) -> String {
-        let quote = |s: &str| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"));
         let mut conditions = Vec::new();
         if !self.building.is_empty() {
             conditions.push(format!("tags.location.building = {}", quote(&self.building)));
@@ -53,6 +52,17 @@ impl QuickFilters {
             false => format!("{ALL} WHERE {}", conditions.join(" AND ")),
         }
     }
+}
+
+/// A query-language string literal for `s`.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Devices per value of `path` among those matching `clause` (a WHERE clause, or empty), as
+/// rows `{"v": value, "n": count}` ([`groups_of`] reads them).
+fn group_query(path: &str, clause: &str) -> String {
+    format!("SELECT {path} AS v, COUNT() AS n FROM devices {clause} GROUP BY {path}")
 }
 
 /// The WHERE clause of a `SELECT * FROM devices ...` query (empty when it has none), found
@@ -134,7 +144,7 @@ pub fn FleetPage() -> impl IntoView {
         let clause = where_of(&applied.get_untracked()).unwrap_or_default();
         let path = grouping.get_untracked();
         spawn_local(async move {
-            let q = format!("SELECT {path} AS v, COUNT() AS n FROM devices {clause} GROUP BY {path}");
+            let q = group_query(&path, &clause);
             if let Ok(page) = api::query(session, &q, None).await {
                 groups.set(groups_of(&page.items));
             }
@@ -171,7 +181,7 @@ pub fn FleetPage() -> impl IntoView {
         let path = grouping.get_untracked();
         let condition = match value {
             None => format!("NOT IS_DEFINED({path})"),
-            Some(Value::String(s)) => format!("{path} = '{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+            Some(Value::String(s)) => format!("{path} = {}", quote(&s)),
             Some(other) => format!("{path} = {other}"),
         };
         let base = where_of(&applied.get_untracked()).unwrap_or_default();
@@ -348,7 +358,7 @@ pub fn FleetPage() -> impl IntoView {
 
 /// The string values a property takes across the fleet, most common first.
 async fn distinct(session: Session, path: &str) -> Vec<String> {
-    let q = format!("SELECT {path} AS v, COUNT() AS n FROM devices GROUP BY {path}");
+    let q = group_query(path, "");
     match api::query(session, &q, None).await {
         Ok(page) => page.items.iter().filter_map(|r| r["v"].as_str().map(str::to_owned)).collect(),
         Err(_) => Vec::new(),

@@ -52,7 +52,7 @@ pub fn VirtualDevicePage() -> impl IntoView {
 
     // A device connection string in the fragment (`#device=...`) starts at once; the fragment is then
     // removed so the key does not linger in the address bar or history.
-    if let Some(cs) = fragment_connection_string() {
+    if let Some(cs) = crate::session::take_fragment("device") {
         run_connection_string(&cs);
     }
     on_cleanup(move || runners.with_value(|r| r.iter().for_each(Runner::stop)));
@@ -228,18 +228,4 @@ fn status_class(status: Status) -> &'static str {
         Status::Connecting | Status::Waiting => "pending",
         Status::Offline | Status::Refused => "off",
     }
-}
-
-/// The `device` parameter of the URL fragment (not `cs`, which signs an operator in), removed
-/// from the address bar once read.
-fn fragment_connection_string() -> Option<String> {
-    let location = window().location();
-    let hash = location.hash().ok()?;
-    let value = hash.strip_prefix("#device=")?;
-    let cs = percent_encoding::percent_decode_str(value).decode_utf8().ok()?.into_owned();
-    if let Ok(history) = window().history() {
-        let path = location.pathname().unwrap_or_default();
-        let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&path));
-    }
-    Some(cs)
 }

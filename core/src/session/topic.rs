@@ -65,13 +65,7 @@ pub enum TopicError {
 impl DeviceTopic {
     /// Parses a PUBLISH topic from `device_id`.
     pub fn parse(topic: &str, device_id: &str) -> Result<Self, TopicError> {
-        if let Some(rest) = topic.strip_prefix("devices/") {
-            let (owner, tail) = rest.split_once('/').ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
-            if owner != device_id {
-                return Err(TopicError::OtherDevice);
-            }
-            let bag = tail.strip_prefix("messages/events").ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
-            let bag = bag.strip_prefix('/').unwrap_or(bag);
+        if let Some(bag) = device_bag(topic, device_id, "messages/events")? {
             return Ok(Self::Telemetry { properties: decode_bag(bag) });
         }
         if let Some(query) = topic.strip_prefix("$iothub/twin/GET/") {
@@ -153,14 +147,7 @@ impl HubTopic {
             let (name, query) = rest.split_once('/').ok_or_else(missing)?;
             return Ok(Self::MethodRequest { name: name.to_owned(), rid: rid(query, topic)? });
         }
-        if let Some(rest) = topic.strip_prefix("devices/") {
-            let (owner, tail) = rest.split_once('/').ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
-            if owner != device_id {
-                return Err(TopicError::OtherDevice);
-            }
-            let bag =
-                tail.strip_prefix("messages/devicebound").ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
-            let bag = bag.strip_prefix('/').unwrap_or(bag);
+        if let Some(bag) = device_bag(topic, device_id, "messages/devicebound")? {
             return Ok(Self::CloudToDevice { properties: decode_bag(bag) });
         }
         Err(TopicError::Unsupported(topic.to_owned()))
@@ -220,6 +207,18 @@ pub fn method_request(name: &str, rid: &str) -> String {
 /// `devices/{id}/messages/devicebound/{property bag}`.
 pub fn cloud_to_device(device_id: &str, properties: &[(String, Option<String>)]) -> String {
     format!("devices/{device_id}/messages/devicebound/{}", encode_bag(properties))
+}
+
+/// The property bag of `devices/{device_id}/{section}[/{bag}]`: `Ok(None)` when the topic is not
+/// under `devices/`, refused when it is another device's or another section.
+fn device_bag<'t>(topic: &'t str, device_id: &str, section: &str) -> Result<Option<&'t str>, TopicError> {
+    let Some(rest) = topic.strip_prefix("devices/") else { return Ok(None) };
+    let (owner, tail) = rest.split_once('/').ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
+    if owner != device_id {
+        return Err(TopicError::OtherDevice);
+    }
+    let bag = tail.strip_prefix(section).ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
+    Ok(Some(bag.strip_prefix('/').unwrap_or(bag)))
 }
 
 /// The `$rid` of a `?$rid=...&...` query. Every parameter must contain `=`, since the Python

@@ -37,7 +37,7 @@ use twinhub_core::mqtt::{self, Connect, Packet, PacketId, Publish, QoS, Subscrib
 use twinhub_core::session::client::{ClientEvent, ClientOptions, DeviceClient};
 use twinhub_core::session::topic::Subscription;
 use twinhub_core::UnixMillis;
-use twinhub_e2e::{now_secs, Hub, Storage};
+use twinhub_e2e::{free_port, now_secs, Hub, Storage};
 
 /// Every bench device shares this key, so tokens need no registry read.
 const DEVICE_KEY: &str = "YmVuY2gtZGV2aWNlLWtleS1mb3ItdHdpbmh1Yi0wMDA=";
@@ -822,10 +822,6 @@ fn scratch(name: &str) -> tempdir::Dir {
     let dir = std::env::temp_dir().join(format!("twinhub-bench-{name}-{}", std::process::id()));
     let _ = fs::create_dir_all(&dir);
     tempdir::Dir(dir)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
 }
 
 fn wait_for_port(port: u16) {
