@@ -51,6 +51,18 @@ fn bad_requests_get_iot_hub_errors_and_nothing_is_lost() {
     unauthorized(with_auth(&hub, "PATCH", "/twins/keeper", Some(r#"{"tags":{"keep":"changed"}}"#), &forged));
     unauthorized(with_auth(&hub, "PUT", "/devices/intruder", Some("{}"), &expired));
     unauthorized(with_auth(&hub, "DELETE", "/devices/keeper", None, &wrong_hub));
+    // `/api/session` (the dashboard's read-only check) takes any valid token and no other.
+    unauthorized(hub.call_with("GET", "/api/session", None, &[]));
+    unauthorized(with_auth(&hub, "GET", "/api/session", None, &forged));
+    unauthorized(with_auth(&hub, "GET", "/api/session", None, &device_scoped));
+    hub.call("POST", "/api/session", Some("{}")).assert_hub_error(405, "MethodNotAllowed", 405_000);
+    let me = hub.call("GET", "/api/session", None).json();
+    assert_eq!(me["policy"], "iothubowner");
+    assert_eq!(
+        me["permissions"],
+        serde_json::json!(["RegistryRead", "RegistryWrite", "ServiceConnect", "DeviceConnect"])
+    );
+    assert!(!me.to_string().contains(OWNER_KEY), "the key never comes back");
     // The error body never echoes the token.
     let echoed = with_auth(&hub, "GET", "/twins/keeper", None, &forged);
     assert!(!echoed.body.contains("sig="), "token echoed: {}", echoed.body);
