@@ -38,6 +38,10 @@ cargo fetch --quiet
 if stale dist/index.html app core public Cargo.toml Cargo.lock Trunkfile.toml; then
   echo "[build] dashboard (trunk --release)"
   quiet target/build-dashboard.log trunk build --config Trunkfile.toml --release --offline
+  # The virtual device page is a second wasm under /virtual/ (after the console's build, which
+  # empties dist/).
+  quiet target/build-virtual.log trunk build --config Trunkfile.toml --release --offline \
+    --dist dist/virtual --public-url /virtual/ app/virtual/index.html
   touch dist/index.html
 else
   echo "[build] dashboard is up to date"

@@ -49,3 +49,30 @@ export function canvasHasBlue({ selector, min }) {
   for (let i = 0; i < d.length; i += 4) if (d[i] < 100 && d[i + 2] > 180) blue++;
   return blue >= min;
 }
+
+// Resolves once the page has had no request in flight for `quietMs`. A reload or navigation
+// with fetches still open makes wrangler's dev proxy answer them 503 as it drops them, which the
+// page then logs as a console error; scripts call this before leaving a page on purpose.
+export async function settle(page, quietMs = 300, timeoutMs = 15_000) {
+  let inFlight = 0;
+  let last = Date.now();
+  const up = () => { inFlight++; last = Date.now(); };
+  const down = () => { inFlight = Math.max(0, inFlight - 1); last = Date.now(); };
+  page.on('request', up);
+  page.on('requestfinished', down);
+  page.on('requestfailed', down);
+  try {
+    const deadline = Date.now() + timeoutMs;
+    // Requests already open when this was called are not counted, so wait at least one
+    // quiet period of our own before trusting the count.
+    await page.waitForTimeout(quietMs);
+    while (inFlight > 0 || Date.now() - last < quietMs) {
+      if (Date.now() > deadline) break;
+      await page.waitForTimeout(50);
+    }
+  } finally {
+    page.off('request', up);
+    page.off('requestfinished', down);
+    page.off('requestfailed', down);
+  }
+}

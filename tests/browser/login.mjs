@@ -4,7 +4,7 @@
 // and the device page shows its twin; the key (env TWINHUB_SECRET_KEY) must never leave the
 // browser in a URL or header. With LIVE_MARKER set, it then prints "ready" and waits for that
 // text to appear in the twin without a reload (the test changes the twin meanwhile).
-import { run } from './chromium.mjs';
+import { run, settle } from './chromium.mjs';
 
 const [loginUrl, deviceId, expectedText, shotDir] = process.argv.slice(2);
 const secret = process.env.TWINHUB_SECRET_KEY ?? '';
@@ -38,6 +38,7 @@ await run('browser', async (page, problems) => {
     await page.screenshot({ path: `${shotDir}/device-live.png`, fullPage: true });
   }
   // A reload keeps the session (sessionStorage) without the fragment.
+  await settle(page);
   await page.reload();
   await twin.waitFor({ timeout: 30_000 });
 });

@@ -3,7 +3,7 @@
 // The virtualized table keeps few rows in the DOM while it pages through the whole fleet; a
 // query with a syntax error shows where; the building quick filter narrows the fleet to the
 // expected count; a bar of the GROUP BY summary filters; a registryRead sign-in is read-only.
-import { canvasHasBlue, run } from './chromium.mjs';
+import { canvasHasBlue, run, settle } from './chromium.mjs';
 
 const [loginUrl, devices, buildingA, readOnlyUrl, shotDir] = process.argv.slice(2);
 const MAX_DOM_ROWS = 60;
@@ -55,10 +55,12 @@ await run('query', async (page, problems) => {
   // Saved queries survive a reload.
   page.once('dialog', (d) => d.accept('Building A drift'));
   await page.locator('button.save-query').click();
+  await settle(page);
   await page.reload();
   await page.locator('.saved-queries button', { hasText: 'Building A drift' }).waitFor({ timeout: 15_000 });
 
   // registryRead: the console says it is read-only and turns writes off.
+  await settle(page);
   await page.goto(readOnlyUrl);
   await page.locator('.badge.read-only').waitFor({ timeout: 15_000 });
   if (!(await page.locator('form.create-device button').isDisabled())) problems.push('create is enabled for registryRead');

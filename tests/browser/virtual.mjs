@@ -8,7 +8,7 @@
 // for a line (the test asks for new firmware), and A shows the error acknowledgement in the
 // twin and the drift table. A's chart draws the telemetry. Last, A spawns 3 virtual devices.
 import { createInterface } from 'node:readline';
-import { canvasHasBlue, run } from './chromium.mjs';
+import { canvasHasBlue, run, settle } from './chromium.mjs';
 
 const [loginUrl, deviceId, shotDir] = process.argv.slice(2);
 const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -74,6 +74,7 @@ await run('virtual', async (page, problems) => {
   await device.close();
 
   // A signed-in operator spawns a small fleet of virtual devices in one tab.
+  await settle(page);
   await page.goto(new URL('/virtual', page.url()).href);
   await page.locator('#vd-count').fill('3');
   await page.locator('#vd-prefix').fill('fleetdemo');

@@ -112,7 +112,7 @@ pub fn DevicePage() -> impl IntoView {
                     let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap_or_default().to_owned();
                     let cs = ConnectionString { host_name: session.host_name(), credential: Credential::Device { device_id: id(), key } };
                     let virtual_url = format!(
-                        "/virtual#device={}",
+                        "/virtual/#device={}",
                         percent_encoding::utf8_percent_encode(&cs.to_string(), percent_encoding::NON_ALPHANUMERIC)
                     );
                     view! {

@@ -3,7 +3,8 @@
 //! `cargo run --release -p twinhub-e2e --bin bench-dashboard [twins=100000]`
 //! (after `make build`; needs the test tools: node modules and Debian chromium)
 //!
-//! 1. the dashboard's `.wasm`, raw and gzipped (goal: at most 400 KB gzipped);
+//! 1. the dashboard's `.wasm`, raw and gzipped (goal: at most 400 KB gzipped), and the virtual
+//!    device page's, which only that page loads;
 //! 2. navigation to the first fleet rows with 1,000 devices, 5 runs (goal: at most 1 s);
 //! 3. with `twins` devices (written into the index by the benchmark loader), frame times while
 //!    scrolling the virtualized table for 8 s and while a quick filter re-queries (goal: median
@@ -19,13 +20,13 @@ use std::process::Command;
 use std::time::Instant;
 use twinhub_e2e::{repo_root, Hub, Storage};
 
-fn main() {
-    let twins: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let wasm = std::fs::read_dir(repo_root().join("dist"))
+/// The raw and `gzip -9` sizes of the one `.wasm` in `dir` (relative to the repository).
+fn wasm_size(dir: &str) -> (u64, u64) {
+    let wasm = std::fs::read_dir(repo_root().join(dir))
         .expect("dist/ (run make build)")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .find(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .expect("the dashboard's wasm in dist/");
+        .expect("a wasm (run make build)");
     let raw = std::fs::metadata(&wasm).expect("wasm").len();
     let gz = Command::new("sh")
         .arg("-c")
@@ -34,6 +35,13 @@ fn main() {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().ok())
         .unwrap_or(0);
+    (raw, gz)
+}
+
+fn main() {
+    let twins: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let (raw, gz) = wasm_size("dist");
+    let (virtual_raw, virtual_gz) = wasm_size("dist/virtual");
 
     let storage = Storage::new("bench-dashboard");
     let hub = Hub::start_with_vars(&storage, &[("TWINHUB_BENCH_ECHO", "1")]);
@@ -53,6 +61,11 @@ fn main() {
         "| dashboard .wasm | {:.1} KB raw, {:.1} KB gzipped | at most 400 KB gzipped |",
         raw as f64 / 1024.0,
         gz as f64 / 1024.0
+    );
+    println!(
+        "| virtual device page .wasm (loaded only on /virtual/) | {:.1} KB raw, {:.1} KB gzipped | - |",
+        virtual_raw as f64 / 1024.0,
+        virtual_gz as f64 / 1024.0
     );
     println!(
         "| navigation -> first fleet rows, 1,000 devices (median of 5) | {:.0} ms (runs: {}) | at most 1,000 ms |",

@@ -1,0 +1,4 @@
+//! The operator console's wasm (`dist/`).
+fn main() {
+    twinhub_app::dashboard();
+}
