@@ -25,12 +25,16 @@ pub enum ErrorCode {
     DeviceNotFound,
     /// 404103: a direct method to a device that is offline or not listening for methods.
     DeviceNotOnline,
+    /// 404002: no job with that id.
+    JobNotFound,
     /// 404000 (twinhub): no such route.
     NotFound,
     /// 405000 (twinhub): the route exists but not with that method.
     MethodNotAllowed,
     /// 409001: create over an existing device id.
     DeviceAlreadyExists,
+    /// 409104: a job with that id exists already (code as spec §3.6 gives it, marked unsure there).
+    JobAlreadyExists,
     /// 412001: `If-Match` did not match the current etag.
     PreconditionFailed,
     /// 413001: a body over the size limit.
@@ -56,9 +60,11 @@ impl ErrorCode {
             Self::DeviceMaximumQueueDepthExceeded => 403_004,
             Self::DeviceNotFound => 404_001,
             Self::DeviceNotOnline => 404_103,
+            Self::JobNotFound => 404_002,
             Self::NotFound => 404_000,
             Self::MethodNotAllowed => 405_000,
             Self::DeviceAlreadyExists => 409_001,
+            Self::JobAlreadyExists => 409_104,
             Self::PreconditionFailed => 412_001,
             Self::MessageTooLarge => 413_001,
             Self::TooManyDevices => 413_002,
@@ -84,9 +90,11 @@ impl ErrorCode {
             Self::DeviceMaximumQueueDepthExceeded => "DeviceMaximumQueueDepthExceeded",
             Self::DeviceNotFound => "DeviceNotFound",
             Self::DeviceNotOnline => "DeviceNotOnline",
+            Self::JobNotFound => "JobNotFound",
             Self::NotFound => "NotFound",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::DeviceAlreadyExists => "DeviceAlreadyExists",
+            Self::JobAlreadyExists => "JobAlreadyExists",
             Self::PreconditionFailed => "PreconditionFailed",
             Self::MessageTooLarge => "MessageTooLarge",
             Self::TooManyDevices => "TooManyDevices",

@@ -15,6 +15,7 @@ pub mod etag;
 pub mod fixture;
 pub mod fleet;
 pub mod identity;
+pub mod job;
 pub mod method;
 pub mod mqtt;
 pub mod query;

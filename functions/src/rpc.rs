@@ -57,6 +57,11 @@ pub enum DeviceOp {
     InvokeMethod { device_id: String, name: String, payload: String, timeout_ms: u64, connect_timeout_ms: u64 },
     /// `GET /api/devices/{id}/telemetry`: the newest `limit` messages, oldest first.
     TelemetryList { device_id: String, limit: usize },
+    /// A job's twin update, applied at most once per job: a second call for the same `job_id`
+    /// answers as the first did and changes nothing. The change's undo is kept for a rollback.
+    JobUpdateTwin { device_id: String, job_id: String, body: String },
+    /// Gives back the values `job_id` changed (once; later calls change nothing).
+    JobRollback { device_id: String, job_id: String },
     /// `GET /api/devices/{id}/telemetry/series`: `field` downsampled over `[from, to)` (Unix ms).
     TelemetrySeries { device_id: String, field: String, from: u64, to: u64, buckets: usize },
 }
@@ -99,6 +104,42 @@ pub struct QueuedMessage {
     pub body: String,
 }
 
+/// A request to the jobs object (`objects::jobs`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum JobOp {
+    /// `PUT /jobs/v2/{id}`: store and start (or schedule) `job`; 409 if the id is taken.
+    Create { job: Box<twinhub_core::job::Job> },
+    /// `GET /jobs/v2/{id}`.
+    Get { job_id: String },
+    /// `POST /jobs/v2/{id}/cancel`.
+    Cancel { job_id: String },
+    /// `POST /jobs/v2/{id}/pause` (twinhub).
+    Pause { job_id: String },
+    /// `POST /jobs/v2/{id}/resume` (twinhub).
+    Resume { job_id: String },
+    /// `POST /jobs/v2/{id}/rollback` (twinhub): give every device its previous values back.
+    Rollback { job_id: String },
+    /// `GET /jobs/v2/query`: up to `limit` jobs after job id `after`, in id order, filtered.
+    List {
+        job_type: Option<twinhub_core::job::JobType>,
+        status: Option<twinhub_core::job::JobStatus>,
+        after: Option<String>,
+        limit: usize,
+    },
+    /// `SELECT ... FROM devices.jobs`: up to `limit` matching records after `after` (job id,
+    /// device id), in that order.
+    DeviceJobs { query: String, after: Option<(String, String)>, limit: usize },
+}
+
+/// The jobs object's answer to [`JobOp::List`] and [`JobOp::DeviceJobs`]: one page.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JobPage<K> {
+    pub items: Vec<serde_json::Value>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<K>,
+}
+
 /// A device's projection, pushed by its object to its fleet index shard after each commit.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -132,6 +173,8 @@ pub enum IndexOp {
     Aggregate { sql: String, params: Vec<serde_json::Value> },
     /// The shard's recent index lag.
     Lag,
+    /// Every id a compiled statement (`twinhub_core::query::sql::ids_statement`) selects.
+    Ids { sql: String, params: Vec<serde_json::Value> },
     /// Store many entries at once (the query benchmark's fleet loader).
     Load { entries: Vec<IndexEntry> },
 }

@@ -175,3 +175,106 @@ def test_query_paging_and_the_article_bulk_update(registry):
         registry.bulk_create_or_update_devices(
             [ExportImportDevice(id=i, import_mode="delete") for i in ids[start : start + 100]]
         )
+
+
+def test_the_articles_bulk_update_as_a_scheduled_job(registry):
+    """IoTHubJobManager: the article's bulk update (Building-A -> desired firmwareVersion 2.1.0)
+    as a server-side twin-update job, polled until completed; a job scheduled for later is
+    cancelled; a reused job id is refused."""
+    import datetime
+    import time
+
+    from azure.iot.hub import IoTHubJobManager
+    from azure.iot.hub.models import CloudToDeviceMethod, JobRequest
+
+    jobs = IoTHubJobManager.from_connection_string(CS)
+    batch = f"j{uuid.uuid4().hex[:6]}"
+    ids = [f"{batch}-{i:02}" for i in range(20)]
+    result = registry.bulk_create_or_update_devices(
+        [ExportImportDevice(id=i, import_mode="create", status="enabled") for i in ids]
+    )
+    assert result.is_successful, result.errors
+    for n, device_id in enumerate(ids):
+        building = "Building-A" if n % 2 == 0 else "Building-B"
+        registry.update_twin(device_id, Twin(tags={"batch": batch, "location": {"building": building}}), "*")
+    building_a = ids[0::2]
+
+    # The fleet index is eventually consistent: wait until it has every tag, as the job's
+    # query runs there.
+    from azure.iot.hub.models import QuerySpecification
+
+    deadline = time.time() + 30
+    while True:
+        found = registry.query_iot_hub(
+            QuerySpecification(query=f"SELECT * FROM devices WHERE tags.batch = '{batch}' AND tags.location.building = 'Building-A'")
+        )
+        if len(found.items) == len(building_a) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+
+    job_id = f"firmware-{batch}"
+    request = JobRequest(
+        job_id=job_id,
+        type="scheduleUpdateTwin",
+        start_time=datetime.datetime.now(datetime.timezone.utc),
+        max_execution_time_in_seconds=3600,
+        update_twin=Twin(etag="*", properties=TwinProperties(desired={"firmwareVersion": "2.1.0"})),
+        query_condition=f"tags.batch = '{batch}' AND tags.location.building = 'Building-A'",
+    )
+    created = jobs.create_scheduled_job(job_id, request)
+    assert created.job_id == job_id
+    assert created.type == "scheduleUpdateTwin"
+    assert created.status in ("queued", "running", "completed")
+
+    deadline = time.time() + 60
+    while True:
+        job = jobs.get_scheduled_job(job_id)
+        if job.status == "completed" or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert job.status == "completed", job.status
+    stats = job.device_job_statistics
+    assert (stats.device_count, stats.succeeded_count, stats.failed_count) == (10, 10, 0)
+    assert job.end_time is not None
+
+    for n, device_id in enumerate(ids):
+        desired = registry.get_twin(device_id).properties.desired
+        if n % 2 == 0:
+            assert desired["firmwareVersion"] == "2.1.0", device_id
+        else:
+            assert "firmwareVersion" not in desired, device_id
+
+    # Per-device records through the query API.
+    records = registry.query_iot_hub(QuerySpecification(query=f"SELECT * FROM devices.jobs WHERE jobId = '{job_id}'"))
+    assert records.type == "DeviceJob"
+    # The SDK reads every query item into its Twin model, whose deviceId and status fields
+    # happen to carry the DeviceJob's.
+    assert sorted(r.device_id for r in records.items) == building_a
+    assert all(r.status == "completed" for r in records.items)
+
+    # The same id again: 409.
+    with pytest.raises(HttpOperationError) as err:
+        jobs.create_scheduled_job(job_id, request)
+    assert status_of(err) == 409
+
+    # A method job scheduled for tomorrow, cancelled before it starts.
+    later_id = f"reboot-{batch}"
+    later = JobRequest(
+        job_id=later_id,
+        type="scheduleDeviceMethod",
+        start_time=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1),
+        max_execution_time_in_seconds=600,
+        cloud_to_device_method=CloudToDeviceMethod(method_name="reboot", payload={}, response_timeout_in_seconds=30),
+        query_condition=f"tags.batch = '{batch}'",
+    )
+    assert jobs.create_scheduled_job(later_id, later).status == "scheduled"
+    cancelled = jobs.cancel_scheduled_job(later_id)
+    assert cancelled.status == "cancelled"
+    assert jobs.get_scheduled_job(later_id).status == "cancelled"
+
+    with pytest.raises(HttpOperationError) as err:
+        jobs.get_scheduled_job(f"missing-{batch}")
+    assert status_of(err) == 404
+
+    for start in range(0, len(ids), 100):
+        registry.bulk_create_or_update_devices([ExportImportDevice(id=i, import_mode="delete") for i in ids])

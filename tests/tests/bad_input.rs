@@ -95,6 +95,47 @@ fn bad_requests_get_iot_hub_errors_and_nothing_is_lost() {
     );
     stale.assert_hub_error(412, "PreconditionFailed", 412_001);
 
+    // Jobs: each bad request is refused before a job exists.
+    let job = |patch: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "type": "scheduleUpdateTwin",
+            "queryCondition": "tags.location.building = 'Building-A'",
+            "updateTwin": { "etag": "*", "properties": { "desired": { "firmwareVersion": "2.1.0" } } },
+        });
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        hub.call("PUT", "/jobs/v2/bad-job", Some(&body.to_string()))
+    };
+    let bad_query = job(serde_json::json!({ "queryCondition": "tags.location.building = = 'A'" }));
+    bad_query.assert_hub_error(400, "ArgumentInvalid", 400_004);
+    assert!(bad_query.body.contains("at 1:"), "the error has a position: {}", bad_query.body);
+    job(serde_json::json!({ "type": "export" })).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    job(serde_json::json!({ "startTime": "next tuesday" })).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    job(serde_json::json!({ "maxExecutionTimeInSeconds": -1 })).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    job(serde_json::json!({ "maxExecutionTimeInSeconds": 99_999_999_999u64 })).assert_hub_error(
+        400,
+        "ArgumentInvalid",
+        400_004,
+    );
+    job(serde_json::json!({ "type": "scheduleDeviceMethod", "cloudToDeviceMethod": { "methodName": "re/boot" } }))
+        .assert_hub_error(400, "ArgumentInvalid", 400_004);
+    hub.call("PUT", "/jobs/v2/bad-job", Some("{nope")).assert_hub_error(400, "IotHubFormatError", 400_006);
+    hub.call("GET", "/jobs/v2/bad-job", None).assert_hub_error(404, "JobNotFound", 404_002);
+    hub.call("POST", "/jobs/v2/bad-job/cancel", None).assert_hub_error(404, "JobNotFound", 404_002);
+    hub.call("DELETE", "/jobs/v2/bad-job", None).assert_hub_error(405, "MethodNotAllowed", 405_000);
+    hub.call("GET", "/jobs/v2/query?jobType=export", None).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    // A valid job for a device that does not exist completes with no devices; its id is then taken.
+    let ok = job(serde_json::json!({ "queryCondition": "deviceId = 'nobody'" }));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    job(serde_json::json!({ "queryCondition": "deviceId = 'nobody'" })).assert_hub_error(
+        409,
+        "JobAlreadyExists",
+        409_104,
+    );
+    let device_jobs = serde_json::json!({ "query": "SELECT COUNT() FROM devices.jobs" }).to_string();
+    hub.call("POST", "/devices/query", Some(&device_jobs)).assert_hub_error(400, "ArgumentInvalid", 400_004);
+
     // Still alive, and nothing was lost or changed by the rejected requests.
     assert_eq!(hub.call_with("GET", "/api/health", None, &[]).status, 200);
     assert_eq!(hub.call("GET", "/twins/keeper", None).json(), keeper);

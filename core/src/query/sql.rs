@@ -49,6 +49,15 @@ pub fn rows_statement(query: &Query, after: Option<&str>, limit: u64) -> Stateme
     c.finish(sql)
 }
 
+/// Every matching device id, in order (column `id`): the devices a job selects. Ids only, so
+/// a job over a large fleet does not pull its twins through the index.
+pub fn ids_statement(query: &Query) -> Statement {
+    let mut c = Compiler::default();
+    let filter = query.filter.as_ref().map_or_else(|| "1".to_owned(), |f| c.truthy(f));
+    let sql = format!("SELECT device_id AS id FROM device WHERE identity IS NOT NULL AND {filter} ORDER BY device_id");
+    c.finish(sql)
+}
+
 /// The partial aggregates of one shard: per group (the GROUP BY key, or one group for the
 /// whole collection) columns `k_class`, `k_value`, `n` and, per select item `i`, `s{i}`
 /// (sum), `c{i}` (how many numbers), `lo{i}`, `hi{i}`. [`super::aggregate`] merges them.

@@ -24,7 +24,7 @@ use twinhub_core::etag::if_match_allows;
 use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
 use twinhub_core::session::topic::Subscription;
 use twinhub_core::telemetry::{downsample, numeric_field, Point};
-use twinhub_core::twin::{Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
+use twinhub_core::twin::{revert_patch, Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{
     durable_object, Delay, DurableObject, Env, Request, Response, Result, SqlStorageValue, State, WebSocket,
@@ -77,6 +77,27 @@ struct Device {
     twin: Twin,
 }
 
+/// A job's twin change, recorded with the commit ([`DeviceObject::write_twin`]).
+enum JobMark<'a> {
+    /// The job's update: remember it (and its undo) so it is never applied twice.
+    Applied(&'a str),
+    /// The job's rollback: it is given back.
+    RolledBack(&'a str),
+}
+
+/// A row of `job_applied`.
+#[derive(Deserialize)]
+struct JobApplied {
+    version: u64,
+    revert: Option<String>,
+    #[serde(deserialize_with = "int_bool")]
+    rolled_back: bool,
+}
+
+fn int_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<bool, D::Error> {
+    Ok(<i64 as Deserialize>::deserialize(d)? != 0)
+}
+
 /// One accepted twin change, as kept in `history`.
 struct HistoryEntry<'a> {
     version: u64,
@@ -94,6 +115,9 @@ impl DurableObject for DeviceObject {
             // Bodies are stored base64: they are arbitrary bytes, and text columns round-trip exactly.
             "CREATE TABLE IF NOT EXISTS c2d (seq INTEGER PRIMARY KEY AUTOINCREMENT, properties TEXT NOT NULL, body TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS telemetry (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, properties TEXT NOT NULL, body TEXT NOT NULL)",
+            // The jobs that changed this twin: what makes a job's update exactly-once across
+            // restarts, and its undo for a rollback.
+            "CREATE TABLE IF NOT EXISTS job_applied (job_id TEXT PRIMARY KEY, version INTEGER NOT NULL, revert TEXT, rolled_back INTEGER NOT NULL DEFAULT 0)",
         ] {
             if let Err(e) = sql.exec(schema, None) {
                 // Every later query fails the same way and answers 500; nothing more to do here.
@@ -203,15 +227,48 @@ impl DeviceObject {
             DeviceOp::PatchTwin { device_id, body, if_match, actor } => {
                 let patch = ServicePatch::parse(&body).map_err(|e| HubError::from(&e))?;
                 let notice = patch.desired.clone().map(Some);
-                self.write_twin(&device_id, if_match.as_deref(), &actor, now, notice, |t| {
+                self.write_twin(&device_id, if_match.as_deref(), &actor, now, notice, None, |t| {
                     t.apply_service_patch(&patch, now)
                 })
                 .await
             }
             DeviceOp::ReplaceTwin { device_id, body, if_match, actor } => {
                 let replacement = TwinReplacement::parse(&body).map_err(|e| HubError::from(&e))?;
-                self.write_twin(&device_id, if_match.as_deref(), &actor, now, Some(None), |t| {
+                self.write_twin(&device_id, if_match.as_deref(), &actor, now, Some(None), None, |t| {
                     t.replace(&replacement, now)
+                })
+                .await
+            }
+            DeviceOp::JobUpdateTwin { device_id, job_id, body } => {
+                if let Some(done) = self.job_applied(&job_id)? {
+                    // A retry after a restart: the job already reached this twin.
+                    return Ok(http::json(200, &json!({ "version": done.version, "repeated": true }), None)?);
+                }
+                let patch = ServicePatch::parse(&body).map_err(|e| HubError::from(&e))?;
+                let notice = patch.desired.clone().map(Some);
+                let actor = format!("job:{job_id}");
+                self.write_twin(&device_id, None, &actor, now, notice, Some(JobMark::Applied(&job_id)), |t| {
+                    t.apply_service_patch(&patch, now)
+                })
+                .await
+            }
+            DeviceOp::JobRollback { device_id, job_id } => {
+                let done = match self.job_applied(&job_id)? {
+                    Some(done) if !done.rolled_back => done,
+                    // Never reached, or already given back: nothing to do.
+                    other => {
+                        let body = json!({ "restored": other.is_some(), "repeated": other.is_some() });
+                        return Ok(http::json(200, &body, None)?);
+                    }
+                };
+                let patch = match done.revert.as_deref() {
+                    Some(text) => ServicePatch::parse(text).map_err(|e| HubError::from(&e))?,
+                    None => ServicePatch::default(),
+                };
+                let notice = patch.desired.clone().map(Some);
+                let actor = format!("job:{job_id}:rollback");
+                self.write_twin(&device_id, None, &actor, now, notice, Some(JobMark::RolledBack(&job_id)), |t| {
+                    t.apply_service_patch(&patch, now)
                 })
                 .await
             }
@@ -436,6 +493,7 @@ impl DeviceObject {
     ///
     /// `notice` says what a connected device is told when desired changed: `Some(Some(patch))`
     /// the patch as applied, `Some(None)` the whole new desired (a replacement), `None` nothing.
+    #[allow(clippy::too_many_arguments)] // each says a different thing about the write
     async fn write_twin(
         &self,
         device_id: &str,
@@ -443,6 +501,7 @@ impl DeviceObject {
         actor: &str,
         now: UnixMillis,
         notice: Option<Option<Map<String, Value>>>,
+        job: Option<JobMark<'_>>,
         apply: impl FnOnce(&mut Twin) -> std::result::Result<Vec<Change>, TwinError>,
     ) -> ApiResult {
         let mut d = self.require(device_id)?;
@@ -453,6 +512,23 @@ impl DeviceObject {
         let desired_changed = changes.iter().any(|c| c.path.starts_with("properties.desired."));
         let entry = HistoryEntry { version: d.twin.version, time: now, actor, changes };
         self.commit(Some(&d), Some(&entry))?;
+        // In the same synchronous stretch as the commit, so the mark and the change are one.
+        match job {
+            Some(JobMark::Applied(job_id)) => {
+                let revert = revert_patch(&entry.changes).map_or(SqlStorageValue::Null, |p| p.to_string().into());
+                self.state.storage().sql().exec(
+                    "INSERT OR REPLACE INTO job_applied (job_id, version, revert) VALUES (?, ?, ?)",
+                    vec![job_id.into(), sql_int(entry.version)?, revert],
+                )?;
+            }
+            Some(JobMark::RolledBack(job_id)) => {
+                self.state
+                    .storage()
+                    .sql()
+                    .exec("UPDATE job_applied SET rolled_back = 1 WHERE job_id = ?", vec![job_id.into()])?;
+            }
+            None => {}
+        }
         if let (true, Some(patch)) = (desired_changed, notice) {
             let body = d.twin.desired_notification(patch.as_ref());
             self.tell_gateway(|conn| GatewayOp::Desired {
@@ -587,6 +663,17 @@ impl DeviceObject {
         }))
     }
 
+    /// What job `job_id` did to this twin, if it reached it.
+    fn job_applied(&self, job_id: &str) -> Result<Option<JobApplied>> {
+        let rows: Vec<JobApplied> = self
+            .state
+            .storage()
+            .sql()
+            .exec("SELECT version, revert, rolled_back FROM job_applied WHERE job_id = ?", vec![job_id.into()])?
+            .to_array()?;
+        Ok(rows.into_iter().next())
+    }
+
     fn load_text(&self, name: &str) -> Result<Option<String>> {
         let rows: Vec<Row> =
             self.state.storage().sql().exec("SELECT body FROM doc WHERE name = ?", vec![name.into()])?.to_array()?;
@@ -641,6 +728,7 @@ impl DeviceObject {
                 // seq is kept so a re-created device's projection is newer than the deleted one's.
                 sql.exec("DELETE FROM doc WHERE name IN ('identity', 'twin')", None)?;
                 sql.exec("DELETE FROM history", None)?;
+                sql.exec("DELETE FROM job_applied", None)?;
                 sql.exec(
                     "INSERT OR REPLACE INTO doc (name, body) VALUES ('seq', ?), ('index_pending', ?), ('committed_at', ?)",
                     vec![seq.to_string().into(), seq.to_string().into(), clock::now().0.to_string().into()],

@@ -41,6 +41,11 @@ struct CountRow {
 }
 
 #[derive(Deserialize)]
+struct IdRow {
+    id: String,
+}
+
+#[derive(Deserialize)]
 struct TwinRow {
     id: String,
     twin: String,
@@ -123,6 +128,11 @@ impl FleetIndex {
                 let rows: Vec<serde_json::Value> = sql.exec(&text, bind(params))?.to_array()?;
                 let body = serde_json::json!({ "rows": rows, "lag": self.lag() });
                 Ok(http::json(200, &body, None)?)
+            }
+            IndexOp::Ids { sql: text, params } => {
+                let rows: Vec<IdRow> = sql.exec(&text, bind(params))?.to_array()?;
+                let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
+                Ok(http::json(200, &serde_json::json!({ "ids": ids }), None)?)
             }
             IndexOp::Lag => Ok(http::json(200, &serde_json::to_value(self.lag()).unwrap_or_default(), None)?),
         }

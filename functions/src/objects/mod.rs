@@ -4,6 +4,7 @@ pub mod bench_echo;
 pub mod device_object;
 pub mod fleet_index;
 pub mod gateway;
+pub mod jobs;
 
 /// Binding names, as in wrangler.toml.
 pub const DEVICE_BINDING: &str = "DEVICE";

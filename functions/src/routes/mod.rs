@@ -5,6 +5,7 @@
 mod api;
 mod device_endpoint;
 mod devices;
+mod jobs;
 mod query;
 mod statistics;
 mod twins;
@@ -57,6 +58,12 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["api", "devices", id, "messages"], Method::Post) => devices::send_message(req, env, id).await,
         (["api", "devices", id, "live"], Method::Get) => devices::live(req, env, id).await,
         (["api", "devices", id, "telemetry", "series"], Method::Get) => devices::telemetry_series(req, env, id).await,
+        (["jobs", "v2", "query"], Method::Get) => jobs::query(req, env).await,
+        (["jobs", "v2", id], Method::Put) => jobs::create(req, env, id).await,
+        (["jobs", "v2", id], Method::Get) => jobs::get(req, env, id).await,
+        (["jobs", "v2", id, action @ ("cancel" | "pause" | "resume" | "rollback")], Method::Post) => {
+            jobs::control(req, env, id, action).await
+        }
         (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
         (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
         (
@@ -69,7 +76,9 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
             | ["twins", _, "methods"]
             | ["api", "devices", _, "telemetry" | "messages" | "live"]
             | ["api", "devices", _, "telemetry", "series"]
-            | ["statistics", "devices" | "service"],
+            | ["statistics", "devices" | "service"]
+            | ["jobs", "v2", _]
+            | ["jobs", "v2", _, "cancel" | "pause" | "resume" | "rollback"],
             method,
         ) => Err(HubError::new(
             ErrorCode::MethodNotAllowed,
