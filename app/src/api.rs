@@ -122,6 +122,25 @@ pub async fn session_info(session: Session) -> Result<Value, ApiError> {
     send(session, Request::get("/api/session")).await
 }
 
+/// `GET /jobs/v2/query`: the first page of jobs (up to 100), in id order.
+pub async fn jobs(session: Session) -> Result<Vec<Value>, ApiError> {
+    let list = send(session, Request::get(&format!("/jobs/v2/query?api-version={API_VERSION}"))).await?;
+    Ok(list.as_array().cloned().unwrap_or_default())
+}
+
+/// `PUT /jobs/v2/{id}`: create a job (a JobRequest body, with twinhub's `rollout` if staged).
+pub async fn create_job(session: Session, id: &str, request: &Value) -> Result<Value, ApiError> {
+    let builder = Request::put(&format!("/jobs/v2/{}?api-version={API_VERSION}", encode(id)))
+        .header("Content-Type", "application/json");
+    send_body(session, builder, request.to_string()).await
+}
+
+/// `POST /jobs/v2/{id}/{action}`: `cancel`, `pause`, `resume` or `rollback`.
+pub async fn job_action(session: Session, id: &str, action: &str) -> Result<Value, ApiError> {
+    let builder = Request::post(&format!("/jobs/v2/{}/{action}?api-version={API_VERSION}", encode(id)));
+    send(session, builder).await
+}
+
 /// One page of a fleet query.
 pub struct QueryPage {
     /// Twins (or projected rows, or groups).

@@ -34,6 +34,7 @@ pub fn dashboard() {
                         <Route path=path!("/") view=routes::fleet::FleetPage />
                         <Route path=path!("/signin") view=routes::signin::SignInPage />
                         <Route path=path!("/device/:id") view=routes::device::DevicePage />
+                        <Route path=path!("/jobs") view=routes::jobs::JobsPage />
                         <Route path=path!("/bench/chart") view=routes::bench::ChartBenchPage />
                     </Routes>
                 </main>
@@ -73,6 +74,11 @@ fn Header(access: access::Access) -> impl IntoView {
     view! {
         <header class="top">
             <a class="brand" href="/">"twinhub"</a>
+            <nav class="top-nav" aria-label="Pages">
+                <a href="/">"Fleet"</a>
+                <a href="/jobs">"Jobs"</a>
+                <a href="/virtual/">"Virtual devices"</a>
+            </nav>
             <span class="spacer"></span>
             {move || session.signed_in().then(|| view! {
                 <span class="who">{session.label()}</span>

@@ -199,3 +199,32 @@ fn device_page_reverts_history_and_operates_the_device() {
     assert_eq!(device["status"], "disabled");
     assert_ne!(device["authentication"]["symmetricKey"]["primaryKey"], key_before, "keys regenerated");
 }
+
+#[test]
+fn jobs_page_runs_a_job_from_the_fleet_query_and_rolls_it_back() {
+    let storage = Storage::new("jobs-ui");
+    let hub = Hub::start(&storage);
+    let ids: Vec<String> = (0..12).map(|i| format!("ui-job-{i:02}")).collect();
+    let bulk: Vec<serde_json::Value> =
+        ids.iter().map(|id| serde_json::json!({ "id": id, "importMode": "create", "status": "enabled" })).collect();
+    assert_eq!(hub.call("POST", "/devices", Some(&serde_json::Value::Array(bulk).to_string())).status, 200);
+    for (n, id) in ids.iter().enumerate() {
+        let building = if n % 3 == 0 { "Building-A" } else { "Building-B" };
+        let patch = serde_json::json!({ "tags": { "location": { "building": building } }, "properties": { "desired": { "firmwareVersion": "2.0.0" } } });
+        assert_eq!(hub.call("PATCH", &format!("/twins/{id}"), Some(&patch.to_string())).status, 200);
+    }
+    let stdout = browser(&hub, "jobs.mjs", &[&hub.login_url(), "4"], &[], |_, _| {});
+    assert!(stdout.contains("jobs: ok"), "{stdout}");
+    // The job's change and its rollback are both in each Building-A twin's history.
+    for id in ids.iter().step_by(3) {
+        let twin = hub.call("GET", &format!("/twins/{id}"), None).json();
+        assert_eq!(twin["properties"]["desired"]["firmwareVersion"], "2.0.0", "{id} rolled back");
+        let history = hub.call("GET", &format!("/api/twins/{id}/history"), None).json();
+        let actors: Vec<&str> =
+            history["entries"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
+        assert!(
+            actors.contains(&"job:ui-firmware") && actors.contains(&"job:ui-firmware:rollback"),
+            "{id}: {actors:?}"
+        );
+    }
+}

@@ -84,6 +84,15 @@ fn where_of(query: &str) -> Option<String> {
     (lower_tail.starts_with("where") && !lower_tail.contains("group by")).then(|| tail.to_owned())
 }
 
+/// The jobs page with its condition set to a query's WHERE clause (`*` when it has none).
+fn jobs_link(clause: &str) -> String {
+    let condition = match clause.get(..5) {
+        Some(w) if w.eq_ignore_ascii_case("where") => clause[5..].trim(),
+        _ => "*",
+    };
+    format!("/jobs?where={}", percent_encoding::utf8_percent_encode(condition, percent_encoding::NON_ALPHANUMERIC))
+}
+
 /// The fleet page.
 #[component]
 pub fn FleetPage() -> impl IntoView {
@@ -278,6 +287,9 @@ pub fn FleetPage() -> impl IntoView {
             })}
 
             <QueryBox text=text on_run=Callback::new(run) />
+            {move || where_of(&applied.get()).map(|clause| view! {
+                <p><a class="new-job" href=jobs_link(&clause)>"New job for these devices"</a></p>
+            })}
             <div class="quick-filters" role="group" aria-label="Quick filters">
                 <label>"Building "
                     <select class="qf-building" on:change=move |ev| { let v = event_target_value(&ev); set_filter(&|f| f.building.clone_from(&v)) }>

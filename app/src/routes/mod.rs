@@ -3,5 +3,6 @@
 pub mod bench;
 pub mod device;
 pub mod fleet;
+pub mod jobs;
 pub mod signin;
 pub mod virtual_device;
