@@ -374,7 +374,14 @@ pub struct DeviceJob {
     /// Its rollout wave (0 for plain jobs).
     #[serde(default)]
     pub wave: usize,
+    /// Calls that failed on the hub's side and were tried again.
+    #[serde(default)]
+    pub retries: u32,
 }
+
+/// Tries a device gets when the hub itself failed (a fault or an overload of ours, not the
+/// device's answer or the request's).
+pub const MAX_TRIES: u32 = 5;
 
 impl DeviceJob {
     pub fn new(job: &Job, device_id: &str, wave: usize, now: UnixMillis) -> Self {
@@ -390,6 +397,7 @@ impl DeviceJob {
             outcome: None,
             error: None,
             wave,
+            retries: 0,
         }
     }
 
@@ -414,6 +422,21 @@ impl DeviceJob {
         self.ended = Some(now);
         self.updated = now;
         self.error = Some(json!({ "code": code, "description": description.into() }));
+    }
+
+    /// A call failed with `code`: a fault of the hub's own (`ServerError`, `ServiceUnavailable`)
+    /// puts the device back in line while it has tries left and `may_retry` (a twin update,
+    /// which the device object applies at most once); anything else fails it.
+    pub fn call_failed(&mut self, code: &str, description: impl Into<String>, may_retry: bool, now: UnixMillis) {
+        let ours = matches!(code, "ServerError" | "ServiceUnavailable");
+        if ours && may_retry && self.retries + 1 < MAX_TRIES {
+            self.retries += 1;
+            self.status = DeviceJobStatus::Pending;
+            self.updated = now;
+            self.error = Some(json!({ "code": code, "description": description.into() }));
+        } else {
+            self.fail(code, description, now);
+        }
     }
 
     pub fn cancel(&mut self, now: UnixMillis) {

@@ -148,3 +148,21 @@ fn job_statuses_move_only_forward() {
     assert_eq!(JobStatus::from_filter("Completed"), Some(JobStatus::Completed));
     assert_eq!(JobType::from_filter("ScheduleUpdateTwin"), Some(JobType::ScheduleUpdateTwin));
 }
+
+#[test]
+fn a_fault_of_the_hub_is_retried_a_device_refusal_is_not() {
+    let job = Job::new(JobRequest::parse("fw-2.1.0", &article_job(), NOW).unwrap(), "iothubowner", NOW);
+    let mut record = DeviceJob::new(&job, "d1", 0, NOW);
+    for _ in 1..super::record::MAX_TRIES {
+        record.call_failed("ServerError", "out of memory", true, NOW);
+        assert_eq!(record.status, DeviceJobStatus::Pending);
+    }
+    record.call_failed("ServerError", "out of memory", true, NOW);
+    assert_eq!(record.status, DeviceJobStatus::Failed, "MAX_TRIES in all");
+    let mut other = DeviceJob::new(&job, "d2", 0, NOW);
+    other.call_failed("DeviceNotFound", "gone", true, NOW);
+    assert_eq!(other.status, DeviceJobStatus::Failed);
+    let mut method = DeviceJob::new(&job, "d3", 0, NOW);
+    method.call_failed("ServerError", "?", false, NOW);
+    assert_eq!(method.status, DeviceJobStatus::Failed, "a method may have run: not retried");
+}

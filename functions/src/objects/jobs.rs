@@ -33,11 +33,10 @@ use worker::{durable_object, Delay, DurableObject, Env, Request, Response, Resul
 pub const JOBS_BINDING: &str = "JOBS";
 /// Variable: the most devices per second one job calls (absent or 0: as fast as it goes).
 pub const RATE_VAR: &str = "JOB_DEVICES_PER_SECOND";
-/// Device calls in flight at once.
+/// Variable: device calls in flight at once (default [`BATCH`]).
+pub const CONCURRENCY_VAR: &str = "JOB_CONCURRENCY";
+/// Device calls in flight at once when the variable is absent.
 const BATCH: usize = 100;
-/// How long one alarm runs before handing over to a fresh one (requests are served meanwhile,
-/// between the awaits; a fresh alarm keeps any one invocation short).
-const SLICE_MS: u64 = 20_000;
 /// How often a rollout looks at its wave's twins again.
 const WATCH_MS: u64 = 1_000;
 
@@ -50,6 +49,9 @@ pub fn jobs_stub(env: &Env) -> worker::Result<worker::Stub> {
 pub struct Jobs {
     state: State,
     env: Env,
+    /// The alarm handler is running (it re-arms itself; a request must not touch the alarm
+    /// then: setting one while the handler runs held the request until the handler ended).
+    running: std::cell::Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -101,7 +103,7 @@ impl DurableObject for Jobs {
                 worker::console_error!("jobs schema: {e}");
             }
         }
-        Self { state, env }
+        Self { state, env, running: std::cell::Cell::new(false) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -116,40 +118,42 @@ impl DurableObject for Jobs {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let slice_end = clock::now().0 + SLICE_MS;
-        loop {
-            let now = clock::now();
-            let mut again = false;
-            let mut wait: Option<u64> = None;
-            for job in self.all_jobs()?.into_iter().filter(|j| j.wants_work(now)) {
-                let id = job.job_id.clone();
-                match self.step(job).await {
-                    Ok(Next::Again) => again = true,
-                    Ok(Next::Wait(ms)) => wait = Some(wait.map_or(ms, |w| w.min(ms))),
-                    Ok(Next::Idle) => {}
-                    Err(e) => {
-                        // A fault of ours or of the platform: retried by the next alarm.
-                        worker::console_error!("job {id}: {e}");
-                        wait = Some(wait.map_or(1_000, |w| w.min(1_000)));
-                    }
-                }
-            }
-            if !again {
-                if let Some(ms) = wait.or_else(|| self.next_start(clock::now())) {
-                    self.state.storage().set_alarm(i64::try_from(ms).unwrap_or(i64::MAX)).await?;
-                }
-                break;
-            }
-            if clock::now().0 >= slice_end {
-                self.state.storage().set_alarm(0).await?;
-                break;
-            }
-        }
-        Response::ok("")
+        self.running.set(true);
+        let result = self.run().await;
+        self.running.set(false);
+        result
     }
 }
 
 impl Jobs {
+    /// The alarm's work: one step of every job that wants one, then the alarm armed for what
+    /// comes next (at once if a job has more). One step per invocation, not a loop: requests
+    /// (progress polls, cancel) were held until a long-running alarm handler returned, so each
+    /// invocation is kept to one batch.
+    async fn run(&self) -> Result<Response> {
+        let now = clock::now();
+        let mut again = false;
+        let mut wait: Option<u64> = None;
+        for job in self.all_jobs()?.into_iter().filter(|j| j.wants_work(now)) {
+            let id = job.job_id.clone();
+            match self.step(job).await {
+                Ok(Next::Again) => again = true,
+                Ok(Next::Wait(ms)) => wait = Some(wait.map_or(ms, |w| w.min(ms))),
+                Ok(Next::Idle) => {}
+                Err(e) => {
+                    // A fault of ours or of the platform: retried by the next alarm.
+                    worker::console_error!("job {id}: {e}");
+                    wait = Some(wait.map_or(1_000, |w| w.min(1_000)));
+                }
+            }
+        }
+        let next = if again { Some(0) } else { wait.or_else(|| self.next_start(clock::now())) };
+        if let Some(ms) = next {
+            self.state.storage().set_alarm(i64::try_from(ms).unwrap_or(i64::MAX)).await?;
+        }
+        Response::ok("")
+    }
+
     fn handle(&self, op: JobOp) -> ApiResult {
         let now = clock::now();
         match op {
@@ -249,6 +253,9 @@ impl Jobs {
 
     /// Arms the alarm if a job has work and none is armed.
     async fn wake(&self) -> Result<()> {
+        if self.running.get() {
+            return Ok(());
+        }
         let now = clock::now();
         let jobs = self.all_jobs()?;
         let due = jobs.iter().any(|j| j.wants_work(now));
@@ -381,7 +388,7 @@ impl Jobs {
             match outcome {
                 Ok(_) if staged => {}
                 Ok(answer) => record.succeed(answer, now),
-                Err((code, description)) => record.fail(&code, description, now),
+                Err((code, description)) => record.call_failed(&code, description, !is_method, now),
             }
             records.push(record);
         }
@@ -556,11 +563,16 @@ impl Jobs {
         Ok(Next::Again)
     }
 
-    /// Devices per batch: [`BATCH`], or a second's worth at the configured rate if smaller.
+    /// Devices per batch: the configured concurrency, or a second's worth at the configured
+    /// rate if smaller.
     fn batch(&self) -> usize {
-        match usize::try_from(positive_var(&self.env, RATE_VAR)) {
-            Ok(rate) if rate > 0 => rate.min(BATCH),
+        let concurrency = match usize::try_from(positive_var(&self.env, CONCURRENCY_VAR)) {
+            Ok(n) if n > 0 => n.min(1_000),
             _ => BATCH,
+        };
+        match usize::try_from(positive_var(&self.env, RATE_VAR)) {
+            Ok(rate) if rate > 0 => rate.min(concurrency),
+            _ => concurrency,
         }
     }
 
@@ -595,7 +607,8 @@ impl Jobs {
         Ok(t)
     }
 
-    /// Up to `limit` records of `job_id` in one of `statuses` (and `wave`), in reach order.
+    /// Up to `limit` records of `job_id` in one of `statuses` (and `wave`), in reach order, a
+    /// device being retried after those not yet tried (so the hub has had time to recover).
     fn rows(&self, job_id: &str, statuses: &[&str], wave: Option<usize>, limit: usize) -> Result<Vec<DeviceJob>> {
         let marks = vec!["?"; statuses.len()].join(", ");
         let mut params: Vec<SqlStorageValue> = vec![job_id.into()];
@@ -614,7 +627,8 @@ impl Jobs {
             .sql()
             .exec(
                 &format!(
-                    "SELECT body FROM device_job WHERE job_id = ? AND status IN ({marks}){wave_sql} ORDER BY ord LIMIT ?"
+                    "SELECT body FROM device_job WHERE job_id = ? AND status IN ({marks}){wave_sql}
+                     ORDER BY json_extract(body, '$.retries'), ord LIMIT ?"
                 ),
                 params,
             )?

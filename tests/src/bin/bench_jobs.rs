@@ -11,6 +11,7 @@
 //! 2. baseline: the article's `BulkUpdateDesiredPropertiesAsync` over REST for the first
 //!    `baseline-devices`: one query (paged), then per device GET the twin and PATCH with its
 //!    etag, 16 devices at a time (the article's `Task.WhenAll` fan-out, bounded).
+//!
 //! Prints a table and the job/baseline ratio.
 
 use serde_json::{json, Value};
@@ -27,7 +28,9 @@ fn main() {
     let devices = arg(1, 10_000);
     let baseline_devices = arg(2, 1_000).min(devices);
     let storage = Storage::new("bench-jobs");
-    let hub = Arc::new(Hub::start(&storage));
+    // JOB_CONCURRENCY in the environment is passed to the hub (device calls in flight).
+    let concurrency = std::env::var("JOB_CONCURRENCY").unwrap_or_else(|_| "100".into());
+    let hub = Arc::new(Hub::start_with_vars(&storage, &[("JOB_CONCURRENCY", concurrency.as_str())]));
 
     let started = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
@@ -70,7 +73,12 @@ fn main() {
     assert_eq!(created.status, 200, "{}", created.body);
     let mut progress = Vec::new();
     let job = loop {
+        let asked = Instant::now();
         let job = hub.call("GET", "/jobs/v2/bench-job", None).json();
+        let waited = asked.elapsed();
+        if waited > Duration::from_secs(1) {
+            eprintln!("GET /jobs/v2/bench-job took {:.1} s (at {:.1} s)", waited.as_secs_f64(), t0.elapsed().as_secs_f64());
+        }
         let done = job["deviceJobStatistics"]["succeededCount"].as_u64().unwrap_or(0);
         progress.push((t0.elapsed().as_secs_f64(), done));
         if job["status"] == "completed" || job["status"] == "failed" {
@@ -87,6 +95,21 @@ fn main() {
     let at =
         |share: f64| progress.iter().find(|(_, d)| *d as f64 >= share * devices as f64).map_or(f64::NAN, |(t, _)| *t);
     let steady = 0.8 * devices as f64 / (at(0.9) - at(0.1));
+
+    // Why devices failed, if any did.
+    let failed = hub.call(
+        "POST",
+        "/devices/query",
+        Some(&json!({ "query": "SELECT * FROM devices.jobs WHERE jobId = 'bench-job' AND status = 'failed'" }).to_string()),
+    );
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for r in failed.json().as_array().into_iter().flatten() {
+        let why = format!("{}: {}", r["error"]["code"].as_str().unwrap_or("?"), r["error"]["description"].as_str().unwrap_or(""));
+        *reasons.entry(why.chars().take(160).collect()).or_default() += 1;
+    }
+    for (why, n) in &reasons {
+        eprintln!("failed (first page): {n} x {why}");
+    }
 
     // 2. The article's client-side bulk update over REST.
     let t1 = Instant::now();
@@ -144,7 +167,7 @@ fn main() {
     println!("\n| figure | value |");
     println!("|---|---|");
     println!(
-        "| job over {devices} twins (`PUT /jobs/v2`, desired firmwareVersion) | {job_secs:.1} s to completed, {job_rate:.0} devices/s overall ({succeeded} succeeded, {} failed) |",
+        "| job over {devices} twins (`PUT /jobs/v2`, desired firmwareVersion), {concurrency} calls in flight | {job_secs:.1} s to completed, {job_rate:.0} devices/s overall ({succeeded} succeeded, {} failed) |",
         stats["failedCount"]
     );
     println!(
