@@ -43,6 +43,8 @@ pub enum ErrorCode {
     TooManyDevices,
     /// 500001: a fault of ours.
     ServerError,
+    /// 501001 (twinhub): a twinhub feature that upstream mode cannot offer.
+    FeatureUnavailable,
     /// 503001: a dependency (storage, upstream) is unavailable.
     ServiceUnavailable,
     /// 504101: the device did not answer a direct method in time.
@@ -69,6 +71,7 @@ impl ErrorCode {
             Self::MessageTooLarge => 413_001,
             Self::TooManyDevices => 413_002,
             Self::ServerError => 500_001,
+            Self::FeatureUnavailable => 501_001,
             Self::ServiceUnavailable => 503_001,
             Self::GatewayTimeout => 504_101,
         }
@@ -99,6 +102,7 @@ impl ErrorCode {
             Self::MessageTooLarge => "MessageTooLarge",
             Self::TooManyDevices => "TooManyDevices",
             Self::ServerError => "ServerError",
+            Self::FeatureUnavailable => "FeatureUnavailable",
             Self::ServiceUnavailable => "ServiceUnavailable",
             Self::GatewayTimeout => "GatewayTimeout",
         }

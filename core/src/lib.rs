@@ -23,6 +23,7 @@ pub mod session;
 pub mod telemetry;
 pub mod time;
 pub mod twin;
+pub mod upstream;
 pub mod virtual_device;
 
 pub use error::{ErrorCode, HubError};

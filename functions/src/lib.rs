@@ -15,6 +15,7 @@ mod http;
 mod objects;
 mod routes;
 mod rpc;
+mod upstream;
 
 use worker::{event, Context, Env, Request, Response, Result};
 

@@ -27,8 +27,14 @@ OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
 DEVICE_ID = "sensor-001"
 
 
-def owner_token():
-    parts = dict(p.split("=", 1) for p in OWNER.split(";"))
+# Where stored telemetry is read: this hub, or (upstream mode, tests/tests/upstream.rs) the
+# hub behind it, since a hub in upstream mode keeps no telemetry of its own.
+TELEMETRY_BASE = os.environ.get("TWINHUB_TELEMETRY_BASE", "https://localhost")
+TELEMETRY_CS = os.environ.get("TWINHUB_TELEMETRY_CS", OWNER)
+
+
+def owner_token(cs=OWNER):
+    parts = dict(p.split("=", 1) for p in cs.split(";"))
     sr = urllib.parse.quote_plus(parts["HostName"])
     se = int(time.time()) + 600
     sig = hmac.new(base64.b64decode(parts["SharedAccessKey"]), f"{sr}\n{se}".encode(), hashlib.sha256).digest()
@@ -37,9 +43,10 @@ def owner_token():
 
 def telemetry():
     request = urllib.request.Request(
-        f"https://localhost/api/devices/{DEVICE_ID}/telemetry?limit=100", headers={"Authorization": owner_token()}
+        f"{TELEMETRY_BASE}/api/devices/{DEVICE_ID}/telemetry?limit=100",
+        headers={"Authorization": owner_token(TELEMETRY_CS)},
     )
-    context = ssl.create_default_context(cafile=os.environ["TWINHUB_CA"])
+    context = ssl.create_default_context(cafile=os.environ["TWINHUB_CA"]) if TELEMETRY_BASE.startswith("https") else None
     with urllib.request.urlopen(request, context=context) as response:
         return json.load(response)["messages"]
 

@@ -61,6 +61,8 @@ impl Drop for Storage {
 /// A running `wrangler dev`.
 pub struct Hub {
     child: Child,
+    /// The owner policy's key (`TWINHUB_OWNER_KEY`): [`OWNER_KEY`] unless the vars gave another.
+    owner_key: String,
     port: u16,
     log: PathBuf,
     https: bool,
@@ -111,7 +113,9 @@ impl Hub {
         Self::launch(storage, true, Some(443), &[])
     }
 
-    fn launch(storage: &Storage, https: bool, fixed_port: Option<u16>, vars: &[(&str, &str)]) -> Self {
+    /// The general form: http or https, a fixed port or a free one, extra Worker variables (a
+    /// `TWINHUB_OWNER_KEY` among them replaces [`OWNER_KEY`]).
+    pub fn launch(storage: &Storage, https: bool, fixed_port: Option<u16>, vars: &[(&str, &str)]) -> Self {
         let root = repo_root();
         for artifact in ["functions/build/index.js", "dist/index.html"] {
             assert!(
@@ -122,8 +126,9 @@ impl Hub {
         let port = fixed_port.unwrap_or_else(free_port);
         let inspector = free_port();
         let env_file = storage.path().join("hub.env");
-        let mut env_text = format!("TWINHUB_OWNER_KEY={OWNER_KEY}\n");
-        for (name, value) in vars {
+        let owner_key = vars.iter().find(|(n, _)| *n == "TWINHUB_OWNER_KEY").map_or(OWNER_KEY, |(_, v)| *v).to_owned();
+        let mut env_text = format!("TWINHUB_OWNER_KEY={owner_key}\n");
+        for (name, value) in vars.iter().filter(|(n, _)| *n != "TWINHUB_OWNER_KEY") {
             env_text.push_str(&format!("{name}={value}\n"));
         }
         fs::write(&env_file, env_text).expect("write env file");
@@ -153,7 +158,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn wrangler dev (did `npm ci` run?)");
-        let mut hub = Self { child, port, log, https };
+        let mut hub = Self { child, owner_key, port, log, https };
         hub.wait_ready();
         hub
     }
@@ -214,7 +219,7 @@ impl Hub {
 
     /// The owner connection string.
     pub fn owner_connection_string(&self) -> String {
-        format!("HostName={};SharedAccessKeyName=iothubowner;SharedAccessKey={OWNER_KEY}", self.host())
+        format!("HostName={};SharedAccessKeyName=iothubowner;SharedAccessKey={}", self.host(), self.owner_key)
     }
 
     /// The dashboard login URL `make dev` prints: the connection string travels in the fragment,
@@ -230,7 +235,7 @@ impl Hub {
 
     /// A fresh owner token, valid for an hour.
     pub fn owner_token(&self) -> String {
-        twinhub_core::auth::sign(&self.host(), OWNER_KEY, Some("iothubowner"), now_secs() + 3600)
+        twinhub_core::auth::sign(&self.host(), &self.owner_key, Some("iothubowner"), now_secs() + 3600)
             .expect("sign owner token")
     }
 

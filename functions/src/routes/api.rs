@@ -24,7 +24,13 @@ pub fn session(req: &worker::Request, env: &worker::Env) -> ApiResult {
     .filter(|p| caller.permissions.contains(*p))
     .map(Permissions::name)
     .collect();
-    Ok(http::json(200, &json!({ "policy": caller.policy, "permissions": permissions }), None)?)
+    let mut body = json!({ "policy": caller.policy, "permissions": permissions });
+    // Upstream mode: which hub is behind, and what it cannot offer (for the dashboard).
+    if let (Some(out), serde_json::Value::Object(extra)) = (body.as_object_mut(), crate::upstream::session_fields(env))
+    {
+        out.extend(extra);
+    }
+    Ok(http::json(200, &body, None)?)
 }
 
 /// Variable that enables the benchmark routes ([`bench_echo`], [`bench_fleet`]); any other

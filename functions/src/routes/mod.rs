@@ -3,6 +3,7 @@
 //! served from Workers assets with single-page fallback.
 
 mod api;
+pub(crate) use api::{health, session};
 mod device_endpoint;
 mod devices;
 mod jobs;
@@ -30,6 +31,16 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
     let is_api = segs.first().is_some_and(|first| API_ROOTS.contains(first));
     if !is_api {
         return env.assets("ASSETS")?.fetch_request(req).await;
+    }
+    if let Some(upstream) = crate::upstream::configured(env) {
+        let answer = match upstream {
+            Ok(up) => crate::upstream::route(req, env, up, &segs).await,
+            Err(e) => {
+                worker::console_error!("{}", e.message);
+                Err(e.into())
+            }
+        };
+        return http::finish(answer);
     }
     http::finish(route(req, env, &segs).await)
 }

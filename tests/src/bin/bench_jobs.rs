@@ -77,7 +77,11 @@ fn main() {
         let job = hub.call("GET", "/jobs/v2/bench-job", None).json();
         let waited = asked.elapsed();
         if waited > Duration::from_secs(1) {
-            eprintln!("GET /jobs/v2/bench-job took {:.1} s (at {:.1} s)", waited.as_secs_f64(), t0.elapsed().as_secs_f64());
+            eprintln!(
+                "GET /jobs/v2/bench-job took {:.1} s (at {:.1} s)",
+                waited.as_secs_f64(),
+                t0.elapsed().as_secs_f64()
+            );
         }
         let done = job["deviceJobStatistics"]["succeededCount"].as_u64().unwrap_or(0);
         progress.push((t0.elapsed().as_secs_f64(), done));
@@ -100,11 +104,18 @@ fn main() {
     let failed = hub.call(
         "POST",
         "/devices/query",
-        Some(&json!({ "query": "SELECT * FROM devices.jobs WHERE jobId = 'bench-job' AND status = 'failed'" }).to_string()),
+        Some(
+            &json!({ "query": "SELECT * FROM devices.jobs WHERE jobId = 'bench-job' AND status = 'failed'" })
+                .to_string(),
+        ),
     );
     let mut reasons = std::collections::BTreeMap::<String, usize>::new();
     for r in failed.json().as_array().into_iter().flatten() {
-        let why = format!("{}: {}", r["error"]["code"].as_str().unwrap_or("?"), r["error"]["description"].as_str().unwrap_or(""));
+        let why = format!(
+            "{}: {}",
+            r["error"]["code"].as_str().unwrap_or("?"),
+            r["error"]["description"].as_str().unwrap_or("")
+        );
         *reasons.entry(why.chars().take(160).collect()).or_default() += 1;
     }
     for (why, n) in &reasons {

@@ -1,0 +1,228 @@
+//! Upstream mode: twinhub in front of an existing IoT Hub (Azure's, or another twinhub).
+//!
+//! Operators sign in with twinhub's own policies; a request is checked against them first, and
+//! only then forwarded with a fresh SAS token signed by the upstream's service key, which never
+//! leaves the Worker. Only IoT Hub's REST paths are forwarded ([`forwardable`]): twinhub is not
+//! an open proxy. The rules live here; `functions/src/upstream.rs` does the I/O.
+
+use crate::auth::{sign, ConnectionString, Credential, Permissions};
+use crate::{ErrorCode, HubError};
+use std::fmt;
+
+/// How long a forwarded request may take before the client gets 503, seconds.
+pub const TIMEOUT_SECS: u64 = 30;
+/// A direct method waits for the device (up to 300 s response plus 300 s connect timeout).
+pub const METHOD_TIMEOUT_SECS: u64 = 620;
+/// Lifetime of the tokens signed for the upstream, seconds.
+const TOKEN_TTL_SECS: u64 = 300;
+
+/// Request headers passed on as they came (the `Authorization` is replaced).
+pub const REQUEST_HEADERS: &[&str] =
+    &["content-type", "accept", "if-match", "x-ms-continuation", "x-ms-max-item-count"];
+/// Response headers the clients depend on, passed back unchanged; no other header is.
+pub const RESPONSE_HEADERS: &[&str] =
+    &["content-type", "etag", "x-ms-continuation", "x-ms-item-type", "iothub-errorcode"];
+
+/// What forwarding a request takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// The permission the operator's token needs here, as twinhub's own routes demand it.
+    pub permission: Permissions,
+    /// How long the upstream may take.
+    pub timeout_secs: u64,
+}
+
+/// Whether `method` on the path `segments` (percent-decoded) is an IoT Hub REST call that
+/// upstream mode forwards, and what it needs. `None`: not an IoT Hub path, answered 404 here.
+pub fn forwardable(method: &str, segments: &[&str]) -> Option<Forward> {
+    let read = Permissions::REGISTRY_READ;
+    let write = Permissions::REGISTRY_WRITE;
+    let service = Permissions::SERVICE_CONNECT;
+    let permission = match (segments, method) {
+        (["devices", "query"], "POST") => read,
+        (["devices"], "GET") | (["devices", _], "GET") => read,
+        (["devices"], "POST") | (["devices", _], "PUT" | "DELETE") => write,
+        (["twins", _], "GET" | "PATCH" | "PUT") => service,
+        (["twins", _, "methods"], "POST") => {
+            return Some(Forward { permission: service, timeout_secs: METHOD_TIMEOUT_SECS });
+        }
+        (["statistics", "devices" | "service"], "GET") => read,
+        (["jobs", "v2", "query"], "GET")
+        | (["jobs", "v2", _], "GET" | "PUT")
+        | (["jobs", "v2", _, "cancel"], "POST") => service,
+        _ => return None,
+    };
+    Some(Forward { permission, timeout_secs: TIMEOUT_SECS })
+}
+
+/// twinhub's own features, which an upstream IoT Hub does not have; in upstream mode they
+/// answer [`ErrorCode::FeatureUnavailable`] and the dashboard shows them as unavailable.
+pub const OWN_FEATURES: &[(&str, &str)] = &[
+    ("history", "twin history is kept by twinhub's own hub, not by IoT Hub"),
+    ("telemetry", "the telemetry store is twinhub's own; IoT Hub routes telemetry to your endpoints"),
+    ("live", "the live view follows twinhub's own device objects"),
+    ("messages", "IoT Hub sends cloud-to-device messages over AMQP, which this proxy does not speak"),
+    ("rollouts", "staged rollouts (pause, resume, rollback) are twinhub's own jobs"),
+];
+
+/// The error for one of [`OWN_FEATURES`] in upstream mode.
+pub fn unavailable(feature: &str) -> HubError {
+    let why = OWN_FEATURES.iter().find(|(f, _)| *f == feature).map_or("it is twinhub's own", |(_, why)| why);
+    HubError::new(ErrorCode::FeatureUnavailable, format!("not available in upstream mode: {why}"))
+}
+
+/// The hub twinhub fronts, from its service connection string.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamHub {
+    /// Its host name (and port), as its tokens name it.
+    pub host: String,
+    /// `https` (Azure), or `http` for a local twinhub standing in for it.
+    pub scheme: String,
+    policy: String,
+    key: String,
+}
+
+// By hand, so the key can never reach a log through `{:?}`.
+impl fmt::Debug for UpstreamHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamHub").field("host", &self.host).field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
+impl UpstreamHub {
+    /// Reads a service connection string (`HostName=...;SharedAccessKeyName=...;SharedAccessKey=...`).
+    /// `scheme` is `https` unless given. Errors never repeat the text (it holds the key).
+    pub fn parse(connection_string: &str, scheme: Option<&str>) -> Result<Self, HubError> {
+        let bad = |why: &str| {
+            HubError::new(ErrorCode::ServerError, format!("UPSTREAM_CONNECTION_STRING is not usable: {why}"))
+        };
+        let cs = ConnectionString::parse(connection_string.trim()).map_err(|_| bad("not a connection string"))?;
+        let Credential::Policy { name, key } = cs.credential else {
+            return Err(bad("it is a device's; the upstream needs a service policy (e.g. iothubowner)"));
+        };
+        let scheme = match scheme.map(str::trim) {
+            None | Some("") | Some("https") => "https",
+            Some("http") => "http",
+            Some(_) => return Err(bad("UPSTREAM_SCHEME must be https or http")),
+        };
+        Ok(Self { host: cs.host_name, scheme: scheme.to_owned(), policy: name, key })
+    }
+
+    /// The upstream URL for a path and query as the client sent them (still percent-encoded).
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}://{}{}", self.scheme, self.host, path_and_query)
+    }
+
+    /// The WebSocket URL of the upstream's device endpoint.
+    pub fn device_endpoint(&self) -> String {
+        let ws = if self.scheme == "https" { "wss" } else { "ws" };
+        format!("{ws}://{}/$iothub/websocket", self.host)
+    }
+
+    /// A fresh `Authorization` value for the upstream, valid [`TOKEN_TTL_SECS`] from `now_secs`.
+    pub fn authorization(&self, now_secs: u64) -> Result<String, HubError> {
+        sign(&self.host, &self.key, Some(&self.policy), now_secs + TOKEN_TTL_SECS)
+            .map_err(|_| HubError::new(ErrorCode::ServerError, "UPSTREAM_CONNECTION_STRING's key is not base64"))
+    }
+
+    /// Whether `text` contains the upstream's key (a last check before anything is sent back).
+    pub fn leaks_key(&self, text: &str) -> bool {
+        !self.key.is_empty() && text.contains(&self.key)
+    }
+}
+
+/// A device's CONNECT to twinhub, re-addressed to the upstream: the user name names the
+/// upstream host and the password is a token for the upstream's resource, signed with the
+/// device's own key (read from the upstream's registry) and expiring when the device's token
+/// does. The device's token was checked by twinhub first; it is not passed on.
+pub fn readdress_connect(
+    connect: &crate::mqtt::Connect,
+    upstream_host: &str,
+    device_key: &str,
+    expiry_secs: u64,
+) -> Result<crate::mqtt::Connect, HubError> {
+    let username = connect.username.as_deref().unwrap_or_default();
+    let rest = username.split_once('/').map_or("", |(_, rest)| rest);
+    if rest.is_empty() {
+        return Err(HubError::new(ErrorCode::IotHubUnauthorizedAccess, "CONNECT user name is not {host}/{device}/..."));
+    }
+    let resource = format!("{upstream_host}/devices/{}", connect.client_id);
+    let token = sign(&resource, device_key, None, expiry_secs).map_err(|_| {
+        HubError::new(ErrorCode::ServerError, "the device's key in the upstream registry is not base64")
+    })?;
+    let mut out = connect.clone();
+    out.username = Some(format!("{upstream_host}/{rest}"));
+    out.password = Some(token.into_bytes());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_iot_hub_paths_are_forwarded_each_with_its_permission() {
+        assert_eq!(forwardable("GET", &["twins", "d1"]).map(|f| f.permission), Some(Permissions::SERVICE_CONNECT));
+        assert_eq!(forwardable("POST", &["devices", "query"]).map(|f| f.permission), Some(Permissions::REGISTRY_READ));
+        assert_eq!(forwardable("DELETE", &["devices", "d1"]).map(|f| f.permission), Some(Permissions::REGISTRY_WRITE));
+        assert_eq!(forwardable("POST", &["twins", "d1", "methods"]).map(|f| f.timeout_secs), Some(METHOD_TIMEOUT_SECS));
+        assert!(forwardable("POST", &["jobs", "v2", "j", "cancel"]).is_some());
+        for (method, path) in [
+            ("GET", vec!["api", "twins", "d1", "history"]),
+            ("POST", vec!["jobs", "v2", "j", "rollback"]),
+            ("GET", vec!["devices", "d1", "modules"]),
+            ("GET", vec!["configurations"]),
+            ("DELETE", vec!["twins", "d1"]),
+            ("GET", vec!["..", "admin"]),
+        ] {
+            assert_eq!(forwardable(method, &path), None, "{method} {path:?}");
+        }
+    }
+
+    #[test]
+    fn a_device_connect_is_readdressed_to_the_upstream() {
+        let connect = crate::mqtt::Connect {
+            client_id: "d1".into(),
+            clean_session: false,
+            keep_alive: 60,
+            username: Some("127.0.0.1:8787/d1/?api-version=2021-04-12".into()),
+            password: Some(b"SharedAccessSignature sr=127.0.0.1%3A8787%2Fdevices%2Fd1&sig=x&se=99".to_vec()),
+            will: None,
+        };
+        let out = readdress_connect(&connect, "hub.azure-devices.net", "a2V5", 99).unwrap();
+        assert_eq!(out.username.as_deref(), Some("hub.azure-devices.net/d1/?api-version=2021-04-12"));
+        let token = String::from_utf8(out.password.unwrap()).unwrap();
+        assert!(token.contains("sr=hub.azure-devices.net%2Fdevices%2Fd1") && token.contains("se=99"), "{token}");
+        let mut nameless = connect.clone();
+        nameless.username = None;
+        assert!(readdress_connect(&nameless, "h", "a2V5", 99).is_err());
+    }
+
+    #[test]
+    fn the_upstream_key_signs_but_never_shows() {
+        let cs =
+            "HostName=hub.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=c2VjcmV0LWtleS1ieXRlcw==";
+        let up = UpstreamHub::parse(cs, None).unwrap();
+        assert_eq!(
+            up.url("/twins/d%201?api-version=2021-04-12"),
+            "https://hub.azure-devices.net/twins/d%201?api-version=2021-04-12"
+        );
+        assert_eq!(up.device_endpoint(), "wss://hub.azure-devices.net/$iothub/websocket");
+        let token = up.authorization(1_000).unwrap();
+        assert!(
+            token.starts_with("SharedAccessSignature ")
+                && token.contains("skn=iothubowner")
+                && token.contains("se=1300")
+        );
+        assert!(!format!("{up:?}").contains("c2VjcmV0"));
+        assert!(up.leaks_key("x c2VjcmV0LWtleS1ieXRlcw== y"));
+        let device = "HostName=h;DeviceId=d;SharedAccessKey=c2VjcmV0";
+        let e = UpstreamHub::parse(device, None).unwrap_err();
+        assert!(!e.message.contains("c2VjcmV0") && e.message.contains("service policy"));
+        assert!(UpstreamHub::parse(cs, Some("ftp")).is_err());
+        assert_eq!(
+            UpstreamHub::parse(cs, Some("http")).unwrap().device_endpoint(),
+            "ws://hub.azure-devices.net/$iothub/websocket"
+        );
+    }
+}

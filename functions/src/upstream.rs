@@ -1,0 +1,256 @@
+//! Upstream mode's I/O (the rules are `twinhub_core::upstream`): with the secret
+//! `UPSTREAM_CONNECTION_STRING` set, every IoT Hub REST call is checked against twinhub's own
+//! policies and forwarded with a fresh token signed by the upstream's key; device WebSockets are
+//! piped to the upstream's device endpoint after twinhub has checked the device's token and
+//! re-signed its CONNECT for the upstream; twinhub's own features answer 501 FeatureUnavailable.
+
+use crate::auth;
+use crate::clock;
+use crate::http::{self, ApiResult};
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use twinhub_core::auth::authorize_device;
+use twinhub_core::mqtt::{self, ConnAck, ConnectReturnCode, Packet};
+use twinhub_core::upstream::{self, UpstreamHub, REQUEST_HEADERS, RESPONSE_HEADERS};
+use twinhub_core::{ErrorCode, HubError};
+use worker::{
+    Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response, WebSocket, WebSocketPair, WebsocketEvent,
+};
+
+/// The secret naming the upstream hub.
+pub const UPSTREAM_VAR: &str = "UPSTREAM_CONNECTION_STRING";
+/// `https` (default) or `http` (a local twinhub standing in for Azure, as the tests run it).
+pub const SCHEME_VAR: &str = "UPSTREAM_SCHEME";
+/// Largest MQTT packet the pipe decodes (only the CONNECT is decoded).
+const MAX_CONNECT_BYTES: usize = 64 * 1024;
+
+/// The upstream, when upstream mode is on. A secret that cannot be used is an error on every
+/// request (and in the log), never a silent fallback to a hub of our own.
+pub fn configured(env: &Env) -> Option<Result<UpstreamHub, HubError>> {
+    let text = env.secret(UPSTREAM_VAR).ok().or_else(|| env.var(UPSTREAM_VAR).ok())?.to_string();
+    if text.trim().is_empty() {
+        return None;
+    }
+    let scheme = env.var(SCHEME_VAR).ok().map(|v| v.to_string());
+    Some(UpstreamHub::parse(&text, scheme.as_deref()))
+}
+
+/// Routes an API request in upstream mode.
+pub async fn route(req: Request, env: &Env, up: UpstreamHub, segs: &[&str]) -> ApiResult {
+    let method = req.method().to_string();
+    match (segs, method.as_str()) {
+        (["api", "health"], "GET") => crate::routes::health(),
+        (["api", "session"], "GET") => crate::routes::session(&req, env),
+        (["$iothub", "websocket"], "GET") => device_pipe(req, env, up).await,
+        (["api", "twins", _, "history"], _) => Err(upstream::unavailable("history").into()),
+        (["api", "devices", _, "telemetry", ..], _) => Err(upstream::unavailable("telemetry").into()),
+        (["api", "devices", _, "live"], _) => Err(upstream::unavailable("live").into()),
+        (["api", "devices", _, "messages"], _) => Err(upstream::unavailable("messages").into()),
+        (["jobs", "v2", _, "pause" | "resume" | "rollback"], _) => Err(upstream::unavailable("rollouts").into()),
+        _ => forward(req, env, &up, segs).await,
+    }
+}
+
+/// Forwards one IoT Hub REST call, or answers 404 for anything that is not one.
+async fn forward(mut req: Request, env: &Env, up: &UpstreamHub, segs: &[&str]) -> ApiResult {
+    let method = req.method();
+    let Some(rule) = upstream::forwardable(method.as_ref(), segs) else {
+        return Err(HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/"))).into());
+    };
+    auth::require(&req, env, rule.permission)?;
+    let url = req.url()?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let headers = Headers::new();
+    for name in REQUEST_HEADERS {
+        if let Some(value) = req.headers().get(name)? {
+            headers.set(name, &value)?;
+        }
+    }
+    headers.set("authorization", &up.authorization(clock::now().as_secs())?)?;
+    let mut init = RequestInit::new();
+    init.with_method(method.clone()).with_headers(headers);
+    if !matches!(method, Method::Get | Method::Head | Method::Delete) {
+        init.with_body(Some(http::body_text(&mut req).await?.into()));
+    }
+    let outgoing = Request::new_with_init(&up.url(&path_and_query), &init)?;
+    let timeout_ms = rule.timeout_secs * 1000;
+    let request = Fetch::Request(outgoing);
+    let fetch = Box::pin(request.send());
+    let timer = Box::pin(Delay::from(std::time::Duration::from_millis(timeout_ms)));
+    let mut answer = match select(fetch, timer).await {
+        Either::Left((Ok(resp), _)) => resp,
+        Either::Left((Err(e), _)) => {
+            worker::console_warn!("upstream {} did not answer: {e}", up.host);
+            return Err(unreachable(up, "did not answer").into());
+        }
+        Either::Right(_) => {
+            return Err(unreachable(up, &format!("did not answer within {} s", rule.timeout_secs)).into())
+        }
+    };
+    let status = answer.status_code();
+    let body = answer.bytes().await.map_err(|_| unreachable(up, "broke off its answer"))?;
+    if up.leaks_key(&String::from_utf8_lossy(&body)) {
+        // Cannot happen with a real hub; if it ever does, the key stays here.
+        return Err(HubError::new(ErrorCode::ServerError, "the upstream's answer was withheld").into());
+    }
+    let mut builder = Response::builder().with_status(status);
+    for name in RESPONSE_HEADERS {
+        if let Some(value) = answer.headers().get(name)? {
+            builder = builder.with_header(name, &value)?;
+        }
+    }
+    Ok(builder.fixed(body))
+}
+
+fn unreachable(up: &UpstreamHub, what: &str) -> HubError {
+    HubError::new(ErrorCode::ServiceUnavailable, format!("the upstream IoT Hub {} {what}; try again", up.host))
+}
+
+/// `/$iothub/websocket` in upstream mode: accepts the device's socket, reads its CONNECT,
+/// checks its token as twinhub's own endpoint would (against the device's keys from the
+/// upstream's registry, or twinhub's policies), re-signs it for the upstream, then pipes bytes
+/// both ways until either side closes.
+async fn device_pipe(req: Request, env: &Env, up: UpstreamHub) -> ApiResult {
+    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") {
+        return Err(HubError::new(ErrorCode::ArgumentInvalid, "/$iothub/websocket expects a WebSocket upgrade").into());
+    }
+    let my_host = auth::hub_host(&req);
+    let pair = WebSocketPair::new()?;
+    pair.server.accept()?;
+    let (device, env) = (pair.server, env.clone());
+    worker::wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = pipe(&device, &env, &up, &my_host).await {
+            worker::console_warn!("device pipe ended: {e}");
+        }
+        let _ = device.close(Some(1000), Some("bye"));
+    });
+    let mut response = Response::from_websocket(pair.client)?;
+    response.headers_mut().set("sec-websocket-protocol", "mqtt")?;
+    Ok(response)
+}
+
+async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) -> worker::Result<()> {
+    // Binary frames as ArrayBuffers (the standard default is Blob, which `bytes()` cannot read).
+    AsRef::<web_sys::WebSocket>::as_ref(device).set_binary_type(web_sys::BinaryType::Arraybuffer);
+    let mut from_device = device.events()?;
+    // 1. The CONNECT, however it was split into messages.
+    let mut buf = Vec::new();
+    let (connect, used) = loop {
+        match from_device.next().await {
+            Some(Ok(WebsocketEvent::Message(m))) => buf.extend(m.bytes().unwrap_or_default()),
+            _ => return Ok(()),
+        }
+        match mqtt::decode(&buf, MAX_CONNECT_BYTES) {
+            Ok(Some((Packet::Connect(c), used))) => break (c, used),
+            Ok(Some(_)) | Err(_) => return Ok(()),
+            Ok(None) => {}
+        }
+    };
+    // 2. Checked here, re-signed for the upstream.
+    let refuse = |code| {
+        let mut bytes = Vec::new();
+        Packet::ConnAck(ConnAck { session_present: false, code }).encode(&mut bytes);
+        let _ = device.send_with_bytes(bytes);
+    };
+    let keys = match device_keys(env, up, &connect.client_id).await {
+        Ok(Some(keys)) => keys,
+        Ok(None) => {
+            refuse(ConnectReturnCode::NotAuthorized);
+            return Ok(());
+        }
+        Err(e) => {
+            refuse(ConnectReturnCode::ServerUnavailable);
+            return Err(worker::Error::RustError(e.message));
+        }
+    };
+    let token = String::from_utf8_lossy(connect.password.as_deref().unwrap_or_default()).into_owned();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let now = clock::now().as_secs();
+    let expiry = match authorize_device(&token, my_host, &connect.client_id, &key_refs, &auth::policies(env), now) {
+        Ok(expiry) => expiry,
+        Err(_) => {
+            refuse(ConnectReturnCode::NotAuthorized);
+            return Ok(());
+        }
+    };
+    let Some(primary) = keys.first() else { return Ok(()) };
+    let readdressed = upstream::readdress_connect(&connect, &up.host, primary, expiry)
+        .map_err(|e| worker::Error::RustError(e.message))?;
+    // 3. The upstream's device endpoint.
+    let url = up.device_endpoint().parse().map_err(|_| worker::Error::RustError("bad upstream url".into()))?;
+    let upstream_ws = match WebSocket::connect_with_protocols(url, Some(vec!["mqtt"])).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            refuse(ConnectReturnCode::ServerUnavailable);
+            return Err(e);
+        }
+    };
+    upstream_ws.accept()?;
+    AsRef::<web_sys::WebSocket>::as_ref(&upstream_ws).set_binary_type(web_sys::BinaryType::Arraybuffer);
+    let mut bytes = Vec::new();
+    Packet::Connect(readdressed).encode(&mut bytes);
+    upstream_ws.send_with_bytes(bytes)?;
+    if used < buf.len() {
+        upstream_ws.send_with_bytes(&buf[used..])?;
+    }
+    // 4. Bytes both ways until one side closes.
+    let mut from_upstream = upstream_ws.events()?;
+    loop {
+        match select(from_device.next(), from_upstream.next()).await {
+            Either::Left((Some(Ok(WebsocketEvent::Message(m))), _)) => {
+                upstream_ws.send_with_bytes(m.bytes().unwrap_or_default())?;
+            }
+            Either::Right((Some(Ok(WebsocketEvent::Message(m))), _)) => {
+                device.send_with_bytes(m.bytes().unwrap_or_default())?;
+            }
+            _ => break,
+        }
+    }
+    let _ = upstream_ws.close(Some(1000), Some("bye"));
+    Ok(())
+}
+
+/// The device's symmetric keys from the upstream's registry; `None` if it has no such device
+/// (or no symmetric keys).
+async fn device_keys(_env: &Env, up: &UpstreamHub, device_id: &str) -> Result<Option<Vec<String>>, HubError> {
+    let headers = Headers::new();
+    headers.set("authorization", &up.authorization(clock::now().as_secs())?).map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let id = percent_encoding::utf8_percent_encode(device_id, percent_encoding::NON_ALPHANUMERIC);
+    let url = up.url(&format!("/devices/{id}?api-version=2021-04-12"));
+    let request = Request::new_with_init(&url, &init).map_err(internal)?;
+    let mut resp = Fetch::Request(request).send().await.map_err(|_| unreachable(up, "did not answer"))?;
+    if resp.status_code() == 404 {
+        return Ok(None);
+    }
+    if resp.status_code() != 200 {
+        return Err(unreachable(up, &format!("answered {}", resp.status_code())));
+    }
+    let identity: serde_json::Value = resp.json().await.map_err(internal)?;
+    if identity["status"] == "disabled" {
+        return Ok(None);
+    }
+    let key = |k: &str| identity["authentication"]["symmetricKey"][k].as_str().map(str::to_owned);
+    let keys: Vec<String> = [key("primaryKey"), key("secondaryKey")].into_iter().flatten().collect();
+    Ok((!keys.is_empty()).then_some(keys))
+}
+
+fn internal(e: worker::Error) -> HubError {
+    HubError::new(ErrorCode::ServerError, e.to_string())
+}
+
+/// For `GET /api/session`: the upstream's host, when in upstream mode (never the key).
+pub fn session_fields(env: &Env) -> serde_json::Value {
+    match configured(env) {
+        Some(Ok(up)) => serde_json::json!({
+            "upstream": up.host,
+            "unavailable": upstream::OWN_FEATURES.iter().map(|(f, why)| serde_json::json!({ "feature": f, "reason": why })).collect::<Vec<_>>(),
+        }),
+        _ => serde_json::json!({}),
+    }
+}

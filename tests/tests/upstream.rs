@@ -1,0 +1,164 @@
+//! Upstream mode with two local hubs: A, a built-in hub standing in for Azure, and B, in
+//! upstream mode pointing at A (`UPSTREAM_CONNECTION_STRING`, A's owner policy; B has its own
+//! owner key). REST through B is checked against B's policies and lands in A with headers and
+//! errors intact; a device connects through B to A; B's own features answer 501; a path that is
+//! not IoT Hub's is 404; A stopped means 503 from B, and B recovers when A is back; A's key
+//! never shows. The Azure SDK suites against B run in `azure_sdks_pass_through_upstream_mode`.
+
+use serde_json::json;
+use std::process::Command;
+use twinhub_e2e::{free_port, now_secs, python, repo_root, tls, Hub, MqttDevice, Storage, OWNER_KEY};
+
+/// B's own owner key: not A's.
+const B_KEY: &str = "dHdpbmh1Yi11cHN0cmVhbS1iLWtleS0wMTIzNDU2Nzg=";
+
+fn start_b(storage: &Storage, a: &Hub, https: bool, port: Option<u16>) -> Hub {
+    let upstream = a.owner_connection_string();
+    let vars =
+        [("TWINHUB_OWNER_KEY", B_KEY), ("UPSTREAM_CONNECTION_STRING", upstream.as_str()), ("UPSTREAM_SCHEME", "http")];
+    Hub::launch(storage, https, port, &vars)
+}
+
+#[test]
+fn rest_and_devices_go_through_b_to_a() {
+    let storage_a = Storage::new("upstream-a");
+    let a_port = free_port();
+    let a = Hub::launch(&storage_a, false, Some(a_port), &[]);
+    let storage_b = Storage::new("upstream-b");
+    let b = start_b(&storage_b, &a, false, None);
+
+    // Registry and twins through B land in A.
+    assert_eq!(b.call("PUT", "/devices/up-1", Some("{}")).status, 200);
+    let in_a = a.call("GET", "/twins/up-1", None);
+    assert_eq!(in_a.status, 200, "created through B, present in A");
+    let patch = json!({ "tags": { "location": { "building": "Building-A" } } }).to_string();
+    let patched = b.call("PATCH", "/twins/up-1", Some(&patch));
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    assert!(patched.header("etag").is_some(), "ETag comes back");
+    assert_eq!(a.call("GET", "/twins/up-1", None).json()["tags"]["location"]["building"], "Building-A");
+    let token = b.owner_token();
+    let stale = b.call_with(
+        "PATCH",
+        "/twins/up-1",
+        Some(&patch),
+        &[("authorization", token.as_str()), ("if-match", "\"AAAAAAAAAAE=\"")],
+    );
+    stale.assert_hub_error(412, "PreconditionFailed", 412_001);
+
+    // Paging headers pass both ways.
+    for id in ["up-2", "up-3"] {
+        assert_eq!(b.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
+    }
+    let query = json!({ "query": "SELECT * FROM devices WHERE STARTSWITH(deviceId, 'up-')" }).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let page = loop {
+        let page = b.call_with(
+            "POST",
+            "/devices/query",
+            Some(&query),
+            &[("authorization", token.as_str()), ("x-ms-max-item-count", "2")],
+        );
+        if page.header("x-ms-continuation").is_some() || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.header("x-ms-item-type"), Some("Twin"));
+    let continuation = page.header("x-ms-continuation").expect("a continuation through B").to_owned();
+    let rest = b.call_with(
+        "POST",
+        "/devices/query",
+        Some(&query),
+        &[
+            ("authorization", token.as_str()),
+            ("x-ms-max-item-count", "2"),
+            ("x-ms-continuation", continuation.as_str()),
+        ],
+    );
+    assert_eq!(rest.json().as_array().map(Vec::len), Some(1));
+
+    // B's policies decide: A's owner key is not B's, and a device token is no operator's.
+    let a_token_for_b = twinhub_core::auth::sign(&b.host(), OWNER_KEY, Some("iothubowner"), now_secs() + 600).unwrap();
+    b.call_with("GET", "/twins/up-1", None, &[("authorization", a_token_for_b.as_str())]).assert_hub_error(
+        401,
+        "IotHubUnauthorizedAccess",
+        401_002,
+    );
+    b.call_with("GET", "/twins/up-1", None, &[]).assert_hub_error(401, "IotHubUnauthorizedAccess", 401_002);
+
+    // Not IoT Hub paths: 404 here; twinhub's own features: 501 with the reason.
+    b.call("GET", "/devices/up-1/modules", None).assert_hub_error(404, "NotFound", 404_000);
+    b.call("GET", "/configurations", None).assert_hub_error(404, "NotFound", 404_000);
+    let history = b.call("GET", "/api/twins/up-1/history", None);
+    history.assert_hub_error(501, "FeatureUnavailable", 501_001);
+    assert!(history.body.contains("upstream mode"), "{}", history.body);
+    b.call("POST", "/jobs/v2/j/rollback", None).assert_hub_error(501, "FeatureUnavailable", 501_001);
+
+    // The session says which hub is behind, and never its key.
+    let session = b.call("GET", "/api/session", None);
+    assert_eq!(session.json()["upstream"], a.host());
+    assert!(session.json()["unavailable"].as_array().is_some_and(|u| !u.is_empty()));
+    for reply in [&session, &patched, &page, &history] {
+        assert!(!reply.body.contains(OWNER_KEY), "A's key in a response: {}", reply.body);
+    }
+
+    // A device through B: B checks its token (signed for B) against the key in A's registry,
+    // re-signs it for A, and pipes the session; the report lands in A.
+    let connected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| MqttDevice::connect(&b, "up-1")));
+    let Ok(mut device) = connected else { panic!("the device did not connect through B:\nB:\n{}\nA:\n{}", b.log_tail(), a.log_tail()) };
+    assert_eq!(device.report(7, &json!({ "firmwareVersion": "2.0.0" })), 204);
+    assert_eq!(a.call("GET", "/twins/up-1", None).json()["properties"]["reported"]["firmwareVersion"], "2.0.0");
+    let forged =
+        twinhub_core::auth::sign(&format!("{}/devices/up-1", b.host()), B_KEY, None, now_secs() + 600).unwrap();
+    let (_, code) = MqttDevice::connect_with_token(&b, "up-1", &forged);
+    assert_eq!(code, twinhub_core::mqtt::ConnectReturnCode::NotAuthorized, "a token not from the device's key");
+    drop(device);
+
+    // A stops: B answers 503 and says so; A is back on its port: B recovers.
+    a.stop();
+    let down = b.call("GET", "/twins/up-1", None);
+    down.assert_hub_error(503, "ServiceUnavailable", 503_001);
+    assert!(down.body.contains("upstream"), "{}", down.body);
+    let a = Hub::launch(&storage_a, false, Some(a_port), &[]);
+    assert_eq!(b.call("GET", "/twins/up-1", None).status, 200);
+    drop(a);
+    let log = std::fs::read_dir(storage_b.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "log"));
+    for entry in log {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        assert!(!text.contains(OWNER_KEY), "A's key in B's log");
+    }
+}
+
+#[test]
+fn azure_sdks_pass_through_upstream_mode() {
+    let storage_a = Storage::new("upstream-sdk-a");
+    let a = Hub::start(&storage_a);
+    let storage_b = Storage::new("upstream-sdk-b");
+    // The device SDK dials 443 for MQTT over WebSocket and has no port option.
+    let b = start_b(&storage_b, &a, true, Some(443));
+    let ca = tls().ca_cert;
+    for (dir, suite) in [("tests/python", "test_service_sdk.py"), ("tests/python", "test_device_sdk.py")] {
+        let output = Command::new(python())
+            .current_dir(repo_root().join(dir))
+            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
+            .env("TWINHUB_CONNECTION_STRING", b.owner_connection_string())
+            .env("TWINHUB_CA", &ca)
+            .env("REQUESTS_CA_BUNDLE", &ca)
+            .env("TWINHUB_TELEMETRY_BASE", a.base_url())
+            .env("TWINHUB_TELEMETRY_CS", a.owner_connection_string())
+            .output()
+            .expect("run pytest");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "{suite} through B failed:\n{stdout}\n{stderr}\nB:\n{}\nA:\n{}",
+            b.log_tail(),
+            a.log_tail()
+        );
+    }
+}
