@@ -10,6 +10,10 @@ use leptos::prelude::*;
 pub struct Access {
     /// `Some(reason)` when the console is read-only; `None` while unknown or when writes work.
     pub read_only: Signal<Option<String>>,
+    /// Upstream mode: the IoT Hub this twinhub fronts.
+    pub upstream: Signal<Option<String>>,
+    /// Upstream mode: twinhub's own features that are off, each with the reason.
+    unavailable: Signal<Vec<(String, String)>>,
 }
 
 impl Access {
@@ -32,7 +36,25 @@ impl Access {
                 )
             })
         });
-        Self { read_only }
+        let upstream = Signal::derive(move || info.get()?.ok()?["upstream"].as_str().map(str::to_owned));
+        let unavailable = Signal::derive(move || {
+            let Some(Ok(value)) = info.get() else { return Vec::new() };
+            value["unavailable"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|u| Some((u["feature"].as_str()?.to_owned(), u["reason"].as_str()?.to_owned())))
+                .collect()
+        });
+        Self { read_only, upstream, unavailable }
+    }
+
+    /// Why `feature` (`history`, `telemetry`, `live`, `messages`, `rollouts`) is off, in
+    /// upstream mode; `None` when it works.
+    pub fn unavailable(&self, feature: &str) -> Option<String> {
+        self.unavailable.with(|u| {
+            u.iter().find(|(f, _)| f == feature).map(|(_, why)| format!("Not available in upstream mode: {why}."))
+        })
     }
 
     /// Whether edits are off.

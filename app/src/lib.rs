@@ -83,6 +83,7 @@ fn Header(access: access::Access) -> impl IntoView {
             {move || session.signed_in().then(|| view! {
                 <span class="who">{session.label()}</span>
                 {move || access.read_only.get().map(|why| view! { <span class="badge read-only" title=why>"read-only"</span> })}
+                {move || access.upstream.get().map(|host| view! { <span class="badge upstream" title="upstream mode: twinhub forwards to this IoT Hub">{format!("via {host}")}</span> })}
                 <button class="link" on:click=move |_| {
                     session.sign_out();
                     let _ = window().location().set_href("/signin");

@@ -228,3 +228,22 @@ fn jobs_page_runs_a_job_from_the_fleet_query_and_rolls_it_back() {
         );
     }
 }
+
+#[test]
+fn console_and_virtual_device_work_through_upstream_mode() {
+    // A: a built-in hub standing in for Azure; B: upstream mode in front of it, its own key.
+    let storage_a = Storage::new("upstream-ui-a");
+    let a = Hub::start(&storage_a);
+    let storage_b = Storage::new("upstream-ui-b");
+    let upstream = a.owner_connection_string();
+    let b_key = "dHdpbmh1Yi11cHN0cmVhbS11aS1rZXktMDEyMzQ1Njc=";
+    let vars =
+        [("TWINHUB_OWNER_KEY", b_key), ("UPSTREAM_CONNECTION_STRING", upstream.as_str()), ("UPSTREAM_SCHEME", "http")];
+    let b = Hub::launch(&storage_b, false, None, &vars);
+    assert_eq!(b.call("PUT", "/devices/up-ui-1", Some("{}")).status, 200);
+    let stdout = browser(&b, "upstream.mjs", &[&b.login_url(), "up-ui-1"], &[], |_, _| {});
+    assert!(stdout.contains("online") && stdout.contains("upstream: ok"), "{stdout}");
+    // The virtual device's reports went through B's pipe into A.
+    let twin = a.call("GET", "/twins/up-ui-1", None).json();
+    assert!(twin["properties"]["reported"]["connectivity"].is_object(), "{twin}");
+}

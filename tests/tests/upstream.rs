@@ -106,7 +106,9 @@ fn rest_and_devices_go_through_b_to_a() {
     // A device through B: B checks its token (signed for B) against the key in A's registry,
     // re-signs it for A, and pipes the session; the report lands in A.
     let connected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| MqttDevice::connect(&b, "up-1")));
-    let Ok(mut device) = connected else { panic!("the device did not connect through B:\nB:\n{}\nA:\n{}", b.log_tail(), a.log_tail()) };
+    let Ok(mut device) = connected else {
+        panic!("the device did not connect through B:\nB:\n{}\nA:\n{}", b.log_tail(), a.log_tail())
+    };
     assert_eq!(device.report(7, &json!({ "firmwareVersion": "2.0.0" })), 204);
     assert_eq!(a.call("GET", "/twins/up-1", None).json()["properties"]["reported"]["firmwareVersion"], "2.0.0");
     let forged =

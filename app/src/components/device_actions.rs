@@ -143,10 +143,11 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
         {show(method_result, "method-result")}
 
         <h2>"Cloud-to-device message"</h2>
+        {move || access.unavailable("messages").map(|why| view! { <p class="hint unavailable">{why}</p> })}
         <form class="c2d-form" on:submit=send>
             <label for="c2d-payload">"Message"</label>
             <input id="c2d-payload" type="text" prop:value=move || message.get() on:input=move |ev| message.set(event_target_value(&ev)) />
-            <button type="submit" disabled=read_only>"Send"</button>
+            <button type="submit" disabled=move || read_only() || access.unavailable("messages").is_some()>"Send"</button>
         </form>
         {show(message_result, "c2d-result")}
 

@@ -25,6 +25,7 @@ const RECENT_TELEMETRY: usize = 20;
 #[component]
 pub fn DevicePage() -> impl IntoView {
     let session = expect_context::<Session>();
+    let access = expect_context::<crate::access::Access>();
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let twin = LocalResource::new(move || {
@@ -47,6 +48,11 @@ pub fn DevicePage() -> impl IntoView {
     if let Some(url) = api::live_url(session, &id()) {
         let stop = stop.clone();
         spawn_local(async move {
+            // Upstream mode has no live view: not even tried (the browser would log the refusal).
+            let info = api::session_info(session).await.unwrap_or_default();
+            if info["unavailable"].as_array().is_some_and(|u| u.iter().any(|f| f["feature"] == "live")) {
+                return;
+            }
             let Ok(socket) = WebSocket::open(&url) else { return };
             // try_*: the page (and its signals) may be gone by the time a message arrives.
             let _ = connected.try_set(true);
@@ -126,10 +132,16 @@ pub fn DevicePage() -> impl IntoView {
             </Suspense>
             <DriftTable twin=current_twin />
             <h2>"Telemetry"</h2>
-            <TelemetryChart device_id=id() tick=Signal::derive(move || received.get()) threshold=threshold />
+            {move || match access.unavailable("telemetry") {
+                Some(why) => view! { <p class="hint unavailable">{why}</p> }.into_any(),
+                None => view! { <TelemetryChart device_id=id() tick=Signal::derive(move || received.get()) threshold=threshold /> }.into_any(),
+            }}
             <DeviceActions device_id=id() identity=Signal::derive(move || identity.get().and_then(Result::ok))
                 on_changed=Callback::new(move |()| identity.refetch()) />
-            <History device_id=id() version=Signal::derive(move || current_twin.with(|t| t.as_ref().and_then(|t| t["version"].as_u64()).unwrap_or(0))) />
+            {move || match access.unavailable("history") {
+                Some(why) => view! { <h2>"History"</h2><p class="hint unavailable">{why}</p> }.into_any(),
+                None => view! { <History device_id=id() version=Signal::derive(move || current_twin.with(|t| t.as_ref().and_then(|t| t["version"].as_u64()).unwrap_or(0))) /> }.into_any(),
+            }}
             {move || {
                 let list = telemetry.get();
                 if list.is_empty() {

@@ -146,8 +146,10 @@ pub fn JobsPage() -> impl IntoView {
                         <textarea id="job-desired" rows="4" prop:value=move || desired.get()
                             on:input=move |ev| desired.set(event_target_value(&ev))></textarea>
                         <label><input type="checkbox" class="job-staged" prop:checked=move || staged.get()
+                            disabled=move || access.unavailable("rollouts").is_some()
                             on:change=move |ev| staged.set(event_target_checked(&ev)) />
                             " Staged rollout (a canary wave first; pauses itself on refusals or late devices)"</label>
+                        {move || access.unavailable("rollouts").map(|why| view! { <p class="hint unavailable">{why}</p> })}
                         {move || staged.get().then(|| view! {
                             <div class="rollout-settings">
                                 <label>"Canary % " <input type="number" min="1" max="99" class="job-canary" prop:value=move || canary.get().to_string()
@@ -200,6 +202,9 @@ fn JobRow(
     read_only: Signal<bool>,
 ) -> impl IntoView {
     let session = expect_context::<Session>();
+    let access = expect_context::<Access>();
+    // Pause, resume and rollback are twinhub's own (off in upstream mode).
+    let own = access.unavailable("rollouts").is_none();
     let id = job["jobId"].as_str().unwrap_or_default().to_owned();
     let status = job["status"].as_str().unwrap_or_default().to_owned();
     let stats = &job["deviceJobStatistics"];
@@ -255,10 +260,10 @@ fn JobRow(
             </td>
             <td class="muted">{rate}<br/>{eta}</td>
             <td class="job-actions">
-                {button("Pause", "pause", matches!(status.as_str(), "running" | "queued" | "scheduled"))}
-                {button("Resume", "resume", status == "paused")}
+                {button("Pause", "pause", own && matches!(status.as_str(), "running" | "queued" | "scheduled"))}
+                {button("Resume", "resume", own && status == "paused")}
                 {button("Cancel", "cancel", !is_final)}
-                {button("Roll back", "rollback", is_update && status != "rolledBack")}
+                {button("Roll back", "rollback", own && is_update && status != "rolledBack")}
                 <button class="link job-devices" on:click=show_outcomes>"Devices"</button>
             </td>
         </tr>
