@@ -94,6 +94,10 @@ fn rest_and_devices_go_through_b_to_a() {
     history.assert_hub_error(501, "FeatureUnavailable", 501_001);
     assert!(history.body.contains("upstream mode"), "{}", history.body);
     b.call("POST", "/jobs/v2/j/rollback", None).assert_hub_error(501, "FeatureUnavailable", 501_001);
+    let a_log = a.log_tail();
+    for path in ["/modules", "/configurations", "/history", "/rollback"] {
+        assert!(!a_log.contains(path), "{path} reached A:\n{a_log}");
+    }
 
     // The session says which hub is behind, and never its key.
     let session = b.call("GET", "/api/session", None);

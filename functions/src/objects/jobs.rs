@@ -49,8 +49,8 @@ pub fn jobs_stub(env: &Env) -> worker::Result<worker::Stub> {
 pub struct Jobs {
     state: State,
     env: Env,
-    /// The alarm handler is running (it re-arms itself; a request must not touch the alarm
-    /// then: setting one while the handler runs held the request until the handler ended).
+    /// The alarm handler is running: it re-arms the alarm itself as it ends, so a request
+    /// leaves the alarm alone meanwhile.
     running: std::cell::Cell<bool>,
 }
 
