@@ -57,7 +57,11 @@ fn main() {
         for (name, t) in [("A directly", &direct), ("through B", &through)] {
             println!("| twin {method}, {name} | {n} | {:.2} | {:.2} |", percentile(t, 0.5), percentile(t, 0.99));
         }
-        added.push((method, percentile(&through, 0.5) - percentile(&direct, 0.5), percentile(&through, 0.99) - percentile(&direct, 0.99)));
+        added.push((
+            method,
+            percentile(&through, 0.5) - percentile(&direct, 0.5),
+            percentile(&through, 0.99) - percentile(&direct, 0.99),
+        ));
     }
     for (method, p50, p99) in added {
         println!("| added by B, twin {method} | - | {p50:+.2} | {p99:+.2} |");
