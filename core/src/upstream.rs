@@ -35,6 +35,11 @@ pub struct Forward {
 /// Whether `method` on the path `segments` (percent-decoded) is an IoT Hub REST call that
 /// upstream mode forwards, and what it needs. `None`: not an IoT Hub path, answered 404 here.
 pub fn forwardable(method: &str, segments: &[&str]) -> Option<Forward> {
+    // The path goes upstream as the client encoded it: a segment that decodes to a slash, a
+    // backslash or a dot segment could name another path there than the one judged here.
+    if segments.iter().any(|s| s.contains(['/', '\\']) || *s == "." || *s == "..") {
+        return None;
+    }
     let read = Permissions::REGISTRY_READ;
     let write = Permissions::REGISTRY_WRITE;
     let service = Permissions::SERVICE_CONNECT;
@@ -46,7 +51,8 @@ pub fn forwardable(method: &str, segments: &[&str]) -> Option<Forward> {
         (["twins", _, "methods"], "POST") => {
             return Some(Forward { permission: service, timeout_secs: METHOD_TIMEOUT_SECS });
         }
-        (["statistics", "devices" | "service"], "GET") => read,
+        (["statistics", "devices"], "GET") => read,
+        (["statistics", "service"], "GET") => service,
         (["jobs", "v2", "query"], "GET")
         | (["jobs", "v2", _], "GET" | "PUT")
         | (["jobs", "v2", _, "cancel"], "POST") => service,
@@ -141,11 +147,14 @@ pub fn readdress_connect(
     device_key: &str,
     expiry_secs: u64,
 ) -> Result<crate::mqtt::Connect, HubError> {
+    // `{host}/{device}/?{query}`: rebuilt around the client id the token was checked for, so
+    // the upstream cannot be told of another device than the one twinhub verified.
     let username = connect.username.as_deref().unwrap_or_default();
-    let rest = username.split_once('/').map_or("", |(_, rest)| rest);
-    if rest.is_empty() {
+    let query = username.split_once("/?").map_or("", |(_, q)| q);
+    if username.split('/').nth(1) != Some(connect.client_id.as_str()) {
         return Err(HubError::new(ErrorCode::IotHubUnauthorizedAccess, "CONNECT user name is not {host}/{device}/..."));
     }
+    let rest = format!("{}/?{query}", connect.client_id);
     let resource = format!("{upstream_host}/devices/{}", connect.client_id);
     let token = sign(&resource, device_key, None, expiry_secs).map_err(|_| {
         HubError::new(ErrorCode::ServerError, "the device's key in the upstream registry is not base64")
@@ -174,6 +183,9 @@ mod tests {
             ("GET", vec!["configurations"]),
             ("DELETE", vec!["twins", "d1"]),
             ("GET", vec!["..", "admin"]),
+            ("GET", vec!["twins", "../configurations"]),
+            ("GET", vec!["devices", ".."]),
+            ("PUT", vec!["twins", "a\\b"]),
         ] {
             assert_eq!(forwardable(method, &path), None, "{method} {path:?}");
         }
@@ -196,6 +208,9 @@ mod tests {
         let mut nameless = connect.clone();
         nameless.username = None;
         assert!(readdress_connect(&nameless, "h", "a2V5", 99).is_err());
+        let mut other = connect.clone();
+        other.username = Some("127.0.0.1:8787/d2/?api-version=2021-04-12".into());
+        assert!(readdress_connect(&other, "h", "a2V5", 99).is_err(), "a user name for another device");
     }
 
     #[test]

@@ -102,6 +102,10 @@ async fn forward(mut req: Request, env: &Env, up: &UpstreamHub, segs: &[&str]) -
             builder = builder.with_header(name, &value)?;
         }
     }
+    // A body on 204, 205 or 304 is refused by the runtime (workers-rs would panic building it).
+    if body.is_empty() || matches!(status, 204 | 205 | 304) {
+        return Ok(builder.empty());
+    }
     Ok(builder.fixed(body))
 }
 

@@ -77,6 +77,10 @@ fn rest_and_devices_go_through_b_to_a() {
         ],
     );
     assert_eq!(rest.json().as_array().map(Vec::len), Some(1));
+    // A 204 from A comes back as a 204 with no body.
+    let deleted = b.call("DELETE", "/devices/up-3", None);
+    assert_eq!((deleted.status, deleted.body.as_str()), (204, ""));
+    a.call("GET", "/devices/up-3", None).assert_hub_error(404, "DeviceNotFound", 404_001);
 
     // B's policies decide: A's owner key is not B's, and a device token is no operator's.
     let a_token_for_b = twinhub_core::auth::sign(&b.host(), OWNER_KEY, Some("iothubowner"), now_secs() + 600).unwrap();

@@ -125,6 +125,9 @@ pub struct Job {
     /// A rollback was asked for and is under way.
     #[serde(default)]
     pub rolling_back: bool,
+    /// When it was paused (time paused does not count towards `maxExecutionTimeInSeconds`).
+    #[serde(default)]
+    pub paused_at: Option<UnixMillis>,
 }
 
 impl Job {
@@ -148,6 +151,7 @@ impl Job {
             targets_selected: false,
             rollout: request.rollout.map(RolloutState::new),
             rolling_back: false,
+            paused_at: None,
         }
     }
 
@@ -216,7 +220,7 @@ impl Job {
     }
 
     /// Pauses a running rollout (the operator, or the rollout itself with its reason).
-    pub fn pause(&mut self, reason: String) -> Result<(), HubError> {
+    pub fn pause(&mut self, reason: String, now: UnixMillis) -> Result<(), HubError> {
         if !matches!(self.status, JobStatus::Running | JobStatus::Queued | JobStatus::Scheduled) {
             return Err(HubError::new(
                 ErrorCode::ArgumentInvalid,
@@ -229,6 +233,7 @@ impl Job {
         }
         self.status = JobStatus::Paused;
         self.status_message = Some(reason);
+        self.paused_at = Some(now);
         Ok(())
     }
 
@@ -241,7 +246,16 @@ impl Job {
                 format!("job '{}' is {}; only a paused job can be resumed", self.job_id, self.status.as_str()),
             ));
         }
-        self.status = JobStatus::Running;
+        // A job paused before it began goes back to waiting for its start; one that was
+        // running gets its paused time back.
+        self.status = match self.started {
+            None if self.start.0 > now.0 => JobStatus::Scheduled,
+            None => JobStatus::Queued,
+            Some(_) => JobStatus::Running,
+        };
+        if let (Some(started), Some(paused)) = (self.started, self.paused_at.take()) {
+            self.started = Some(UnixMillis(started.0.saturating_add(now.0.saturating_sub(paused.0))));
+        }
         self.status_message = None;
         if let Some(r) = &mut self.rollout {
             r.wave_started = Some(now);

@@ -132,8 +132,14 @@ fn job_statuses_move_only_forward() {
     job.begin(NOW);
     assert!(!job.expired(UnixMillis(NOW.0 + 3_599_000)));
     assert!(job.expired(UnixMillis(NOW.0 + 3_600_000)));
-    job.pause("operator".into()).unwrap();
-    job.resume(NOW).unwrap();
+    job.pause("operator".into(), NOW).unwrap();
+    let later = UnixMillis(NOW.0 + 3_000_000);
+    job.resume(later).unwrap();
+    assert!(!job.expired(UnixMillis(later.0 + 3_599_000)), "time paused does not count");
+    let mut early = Job::new(JobRequest::parse("fw-2.1.0", &article_job(), NOW).unwrap(), "iothubowner", NOW);
+    early.pause("before it began".into(), NOW).unwrap();
+    early.resume(NOW).unwrap();
+    assert_eq!(early.status, JobStatus::Queued, "resumed before it began: waits to begin");
     job.complete(NOW);
     assert!(job.cancel(NOW).unwrap_err().message.contains("already ended"));
     job.start_rollback(NOW).unwrap();

@@ -134,8 +134,11 @@ impl Jobs {
         let now = clock::now();
         let mut again = false;
         let mut wait: Option<u64> = None;
-        for job in self.all_jobs()?.into_iter().filter(|j| j.wants_work(now)) {
-            let id = job.job_id.clone();
+        let ids: Vec<String> = self.all_jobs()?.into_iter().filter(|j| j.wants_work(now)).map(|j| j.job_id).collect();
+        let stepped: std::collections::HashSet<String> = ids.iter().cloned().collect();
+        for id in ids {
+            // Loaded right before its step: an earlier step's awaits let requests change it.
+            let Some(job) = self.load(&id)?.filter(|j| j.wants_work(clock::now())) else { continue };
             match self.step(job).await {
                 Ok(Next::Again) => again = true,
                 Ok(Next::Wait(ms)) => wait = Some(wait.map_or(ms, |w| w.min(ms))),
@@ -147,7 +150,9 @@ impl Jobs {
                 }
             }
         }
-        let next = if again { Some(0) } else { wait.or_else(|| self.next_start(clock::now())) };
+        // A job created or resumed while this ran (its request left the alarm to us) is due too.
+        let due = again || self.all_jobs()?.iter().any(|j| j.wants_work(clock::now()) && !stepped.contains(&j.job_id));
+        let next = if due { Some(0) } else { wait.or_else(|| self.next_start(clock::now())) };
         if let Some(ms) = next {
             self.state.storage().set_alarm(i64::try_from(ms).unwrap_or(i64::MAX)).await?;
         }
@@ -179,7 +184,7 @@ impl Jobs {
             }
             JobOp::Pause { job_id } => {
                 let mut job = self.require(&job_id)?;
-                job.pause("paused by the operator".into())?;
+                job.pause("paused by the operator".into(), now)?;
                 self.save(&job)?;
                 Ok(http::json(200, &job.to_wire(), None)?)
             }
@@ -259,9 +264,10 @@ impl Jobs {
         let now = clock::now();
         let jobs = self.all_jobs()?;
         let due = jobs.iter().any(|j| j.wants_work(now));
-        let later = self.next_start(now);
-        if (due || later.is_some()) && self.state.storage().get_alarm().await?.is_none() {
-            let ms = if due { 0 } else { later.unwrap_or(0) };
+        let Some(ms) = (if due { Some(0) } else { self.next_start(now) }) else { return Ok(()) };
+        let wanted = i64::try_from(now.0.saturating_add(ms)).unwrap_or(i64::MAX);
+        // Armed for later than needed (a job scheduled tomorrow, then one queued now): earlier.
+        if self.state.storage().get_alarm().await?.is_none_or(|armed| armed > wanted) {
             self.state.storage().set_alarm(i64::try_from(ms).unwrap_or(i64::MAX)).await?;
         }
         Ok(())
@@ -286,10 +292,6 @@ impl Jobs {
         if job.status != JobStatus::Running {
             return Ok(Next::Idle);
         }
-        if !job.targets_selected {
-            self.select_targets(&mut job).await?;
-            return Ok(Next::Again);
-        }
         if job.expired(now) {
             self.cancel_pending(&job, &["pending", "running"], now)?;
             let left = self.count(&job.job_id, &["canceled"])?;
@@ -301,6 +303,10 @@ impl Jobs {
                 now,
             );
             self.save_with_statistics(&mut job)?;
+            return Ok(Next::Again);
+        }
+        if !job.targets_selected {
+            self.select_targets(&mut job).await?;
             return Ok(Next::Again);
         }
         if job.rollout.is_some() {
@@ -329,6 +335,11 @@ impl Jobs {
         let statement = sql::ids_statement(&query);
         let answers: Vec<Ids> =
             ask_every_index_shard(&self.env, &IndexOp::Ids { sql: statement.sql, params: statement.params }).await?;
+        // Cancelled, paused or rolled back while the index answered: its devices are not written.
+        self.refresh(job)?;
+        if job.status != JobStatus::Running || job.rolling_back || job.targets_selected {
+            return Ok(());
+        }
         let mut ids: Vec<String> = answers.into_iter().flat_map(|a| a.ids).collect();
         if job.rollout.is_some() {
             ids.sort_by_key(|id| order_key(&job.job_id, id));
@@ -383,6 +394,10 @@ impl Jobs {
             }
         }
         let outcomes = join_all(calls.iter().map(|r| self.call_device(job, &r.device_id))).await;
+        // A request may have cancelled, paused or rolled back the job during the calls: keep
+        // what it said, and do not put devices back in line for a job that stopped.
+        self.refresh(job)?;
+        let stopped = !matches!(job.status, JobStatus::Running | JobStatus::Paused) || job.rolling_back;
         let now = clock::now();
         for (mut record, outcome) in calls.into_iter().zip(outcomes) {
             match outcome {
@@ -390,13 +405,14 @@ impl Jobs {
                 Ok(answer) => record.succeed(answer, now),
                 Err((code, description)) => record.call_failed(&code, description, !is_method, now),
             }
+            if stopped && record.status == DeviceJobStatus::Pending {
+                record.cancel(now);
+            }
             records.push(record);
         }
         for record in &records {
             self.write_record(record)?;
         }
-        // A request may have cancelled or paused the job during the calls: keep what it said.
-        self.refresh(job)?;
         self.save_with_statistics(job)?;
         // The configured rate: a batch of n devices takes at least n / rate seconds.
         let rate = positive_var(&self.env, RATE_VAR);
@@ -486,6 +502,8 @@ impl Jobs {
                         (DriftState::Refused, why) => record.fail("DeviceRefused", why.unwrap_or_default(), now),
                         (DriftState::Pending, _) => continue,
                     },
+                    // The hub's own fault says nothing about the device: look again next time.
+                    Err((code, _)) if matches!(code.as_str(), "ServerError" | "ServiceUnavailable") => continue,
                     Err((code, why)) => record.fail(&code, why, now),
                 }
                 self.write_record(&record)?;
@@ -509,8 +527,7 @@ impl Jobs {
                 Next::Again
             }
             Verdict::Pause(why) => {
-                job.status = JobStatus::Paused;
-                job.status_message = Some(why);
+                let _ = job.pause(why, now);
                 Next::Again
             }
         };
@@ -525,8 +542,8 @@ impl Jobs {
             .storage()
             .sql()
             .exec(
-                "SELECT body FROM device_job WHERE job_id = ? AND rolled_back = 0 AND status != 'pending' AND status != 'canceled'
-                 ORDER BY ord LIMIT ?",
+                "SELECT body FROM device_job WHERE job_id = ? AND rolled_back = 0
+                   AND json_extract(body, '$.started') IS NOT NULL ORDER BY ord LIMIT ?",
                 vec![job.job_id.clone().into(), int(BATCH as u64)?],
             )?
             .to_array::<BodyRow>()?
@@ -548,6 +565,12 @@ impl Jobs {
         .await;
         let sql = self.state.storage().sql();
         for (record, answer) in rows.iter().zip(answers) {
+            // 1: given back; 2: nothing to give back (never applied there) or it failed.
+            let mark = match &answer {
+                Ok(v) if v.get("restored").is_some_and(|r| r == false) => 2,
+                Ok(_) => 1,
+                Err(_) => 2,
+            };
             if let Err((code, why)) = answer {
                 // A device deleted since cannot be given anything back; the record says so.
                 worker::console_warn!("rollback of job {} on a device failed: {code}", job.job_id);
@@ -556,8 +579,8 @@ impl Jobs {
                 self.write_record(&record)?;
             }
             sql.exec(
-                "UPDATE device_job SET rolled_back = 1 WHERE job_id = ? AND device_id = ?",
-                vec![job.job_id.clone().into(), record.device_id.clone().into()],
+                "UPDATE device_job SET rolled_back = ? WHERE job_id = ? AND device_id = ?",
+                vec![int(mark)?, job.job_id.clone().into(), record.device_id.clone().into()],
             )?;
         }
         Ok(Next::Again)
