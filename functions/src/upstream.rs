@@ -160,7 +160,7 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) ->
         Packet::ConnAck(ConnAck { session_present: false, code }).encode(&mut bytes);
         let _ = device.send_with_bytes(bytes);
     };
-    let keys = match device_keys(env, up, &connect.client_id).await {
+    let keys = match device_keys(up, &connect.client_id).await {
         Ok(Some(keys)) => keys,
         Ok(None) => {
             refuse(ConnectReturnCode::NotAuthorized);
@@ -220,7 +220,7 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) ->
 
 /// The device's symmetric keys from the upstream's registry; `None` if it has no such device
 /// (or no symmetric keys).
-async fn device_keys(_env: &Env, up: &UpstreamHub, device_id: &str) -> Result<Option<Vec<String>>, HubError> {
+async fn device_keys(up: &UpstreamHub, device_id: &str) -> Result<Option<Vec<String>>, HubError> {
     let headers = Headers::new();
     headers.set("authorization", &up.authorization(clock::now().as_secs())?).map_err(internal)?;
     let mut init = RequestInit::new();

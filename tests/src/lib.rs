@@ -371,6 +371,29 @@ pub fn python() -> PathBuf {
     py
 }
 
+/// Runs one pytest suite of `tests/python` (real Azure SDKs) against the hub whose owner
+/// connection string is `connection_string`, trusting the test CA ([`tls`]), with `env` added.
+/// `Ok(stdout)` when it passes, `Err(stdout and stderr)` otherwise.
+pub fn pytest(suite: &str, connection_string: &str, env: &[(&str, &str)]) -> Result<String, String> {
+    let ca = tls().ca_cert;
+    let output = Command::new(python())
+        .current_dir(repo_root().join("tests/python"))
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
+        .env("TWINHUB_CONNECTION_STRING", connection_string)
+        .env("TWINHUB_CA", &ca)
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run pytest");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}\n{stderr}"))
+    }
+}
+
 /// A device over MQTT-over-WebSocket, built from a plain WebSocket client and core's codec:
 /// independent of the hub's session code, which it talks to.
 pub struct MqttDevice {

@@ -6,8 +6,7 @@
 //! never shows. The Azure SDK suites against B run in `azure_sdks_pass_through_upstream_mode`.
 
 use serde_json::json;
-use std::process::Command;
-use twinhub_e2e::{free_port, now_secs, python, repo_root, tls, Hub, MqttDevice, Storage, OWNER_KEY};
+use twinhub_e2e::{free_port, now_secs, pytest, Hub, MqttDevice, Storage, OWNER_KEY};
 
 /// B's own owner key: not A's.
 const B_KEY: &str = "dHdpbmh1Yi11cHN0cmVhbS1iLWtleS0wMTIzNDU2Nzg=";
@@ -150,25 +149,12 @@ fn azure_sdks_pass_through_upstream_mode() {
     let storage_b = Storage::new("upstream-sdk-b");
     // The device SDK dials 443 for MQTT over WebSocket and has no port option.
     let b = start_b(&storage_b, &a, true, Some(443));
-    let ca = tls().ca_cert;
-    for (dir, suite) in [("tests/python", "test_service_sdk.py"), ("tests/python", "test_device_sdk.py")] {
-        let output = Command::new(python())
-            .current_dir(repo_root().join(dir))
-            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", suite])
-            .env("TWINHUB_CONNECTION_STRING", b.owner_connection_string())
-            .env("TWINHUB_CA", &ca)
-            .env("REQUESTS_CA_BUNDLE", &ca)
-            .env("TWINHUB_TELEMETRY_BASE", a.base_url())
-            .env("TWINHUB_TELEMETRY_CS", a.owner_connection_string())
-            .output()
-            .expect("run pytest");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(
-            output.status.success(),
-            "{suite} through B failed:\n{stdout}\n{stderr}\nB:\n{}\nA:\n{}",
-            b.log_tail(),
-            a.log_tail()
-        );
+    let (telemetry_base, telemetry_cs) = (a.base_url(), a.owner_connection_string());
+    // Stored telemetry is read from A: B, in upstream mode, keeps none.
+    let env = [("TWINHUB_TELEMETRY_BASE", telemetry_base.as_str()), ("TWINHUB_TELEMETRY_CS", telemetry_cs.as_str())];
+    for suite in ["test_service_sdk.py", "test_device_sdk.py"] {
+        if let Err(output) = pytest(suite, &b.owner_connection_string(), &env) {
+            panic!("{suite} through B failed:\n{output}\nB:\n{}\nA:\n{}", b.log_tail(), a.log_tail());
+        }
     }
 }

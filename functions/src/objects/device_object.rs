@@ -12,7 +12,7 @@
 use crate::clock;
 use crate::http::{self, ApiError, ApiResult};
 use crate::objects::GATEWAY_BINDING;
-use crate::objects::{index_shards, index_stub};
+use crate::objects::{index_shards, index_stub, positive_var, sql_int, to_json};
 use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp, QueuedMessage};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -820,25 +820,10 @@ fn history_retention(env: &Env) -> u64 {
     positive_var(env, HISTORY_RETENTION_VAR, DEFAULT_HISTORY_RETENTION)
 }
 
-/// A positive integer variable, or `default` when it is absent or not one.
-fn positive_var(env: &Env, name: &str, default: u64) -> u64 {
-    env.var(name).ok().and_then(|v| v.to_string().parse().ok()).filter(|n| *n >= 1).unwrap_or(default)
-}
-
 /// Live views' WebSocket tag.
 const LIVE_TAG: &str = "live";
 
 /// The live event for a device's current state.
 fn live_twin_event(d: &Device) -> Value {
     json!({ "type": "twin", "twin": d.twin.to_service_json(&d.identity) })
-}
-
-/// Stored rows are JSON text.
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
-}
-
-/// An integer binding; JS numbers are exact only to 2^53, which `try_from_i64` checks.
-fn sql_int(n: u64) -> Result<SqlStorageValue> {
-    SqlStorageValue::try_from_i64(i64::try_from(n).unwrap_or(i64::MAX))
 }

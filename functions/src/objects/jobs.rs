@@ -16,7 +16,7 @@
 
 use crate::clock;
 use crate::http::{self, ApiResult};
-use crate::objects::{ask_every_index_shard, DEVICE_BINDING};
+use crate::objects::{ask_every_index_shard, positive_var, sql_int, to_json, DEVICE_BINDING};
 use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage};
 use futures_util::future::join_all;
 use serde::Deserialize;
@@ -151,8 +151,10 @@ impl Jobs {
             }
         }
         // A job created or resumed while this ran (its request left the alarm to us) is due too.
-        let due = again || self.all_jobs()?.iter().any(|j| j.wants_work(clock::now()) && !stepped.contains(&j.job_id));
-        let next = if due { Some(0) } else { wait.or_else(|| self.next_start(clock::now())) };
+        let jobs = self.all_jobs()?;
+        let now = clock::now();
+        let due = again || jobs.iter().any(|j| j.wants_work(now) && !stepped.contains(&j.job_id));
+        let next = if due { Some(0) } else { wait.or_else(|| next_start(&jobs, now)) };
         if let Some(ms) = next {
             self.state.storage().set_alarm(i64::try_from(ms).unwrap_or(i64::MAX)).await?;
         }
@@ -264,19 +266,13 @@ impl Jobs {
         let now = clock::now();
         let jobs = self.all_jobs()?;
         let due = jobs.iter().any(|j| j.wants_work(now));
-        let Some(ms) = (if due { Some(0) } else { self.next_start(now) }) else { return Ok(()) };
+        let Some(ms) = (if due { Some(0) } else { next_start(&jobs, now) }) else { return Ok(()) };
         let wanted = i64::try_from(now.0.saturating_add(ms)).unwrap_or(i64::MAX);
         // Armed for later than needed (a job scheduled tomorrow, then one queued now): earlier.
         if self.state.storage().get_alarm().await?.is_none_or(|armed| armed > wanted) {
             self.state.storage().set_alarm(i64::try_from(ms).unwrap_or(i64::MAX)).await?;
         }
         Ok(())
-    }
-
-    /// Milliseconds until the earliest scheduled job starts.
-    fn next_start(&self, now: UnixMillis) -> Option<u64> {
-        let jobs = self.all_jobs().ok()?;
-        jobs.iter().filter(|j| j.status == JobStatus::Scheduled).map(|j| j.start.0.saturating_sub(now.0)).min()
     }
 
     /// One step of `job`: a batch of devices, a look at a rollout's wave, or a transition.
@@ -356,8 +352,8 @@ impl Jobs {
                 vec![
                     job.job_id.clone().into(),
                     id.clone().into(),
-                    int(position as u64)?,
-                    int(wave as u64)?,
+                    sql_int(position as u64)?,
+                    sql_int(wave as u64)?,
                     to_json(&record)?.into(),
                 ],
             )?;
@@ -415,7 +411,7 @@ impl Jobs {
         }
         self.save_with_statistics(job)?;
         // The configured rate: a batch of n devices takes at least n / rate seconds.
-        let rate = positive_var(&self.env, RATE_VAR);
+        let rate = positive_var(&self.env, RATE_VAR, 0);
         if let Some(min_ms) = (records.len() as u64).saturating_mul(1000).checked_div(rate) {
             let spent = clock::now().0.saturating_sub(started.0);
             if spent < min_ms {
@@ -544,7 +540,7 @@ impl Jobs {
             .exec(
                 "SELECT body FROM device_job WHERE job_id = ? AND rolled_back = 0
                    AND json_extract(body, '$.started') IS NOT NULL ORDER BY ord LIMIT ?",
-                vec![job.job_id.clone().into(), int(BATCH as u64)?],
+                vec![job.job_id.clone().into(), sql_int(BATCH as u64)?],
             )?
             .to_array::<BodyRow>()?
             .into_iter()
@@ -580,7 +576,7 @@ impl Jobs {
             }
             sql.exec(
                 "UPDATE device_job SET rolled_back = ? WHERE job_id = ? AND device_id = ?",
-                vec![int(mark)?, job.job_id.clone().into(), record.device_id.clone().into()],
+                vec![sql_int(mark)?, job.job_id.clone().into(), record.device_id.clone().into()],
             )?;
         }
         Ok(Next::Again)
@@ -589,11 +585,11 @@ impl Jobs {
     /// Devices per batch: the configured concurrency, or a second's worth at the configured
     /// rate if smaller.
     fn batch(&self) -> usize {
-        let concurrency = match usize::try_from(positive_var(&self.env, CONCURRENCY_VAR)) {
+        let concurrency = match usize::try_from(positive_var(&self.env, CONCURRENCY_VAR, 0)) {
             Ok(n) if n > 0 => n.min(1_000),
             _ => BATCH,
         };
-        match usize::try_from(positive_var(&self.env, RATE_VAR)) {
+        match usize::try_from(positive_var(&self.env, RATE_VAR, 0)) {
             Ok(rate) if rate > 0 => rate.min(concurrency),
             _ => concurrency,
         }
@@ -614,7 +610,7 @@ impl Jobs {
             .sql()
             .exec(
                 "SELECT status, COUNT(*) AS n FROM device_job WHERE job_id = ? AND wave = ? GROUP BY status",
-                vec![job_id.into(), int(wave as u64)?],
+                vec![job_id.into(), sql_int(wave as u64)?],
             )?
             .to_array()?;
         let mut t = WaveTally::default();
@@ -638,12 +634,12 @@ impl Jobs {
         params.extend(statuses.iter().map(|s| SqlStorageValue::from(*s)));
         let wave_sql = match wave {
             Some(w) => {
-                params.push(int(w as u64)?);
+                params.push(sql_int(w as u64)?);
                 " AND wave = ?"
             }
             None => "",
         };
-        params.push(int(u64::try_from(limit).unwrap_or(u64::MAX).min(i64::MAX as u64))?);
+        params.push(sql_int(u64::try_from(limit).unwrap_or(u64::MAX).min(i64::MAX as u64))?);
         let rows: Vec<BodyRow> = self
             .state
             .storage()
@@ -666,7 +662,7 @@ impl Jobs {
                 "UPDATE device_job SET status = 'canceled',
                     body = json_set(body, '$.status', 'canceled', '$.ended', ?, '$.updated', ?)
                  WHERE job_id = ? AND status = ?",
-                vec![int(now.0)?, int(now.0)?, job.job_id.clone().into(), (*status).into()],
+                vec![sql_int(now.0)?, sql_int(now.0)?, job.job_id.clone().into(), (*status).into()],
             )?;
         }
         Ok(())
@@ -756,14 +752,7 @@ impl Jobs {
     }
 }
 
-fn positive_var(env: &Env, name: &str) -> u64 {
-    env.var(name).ok().and_then(|v| v.to_string().parse().ok()).unwrap_or(0)
-}
-
-fn int(n: u64) -> Result<SqlStorageValue> {
-    SqlStorageValue::try_from_i64(i64::try_from(n).unwrap_or(i64::MAX))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
+/// Milliseconds from `now` until the earliest scheduled job of `jobs` starts.
+fn next_start(jobs: &[Job], now: UnixMillis) -> Option<u64> {
+    jobs.iter().filter(|j| j.status == JobStatus::Scheduled).map(|j| j.start.0.saturating_sub(now.0)).min()
 }

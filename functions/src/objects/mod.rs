@@ -55,3 +55,18 @@ pub async fn ask_every_index_shard<T: serde::de::DeserializeOwned>(
     });
     futures_util::future::try_join_all(calls).await
 }
+
+/// A positive integer variable, or `default` when absent, zero or not a number.
+pub(crate) fn positive_var(env: &worker::Env, name: &str, default: u64) -> u64 {
+    env.var(name).ok().and_then(|v| v.to_string().parse().ok()).filter(|n| *n >= 1).unwrap_or(default)
+}
+
+/// JSON text of a stored record.
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> worker::Result<String> {
+    serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+/// An integer binding; JS numbers are exact only to 2^53, which `try_from_i64` checks.
+pub(crate) fn sql_int(n: u64) -> worker::Result<worker::SqlStorageValue> {
+    worker::SqlStorageValue::try_from_i64(i64::try_from(n).unwrap_or(i64::MAX))
+}
