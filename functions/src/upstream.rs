@@ -39,7 +39,6 @@ pub fn configured(env: &Env) -> Option<Result<UpstreamHub, HubError>> {
 pub async fn route(req: Request, env: &Env, up: UpstreamHub, segs: &[&str]) -> ApiResult {
     let method = req.method().to_string();
     match (segs, method.as_str()) {
-        (["api", "health"], "GET") => crate::routes::health(),
         (["api", "session"], "GET") => crate::routes::session(&req, env),
         (["$iothub", "websocket"], "GET") => device_pipe(req, env, up).await,
         (["api", "twins", _, "history"], _) => Err(upstream::unavailable("history").into()),

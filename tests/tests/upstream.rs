@@ -44,6 +44,10 @@ fn rest_and_devices_go_through_b_to_a() {
     );
     stale.assert_hub_error(412, "PreconditionFailed", 412_001);
 
+    // An oversized body is refused by B (413) and never sent on.
+    let huge = json!({ "tags": { "blob": "x".repeat(300 * 1024) } }).to_string();
+    b.call("PATCH", "/twins/up-1", Some(&huge)).assert_hub_error(413, "MessageTooLarge", 413_001);
+
     // Paging headers pass both ways.
     for id in ["up-2", "up-3"] {
         assert_eq!(b.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
@@ -123,6 +127,10 @@ fn rest_and_devices_go_through_b_to_a() {
     let (_, code) = MqttDevice::connect_with_token(&b, "up-1", &forged);
     assert_eq!(code, twinhub_core::mqtt::ConnectReturnCode::NotAuthorized, "a token not from the device's key");
     drop(device);
+    // A first packet that is not a CONNECT closes the socket before anything reaches A.
+    let (mut garbage, _) = MqttDevice::open(&b);
+    garbage.send_raw(&[0x30, 0x02, 0x00, 0x00]);
+    assert!(garbage.recv().is_none(), "B closes a pipe that does not start with CONNECT");
 
     // A stops: B answers 503 and says so; A is back on its port: B recovers.
     a.stop();
@@ -157,4 +165,17 @@ fn azure_sdks_pass_through_upstream_mode() {
             panic!("{suite} through B failed:\n{output}\nB:\n{}\nA:\n{}", b.log_tail(), a.log_tail());
         }
     }
+}
+
+#[test]
+fn an_unusable_upstream_secret_is_an_error_not_a_hub_of_our_own() {
+    let storage = Storage::new("upstream-bad-secret");
+    // A device connection string where a service policy's belongs.
+    let device_cs = "HostName=hub.example;DeviceId=d1;SharedAccessKey=c2VjcmV0LWRldmljZS1rZXk=";
+    let hub = Hub::launch(&storage, false, None, &[("UPSTREAM_CONNECTION_STRING", device_cs)]);
+    let reply = hub.call("GET", "/twins/d1", None);
+    reply.assert_hub_error(500, "ServerError", 500_001);
+    assert!(reply.body.contains("service policy"), "{}", reply.body);
+    assert!(!reply.body.contains("c2VjcmV0"), "the secret's key in a response: {}", reply.body);
+    assert_eq!(hub.call("GET", "/api/health", None).status, 200, "health still answers");
 }

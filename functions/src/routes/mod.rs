@@ -3,7 +3,7 @@
 //! served from Workers assets with single-page fallback.
 
 mod api;
-pub(crate) use api::{health, session};
+pub(crate) use api::session;
 mod device_endpoint;
 mod devices;
 mod jobs;
@@ -31,6 +31,10 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
     let is_api = segs.first().is_some_and(|first| API_ROOTS.contains(first));
     if !is_api {
         return env.assets("ASSETS")?.fetch_request(req).await;
+    }
+    // Liveness says the Worker runs, whatever it fronts (and however that is configured).
+    if let (["api", "health"], Method::Get) = (segs.as_slice(), req.method()) {
+        return http::finish(api::health());
     }
     if let Some(upstream) = crate::upstream::configured(env) {
         let answer = match upstream {
