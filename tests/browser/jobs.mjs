@@ -3,7 +3,8 @@
 // From the fleet filtered to Building-A, "New job for these devices" opens the jobs page with
 // the condition filled in; a broken condition is refused as typed; the job (desired
 // firmwareVersion 2.1.0) runs to completed with its bar full and every device listed as
-// completed; then "Roll back" gives the devices their previous value and the job says so.
+// completed; then "Roll back" gives the devices their previous value and the job says so,
+// also after a reload of /jobs.
 import { run, settle } from './chromium.mjs';
 
 const [loginUrl, buildingA, shotDir] = process.argv.slice(2);
@@ -51,5 +52,10 @@ await run('jobs', async (page, problems) => {
   const message = await page.locator('tr.job[data-job-id="ui-firmware"] .job-message').innerText();
   if (!message.includes(`rolled back: ${buildingA} device`)) problems.push(`rollback message: ${message}`);
   await page.screenshot({ path: `${shotDir}/jobs-rolled-back.png`, fullPage: true });
+
+  // /jobs is a page of its own, not only a route inside the app: a reload lands on it.
+  await settle(page);
+  await page.reload();
+  await page.locator('tr.job[data-job-id="ui-firmware"][data-status="rolledBack"]').waitFor({ timeout: 30_000 });
   await settle(page);
 });

@@ -28,7 +28,12 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
         Err(e) => return http::error(&e),
     };
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-    let is_api = segs.first().is_some_and(|first| API_ROOTS.contains(first));
+    // `/jobs` alone is the dashboard's jobs page: IoT Hub's jobs API lives below it (`/jobs/v2`).
+    let is_api = match segs.as_slice() {
+        ["jobs"] => false,
+        [first, ..] => API_ROOTS.contains(first),
+        [] => false,
+    };
     if !is_api {
         return env.assets("ASSETS")?.fetch_request(req).await;
     }
