@@ -175,10 +175,14 @@ pub async fn query(session: Session, query: &str, continuation: Option<&str>) ->
     Ok(QueryPage { items, continuation })
 }
 
+/// How long a live view's token lasts: the hub closes the view then, and the page opens a new
+/// one with a fresh token.
+pub const LIVE_TOKEN_TTL_SECS: u64 = 5 * 60;
+
 /// The URL of a device's live view (`/api/devices/{id}/live`), with a fresh token in the query
-/// (browsers cannot set headers on WebSockets).
+/// (browsers cannot set headers on WebSockets), scoped to that one device and short-lived.
 pub fn live_url(session: Session, id: &str) -> Option<String> {
-    let token = session.token()?;
+    let token = session.token_for(&format!("/devices/{id}"), LIVE_TOKEN_TTL_SECS)?;
     let location = leptos::prelude::window().location();
     let scheme = if location.protocol().ok()?.starts_with("https") { "wss" } else { "ws" };
     let host = location.host().ok()?;

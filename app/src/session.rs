@@ -73,11 +73,18 @@ impl Session {
     /// A fresh token for the hub this page was served from. The token's resource is the page's
     /// own host, since that is the hub the browser talks to.
     pub fn token(&self) -> Option<String> {
+        self.token_for("", TOKEN_TTL_SECS)
+    }
+
+    /// A token for `path` under the page's host (`/devices/{id}` for one device) that lasts
+    /// `ttl_secs`: what rides in a URL (the live view's), where a whole-hub, long-lived token
+    /// could be copied from a log.
+    pub fn token_for(&self, path: &str, ttl_secs: u64) -> Option<String> {
         let cs = self.credential.get_untracked()?;
         let Credential::Policy { name, key } = &cs.credential else { return None };
         let host = window().location().host().ok()?;
-        let expiry = (js_sys::Date::now() / 1000.0) as u64 + TOKEN_TTL_SECS;
-        twinhub_core::auth::sign(&host, key, Some(name), expiry).ok()
+        let expiry = (js_sys::Date::now() / 1000.0) as u64 + ttl_secs;
+        twinhub_core::auth::sign(&format!("{host}{path}"), key, Some(name), expiry).ok()
     }
 }
 

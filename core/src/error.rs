@@ -19,6 +19,8 @@ pub enum ErrorCode {
     IotHubFormatError,
     /// 401002: bad, expired or wrongly scoped SAS token.
     IotHubUnauthorizedAccess,
+    /// 403002: the hub's daily message quota is used up.
+    IotHubQuotaExceeded,
     /// 403004: more than 50 cloud-to-device messages waiting for one device.
     DeviceMaximumQueueDepthExceeded,
     /// 404001: no device with that id.
@@ -41,6 +43,8 @@ pub enum ErrorCode {
     MessageTooLarge,
     /// 413002: a bulk registry request with more than 100 devices.
     TooManyDevices,
+    /// 429001: over a rate limit; back off and retry.
+    ThrottlingException,
     /// 500001: a fault of ours.
     ServerError,
     /// 501001 (twinhub): a twinhub feature that upstream mode cannot offer.
@@ -59,6 +63,7 @@ impl ErrorCode {
             Self::ArgumentNull => 400_005,
             Self::IotHubFormatError => 400_006,
             Self::IotHubUnauthorizedAccess => 401_002,
+            Self::IotHubQuotaExceeded => 403_002,
             Self::DeviceMaximumQueueDepthExceeded => 403_004,
             Self::DeviceNotFound => 404_001,
             Self::DeviceNotOnline => 404_103,
@@ -70,6 +75,7 @@ impl ErrorCode {
             Self::PreconditionFailed => 412_001,
             Self::MessageTooLarge => 413_001,
             Self::TooManyDevices => 413_002,
+            Self::ThrottlingException => 429_001,
             Self::ServerError => 500_001,
             Self::FeatureUnavailable => 501_001,
             Self::ServiceUnavailable => 503_001,
@@ -90,6 +96,7 @@ impl ErrorCode {
             Self::ArgumentNull => "ArgumentNull",
             Self::IotHubFormatError => "IotHubFormatError",
             Self::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
+            Self::IotHubQuotaExceeded => "IotHubQuotaExceeded",
             Self::DeviceMaximumQueueDepthExceeded => "DeviceMaximumQueueDepthExceeded",
             Self::DeviceNotFound => "DeviceNotFound",
             Self::DeviceNotOnline => "DeviceNotOnline",
@@ -101,6 +108,7 @@ impl ErrorCode {
             Self::PreconditionFailed => "PreconditionFailed",
             Self::MessageTooLarge => "MessageTooLarge",
             Self::TooManyDevices => "TooManyDevices",
+            Self::ThrottlingException => "ThrottlingException",
             Self::ServerError => "ServerError",
             Self::FeatureUnavailable => "FeatureUnavailable",
             Self::ServiceUnavailable => "ServiceUnavailable",

@@ -21,6 +21,7 @@ pub mod mqtt;
 pub mod query;
 pub mod session;
 pub mod telemetry;
+pub mod throttle;
 pub mod time;
 pub mod twin;
 pub mod upstream;

@@ -44,7 +44,8 @@ pub fn forwardable(method: &str, segments: &[&str]) -> Option<Forward> {
     let write = Permissions::REGISTRY_WRITE;
     let service = Permissions::SERVICE_CONNECT;
     let permission = match (segments, method) {
-        (["devices", "query"], "POST") => read,
+        // Queries read twins: ServiceConnect, as `routes::query` demands (spec §4.4).
+        (["devices", "query"], "POST") => service,
         (["devices"], "GET") | (["devices", _], "GET") => read,
         (["devices"], "POST") | (["devices", _], "PUT" | "DELETE") => write,
         (["twins", _], "GET" | "PATCH" | "PUT") => service,
@@ -172,7 +173,10 @@ mod tests {
     #[test]
     fn only_iot_hub_paths_are_forwarded_each_with_its_permission() {
         assert_eq!(forwardable("GET", &["twins", "d1"]).map(|f| f.permission), Some(Permissions::SERVICE_CONNECT));
-        assert_eq!(forwardable("POST", &["devices", "query"]).map(|f| f.permission), Some(Permissions::REGISTRY_READ));
+        assert_eq!(
+            forwardable("POST", &["devices", "query"]).map(|f| f.permission),
+            Some(Permissions::SERVICE_CONNECT)
+        );
         assert_eq!(forwardable("DELETE", &["devices", "d1"]).map(|f| f.permission), Some(Permissions::REGISTRY_WRITE));
         assert_eq!(forwardable("POST", &["twins", "d1", "methods"]).map(|f| f.timeout_secs), Some(METHOD_TIMEOUT_SECS));
         assert!(forwardable("POST", &["jobs", "v2", "j", "cancel"]).is_some());

@@ -83,6 +83,36 @@ fn fleet_docs(n: usize) -> (Vec<fixture::FixtureDevice>, Vec<Value>) {
     (devices, docs)
 }
 
+/// Long `IN` lists (one JSON array each) and long `OR` chains (every value folded into one
+/// array past 100 parameters) give the evaluator's rows, with numbers and strings mixed.
+#[test]
+fn folded_parameters_give_the_same_rows() {
+    let (_, docs) = fleet_docs(400);
+    let db = table(&docs);
+    let ids: Vec<String> = docs.iter().step_by(3).map(|d| d["deviceId"].as_str().unwrap().to_owned()).collect();
+    let quoted: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
+    let floors = "1, 2.0, 'x', true, null, 7, 8, 9, 10";
+    let texts = [
+        format!("SELECT * FROM devices WHERE deviceId IN [{}]", quoted.join(", ")),
+        format!("SELECT * FROM devices WHERE NOT (deviceId IN [{}])", quoted.join(", ")),
+        format!("SELECT * FROM devices WHERE tags.location.floor IN [{floors}] OR deviceId IN [{}]", quoted.join(",")),
+        format!(
+            "SELECT * FROM devices WHERE {}",
+            ids.iter().map(|i| format!("deviceId = '{i}'")).collect::<Vec<_>>().join(" OR ")
+        ),
+        format!(
+            "SELECT * FROM devices WHERE tags.location.floor > 2 AND ({})",
+            (0..120).map(|i| format!("properties.reported.lastTemperature > {i}.5")).collect::<Vec<_>>().join(" OR ")
+        ),
+    ];
+    for text in texts {
+        let q = parse(&text).expect("parses");
+        let stmt = rows_statement(&q, None, 1_000_000);
+        assert!(stmt.params.len() <= 100, "{} parameters", stmt.params.len());
+        assert_eq!(sql_ids(&db, &q), eval_ids(&docs, &q), "{}", &text[..80]);
+    }
+}
+
 #[test]
 fn article_queries_return_exactly_the_right_devices() {
     let (devices, docs) = fleet_docs(1500);

@@ -18,23 +18,29 @@ pub struct Caller {
     pub policy: String,
     /// What that policy may do.
     pub permissions: Permissions,
+    /// When the token expires, Unix seconds.
+    pub expiry_secs: u64,
 }
 
 /// Requires a valid, unexpired token, signed by a policy with the `needed` permission, whose
-/// resource covers this hub. Every REST route that touches a device or twin calls this first.
+/// resource covers the request (`{host}`, or a prefix of `{host}{path}` by whole segments, as
+/// IoT Hub matches `sr`). Every REST route that touches a device or twin calls this first.
 pub fn require(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, HubError> {
     let header = req.headers().get("authorization").ok().flatten();
-    check(header.as_deref(), req, env, needed).map_err(|e| HubError::from(&e))
+    let path = req.url().map(|u| u.path().to_owned()).unwrap_or_default();
+    check(header.as_deref(), req, env, needed, &path).map_err(|e| HubError::from(&e))
 }
 
 /// Like [`require`], with the token in the `sas` query parameter: for WebSockets, whose
-/// browser API cannot set headers. Tokens minted for this are short-lived.
-pub fn require_query_token(req: &Request, env: &Env, needed: Permissions) -> Result<Caller, HubError> {
+/// browser API cannot set headers. Tokens minted for this are short-lived, and `resource`
+/// (a path such as `/devices/{id}`) is what the token must cover, so the dashboard can use one
+/// scoped to a single device.
+pub fn require_query_token(req: &Request, env: &Env, needed: Permissions, resource: &str) -> Result<Caller, HubError> {
     let token = crate::http::query_param(req, "sas");
-    check(token.as_deref(), req, env, needed).map_err(|e| HubError::from(&e))
+    check(token.as_deref(), req, env, needed, resource).map_err(|e| HubError::from(&e))
 }
 
-fn check(token: Option<&str>, req: &Request, env: &Env, needed: Permissions) -> Result<Caller, AuthError> {
+fn check(token: Option<&str>, req: &Request, env: &Env, needed: Permissions, path: &str) -> Result<Caller, AuthError> {
     let token = SasToken::parse(token.ok_or(AuthError::MissingToken)?)?;
     // A device-key token (no skn) is for the device endpoints, never the service API.
     let name = token.key_name().ok_or(AuthError::MissingField("SAS token for the service API", "skn"))?;
@@ -42,13 +48,13 @@ fn check(token: Option<&str>, req: &Request, env: &Env, needed: Permissions) -> 
         policies(env).into_iter().find(|p| p.name == name).ok_or_else(|| AuthError::UnknownPolicy(name.to_owned()))?;
     token.verify(&policy.key, crate::clock::now().as_secs())?;
     let host = hub_host(req);
-    if !token.covers(&host) {
+    if !token.covers_request(&host, path) {
         return Err(AuthError::WrongResource(token.resource().to_owned()));
     }
     if !policy.permissions.contains(needed) {
         return Err(AuthError::PermissionDenied { policy: policy.name, needed: needed.name() });
     }
-    Ok(Caller { policy: policy.name, permissions: policy.permissions })
+    Ok(Caller { policy: policy.name, permissions: policy.permissions, expiry_secs: token.expiry() })
 }
 
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS

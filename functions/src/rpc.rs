@@ -42,16 +42,18 @@ pub enum DeviceOp {
     DeviceSubscriptions { device_id: String, conn: String, subscriptions: Vec<Subscription>, keep: bool },
     /// `POST /api/devices/{id}/messages`: queue a cloud-to-device message (the request body).
     SendCloudToDevice { device_id: String, body: String },
-    /// The device acknowledged (PUBACK) the cloud-to-device message `seq`: it is complete.
-    CloudToDeviceDelivered { device_id: String, seq: u64 },
+    /// The device acknowledged (PUBACK) the cloud-to-device message `seq` on session `conn`:
+    /// it is complete.
+    CloudToDeviceDelivered { device_id: String, conn: String, seq: u64 },
     /// The session `conn` ended.
     DeviceDisconnected { device_id: String, conn: String },
-    /// MQTT twin GET: the device view.
-    DeviceTwinGet { device_id: String },
-    /// MQTT reported patch. Answers `{"version": n}` or an error with its status.
-    DeviceReport { device_id: String, body: String },
-    /// MQTT telemetry to store. `properties` is the decoded property bag.
-    DeviceTelemetry { device_id: String, messages: Vec<TelemetryMessage> },
+    /// MQTT twin GET on session `conn`: the device view.
+    DeviceTwinGet { device_id: String, conn: String },
+    /// MQTT reported patch on session `conn`. Answers `{"version": n}` or an error with its
+    /// status.
+    DeviceReport { device_id: String, conn: String, body: String },
+    /// MQTT telemetry to store, from session `conn`. `properties` is the decoded property bag.
+    DeviceTelemetry { device_id: String, conn: String, messages: Vec<TelemetryMessage> },
     /// `POST /twins/{id}/methods`: `payload` is JSON text. An offline device is waited for
     /// up to `connect_timeout_ms` (`connectTimeoutInSeconds`).
     InvokeMethod { device_id: String, name: String, payload: String, timeout_ms: u64, connect_timeout_ms: u64 },
@@ -65,6 +67,12 @@ pub enum DeviceOp {
     /// `GET /api/devices/{id}/telemetry/series`: `field` downsampled over `[from, to)` (Unix ms).
     TelemetrySeries { device_id: String, field: String, from: u64, to: u64, buckets: usize },
 }
+
+/// The device object's status for an op from a session that is no longer the device's (it
+/// was deleted, disabled, re-keyed, or connected again elsewhere): the gateway ends that
+/// session. Every op a session sends names its `conn`, so a socket left over from a deleted
+/// device can never act on a device re-created with the same id.
+pub const SESSION_ENDED: u16 = 410;
 
 /// The device object's answer to [`DeviceOp::DeviceConnect`].
 #[derive(Debug, Serialize, Deserialize)]
@@ -177,6 +185,15 @@ pub enum IndexOp {
     Ids { sql: String, params: Vec<serde_json::Value> },
     /// Store many entries at once (the query benchmark's fleet loader).
     Load { entries: Vec<IndexEntry> },
+    /// Whether the shard holds `device_id` as an existing device: the gateway asks before a
+    /// CONNECT wakes (and so creates the storage of) a device object. Answers [`Existence`].
+    Exists { device_id: String },
+}
+
+/// The answer to [`IndexOp::Exists`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Existence {
+    pub exists: bool,
 }
 
 /// How far behind the device objects a shard's recent upserts arrived.
@@ -211,6 +228,13 @@ pub async fn call<T: Serialize>(stub: &worker::Stub, op: &T) -> worker::Result<w
     // The host is a placeholder: a stub routes by object, not by URL.
     let req = worker::Request::new_with_init("https://object.internal/rpc", &init)?;
     stub.fetch_with_request(req).await
+}
+
+/// Reads a JSON body (an op, or an object's answer) with serde_json. Not worker's `json()`,
+/// which parses with JavaScript's `JSON.parse`: that rounds integers past 2^53 (a twin value,
+/// a `since`) and then fails to fit them back into a `u64`.
+pub async fn read<T: serde::de::DeserializeOwned>(body: worker::Result<String>) -> worker::Result<T> {
+    serde_json::from_str(&body?).map_err(|e| worker::Error::RustError(format!("unreadable JSON: {e}")))
 }
 
 /// One device-to-cloud message, as the gateway hands it to the device object. Messages that

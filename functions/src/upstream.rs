@@ -234,7 +234,7 @@ async fn device_keys(up: &UpstreamHub, device_id: &str) -> Result<Option<Vec<Str
     if resp.status_code() != 200 {
         return Err(unreachable(up, &format!("answered {}", resp.status_code())));
     }
-    let identity: serde_json::Value = resp.json().await.map_err(internal)?;
+    let identity: serde_json::Value = crate::rpc::read(resp.text().await).await.map_err(internal)?;
     if identity["status"] == "disabled" {
         return Ok(None);
     }

@@ -142,3 +142,116 @@ fn bad_requests_get_iot_hub_errors_and_nothing_is_lost() {
     hub.call("GET", "/devices/intruder", None).assert_hub_error(404, "DeviceNotFound", 404_001);
     hub.call("GET", "/devices/new-one", None).assert_hub_error(404, "DeviceNotFound", 404_001);
 }
+
+/// The hardening cases of issue 16 that are not lifecycle (`lifecycle.rs`): query sizes,
+/// number precision, query permissions and token scopes, free-text bounds, page bounds.
+#[test]
+fn bounds_precision_and_scopes() {
+    let storage = Storage::new("bad-input-bounds");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/keeper", Some("{}")).status, 200);
+
+    // A query past the bound values SQLite (and Cloudflare) take: 400 with the position, not
+    // 500; and a job with such a condition is refused at PUT.
+    let ids = |n: usize| (0..n).map(|i| format!("'d{i}'")).collect::<Vec<_>>().join(",");
+    let long = format!("SELECT * FROM devices WHERE deviceId IN [{}]", ids(1001));
+    let refused = hub.call("POST", "/devices/query", Some(&serde_json::json!({ "query": long }).to_string()));
+    refused.assert_hub_error(400, "ArgumentInvalid", 400_004);
+    assert!(refused.body.contains("at most 1000") && refused.body.contains("at 1:"), "{}", refused.body);
+    let fits = format!("SELECT * FROM devices WHERE deviceId IN ['keeper',{}]", ids(500));
+    let answered = hub.call("POST", "/devices/query", Some(&serde_json::json!({ "query": fits }).to_string()));
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(answered.json().as_array().map(Vec::len), Some(1));
+    // Hundreds of comparisons bind one parameter on workerd's SQLite too.
+    let ors = (0..300).map(|i| format!("deviceId = 'x{i}'")).collect::<Vec<_>>().join(" OR ");
+    let q = serde_json::json!({ "query": format!("SELECT * FROM devices WHERE {ors} OR deviceId = 'keeper'") });
+    let answered = hub.call("POST", "/devices/query", Some(&q.to_string()));
+    assert_eq!(answered.status, 200, "{}", answered.body);
+    assert_eq!(answered.json().as_array().map(Vec::len), Some(1));
+    let job = serde_json::json!({
+        "type": "scheduleUpdateTwin",
+        "queryCondition": format!("deviceId IN [{}]", ids(1001)),
+        "updateTwin": { "etag": "*", "tags": { "x": 1 } },
+    });
+    let put = hub.call("PUT", "/jobs/v2/too-long", Some(&job.to_string()));
+    put.assert_hub_error(400, "ArgumentInvalid", 400_004);
+
+    // Integers past 2^53 keep every digit, through the twin, the index and the history.
+    let big = r#"{"tags":{"big":9007199254740993,"huge":18446744073709551615,"neg":-9223372036854775808}}"#;
+    let patched = hub.call("PATCH", "/twins/keeper", Some(big));
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    for body in [patched.body.clone(), hub.call("GET", "/twins/keeper", None).body] {
+        assert!(body.contains("9007199254740993") && body.contains("18446744073709551615"), "{body}");
+        assert!(body.contains("-9223372036854775808"), "{body}");
+    }
+    let q = r#"{"query":"SELECT tags.big FROM devices WHERE tags.big > 9007199254740000"}"#;
+    let found = hub.call("POST", "/devices/query", Some(q));
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert!(found.body.contains("9007199254740993"), "the index keeps every digit: {}", found.body);
+    // Numbers a client puts in query strings: huge ones answer 400 or are clamped, never 500.
+    for path in [
+        "/api/twins/keeper/history?since=18446744073709551615",
+        "/api/twins/keeper/history?since=99999999999999999999999",
+        "/api/devices/keeper/telemetry?limit=18446744073709551615",
+        "/api/devices/keeper/telemetry/series?field=t&from=18446744073709551614&to=18446744073709551615",
+    ] {
+        let reply = hub.call("GET", path, None);
+        assert!(reply.status == 200 || reply.status == 400, "{path}: {} {}", reply.status, reply.body);
+    }
+    let method = r#"{"methodName":"m","responseTimeoutInSeconds":18446744073709551615,"payload":{}}"#;
+    let reply = hub.call("POST", "/twins/keeper/methods", Some(method));
+    assert!(reply.status == 400 || reply.status == 404, "{} {}", reply.status, reply.body);
+
+    // Queries read twins: ServiceConnect, as on IoT Hub; registryRead may list identities only.
+    let policies = twinhub_core::auth::Policy::all(OWNER_KEY, None).unwrap();
+    let policy_token = |name: &str, resource: &str| {
+        let key = &policies.iter().find(|p| p.name == name).unwrap().key;
+        sign(resource, key, Some(name), now_secs() + 600).unwrap()
+    };
+    let query = r#"{"query":"SELECT * FROM devices"}"#;
+    let read = policy_token("registryRead", &hub.host());
+    with_auth(&hub, "POST", "/devices/query", Some(query), &read).assert_hub_error(
+        401,
+        "IotHubUnauthorizedAccess",
+        401_002,
+    );
+    assert_eq!(with_auth(&hub, "GET", "/devices/keeper", None, &read).status, 200);
+    let service = policy_token("service", &hub.host());
+    assert_eq!(with_auth(&hub, "POST", "/devices/query", Some(query), &service).status, 200);
+    // `sr` matches by path-segment prefix: `{host}/devices` grants the registry routes only.
+    let devices_scope = policy_token("iothubowner", &format!("{}/devices", hub.host()));
+    assert_eq!(with_auth(&hub, "GET", "/devices/keeper", None, &devices_scope).status, 200);
+    assert_eq!(with_auth(&hub, "POST", "/devices/query", Some(query), &devices_scope).status, 200);
+    with_auth(&hub, "GET", "/twins/keeper", None, &devices_scope).assert_hub_error(
+        401,
+        "IotHubUnauthorizedAccess",
+        401_002,
+    );
+    let one_device = policy_token("iothubowner", &format!("{}/devices/keeper", hub.host()));
+    assert_eq!(with_auth(&hub, "GET", "/devices/keeper", None, &one_device).status, 200);
+    with_auth(&hub, "GET", "/devices/other", None, &one_device).assert_hub_error(
+        401,
+        "IotHubUnauthorizedAccess",
+        401_002,
+    );
+
+    // Free text is bounded as IoT Hub bounds it.
+    let reason = serde_json::json!({ "statusReason": "x".repeat(200 * 1024) }).to_string();
+    hub.call("PUT", "/devices/chatty", Some(&reason)).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    let reason = serde_json::json!({ "statusReason": "x".repeat(129) }).to_string();
+    hub.call("PUT", "/devices/chatty", Some(&reason)).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    hub.call("GET", "/devices/chatty", None).assert_hub_error(404, "DeviceNotFound", 404_001);
+
+    // Pages carry the security headers.
+    let page = hub.call_with("GET", "/", None, &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+    assert!(page.header("content-security-policy").is_some_and(|c| c.contains("frame-ancestors 'none'")));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+
+    // Nothing changed that should not have, and the hub is healthy.
+    let twin = hub.call("GET", "/twins/keeper", None).json();
+    assert_eq!(twin["tags"]["big"].to_string(), "9007199254740993");
+    assert_eq!(hub.call_with("GET", "/api/health", None, &[]).status, 200);
+}

@@ -43,9 +43,12 @@ pub fn DevicePage() -> impl IntoView {
     // Messages received over the live view: the chart refetches when it moves.
     let received = RwSignal::new(0usize);
 
-    // The live view: opened once per page, left when the page goes away.
+    // The live view: open while the page is, left when the page goes away. Its token is
+    // short-lived and the hub closes the view when it expires; a new one follows with a fresh
+    // token.
     let stop = Arc::new(AtomicBool::new(false));
-    if let Some(url) = api::live_url(session, &id()) {
+    let device_id = id();
+    {
         let stop = stop.clone();
         spawn_local(async move {
             // Upstream mode has no live view: not even tried (the browser would log the refusal).
@@ -53,30 +56,17 @@ pub fn DevicePage() -> impl IntoView {
             if info["unavailable"].as_array().is_some_and(|u| u.iter().any(|f| f["feature"] == "live")) {
                 return;
             }
-            let Ok(socket) = WebSocket::open(&url) else { return };
-            // try_*: the page (and its signals) may be gone by the time a message arrives.
-            let _ = connected.try_set(true);
-            let (_sink, mut stream) = socket.split();
-            while let Some(Ok(Message::Text(text))) = stream.next().await {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(event) = serde_json::from_str::<Value>(&text) else { continue };
-                match event["type"].as_str() {
-                    Some("twin") => {
-                        let _ = live_twin.try_set(Some(event["twin"].clone()));
-                    }
-                    Some("telemetry") => {
-                        let _ = received.try_update(|n| *n += 1);
-                        let _ = telemetry.try_update(|list| {
-                            list.insert(0, event["message"].clone());
-                            list.truncate(RECENT_TELEMETRY);
-                        });
-                    }
-                    _ => {}
-                }
+            // A view that closes before it says anything (the device is gone, too many views)
+            // is retried less and less often.
+            let mut delay_ms = 1_000;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(url) = api::live_url(session, &device_id) else { return };
+                let Ok(socket) = WebSocket::open(&url) else { return };
+                let heard = follow_live_view(socket, &stop, connected, live_twin, telemetry, received).await;
+                let _ = connected.try_set(false);
+                delay_ms = if heard { 1_000 } else { (delay_ms * 2).min(30_000) };
+                sleep_ms(delay_ms).await;
             }
-            let _ = connected.try_set(false);
         });
     }
     on_cleanup(move || stop.store(true, Ordering::Relaxed));
@@ -172,4 +162,50 @@ fn twin_view(doc: Value) -> impl IntoView {
         <h2>"Twin"</h2>
         <pre class="twin-json">{pretty}</pre>
     }
+}
+
+/// Follows one live view until it closes or the page goes away; whether it said anything.
+async fn follow_live_view(
+    socket: WebSocket,
+    stop: &AtomicBool,
+    connected: RwSignal<bool>,
+    live_twin: RwSignal<Option<Value>>,
+    telemetry: RwSignal<Vec<Value>>,
+    received: RwSignal<usize>,
+) -> bool {
+    let (_sink, mut stream) = socket.split();
+    let mut heard = false;
+    while let Some(Ok(Message::Text(text))) = stream.next().await {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        // try_*: the page (and its signals) may be gone by the time a message arrives.
+        if !heard {
+            let _ = connected.try_set(true);
+        }
+        heard = true;
+        let Ok(event) = serde_json::from_str::<Value>(&text) else { continue };
+        match event["type"].as_str() {
+            Some("twin") => {
+                let _ = live_twin.try_set(Some(event["twin"].clone()));
+            }
+            Some("telemetry") => {
+                let _ = received.try_update(|n| *n += 1);
+                let _ = telemetry.try_update(|list| {
+                    list.insert(0, event["message"].clone());
+                    list.truncate(RECENT_TELEMETRY);
+                });
+            }
+            _ => {}
+        }
+    }
+    heard
+}
+
+/// Waits `ms` milliseconds (the browser's timer).
+async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }

@@ -6,7 +6,7 @@ mod sas;
 
 pub use connection_string::{ConnectionString, Credential};
 pub use policy::{Permissions, Policy, PolicyConfigError, BUILT_IN, OWNER_POLICY};
-pub use sas::{sign, SasToken};
+pub use sas::{sign, token_tag, SasToken};
 
 /// Why a token or connection string was refused. Messages are safe to show: they never include
 /// a key or a signature.
@@ -95,6 +95,21 @@ pub fn authorize_device(
     Ok(t.expiry())
 }
 
+/// What can be known of a device's CONNECT token without its keys: it parses, has not expired,
+/// and its resource covers `{host}/devices/{device_id}`. The gateway checks this before it
+/// wakes the device's object, so junk CONNECTs never reach (or create) per-device storage;
+/// [`authorize_device`] still decides. Reveals nothing the token's holder does not know.
+pub fn precheck_device_token(token: &str, host: &str, device_id: &str, now_secs: u64) -> Result<(), AuthError> {
+    let t = SasToken::parse(token)?;
+    if t.expiry() <= now_secs {
+        return Err(AuthError::Expired { expiry: t.expiry(), now: now_secs });
+    }
+    if !t.covers(&format!("{host}/devices/{device_id}")) {
+        return Err(AuthError::WrongResource(t.resource().to_owned()));
+    }
+    Ok(())
+}
+
 impl From<&AuthError> for crate::HubError {
     fn from(e: &AuthError) -> Self {
         crate::HubError::new(crate::ErrorCode::IotHubUnauthorizedAccess, e.to_string())
@@ -132,5 +147,19 @@ mod tests {
             authorize_device(&svc, "hub", "d1", &[], &policies, 50),
             Err(AuthError::PermissionDenied { .. })
         ));
+    }
+
+    #[test]
+    fn a_device_token_is_prechecked_without_keys() {
+        let own = sign("hub/devices/d1", K2, None, 100).unwrap();
+        assert_eq!(precheck_device_token(&own, "hub", "d1", 50), Ok(()));
+        // Any signature passes the precheck; the device object decides on it.
+        let forged = sign("hub/devices/d1", K1, None, 100).unwrap();
+        assert_eq!(precheck_device_token(&forged, "hub", "d1", 50), Ok(()));
+        assert!(matches!(precheck_device_token(&own, "hub", "d1", 100), Err(AuthError::Expired { .. })));
+        assert!(matches!(precheck_device_token(&own, "hub", "d2", 50), Err(AuthError::WrongResource(_))));
+        assert!(matches!(precheck_device_token("junk", "hub", "d1", 50), Err(AuthError::Malformed(_))));
+        let gw = sign("hub/devices", K1, Some("device"), 100).unwrap();
+        assert_eq!(precheck_device_token(&gw, "hub", "d7", 50), Ok(()));
     }
 }

@@ -111,6 +111,23 @@ impl SasToken {
             None => false,
         }
     }
+
+    /// Whether the token covers a REST request for `encoded_path` (as in the URL) on `host`.
+    /// IoT Hub matches the token's resource as a prefix of the request's, segment by segment,
+    /// so `{host}/devices` grants `/devices/d1` and `/devices/query` but not `/twins/d1`.
+    pub fn covers_request(&self, host: &str, encoded_path: &str) -> bool {
+        let path = decode(encoded_path).unwrap_or_else(|_| encoded_path.to_owned());
+        let path = path.trim_end_matches('/');
+        let path = if path.is_empty() || path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
+        self.covers(&format!("{host}{path}"))
+    }
+}
+
+/// A short, stable name for a token that reveals nothing of it (the first 8 bytes of its
+/// SHA-256, hex): for counting what one token holds, and for logs.
+pub fn token_tag(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.trim().as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Signs a token for `resource` (decoded URI) with `key_b64`, expiring at `expiry_secs`.
@@ -157,6 +174,24 @@ mod tests {
     use super::*;
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn a_token_covers_requests_under_its_resource() {
+        let hub = SasToken::parse(&sign("Hub.example", KEY, Some("p"), 9).unwrap()).unwrap();
+        assert!(hub.covers_request("hub.example", "/twins/d1"));
+        assert!(hub.covers_request("hub.example", "/"));
+        let devices = SasToken::parse(&sign("hub.example/devices", KEY, Some("p"), 9).unwrap()).unwrap();
+        assert!(devices.covers_request("hub.example", "/devices/d1"));
+        assert!(devices.covers_request("hub.example", "/devices/query"));
+        assert!(devices.covers_request("hub.example", "/devices"));
+        assert!(!devices.covers_request("hub.example", "/devicesX"));
+        assert!(!devices.covers_request("hub.example", "/twins/d1"));
+        assert!(!devices.covers_request("other.example", "/devices/d1"));
+        // Paths compare decoded, as device ids are signed.
+        let one = SasToken::parse(&sign("hub.example/devices/a#b", KEY, Some("p"), 9).unwrap()).unwrap();
+        assert!(one.covers_request("hub.example", "/devices/a%23b"));
+        assert!(!one.covers_request("hub.example", "/devices/a"));
+    }
 
     // Vectors from spec §4.1, computed with the SDKs' own algorithms.
     const DEVICE_TOKEN: &str = "SharedAccessSignature sr=myhub.azure-devices.net%2Fdevices%2Fdev1&sig=i%2BYmMcSSZc4KzBi6ejz3l0iL%2B2sN0CE3q6vSm837h2g%3D&se=1700000000";

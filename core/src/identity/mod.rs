@@ -70,6 +70,9 @@ pub struct DeviceIdentity {
     pub cloud_to_device_count: u64,
 }
 
+/// The longest `statusReason` IoT Hub stores.
+pub const MAX_STATUS_REASON_CHARS: usize = 128;
+
 /// The body of `PUT /devices/{id}`: every field optional, as the SDKs send different subsets.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,6 +127,16 @@ impl DeviceRequest {
                 ErrorCode::ArgumentInvalid,
                 "deviceId in the body does not match the id in the path",
             ));
+        }
+        // IoT Hub's identity registry: "a 128 character-long string that stores the reason
+        // for the device identity status".
+        if let Some(reason) = &self.status_reason {
+            if reason.chars().count() > MAX_STATUS_REASON_CHARS {
+                return Err(HubError::new(
+                    ErrorCode::ArgumentInvalid,
+                    format!("statusReason is longer than {MAX_STATUS_REASON_CHARS} characters"),
+                ));
+            }
         }
         let auth = self.authentication.as_ref();
         if let Some(kind) = auth.and_then(|a| a.kind.as_deref()) {
@@ -286,6 +299,17 @@ mod tests {
         assert_eq!(d.primary_key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
         let bad = DeviceRequest::parse(r#"{"authentication":{"symmetricKey":{"primaryKey":"short"}}}"#).unwrap();
         assert!(DeviceIdentity::create("d", &bad, UnixMillis(1), &[0; 64]).is_err());
+    }
+
+    #[test]
+    fn status_reason_is_bounded_as_in_iot_hub() {
+        let ok = DeviceRequest::parse(&format!(r#"{{"statusReason":"{}"}}"#, "é".repeat(128))).unwrap();
+        assert!(DeviceIdentity::create("d", &ok, UnixMillis(1), &[1; 64]).is_ok());
+        let long = DeviceRequest::parse(&format!(r#"{{"statusReason":"{}"}}"#, "a".repeat(129))).unwrap();
+        let err = DeviceIdentity::create("d", &long, UnixMillis(1), &[1; 64]).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ArgumentInvalid);
+        let mut d = DeviceIdentity::create("d", &DeviceRequest::default(), UnixMillis(1), &[1; 64]).unwrap();
+        assert!(d.update(&long, UnixMillis(2)).is_err());
     }
 
     #[test]

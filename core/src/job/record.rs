@@ -128,7 +128,14 @@ pub struct Job {
     /// When it was paused (time paused does not count towards `maxExecutionTimeInSeconds`).
     #[serde(default)]
     pub paused_at: Option<UnixMillis>,
+    /// Target selections that failed in a row (the fleet index refused or lost the query).
+    #[serde(default)]
+    pub selection_failures: u32,
 }
+
+/// Tries at selecting a job's devices before the job fails with the reason, instead of
+/// retrying every second until its maximum run time (up to a week).
+pub const MAX_SELECTION_TRIES: u32 = 5;
 
 impl Job {
     /// A new job from a checked request.
@@ -152,6 +159,7 @@ impl Job {
             rollout: request.rollout.map(RolloutState::new),
             rolling_back: false,
             paused_at: None,
+            selection_failures: 0,
         }
     }
 
@@ -200,6 +208,23 @@ impl Job {
         self.status = JobStatus::Failed;
         self.failure_reason = Some(reason);
         self.end = Some(now);
+    }
+
+    /// Whether the job ended at least `retention_ms` ago: IoT Hub keeps a finished job's
+    /// record for 30 days, then it is gone.
+    pub fn past_retention(&self, now: UnixMillis, retention_ms: u64) -> bool {
+        self.status.is_final() && self.end.is_some_and(|end| now.0.saturating_sub(end.0) >= retention_ms)
+    }
+
+    /// Selecting the devices failed with `reason`: the job fails once this has happened
+    /// [`MAX_SELECTION_TRIES`] times in a row. Whether it failed now.
+    pub fn selection_failed(&mut self, reason: &str, now: UnixMillis) -> bool {
+        self.selection_failures += 1;
+        if self.selection_failures < MAX_SELECTION_TRIES {
+            return false;
+        }
+        self.fail(format!("the device query could not run ({} tries): {reason}", self.selection_failures), now);
+        true
     }
 
     /// `POST /jobs/v2/{id}/cancel`.

@@ -172,3 +172,25 @@ fn a_fault_of_the_hub_is_retried_a_device_refusal_is_not() {
     method.call_failed("ServerError", "?", false, NOW);
     assert_eq!(method.status, DeviceJobStatus::Failed, "a method may have run: not retried");
 }
+
+#[test]
+fn a_selection_that_keeps_failing_fails_the_job_once_with_the_reason() {
+    let mut job = Job::new(JobRequest::parse("fw-2.1.0", &article_job(), NOW).unwrap(), "iothubowner", NOW);
+    for _ in 1..record::MAX_SELECTION_TRIES {
+        assert!(!job.selection_failed("index down", NOW));
+        assert!(!job.status.is_final());
+    }
+    assert!(job.selection_failed("index down", NOW));
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(job.failure_reason.as_deref().is_some_and(|r| r.contains("index down")));
+}
+
+#[test]
+fn finished_jobs_expire_after_the_retention() {
+    let day = 24 * 3600 * 1000;
+    let mut job = Job::new(JobRequest::parse("fw-2.1.0", &article_job(), NOW).unwrap(), "iothubowner", NOW);
+    assert!(!job.past_retention(UnixMillis(NOW.0 + 40 * day), 30 * day), "a running job never expires");
+    job.cancel(NOW).unwrap();
+    assert!(!job.past_retention(UnixMillis(NOW.0 + 29 * day), 30 * day));
+    assert!(job.past_retention(UnixMillis(NOW.0 + 30 * day), 30 * day));
+}

@@ -17,7 +17,7 @@ pub mod sql;
 
 pub use ast::{Collection, Query, Select};
 pub use error::{Position, QueryError};
-pub use parser::{parse, MAX_HEIGHT, MAX_NESTING, MAX_QUERY_CHARS, MAX_TOP};
+pub use parser::{parse, MAX_BOUND_VALUES, MAX_HEIGHT, MAX_NESTING, MAX_QUERY_CHARS, MAX_TOP};
 
 /// What a query's rows are, as the `x-ms-item-type` header names it (spec §6.7): whole twins,
 /// job records, or anything else.

@@ -56,6 +56,12 @@ const JOB_ROOT: &[&str] = &[
     "error",
 ];
 
+/// Constants and distinct property paths a query may hold. The compiler keeps any number
+/// within SQLite's 100 bound parameters (it folds them into one JSON array past that), so this
+/// bounds the work one query text can ask for, well above what the 8,192 characters hold in
+/// practice (a long `deviceId IN [...]` of a job's devices fits).
+pub const MAX_BOUND_VALUES: usize = 1_000;
+
 /// Parses a query.
 pub fn parse(text: &str) -> Result<Query, QueryError> {
     if let Some((index, _)) = text.char_indices().nth(MAX_QUERY_CHARS) {
@@ -66,7 +72,15 @@ pub fn parse(text: &str) -> Result<Query, QueryError> {
         ));
     }
     let tokens = tokenize(text)?;
-    let mut parser = Parser { tokens, pos: 0, end: end_position(text), depth: 0, collection: Collection::Devices };
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        end: end_position(text),
+        depth: 0,
+        collection: Collection::Devices,
+        bound: 0,
+        paths: std::collections::HashSet::new(),
+    };
     parser.query()
 }
 
@@ -76,6 +90,9 @@ struct Parser {
     end: Position,
     depth: u32,
     collection: Collection,
+    /// Constants and distinct paths so far (see [`MAX_BOUND_VALUES`]).
+    bound: usize,
+    paths: std::collections::HashSet<Path>,
 }
 
 /// An expression and the height of its tree.
@@ -177,7 +194,7 @@ impl Parser {
         self.collection = from;
         let select = match select {
             RawSelect::Star => Select::Star,
-            RawSelect::Items(items) => Select::Items(self.resolve_items(items)),
+            RawSelect::Items(items) => Select::Items(self.resolve_items(items)?),
         };
         let filter = if self.eat_keyword("WHERE") { Some(self.expression()?.expr) } else { None };
         let group_at = self.here();
@@ -280,13 +297,13 @@ impl Parser {
         }
     }
 
-    fn resolve_items(&self, items: Vec<RawItem>) -> Vec<Item> {
+    fn resolve_items(&mut self, items: Vec<RawItem>) -> Result<Vec<Item>, QueryError> {
         let mut unnamed = 0;
         items
             .into_iter()
             .map(|item| {
                 let kind = match item.kind {
-                    RawKind::Path(p) => ItemKind::Path(self.resolve(p)),
+                    RawKind::Path(p) => ItemKind::Path(self.bound_path(p)?),
                     RawKind::Aggregate(a, arg) => ItemKind::Aggregate(a, arg),
                 };
                 let name = match (item.alias, &kind) {
@@ -297,7 +314,7 @@ impl Parser {
                         format!("${unnamed}")
                     }
                 };
-                Item { kind, name }
+                Ok(Item { kind, name })
             })
             .collect()
     }
@@ -341,7 +358,33 @@ impl Parser {
 
     fn path(&mut self, what: &str) -> Result<(Path, Position), QueryError> {
         let (raw, at) = self.raw_path(what)?;
-        Ok((self.resolve((raw, at)), at))
+        Ok((self.bound_path((raw, at))?, at))
+    }
+
+    /// [`Self::resolve`], counting the path towards [`MAX_BOUND_VALUES`] the first time it
+    /// appears.
+    fn bound_path(&mut self, raw: (Path, Position)) -> Result<Path, QueryError> {
+        let at = raw.1;
+        let path = self.resolve(raw);
+        if !self.paths.contains(&path) {
+            self.bind(at)?;
+            self.paths.insert(path.clone());
+        }
+        Ok(path)
+    }
+
+    /// Counts one more bound value, refusing the one past the limit.
+    fn bind(&mut self, at: Position) -> Result<(), QueryError> {
+        self.bound += 1;
+        if self.bound > MAX_BOUND_VALUES {
+            return Err(QueryError::new(
+                at,
+                format!(
+                    "a query may hold at most {MAX_BOUND_VALUES} constants and distinct property paths; this one is past the limit"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Drops the collection prefix (`devices.`, `devices.jobs.`) and gives root fields their
@@ -544,14 +587,14 @@ impl Parser {
                 match word.to_ascii_lowercase().as_str() {
                     "true" | "false" | "null" | "undefined" => Ok(Node::leaf(Expr::Literal(self.literal()?))),
                     _ => {
-                        let (raw, at) = self.raw_path("a value")?;
-                        Ok(Node::leaf(Expr::Path(self.resolve((raw, at)))))
+                        let raw = self.raw_path("a value")?;
+                        Ok(Node::leaf(Expr::Path(self.bound_path(raw)?)))
                     }
                 }
             }
             Some(Token::Escaped(_)) => {
-                let (raw, at) = self.raw_path("a value")?;
-                Ok(Node::leaf(Expr::Path(self.resolve((raw, at)))))
+                let raw = self.raw_path("a value")?;
+                Ok(Node::leaf(Expr::Path(self.bound_path(raw)?)))
             }
             _ => Err(self.expected("a value")),
         }
@@ -600,6 +643,9 @@ impl Parser {
     fn literal(&mut self) -> Result<Literal, QueryError> {
         let negative = self.eat_sym(Sym::Minus);
         let Some(token) = self.advance() else { return Err(self.expected("a constant")) };
+        if matches!(token.token, Token::Number(_) | Token::Str(_)) {
+            self.bind(token.at)?;
+        }
         let literal = match token.token {
             Token::Number(n) => Literal::Number(if negative { -n } else { n }),
             _ if negative => {

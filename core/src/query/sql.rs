@@ -25,6 +25,13 @@ pub const INDEX_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS device (
 /// The document column.
 const DOC: &str = "twin";
 
+/// Bound parameters a statement may have: SQLite's default limit, which Cloudflare enforces
+/// on Durable Object SQL (local workerd does not). Past it, [`Compiler::finish`] folds them.
+pub const MAX_PARAMS: usize = 100;
+
+/// Constants an `IN` list binds one by one; a longer list binds one JSON array.
+const MAX_LISTED_CONSTANTS: usize = 8;
+
 /// SQL text with its bound parameters (strings and numbers), numbered `?1`, `?2`, ...
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statement {
@@ -152,7 +159,28 @@ impl Compiler {
     /// The statement with only the parameters its SQL uses, renumbered in order of first use.
     /// Compiling binds every constant it meets, but some are dropped on the way (a comparison
     /// with `undefined` is NULL whatever the other side is), and SQLite refuses unused ones.
+    /// A statement that would still bind more than [`MAX_PARAMS`] (say, hundreds of
+    /// `deviceId = '...' OR ...`) binds one instead: a JSON array of them all, each use
+    /// `json_extract(?1, '$[i]')`, a constant SQLite computes once per statement.
     fn finish(self, sql: String) -> Statement {
+        let statement = self.renumber(sql);
+        if statement.params.len() <= MAX_PARAMS {
+            return statement;
+        }
+        let mut out = String::with_capacity(statement.sql.len() * 2);
+        let mut rest = statement.sql.as_str();
+        while let Some(at) = rest.find('?') {
+            out.push_str(&rest[..at]);
+            let digits = rest[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(1);
+            out.push_str(&format!("json_extract(?1, '$[{}]')", n.saturating_sub(1)));
+            rest = &rest[at + 1 + digits..];
+        }
+        out.push_str(rest);
+        Statement { sql: out, params: vec![Value::from(Value::Array(statement.params).to_string())] }
+    }
+
+    fn renumber(self, sql: String) -> Statement {
         let mut out = String::with_capacity(sql.len());
         let mut params = Vec::new();
         let mut renumbered: HashMap<usize, usize> = HashMap::new();
@@ -344,9 +372,18 @@ impl Compiler {
         let strs: Vec<&str> =
             list.iter().filter_map(|l| if let Literal::Str(s) = l { Some(s.as_str()) } else { None }).collect();
         let compiled = self.compile(expr);
-        let nums: Vec<String> = nums.into_iter().map(|n| self.param(Value::from(n))).collect();
-        let strs: Vec<String> = strs.into_iter().map(|s| self.param(Value::from(s))).collect();
-        let (nums, strs) = (nums.join(", "), strs.join(", "));
+        let (nums, strs) = if nums.len() + strs.len() > MAX_LISTED_CONSTANTS {
+            // A long list is one parameter each for its numbers and its strings: a JSON array
+            // that SQLite reads once (`json_each` of a constant is evaluated once per
+            // statement), so an `IN` of hundreds of ids fits the 100-parameter limit.
+            let nums = self.param(Value::from(Value::from(nums).to_string()));
+            let strs = self.param(Value::from(Value::from(strs).to_string()));
+            (format!("SELECT value FROM json_each({nums})"), format!("SELECT value FROM json_each({strs})"))
+        } else {
+            let nums: Vec<String> = nums.into_iter().map(|n| self.param(Value::from(n))).collect();
+            let strs: Vec<String> = strs.into_iter().map(|s| self.param(Value::from(s))).collect();
+            (nums.join(", "), strs.join(", "))
+        };
         match compiled {
             Compiled::Undefined => "NULL".to_owned(),
             Compiled::Null => has_null.to_owned(),

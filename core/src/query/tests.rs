@@ -171,7 +171,8 @@ fn deep_nesting_is_refused_without_overflowing_the_stack() {
         let nots = format!("SELECT * FROM devices WHERE {}true", "NOT ".repeat(depth));
         assert!(error(&nots).contains("nests more than 64 levels"), "{depth}");
     }
-    let chain = format!("SELECT * FROM devices WHERE version = {}", vec!["1"; 300].join(" + "));
+    // One path 300 times: one bound value, so the depth limit is what refuses it.
+    let chain = format!("SELECT * FROM devices WHERE version = {}", vec!["version"; 300].join(" + "));
     assert!(error(&chain).contains("operators deep"));
     // Long AND/OR chains stay flat and are fine.
     let ors = (0..300).map(|i| format!("deviceId = 'd{i}'")).collect::<Vec<_>>().join(" OR ");
@@ -209,4 +210,32 @@ fn groups_merge_as_sql_groups() {
     let counts: Vec<u64> = groups.iter().map(|g| g.count).collect();
     // 1 and 1.0; 0 and -0; "1"; true; the two key orders; a 1.0 inside an object; undefined.
     assert_eq!(counts, [2, 2, 1, 1, 2, 1, 2]);
+}
+
+/// Every constant and path is a bound parameter, and SQLite (and Cloudflare) allow 100 per
+/// statement: long `IN` lists bind one JSON array, and a statement past 100 binds one array of
+/// all its values. The parser refuses a query past [`parser::MAX_BOUND_VALUES`] with the
+/// position of the value past the limit.
+#[test]
+fn any_number_of_constants_compiles_within_100_parameters() {
+    let ids = |n: usize| (0..n).map(|i| format!("'d{i}'")).collect::<Vec<_>>().join(",");
+    let long_in = parse(&format!("SELECT * FROM devices WHERE deviceId IN [{}]", ids(900))).expect("900 ids");
+    assert_eq!(sql::rows_statement(&long_in, Some("d0"), 101).params.len(), 4, "path, numbers, strings, page key");
+    let ors = (0..300).map(|i| format!("deviceId = 'd{i}'")).collect::<Vec<_>>().join(" OR ");
+    let long_or = parse(&format!("SELECT * FROM devices WHERE {ors}")).expect("300 ORs");
+    let stmt = sql::rows_statement(&long_or, Some("d0"), 101);
+    assert_eq!(stmt.params.len(), 1, "folded into one array");
+    assert!(stmt.sql.contains("json_extract(?1, '$[300]')"), "{}", &stmt.sql[..200]);
+    assert!(sql::ids_statement(&long_or).params.len() <= 100);
+    assert!(sql::aggregate_statement(&long_or).params.len() <= 100);
+    let past = format!("SELECT * FROM devices WHERE deviceId IN [{}]", ids(parser::MAX_BOUND_VALUES));
+    let err = parse(&past).unwrap_err();
+    assert!(err.message.contains("at most 1000"), "{}", err.message);
+    let last = past.rfind("'d999'").unwrap();
+    assert_eq!(err.at.col as usize, last + 1, "the caret is on the value past the limit");
+    // Paths count once each, however often they repeat.
+    let repeated = format!("SELECT * FROM devices WHERE {}", vec!["tags.a = 1"; 900].join(" OR "));
+    assert!(parse(&repeated).is_err(), "900 constants and one path is 901");
+    let repeated = format!("SELECT * FROM devices WHERE {}", vec!["tags.a = tags.b"; 400].join(" OR "));
+    assert!(parse(&repeated).is_ok(), "two paths, however often");
 }

@@ -31,6 +31,9 @@ pub const CONNECT_TIMEOUT_MS: u64 = 30_000;
 pub const MAX_KEEP_ALIVE_TIMEOUT_MS: u64 = 1_767_000;
 /// Subscriptions a device may hold at once.
 pub const MAX_SUBSCRIPTIONS: usize = 5;
+/// The latest token expiry a session keeps: the largest integer a JavaScript number holds
+/// exactly (the year 287,396), so the session survives serialization to a WebSocket attachment.
+pub const MAX_EXPIRY: UnixMillis = UnixMillis((1 << 53) - 1);
 
 /// Why a session ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +146,14 @@ enum Phase {
 pub struct Session {
     phase: Phase,
     device_id: String,
-    /// Bytes received but not yet a whole packet.
+    /// Bytes received but not yet a whole packet. Not serialized: a WebSocket attachment is
+    /// capped at 16 KiB on Cloudflare and a packet may be 256 KiB, so the adapter keeps these
+    /// bytes itself between events ([`Session::take_partial_input`]).
+    #[serde(skip)]
     pending: Vec<u8>,
+    /// How many bytes the adapter took with [`Session::take_partial_input`] and must give back.
+    #[serde(default)]
+    pending_len: usize,
     subscriptions: BTreeSet<Subscription>,
     clean_session: bool,
     keep_alive_ms: u64,
@@ -170,6 +179,7 @@ impl Session {
             phase: Phase::AwaitingConnect { deadline: UnixMillis(now.0.saturating_add(connect_timeout_ms)) },
             device_id: String::new(),
             pending: Vec::new(),
+            pending_len: 0,
             subscriptions: BTreeSet::new(),
             clean_session: true,
             keep_alive_ms: 0,
@@ -203,6 +213,32 @@ impl Session {
         s.transmit.clear();
         s.events.clear();
         s
+    }
+
+    /// Hands the bytes of an unfinished packet to the adapter, to keep outside the snapshot;
+    /// the session remembers how many it is owed. Call after draining the outputs, before
+    /// taking the snapshot.
+    pub fn take_partial_input(&mut self) -> Vec<u8> {
+        let bytes = std::mem::take(&mut self.pending);
+        self.pending_len = bytes.len();
+        bytes
+    }
+
+    /// Gives back what [`Session::take_partial_input`] took (empty if the adapter lost it, say
+    /// because the object was evicted mid-packet). Bytes of the wrong length cannot be trusted
+    /// to continue the stream, so the session ends (the device reconnects and resends what
+    /// was not acknowledged). Call before any other input.
+    pub fn restore_partial_input(&mut self, bytes: Vec<u8>) {
+        if !self.pending.is_empty() || self.phase == Phase::Closed {
+            return;
+        }
+        let owed = std::mem::take(&mut self.pending_len);
+        if bytes.len() != owed {
+            return self.close(CloseReason::ProtocolViolation(format!(
+                "{owed} bytes of a packet split across frames were lost by the hub; reconnect and resend"
+            )));
+        }
+        self.pending = bytes;
     }
 
     /// Bytes arrived from the socket.
@@ -256,7 +292,9 @@ impl Session {
         }
         match verdict {
             Ok(accepted) => {
-                self.token_expiry = accepted.token_expiry;
+                // A token's `se` may be any u64; past 2^53 ms the expiry could not be kept in
+                // a JavaScript number (the attachment), so it is held at that far future.
+                self.token_expiry = accepted.token_expiry.map(|t| t.min(MAX_EXPIRY));
                 self.phase = Phase::Connected;
                 let session_present = !self.clean_session && !accepted.subscriptions.is_empty();
                 if !self.clean_session {
@@ -354,6 +392,13 @@ impl Session {
                 if c.client_id.is_empty() || c.client_id.contains('/') {
                     // Module identities (`device/module`) are not supported yet.
                     return self.refuse(ConnectReturnCode::IdentifierRejected);
+                }
+                // IoT Hub's user name is `{host}/{deviceId}/?api-version=...` (spec §5.2): one
+                // that names another device is refused rather than ignored.
+                if let Some(named) = c.username.as_deref().and_then(|u| u.split('/').nth(1)) {
+                    if named != c.client_id {
+                        return self.refuse(ConnectReturnCode::BadUserNameOrPassword);
+                    }
                 }
                 self.device_id = c.client_id;
                 self.clean_session = c.clean_session;

@@ -287,9 +287,11 @@ fn split_packets_and_snapshot_restore() {
     .to_bytes();
     let (a, b) = bytes.split_at(5);
     h.feed_bytes(a);
-    // Hibernate between the two halves.
+    // Hibernate between the two halves; the adapter keeps the partial packet.
+    let kept = h.session.take_partial_input();
     let json = serde_json::to_string(&h.session.snapshot()).unwrap();
     h.session = serde_json::from_str(&json).unwrap();
+    h.session.restore_partial_input(kept);
     h.feed_bytes(b);
     assert_eq!(h.events, vec![SessionEvent::TwinGet { rid: "split".into() }]);
     assert!(h.session.is_subscribed(Subscription::TwinResponses), "subscriptions survive hibernation");
@@ -369,4 +371,86 @@ fn clean_session_zero_restores_subscriptions() {
         filters: vec![("$iothub/methods/POST/#".into(), QoS::AtMostOnce)],
     }));
     assert!(h.events.iter().any(|e| matches!(e, SessionEvent::SubscriptionsChanged { keep: false, .. })));
+}
+
+/// The adapter keeps an unfinished packet outside the snapshot (attachments are capped at
+/// 16 KiB; a packet may be 256 KiB); the session resumes it once given back.
+#[test]
+fn a_large_packet_split_across_events_survives_the_snapshot() {
+    let mut h = Harness::connected("d1");
+    let payload = vec![b'x'; 200 * 1024];
+    let bytes = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: "devices/d1/messages/events/".into(),
+        packet_id: Some(id(7)),
+        payload: payload.clone(),
+    })
+    .to_bytes();
+    let mut kept = Vec::new();
+    for chunk in bytes.chunks(8 * 1024) {
+        let json = serde_json::to_string(&h.session.snapshot()).unwrap();
+        assert!(json.len() < 1024, "the snapshot stays small while a packet is half in: {} bytes", json.len());
+        h.session = serde_json::from_str(&json).unwrap();
+        h.session.restore_partial_input(std::mem::take(&mut kept));
+        h.feed_bytes(chunk);
+        kept = h.session.take_partial_input();
+    }
+    assert!(kept.is_empty());
+    assert!(matches!(&h.events[..], [SessionEvent::Telemetry { body, ack: Some(_), .. }] if *body == payload));
+}
+
+#[test]
+fn lost_partial_input_ends_the_session_instead_of_misreading_the_stream() {
+    let mut h = Harness::connected("d1");
+    let bytes = Packet::PingReq.to_bytes();
+    let big = Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtMostOnce,
+        retain: false,
+        topic: "devices/d1/messages/events/".into(),
+        packet_id: None,
+        payload: vec![1; 1000],
+    })
+    .to_bytes();
+    h.feed_bytes(&big[..500]);
+    let kept = h.session.take_partial_input();
+    assert_eq!(kept.len(), 500);
+    let json = serde_json::to_string(&h.session.snapshot()).unwrap();
+    h.session = serde_json::from_str(&json).unwrap();
+    // The adapter lost the bytes (its object was evicted): the rest of the packet must not be
+    // read as a new one.
+    h.session.restore_partial_input(Vec::new());
+    h.feed_bytes(&big[500..]);
+    h.feed_bytes(&bytes);
+    assert!(h.events.iter().any(|e| matches!(e, SessionEvent::Closed(CloseReason::ProtocolViolation(_)))));
+    assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::Telemetry { .. })));
+}
+
+#[test]
+fn a_user_name_naming_another_device_is_refused() {
+    let mut h = Harness::new();
+    h.feed(&Packet::Connect(Connect {
+        client_id: "d1".into(),
+        clean_session: true,
+        keep_alive: 60,
+        username: Some("hub/d2/?api-version=2021-04-12".into()),
+        password: Some(b"token".to_vec()),
+        will: None,
+    }));
+    assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::Authenticate { .. })));
+    assert!(matches!(&h.sent[..], [Packet::ConnAck(ConnAck { code: ConnectReturnCode::BadUserNameOrPassword, .. })]));
+}
+
+#[test]
+fn a_far_future_token_expiry_is_kept_within_a_javascript_number() {
+    let mut h = Harness::new();
+    h.connect("d1", 60);
+    h.session.authenticated(Ok(Accepted { token_expiry: Some(UnixMillis(u64::MAX)), subscriptions: vec![] }));
+    h.drain();
+    assert!(h.session.is_connected());
+    assert_eq!(h.session.poll_timeout(), Some(UnixMillis(h.now.0 + 90_000)));
+    let json = serde_json::to_string(&h.session.snapshot()).unwrap();
+    assert!(json.contains(&MAX_EXPIRY.0.to_string()));
 }

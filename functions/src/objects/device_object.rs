@@ -3,8 +3,14 @@
 //!
 //! Every write to one twin runs here, one at a time, so etag checks and versions are exact.
 //! State lives in the object's SQLite: `doc` holds JSON rows (`identity`, `twin`, `seq`, ...)
-//! and `history` one row per accepted twin change. `seq`, a commit counter, outlives deletion so
-//! a re-created device's projection always wins in the fleet index.
+//! and `history` one row per accepted twin change.
+//!
+//! Lifecycle: the tables are created by the first commit of a device, never by a read, so a
+//! CONNECT or request for an id that was never created writes nothing. Deleting a device ends
+//! its sessions and live views, pushes a tombstone to the fleet index and then frees the
+//! object's storage (`deleteAll`); a re-created id starts empty. `seq`, the commit counter the
+//! index orders by, starts from the clock (microseconds), so a re-created device's projection
+//! is always newer than the deleted one's tombstone although nothing of it was kept.
 //!
 //! A commit is a few SQL statements in one synchronous stretch (no `await` between them), which
 //! Durable Objects apply atomically; the client's response goes out after it.
@@ -18,6 +24,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use std::cell::Cell;
 use twinhub_core::auth::{authorize_device, AuthError};
 use twinhub_core::c2d::CloudToDeviceMessage;
 use twinhub_core::etag::if_match_allows;
@@ -47,6 +54,8 @@ pub const DEFAULT_TELEMETRY_RETENTION: u64 = 1_000;
 pub const TELEMETRY_RETENTION_SECS_VAR: &str = "TELEMETRY_RETENTION_SECS";
 /// A week, the longest retention IoT Hub's built-in endpoint offers.
 pub const DEFAULT_TELEMETRY_RETENTION_SECS: u64 = 7 * 24 * 3600;
+/// The stored (base64) body bytes one telemetry page carries at most.
+pub const MAX_TELEMETRY_PAGE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Where the device's live MQTT session is.
 #[derive(serde::Serialize, Deserialize)]
@@ -64,7 +73,21 @@ struct Connection {
 pub struct DeviceObject {
     state: State,
     env: Env,
+    /// Whether this object's tables exist (created by the first commit).
+    schema: Cell<bool>,
 }
+
+/// The tables of a device object, created by its first commit.
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS doc (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, body TEXT NOT NULL)",
+    // Bodies are stored base64: they are arbitrary bytes, and text columns round-trip exactly.
+    "CREATE TABLE IF NOT EXISTS c2d (seq INTEGER PRIMARY KEY AUTOINCREMENT, properties TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS telemetry (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, properties TEXT NOT NULL, body TEXT NOT NULL)",
+    // The jobs that changed this twin: what makes a job's update exactly-once across
+    // restarts, and its undo for a rollback.
+    "CREATE TABLE IF NOT EXISTS job_applied (job_id TEXT PRIMARY KEY, version INTEGER NOT NULL, revert TEXT, rolled_back INTEGER NOT NULL DEFAULT 0)",
+];
 
 #[derive(Deserialize)]
 struct Row {
@@ -108,37 +131,39 @@ struct HistoryEntry<'a> {
 
 impl DurableObject for DeviceObject {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        for schema in [
-            "CREATE TABLE IF NOT EXISTS doc (name TEXT PRIMARY KEY, body TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS history (version INTEGER PRIMARY KEY, body TEXT NOT NULL)",
-            // Bodies are stored base64: they are arbitrary bytes, and text columns round-trip exactly.
-            "CREATE TABLE IF NOT EXISTS c2d (seq INTEGER PRIMARY KEY AUTOINCREMENT, properties TEXT NOT NULL, body TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS telemetry (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, properties TEXT NOT NULL, body TEXT NOT NULL)",
-            // The jobs that changed this twin: what makes a job's update exactly-once across
-            // restarts, and its undo for a rollback.
-            "CREATE TABLE IF NOT EXISTS job_applied (job_id TEXT PRIMARY KEY, version INTEGER NOT NULL, revert TEXT, rolled_back INTEGER NOT NULL DEFAULT 0)",
-        ] {
-            if let Err(e) = sql.exec(schema, None) {
-                // Every later query fails the same way and answers 500; nothing more to do here.
-                worker::console_error!("device object schema: {e}");
-            }
-        }
-        Self { state, env }
+        // No schema here: an object woken for an id that does not exist must write nothing.
+        Self { state, env, schema: Cell::new(false) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
-            // An operator's live view (`/api/devices/{id}/live`, authorized by the Worker).
+            // An operator's live view (`/api/devices/{id}/live`, authorized by the Worker, which
+            // names the token's expiry and a tag for the token).
             let Some(d) = self.load()? else {
                 return http::error(&HubError::new(ErrorCode::DeviceNotFound, "no such device"));
             };
+            let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
+            let expires: u64 = header(LIVE_EXPIRY_HEADER).parse().unwrap_or(0);
+            let token_tag = format!("token:{}", header(LIVE_TOKEN_HEADER));
+            self.close_expired_live_views();
+            if self.state.get_websockets_with_tag(LIVE_TAG).len() >= MAX_LIVE_VIEWS_PER_DEVICE
+                || self.state.get_websockets_with_tag(&token_tag).len() >= MAX_LIVE_VIEWS_PER_TOKEN
+            {
+                return http::error(&HubError::new(
+                    ErrorCode::ThrottlingException,
+                    format!(
+                        "at most {MAX_LIVE_VIEWS_PER_DEVICE} live views per device and {MAX_LIVE_VIEWS_PER_TOKEN} per token; close one first"
+                    ),
+                ));
+            }
             let pair = WebSocketPair::new()?;
-            self.state.accept_websocket_with_tags(&pair.server, &[LIVE_TAG]);
+            self.state.accept_websocket_with_tags(&pair.server, &[LIVE_TAG, &token_tag]);
+            pair.server.serialize_attachment(LiveView { expires })?;
             let _ = pair.server.send_with_str(live_twin_event(&d).to_string());
+            self.arm_live_expiry().await?;
             return Ok(Response::builder().with_status(101).with_websocket(pair.client).empty());
         }
-        let op: DeviceOp = match req.json().await {
+        let op: DeviceOp = match rpc::read(req.text().await).await {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
@@ -160,11 +185,16 @@ impl DurableObject for DeviceObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        // A push to the index failed earlier; send the current state again.
+        // A push to the index failed earlier; send the current state again. A deleted device's
+        // storage is freed once the index has its tombstone.
         if self.load_text("index_pending")?.is_some() {
             let device_id = self.load_text("device_id")?.unwrap_or_default();
-            self.push_to_index(&device_id).await?;
+            if self.push_to_index(&device_id).await? && self.load()?.is_none() {
+                self.free_storage().await?;
+            }
         }
+        self.close_expired_live_views();
+        self.arm_live_expiry().await?;
         Response::ok("")
     }
 }
@@ -204,13 +234,15 @@ impl DeviceObject {
                         || old.identity.primary_key != device.identity.primary_key
                         || old.identity.secondary_key != device.identity.secondary_key
                 });
+                let mut device = device;
+                let ended = if drop_session { self.forget_session()? } else { None };
+                if ended.is_some() {
+                    device.identity.connected = false;
+                    device.identity.connection_state_updated = now;
+                }
                 self.commit(Some(&device), None)?;
-                if drop_session {
-                    self.tell_gateway(|conn| GatewayOp::Close {
-                        conn,
-                        reason: "device disabled or keys changed".into(),
-                    })
-                    .await;
+                if let Some(session) = ended {
+                    close_session(&self.env, session, "device disabled or keys changed").await;
                 }
                 self.push_to_index(&device_id).await?;
                 Ok(http::json(200, &device.identity.to_wire(), Some(&device.identity.etag_string()))?)
@@ -220,8 +252,28 @@ impl DeviceObject {
                 if !if_match_allows(&d.identity.etag_string(), if_match.as_deref()) {
                     return Err(precondition_failed(&d.identity.etag_string()));
                 }
+                // IoT Hub ends a deleted device's connections at once; its data goes with it.
+                // All of it is gone in this synchronous stretch (the commit), before any await:
+                // a CONNECT or report arriving meanwhile finds no device.
+                let session = self.forget_session()?;
                 self.commit(None, None)?;
-                self.push_to_index(&device_id).await?;
+                let tombstone = self.seq()?;
+                if let Some(session) = session {
+                    close_session(&self.env, session, "the device was deleted").await;
+                }
+                for ws in self.state.get_websockets_with_tag(LIVE_TAG) {
+                    let _ = ws.close(Some(1000), Some("the device was deleted"));
+                }
+                // Freed once the index has the tombstone (else the alarm does it), unless the
+                // id was created again meanwhile.
+                if self.push_to_index(&device_id).await? && self.load()?.is_none() {
+                    self.free_storage().await?;
+                }
+                // A re-created device's first `seq` comes from the clock: answer only once the
+                // clock has passed the tombstone's, so the new device outranks it in the index.
+                while clock::now().0.saturating_mul(1000) <= tombstone {
+                    Delay::from(std::time::Duration::from_millis(1)).await;
+                }
                 Ok(http::no_content()?)
             }
             DeviceOp::PatchTwin { device_id, body, if_match, actor } => {
@@ -324,7 +376,10 @@ impl DeviceObject {
                 let answer = json!({ "messageId": message.message_id, "queued": d.identity.cloud_to_device_count });
                 Ok(http::json(202, &answer, None)?)
             }
-            DeviceOp::CloudToDeviceDelivered { device_id, seq } => {
+            DeviceOp::CloudToDeviceDelivered { device_id, conn, seq } => {
+                if self.session_device(&device_id, &conn)?.is_none() {
+                    return session_ended();
+                }
                 let sql = self.state.storage().sql();
                 let removed = sql.exec("DELETE FROM c2d WHERE seq = ?", vec![sql_int(seq)?])?.rows_written();
                 if removed > 0 {
@@ -349,13 +404,13 @@ impl DeviceObject {
                 }
                 Ok(http::no_content()?)
             }
-            DeviceOp::DeviceTwinGet { device_id } => {
-                let d = self.require(&device_id)?;
+            DeviceOp::DeviceTwinGet { device_id, conn } => {
+                let Some(d) = self.session_device(&device_id, &conn)? else { return session_ended() };
                 Ok(http::json(200, &d.twin.to_device_json(), None)?)
             }
-            DeviceOp::DeviceReport { device_id, body } => {
+            DeviceOp::DeviceReport { device_id, conn, body } => {
+                let Some(mut d) = self.session_device(&device_id, &conn)? else { return session_ended() };
                 let patch = ReportedPatch::parse(body.as_bytes()).map_err(|e| HubError::from(&e))?;
-                let mut d = self.require(&device_id)?;
                 let changes = d.twin.apply_reported_patch(&patch, now).map_err(|e| HubError::from(&e))?;
                 d.identity.last_activity = now;
                 let entry = HistoryEntry { version: d.twin.version, time: now, actor: "device", changes };
@@ -393,13 +448,21 @@ impl DeviceObject {
                     properties: String,
                     body: String,
                 }
+                // The newest `limit` messages whose stored bodies add up to at most
+                // MAX_TELEMETRY_PAGE_BYTES (a page of 256 KB messages would not fit in a
+                // Worker's 128 MB otherwise); the newest one always.
                 let rows: Vec<Message> = self
                     .state
                     .storage()
                     .sql()
                     .exec(
-                        "SELECT time, properties, body FROM (SELECT * FROM telemetry ORDER BY id DESC LIMIT ?) ORDER BY id",
-                        vec![sql_int(limit as u64)?],
+                        "SELECT time, properties, body FROM (
+                             SELECT id, time, properties, body,
+                                    SUM(LENGTH(body)) OVER (ORDER BY id DESC) AS bytes,
+                                    ROW_NUMBER() OVER (ORDER BY id DESC) AS n
+                             FROM telemetry)
+                         WHERE n <= ? AND (bytes <= ? OR n = 1) ORDER BY id",
+                        vec![sql_int(limit as u64)?, sql_int(MAX_TELEMETRY_PAGE_BYTES)?],
                     )?
                     .to_array()?;
                 let messages: Vec<Value> = rows
@@ -421,17 +484,14 @@ impl DeviceObject {
                     time: u64,
                     body: String,
                 }
-                let rows: Vec<Reading> = self
-                    .state
-                    .storage()
-                    .sql()
-                    .exec(
-                        "SELECT time, body FROM telemetry WHERE time >= ? AND time < ? ORDER BY id",
-                        vec![sql_int(from)?, sql_int(to)?],
-                    )?
-                    .to_array()?;
-                let points: Vec<Point> = rows
-                    .iter()
+                // Row by row: the bodies are read one at a time, never all at once.
+                let cursor = self.state.storage().sql().exec(
+                    "SELECT time, body FROM telemetry WHERE time >= ? AND time < ? ORDER BY id",
+                    vec![sql_int(from)?, sql_int(to)?],
+                )?;
+                let points: Vec<Point> = cursor
+                    .next::<Reading>()
+                    .filter_map(|r| r.ok())
                     .filter_map(|r| {
                         let bytes = BASE64.decode(&r.body).ok()?;
                         let body: Value = serde_json::from_slice(&bytes).ok()?;
@@ -442,8 +502,10 @@ impl DeviceObject {
                 let body = json!({ "deviceId": device_id, "field": field, "from": from, "to": to, "buckets": series });
                 Ok(http::json(200, &body, None)?)
             }
-            DeviceOp::DeviceTelemetry { device_id, messages } => {
-                self.require(&device_id)?;
+            DeviceOp::DeviceTelemetry { device_id, conn, messages } => {
+                if self.session_device(&device_id, &conn)?.is_none() {
+                    return session_ended();
+                }
                 let sql = self.state.storage().sql();
                 // Retention by count and by age, in one statement (the table is small: at
                 // most the retention count, so the age test's scan is cheap).
@@ -571,9 +633,10 @@ impl DeviceObject {
                 return Ok(refuse()?);
             }
         };
-        // One connection per device: the older session is dropped (IoT Hub logs 400027).
-        self.tell_gateway(|old| GatewayOp::Close { conn: old, reason: "a newer connection for this device".into() })
-            .await;
+        // One connection per device: the older session is dropped (IoT Hub logs 400027). It is
+        // replaced here, before any await, so the old one's later ops are refused; its gateway
+        // is told once this commit is in.
+        let older = self.connection()?;
         // A CleanSession=0 device gets its subscriptions back; CleanSession=1 starts afresh.
         let subscriptions: Vec<Subscription> = if clean_session {
             self.state.storage().sql().exec("DELETE FROM doc WHERE name = 'subscriptions'", None)?;
@@ -590,6 +653,10 @@ impl DeviceObject {
         d.identity.connection_state_updated = now;
         d.identity.last_activity = now;
         self.commit(Some(&d), None)?;
+        if let Some(old) = older {
+            let close = GatewayOp::Close { conn: old.conn, reason: "a newer connection for this device".into() };
+            notify_gateway(&self.env, &old.gateway, &close).await;
+        }
         // Messages queued while it was away go out right after its CONNACK (the gateway
         // processes this behind the CONNECT it is handling).
         if subscriptions.contains(&Subscription::CloudToDevice) {
@@ -627,6 +694,87 @@ impl DeviceObject {
         Ok(())
     }
 
+    /// Forgets the device's live session, if it has one, so nothing the old session still
+    /// sends is accepted (its ops name a `conn` that is no longer the device's). The caller
+    /// then tells its gateway with [`close_session`], after its commit.
+    fn forget_session(&self) -> Result<Option<Connection>> {
+        let Some(c) = self.connection()? else { return Ok(None) };
+        self.state.storage().sql().exec("DELETE FROM doc WHERE name = 'connection'", None)?;
+        Ok(Some(c))
+    }
+
+    /// The device, if it exists and `conn` is its session.
+    fn session_device(&self, device_id: &str, conn: &str) -> std::result::Result<Option<Device>, ApiError> {
+        let d = self.require(device_id)?;
+        Ok(self.connection()?.is_some_and(|c| c.conn == conn).then_some(d))
+    }
+
+    /// Frees everything this object stores (a deleted device whose tombstone the index has).
+    async fn free_storage(&self) -> Result<()> {
+        self.state.storage().delete_all().await?;
+        self.schema.set(false);
+        Ok(())
+    }
+
+    /// Whether the tables exist. Reading `sqlite_master` creates nothing.
+    fn has_schema(&self) -> Result<bool> {
+        if !self.schema.get() {
+            let rows: Vec<Row> = self
+                .state
+                .storage()
+                .sql()
+                .exec("SELECT name AS body FROM sqlite_master WHERE type = 'table' AND name = 'doc'", None)?
+                .to_array()?;
+            self.schema.set(!rows.is_empty());
+        }
+        Ok(self.schema.get())
+    }
+
+    fn create_schema(&self) -> Result<()> {
+        if !self.has_schema()? {
+            let sql = self.state.storage().sql();
+            for statement in SCHEMA {
+                sql.exec(statement, None)?;
+            }
+            self.schema.set(true);
+        }
+        Ok(())
+    }
+
+    /// Closes live views whose token has expired (the dashboard opens a new one with a fresh
+    /// token).
+    fn close_expired_live_views(&self) {
+        let now = clock::now().0;
+        for ws in self.state.get_websockets_with_tag(LIVE_TAG) {
+            let expires = ws.deserialize_attachment::<LiveView>().ok().flatten().map_or(0, |v| v.expires);
+            if expires <= now {
+                let _ = ws.close(Some(LIVE_EXPIRED_CLOSE), Some("the live view's token expired"));
+            }
+        }
+    }
+
+    /// Arms the alarm for the earliest live view expiry (the alarm also retries index pushes;
+    /// it only ever moves earlier here).
+    async fn arm_live_expiry(&self) -> Result<()> {
+        let Some(earliest) = self
+            .state
+            .get_websockets_with_tag(LIVE_TAG)
+            .iter()
+            .filter_map(|ws| ws.deserialize_attachment::<LiveView>().ok().flatten())
+            .map(|v| v.expires)
+            .min()
+        else {
+            return Ok(());
+        };
+        let storage = self.state.storage();
+        let at = i64::try_from(earliest).unwrap_or(i64::MAX);
+        if storage.get_alarm().await?.is_some_and(|current| current <= at) {
+            return Ok(());
+        }
+        let delay = i64::try_from(earliest.saturating_sub(clock::now().0)).unwrap_or(i64::MAX).max(1);
+        storage.set_alarm(delay).await
+    }
+
     /// The device's live session, if any.
     fn connection(&self) -> Result<Option<Connection>> {
         Ok(self.load_text("connection")?.and_then(|t| serde_json::from_str(&t).ok()))
@@ -637,14 +785,7 @@ impl DeviceObject {
     /// reconnect, as IoT Hub devices do.
     async fn tell_gateway(&self, op: impl FnOnce(String) -> GatewayOp) {
         let Ok(Some(c)) = self.connection() else { return };
-        let op = op(c.conn);
-        let sent = match self.env.durable_object(GATEWAY_BINDING).and_then(|ns| ns.get_by_name(&c.gateway)) {
-            Ok(stub) => rpc::call(&stub, &op).await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            worker::console_warn!("gateway notification failed: {e}");
-        }
+        notify_gateway(&self.env, &c.gateway, &op(c.conn)).await;
     }
 
     fn require(&self, device_id: &str) -> std::result::Result<Device, ApiError> {
@@ -665,6 +806,9 @@ impl DeviceObject {
 
     /// What job `job_id` did to this twin, if it reached it.
     fn job_applied(&self, job_id: &str) -> Result<Option<JobApplied>> {
+        if !self.has_schema()? {
+            return Ok(None);
+        }
         let rows: Vec<JobApplied> = self
             .state
             .storage()
@@ -675,6 +819,9 @@ impl DeviceObject {
     }
 
     fn load_text(&self, name: &str) -> Result<Option<String>> {
+        if !self.has_schema()? {
+            return Ok(None);
+        }
         let rows: Vec<Row> =
             self.state.storage().sql().exec("SELECT body FROM doc WHERE name = ?", vec![name.into()])?.to_array()?;
         Ok(rows.into_iter().next().map(|r| r.body))
@@ -701,7 +848,10 @@ impl DeviceObject {
     }
 
     fn commit_rows(&self, device: Option<&Device>, history: Option<&HistoryEntry<'_>>) -> Result<()> {
-        let seq = self.seq()? + 1;
+        self.create_schema()?;
+        // Microseconds of the clock at least: a device re-created after its storage was freed
+        // still outranks its own tombstone in the index.
+        let seq = (self.seq()? + 1).max(clock::now().0.saturating_mul(1000));
         let sql = self.state.storage().sql();
         match device {
             Some(d) => {
@@ -725,10 +875,12 @@ impl DeviceObject {
                 )?;
             }
             None => {
-                // seq is kept so a re-created device's projection is newer than the deleted one's.
-                sql.exec("DELETE FROM doc WHERE name IN ('identity', 'twin')", None)?;
-                sql.exec("DELETE FROM history", None)?;
-                sql.exec("DELETE FROM job_applied", None)?;
+                // Everything goes; the tombstone (seq, index_pending) stays until the index has
+                // it, then the storage is freed.
+                sql.exec("DELETE FROM doc WHERE name IN ('identity', 'twin', 'connection', 'subscriptions')", None)?;
+                for table in ["history", "job_applied", "c2d", "telemetry"] {
+                    sql.exec(&format!("DELETE FROM {table}"), None)?;
+                }
                 sql.exec(
                     "INSERT OR REPLACE INTO doc (name, body) VALUES ('seq', ?), ('index_pending', ?), ('committed_at', ?)",
                     vec![seq.to_string().into(), seq.to_string().into(), clock::now().0.to_string().into()],
@@ -762,7 +914,8 @@ impl DeviceObject {
     /// `index_pending` holds the newest commit's `seq`; a push clears it only if it carried that
     /// commit or a later one, so an older push finishing after a newer commit cannot hide the
     /// newer one from the alarm's retry.
-    async fn push_to_index(&self, device_id: &str) -> Result<()> {
+    /// Whether the index has this commit now.
+    async fn push_to_index(&self, device_id: &str) -> Result<bool> {
         let device = self.load()?;
         let seq = self.seq()?;
         let entry = IndexEntry {
@@ -783,13 +936,14 @@ impl DeviceObject {
                     "DELETE FROM doc WHERE name = 'index_pending' AND CAST(body AS INTEGER) <= ?",
                     vec![sql_int(seq)?],
                 )?;
+                Ok(true)
             }
             Ok(false) | Err(_) => {
                 worker::console_warn!("fleet index push failed for a device; retrying by alarm");
                 self.state.storage().set_alarm(INDEX_RETRY_MS).await?;
+                Ok(false)
             }
         }
-        Ok(())
     }
 }
 
@@ -822,6 +976,47 @@ fn history_retention(env: &Env) -> u64 {
 
 /// Live views' WebSocket tag.
 const LIVE_TAG: &str = "live";
+/// Header the Worker sets on a live view's upgrade: its token's expiry, Unix ms.
+pub const LIVE_EXPIRY_HEADER: &str = "x-twinhub-live-expiry";
+/// Header the Worker sets on a live view's upgrade: a tag naming its token (a hash, never the
+/// token), to bound the views one token holds.
+pub const LIVE_TOKEN_HEADER: &str = "x-twinhub-live-token";
+/// Live views one device serves at once (each is a socket the object keeps).
+pub const MAX_LIVE_VIEWS_PER_DEVICE: usize = 16;
+/// Live views of one device one token may hold.
+pub const MAX_LIVE_VIEWS_PER_TOKEN: usize = 4;
+/// WebSocket close code when a live view's token expires (4000-4999: the application's own).
+pub const LIVE_EXPIRED_CLOSE: u16 = 4001;
+
+/// A live view's attachment.
+#[derive(serde::Serialize, Deserialize)]
+struct LiveView {
+    /// When its token expires, Unix ms.
+    expires: u64,
+}
+
+/// Sends `op` to gateway shard `gateway`. Best effort: a lost notification is recovered by the
+/// device's twin GET on reconnect, as IoT Hub devices do, and a lost close by the session's
+/// next op being refused ([`rpc::SESSION_ENDED`]).
+async fn notify_gateway(env: &Env, gateway: &str, op: &GatewayOp) {
+    let sent = match env.durable_object(GATEWAY_BINDING).and_then(|ns| ns.get_by_name(gateway)) {
+        Ok(stub) => rpc::call(&stub, op).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = sent {
+        worker::console_warn!("gateway notification failed: {e}");
+    }
+}
+
+/// Tells the gateway holding `session` to close it.
+async fn close_session(env: &Env, session: Connection, why: &str) {
+    notify_gateway(env, &session.gateway, &GatewayOp::Close { conn: session.conn, reason: why.into() }).await;
+}
+
+/// The answer to an op from a session that is no longer the device's.
+fn session_ended() -> ApiResult {
+    Ok(Response::builder().with_status(rpc::SESSION_ENDED).empty())
+}
 
 /// The live event for a device's current state.
 fn live_twin_event(d: &Device) -> Value {

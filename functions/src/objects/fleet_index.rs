@@ -60,7 +60,7 @@ impl DurableObject for FleetIndex {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let op: IndexOp = match req.json().await {
+        let op: IndexOp = match crate::rpc::read(req.text().await).await {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
@@ -128,6 +128,16 @@ impl FleetIndex {
                 let rows: Vec<serde_json::Value> = sql.exec(&text, bind(params))?.to_array()?;
                 let body = serde_json::json!({ "rows": rows, "lag": self.lag() });
                 Ok(http::json(200, &body, None)?)
+            }
+            IndexOp::Exists { device_id } => {
+                let rows: Vec<IdRow> = sql
+                    .exec(
+                        "SELECT device_id AS id FROM device WHERE device_id = ? AND identity IS NOT NULL",
+                        vec![device_id.into()],
+                    )?
+                    .to_array()?;
+                let answer = crate::rpc::Existence { exists: !rows.is_empty() };
+                Ok(http::json(200, &serde_json::to_value(answer).unwrap_or_default(), None)?)
             }
             IndexOp::Ids { sql: text, params } => {
                 let rows: Vec<IdRow> = sql.exec(&text, bind(params))?.to_array()?;

@@ -9,11 +9,19 @@
 //! Inputs for one connection (bytes, a desired patch to push, a close, a timer) are processed
 //! one at a time through a small in-memory mailbox, because the object may run another event
 //! while one awaits the device object, and a session must see its inputs in order.
+//!
+//! Bounds (each a resource a client could otherwise make the shard hold): a packet is at most
+//! `mqtt::MAX_PACKET_BYTES`; the bytes of an unfinished packet live in memory
+//! (`partial_input`), not in the attachment (16 KiB on Cloudflare); a connection's mailbox
+//! holds at most [`MAX_QUEUED_INPUT_BYTES`]; a shard holds at most [`MAX_SOCKETS`] sockets and
+//! [`MAX_HALF_OPEN`] that have not finished CONNECT, and verifies at most
+//! [`CONNECTS_PER_SECOND`] CONNECTs a second. A CONNECT whose token cannot be right (malformed,
+//! expired, for another device or hub) is refused here and never wakes a device object.
 
 use crate::clock;
 use crate::http::{self, ApiResult};
-use crate::objects::DEVICE_BINDING;
-use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp, QueuedMessage, TelemetryMessage};
+use crate::objects::{index_shards, index_stub, DEVICE_BINDING};
+use crate::rpc::{self, ConnectVerdict, DeviceOp, Existence, GatewayOp, IndexOp, QueuedMessage, TelemetryMessage};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures_channel::oneshot;
@@ -21,9 +29,12 @@ use futures_util::future::{select, Either};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
+use twinhub_core::auth::precheck_device_token;
 use twinhub_core::mqtt::ConnectReturnCode;
 use twinhub_core::session::{Accepted, CloseReason, Session, SessionEvent};
+use twinhub_core::throttle::TokenBucket;
 use twinhub_core::UnixMillis;
 use twinhub_core::{ErrorCode, HubError};
 use worker::Delay;
@@ -46,7 +57,26 @@ pub struct Gateway {
     /// Direct method calls waiting for the device's answer, by `$rid`. `None` means the device
     /// does not listen for methods.
     waiters: RefCell<HashMap<String, oneshot::Sender<Option<MethodAnswer>>>>,
+    /// Bytes of an unfinished packet per connection ([`Session::take_partial_input`]). Lost if
+    /// the object is evicted mid-packet; the session then ends and the device resends.
+    partial_input: RefCell<HashMap<String, Vec<u8>>>,
+    /// Connections accepted that have not finished CONNECT.
+    half_open: RefCell<HashSet<String>>,
+    /// CONNECTs this shard may verify now.
+    connects: RefCell<TokenBucket>,
 }
+
+/// Sockets one shard holds (Cloudflare allows 32,768 hibernated sockets per object).
+pub const MAX_SOCKETS: usize = 30_000;
+/// Sockets per shard that may wait for their CONNECT at once.
+pub const MAX_HALF_OPEN: usize = 2_000;
+/// CONNECTs a shard verifies per second (a burst of as many), the rest refused with CONNACK 3
+/// (server unavailable, retry): IoT Hub's S3 tier allows 5,000 new connections a second per
+/// unit, and a shard's device objects are the work behind each.
+pub const CONNECTS_PER_SECOND: f64 = 500.0;
+/// Bytes queued for one connection while an earlier input is handled: a device that sends
+/// faster than its messages are stored is closed (it resends what was not acknowledged).
+pub const MAX_QUEUED_INPUT_BYTES: usize = 2 * twinhub_core::mqtt::MAX_PACKET_BYTES;
 
 /// A device's answer to a direct method: its status and JSON body.
 type MethodAnswer = (i32, Vec<u8>);
@@ -75,14 +105,22 @@ enum Input {
 
 impl DurableObject for Gateway {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env, mailboxes: RefCell::new(HashMap::new()), waiters: RefCell::new(HashMap::new()) }
+        Self {
+            state,
+            env,
+            mailboxes: RefCell::new(HashMap::new()),
+            waiters: RefCell::new(HashMap::new()),
+            partial_input: RefCell::new(HashMap::new()),
+            half_open: RefCell::new(HashSet::new()),
+            connects: RefCell::new(TokenBucket::new(CONNECTS_PER_SECOND, CONNECTS_PER_SECOND, clock::now())),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if req.headers().get("upgrade")?.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
             return self.accept(&req).await;
         }
-        let op: GatewayOp = match req.json().await {
+        let op: GatewayOp = match rpc::read(req.text().await).await {
             Ok(op) => op,
             Err(e) => return Response::error(format!("bad rpc: {e}"), 400),
         };
@@ -140,6 +178,12 @@ impl DurableObject for Gateway {
 
 impl Gateway {
     async fn accept(&self, req: &Request) -> Result<Response> {
+        if self.half_open.borrow().len() >= MAX_HALF_OPEN || self.state.get_websockets().len() >= MAX_SOCKETS {
+            return http::error(&HubError::new(
+                ErrorCode::ServiceUnavailable,
+                "this gateway shard holds as many device connections as it may; retry shortly",
+            ));
+        }
         let pair = WebSocketPair::new()?;
         let conn: String = clock::random_hex::<12>()?;
         let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
@@ -152,6 +196,7 @@ impl Gateway {
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
         pair.server.serialize_attachment(&attachment)?;
+        self.half_open.borrow_mut().insert(conn.clone());
         // Connections that never send CONNECT are closed by the timer.
         self.arm(attachment.session.poll_timeout()).await?;
         let mut response = Response::builder().with_status(101).with_websocket(pair.client);
@@ -165,7 +210,15 @@ impl Gateway {
         {
             let mut boxes = self.mailboxes.borrow_mut();
             if let Some(queue) = boxes.get_mut(conn) {
-                queue.push_back(input);
+                let queued: usize = queue.iter().map(|i| if let Input::Bytes(b) = i { b.len() } else { 0 }).sum();
+                let incoming = if let Input::Bytes(b) = &input { b.len() } else { 0 };
+                if queued + incoming > MAX_QUEUED_INPUT_BYTES {
+                    // What is queued is dropped unread; the close goes first.
+                    queue.clear();
+                    queue.push_back(Input::Close("the device sends faster than its messages are stored".into()));
+                } else {
+                    queue.push_back(input);
+                }
                 return;
             }
             boxes.insert(conn.to_owned(), VecDeque::from([input]));
@@ -199,6 +252,8 @@ impl Gateway {
 
     async fn process(&self, ws: &WebSocket, input: Input) -> Result<()> {
         let Some(mut att) = ws.deserialize_attachment::<Attachment>()? else { return Ok(()) };
+        let kept = self.partial_input.borrow_mut().remove(&att.conn).unwrap_or_default();
+        att.session.restore_partial_input(kept);
         let now = clock::now();
         let was_connected = att.session.is_connected();
         match input {
@@ -226,6 +281,7 @@ impl Gateway {
             }
             Input::Timeout => att.session.handle_timeout(now),
             Input::SocketClosed => {
+                self.half_open.borrow_mut().remove(&att.conn);
                 if was_connected {
                     self.device(
                         &att,
@@ -246,6 +302,13 @@ impl Gateway {
             att.session.close_by_hub("internal error");
             let _ = self.drive(ws, &mut att).await;
         }
+        let rest = att.session.take_partial_input();
+        if !rest.is_empty() {
+            self.partial_input.borrow_mut().insert(att.conn.clone(), rest);
+        }
+        if att.session.is_connected() || att.session.poll_timeout().is_none() {
+            self.half_open.borrow_mut().remove(&att.conn);
+        }
         ws.serialize_attachment(&att)?;
         self.arm(att.session.poll_timeout()).await
     }
@@ -262,6 +325,35 @@ impl Gateway {
             let device_id = att.session.device_id().to_owned();
             match event {
                 SessionEvent::Authenticate { device_id, token, clean_session, .. } => {
+                    // Refused here, without waking the device's object: a token that cannot be
+                    // right, or a CONNECT past the shard's rate.
+                    let precheck = match token.as_deref() {
+                        Some(t) => precheck_device_token(t, &att.host, &device_id, clock::now().as_secs()),
+                        None => Err(twinhub_core::auth::AuthError::MissingToken),
+                    };
+                    if let Err(e) = precheck {
+                        worker::console_log!("device CONNECT refused before verification: {e}");
+                        att.session.authenticated(Err(ConnectReturnCode::NotAuthorized));
+                        continue;
+                    }
+                    if !self.connects.borrow_mut().try_take(clock::now()) {
+                        att.session.authenticated(Err(ConnectReturnCode::ServerUnavailable));
+                        continue;
+                    }
+                    // A device object holds storage once woken (workerd makes its database), so
+                    // an id the fleet index does not hold is refused without waking it.
+                    match self.device_exists(&device_id).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            att.session.authenticated(Err(ConnectReturnCode::NotAuthorized));
+                            continue;
+                        }
+                        Err(e) => {
+                            worker::console_warn!("gateway: fleet index unavailable for a CONNECT: {e}");
+                            att.session.authenticated(Err(ConnectReturnCode::ServerUnavailable));
+                            continue;
+                        }
+                    }
                     let op = DeviceOp::DeviceConnect {
                         device_id,
                         token,
@@ -286,12 +378,14 @@ impl Gateway {
                     att.session.authenticated(result);
                 }
                 SessionEvent::TwinGet { rid } => {
-                    let (status, body) = self.device(att, DeviceOp::DeviceTwinGet { device_id }).await?;
+                    let op = DeviceOp::DeviceTwinGet { device_id, conn: att.conn.clone() };
+                    let Some((status, body)) = self.session_op(att, op).await? else { continue };
                     att.session.reply_twin(&rid, status, None, body.into_bytes());
                 }
                 SessionEvent::ReportedPatch { rid, body } => {
                     let body = String::from_utf8_lossy(&body).into_owned();
-                    let (status, reply) = self.device(att, DeviceOp::DeviceReport { device_id, body }).await?;
+                    let op = DeviceOp::DeviceReport { device_id, conn: att.conn.clone(), body };
+                    let Some((status, reply)) = self.session_op(att, op).await? else { continue };
                     if status == 200 {
                         let version = serde_json::from_str::<Value>(&reply).ok().and_then(|v| v["version"].as_u64());
                         att.session.reply_twin(&rid, 204, version, Vec::new());
@@ -315,7 +409,8 @@ impl Gateway {
                             }
                         }
                     }
-                    let (status, _) = self.device(att, DeviceOp::DeviceTelemetry { device_id, messages }).await?;
+                    let op = DeviceOp::DeviceTelemetry { device_id, conn: att.conn.clone(), messages };
+                    let Some((status, _)) = self.session_op(att, op).await? else { continue };
                     // Acknowledge only what was stored; otherwise the device retries.
                     if status == 204 {
                         for id in acks {
@@ -326,7 +421,8 @@ impl Gateway {
                 SessionEvent::MethodResponse { rid, status, body } => self.answer(&rid, Some((status, body))),
                 SessionEvent::CloudToDeviceAck(packet_id) => {
                     if let Some(seq) = att.c2d_in_flight.remove(&packet_id.get()) {
-                        self.device(att, DeviceOp::CloudToDeviceDelivered { device_id, seq }).await?;
+                        let op = DeviceOp::CloudToDeviceDelivered { device_id, conn: att.conn.clone(), seq };
+                        self.session_op(att, op).await?;
                     }
                 }
                 SessionEvent::SubscriptionsChanged { subscriptions, keep } => {
@@ -393,6 +489,30 @@ impl Gateway {
         if let Some(tx) = self.waiters.borrow_mut().remove(rid) {
             let _ = tx.send(answer);
         }
+    }
+
+    /// Whether the fleet index holds `device_id` as an existing device. The index is pushed
+    /// every commit before the client hears of it, so a device just created is there; one
+    /// whose push failed is refused until the device object's retry (1 s) lands.
+    async fn device_exists(&self, device_id: &str) -> Result<bool> {
+        let shard = twinhub_core::fleet::shard_of(device_id, index_shards(&self.env));
+        let op = IndexOp::Exists { device_id: device_id.to_owned() };
+        let mut resp = rpc::call(&index_stub(&self.env, shard)?, &op).await?;
+        if resp.status_code() != 200 {
+            return Err(worker::Error::RustError(format!("index shard answered {}", resp.status_code())));
+        }
+        Ok(rpc::read::<Existence>(resp.text().await).await?.exists)
+    }
+
+    /// Calls the session's device object with an op of a connected session; `None` (and the
+    /// session closed) when the device object says this session is no longer the device's.
+    async fn session_op(&self, att: &mut Attachment, op: DeviceOp) -> Result<Option<(u16, String)>> {
+        let (status, body) = self.device(att, op).await?;
+        if status == rpc::SESSION_ENDED {
+            att.session.close_by_hub("the device was deleted, disabled, re-keyed or connected elsewhere");
+            return Ok(None);
+        }
+        Ok(Some((status, body)))
     }
 
     /// Calls the session's device object; returns its status and body.

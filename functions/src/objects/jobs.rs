@@ -35,6 +35,10 @@ pub const JOBS_BINDING: &str = "JOBS";
 pub const RATE_VAR: &str = "JOB_DEVICES_PER_SECOND";
 /// Variable: device calls in flight at once (default [`BATCH`]).
 pub const CONCURRENCY_VAR: &str = "JOB_CONCURRENCY";
+/// Variable: seconds a finished job is kept (default [`DEFAULT_RETENTION_SECS`]).
+pub const RETENTION_VAR: &str = "JOB_RETENTION_SECS";
+/// 30 days, as IoT Hub keeps finished jobs.
+pub const DEFAULT_RETENTION_SECS: u64 = 30 * 24 * 3600;
 /// Device calls in flight at once when the variable is absent.
 const BATCH: usize = 100;
 /// How often a rollout looks at its wave's twins again.
@@ -107,7 +111,7 @@ impl DurableObject for Jobs {
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let op: JobOp = match req.json().await {
+        let op: JobOp = match crate::rpc::read(req.text().await).await {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
@@ -132,6 +136,7 @@ impl Jobs {
     /// invocation is kept to one batch.
     async fn run(&self) -> Result<Response> {
         let now = clock::now();
+        self.purge_expired(now)?;
         let mut again = false;
         let mut wait: Option<u64> = None;
         let ids: Vec<String> = self.all_jobs()?.into_iter().filter(|j| j.wants_work(now)).map(|j| j.job_id).collect();
@@ -163,6 +168,7 @@ impl Jobs {
 
     fn handle(&self, op: JobOp) -> ApiResult {
         let now = clock::now();
+        self.purge_expired(now)?;
         match op {
             JobOp::Create { job } => {
                 let job = *job;
@@ -329,8 +335,21 @@ impl Jobs {
             }
         };
         let statement = sql::ids_statement(&query);
-        let answers: Vec<Ids> =
-            ask_every_index_shard(&self.env, &IndexOp::Ids { sql: statement.sql, params: statement.params }).await?;
+        let answers: Vec<Ids> = match ask_every_index_shard(
+            &self.env,
+            &IndexOp::Ids { sql: statement.sql, params: statement.params },
+        )
+        .await
+        {
+            Ok(answers) => answers,
+            Err(e) => {
+                // Retried by the next alarm a few times, then the job fails with the reason.
+                self.refresh(job)?;
+                job.selection_failed("the fleet index could not run it (see the hub's log)", clock::now());
+                self.save(job)?;
+                return Err(e);
+            }
+        };
         // Cancelled, paused or rolled back while the index answered: its devices are not written.
         self.refresh(job)?;
         if job.status != JobStatus::Running || job.rolling_back || job.targets_selected {
@@ -716,6 +735,17 @@ impl Jobs {
         job.statistics =
             Statistics::from_counts(counts.into_iter().filter_map(|(s, n)| DeviceJobStatus::parse(&s).map(|s| (s, n))));
         self.save(job)
+    }
+
+    /// Forgets jobs (and their device records) that ended longer ago than the retention.
+    fn purge_expired(&self, now: UnixMillis) -> Result<()> {
+        let retention_ms = positive_var(&self.env, RETENTION_VAR, DEFAULT_RETENTION_SECS).saturating_mul(1000);
+        let sql = self.state.storage().sql();
+        for job in self.all_jobs()?.into_iter().filter(|j| j.past_retention(now, retention_ms)) {
+            sql.exec("DELETE FROM device_job WHERE job_id = ?", vec![job.job_id.clone().into()])?;
+            sql.exec("DELETE FROM job WHERE job_id = ?", vec![job.job_id.into()])?;
+        }
+        Ok(())
     }
 
     fn save(&self, job: &Job) -> Result<()> {

@@ -51,7 +51,7 @@ pub async fn ask_every_index_shard<T: serde::de::DeserializeOwned>(
                 resp.status_code()
             )));
         }
-        resp.json::<T>().await
+        crate::rpc::read::<T>(resp.text().await).await
     });
     futures_util::future::try_join_all(calls).await
 }
@@ -66,7 +66,10 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> worker::Result<String> 
     serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
-/// An integer binding; JS numbers are exact only to 2^53, which `try_from_i64` checks.
+/// An integer binding. JS numbers are exact only to 2^53, which `try_from_i64` checks, so
+/// larger values (a client's `since=18446744073709551615`) are held at 2^53 - 1: every value
+/// bound here is a count, a time or a bound of a range, for which that is "beyond anything".
 pub(crate) fn sql_int(n: u64) -> worker::Result<worker::SqlStorageValue> {
-    worker::SqlStorageValue::try_from_i64(i64::try_from(n).unwrap_or(i64::MAX))
+    const MAX_SAFE: u64 = (1 << 53) - 1;
+    worker::SqlStorageValue::try_from_i64(i64::try_from(n.min(MAX_SAFE)).unwrap_or(0))
 }

@@ -4,6 +4,7 @@ use super::{device_stub, if_match};
 use crate::auth;
 use crate::http::{self, ApiResult};
 use crate::objects::ask_every_index_shard;
+use crate::objects::device_object::{LIVE_EXPIRY_HEADER, LIVE_TOKEN_HEADER};
 use crate::rpc::{self, DeviceOp, IndexOp};
 use futures_util::future::try_join_all;
 use serde_json::json;
@@ -49,9 +50,15 @@ pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
 /// its telemetry as it arrives, as JSON text messages `{"type": "twin" | "telemetry" |
 /// "deleted", ...}`; the current twin comes first. The token rides in the query because browsers
 /// cannot set headers on WebSockets.
+///
+/// The token may be scoped to the one device (`sr={host}/devices/{id}`, what the dashboard
+/// mints); the socket closes when it expires. A browser page from another origin is refused
+/// (a WebSocket is not bound by CORS), and the device object bounds the views per device and
+/// per token.
 pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require_query_token(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
+    let resource = format!("/devices/{}", id);
+    let caller = auth::require_query_token(&req, env, Permissions::SERVICE_CONNECT, &resource)?;
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(twinhub_core::HubError::new(
@@ -60,7 +67,28 @@ pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
         )
         .into());
     }
-    Ok(device_stub(env, id)?.fetch_with_request(req).await?)
+    if let Some(origin) = req.headers().get("origin")? {
+        if !same_origin(&origin, &auth::hub_host(&req)) {
+            return Err(twinhub_core::HubError::new(
+                twinhub_core::ErrorCode::IotHubUnauthorizedAccess,
+                "the live view only opens from the hub's own pages",
+            )
+            .into());
+        }
+    }
+    let token = crate::http::query_param(&req, "sas").unwrap_or_default();
+    let headers = req.headers().clone();
+    headers.set(LIVE_EXPIRY_HEADER, &caller.expiry_secs.saturating_mul(1000).to_string())?;
+    headers.set(LIVE_TOKEN_HEADER, &twinhub_core::auth::token_tag(&token))?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Get).with_headers(headers);
+    let forwarded = Request::new_with_init(req.url()?.as_ref(), &init)?;
+    Ok(device_stub(env, id)?.fetch_with_request(forwarded).await?)
+}
+
+/// Whether a browser `Origin` (`scheme://host[:port]`) is the hub itself.
+fn same_origin(origin: &str, hub_host: &str) -> bool {
+    origin.split_once("://").is_some_and(|(_, host)| host.trim_end_matches('/').eq_ignore_ascii_case(hub_host))
 }
 
 /// `GET /api/devices/{id}/telemetry/series?field=temperature&from={ms}&to={ms}&buckets={n}`:

@@ -82,7 +82,7 @@ pub async fn query(req: Request, env: &Env) -> ApiResult {
     if resp.status_code() != 200 {
         return Ok(resp);
     }
-    let page: JobPage<String> = resp.json().await?;
+    let page: JobPage<String> = rpc::read(resp.text().await).await?;
     let next = page.next.map(|after| Continuation { after: Some(after), ..Continuation::start(&bound_to) });
     page_response(page.items, next, "JobResponse")
 }
@@ -96,7 +96,7 @@ pub async fn device_jobs(env: &Env, text: &str, page_size: u64, continuation: &C
     if resp.status_code() != 200 {
         return Ok(resp);
     }
-    let page: JobPage<(String, String)> = resp.json().await?;
+    let page: JobPage<(String, String)> = rpc::read(resp.text().await).await?;
     let next = page.next.map(|(job, device)| Continuation {
         after: Some(format!("{job}\n{device}")),
         returned: continuation.returned + page.items.len() as u64,

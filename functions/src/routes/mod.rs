@@ -35,7 +35,8 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
         [] => false,
     };
     if !is_api {
-        return env.assets("ASSETS")?.fetch_request(req).await;
+        let page = env.assets("ASSETS")?.fetch_request(req).await?;
+        return with_page_headers(page);
     }
     // Liveness says the Worker runs, whatever it fronts (and however that is configured).
     if let (["api", "health"], Method::Get) = (segs.as_slice(), req.method()) {
@@ -107,6 +108,24 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         .into()),
         _ => Err(HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/"))).into()),
     }
+}
+
+/// The dashboard's pages may not be framed (clickjacking), load nothing from elsewhere, and
+/// send no referrer (the sign-in link carries a key in its fragment; fragments are never sent,
+/// but the rest of a URL would be). `'wasm-unsafe-eval'` lets the page compile its own wasm;
+/// the loader trunk writes is one inline module script, hence `'unsafe-inline'` for scripts
+/// while `'self'` still refuses every other origin.
+pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
+    base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+fn with_page_headers(page: Response) -> Result<Response> {
+    let headers = page.headers().clone();
+    headers.set("content-security-policy", PAGE_CSP)?;
+    headers.set("x-frame-options", "DENY")?;
+    headers.set("referrer-policy", "no-referrer")?;
+    headers.set("x-content-type-options", "nosniff")?;
+    Ok(page.with_headers(headers))
 }
 
 /// Splits a path into percent-decoded segments (device ids may contain `%`, `#`, `?` and more,

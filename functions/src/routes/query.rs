@@ -42,9 +42,12 @@ struct Page {
     lag_ms: u64,
 }
 
-/// `POST /devices/query`.
+/// `POST /devices/query`. Needs ServiceConnect, as IoT Hub's twin operations do (spec §4.4,
+/// from Azure's "Control access to IoT Hub" and "Understand device twins": queries read twins,
+/// and reading a twin requires ServiceConnect): a `registryRead` policy, which may not
+/// `GET /twins/{id}`, cannot read every twin through `SELECT *` either.
 pub async fn query(mut req: Request, env: &Env) -> ApiResult {
-    auth::require(&req, env, Permissions::REGISTRY_READ)?;
+    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     let body = http::body_text(&mut req).await?;
     let parsed: QueryBody = serde_json::from_str(&body).map_err(|e| {
         HubError::new(ErrorCode::IotHubFormatError, format!("the body must be {{\"query\": \"...\"}}: {e}"))
