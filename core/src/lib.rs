@@ -22,6 +22,7 @@ pub mod query;
 pub mod session;
 pub mod telemetry;
 pub mod throttle;
+pub mod tier;
 pub mod time;
 pub mod twin;
 pub mod upstream;

@@ -44,6 +44,18 @@ impl TokenBucket {
         ((1.0 - self.tokens) / self.per_second * 1000.0).ceil() as u64
     }
 
+    /// Takes `n` tokens whether or not they are there (the bucket may go into debt): how long
+    /// to wait before the work they stand for, in milliseconds. Traffic shaping, where
+    /// [`Self::try_take`] is refusal.
+    pub fn reserve(&mut self, n: f64, now: UnixMillis) -> u64 {
+        self.refill(now);
+        self.tokens -= n;
+        if self.tokens >= 0.0 || self.per_second <= 0.0 {
+            return 0;
+        }
+        (-self.tokens / self.per_second * 1000.0).ceil() as u64
+    }
+
     fn refill(&mut self, now: UnixMillis) {
         // A clock that steps back adds nothing (and takes nothing away).
         let elapsed = now.0.saturating_sub(self.updated.0) as f64 / 1000.0;
@@ -65,6 +77,15 @@ mod tests {
         assert!(b.try_take(UnixMillis(100)));
         assert!(!b.try_take(UnixMillis(150)));
         assert_eq!((0..20).filter(|_| b.try_take(UnixMillis(60_000))).count(), 5);
+    }
+
+    #[test]
+    fn reserving_past_the_burst_shapes_instead_of_refusing() {
+        let mut b = TokenBucket::new(100.0, 100.0, UnixMillis(0));
+        assert_eq!(b.reserve(100.0, UnixMillis(0)), 0);
+        assert_eq!(b.reserve(50.0, UnixMillis(0)), 500, "50 more at 100/s: half a second");
+        assert_eq!(b.reserve(1.0, UnixMillis(500)), 10, "the debt is paid at 100/s");
+        assert!(!b.try_take(UnixMillis(500)));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod auth;
 mod clock;
 mod http;
+mod limits;
 mod objects;
 mod routes;
 mod rpc;

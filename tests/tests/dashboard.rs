@@ -155,11 +155,13 @@ fn fleet_console_queries_filters_and_scrolls_a_large_fleet() {
         .filter(|d| d.tags["location"]["building"] == "Building-A")
         .count();
     let policies = twinhub_core::auth::Policy::all(OWNER_KEY, None).expect("policies");
-    let read_key = &policies.iter().find(|p| p.name == "registryRead").expect("registryRead").key;
-    let read_cs = format!("HostName={};SharedAccessKeyName=registryRead;SharedAccessKey={read_key}", hub.host());
+    // `service` (ServiceConnect only) reads twins and queries, but may not write the registry:
+    // the console is read-only for it. (`registryRead` cannot query at all, as on IoT Hub.)
+    let read_key = &policies.iter().find(|p| p.name == "service").expect("service").key;
+    let read_cs = format!("HostName={};SharedAccessKeyName=service;SharedAccessKey={read_key}", hub.host());
     // A query string makes it a new document (a fragment alone would not reload the app).
     let read_url = format!(
-        "{}/?as=registryRead#cs={}",
+        "{}/?as=service#cs={}",
         hub.base_url(),
         percent_encoding::utf8_percent_encode(&read_cs, percent_encoding::NON_ALPHANUMERIC)
     );

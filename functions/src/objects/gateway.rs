@@ -35,6 +35,7 @@ use twinhub_core::auth::precheck_device_token;
 use twinhub_core::mqtt::ConnectReturnCode;
 use twinhub_core::session::{Accepted, CloseReason, Session, SessionEvent};
 use twinhub_core::throttle::TokenBucket;
+use twinhub_core::tier::{Operation, Throttles};
 use twinhub_core::UnixMillis;
 use twinhub_core::{ErrorCode, HubError};
 use worker::Delay;
@@ -64,6 +65,11 @@ pub struct Gateway {
     half_open: RefCell<HashSet<String>>,
     /// CONNECTs this shard may verify now.
     connects: RefCell<TokenBucket>,
+    /// This shard's share of the hub tier's device-side throttles and daily quota.
+    throttles: RefCell<Option<Throttles>>,
+    /// Each connection's telemetry rate ([`crate::limits::DEVICE_RATE_VAR`]): one device
+    /// sending too fast waits, and its neighbours do not.
+    device_rates: RefCell<HashMap<String, TokenBucket>>,
 }
 
 /// Sockets one shard holds (Cloudflare allows 32,768 hibernated sockets per object).
@@ -113,6 +119,8 @@ impl DurableObject for Gateway {
             partial_input: RefCell::new(HashMap::new()),
             half_open: RefCell::new(HashSet::new()),
             connects: RefCell::new(TokenBucket::new(CONNECTS_PER_SECOND, CONNECTS_PER_SECOND, clock::now())),
+            throttles: RefCell::new(None),
+            device_rates: RefCell::new(HashMap::new()),
         }
     }
 
@@ -282,6 +290,7 @@ impl Gateway {
             Input::Timeout => att.session.handle_timeout(now),
             Input::SocketClosed => {
                 self.half_open.borrow_mut().remove(&att.conn);
+                self.device_rates.borrow_mut().remove(&att.conn);
                 if was_connected {
                     self.device(
                         &att,
@@ -336,7 +345,9 @@ impl Gateway {
                         att.session.authenticated(Err(ConnectReturnCode::NotAuthorized));
                         continue;
                     }
-                    if !self.connects.borrow_mut().try_take(clock::now()) {
+                    if !self.connects.borrow_mut().try_take(clock::now())
+                        || self.admit(Operation::NewConnection).is_err()
+                    {
                         att.session.authenticated(Err(ConnectReturnCode::ServerUnavailable));
                         continue;
                     }
@@ -378,11 +389,19 @@ impl Gateway {
                     att.session.authenticated(result);
                 }
                 SessionEvent::TwinGet { rid } => {
+                    if let Err(body) = self.admit(Operation::TwinRead) {
+                        att.session.reply_twin(&rid, 429, None, body.into_bytes());
+                        continue;
+                    }
                     let op = DeviceOp::DeviceTwinGet { device_id, conn: att.conn.clone() };
                     let Some((status, body)) = self.session_op(att, op).await? else { continue };
                     att.session.reply_twin(&rid, status, None, body.into_bytes());
                 }
                 SessionEvent::ReportedPatch { rid, body } => {
+                    if let Err(body) = self.admit(Operation::TwinUpdate) {
+                        att.session.reply_twin(&rid, 429, None, body.into_bytes());
+                        continue;
+                    }
                     let body = String::from_utf8_lossy(&body).into_owned();
                     let op = DeviceOp::DeviceReport { device_id, conn: att.conn.clone(), body };
                     let Some((status, reply)) = self.session_op(att, op).await? else { continue };
@@ -409,6 +428,11 @@ impl Gateway {
                             }
                         }
                     }
+                    if let Some(why) = self.shape_telemetry(&att.conn, &messages).await {
+                        // Not stored, not acknowledged: the device resends after reconnecting.
+                        att.session.close_by_hub(&why);
+                        continue;
+                    }
                     let op = DeviceOp::DeviceTelemetry { device_id, conn: att.conn.clone(), messages };
                     let Some((status, _)) = self.session_op(att, op).await? else { continue };
                     // Acknowledge only what was stored; otherwise the device retries.
@@ -430,6 +454,7 @@ impl Gateway {
                     self.device(att, op).await?;
                 }
                 SessionEvent::Closed(reason) => {
+                    self.device_rates.borrow_mut().remove(&att.conn);
                     while let Some(bytes) = att.session.poll_transmit() {
                         ws.send_with_bytes(bytes)?;
                     }
@@ -489,6 +514,50 @@ impl Gateway {
         if let Some(tx) = self.waiters.borrow_mut().remove(rid) {
             let _ = tx.send(answer);
         }
+    }
+
+    /// One `op` under this shard's share of the hub's tier, or the flat error body of the 429
+    /// (what an MQTT twin response carries).
+    fn admit(&self, op: Operation) -> std::result::Result<(), String> {
+        let now = clock::now();
+        let mut slot = self.throttles.borrow_mut();
+        let throttles = slot.get_or_insert_with(|| {
+            let shards = crate::objects::gateway_shards(&self.env);
+            Throttles::new(crate::limits::tier(&self.env), 1.0 / f64::from(shards), now)
+        });
+        throttles.admit(op, now).map_err(|t| {
+            HubError::new(ErrorCode::ThrottlingException, t.message(throttles.tier())).flat(&clock::tracking_id(), now)
+        })
+    }
+
+    /// Telemetry from one connection, before it is stored: waits while the device sends
+    /// faster than its own rate (so a noisy device slows itself, not its neighbours), then
+    /// counts the messages against the tier's rate and daily quota. `Some(reason)` when the
+    /// tier refuses them (the session then ends, as IoT Hub ends a throttled one).
+    async fn shape_telemetry(&self, conn: &str, messages: &[TelemetryMessage]) -> Option<String> {
+        let now = clock::now();
+        let wait = {
+            let rate = crate::objects::positive_var(
+                &self.env,
+                crate::limits::DEVICE_RATE_VAR,
+                crate::limits::DEFAULT_DEVICE_MESSAGES_PER_SECOND,
+            ) as f64;
+            let mut rates = self.device_rates.borrow_mut();
+            let bucket = rates.entry(conn.to_owned()).or_insert_with(|| TokenBucket::new(rate, rate, now));
+            bucket.reserve(messages.len() as f64, now)
+        };
+        if wait > 0 {
+            Delay::from(std::time::Duration::from_millis(wait)).await;
+        }
+        for _ in messages {
+            if let Err(body) = self.admit(Operation::DeviceToCloud) {
+                worker::console_log!("telemetry throttled: {body}");
+                return Some("throttled: the hub's tier allows no more device-to-cloud sends now (429001)".into());
+            }
+        }
+        let mut slot = self.throttles.borrow_mut();
+        let within_quota = slot.as_mut().is_none_or(|t| t.count_messages(messages.iter().map(|m| m.body.len()), now));
+        (!within_quota).then(|| "the hub's daily message quota is used up (403002 IotHubQuotaExceeded)".to_owned())
     }
 
     /// Whether the fleet index holds `device_id` as an existing device. The index is pushed

@@ -430,7 +430,7 @@ impl Jobs {
         }
         self.save_with_statistics(job)?;
         // The configured rate: a batch of n devices takes at least n / rate seconds.
-        let rate = positive_var(&self.env, RATE_VAR, 0);
+        let rate = self.device_rate();
         if let Some(min_ms) = (records.len() as u64).saturating_mul(1000).checked_div(rate) {
             let spent = clock::now().0.saturating_sub(started.0);
             if spent < min_ms {
@@ -608,9 +608,23 @@ impl Jobs {
             Ok(n) if n > 0 => n.min(1_000),
             _ => BATCH,
         };
-        match usize::try_from(positive_var(&self.env, RATE_VAR, 0)) {
+        match usize::try_from(self.device_rate()) {
             Ok(rate) if rate > 0 => rate.min(concurrency),
             _ => concurrency,
+        }
+    }
+
+    /// Devices per second a job reaches (0: as fast as it goes): [`RATE_VAR`], and no more than
+    /// the hub tier's jobs device operations (S1: 10 a second), as IoT Hub paces its jobs.
+    fn device_rate(&self) -> u64 {
+        let configured = positive_var(&self.env, RATE_VAR, 0);
+        let tier = crate::limits::tier(&self.env)
+            .rate(twinhub_core::tier::Operation::JobDeviceOp)
+            .map(|r| (r.per_second.floor() as u64).max(1));
+        match (configured, tier) {
+            (0, Some(t)) => t,
+            (c, Some(t)) => c.min(t),
+            (c, None) => c,
         }
     }
 

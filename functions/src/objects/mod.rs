@@ -14,6 +14,15 @@ pub const GATEWAY_BINDING: &str = "GATEWAY";
 pub const GATEWAY_SHARDS_VAR: &str = "GATEWAY_SHARDS";
 /// Gateway shards when the variable is absent.
 pub const DEFAULT_GATEWAY_SHARDS: u32 = 2;
+
+/// The number of gateway shards ([`GATEWAY_SHARDS_VAR`], 1 to 256).
+pub fn gateway_shards(env: &worker::Env) -> u32 {
+    env.var(GATEWAY_SHARDS_VAR)
+        .ok()
+        .and_then(|v| v.to_string().parse::<u32>().ok())
+        .filter(|n| (1..=256).contains(n))
+        .unwrap_or(DEFAULT_GATEWAY_SHARDS)
+}
 /// The fleet index namespace binding.
 pub const INDEX_BINDING: &str = "FLEET_INDEX";
 /// Variable with the number of fleet index shards (default [`DEFAULT_INDEX_SHARDS`]).

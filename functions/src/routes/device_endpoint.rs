@@ -5,7 +5,7 @@ use crate::auth::hub_host;
 use crate::clock;
 use crate::http::ApiResult;
 use crate::objects::gateway::{GATEWAY_HEADER, HOST_HEADER};
-use crate::objects::{DEFAULT_GATEWAY_SHARDS, GATEWAY_BINDING, GATEWAY_SHARDS_VAR};
+use crate::objects::{gateway_shards, GATEWAY_BINDING};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Env, Method, Request, RequestInit};
 
@@ -17,12 +17,7 @@ pub async fn connect(req: Request, env: &Env) -> ApiResult {
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(HubError::new(ErrorCode::ArgumentInvalid, "/$iothub/websocket expects a WebSocket upgrade").into());
     }
-    let shards = env
-        .var(GATEWAY_SHARDS_VAR)
-        .ok()
-        .and_then(|v| v.to_string().parse::<u32>().ok())
-        .filter(|n| (1..=256).contains(n))
-        .unwrap_or(DEFAULT_GATEWAY_SHARDS);
+    let shards = gateway_shards(env);
     let shard = u32::from_le_bytes(clock::random::<4>()?) % shards;
     let name = format!("gw-{shard}");
     let headers = req.headers().clone();

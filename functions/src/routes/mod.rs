@@ -57,6 +57,15 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
 
 async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
     let method = req.method();
+    // IoT Hub's tier throttles count authorized requests only: a stranger's junk must not use
+    // up the hub's allowance (its 401 comes from the route's own check).
+    if let Some(op) = twinhub_core::tier::rest_operation(method.as_ref(), segs) {
+        if crate::auth::require(&req, env, twinhub_core::auth::Permissions::default()).is_ok() {
+            if let Some(refused) = crate::limits::admit_rest(env, op, crate::clock::now()) {
+                return Ok(refused?);
+            }
+        }
+    }
     match (segs, method) {
         (["api", "health"], Method::Get) => api::health(),
         (["api", "session"], Method::Get) => api::session(&req, env),

@@ -1,0 +1,56 @@
+//! IoT Hub's tiers (`TWINHUB_TIER`, [`twinhub_core::tier`]) as the Worker enforces them on the
+//! REST API, and the settings the objects read for theirs.
+//!
+//! The REST throttles live in the isolate: under `workerd` (self-hosted, and `wrangler dev`)
+//! there is one isolate, so they are the hub's; on Cloudflare each isolate holds its own, so a
+//! deployed hub admits up to that many times the tier's rates (a local hub is what back-off
+//! code is tested against; a deployed one fronting real devices would use `unlimited`).
+
+use std::cell::RefCell;
+use twinhub_core::tier::{Operation, Throttles, Tier};
+use twinhub_core::UnixMillis;
+use worker::{Env, Response};
+
+/// Variable: the hub's tier, `unlimited` (default), `S1`, `S2` or `S3`, with `:units`.
+pub const TIER_VAR: &str = "TWINHUB_TIER";
+/// Variable: device-to-cloud messages one device may send per second before the hub slows it
+/// (its messages wait, then its connection closes if it keeps on); default
+/// [`DEFAULT_DEVICE_MESSAGES_PER_SECOND`]. Fairness, whatever the tier.
+pub const DEVICE_RATE_VAR: &str = "DEVICE_MESSAGES_PER_SECOND";
+/// AWS IoT's default per-connection publish rate; IoT Hub has none per device.
+pub const DEFAULT_DEVICE_MESSAGES_PER_SECOND: u64 = 100;
+
+/// The hub's tier. A setting that does not parse is logged and read as `unlimited`, so a typo
+/// never takes the hub down (the log names it).
+pub fn tier(env: &Env) -> Tier {
+    let text = env.var(TIER_VAR).map(|v| v.to_string()).unwrap_or_default();
+    Tier::parse(&text).unwrap_or_else(|e| {
+        worker::console_error!("{TIER_VAR}: {e}; no throttles apply");
+        Tier::default()
+    })
+}
+
+thread_local! {
+    /// The isolate's REST throttles, made anew if the tier setting changes.
+    static REST: RefCell<Option<Throttles>> = const { RefCell::new(None) };
+}
+
+/// Admits one REST `op` under the tier, or the 429 to send (`Retry-After` in seconds, as
+/// IoT Hub's SDKs read it).
+pub fn admit_rest(env: &Env, op: Operation, now: UnixMillis) -> Option<worker::Result<Response>> {
+    let tier = tier(env);
+    let refused = REST.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let throttles = match slot.as_mut() {
+            Some(t) if t.tier() == tier => t,
+            _ => slot.insert(Throttles::new(tier, 1.0, now)),
+        };
+        throttles.admit(op, now).err()
+    })?;
+    let e = twinhub_core::HubError::new(twinhub_core::ErrorCode::ThrottlingException, refused.message(tier));
+    Some(crate::http::error(&e).and_then(|r| {
+        let headers = r.headers().clone();
+        headers.set("retry-after", &refused.retry_after_ms.div_ceil(1000).to_string())?;
+        Ok(r.with_headers(headers))
+    }))
+}
