@@ -18,6 +18,11 @@
 //! has no WebSocket): publish -> subscriber latency with the same subscriber count and payload,
 //! publish -> own subscription round trip, QoS 1 publish -> PUBACK rate, and sessions held.
 //! The brokers persist nothing; twinhub commits every change to SQLite before acknowledging.
+//!
+//! `BENCH_FAIRNESS=1` measures instead what one noisy device does to its neighbours: the
+//! reported-patch round trips of 100 devices, quiet and then while one more device floods
+//! telemetry (64 QoS 1 messages in flight, resent as each is acknowledged), on a hub with the
+//! default per-device rate and on one without it (`DEVICE_MESSAGES_PER_SECOND=1000000`).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -52,6 +57,10 @@ fn main() {
     let sessions = args.next().unwrap_or(10_000).max(devices);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let mut rows: Vec<Row> = Vec::new();
+    // BENCH_FAIRNESS=1: only the per-device fairness figure (issue 16).
+    if std::env::var_os("BENCH_FAIRNESS").is_some() {
+        return fairness(&runtime);
+    }
 
     // twinhub through wrangler dev.
     let storage = Storage::new("bench-device");
@@ -637,6 +646,110 @@ fn loops(runtime: &tokio::runtime::Runtime, target: &Target) -> Vec<Row> {
         note: format!("{LOOP_CLIENTS} clients x {TELEMETRY_WINDOW} in flight, {LOAD_SECONDS} s; {note}"),
     };
     vec![round_trips, ingest]
+}
+
+/// 100 devices' reported-patch round trips for `LOAD_SECONDS`, while device `flood` (if any)
+/// keeps `FLOOD_WINDOW` telemetry messages in flight. Returns the sorted samples, the errors
+/// and the flooder's acknowledged messages.
+fn echo_loop(fleet: &Fleet, flood: Option<usize>) -> (Vec<Duration>, usize, usize) {
+    const FLOOD_WINDOW: usize = 64;
+    let report = br#"{"temperature":21.5,"humidity":40,"firmwareVersion":"1.0.0"}"#;
+    let flood_body = br#"{"temperature":99,"humidity":1,"timestamp":"2026-12-01T10:00:00Z"}"#;
+    let mut started = vec![Instant::now(); LOOP_CLIENTS];
+    for (i, s) in started.iter_mut().enumerate() {
+        *s = Instant::now();
+        fleet.send(i, Order::Echo(report.to_vec()));
+    }
+    if let Some(f) = flood {
+        for _ in 0..FLOOD_WINDOW {
+            fleet.send(f, Order::Telemetry(flood_body.to_vec()));
+        }
+    }
+    let (mut samples, mut errors, mut flooded) = (Vec::new(), 0, 0);
+    let end = Instant::now() + Duration::from_secs(LOAD_SECONDS);
+    let mut outstanding = LOOP_CLIENTS;
+    while outstanding > 0 {
+        match fleet.notes.recv_timeout(Duration::from_secs(10)) {
+            Ok((i, at, Note::Echoed { ok })) if i < LOOP_CLIENTS => {
+                if ok {
+                    samples.push(at.duration_since(started[i]));
+                } else {
+                    errors += 1;
+                }
+                if at < end {
+                    started[i] = Instant::now();
+                    fleet.send(i, Order::Echo(report.to_vec()));
+                } else {
+                    outstanding -= 1;
+                }
+            }
+            Ok((i, at, Note::Acked)) if Some(i) == flood => {
+                flooded += 1;
+                if at < end {
+                    fleet.send(i, Order::Telemetry(flood_body.to_vec()));
+                }
+            }
+            Ok((i, _, Note::Closed(_))) if i < LOOP_CLIENTS => {
+                errors += 1;
+                outstanding -= 1;
+            }
+            Ok(_) => {}
+            Err(_) => {
+                errors += outstanding;
+                break;
+            }
+        }
+    }
+    samples.sort();
+    (samples, errors, flooded)
+}
+
+/// The fairness figure: neighbours' p99 with one device flooding, against the quiet run.
+fn fairness(runtime: &tokio::runtime::Runtime) {
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    for (label, rate) in [("default per-device rate", None), ("no per-device rate", Some("1000000"))] {
+        let storage = Storage::new("bench-fairness");
+        let mut vars = vec![("GATEWAY_SHARDS", "2")];
+        if let Some(r) = rate {
+            vars.push(("DEVICE_MESSAGES_PER_SECOND", r));
+        }
+        let hub = Hub::start_with_vars(&storage, &vars);
+        create_devices(&hub, LOOP_CLIENTS + 1);
+        let target = Target::Twinhub { port: hub.port(), host: hub.host() };
+        let fleet = Fleet::connect(runtime, &target, LOOP_CLIENTS + 1, "patch");
+        let elapsed = LOAD_SECONDS as f64;
+        let (quiet, quiet_errors, _) = echo_loop(&fleet, None);
+        let (noisy, noisy_errors, flooded) = echo_loop(&fleet, Some(LOOP_CLIENTS));
+        let row = |load: &'static str, samples: &[Duration], errors: usize, note: String| Row {
+            target: format!("twinhub, {label}"),
+            load,
+            count: samples.len(),
+            errors,
+            per_sec: Some(samples.len() as f64 / elapsed),
+            p50_ms: percentile(samples, 0.50),
+            p99_ms: percentile(samples, 0.99),
+            note,
+        };
+        rows.push(row("reported patch -> 204, quiet", &quiet, quiet_errors, format!("{LOOP_CLIENTS} devices")));
+        rows.push(row(
+            "reported patch -> 204, one device flooding",
+            &noisy,
+            noisy_errors,
+            format!("the flooder's telemetry stored: {:.0}/s", flooded as f64 / elapsed),
+        ));
+        if let (Some(q), Some(n)) = (percentile(&quiet, 0.99), percentile(&noisy, 0.99)) {
+            ratios.push((label, n / q));
+        }
+        hub.stop();
+    }
+    print_table(&rows, LOOP_CLIENTS, LOOP_CLIENTS + 1);
+    for (label, ratio) in ratios {
+        let verdict = if ratio <= 2.0 { "met" } else { "not met" };
+        println!(
+            "{label}: neighbours' p99 while one device floods = {ratio:.2}x the quiet run (goal: within 2x: {verdict})"
+        );
+    }
 }
 
 /// Connects `count` sessions and holds them; memory per session from the server's resident set.
