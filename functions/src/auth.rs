@@ -47,14 +47,35 @@ fn check(token: Option<&str>, req: &Request, env: &Env, needed: Permissions, pat
     let policy =
         policies(env).into_iter().find(|p| p.name == name).ok_or_else(|| AuthError::UnknownPolicy(name.to_owned()))?;
     token.verify(&policy.key, crate::clock::now().as_secs())?;
-    let host = hub_host(req);
-    if !token.covers_request(&host, path) {
+    let host = own_host(req, env);
+    if host.is_empty() || !token.covers_request(&host, path) {
         return Err(AuthError::WrongResource(token.resource().to_owned()));
     }
     if !policy.permissions.contains(needed) {
         return Err(AuthError::PermissionDenied { policy: policy.name, needed: needed.name() });
     }
     Ok(Caller { policy: policy.name, permissions: policy.permissions, expiry_secs: token.expiry() })
+}
+
+/// Variable: the hub's own host names (comma-separated, with the port where it is not the
+/// scheme's), e.g. `hub.example.com,127.0.0.1:8787`. When set, a request addressed to any other
+/// name is treated as naming no hub: every token is refused there. When unset, the hub answers
+/// to whatever host it is addressed by (the local default, where `localhost` and `127.0.0.1`
+/// both work).
+pub const HOST_NAMES_VAR: &str = "TWINHUB_HOST_NAMES";
+
+/// The hub's host as the client addressed it, if it is one of the hub's own names
+/// ([`HOST_NAMES_VAR`]); empty otherwise, which no token covers.
+pub fn own_host(req: &Request, env: &Env) -> String {
+    let host = hub_host(req);
+    let Some(names) = env.var(HOST_NAMES_VAR).ok().map(|v| v.to_string()).filter(|n| !n.trim().is_empty()) else {
+        return host;
+    };
+    if names.split(',').any(|n| n.trim().eq_ignore_ascii_case(&host)) {
+        host
+    } else {
+        String::new()
+    }
 }
 
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS

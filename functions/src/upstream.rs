@@ -121,7 +121,7 @@ async fn device_pipe(req: Request, env: &Env, up: UpstreamHub) -> ApiResult {
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(HubError::new(ErrorCode::ArgumentInvalid, "/$iothub/websocket expects a WebSocket upgrade").into());
     }
-    let my_host = auth::hub_host(&req);
+    let my_host = auth::own_host(&req, env);
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
     let (device, env) = (pair.server, env.clone());
@@ -140,11 +140,15 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) ->
     // Binary frames as ArrayBuffers (the standard default is Blob, which `bytes()` cannot read).
     AsRef::<web_sys::WebSocket>::as_ref(device).set_binary_type(web_sys::BinaryType::Arraybuffer);
     let mut from_device = device.events()?;
-    // 1. The CONNECT, however it was split into messages.
+    // 1. The CONNECT, however it was split into messages, within the connect timeout (as
+    // twinhub's own endpoint allows): a socket that never sends one is closed.
     let mut buf = Vec::new();
+    let deadline = clock::now().0.saturating_add(crate::objects::gateway::connect_timeout_ms(env));
     let (connect, used) = loop {
-        match from_device.next().await {
-            Some(Ok(WebsocketEvent::Message(m))) => buf.extend(m.bytes().unwrap_or_default()),
+        let left = deadline.saturating_sub(clock::now().0);
+        let timer = Box::pin(Delay::from(std::time::Duration::from_millis(left)));
+        match select(from_device.next(), timer).await {
+            Either::Left((Some(Ok(WebsocketEvent::Message(m))), _)) => buf.extend(m.bytes().unwrap_or_default()),
             _ => return Ok(()),
         }
         match mqtt::decode(&buf, MAX_CONNECT_BYTES) {

@@ -259,3 +259,22 @@ fn bounds_precision_and_scopes() {
     assert_eq!(twin["tags"]["big"].to_string(), "4503599627370495");
     assert_eq!(hub.call_with("GET", "/api/health", None, &[]).status, 200);
 }
+
+/// `TWINHUB_HOST_NAMES`: a token names the hub by its host, so a hub that knows its own names
+/// refuses requests addressed to any other, whatever token they carry.
+#[test]
+fn a_hub_answers_only_to_its_own_names_when_told_them() {
+    let storage = Storage::new("bad-input-hosts");
+    let port = twinhub_e2e::free_port();
+    let names = format!("hub.example,127.0.0.1:{port}");
+    let hub = Hub::launch(&storage, false, Some(port), &[("TWINHUB_HOST_NAMES", &names)]);
+    assert_eq!(hub.call("PUT", "/devices/named", Some("{}")).status, 200, "its own name works");
+    hub.stop();
+    let storage = Storage::new("bad-input-hosts-other");
+    let hub = Hub::start_with_vars(&storage, &[("TWINHUB_HOST_NAMES", "hub.example")]);
+    // Addressed as 127.0.0.1:{port}, which is not one of its names: every token is refused.
+    hub.call("GET", "/devices/named", None).assert_hub_error(401, "IotHubUnauthorizedAccess", 401_002);
+    let (_, code) = twinhub_e2e::MqttDevice::connect_with_token(&hub, "named", &hub.owner_token());
+    assert_eq!(code, twinhub_core::mqtt::ConnectReturnCode::NotAuthorized);
+    assert_eq!(hub.call_with("GET", "/api/health", None, &[]).status, 200);
+}

@@ -77,14 +77,86 @@ fn wait_until(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-fn open_live(hub: &Hub, id: &str) -> tungstenite::WebSocket<std::net::TcpStream> {
+type LiveSocket = tungstenite::WebSocket<std::net::TcpStream>;
+
+/// Opens a live view with `token`, and an `Origin` header if given.
+fn try_live(hub: &Hub, id: &str, token: &str, origin: Option<&str>) -> Result<LiveSocket, String> {
     use tungstenite::client::IntoClientRequest;
-    let token =
-        percent_encoding::utf8_percent_encode(&hub.owner_token(), percent_encoding::NON_ALPHANUMERIC).to_string();
+    let token = percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC).to_string();
     let url = format!("ws://127.0.0.1:{}/api/devices/{id}/live?sas={token}", hub.port());
+    let mut request = url.into_client_request().expect("request");
+    if let Some(origin) = origin {
+        request.headers_mut().insert("Origin", origin.parse().expect("origin"));
+    }
     let stream = std::net::TcpStream::connect(("127.0.0.1", hub.port())).expect("tcp");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    tungstenite::client(url.into_client_request().expect("request"), stream).expect("live view").0
+    stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    tungstenite::client(request, stream).map(|(s, _)| s).map_err(|e| e.to_string())
+}
+
+fn open_live(hub: &Hub, id: &str) -> LiveSocket {
+    try_live(hub, id, &hub.owner_token(), None).expect("live view")
+}
+
+/// An owner token for `path` under the hub's host, expiring `secs` from now.
+fn owner_token_for(hub: &Hub, path: &str, secs: u64) -> String {
+    sign(&format!("{}{path}", hub.host()), twinhub_e2e::OWNER_KEY, Some("iothubowner"), now_secs() + secs).unwrap()
+}
+
+#[test]
+fn live_views_close_at_expiry_are_bounded_and_open_only_from_the_hub() {
+    let storage = Storage::new("lifecycle-live");
+    let hub = Hub::start(&storage);
+    for id in ["w1", "w2"] {
+        assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
+    }
+    // A token scoped to the one device works (what the dashboard mints); another device's
+    // does not.
+    let scoped = owner_token_for(&hub, "/devices/w1", 3);
+    let mut live = try_live(&hub, "w1", &scoped, None).expect("a device-scoped token");
+    assert!(try_live(&hub, "w2", &scoped, None).is_err(), "scoped to w1 only");
+    // The view closes when its token expires (4001), without the client doing anything.
+    let code = loop {
+        match live.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("the view should close with a frame, got {e}"),
+        }
+    };
+    assert_eq!(code, Some(4001));
+
+    // 4 views per token per device, 16 per device.
+    let one = owner_token_for(&hub, "/devices/w1", 600);
+    let mut held: Vec<LiveSocket> = (0..4).map(|_| try_live(&hub, "w1", &one, None).expect("view")).collect();
+    assert!(try_live(&hub, "w1", &one, None).is_err(), "a 5th view with one token is refused");
+    for n in 0..12 {
+        let other = owner_token_for(&hub, "/devices/w1", 601 + n);
+        held.push(try_live(&hub, "w1", &other, None).expect("views up to 16"));
+    }
+    let seventeenth = owner_token_for(&hub, "/devices/w1", 700);
+    assert!(try_live(&hub, "w1", &seventeenth, None).is_err(), "a 17th view of one device is refused");
+    drop(held);
+
+    // Only the hub's own pages may open one.
+    let own = format!("http://127.0.0.1:{}", hub.port());
+    assert!(try_live(&hub, "w2", &hub.owner_token(), Some(&own)).is_ok());
+    assert!(try_live(&hub, "w2", &hub.owner_token(), Some("https://evil.example")).is_err());
+    assert_eq!(hub.call("GET", "/api/health", None).status, 200);
+}
+
+#[test]
+fn finished_jobs_are_purged_after_the_retention() {
+    let storage = Storage::new("lifecycle-jobs");
+    let hub = Hub::start_with_vars(&storage, &[("JOB_RETENTION_SECS", "1")]);
+    let job = json!({
+        "type": "scheduleUpdateTwin",
+        "queryCondition": "deviceId = 'nobody'",
+        "updateTwin": { "etag": "*", "tags": { "x": 1 } },
+    });
+    assert_eq!(hub.call("PUT", "/jobs/v2/short-lived", Some(&job.to_string())).status, 200);
+    wait_until("the job completes", || hub.call("GET", "/jobs/v2/short-lived", None).json()["status"] == "completed");
+    // Gone once a second has passed since it ended.
+    wait_until("the job is purged", || hub.call("GET", "/jobs/v2/short-lived", None).status == 404);
+    hub.call("GET", "/jobs/v2/short-lived", None).assert_hub_error(404, "JobNotFound", 404_002);
 }
 
 #[test]

@@ -146,8 +146,8 @@ impl DurableObject for DeviceObject {
             let expires: u64 = header(LIVE_EXPIRY_HEADER).parse().unwrap_or(0);
             let token_tag = format!("token:{}", header(LIVE_TOKEN_HEADER));
             self.close_expired_live_views();
-            if self.state.get_websockets_with_tag(LIVE_TAG).len() >= MAX_LIVE_VIEWS_PER_DEVICE
-                || self.state.get_websockets_with_tag(&token_tag).len() >= MAX_LIVE_VIEWS_PER_TOKEN
+            if self.open_live_views(LIVE_TAG) >= MAX_LIVE_VIEWS_PER_DEVICE
+                || self.open_live_views(&token_tag) >= MAX_LIVE_VIEWS_PER_TOKEN
             {
                 return http::error(&HubError::new(
                     ErrorCode::ThrottlingException,
@@ -751,6 +751,17 @@ impl DeviceObject {
                 let _ = ws.close(Some(LIVE_EXPIRED_CLOSE), Some("the live view's token expired"));
             }
         }
+    }
+
+    /// Live views with `tag` whose token has not expired (an expired one is closing, and may
+    /// linger until its client answers the close).
+    fn open_live_views(&self, tag: &str) -> usize {
+        let now = clock::now().0;
+        self.state
+            .get_websockets_with_tag(tag)
+            .iter()
+            .filter(|ws| ws.deserialize_attachment::<LiveView>().ok().flatten().is_some_and(|v| v.expires > now))
+            .count()
     }
 
     /// Arms the alarm for the earliest live view expiry (the alarm also retries index pushes;

@@ -628,7 +628,7 @@ fn delay_until(t: UnixMillis) -> i64 {
 /// Variable: how long a new socket may take to send CONNECT, in ms (default 30 s).
 pub const CONNECT_TIMEOUT_VAR: &str = "MQTT_CONNECT_TIMEOUT_MS";
 
-fn connect_timeout_ms(env: &Env) -> u64 {
+pub fn connect_timeout_ms(env: &Env) -> u64 {
     env.var(CONNECT_TIMEOUT_VAR)
         .ok()
         .and_then(|v| v.to_string().parse().ok())

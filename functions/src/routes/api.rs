@@ -47,9 +47,11 @@ fn require_bench(env: &worker::Env) -> Result<(), twinhub_core::HubError> {
 
 /// `POST /api/bench/echo/{key}`: the Worker + Durable Object floor the PATCH benchmark compares
 /// against. The request goes through the same Worker to one echo object per `key`, which
-/// returns the body. Disabled unless `TWINHUB_BENCH_ECHO=1`.
+/// returns the body. Disabled unless `TWINHUB_BENCH_ECHO=1`; even then it takes a valid token
+/// (any policy), so an enabled benchmark route is no open door to waking objects.
 pub async fn bench_echo(req: worker::Request, env: &worker::Env, key: &str) -> ApiResult {
     require_bench(env)?;
+    crate::auth::require(&req, env, twinhub_core::auth::Permissions::default())?;
     let stub = env.durable_object("BENCH_ECHO")?.get_by_name(key)?;
     Ok(stub.fetch_with_request(req).await?)
 }

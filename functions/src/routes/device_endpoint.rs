@@ -1,7 +1,7 @@
 //! `/$iothub/websocket`: the MQTT-over-WebSocket device endpoint (spec §5.1). The query string
 //! is ignored (some SDKs add `?iothub-no-client-cert=true`).
 
-use crate::auth::hub_host;
+use crate::auth::own_host;
 use crate::clock;
 use crate::http::ApiResult;
 use crate::objects::gateway::{GATEWAY_HEADER, HOST_HEADER};
@@ -22,7 +22,7 @@ pub async fn connect(req: Request, env: &Env) -> ApiResult {
     let name = format!("gw-{shard}");
     let headers = req.headers().clone();
     headers.set(GATEWAY_HEADER, &name)?;
-    headers.set(HOST_HEADER, &hub_host(&req))?;
+    headers.set(HOST_HEADER, &own_host(&req, env))?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
     let forwarded = Request::new_with_init(req.url()?.as_ref(), &init)?;

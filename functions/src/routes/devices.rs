@@ -68,7 +68,7 @@ pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
         .into());
     }
     if let Some(origin) = req.headers().get("origin")? {
-        if !same_origin(&origin, &auth::hub_host(&req)) {
+        if !same_origin(&origin, &auth::own_host(&req, env)) {
             return Err(twinhub_core::HubError::new(
                 twinhub_core::ErrorCode::IotHubUnauthorizedAccess,
                 "the live view only opens from the hub's own pages",

@@ -6,7 +6,7 @@
 //! with bulk requests, then runs each of two routes with 1 client (latency without queueing) and
 //! with 100 concurrent clients (throughput), on keep-alive connections, same JSON body:
 //! - floor: `POST /api/bench/echo/{device}`, the same Worker forwarding to a Durable Object
-//!   that only echoes (no auth, no storage);
+//!   that only echoes (the token check, no storage);
 //! - patch: `PATCH /twins/{device}` with a fresh SAS token per request (signature checked),
 //!   a desired-property merge, a SQLite commit and the fleet index push.
 //!
