@@ -1,5 +1,6 @@
-//! A device session fed arbitrary byte chunks, timers and verdicts: never panics, reports
-//! `Closed` at most once, and emits only well-formed MQTT.
+//! A device session fed arbitrary byte chunks, timers and verdicts, and hibernated as the
+//! gateway does (partial input taken out, the snapshot through JSON, the input given back or
+//! lost): never panics, reports `Closed` at most once, and emits only well-formed MQTT.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use twinhub_core::mqtt::{decode, ConnectReturnCode};
@@ -16,8 +17,15 @@ fuzz_target!(|data: &[u8]| {
         let n = usize::from(*len).min(tail.len());
         let (chunk, next) = tail.split_at(n);
         rest = next;
-        match op % 6 {
+        match op % 8 {
             0..=2 => session.handle_bytes(UnixMillis(now), chunk),
+            6 | 7 => {
+                let kept = session.take_partial_input();
+                let json = serde_json::to_string(&session.snapshot()).expect("a snapshot serializes");
+                session = serde_json::from_str(&json).expect("a snapshot deserializes");
+                // 7: the adapter lost the bytes (evicted mid-packet).
+                session.restore_partial_input(if op % 8 == 6 { kept } else { Vec::new() });
+            }
             3 => {
                 now += u64::from(*len) * 1_000;
                 session.handle_timeout(UnixMillis(now));
