@@ -169,3 +169,58 @@ def test_plain_paho_client():
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_deleting_a_device_ends_its_sdk_session_and_its_key():
+    asyncio.run(deleting_a_device_ends_its_sdk_session_and_its_key())
+
+
+async def deleting_a_device_ends_its_sdk_session_and_its_key():
+    from azure.iot.device.aio import IoTHubDeviceClient
+    from azure.iot.device.exceptions import ClientError, ConnectionFailedError, CredentialError
+
+    ca = open(os.environ["TWINHUB_CA"]).read()
+    registry = IoTHubRegistryManager.from_connection_string(OWNER)
+    doomed = "doomed-001"
+    registry.create_device_with_sas(doomed, None, None, "enabled")
+    old_key = registry.get_device(doomed).authentication.symmetric_key.primary_key
+    registry.update_twin(doomed, Twin(tags={"owner": "old"}), "*")
+
+    def client(key):
+        return IoTHubDeviceClient.create_from_connection_string(
+            f"HostName=localhost;DeviceId={doomed};SharedAccessKey={key}",
+            websockets=True,
+            server_verification_cert=ca,
+            connection_retry=False,
+        )
+
+    old = client(old_key)
+    await old.connect()
+    await old.patch_twin_reported_properties({"alive": True})
+    assert old.connected
+
+    # Deleted: the SDK's session ends at once; the id is gone.
+    registry.delete_device(doomed)
+    await eventually(lambda: not old.connected, "the old session dropped", 15)
+    await old.shutdown()
+
+    # Re-created with the same id: new keys, an empty twin; the old key is refused.
+    registry.create_device_with_sas(doomed, None, None, "enabled")
+    new_key = registry.get_device(doomed).authentication.symmetric_key.primary_key
+    assert new_key != old_key
+    twin = registry.get_twin(doomed)
+    assert not twin.tags, twin.tags
+    assert "alive" not in twin.properties.reported
+    stale = client(old_key)
+    try:
+        await stale.connect()
+        raise AssertionError("the deleted device's key still connects")
+    except (ClientError, ConnectionFailedError, CredentialError):
+        pass
+    finally:
+        await stale.shutdown()
+    fresh = client(new_key)
+    await fresh.connect()
+    assert (await fresh.get_twin())["reported"].get("alive") is None
+    await fresh.shutdown()
+    registry.delete_device(doomed)
