@@ -56,6 +56,25 @@ impl TokenBucket {
         (-self.tokens / self.per_second * 1000.0).ceil() as u64
     }
 
+    /// [`Self::reserve`], but only if the wait would be at most `max_wait_ms`: `Some(wait)`, or
+    /// `None` with nothing taken. Shaping first, refusal past it, as IoT Hub throttles.
+    pub fn try_reserve(&mut self, n: f64, now: UnixMillis, max_wait_ms: u64) -> Option<u64> {
+        self.refill(now);
+        let after = self.tokens - n;
+        let wait =
+            if after >= 0.0 || self.per_second <= 0.0 { 0 } else { (-after / self.per_second * 1000.0).ceil() as u64 };
+        if wait > max_wait_ms {
+            return None;
+        }
+        self.tokens = after;
+        Some(wait)
+    }
+
+    /// Returns `n` tokens taken for work that did not happen (at most up to the burst).
+    pub fn give_back(&mut self, n: f64) {
+        self.tokens = (self.tokens + n).min(self.burst);
+    }
+
     fn refill(&mut self, now: UnixMillis) {
         // A clock that steps back adds nothing (and takes nothing away).
         let elapsed = now.0.saturating_sub(self.updated.0) as f64 / 1000.0;
@@ -86,6 +105,17 @@ mod tests {
         assert_eq!(b.reserve(50.0, UnixMillis(0)), 500, "50 more at 100/s: half a second");
         assert_eq!(b.reserve(1.0, UnixMillis(500)), 10, "the debt is paid at 100/s");
         assert!(!b.try_take(UnixMillis(500)));
+    }
+
+    #[test]
+    fn try_reserve_shapes_up_to_a_wait_then_refuses_taking_nothing() {
+        let mut b = TokenBucket::new(50.0, 50.0, UnixMillis(0));
+        assert_eq!(b.try_reserve(50.0, UnixMillis(0), 2_000), Some(0));
+        assert_eq!(b.try_reserve(50.0, UnixMillis(0), 2_000), Some(1_000));
+        assert_eq!(b.try_reserve(100.0, UnixMillis(0), 2_000), None, "3 s of debt is past the wait");
+        assert_eq!(b.try_reserve(50.0, UnixMillis(0), 2_000), Some(2_000), "the refusal took nothing");
+        b.give_back(50.0);
+        assert_eq!(b.try_reserve(1.0, UnixMillis(0), 2_000), Some(1_020));
     }
 
     #[test]

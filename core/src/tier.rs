@@ -11,12 +11,15 @@ use crate::throttle::TokenBucket;
 use crate::UnixMillis;
 use std::fmt;
 
-/// An IoT Hub edition. Free and Basic tiers have the same throttles as the Standard tier of the
-/// same number (the quotas document), so `F1`, `B1`, `B2`, `B3` are read as S1, S1, S2, S3.
+/// An IoT Hub edition. Basic tiers have the same throttles as the Standard tier of the same
+/// number (the quotas document), so `B1`, `B2`, `B3` are read as S1, S2, S3. Free has S1's
+/// throttles with its own small quota.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Edition {
     /// No throttles, no quota (twinhub's default).
     Unlimited,
+    /// The free tier: one unit, S1's throttles, 8,000 messages a day metered in 0.5 KB.
+    F1,
     S1,
     S2,
     S3,
@@ -127,8 +130,15 @@ impl fmt::Display for Tier {
 pub const MAX_UNITS: u32 = 200;
 /// Units an S3 hub may have.
 pub const MAX_S3_UNITS: u32 = 10;
-/// Azure meters device-to-cloud messages in 4 KB blocks against the daily quota.
+/// Azure meters device-to-cloud messages in 4 KB blocks against the daily quota (direct
+/// methods too, against their rate).
 pub const QUOTA_BLOCK_BYTES: usize = 4 * 1024;
+/// The free tier meters its daily quota in 0.5 KB blocks.
+pub const FREE_QUOTA_BLOCK_BYTES: usize = 512;
+
+/// Twin reads and updates are served by the REST API and over MQTT: each holds this share of
+/// the hub's rate (Azure counts both against one).
+pub const TWIN_SHARE_REST: f64 = 0.5;
 
 impl Tier {
     /// `unlimited` (or empty), or an edition with an optional unit count: `S1`, `S2:4`, `s3:2`.
@@ -145,14 +155,19 @@ impl Tier {
             None => (text, 1),
         };
         let edition = match name.to_ascii_uppercase().as_str() {
-            "F1" | "B1" | "S1" => Edition::S1,
+            "F1" => Edition::F1,
+            "B1" | "S1" => Edition::S1,
             "B2" | "S2" => Edition::S2,
             "B3" | "S3" => Edition::S3,
             _ => {
                 return Err(format!("unknown tier '{name}': use unlimited, S1, S2 or S3, with ':units' if more than 1"))
             }
         };
-        let max = if edition == Edition::S3 { MAX_S3_UNITS } else { MAX_UNITS };
+        let max = match edition {
+            Edition::S3 => MAX_S3_UNITS,
+            Edition::F1 => 1,
+            _ => MAX_UNITS,
+        };
         if !(1..=max).contains(&units) {
             return Err(format!("{name} takes 1 to {max} units, not {units}"));
         }
@@ -165,8 +180,10 @@ impl Tier {
         use Edition::*;
         use Operation::*;
         let u = f64::from(self.units);
-        let rate = match (self.edition, op) {
-            (Unlimited, _) => return None,
+        let edition = if self.edition == F1 { S1 } else { self.edition };
+        let rate = match (edition, op) {
+            // F1 was read as S1 just above.
+            (Unlimited | F1, _) => return None,
             (S1 | S2, RegistryOp | CloudToDevice | JobsOp) => Rate::per_minute(100.0 * u),
             (S3, RegistryOp | CloudToDevice | JobsOp) => Rate::per_minute(5_000.0 * u),
             (S1, NewConnection | DeviceToCloud) => Rate::per_second(100f64.max(12.0 * u)),
@@ -195,6 +212,7 @@ impl Tier {
     pub fn daily_messages(&self) -> Option<u64> {
         let per_unit = match self.edition {
             Edition::Unlimited => return None,
+            Edition::F1 => 8_000,
             Edition::S1 => 400_000,
             Edition::S2 => 6_000_000,
             Edition::S3 => 300_000_000,
@@ -252,10 +270,19 @@ pub struct Throttles {
 impl Throttles {
     /// The throttles of `tier` at `share` (0 to 1) of the hub, full at `now`.
     pub fn new(tier: Tier, share: f64, now: UnixMillis) -> Self {
-        let share = share.clamp(0.0, 1.0);
+        Self::with_shares(tier, |_| share, now)
+    }
+
+    /// Like [`Throttles::new`], with a share per operation (twin reads and updates are served
+    /// both by the REST API and over MQTT, so each side holds part of them).
+    pub fn with_shares(tier: Tier, share_of: impl Fn(Operation) -> f64, now: UnixMillis) -> Self {
+        let share = share_of(Operation::DeviceToCloud).clamp(0.0, 1.0);
         let buckets = Operation::ALL
             .iter()
-            .map(|op| tier.rate(*op).map(|r| TokenBucket::new(r.per_second * share, r.burst * share, now)))
+            .map(|op| {
+                let s = share_of(*op).clamp(0.0, 1.0);
+                tier.rate(*op).map(|r| TokenBucket::new(r.per_second * s, r.burst * s, now))
+            })
             .collect();
         Self { tier, share, buckets, day: now.0 / DAY_MS, messages_today: 0 }
     }
@@ -267,11 +294,33 @@ impl Throttles {
 
     /// One `op` now, or when to retry.
     pub fn admit(&mut self, op: Operation, now: UnixMillis) -> Result<(), Throttled> {
+        self.admit_n(op, 1, now)
+    }
+
+    /// `cost` units of `op` now (a direct method of 128 KB is 32 of Azure's 4 KB meters), or
+    /// when to retry.
+    pub fn admit_n(&mut self, op: Operation, cost: u32, now: UnixMillis) -> Result<(), Throttled> {
         let Some(Some(bucket)) = self.buckets.get_mut(op.index()) else { return Ok(()) };
-        if bucket.try_take(now) {
-            Ok(())
-        } else {
-            Err(Throttled { operation: op, retry_after_ms: bucket.wait_ms(now).max(1) })
+        match bucket.try_reserve(f64::from(cost), now, 0) {
+            Some(_) => Ok(()),
+            None => Err(Throttled { operation: op, retry_after_ms: bucket.wait_ms(now).max(1) }),
+        }
+    }
+
+    /// `n` of `op`, shaped: how long to wait before doing them, if that is at most
+    /// `max_wait_ms` (IoT Hub queues a burst before it refuses); else when to retry, with
+    /// nothing taken.
+    pub fn shape(&mut self, op: Operation, n: u32, now: UnixMillis, max_wait_ms: u64) -> Result<u64, Throttled> {
+        let Some(Some(bucket)) = self.buckets.get_mut(op.index()) else { return Ok(0) };
+        bucket
+            .try_reserve(f64::from(n), now, max_wait_ms)
+            .ok_or_else(|| Throttled { operation: op, retry_after_ms: bucket.wait_ms(now).max(1) })
+    }
+
+    /// Gives back one `op` admitted for work that did not happen (a CONNECT then refused).
+    pub fn refund(&mut self, op: Operation) {
+        if let Some(Some(bucket)) = self.buckets.get_mut(op.index()) {
+            bucket.give_back(1.0);
         }
     }
 
@@ -284,7 +333,8 @@ impl Throttles {
             self.day = day;
             self.messages_today = 0;
         }
-        let blocks: u64 = sizes.into_iter().map(|s| s.div_ceil(QUOTA_BLOCK_BYTES).max(1) as u64).sum();
+        let block = if self.tier.edition == Edition::F1 { FREE_QUOTA_BLOCK_BYTES } else { QUOTA_BLOCK_BYTES };
+        let blocks: u64 = sizes.into_iter().map(|s| s.div_ceil(block).max(1) as u64).sum();
         let quota = (quota as f64 * self.share).ceil() as u64;
         if self.messages_today.saturating_add(blocks) > quota {
             return false;
@@ -317,6 +367,8 @@ mod tests {
         assert_eq!(Tier::parse("s1").unwrap(), Tier { edition: Edition::S1, units: 1 });
         assert_eq!(Tier::parse("S2:4").unwrap(), Tier { edition: Edition::S2, units: 4 });
         assert_eq!(Tier::parse("B3").unwrap().edition, Edition::S3);
+        assert_eq!(Tier::parse("F1").unwrap().edition, Edition::F1);
+        assert!(Tier::parse("F1:2").is_err(), "the free tier has one unit");
         for bad in ["S4", "S1:0", "S3:11", "S2:many", "premium"] {
             assert!(Tier::parse(bad).is_err(), "{bad}");
         }
@@ -355,6 +407,31 @@ mod tests {
         assert_eq!((0..80).filter(|_| half.admit(Operation::TwinUpdate, now).is_ok()).count(), 25);
         let mut none = Throttles::new(Tier::default(), 1.0, now);
         assert!((0..10_000).all(|_| none.admit(Operation::TwinUpdate, now).is_ok()));
+    }
+
+    #[test]
+    fn methods_cost_their_4_kb_meters_and_bursts_are_shaped_before_refused() {
+        let now = UnixMillis(1_000_000);
+        let s1 = Tier::parse("S1").unwrap();
+        let mut t = Throttles::new(s1, 1.0, now);
+        // 40 meters a second: one 128 KB call is 32 of them.
+        assert!(t.admit_n(Operation::DirectMethod, 32, now).is_ok());
+        assert!(t.admit_n(Operation::DirectMethod, 32, now).is_err());
+        assert!(t.admit_n(Operation::DirectMethod, 8, now).is_ok());
+        // Device-to-cloud at 100/s: 150 wait half a second; 400 more would wait 4 s: refused.
+        assert_eq!(t.shape(Operation::DeviceToCloud, 150, now, 2_000), Ok(500));
+        assert!(t.shape(Operation::DeviceToCloud, 400, now, 2_000).is_err());
+        // A refunded CONNECT is available again.
+        let mut c = Throttles::new(s1, 0.01, now);
+        assert!(c.admit(Operation::NewConnection, now).is_ok());
+        assert!(c.admit(Operation::NewConnection, now).is_err());
+        c.refund(Operation::NewConnection);
+        assert!(c.admit(Operation::NewConnection, now).is_ok());
+        // F1: S1's rates, 8,000 messages of 0.5 KB a day.
+        let mut f = Throttles::new(Tier::parse("F1").unwrap(), 1.0, now);
+        assert_eq!(Tier::parse("F1").unwrap().rate(Operation::TwinUpdate), s1.rate(Operation::TwinUpdate));
+        assert!(f.count_messages(std::iter::repeat_n(1024, 4_000), now));
+        assert!(!f.count_messages([1], now));
     }
 
     #[test]

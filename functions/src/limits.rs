@@ -7,7 +7,7 @@
 //! code is tested against; a deployed one fronting real devices would use `unlimited`).
 
 use std::cell::RefCell;
-use twinhub_core::tier::{Operation, Throttles, Tier};
+use twinhub_core::tier::{Operation, Throttles, Tier, TWIN_SHARE_REST};
 use twinhub_core::UnixMillis;
 use worker::{Env, Response};
 
@@ -35,17 +35,26 @@ thread_local! {
     static REST: RefCell<Option<Throttles>> = const { RefCell::new(None) };
 }
 
-/// Admits one REST `op` under the tier, or the 429 to send (`Retry-After` in seconds, as
-/// IoT Hub's SDKs read it).
-pub fn admit_rest(env: &Env, op: Operation, now: UnixMillis) -> Option<worker::Result<Response>> {
+/// The share of each hub-wide rate the REST API holds: all of it, but for twin reads and
+/// updates, which devices also make over MQTT (the gateway shards hold the rest).
+pub fn rest_share(op: Operation) -> f64 {
+    match op {
+        Operation::TwinRead | Operation::TwinUpdate => TWIN_SHARE_REST,
+        _ => 1.0,
+    }
+}
+
+/// Admits `cost` of one REST `op` under the tier, or the 429 to send (`Retry-After` in
+/// seconds, as IoT Hub's SDKs read it).
+pub fn admit_rest(env: &Env, op: Operation, cost: u32, now: UnixMillis) -> Option<worker::Result<Response>> {
     let tier = tier(env);
     let refused = REST.with(|cell| {
         let mut slot = cell.borrow_mut();
         let throttles = match slot.as_mut() {
             Some(t) if t.tier() == tier => t,
-            _ => slot.insert(Throttles::new(tier, 1.0, now)),
+            _ => slot.insert(Throttles::with_shares(tier, rest_share, now)),
         };
-        throttles.admit(op, now).err()
+        throttles.admit_n(op, cost, now).err()
     })?;
     let e = twinhub_core::HubError::new(twinhub_core::ErrorCode::ThrottlingException, refused.message(tier));
     Some(crate::http::error(&e).and_then(|r| {

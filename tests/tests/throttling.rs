@@ -26,7 +26,8 @@ fn an_s1_hub_throttles_as_azure_does() {
         assert_eq!(junk.status, 401);
     }
 
-    // Twin updates: 50 a second on S1. A burst of 160 from 16 clients gets 429s, each with IoT
+    // Twin updates: 50 a second on S1, half of them for the REST API (devices' reported
+    // patches over MQTT hold the other half). A burst of 160 from 16 clients gets 429s, each with IoT
     // Hub's error code and a Retry-After.
     let replies: Vec<twinhub_e2e::Reply> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..16)
@@ -49,7 +50,7 @@ fn an_s1_hub_throttles_as_azure_does() {
     let throttled = throttled.expect("some updates are throttled");
     throttled.assert_hub_error(429, "ThrottlingException", 429_001);
     assert!(throttled.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok()), "{:?}", throttled.headers);
-    assert!((50..160).contains(&ok), "{ok} of 160 admitted");
+    assert!((25..160).contains(&ok), "{ok} of 160 admitted");
     // Back off as told, and it works again.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(hub.call("PATCH", "/twins/t1", Some(r#"{"tags":{"after":true}}"#)).status, 200);
@@ -62,8 +63,8 @@ fn an_s1_hub_throttles_as_azure_does() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20, "{statuses:?}");
     hub.call("POST", "/devices/query", Some(query)).assert_hub_error(429, "ThrottlingException", 429_001);
 
-    // MQTT twin GETs: 100 a second for the hub, half of it per gateway shard: some of 80
-    // answer res/429 on the twin response topic.
+    // MQTT twin GETs: 100 a second for the hub, half of it over MQTT, split over the two
+    // gateway shards: some of 80 answer res/429 on the twin response topic.
     let key = hub.call("GET", "/devices/t1", None).json()["authentication"]["symmetricKey"]["primaryKey"]
         .as_str()
         .unwrap()
@@ -96,12 +97,13 @@ fn an_s1_hub_throttles_as_azure_does() {
         }
         *answers.entry(status).or_default() += 1;
     }
-    assert!(answers.get("200").is_some_and(|n| *n >= 40), "{answers:?}");
+    assert!(answers.get("200").is_some_and(|n| *n >= 20), "{answers:?}");
     assert!(answers.get("429").is_some_and(|n| *n >= 1), "{answers:?}");
 
-    // Telemetry: 100 a second for the hub (half per shard). A device that bursts past it is
-    // disconnected, its unacknowledged messages not stored.
-    for id in 0..80u16 {
+    // Telemetry: 100 a second for the hub (half per shard). A burst waits up to 2 s for the
+    // rate; a device that bursts past that is disconnected, its unacknowledged messages not
+    // stored.
+    for id in 0..300u16 {
         device.send(&Packet::Publish(Publish {
             dup: false,
             qos: QoS::AtLeastOnce,
@@ -117,7 +119,7 @@ fn an_s1_hub_throttles_as_azure_does() {
             acked += 1;
         }
     }
-    assert!(acked < 80, "the burst is cut off ({acked} acknowledged)");
+    assert!(acked < 300, "the burst is cut off ({acked} acknowledged)");
     let stored =
         hub.call("GET", "/api/devices/t1/telemetry?limit=1000", None).json()["messages"].as_array().map_or(0, Vec::len);
     assert_eq!(stored, acked, "exactly the acknowledged messages are stored");

@@ -89,7 +89,7 @@ pub fn authorize_device(
         }
     }
     verdict?;
-    if !t.covers(&format!("{host}/devices/{device_id}")) {
+    if host.is_empty() || !t.covers(&format!("{host}/devices/{device_id}")) {
         return Err(AuthError::WrongResource(t.resource().to_owned()));
     }
     Ok(t.expiry())
@@ -101,6 +101,10 @@ pub fn authorize_device(
 /// [`authorize_device`] still decides. Reveals nothing the token's holder does not know.
 pub fn precheck_device_token(token: &str, host: &str, device_id: &str, now_secs: u64) -> Result<(), AuthError> {
     let t = SasToken::parse(token)?;
+    // An empty host is no hub (a request addressed to a name the hub does not answer to).
+    if host.is_empty() {
+        return Err(AuthError::WrongResource(t.resource().to_owned()));
+    }
     if t.expiry() <= now_secs {
         return Err(AuthError::Expired { expiry: t.expiry(), now: now_secs });
     }

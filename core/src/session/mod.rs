@@ -533,6 +533,8 @@ impl Session {
     fn close(&mut self, reason: CloseReason) {
         if self.phase != Phase::Closed {
             self.phase = Phase::Closed;
+            // Nothing more is read, so an unfinished packet is not kept either.
+            self.pending.clear();
             self.events.push_back(SessionEvent::Closed(reason));
         }
     }

@@ -143,7 +143,10 @@ impl DurableObject for DeviceObject {
                 return http::error(&HubError::new(ErrorCode::DeviceNotFound, "no such device"));
             };
             let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
-            let expires: u64 = header(LIVE_EXPIRY_HEADER).parse().unwrap_or(0);
+            // Held within a JavaScript number, as the session's token expiry is (an alarm is
+            // armed for it).
+            let expires: u64 =
+                header(LIVE_EXPIRY_HEADER).parse::<u64>().unwrap_or(0).min(twinhub_core::session::MAX_EXPIRY.0);
             let token_tag = format!("token:{}", header(LIVE_TOKEN_HEADER));
             self.close_expired_live_views();
             if self.open_live_views(LIVE_TAG) >= MAX_LIVE_VIEWS_PER_DEVICE
@@ -189,7 +192,9 @@ impl DurableObject for DeviceObject {
         // storage is freed once the index has its tombstone.
         if self.load_text("index_pending")?.is_some() {
             let device_id = self.load_text("device_id")?.unwrap_or_default();
-            if self.push_to_index(&device_id).await? && self.load()?.is_none() {
+            let pushed = self.seq()?;
+            // Freed only if nothing was committed while the push was under way.
+            if self.push_to_index(&device_id).await? && self.load()?.is_none() && self.seq()? == pushed {
                 self.free_storage().await?;
             }
         }
@@ -264,15 +269,17 @@ impl DeviceObject {
                 for ws in self.state.get_websockets_with_tag(LIVE_TAG) {
                     let _ = ws.close(Some(1000), Some("the device was deleted"));
                 }
-                // Freed once the index has the tombstone (else the alarm does it), unless the
-                // id was created again meanwhile.
-                if self.push_to_index(&device_id).await? && self.load()?.is_none() {
-                    self.free_storage().await?;
-                }
-                // A re-created device's first `seq` comes from the clock: answer only once the
-                // clock has passed the tombstone's, so the new device outranks it in the index.
+                let pushed = self.push_to_index(&device_id).await?;
+                // A device created after the storage is freed takes its first `seq` from the
+                // clock: free it only once the clock has passed the tombstone's, so that device
+                // outranks the tombstone in the index.
                 while clock::now().0.saturating_mul(1000) <= tombstone {
                     Delay::from(std::time::Duration::from_millis(1)).await;
+                }
+                // Freed once the index has the tombstone (else the alarm does it), unless
+                // something was committed meanwhile (the id created again, say).
+                if pushed && self.load()?.is_none() && self.seq()? == tombstone {
+                    self.free_storage().await?;
                 }
                 Ok(http::no_content()?)
             }
@@ -460,8 +467,8 @@ impl DeviceObject {
                              SELECT id, time, properties, body,
                                     SUM(LENGTH(body)) OVER (ORDER BY id DESC) AS bytes,
                                     ROW_NUMBER() OVER (ORDER BY id DESC) AS n
-                             FROM telemetry)
-                         WHERE n <= ? AND (bytes <= ? OR n = 1) ORDER BY id",
+                             FROM (SELECT * FROM telemetry ORDER BY id DESC LIMIT ?))
+                         WHERE bytes <= ? OR n = 1 ORDER BY id",
                         vec![sql_int(limit as u64)?, sql_int(MAX_TELEMETRY_PAGE_BYTES)?],
                     )?
                     .to_array()?;
@@ -767,12 +774,16 @@ impl DeviceObject {
     /// Arms the alarm for the earliest live view expiry (the alarm also retries index pushes;
     /// it only ever moves earlier here).
     async fn arm_live_expiry(&self) -> Result<()> {
+        // Views already expired are closing (a dead client may never answer the close): they
+        // must not keep the alarm firing.
+        let now = clock::now().0;
         let Some(earliest) = self
             .state
             .get_websockets_with_tag(LIVE_TAG)
             .iter()
             .filter_map(|ws| ws.deserialize_attachment::<LiveView>().ok().flatten())
             .map(|v| v.expires)
+            .filter(|e| *e > now)
             .min()
         else {
             return Ok(());
@@ -942,6 +953,8 @@ impl DeviceObject {
             Err(e) => Err(e),
         };
         match pushed {
+            // Freed meanwhile (a delete that interleaved): nothing is pending any more.
+            Ok(true) if !self.has_schema()? => Ok(true),
             Ok(true) => {
                 self.state.storage().sql().exec(
                     "DELETE FROM doc WHERE name = 'index_pending' AND CAST(body AS INTEGER) <= ?",

@@ -80,6 +80,8 @@ pub const MAX_HALF_OPEN: usize = 2_000;
 /// (server unavailable, retry): IoT Hub's S3 tier allows 5,000 new connections a second per
 /// unit, and a shard's device objects are the work behind each.
 pub const CONNECTS_PER_SECOND: f64 = 500.0;
+/// The longest a burst of telemetry waits for the tier's rate before the session is ended.
+pub const MAX_SHAPING_MS: u64 = 2_000;
 /// Bytes queued for one connection while an earlier input is handled: a device that sends
 /// faster than its messages are stored is closed (it resends what was not acknowledged).
 pub const MAX_QUEUED_INPUT_BYTES: usize = 2 * twinhub_core::mqtt::MAX_PACKET_BYTES;
@@ -224,8 +226,13 @@ impl Gateway {
                     // What is queued is dropped unread; the close goes first.
                     queue.clear();
                     queue.push_back(Input::Close("the device sends faster than its messages are stored".into()));
-                } else {
-                    queue.push_back(input);
+                    return;
+                }
+                // Bytes join the bytes queued last, so the queue stays a few entries long and
+                // the sum above stays cheap however small the frames.
+                match (queue.back_mut(), input) {
+                    (Some(Input::Bytes(last)), Input::Bytes(more)) => last.extend_from_slice(&more),
+                    (_, input) => queue.push_back(input),
                 }
                 return;
             }
@@ -345,6 +352,8 @@ impl Gateway {
                         att.session.authenticated(Err(ConnectReturnCode::NotAuthorized));
                         continue;
                     }
+                    // Charged now, given back below if the CONNECT is refused: a forged token
+                    // must not spend the hub's allowance of new connections.
                     if !self.connects.borrow_mut().try_take(clock::now())
                         || self.admit(Operation::NewConnection).is_err()
                     {
@@ -356,10 +365,12 @@ impl Gateway {
                     match self.device_exists(&device_id).await {
                         Ok(true) => {}
                         Ok(false) => {
+                            self.refund(Operation::NewConnection);
                             att.session.authenticated(Err(ConnectReturnCode::NotAuthorized));
                             continue;
                         }
                         Err(e) => {
+                            self.refund(Operation::NewConnection);
                             worker::console_warn!("gateway: fleet index unavailable for a CONNECT: {e}");
                             att.session.authenticated(Err(ConnectReturnCode::ServerUnavailable));
                             continue;
@@ -386,6 +397,9 @@ impl Gateway {
                         3 => Err(ConnectReturnCode::ServerUnavailable),
                         _ => Err(ConnectReturnCode::NotAuthorized),
                     };
+                    if result.is_err() {
+                        self.refund(Operation::NewConnection);
+                    }
                     att.session.authenticated(result);
                 }
                 SessionEvent::TwinGet { rid } => {
@@ -516,18 +530,37 @@ impl Gateway {
         }
     }
 
+    /// This shard's throttles (made on first use: the tier and shard count are settings).
+    fn with_throttles<R>(&self, f: impl FnOnce(&mut Throttles) -> R) -> R {
+        let now = clock::now();
+        let mut slot = self.throttles.borrow_mut();
+        let throttles = slot.get_or_insert_with(|| {
+            let shards = f64::from(crate::objects::gateway_shards(&self.env));
+            // What the REST API does not hold, split over the shards.
+            let share = move |op: Operation| match op {
+                Operation::TwinRead | Operation::TwinUpdate => (1.0 - crate::limits::rest_share(op)) / shards,
+                _ => 1.0 / shards,
+            };
+            Throttles::with_shares(crate::limits::tier(&self.env), share, now)
+        });
+        f(throttles)
+    }
+
     /// One `op` under this shard's share of the hub's tier, or the flat error body of the 429
     /// (what an MQTT twin response carries).
     fn admit(&self, op: Operation) -> std::result::Result<(), String> {
         let now = clock::now();
-        let mut slot = self.throttles.borrow_mut();
-        let throttles = slot.get_or_insert_with(|| {
-            let shards = crate::objects::gateway_shards(&self.env);
-            Throttles::new(crate::limits::tier(&self.env), 1.0 / f64::from(shards), now)
-        });
-        throttles.admit(op, now).map_err(|t| {
-            HubError::new(ErrorCode::ThrottlingException, t.message(throttles.tier())).flat(&clock::tracking_id(), now)
+        self.with_throttles(|t| {
+            t.admit(op, now).map_err(|refused| {
+                HubError::new(ErrorCode::ThrottlingException, refused.message(t.tier()))
+                    .flat(&clock::tracking_id(), now)
+            })
         })
+    }
+
+    /// Gives back one `op` admitted for work that did not happen.
+    fn refund(&self, op: Operation) {
+        self.with_throttles(|t| t.refund(op));
     }
 
     /// Telemetry from one connection, before it is stored: waits while the device sends
@@ -546,17 +579,24 @@ impl Gateway {
             let bucket = rates.entry(conn.to_owned()).or_insert_with(|| TokenBucket::new(rate, rate, now));
             bucket.reserve(messages.len() as f64, now)
         };
+        // The tier's rate: a burst is queued up to MAX_SHAPING_MS, as IoT Hub traffic-shapes
+        // before it refuses; past that the session ends.
+        let n = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+        let shaped = self.with_throttles(|t| {
+            t.shape(Operation::DeviceToCloud, n, now, MAX_SHAPING_MS).map_err(|refused| refused.message(t.tier()))
+        });
+        let tier_wait = match shaped {
+            Ok(wait) => wait,
+            Err(why) => {
+                worker::console_log!("telemetry throttled: {why}");
+                return Some("throttled: the hub's tier allows no more device-to-cloud sends now (429001)".into());
+            }
+        };
+        let wait = wait.max(tier_wait);
         if wait > 0 {
             Delay::from(std::time::Duration::from_millis(wait)).await;
         }
-        for _ in messages {
-            if let Err(body) = self.admit(Operation::DeviceToCloud) {
-                worker::console_log!("telemetry throttled: {body}");
-                return Some("throttled: the hub's tier allows no more device-to-cloud sends now (429001)".into());
-            }
-        }
-        let mut slot = self.throttles.borrow_mut();
-        let within_quota = slot.as_mut().is_none_or(|t| t.count_messages(messages.iter().map(|m| m.body.len()), now));
+        let within_quota = self.with_throttles(|t| t.count_messages(messages.iter().map(|m| m.body.len()), now));
         (!within_quota).then(|| "the hub's daily message quota is used up (403002 IotHubQuotaExceeded)".to_owned())
     }
 

@@ -343,10 +343,13 @@ impl Jobs {
         {
             Ok(answers) => answers,
             Err(e) => {
-                // Retried by the next alarm a few times, then the job fails with the reason.
+                // Retried by the next alarm a few times, then the job fails with the reason
+                // (unless it was cancelled, paused or rolled back meanwhile).
                 self.refresh(job)?;
-                job.selection_failed("the fleet index could not run it (see the hub's log)", clock::now());
-                self.save(job)?;
+                if job.status == JobStatus::Running && !job.targets_selected && !job.rolling_back {
+                    job.selection_failed("the fleet index could not run it (see the hub's log)", clock::now());
+                    self.save(job)?;
+                }
                 return Err(e);
             }
         };

@@ -57,7 +57,10 @@ pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
 /// per token.
 pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
     check_device_id(id)?;
-    let resource = format!("/devices/{}", id);
+    // `id` is decoded already; the resource is matched as a URL path, so it is encoded again
+    // (else a token for `xA` would cover a device named `x%41`).
+    let resource =
+        format!("/devices/{}", percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC));
     let caller = auth::require_query_token(&req, env, Permissions::SERVICE_CONNECT, &resource)?;
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {

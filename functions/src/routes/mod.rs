@@ -61,7 +61,16 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
     // up the hub's allowance (its 401 comes from the route's own check).
     if let Some(op) = twinhub_core::tier::rest_operation(method.as_ref(), segs) {
         if crate::auth::require(&req, env, twinhub_core::auth::Permissions::default()).is_ok() {
-            if let Some(refused) = crate::limits::admit_rest(env, op, crate::clock::now()) {
+            // Direct methods are metered in 4 KB, as Azure meters them.
+            let cost = match op {
+                twinhub_core::tier::Operation::DirectMethod => {
+                    let length: usize =
+                        req.headers().get("content-length").ok().flatten().and_then(|l| l.parse().ok()).unwrap_or(0);
+                    u32::try_from(length.div_ceil(twinhub_core::tier::QUOTA_BLOCK_BYTES).max(1)).unwrap_or(u32::MAX)
+                }
+                _ => 1,
+            };
+            if let Some(refused) = crate::limits::admit_rest(env, op, cost, crate::clock::now()) {
                 return Ok(refused?);
             }
         }
