@@ -542,46 +542,11 @@ fn latency_row(target: String, load: &'static str, mut samples: Vec<Duration>, e
 /// The closed-loop loads: reported patch round trips, then telemetry ingest.
 fn loops(runtime: &tokio::runtime::Runtime, target: &Target) -> Vec<Row> {
     let fleet = Fleet::connect(runtime, target, LOOP_CLIENTS, "patch");
-    let report = br#"{"temperature":21.5,"humidity":40,"firmwareVersion":"1.0.0"}"#;
 
     // Round trips: each client keeps one reported patch outstanding.
-    let mut started = vec![Instant::now(); LOOP_CLIENTS];
-    for (i, s) in started.iter_mut().enumerate() {
-        *s = Instant::now();
-        fleet.send(i, Order::Echo(report.to_vec()));
-    }
-    let (mut samples, mut errors) = (Vec::new(), 0);
     let began = Instant::now();
-    let end = began + Duration::from_secs(LOAD_SECONDS);
-    let mut outstanding = LOOP_CLIENTS;
-    while outstanding > 0 {
-        match fleet.notes.recv_timeout(Duration::from_secs(10)) {
-            Ok((i, at, Note::Echoed { ok })) => {
-                if ok {
-                    samples.push(at.duration_since(started[i]));
-                } else {
-                    errors += 1;
-                }
-                if at < end {
-                    started[i] = Instant::now();
-                    fleet.send(i, Order::Echo(report.to_vec()));
-                } else {
-                    outstanding -= 1;
-                }
-            }
-            Ok((_, _, Note::Closed(_))) => {
-                errors += 1;
-                outstanding -= 1;
-            }
-            Ok(_) => {}
-            Err(_) => {
-                errors += outstanding;
-                break;
-            }
-        }
-    }
+    let (samples, errors, _) = echo_loop(&fleet, None);
     let elapsed = began.elapsed().as_secs_f64();
-    samples.sort();
     let (load, note) = match target {
         Target::Twinhub { .. } => ("reported patch -> 204", "committed to SQLite before the answer"),
         _ => ("publish -> own subscription", "relayed, not stored"),
