@@ -163,6 +163,39 @@ impl Hub {
         hub
     }
 
+    /// Starts the built Worker under `workerd serve` directly (`scripts/serve.sh`, its config
+    /// generated from wrangler.toml), on a free port, persisting to `storage` (the same
+    /// directory as an earlier launch gives the same state), with extra Worker variables.
+    pub fn launch_workerd(storage: &Storage, vars: &[(&str, &str)]) -> Self {
+        let root = repo_root();
+        let port = free_port();
+        let owner_key = vars.iter().find(|(n, _)| *n == "TWINHUB_OWNER_KEY").map_or(OWNER_KEY, |(_, v)| *v).to_owned();
+        let env_file = storage.path().join("hub.env");
+        let mut env_text = format!("TWINHUB_OWNER_KEY={owner_key}\n");
+        for (name, value) in vars.iter().filter(|(n, _)| *n != "TWINHUB_OWNER_KEY") {
+            env_text.push_str(&format!("{name}={value}\n"));
+        }
+        fs::write(&env_file, env_text).expect("write env file");
+        let log = storage.path().join(format!("workerd-{port}.log"));
+        let log_file = fs::File::create(&log).expect("create log");
+        let child = Command::new(root.join("scripts/serve.sh"))
+            .current_dir(&root)
+            .arg(storage.path().join("workerd"))
+            .arg(port.to_string())
+            .env("TWINHUB_ENV_FILE", &env_file)
+            .env("TWINHUB_STORAGE", storage.path().join("state"))
+            .env_remove("TWINHUB_OWNER_KEY")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log"))
+            .stderr(log_file)
+            .process_group(0)
+            .spawn()
+            .expect("spawn scripts/serve.sh");
+        let mut hub = Self { child, owner_key, port, log, https: false };
+        hub.wait_ready();
+        hub
+    }
+
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {

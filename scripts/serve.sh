@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Serves the built Worker (functions/build + dist/) under workerd directly, with a config generated
+# from wrangler.toml by scripts/workerd-config.mjs. Build first (`make build`); nothing is built here.
+#
+#   scripts/serve.sh OUT_DIR [PORT]
+#
+# OUT_DIR gets config.capnp (mode 0600). Environment:
+#   PORT                  listening port (default 18787) on TWINHUB_LISTEN_HOST (default 127.0.0.1)
+#   TWINHUB_STORAGE       Durable Object storage directory (default OUT_DIR/storage)
+#   TWINHUB_ENV_FILE      a NAME=VALUE file of secrets/vars (default .dev.vars when present);
+#                         its values are written into config.capnp
+#   Any of the Worker's settings set in this environment (TWINHUB_OWNER_KEY, TWINHUB_POLICIES, ...,
+#   see PASS_ENV below) is bound with `fromEnvironment`: read by workerd at start, never written.
+#   WORKERD               the workerd binary (default: the one pinned in node_modules)
+#   WORKERD_FLAGS         extra workerd flags, e.g. "--verbose"
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:?usage: scripts/serve.sh OUT_DIR [PORT]}
+port=${2:-${PORT:-18787}}
+host=${TWINHUB_LISTEN_HOST:-127.0.0.1}
+storage=${TWINHUB_STORAGE:-$out/storage}
+workerd=${WORKERD:-$root/node_modules/@cloudflare/workerd-linux-64/bin/workerd}
+
+for f in "$root/functions/build/index.js" "$root/functions/build/index_bg.wasm" "$root/dist/index.html" "$workerd"; do
+  [ -e "$f" ] || { echo "serve: $f is missing (build first: make build; npm ci for workerd)" >&2; exit 1; }
+done
+
+PASS_ENV=(TWINHUB_OWNER_KEY TWINHUB_POLICIES TWINHUB_HOST_NAMES TWINHUB_TIER TWINHUB_BENCH_ECHO
+  UPSTREAM_CONNECTION_STRING UPSTREAM_SCHEME TWIN_HISTORY_RETENTION TELEMETRY_RETENTION
+  TELEMETRY_RETENTION_SECS MQTT_CONNECT_TIMEOUT_MS JOB_RETENTION_SECS JOB_DEVICES_PER_SECOND
+  JOB_CONCURRENCY DEVICE_MESSAGES_PER_SECOND FLEET_INDEX_SHARDS GATEWAY_SHARDS)
+
+args=(--wrangler "$root/wrangler.toml" --storage "$storage" --listen "$host:$port" --out "$out/config.capnp")
+env_file=${TWINHUB_ENV_FILE:-}
+if [ -z "$env_file" ] && [ -f "$root/.dev.vars" ]; then env_file="$root/.dev.vars"; fi
+if [ -n "$env_file" ]; then args+=(--env-file "$env_file"); fi
+for name in "${PASS_ENV[@]}"; do
+  if [ -n "${!name+x}" ]; then args+=(--from-env "$name"); fi
+done
+
+mkdir -p "$out"
+node "$root/scripts/workerd-config.mjs" "${args[@]}"
+echo "serve: twinhub on http://$host:$port (config $out/config.capnp, storage $storage)" >&2
+# --experimental: localDisk storage is documented as experimental (workerd 2026-04-26 also ran it
+# without the flag); TCP sockets and the `experimental` compat flag do need it.
+# shellcheck disable=SC2086
+exec "$workerd" serve "$out/config.capnp" --experimental ${WORKERD_FLAGS:-}
