@@ -1,7 +1,8 @@
 # twinhub: the two commands.
 #   make dev    install what is missing, build, run hub + dashboard + device endpoint on :8787
+#               under workerd directly (make dev-reload: the same through wrangler dev)
 #   make test   install what tests need, build, and run every test
-.PHONY: dev test build tools deploy serve
+.PHONY: dev dev-reload test build tools deploy
 dev:
 	@scripts/dev.sh
 test:
@@ -10,9 +11,8 @@ build: tools
 	@scripts/build.sh
 tools:
 	@scripts/tools.sh
-# The Worker under workerd directly (no wrangler on the request path): issue 15's runtime, on
-# http://127.0.0.1:$${PORT:-18787}, state in .twinhub/workerd/. Not yet the run command.
-serve: build
-	@scripts/serve.sh .twinhub/workerd $${PORT:-18787}
+# The code-reload loop: the same Worker through `wrangler dev`.
+dev-reload:
+	@scripts/dev-reload.sh
 deploy: build
 	node_modules/.bin/wrangler deploy

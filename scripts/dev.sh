@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make dev`: install what is missing, build, and run twinhub on http://127.0.0.1:${PORT:-8787}.
+# `make dev`: install what is missing, build, and run twinhub on http://127.0.0.1:${PORT:-8787}
+# under workerd, Cloudflare's runtime, directly (no wrangler or node on the request path).
 #
 # TWINHUB_TLS=1 make dev serves https on port 443 (PORT overrides) for the Azure device SDKs,
 # which dial wss://{HostName}:443 and verify the certificate: a CA and a server certificate for
@@ -35,12 +36,11 @@ fi
 umask 077
 printf 'TWINHUB_OWNER_KEY=%s\n' "$key" > .dev.vars
 
-tls_args=()
 scheme=http
 hostname="$HOST:$PORT"
 if [ "$TLS" = "1" ]; then
   scripts/dev-cert.sh .twinhub
-  tls_args=(--local-protocol https --https-key-path .twinhub/server-key.pem --https-cert-path .twinhub/server.pem)
+  export TWINHUB_TLS_KEY=.twinhub/server-key.pem TWINHUB_TLS_CERT=.twinhub/server.pem
   scheme=https
   [ "$PORT" = "443" ] && hostname="$HOST"
 fi
@@ -65,5 +65,7 @@ if [ "$TLS" = "1" ]; then
 
 MSG
 fi
-export WRANGLER_SEND_METRICS=false
-exec node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$PORT" "${tls_args[@]}" --show-interactive-dev-session=false
+# Under workerd directly (scripts/serve.sh; its config generated from wrangler.toml), state in
+# .twinhub/workerd/storage. `make dev-reload` is the wrangler dev loop instead.
+export TWINHUB_ENV_FILE=.dev.vars TWINHUB_STORAGE=.twinhub/workerd/storage
+exec scripts/serve.sh .twinhub/workerd "$PORT"

@@ -31,6 +31,8 @@ PASS_ENV=(TWINHUB_OWNER_KEY TWINHUB_POLICIES TWINHUB_HOST_NAMES TWINHUB_TIER TWI
   JOB_CONCURRENCY DEVICE_MESSAGES_PER_SECOND FLEET_INDEX_SHARDS GATEWAY_SHARDS)
 
 args=(--wrangler "$root/wrangler.toml" --storage "$storage" --listen "$host:$port" --out "$out/config.capnp")
+# TWINHUB_TLS_KEY and TWINHUB_TLS_CERT (PEM): serve https instead of http.
+if [ -n "${TWINHUB_TLS_KEY:-}" ]; then args+=(--tls-key "$TWINHUB_TLS_KEY" --tls-cert "${TWINHUB_TLS_CERT:?TWINHUB_TLS_CERT goes with TWINHUB_TLS_KEY}"); fi
 env_file=${TWINHUB_ENV_FILE:-}
 if [ -z "$env_file" ] && [ -f "$root/.dev.vars" ]; then env_file="$root/.dev.vars"; fi
 if [ -n "$env_file" ]; then args+=(--env-file "$env_file"); fi
@@ -40,7 +42,8 @@ done
 
 mkdir -p "$out"
 node "$root/scripts/workerd-config.mjs" "${args[@]}"
-echo "serve: twinhub on http://$host:$port (config $out/config.capnp, storage $storage)" >&2
+scheme=http; [ -n "${TWINHUB_TLS_KEY:-}" ] && scheme=https
+echo "serve: twinhub on $scheme://$host:$port (config $out/config.capnp, storage $storage)" >&2
 # --experimental: localDisk storage is documented as experimental (workerd 2026-04-26 also ran it
 # without the flag); TCP sockets and the `experimental` compat flag do need it.
 # shellcheck disable=SC2086

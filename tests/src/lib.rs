@@ -114,8 +114,18 @@ impl Hub {
     }
 
     /// The general form: http or https, a fixed port or a free one, extra Worker variables (a
-    /// `TWINHUB_OWNER_KEY` among them replaces [`OWNER_KEY`]).
+    /// `TWINHUB_OWNER_KEY` among them replaces [`OWNER_KEY`]). The runtime is workerd directly
+    /// ([`Hub::launch_workerd_with`]), or `wrangler dev` when `TWINHUB_TEST_RUNTIME=wrangler`.
     pub fn launch(storage: &Storage, https: bool, fixed_port: Option<u16>, vars: &[(&str, &str)]) -> Self {
+        match std::env::var("TWINHUB_TEST_RUNTIME").as_deref() {
+            Ok("wrangler") => Self::launch_wrangler(storage, https, fixed_port, vars),
+            _ => Self::launch_workerd_with(storage, https, fixed_port, vars),
+        }
+    }
+
+    /// Like [`Hub::launch`], through `wrangler dev` (the code-reload loop): for its smoke test,
+    /// and where a test reads the request log wrangler keeps.
+    pub fn launch_wrangler(storage: &Storage, https: bool, fixed_port: Option<u16>, vars: &[(&str, &str)]) -> Self {
         let root = repo_root();
         for artifact in ["functions/build/index.js", "dist/index.html"] {
             assert!(
@@ -167,8 +177,14 @@ impl Hub {
     /// generated from wrangler.toml), on a free port, persisting to `storage` (the same
     /// directory as an earlier launch gives the same state), with extra Worker variables.
     pub fn launch_workerd(storage: &Storage, vars: &[(&str, &str)]) -> Self {
+        Self::launch_workerd_with(storage, false, None, vars)
+    }
+
+    /// [`Hub::launch_workerd`] with https (the test CA's certificate from [`tls`]) and a fixed
+    /// port if asked.
+    pub fn launch_workerd_with(storage: &Storage, https: bool, fixed_port: Option<u16>, vars: &[(&str, &str)]) -> Self {
         let root = repo_root();
-        let port = free_port();
+        let port = fixed_port.unwrap_or_else(free_port);
         let owner_key = vars.iter().find(|(n, _)| *n == "TWINHUB_OWNER_KEY").map_or(OWNER_KEY, |(_, v)| *v).to_owned();
         let env_file = storage.path().join("hub.env");
         let mut env_text = format!("TWINHUB_OWNER_KEY={owner_key}\n");
@@ -178,7 +194,12 @@ impl Hub {
         fs::write(&env_file, env_text).expect("write env file");
         let log = storage.path().join(format!("workerd-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
-        let child = Command::new(root.join("scripts/serve.sh"))
+        let mut command = Command::new(root.join("scripts/serve.sh"));
+        if https {
+            let tls = tls();
+            command.env("TWINHUB_TLS_KEY", &tls.key).env("TWINHUB_TLS_CERT", &tls.cert);
+        }
+        let child = command
             .current_dir(&root)
             .arg(storage.path().join("workerd"))
             .arg(port.to_string())
@@ -191,7 +212,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn scripts/serve.sh");
-        let mut hub = Self { child, owner_key, port, log, https: false };
+        let mut hub = Self { child, owner_key, port, log, https };
         hub.wait_ready();
         hub
     }
@@ -200,14 +221,14 @@ impl Hub {
         let deadline = Instant::now() + READY_TIMEOUT;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("wrangler dev exited early ({status}):\n{}", self.log_tail());
+                panic!("the hub exited early ({status}):\n{}", self.log_tail());
             }
             if self.healthy() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        panic!("wrangler dev not ready after {READY_TIMEOUT:?}:\n{}", self.log_tail());
+        panic!("the hub not ready after {READY_TIMEOUT:?}:\n{}", self.log_tail());
     }
 
     fn healthy(&self) -> bool {

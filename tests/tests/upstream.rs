@@ -22,7 +22,8 @@ fn start_b(storage: &Storage, a: &Hub, https: bool, port: Option<u16>) -> Hub {
 fn rest_and_devices_go_through_b_to_a() {
     let storage_a = Storage::new("upstream-a");
     let a_port = free_port();
-    let a = Hub::launch(&storage_a, false, Some(a_port), &[]);
+    // A runs under wrangler dev, whose request log shows what reached it (checked below).
+    let a = Hub::launch_wrangler(&storage_a, false, Some(a_port), &[]);
     let storage_b = Storage::new("upstream-b");
     let b = start_b(&storage_b, &a, false, None);
 
@@ -137,7 +138,7 @@ fn rest_and_devices_go_through_b_to_a() {
     let down = b.call("GET", "/twins/up-1", None);
     down.assert_hub_error(503, "ServiceUnavailable", 503_001);
     assert!(down.body.contains("upstream"), "{}", down.body);
-    let a = Hub::launch(&storage_a, false, Some(a_port), &[]);
+    let a = Hub::launch_wrangler(&storage_a, false, Some(a_port), &[]);
     assert_eq!(b.call("GET", "/twins/up-1", None).status, 200);
     drop(a);
     let log = std::fs::read_dir(storage_b.path())

@@ -1,5 +1,6 @@
 //! The walking skeleton, end to end: create a device, patch its twin, read it back, restart
-//! `wrangler dev`, read it back again.
+//! the hub, read it back again. The first test runs through `wrangler dev` (the code-reload
+//! loop's smoke test); everything else runs under workerd directly.
 
 use serde_json::json;
 use twinhub_e2e::{Hub, Storage};
@@ -7,7 +8,7 @@ use twinhub_e2e::{Hub, Storage};
 #[test]
 fn device_and_twin_survive_a_restart() {
     let storage = Storage::new("skeleton");
-    let hub = Hub::start(&storage);
+    let hub = Hub::launch_wrangler(&storage, false, None, &[]);
 
     // Create: keys generated, fresh twin in Azure's shape.
     let created =
@@ -59,7 +60,7 @@ fn device_and_twin_survive_a_restart() {
 
     // Restart wrangler dev on the same storage: everything acknowledged is still there.
     hub.stop();
-    let hub = Hub::start(&storage);
+    let hub = Hub::launch_wrangler(&storage, false, None, &[]);
     let after_restart = hub.call("GET", "/twins/thermostat-1", None);
     assert_eq!(after_restart.status, 200, "{}", after_restart.body);
     assert_eq!(after_restart.json(), before_restart);

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# `make dev-reload`: twinhub through `wrangler dev`, the code-reload loop for developers (wrangler
+# rebuilds nothing itself here: run `make build` and it reloads the Worker). `make dev` serves the
+# same Worker under workerd directly, which is faster; this is for the edit-reload cycle.
+#
+# TWINHUB_TLS=1 make dev serves https on port 443 (PORT overrides) for the Azure device SDKs,
+# which dial wss://{HostName}:443 and verify the certificate: a CA and a server certificate for
+# localhost and 127.0.0.1 are made once in .twinhub/ (pass .twinhub/ca.pem to the SDK as
+# server_verification_cert). Binding 443 needs root or a lowered
+# net.ipv4.ip_unprivileged_port_start.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TLS=${TWINHUB_TLS:-0}
+if [ "$TLS" = "1" ]; then
+  PORT=${PORT:-443}
+  HOST=localhost
+else
+  PORT=${PORT:-8787}
+  HOST=127.0.0.1
+fi
+
+scripts/tools.sh
+scripts/build.sh
+
+# The owner key: TWINHUB_OWNER_KEY wins; otherwise keep the one in .dev.vars; otherwise make one.
+if [ -n "${TWINHUB_OWNER_KEY:-}" ]; then
+  key="$TWINHUB_OWNER_KEY"
+elif [ -f .dev.vars ] && grep -q '^TWINHUB_OWNER_KEY=' .dev.vars; then
+  key=$(sed -n 's/^TWINHUB_OWNER_KEY=//p' .dev.vars | head -n1)
+else
+  key=$(head -c 32 /dev/urandom | base64)
+fi
+if ! printf '%s' "$key" | base64 -d 2>/dev/null | wc -c | grep -qx 32; then
+  echo "TWINHUB_OWNER_KEY must be base64 of 32 bytes" >&2
+  exit 1
+fi
+umask 077
+printf 'TWINHUB_OWNER_KEY=%s\n' "$key" > .dev.vars
+
+tls_args=()
+scheme=http
+hostname="$HOST:$PORT"
+if [ "$TLS" = "1" ]; then
+  scripts/dev-cert.sh .twinhub
+  tls_args=(--local-protocol https --https-key-path .twinhub/server-key.pem --https-cert-path .twinhub/server.pem)
+  scheme=https
+  [ "$PORT" = "443" ] && hostname="$HOST"
+fi
+
+cs="HostName=$hostname;SharedAccessKeyName=iothubowner;SharedAccessKey=$key"
+login="$scheme://$hostname/#cs=$(node -e 'process.stdout.write(encodeURIComponent(process.argv[1]))' "$cs")"
+cat <<MSG
+
+  twinhub is starting on $scheme://$hostname
+
+  Owner connection string (Azure SDKs, IoT Explorer, the dashboard's sign-in):
+    $cs
+
+  Dashboard, already signed in (the key stays in the URL fragment, never sent to the server):
+    $login
+
+MSG
+if [ "$TLS" = "1" ]; then
+  cat <<MSG
+  Devices (azure-iot-device, websockets=True): HostName=$hostname;DeviceId=<id>;SharedAccessKey=<device key>
+  with server_verification_cert = the contents of .twinhub/ca.pem
+
+MSG
+fi
+export WRANGLER_SEND_METRICS=false
+exec node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$PORT" "${tls_args[@]}" --show-interactive-dev-session=false
