@@ -13,6 +13,6 @@ tools:
 	@scripts/tools.sh
 # The code-reload loop: the same Worker through `wrangler dev`.
 dev-reload:
-	@scripts/dev-reload.sh
+	@scripts/dev.sh --reload
 deploy: build
 	node_modules/.bin/wrangler deploy

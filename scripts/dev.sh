@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make dev`: install what is missing, build, and run twinhub on http://127.0.0.1:${PORT:-8787}
-# under workerd, Cloudflare's runtime, directly (no wrangler or node on the request path).
+# under workerd, Cloudflare's runtime, directly (no wrangler or node on the request path);
+# `scripts/dev.sh --reload` (make dev-reload) through wrangler dev instead.
 #
 # TWINHUB_TLS=1 make dev serves https on port 443 (PORT overrides) for the Azure device SDKs,
 # which dial wss://{HostName}:443 and verify the certificate: a CA and a server certificate for
@@ -65,7 +66,16 @@ if [ "$TLS" = "1" ]; then
 
 MSG
 fi
-# Under workerd directly (scripts/serve.sh; its config generated from wrangler.toml), state in
-# .twinhub/workerd/storage. `make dev-reload` is the wrangler dev loop instead.
+# --reload (`make dev-reload`): through wrangler dev, the code-reload loop (state in
+# .wrangler/state). Otherwise under workerd directly (scripts/serve.sh; its config generated
+# from wrangler.toml), state in .twinhub/workerd/storage.
+if [ "${1:-}" = "--reload" ]; then
+  tls_args=()
+  if [ "$TLS" = "1" ]; then
+    tls_args=(--local-protocol https --https-key-path "$TWINHUB_TLS_KEY" --https-cert-path "$TWINHUB_TLS_CERT")
+  fi
+  export WRANGLER_SEND_METRICS=false
+  exec node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$PORT" "${tls_args[@]}" --show-interactive-dev-session=false
+fi
 export TWINHUB_ENV_FILE=.dev.vars TWINHUB_STORAGE=.twinhub/workerd/storage
 exec scripts/serve.sh .twinhub/workerd "$PORT"
