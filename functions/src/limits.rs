@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use twinhub_core::tier::{Operation, Throttles, Tier, TWIN_SHARE_REST};
 use twinhub_core::UnixMillis;
-use worker::{Env, Response};
+use worker::{Env, Request, Response};
 
 /// Variable: the hub's tier, `unlimited` (default), `S1`, `S2` or `S3`, with `:units`.
 pub const TIER_VAR: &str = "TWINHUB_TIER";
@@ -44,10 +44,30 @@ pub fn rest_share(op: Operation) -> f64 {
     }
 }
 
-/// Admits `cost` of one REST `op` under the tier, or the 429 to send (`Retry-After` in
-/// seconds, as IoT Hub's SDKs read it).
-pub fn admit_rest(env: &Env, op: Operation, cost: u32, now: UnixMillis) -> Option<worker::Result<Response>> {
+/// The 429 for a REST request over the tier's rate, if it is. Counts authorized requests only
+/// (a stranger's junk must not use up the hub's allowance; its 401 comes from the route's own
+/// check), and checks nothing when the tier does not throttle the operation, so the default
+/// `unlimited` hub verifies each token once, in its route.
+pub fn throttle_rest(req: &Request, env: &Env, segs: &[&str]) -> Option<worker::Result<Response>> {
+    let op = twinhub_core::tier::rest_operation(req.method().as_ref(), segs)?;
     let tier = tier(env);
+    tier.rate(op)?;
+    crate::auth::require(req, env, twinhub_core::auth::Permissions::default()).ok()?;
+    // Direct methods are metered in 4 KB of body, as Azure meters them.
+    let cost = match op {
+        Operation::DirectMethod => {
+            let length: usize =
+                req.headers().get("content-length").ok().flatten().and_then(|l| l.parse().ok()).unwrap_or(0);
+            u32::try_from(length.div_ceil(twinhub_core::tier::QUOTA_BLOCK_BYTES).max(1)).unwrap_or(u32::MAX)
+        }
+        _ => 1,
+    };
+    admit_rest(tier, op, cost, crate::clock::now())
+}
+
+/// Admits `cost` of one REST `op` under `tier`, or the 429 to send (`Retry-After` in seconds,
+/// as IoT Hub's SDKs read it).
+fn admit_rest(tier: Tier, op: Operation, cost: u32, now: UnixMillis) -> Option<worker::Result<Response>> {
     let refused = REST.with(|cell| {
         let mut slot = cell.borrow_mut();
         let throttles = match slot.as_mut() {

@@ -135,13 +135,7 @@ impl Hub {
         }
         let port = fixed_port.unwrap_or_else(free_port);
         let inspector = free_port();
-        let env_file = storage.path().join("hub.env");
-        let owner_key = vars.iter().find(|(n, _)| *n == "TWINHUB_OWNER_KEY").map_or(OWNER_KEY, |(_, v)| *v).to_owned();
-        let mut env_text = format!("TWINHUB_OWNER_KEY={owner_key}\n");
-        for (name, value) in vars.iter().filter(|(n, _)| *n != "TWINHUB_OWNER_KEY") {
-            env_text.push_str(&format!("{name}={value}\n"));
-        }
-        fs::write(&env_file, env_text).expect("write env file");
+        let (env_file, owner_key) = write_env_file(storage, vars);
         let log = storage.path().join(format!("wrangler-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
         let mut command = Command::new(root.join("node_modules/.bin/wrangler"));
@@ -185,13 +179,7 @@ impl Hub {
     pub fn launch_workerd_with(storage: &Storage, https: bool, fixed_port: Option<u16>, vars: &[(&str, &str)]) -> Self {
         let root = repo_root();
         let port = fixed_port.unwrap_or_else(free_port);
-        let owner_key = vars.iter().find(|(n, _)| *n == "TWINHUB_OWNER_KEY").map_or(OWNER_KEY, |(_, v)| *v).to_owned();
-        let env_file = storage.path().join("hub.env");
-        let mut env_text = format!("TWINHUB_OWNER_KEY={owner_key}\n");
-        for (name, value) in vars.iter().filter(|(n, _)| *n != "TWINHUB_OWNER_KEY") {
-            env_text.push_str(&format!("{name}={value}\n"));
-        }
-        fs::write(&env_file, env_text).expect("write env file");
+        let (env_file, owner_key) = write_env_file(storage, vars);
         let log = storage.path().join(format!("workerd-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
         let mut command = Command::new(root.join("scripts/serve.sh"));
@@ -319,6 +307,19 @@ impl Hub {
         self.call_with("GET", path, None, &[])
     }
 
+    /// Device `id`'s primary key, read over REST.
+    pub fn device_key(&self, id: &str) -> String {
+        self.call("GET", &format!("/devices/{id}"), None).json()["authentication"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .expect("the device's primary key")
+            .to_owned()
+    }
+
+    /// A device token for `id` on this hub, signed with `key`, valid for an hour.
+    pub fn device_token(&self, id: &str, key: &str) -> String {
+        twinhub_core::auth::sign(&format!("{}/devices/{id}", self.host()), key, None, now_secs() + 3600).expect("sign")
+    }
+
     /// The last lines wrangler printed, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
@@ -412,6 +413,20 @@ pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Writes the hub's Worker variables to `hub.env` in `storage` (wrangler's `--env-file`, and
+/// serve.sh's `TWINHUB_ENV_FILE`): the owner key ([`OWNER_KEY`] unless `vars` names another)
+/// and the rest of `vars`. Returns the file and the owner key.
+fn write_env_file(storage: &Storage, vars: &[(&str, &str)]) -> (PathBuf, String) {
+    let owner_key = vars.iter().find(|(n, _)| *n == "TWINHUB_OWNER_KEY").map_or(OWNER_KEY, |(_, v)| *v).to_owned();
+    let mut env_text = format!("TWINHUB_OWNER_KEY={owner_key}\n");
+    for (name, value) in vars.iter().filter(|(n, _)| *n != "TWINHUB_OWNER_KEY") {
+        env_text.push_str(&format!("{name}={value}\n"));
+    }
+    let env_file = storage.path().join("hub.env");
+    fs::write(&env_file, env_text).expect("write env file");
+    (env_file, owner_key)
+}
+
 /// A port nothing listens on now: bound to port 0, read, released (for wrangler or a broker).
 pub fn free_port() -> u16 {
     // Bind port 0, read the port the kernel picked, release it for wrangler.
@@ -493,13 +508,7 @@ impl MqttDevice {
 
     /// Connects as device `id` with a token signed by its primary key (read over REST).
     pub fn connect(hub: &Hub, id: &str) -> Self {
-        let key = hub.call("GET", &format!("/devices/{id}"), None).json()["authentication"]["symmetricKey"]
-            ["primaryKey"]
-            .as_str()
-            .expect("the device's primary key")
-            .to_owned();
-        let token = twinhub_core::auth::sign(&format!("{}/devices/{id}", hub.host()), &key, None, now_secs() + 3600)
-            .expect("sign");
+        let token = hub.device_token(id, &hub.device_key(id));
         let (device, code) = Self::connect_with_token(hub, id, &token);
         assert_eq!(code, twinhub_core::mqtt::ConnectReturnCode::Accepted, "{id} connects");
         device

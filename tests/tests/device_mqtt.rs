@@ -9,17 +9,6 @@ use twinhub_core::auth::sign;
 use twinhub_core::mqtt::{ConnectReturnCode, Packet, Publish, QoS, Subscribe, SubscribeReturnCode};
 use twinhub_e2e::{now_secs, Hub, MqttDevice, Storage};
 
-fn device_key(hub: &Hub, id: &str) -> String {
-    hub.call("GET", &format!("/devices/{id}"), None).json()["authentication"]["symmetricKey"]["primaryKey"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn token(hub: &Hub, id: &str, key: &str) -> String {
-    sign(&format!("{}/devices/{id}", hub.host()), key, None, now_secs() + 3600).unwrap()
-}
-
 fn connect(hub: &Hub, id: &str, token: &str) -> (MqttDevice, ConnectReturnCode) {
     MqttDevice::connect_with_token(hub, id, token)
 }
@@ -66,8 +55,8 @@ fn device_twin_flow_over_mqtt() {
     let storage = Storage::new("device-mqtt");
     let hub = Hub::start(&storage);
     assert_eq!(hub.call("PUT", "/devices/sensor-001", Some("{}")).status, 200);
-    let key = device_key(&hub, "sensor-001");
-    let (mut device, code) = connect(&hub, "sensor-001", &token(&hub, "sensor-001", &key));
+    let key = hub.device_key("sensor-001");
+    let (mut device, code) = connect(&hub, "sensor-001", &hub.device_token("sensor-001", &key));
     assert_eq!(code, ConnectReturnCode::Accepted);
 
     device.send(&Packet::Subscribe(Subscribe {
@@ -147,34 +136,34 @@ fn refusals_and_violations() {
     for id in ["d1", "d2"] {
         assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
     }
-    let key = device_key(&hub, "d1");
+    let key = hub.device_key("d1");
     let other_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
     // Wrong key, unknown device, another device's token, an expired token: CONNACK 5.
-    assert_eq!(connect(&hub, "d1", &token(&hub, "d1", other_key)).1, ConnectReturnCode::NotAuthorized);
-    assert_eq!(connect(&hub, "ghost", &token(&hub, "ghost", other_key)).1, ConnectReturnCode::NotAuthorized);
-    assert_eq!(connect(&hub, "d2", &token(&hub, "d1", &key)).1, ConnectReturnCode::NotAuthorized);
+    assert_eq!(connect(&hub, "d1", &hub.device_token("d1", other_key)).1, ConnectReturnCode::NotAuthorized);
+    assert_eq!(connect(&hub, "ghost", &hub.device_token("ghost", other_key)).1, ConnectReturnCode::NotAuthorized);
+    assert_eq!(connect(&hub, "d2", &hub.device_token("d1", &key)).1, ConnectReturnCode::NotAuthorized);
     let expired = sign(&format!("{}/devices/d1", hub.host()), &key, None, now_secs() - 5).unwrap();
     assert_eq!(connect(&hub, "d1", &expired).1, ConnectReturnCode::NotAuthorized);
 
     // Another device's topic: disconnected.
-    let (mut device, code) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    let (mut device, code) = connect(&hub, "d1", &hub.device_token("d1", &key));
     assert_eq!(code, ConnectReturnCode::Accepted);
     publish(&mut device, "devices/d2/messages/events/", b"spoof");
     assert_eq!(device.recv(), None, "closed");
     // Garbage after CONNECT: disconnected.
-    let (mut device, _) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    let (mut device, _) = connect(&hub, "d1", &hub.device_token("d1", &key));
     device.send_raw(&[0xff, 0xff, 0xff]);
     assert_eq!(device.recv(), None, "closed");
 
     // A second connection for the same device drops the first.
-    let (mut first, _) = connect(&hub, "d1", &token(&hub, "d1", &key));
-    let (_second, code) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    let (mut first, _) = connect(&hub, "d1", &hub.device_token("d1", &key));
+    let (_second, code) = connect(&hub, "d1", &hub.device_token("d1", &key));
     assert_eq!(code, ConnectReturnCode::Accepted);
     assert_eq!(first.recv(), None, "first connection closed by the second");
 
     // Rotating the keys drops the live session and refuses the old token.
-    let (mut live, _) = connect(&hub, "d1", &token(&hub, "d1", &key));
+    let (mut live, _) = connect(&hub, "d1", &hub.device_token("d1", &key));
     let etag = hub.call("GET", "/devices/d1", None).json()["etag"].as_str().unwrap().to_owned();
     let rotated = hub.call_with(
         "PUT",
@@ -184,8 +173,8 @@ fn refusals_and_violations() {
     );
     assert_eq!(rotated.status, 200, "{}", rotated.body);
     assert_eq!(live.recv(), None, "live session dropped on key rotation");
-    assert_eq!(connect(&hub, "d1", &token(&hub, "d1", &key)).1, ConnectReturnCode::NotAuthorized);
-    assert_eq!(connect(&hub, "d1", &token(&hub, "d1", other_key)).1, ConnectReturnCode::Accepted);
+    assert_eq!(connect(&hub, "d1", &hub.device_token("d1", &key)).1, ConnectReturnCode::NotAuthorized);
+    assert_eq!(connect(&hub, "d1", &hub.device_token("d1", other_key)).1, ConnectReturnCode::Accepted);
 
     // A disabled device is refused.
     let etag = hub.call("GET", "/devices/d2", None).json()["etag"].as_str().unwrap().to_owned();
@@ -196,8 +185,8 @@ fn refusals_and_violations() {
         &[("Authorization", &hub.owner_token()), ("If-Match", &format!("\"{etag}\""))],
     );
     assert_eq!(disabled.status, 200);
-    let d2_key = device_key(&hub, "d2");
-    assert_eq!(connect(&hub, "d2", &token(&hub, "d2", &d2_key)).1, ConnectReturnCode::NotAuthorized);
+    let d2_key = hub.device_key("d2");
+    assert_eq!(connect(&hub, "d2", &hub.device_token("d2", &d2_key)).1, ConnectReturnCode::NotAuthorized);
 
     // Through all of it, no twin changed and the hub still serves.
     assert_eq!(hub.call("GET", "/twins/d2", None).json()["version"], 2);
@@ -213,8 +202,8 @@ fn direct_methods_and_telemetry() {
 
     // Offline: 404103 at once.
     call(&hub, r#"{"methodName":"reboot","payload":{}}"#).assert_hub_error(404, "DeviceNotOnline", 404_103);
-    let key = device_key(&hub, "m1");
-    let (mut device, _) = connect(&hub, "m1", &token(&hub, "m1", &key));
+    let key = hub.device_key("m1");
+    let (mut device, _) = connect(&hub, "m1", &hub.device_token("m1", &key));
     // Connected but not subscribed to methods: still 404103.
     call(&hub, r#"{"methodName":"reboot"}"#).assert_hub_error(404, "DeviceNotOnline", 404_103);
     device.send(&Packet::Subscribe(Subscribe {
@@ -297,8 +286,8 @@ fn bad_device_input_closes_only_that_connection() {
         assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
     }
     // A healthy neighbour, subscribed to its twin responses, that must keep working throughout.
-    let good_key = device_key(&hub, "good");
-    let (mut good, _) = connect(&hub, "good", &token(&hub, "good", &good_key));
+    let good_key = hub.device_key("good");
+    let (mut good, _) = connect(&hub, "good", &hub.device_token("good", &good_key));
     good.send(&Packet::Subscribe(Subscribe {
         packet_id: NonZeroU16::new(1).unwrap(),
         filters: vec![("$iothub/twin/res/#".into(), QoS::AtLeastOnce)],
@@ -306,7 +295,7 @@ fn bad_device_input_closes_only_that_connection() {
     assert!(matches!(good.recv(), Some(Packet::SubAck { .. })));
     let before = hub.call("GET", "/twins/bad", None).json();
 
-    let bad_key = device_key(&hub, "bad");
+    let bad_key = hub.device_key("bad");
     type Case = (&'static str, Box<dyn Fn(&mut MqttDevice)>);
     let cases: Vec<Case> = vec![
         (
@@ -339,7 +328,7 @@ fn bad_device_input_closes_only_that_connection() {
         ("publish over 256 KB", Box::new(|d| publish(d, "devices/bad/messages/events/", &vec![b'x'; 300 * 1024]))),
     ];
     for (what, act) in &cases {
-        let (mut bad, code) = connect(&hub, "bad", &token(&hub, "bad", &bad_key));
+        let (mut bad, code) = connect(&hub, "bad", &hub.device_token("bad", &bad_key));
         assert_eq!(code, ConnectReturnCode::Accepted, "{what}");
         act(&mut bad);
         assert_eq!(bad.recv(), None, "{what}: connection closed");
@@ -387,8 +376,8 @@ fn cloud_to_device_messages() {
     assert_eq!(hub.call("GET", "/twins/c1", None).json()["cloudToDeviceMessageCount"], 2);
 
     // Connect and subscribe: both arrive at QoS 1, in order, with the property bag.
-    let key = device_key(&hub, "c1");
-    let (mut device, _) = connect(&hub, "c1", &token(&hub, "c1", &key));
+    let key = hub.device_key("c1");
+    let (mut device, _) = connect(&hub, "c1", &hub.device_token("c1", &key));
     device.send(&Packet::Subscribe(Subscribe {
         packet_id: NonZeroU16::new(1).unwrap(),
         filters: vec![("devices/c1/messages/devicebound/#".into(), QoS::AtLeastOnce)],
@@ -408,7 +397,7 @@ fn cloud_to_device_messages() {
 
     // Reconnect (CleanSession=0 keeps the subscription): the unacknowledged one comes again.
     device.send(&Packet::Disconnect);
-    let (mut device, _) = connect(&hub, "c1", &token(&hub, "c1", &key));
+    let (mut device, _) = connect(&hub, "c1", &hub.device_token("c1", &key));
     let again = device.recv_publish().expect("redelivery");
     assert_eq!(serde_json::from_slice::<Value>(&again.payload).unwrap(), json!({ "cmd": "blink", "n": 1 }));
     device.send(&Packet::PubAck(again.packet_id.unwrap()));
@@ -473,8 +462,8 @@ fn operators_live_stream() {
     let changed = next_json(&mut live);
     assert_eq!(changed["twin"]["properties"]["desired"]["telemetryInterval"], 5);
 
-    let key = device_key(&hub, "watched");
-    let (mut device, _) = connect(&hub, "watched", &token(&hub, "watched", &key));
+    let key = hub.device_key("watched");
+    let (mut device, _) = connect(&hub, "watched", &hub.device_token("watched", &key));
     assert_eq!(next_json(&mut live)["twin"]["connectionState"], "Connected");
     publish(&mut device, "devices/watched/messages/events/", br#"{"temperature":26.5}"#);
     let telemetry = next_json(&mut live);
@@ -490,7 +479,7 @@ fn a_method_waits_for_an_offline_device_and_telemetry_ages_out() {
         &[("TELEMETRY_RETENTION", "2"), ("TELEMETRY_RETENTION_SECS", "3")],
     ));
     assert_eq!(hub.call("PUT", "/devices/w1", Some("{}")).status, 200);
-    let key = device_key(&hub, "w1");
+    let key = hub.device_key("w1");
 
     // connectTimeoutInSeconds: the call waits for the device to connect and subscribe.
     let started = Instant::now();
@@ -505,7 +494,7 @@ fn a_method_waits_for_an_offline_device_and_telemetry_ages_out() {
         })
     };
     std::thread::sleep(Duration::from_secs(2));
-    let (mut device, code) = connect(&hub, "w1", &token(&hub, "w1", &key));
+    let (mut device, code) = connect(&hub, "w1", &hub.device_token("w1", &key));
     assert_eq!(code, ConnectReturnCode::Accepted);
     device.send(&Packet::Subscribe(Subscribe {
         packet_id: NonZeroU16::new(2).unwrap(),
@@ -526,7 +515,7 @@ fn a_method_waits_for_an_offline_device_and_telemetry_ages_out() {
     assert!(started.elapsed() >= Duration::from_secs(1));
 
     // Retention: at most 2 messages, none older than 3 s.
-    let (mut device, _) = connect(&hub, "w1", &token(&hub, "w1", &key));
+    let (mut device, _) = connect(&hub, "w1", &hub.device_token("w1", &key));
     let stored = |hub: &Hub| -> Vec<Value> {
         let list = hub.call("GET", "/api/devices/w1/telemetry?limit=100", None).json();
         list["messages"].as_array().cloned().unwrap_or_default()
@@ -555,13 +544,13 @@ fn the_core_device_client_speaks_to_the_hub() {
     let storage = Storage::new("device-client");
     let hub = std::sync::Arc::new(Hub::start(&storage));
     assert_eq!(hub.call("PUT", "/devices/c1", Some("{}")).status, 200);
-    let key = device_key(&hub, "c1");
+    let key = hub.device_key("c1");
     let now =
         || UnixMillis(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64);
     let mut client = DeviceClient::new(ClientOptions {
         device_id: "c1".into(),
         host: hub.host(),
-        token: token(&hub, "c1", &key),
+        token: hub.device_token("c1", &key),
         keep_alive_secs: 30,
         clean_session: false,
     });

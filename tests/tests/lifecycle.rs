@@ -11,17 +11,6 @@ use twinhub_core::auth::sign;
 use twinhub_core::mqtt::{ConnectReturnCode, Packet, Publish, QoS, Subscribe};
 use twinhub_e2e::{now_secs, Hub, MqttDevice, Storage};
 
-fn device_key(hub: &Hub, id: &str) -> String {
-    hub.call("GET", &format!("/devices/{id}"), None).json()["authentication"]["symmetricKey"]["primaryKey"]
-        .as_str()
-        .expect("primary key")
-        .to_owned()
-}
-
-fn device_token(hub: &Hub, id: &str, key: &str) -> String {
-    sign(&format!("{}/devices/{id}", hub.host()), key, None, now_secs() + 3600).expect("sign")
-}
-
 fn subscribe(device: &mut MqttDevice, filters: &[&str]) {
     device.send(&Packet::Subscribe(Subscribe {
         packet_id: NonZeroU16::MIN,
@@ -168,11 +157,11 @@ fn deleting_a_device_ends_its_sessions_and_a_recreated_id_starts_empty() {
     let created = hub.call("PUT", "/devices/life", Some("{}"));
     assert_eq!(created.status, 200);
     let first_generation = created.json()["generationId"].clone();
-    let old_key = device_key(&hub, "life");
+    let old_key = hub.device_key("life");
 
     // The old device: connected, listening for desired patches, methods and twin answers (not
     // for cloud-to-device, so messages stay queued), with telemetry stored and a live view open.
-    let (mut old, code) = MqttDevice::connect_with_token(&hub, "life", &device_token(&hub, "life", &old_key));
+    let (mut old, code) = MqttDevice::connect_with_token(&hub, "life", &hub.device_token("life", &old_key));
     assert_eq!(code, ConnectReturnCode::Accepted);
     subscribe(&mut old, &["$iothub/twin/res/#", "$iothub/twin/PATCH/properties/desired/#", "$iothub/methods/POST/#"]);
     telemetry(&mut old, "life", br#"{"temperature":99}"#, 3);
@@ -198,7 +187,7 @@ fn deleting_a_device_ends_its_sessions_and_a_recreated_id_starts_empty() {
     hub.call("GET", "/twins/life", None).assert_hub_error(404, "DeviceNotFound", 404_001);
     hub.call("GET", "/api/devices/life/telemetry", None).assert_hub_error(404, "DeviceNotFound", 404_001);
     // A deleted id refuses CONNECTs, reports, methods and messages.
-    let (_, code) = MqttDevice::connect_with_token(&hub, "life", &device_token(&hub, "life", &old_key));
+    let (_, code) = MqttDevice::connect_with_token(&hub, "life", &hub.device_token("life", &old_key));
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
     let method = hub.call("POST", "/twins/life/methods", Some(r#"{"methodName":"reboot","payload":{}}"#));
     method.assert_hub_error(404, "DeviceNotFound", 404_001);
@@ -208,7 +197,7 @@ fn deleting_a_device_ends_its_sessions_and_a_recreated_id_starts_empty() {
     let again = hub.call("PUT", "/devices/life", Some("{}"));
     assert_eq!(again.status, 200, "{}", again.body);
     assert_ne!(again.json()["generationId"], first_generation);
-    let new_key = device_key(&hub, "life");
+    let new_key = hub.device_key("life");
     assert_ne!(new_key, old_key);
     let twin = hub.call("GET", "/twins/life", None).json();
     assert_eq!(twin["cloudToDeviceMessageCount"], 0);
@@ -223,9 +212,9 @@ fn deleting_a_device_ends_its_sessions_and_a_recreated_id_starts_empty() {
     assert_eq!(listed.json().as_array().map(Vec::len), Some(1), "{}", listed.body);
 
     // The old key is worthless; the new device gets only new messages.
-    let (_, code) = MqttDevice::connect_with_token(&hub, "life", &device_token(&hub, "life", &old_key));
+    let (_, code) = MqttDevice::connect_with_token(&hub, "life", &hub.device_token("life", &old_key));
     assert_eq!(code, ConnectReturnCode::NotAuthorized);
-    let (mut new, code) = MqttDevice::connect_with_token(&hub, "life", &device_token(&hub, "life", &new_key));
+    let (mut new, code) = MqttDevice::connect_with_token(&hub, "life", &hub.device_token("life", &new_key));
     assert_eq!(code, ConnectReturnCode::Accepted);
     subscribe(&mut new, &["devices/life/messages/devicebound/#"]);
     let sent = hub.call("POST", "/api/devices/life/messages", Some(r#"{"payload":{"new":true}}"#));
@@ -243,8 +232,8 @@ fn disabling_or_rekeying_drops_the_session_and_its_later_packets() {
     let storage = Storage::new("lifecycle-disable");
     let hub = Hub::start(&storage);
     let created = hub.call("PUT", "/devices/d1", Some("{}")).json();
-    let key = device_key(&hub, "d1");
-    let (mut device, code) = MqttDevice::connect_with_token(&hub, "d1", &device_token(&hub, "d1", &key));
+    let key = hub.device_key("d1");
+    let (mut device, code) = MqttDevice::connect_with_token(&hub, "d1", &hub.device_token("d1", &key));
     assert_eq!(code, ConnectReturnCode::Accepted);
     let disabled = json!({ "deviceId": "d1", "status": "disabled", "etag": created["etag"] });
     let etag = format!("\"{}\"", created["etag"].as_str().unwrap());
@@ -292,24 +281,24 @@ fn connects_for_ids_never_created_write_nothing() {
     let wrong_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     for i in 0..60 {
         let id = format!("ghost-{i}");
-        let token = if i % 2 == 0 { "junk".to_owned() } else { device_token(&hub, &id, wrong_key) };
+        let token = if i % 2 == 0 { "junk".to_owned() } else { hub.device_token(&id, wrong_key) };
         let (_, code) = MqttDevice::connect_with_token(&hub, &id, &token);
         assert_eq!(code, ConnectReturnCode::NotAuthorized, "{id}");
     }
     // Expired, and scoped to another device.
     let expired = sign(&format!("{}/devices/ghost-x", hub.host()), wrong_key, None, now_secs() - 5).unwrap();
     assert_eq!(MqttDevice::connect_with_token(&hub, "ghost-x", &expired).1, ConnectReturnCode::NotAuthorized);
-    let other = device_token(&hub, "real", wrong_key);
+    let other = hub.device_token("real", wrong_key);
     assert_eq!(MqttDevice::connect_with_token(&hub, "ghost-y", &other).1, ConnectReturnCode::NotAuthorized);
     // A user name naming another device than the client id.
-    let key = device_key(&hub, "real");
+    let key = hub.device_key("real");
     let (mut device, _) = MqttDevice::open(&hub);
     device.send(&Packet::Connect(twinhub_core::mqtt::Connect {
         client_id: "real".into(),
         clean_session: true,
         keep_alive: 60,
         username: Some(format!("{}/someone-else/?api-version=2021-04-12", hub.host())),
-        password: Some(device_token(&hub, "real", &key).into_bytes()),
+        password: Some(hub.device_token("real", &key).into_bytes()),
         will: None,
     }));
     assert!(matches!(
@@ -333,8 +322,8 @@ fn large_messages_split_across_frames_arrive_whole() {
     let storage = Storage::new("lifecycle-split");
     let hub = Hub::start(&storage);
     assert_eq!(hub.call("PUT", "/devices/big", Some("{}")).status, 200);
-    let key = device_key(&hub, "big");
-    let (mut device, code) = MqttDevice::connect_with_token(&hub, "big", &device_token(&hub, "big", &key));
+    let key = hub.device_key("big");
+    let (mut device, code) = MqttDevice::connect_with_token(&hub, "big", &hub.device_token("big", &key));
     assert_eq!(code, ConnectReturnCode::Accepted);
     // 8 KB in 1 KB frames, 64 KB in 4 KB frames, 256 KB (IoT Hub's message limit) in 16 KB
     // frames and in 1,000-byte frames: each acknowledged and stored whole.
@@ -382,7 +371,7 @@ fn a_far_future_token_keeps_the_session_working() {
     let storage = Storage::new("lifecycle-se");
     let hub = Hub::start(&storage);
     assert_eq!(hub.call("PUT", "/devices/forever", Some("{}")).status, 200);
-    let key = device_key(&hub, "forever");
+    let key = hub.device_key("forever");
     let token = sign(&format!("{}/devices/forever", hub.host()), &key, None, (1 << 63) - 1).unwrap();
     let (mut device, code) = MqttDevice::connect_with_token(&hub, "forever", &token);
     assert_eq!(code, ConnectReturnCode::Accepted);

@@ -5,9 +5,8 @@
 use serde_json::json;
 use std::num::NonZeroU16;
 use std::time::Duration;
-use twinhub_core::auth::sign;
 use twinhub_core::mqtt::{ConnectReturnCode, Packet, Publish, QoS, Subscribe};
-use twinhub_e2e::{now_secs, Hub, MqttDevice, Storage};
+use twinhub_e2e::{Hub, MqttDevice, Storage};
 
 #[test]
 fn an_s1_hub_throttles_as_azure_does() {
@@ -65,11 +64,7 @@ fn an_s1_hub_throttles_as_azure_does() {
 
     // MQTT twin GETs: 100 a second for the hub, half of it over MQTT, split over the two
     // gateway shards: some of 80 answer res/429 on the twin response topic.
-    let key = hub.call("GET", "/devices/t1", None).json()["authentication"]["symmetricKey"]["primaryKey"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let token = sign(&format!("{}/devices/t1", hub.host()), &key, None, now_secs() + 600).unwrap();
+    let token = hub.device_token("t1", &hub.device_key("t1"));
     let (mut device, code) = MqttDevice::connect_with_token(&hub, "t1", &token);
     assert_eq!(code, ConnectReturnCode::Accepted);
     device.send(&Packet::Subscribe(Subscribe {

@@ -57,23 +57,8 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
 
 async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
     let method = req.method();
-    // IoT Hub's tier throttles count authorized requests only: a stranger's junk must not use
-    // up the hub's allowance (its 401 comes from the route's own check).
-    if let Some(op) = twinhub_core::tier::rest_operation(method.as_ref(), segs) {
-        if crate::auth::require(&req, env, twinhub_core::auth::Permissions::default()).is_ok() {
-            // Direct methods are metered in 4 KB, as Azure meters them.
-            let cost = match op {
-                twinhub_core::tier::Operation::DirectMethod => {
-                    let length: usize =
-                        req.headers().get("content-length").ok().flatten().and_then(|l| l.parse().ok()).unwrap_or(0);
-                    u32::try_from(length.div_ceil(twinhub_core::tier::QUOTA_BLOCK_BYTES).max(1)).unwrap_or(u32::MAX)
-                }
-                _ => 1,
-            };
-            if let Some(refused) = crate::limits::admit_rest(env, op, cost, crate::clock::now()) {
-                return Ok(refused?);
-            }
-        }
+    if let Some(refused) = crate::limits::throttle_rest(&req, env, segs) {
+        return Ok(refused?);
     }
     match (segs, method) {
         (["api", "health"], Method::Get) => api::health(),
