@@ -7,6 +7,8 @@
 # OUT_DIR gets config.capnp (mode 0600). Environment:
 #   PORT                  listening port (default 18787) on TWINHUB_LISTEN_HOST (default 127.0.0.1)
 #   TWINHUB_STORAGE       Durable Object storage directory (default OUT_DIR/storage)
+#   TWINHUB_MQTT_LISTEN   with TLS: where MQTT over TLS is taken (default TWINHUB_LISTEN_HOST:8883;
+#                         "off": none)
 #   TWINHUB_ENV_FILE      a NAME=VALUE file of secrets/vars (default .dev.vars when present);
 #                         its values are written into config.capnp
 #   Any of the Worker's settings set in this environment (TWINHUB_OWNER_KEY, TWINHUB_POLICIES, ...,
@@ -25,14 +27,19 @@ for f in "$root/functions/build/index.js" "$root/functions/build/index_bg.wasm" 
   [ -e "$f" ] || { echo "serve: $f is missing (build first: make build; npm ci for workerd)" >&2; exit 1; }
 done
 
-PASS_ENV=(TWINHUB_OWNER_KEY TWINHUB_POLICIES TWINHUB_HOST_NAMES TWINHUB_TIER TWINHUB_BENCH_ECHO
+PASS_ENV=(TWINHUB_OWNER_KEY TWINHUB_POLICIES TWINHUB_HOST_NAMES TWINHUB_TIER TWINHUB_BENCH_ECHO TWINHUB_DESIRED_CATCH_UP
   UPSTREAM_CONNECTION_STRING UPSTREAM_SCHEME TWIN_HISTORY_RETENTION TELEMETRY_RETENTION
   TELEMETRY_RETENTION_SECS MQTT_CONNECT_TIMEOUT_MS JOB_RETENTION_SECS JOB_DEVICES_PER_SECOND
   JOB_CONCURRENCY DEVICE_MESSAGES_PER_SECOND FLEET_INDEX_SHARDS GATEWAY_SHARDS)
 
 args=(--wrangler "$root/wrangler.toml" --storage "$storage" --listen "$host:$port" --out "$out/config.capnp")
 # TWINHUB_TLS_KEY and TWINHUB_TLS_CERT (PEM): serve https instead of http.
-if [ -n "${TWINHUB_TLS_KEY:-}" ]; then args+=(--tls-key "$TWINHUB_TLS_KEY" --tls-cert "${TWINHUB_TLS_CERT:?TWINHUB_TLS_CERT goes with TWINHUB_TLS_KEY}"); fi
+mqtt=
+if [ -n "${TWINHUB_TLS_KEY:-}" ]; then
+  args+=(--tls-key "$TWINHUB_TLS_KEY" --tls-cert "${TWINHUB_TLS_CERT:?TWINHUB_TLS_CERT goes with TWINHUB_TLS_KEY}")
+  mqtt=${TWINHUB_MQTT_LISTEN:-$host:8883}
+  if [ "$mqtt" = "off" ]; then mqtt=; else args+=(--mqtt-listen "$mqtt"); fi
+fi
 env_file=${TWINHUB_ENV_FILE:-}
 if [ -z "$env_file" ] && [ -f "$root/.dev.vars" ]; then env_file="$root/.dev.vars"; fi
 if [ -n "$env_file" ]; then args+=(--env-file "$env_file"); fi
@@ -43,7 +50,7 @@ done
 mkdir -p "$out"
 node "$root/scripts/workerd-config.mjs" "${args[@]}"
 scheme=http; [ -n "${TWINHUB_TLS_KEY:-}" ] && scheme=https
-echo "serve: twinhub on $scheme://$host:$port (config $out/config.capnp, storage $storage)" >&2
+echo "serve: twinhub on $scheme://$host:$port${mqtt:+ and mqtts://$mqtt} (config $out/config.capnp, storage $storage)" >&2
 # --experimental: localDisk storage is documented as experimental (workerd 2026-04-26 also ran it
 # without the flag); TCP sockets and the `experimental` compat flag do need it.
 # shellcheck disable=SC2086

@@ -67,7 +67,13 @@ pub const HOST_NAMES_VAR: &str = "TWINHUB_HOST_NAMES";
 /// The hub's host as the client addressed it, if it is one of the hub's own names
 /// ([`HOST_NAMES_VAR`]); empty otherwise, which no token covers.
 pub fn own_host(req: &Request, env: &Env) -> String {
-    let host = hub_host(req);
+    own_name(hub_host(req), env)
+}
+
+/// `host` if it is one of the hub's own names ([`HOST_NAMES_VAR`], or any name when that is
+/// unset); empty otherwise, which no token covers. For MQTT over TCP the host is the one the
+/// device names in its CONNECT user name (there is no Host header; TLS SNI is not exposed).
+pub fn own_name(host: String, env: &Env) -> String {
     let Some(names) = env.var(HOST_NAMES_VAR).ok().map(|v| v.to_string()).filter(|n| !n.trim().is_empty()) else {
         return host;
     };

@@ -1,5 +1,6 @@
 //! twinhub's Cloudflare Worker: IoT Hub's service REST API, the dashboard's static assets, and
-//! (in later issues) the device endpoint, all in one Worker.
+//! the device endpoint (MQTT over WebSocket, and over TLS on 8883 when self-hosted), all in one
+//! Worker.
 //!
 //! This crate is an adapter. It parses HTTP, checks tokens, finds the right Durable Object and
 //! turns results into responses; every rule it applies lives in `twinhub-core`.
@@ -11,6 +12,7 @@
 
 mod auth;
 mod clock;
+mod device_tcp;
 mod http;
 mod limits;
 mod objects;
@@ -18,7 +20,7 @@ mod routes;
 mod rpc;
 mod upstream;
 
-use worker::{event, Context, Env, Request, Response, Result};
+use worker::{event, Context, Env, Request, Response, Result, Socket};
 
 #[event(start)]
 fn start() {
@@ -29,4 +31,10 @@ fn start() {
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     routes::handle(req, &env).await
+}
+
+/// MQTT over TLS on 8883: workerd's `tcp` socket (self-hosted only) hands each connection here.
+#[event(connect)]
+async fn connect(socket: Socket, env: Env, _ctx: Context) -> Result<()> {
+    device_tcp::serve(socket, &env).await
 }

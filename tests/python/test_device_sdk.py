@@ -1,9 +1,12 @@
-"""The real azure-iot-device 2.14.0 SDK (MQTT over WebSocket, TLS on port 443) against twinhub,
-running the article's device class (article_device.py), with azure-iot-hub 2.7.0 as the backend.
+"""The real azure-iot-device 2.14.0 SDK against twinhub, on its default transport (MQTT over TLS
+on port 8883) and on MQTT over WebSocket (port 443), running the article's device class
+(article_device.py), with azure-iot-hub 2.7.0 as the backend.
 
-Run by tests/tests/python_device_sdk.rs, which starts `wrangler dev` over https on port 443 and
-passes TWINHUB_CONNECTION_STRING (owner policy, HostName=localhost), TWINHUB_CA (the test CA
-file) and REQUESTS_CA_BUNDLE.
+Run by tests/tests/python_device_sdk.rs, which starts the hub over https on port 443 with MQTT
+over TLS on 8883 and passes TWINHUB_CONNECTION_STRING (owner policy, HostName=localhost),
+TWINHUB_CA (the test CA file), REQUESTS_CA_BUNDLE and SSL_CERT_FILE (the CA, which is how the
+default transport trusts it). TWINHUB_DEVICE_TRANSPORTS picks the transports (upstream mode
+serves only the WebSocket).
 """
 
 import asyncio
@@ -17,6 +20,8 @@ import urllib.parse
 import urllib.request
 import ssl
 
+import pytest
+
 from azure.iot.device import MethodResponse
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
@@ -24,7 +29,19 @@ from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 from article_device import IoTDevice
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
-DEVICE_ID = "sensor-001"
+TRANSPORTS = os.environ.get("TWINHUB_DEVICE_TRANSPORTS", "mqtt,websocket").split(",")
+# One device per transport, so the two runs do not share a twin.
+DEVICE_IDS = {"websocket": "sensor-001", "mqtt": "sensor-002"}
+
+
+def sdk_client(cs, transport, **options):
+    """A device client on `transport`: the SDK's default (MQTT on 8883, the CA from
+    SSL_CERT_FILE), or MQTT over WebSocket on 443 with the CA passed in."""
+    from azure.iot.device.aio import IoTHubDeviceClient
+
+    if transport == "websocket":
+        options.update(websockets=True, server_verification_cert=open(os.environ["TWINHUB_CA"]).read())
+    return IoTHubDeviceClient.create_from_connection_string(cs, **options)
 
 
 # Where stored telemetry is read: this hub, or (upstream mode, tests/tests/upstream.rs) the
@@ -41,9 +58,9 @@ def owner_token(cs=OWNER):
     return f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(base64.b64encode(sig))}&se={se}&skn=iothubowner"
 
 
-def telemetry():
+def telemetry(device_id):
     request = urllib.request.Request(
-        f"{TELEMETRY_BASE}/api/devices/{DEVICE_ID}/telemetry?limit=100",
+        f"{TELEMETRY_BASE}/api/devices/{device_id}/telemetry?limit=100",
         headers={"Authorization": owner_token(TELEMETRY_CS)},
     )
     context = ssl.create_default_context(cafile=os.environ["TWINHUB_CA"]) if TELEMETRY_BASE.startswith("https") else None
@@ -60,11 +77,13 @@ async def eventually(check, what, timeout=30):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_article_device_end_to_end():
-    asyncio.run(article_device_end_to_end())
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_article_device_end_to_end(transport):
+    asyncio.run(article_device_end_to_end(transport))
 
 
-async def article_device_end_to_end():
+async def article_device_end_to_end(transport):
+    DEVICE_ID = DEVICE_IDS[transport]
     registry = IoTHubRegistryManager.from_connection_string(OWNER)
     registry.create_device_with_sas(DEVICE_ID, None, None, "enabled")
     key = registry.get_device(DEVICE_ID).authentication.symmetric_key.primary_key
@@ -75,7 +94,11 @@ async def article_device_end_to_end():
     def reported():
         return registry.get_twin(DEVICE_ID).properties.reported
 
-    device = IoTDevice(f"HostName=localhost;DeviceId={DEVICE_ID};SharedAccessKey={key}")
+    cs = f"HostName=localhost;DeviceId={DEVICE_ID};SharedAccessKey={key}"
+    device = IoTDevice(cs)
+    if transport == "websocket":
+        # The article's class as is; only its (not yet connected) client is swapped.
+        device.client = sdk_client(cs, transport)
 
     # A method handler answers direct methods (getConfig returns the current config).
     async def on_method(request):
@@ -105,8 +128,8 @@ async def article_device_end_to_end():
         assert "lastFirmwareUpdate" in reported()
 
         # Telemetry every second, with the article's fields; connectivity reported alongside.
-        await eventually(lambda: len(telemetry()) >= 2, "two telemetry messages", 15)
-        message = telemetry()[-1]["body"]
+        await eventually(lambda: len(telemetry(DEVICE_ID)) >= 2, "two telemetry messages", 15)
+        message = telemetry(DEVICE_ID)[-1]["body"]
         assert {"temperature", "humidity", "timestamp"} <= set(message)
         if message["temperature"] > 22:
             assert message["alert"] == "high_temperature"
@@ -224,3 +247,78 @@ async def deleting_a_device_ends_its_sdk_session_and_its_key():
     assert (await fresh.get_twin())["reported"].get("alive") is None
     await fresh.shutdown()
     registry.delete_device(doomed)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_desired_changes_made_while_away_arrive_after_reconnect(transport):
+    asyncio.run(desired_changes_made_while_away_arrive_after_reconnect(transport))
+
+
+async def desired_changes_made_while_away_arrive_after_reconnect(transport):
+    """Catch-up on reconnect (beyond IoT Hub): an SDK device whose code never GETs its twin still
+    gets the desired changes made while it was away, as one patch with `$version`."""
+    device_id = f"catch-up-{transport}"
+    registry = IoTHubRegistryManager.from_connection_string(OWNER)
+    registry.create_device_with_sas(device_id, None, None, "enabled")
+    key = registry.get_device(device_id).authentication.symmetric_key.primary_key
+    registry.update_twin(device_id, Twin(properties=TwinProperties(desired={"mode": "eco", "gone": 1})), "*")
+
+    patches = []
+    client = sdk_client(f"HostName=localhost;DeviceId={device_id};SharedAccessKey={key}", transport)
+    client.on_twin_desired_properties_patch_received = patches.append
+    await client.connect()
+    try:
+        # While connected: the change is pushed as it happens (IoT Hub's behaviour).
+        await asyncio.sleep(1)
+        registry.update_twin(device_id, Twin(properties=TwinProperties(desired={"mode": "boost"})), "*")
+        await eventually(lambda: any(p.get("mode") == "boost" for p in patches), "the live patch", 15)
+        assert not any("gone" in p for p in patches), "what was set before the first connect is not replayed"
+
+        await client.disconnect()
+        await eventually(
+            lambda: registry.get_twin(device_id).connection_state == "Disconnected", "Disconnected", 15
+        )
+        registry.update_twin(device_id, Twin(properties=TwinProperties(desired={"interval": 7, "gone": None})), "*")
+        registry.update_twin(device_id, Twin(properties=TwinProperties(desired={"mode": "night"})), "*")
+        version = registry.get_twin(device_id).properties.desired["$version"]
+
+        await client.connect()
+        await eventually(lambda: any(p.get("$version") == version for p in patches), "the catch-up patch", 15)
+        caught = [p for p in patches if p.get("$version") == version]
+        assert caught == [{"interval": 7, "gone": None, "mode": "night", "$version": version}], patches
+        # Once caught up, nothing more is sent for the same version.
+        await asyncio.sleep(1)
+        assert len([p for p in patches if p.get("$version") == version]) == 1
+    finally:
+        await client.shutdown()
+    registry.delete_device(device_id)
+
+
+def test_one_session_per_device_across_transports():
+    if len(TRANSPORTS) < 2:
+        pytest.skip("needs both transports")
+    asyncio.run(one_session_per_device_across_transports())
+
+
+async def one_session_per_device_across_transports():
+    """A second connection replaces the first whichever transport either uses."""
+    device_id = "two-transports"
+    registry = IoTHubRegistryManager.from_connection_string(OWNER)
+    registry.create_device_with_sas(device_id, None, None, "enabled")
+    key = registry.get_device(device_id).authentication.symmetric_key.primary_key
+    cs = f"HostName=localhost;DeviceId={device_id};SharedAccessKey={key}"
+    ws = sdk_client(cs, "websocket", connection_retry=False)
+    tcp = sdk_client(cs, "mqtt", connection_retry=False)
+    try:
+        await ws.connect()
+        await tcp.connect()
+        await eventually(lambda: not ws.connected, "the WebSocket session replaced by the 8883 one", 15)
+        await tcp.patch_twin_reported_properties({"via": "tcp"})
+        await ws.connect()
+        await eventually(lambda: not tcp.connected, "the 8883 session replaced by the WebSocket one", 15)
+        await ws.patch_twin_reported_properties({"via": "websocket"})
+        assert registry.get_twin(device_id).properties.reported["via"] == "websocket"
+    finally:
+        await ws.shutdown()
+        await tcp.shutdown()
+    registry.delete_device(device_id)

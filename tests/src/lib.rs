@@ -66,6 +66,9 @@ pub struct Hub {
     port: u16,
     log: PathBuf,
     https: bool,
+    /// Where MQTT over TLS is taken (workerd with https only): 8883 for a hub on 443, as the
+    /// device SDKs dial, otherwise a free port.
+    mqtt_port: Option<u16>,
 }
 
 /// The test TLS material: a CA and a server certificate for `127.0.0.1` and `localhost` signed
@@ -162,7 +165,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn wrangler dev (did `npm ci` run?)");
-        let mut hub = Self { child, owner_key, port, log, https };
+        let mut hub = Self { child, owner_key, port, log, https, mqtt_port: None };
         hub.wait_ready();
         hub
     }
@@ -183,9 +186,13 @@ impl Hub {
         let log = storage.path().join(format!("workerd-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
         let mut command = Command::new(root.join("scripts/serve.sh"));
+        let mut mqtt_port = None;
         if https {
             let tls = tls();
             command.env("TWINHUB_TLS_KEY", &tls.key).env("TWINHUB_TLS_CERT", &tls.cert);
+            let mqtt = if fixed_port == Some(443) { 8883 } else { free_port() };
+            command.env("TWINHUB_MQTT_LISTEN", format!("127.0.0.1:{mqtt}"));
+            mqtt_port = Some(mqtt);
         }
         let child = command
             .current_dir(&root)
@@ -200,9 +207,14 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn scripts/serve.sh");
-        let mut hub = Self { child, owner_key, port, log, https };
+        let mut hub = Self { child, owner_key, port, log, https, mqtt_port };
         hub.wait_ready();
         hub
+    }
+
+    /// The port of MQTT over TLS (`None` over http, or under `wrangler dev`, which takes no TCP).
+    pub fn mqtt_port(&self) -> Option<u16> {
+        self.mqtt_port
     }
 
     fn wait_ready(&mut self) {
@@ -451,6 +463,8 @@ pub fn pytest(suite: &str, connection_string: &str, env: &[(&str, &str)]) -> Res
         .env("TWINHUB_CONNECTION_STRING", connection_string)
         .env("TWINHUB_CA", &ca)
         .env("REQUESTS_CA_BUNDLE", &ca)
+        // How the SDKs' default transport (MQTT over TLS on 8883) trusts the test CA.
+        .env("SSL_CERT_FILE", &ca)
         .envs(env.iter().copied())
         .output()
         .expect("run pytest");

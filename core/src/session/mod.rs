@@ -59,6 +59,12 @@ pub enum CloseReason {
     Hub(String),
 }
 
+/// The hub host named by an IoT Hub CONNECT user name, `{host}/{deviceId}/?api-version=...`
+/// (spec §5.2): over raw TCP, with no Host header, the host the device believes it dialled.
+pub fn username_host(username: &str) -> &str {
+    username.split('/').next().unwrap_or_default()
+}
+
 /// Work for the adapter.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEvent {

@@ -7,6 +7,7 @@
 //! checks the copy against the limits, and only then replaces `self`: a rejected write changes
 //! nothing, not even a counter. Each returns the [`Change`]s it made, for the twin history.
 
+pub mod catch_up;
 pub mod drift;
 mod error;
 mod history;

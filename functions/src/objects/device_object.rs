@@ -31,6 +31,7 @@ use twinhub_core::etag::if_match_allows;
 use twinhub_core::identity::{DeviceIdentity, DeviceRequest, Status};
 use twinhub_core::session::topic::Subscription;
 use twinhub_core::telemetry::{downsample, numeric_field, Point};
+use twinhub_core::twin::catch_up::DesiredSeen;
 use twinhub_core::twin::{revert_patch, Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{
@@ -56,6 +57,11 @@ pub const TELEMETRY_RETENTION_SECS_VAR: &str = "TELEMETRY_RETENTION_SECS";
 pub const DEFAULT_TELEMETRY_RETENTION_SECS: u64 = 7 * 24 * 3600;
 /// The stored (base64) body bytes one telemetry page carries at most.
 pub const MAX_TELEMETRY_PAGE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Variable: `off` turns catch-up on reconnect off ([`twinhub_core::twin::catch_up`]): a
+/// device that reconnects is then sent only the desired changes made while it is connected, as
+/// IoT Hub does.
+pub const CATCH_UP_VAR: &str = "TWINHUB_DESIRED_CATCH_UP";
 
 /// Where the device's live MQTT session is.
 #[derive(serde::Serialize, Deserialize)]
@@ -346,6 +352,8 @@ impl DeviceObject {
                     )?;
                 }
                 let c2d = subscriptions.contains(&Subscription::CloudToDevice);
+                let desired_now = !record.subscriptions.contains(&Subscription::DesiredPatches)
+                    && subscriptions.contains(&Subscription::DesiredPatches);
                 record.subscriptions = subscriptions;
                 sql.exec(
                     "INSERT OR REPLACE INTO doc (name, body) VALUES ('connection', ?)",
@@ -353,6 +361,11 @@ impl DeviceObject {
                 )?;
                 if c2d {
                     self.deliver_cloud_to_device().await?;
+                }
+                if desired_now {
+                    if let Some(d) = self.load()? {
+                        self.catch_up(&d).await?;
+                    }
                 }
                 Ok(http::no_content()?)
             }
@@ -413,6 +426,8 @@ impl DeviceObject {
             }
             DeviceOp::DeviceTwinGet { device_id, conn } => {
                 let Some(d) = self.session_device(&device_id, &conn)? else { return session_ended() };
+                // The device now has the current desired: the catch-up baseline.
+                self.mark_desired_seen(&d.twin)?;
                 Ok(http::json(200, &d.twin.to_device_json(), None)?)
             }
             DeviceOp::DeviceReport { device_id, conn, body } => {
@@ -599,6 +614,10 @@ impl DeviceObject {
             None => {}
         }
         if let (true, Some(patch)) = (desired_changed, notice) {
+            // A session subscribed to desired is told now, so this is what the device has seen.
+            if self.connection()?.is_some_and(|c| c.subscriptions.contains(&Subscription::DesiredPatches)) {
+                self.mark_desired_seen(&d.twin)?;
+            }
             let body = d.twin.desired_notification(patch.as_ref());
             self.tell_gateway(|conn| GatewayOp::Desired {
                 conn,
@@ -668,6 +687,13 @@ impl DeviceObject {
         // processes this behind the CONNECT it is handling).
         if subscriptions.contains(&Subscription::CloudToDevice) {
             self.deliver_cloud_to_device().await?;
+        }
+        // A kept desired subscription is a resubscription: catch up. Otherwise a device seen
+        // for the first time gets its baseline now, and catches up when it subscribes.
+        if subscriptions.contains(&Subscription::DesiredPatches) {
+            self.catch_up(&d).await?;
+        } else if self.load_text("desired_seen")?.is_none() {
+            self.mark_desired_seen(&d.twin)?;
         }
         self.push_to_index(device_id).await?;
         let verdict = json!({ "code": 0, "expiryMs": expiry.saturating_mul(1000), "subscriptions": subscriptions });
@@ -810,6 +836,31 @@ impl DeviceObject {
         notify_gateway(&self.env, &c.gateway, &op(c.conn)).await;
     }
 
+    /// Records that the device has `twin`'s current desired (the catch-up baseline).
+    fn mark_desired_seen(&self, twin: &Twin) -> Result<()> {
+        self.state.storage().sql().exec(
+            "INSERT OR REPLACE INTO doc (name, body) VALUES ('desired_seen', ?)",
+            vec![to_json(&DesiredSeen::of(twin))?.into()],
+        )?;
+        Ok(())
+    }
+
+    /// Sends the session the desired changes the device has not seen, as one patch
+    /// ([`DesiredSeen::catch_up`]), unless [`CATCH_UP_VAR`] is `off`. With no baseline yet, the
+    /// current desired becomes it and nothing is sent.
+    async fn catch_up(&self, d: &Device) -> Result<()> {
+        if self.env.var(CATCH_UP_VAR).is_ok_and(|v| v.to_string().eq_ignore_ascii_case("off")) {
+            return Ok(());
+        }
+        let seen: Option<DesiredSeen> = self.load_text("desired_seen")?.and_then(|t| serde_json::from_str(&t).ok());
+        let Some(seen) = seen else { return self.mark_desired_seen(&d.twin) };
+        let Some(body) = seen.catch_up(&d.twin) else { return Ok(()) };
+        self.mark_desired_seen(&d.twin)?;
+        let version = d.twin.desired.version;
+        self.tell_gateway(|conn| GatewayOp::Desired { conn, version, body: body.to_string() }).await;
+        Ok(())
+    }
+
     fn require(&self, device_id: &str) -> std::result::Result<Device, ApiError> {
         self.load()?
             .ok_or_else(|| HubError::new(ErrorCode::DeviceNotFound, format!("Device {device_id} not found")).into())
@@ -899,7 +950,10 @@ impl DeviceObject {
             None => {
                 // Everything goes; the tombstone (seq, index_pending) stays until the index has
                 // it, then the storage is freed.
-                sql.exec("DELETE FROM doc WHERE name IN ('identity', 'twin', 'connection', 'subscriptions')", None)?;
+                sql.exec(
+                    "DELETE FROM doc WHERE name IN ('identity', 'twin', 'connection', 'subscriptions', 'desired_seen')",
+                    None,
+                )?;
                 for table in ["history", "job_applied", "c2d", "telemetry"] {
                     sql.exec(&format!("DELETE FROM {table}"), None)?;
                 }

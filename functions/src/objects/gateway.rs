@@ -33,7 +33,7 @@ use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use twinhub_core::auth::precheck_device_token;
 use twinhub_core::mqtt::ConnectReturnCode;
-use twinhub_core::session::{Accepted, CloseReason, Session, SessionEvent};
+use twinhub_core::session::{username_host, Accepted, CloseReason, Session, SessionEvent};
 use twinhub_core::throttle::TokenBucket;
 use twinhub_core::tier::{Operation, Throttles};
 use twinhub_core::UnixMillis;
@@ -48,6 +48,14 @@ use worker::{
 pub const GATEWAY_HEADER: &str = "x-twinhub-gateway";
 /// Header the Worker sets: the host the device dialled, which its SAS token must name.
 pub const HOST_HEADER: &str = "x-twinhub-host";
+/// Header the Worker sets: how the device reached the hub, [`TRANSPORT_WEBSOCKET`] or
+/// [`TRANSPORT_TCP`] (MQTT over TLS on 8883, `crate::device_tcp`).
+pub const TRANSPORT_HEADER: &str = "x-twinhub-transport";
+/// MQTT over WebSocket (`/$iothub/websocket`).
+pub const TRANSPORT_WEBSOCKET: &str = "websocket";
+/// MQTT over TLS-terminated TCP: no Host header, so the hub's name comes from the CONNECT user
+/// name, checked against the hub's own names.
+pub const TRANSPORT_TCP: &str = "tcp";
 
 #[durable_object]
 pub struct Gateway {
@@ -96,6 +104,9 @@ struct Attachment {
     gateway: String,
     host: String,
     session: Session,
+    /// MQTT over TCP: `host` is taken from the CONNECT user name.
+    #[serde(default)]
+    tcp: bool,
     /// Cloud-to-device messages sent and not yet acknowledged: packet id -> queue seq.
     #[serde(default)]
     c2d_in_flight: std::collections::BTreeMap<u16, u64>,
@@ -202,6 +213,7 @@ impl Gateway {
             gateway: header(GATEWAY_HEADER),
             host: header(HOST_HEADER),
             session: Session::with_connect_timeout(clock::now(), connect_timeout_ms(&self.env)),
+            tcp: header(TRANSPORT_HEADER) == TRANSPORT_TCP,
             c2d_in_flight: std::collections::BTreeMap::new(),
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
@@ -340,7 +352,11 @@ impl Gateway {
             let Some(event) = deferred.take().or_else(|| att.session.poll_event()) else { return Ok(()) };
             let device_id = att.session.device_id().to_owned();
             match event {
-                SessionEvent::Authenticate { device_id, token, clean_session, .. } => {
+                SessionEvent::Authenticate { device_id, username, token, clean_session } => {
+                    if att.tcp {
+                        let named = username.as_deref().map(username_host).unwrap_or_default();
+                        att.host = crate::auth::own_name(named.to_owned(), &self.env);
+                    }
                     // Refused here, without waking the device's object: a token that cannot be
                     // right, or a CONNECT past the shard's rate.
                     let precheck = match token.as_deref() {

@@ -4,7 +4,7 @@
 use crate::auth::own_host;
 use crate::clock;
 use crate::http::ApiResult;
-use crate::objects::gateway::{GATEWAY_HEADER, HOST_HEADER};
+use crate::objects::gateway::{GATEWAY_HEADER, HOST_HEADER, TRANSPORT_HEADER, TRANSPORT_WEBSOCKET};
 use crate::objects::{gateway_shards, GATEWAY_BINDING};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Env, Method, Request, RequestInit};
@@ -23,6 +23,8 @@ pub async fn connect(req: Request, env: &Env) -> ApiResult {
     let headers = req.headers().clone();
     headers.set(GATEWAY_HEADER, &name)?;
     headers.set(HOST_HEADER, &own_host(&req, env))?;
+    // Set, not copied: a client's own header must not pass for the TCP path's.
+    headers.set(TRANSPORT_HEADER, TRANSPORT_WEBSOCKET)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
     let forwarded = Request::new_with_init(req.url()?.as_ref(), &init)?;

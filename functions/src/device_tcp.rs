@@ -1,0 +1,99 @@
+//! MQTT over TLS on 8883 (self-hosted under workerd only: Cloudflare takes no inbound TCP).
+//!
+//! workerd terminates TLS on its `tcp` socket and hands each connection to the Worker's
+//! `connect` handler. The session itself does not live here: this handler opens an in-process
+//! WebSocket to a gateway shard, exactly as `/$iothub/websocket` does, and copies bytes both
+//! ways. So a device on 8883 runs the same core `Session` in the same gateway, with the same
+//! bounds, throttles, pushes and lifecycle as a WebSocket device; the only difference the
+//! gateway sees is the transport header, which tells it to take the hub's host name from the
+//! CONNECT user name (raw TCP has no Host header).
+//!
+//! What this handler holds per connection is the TCP socket, one end of the in-process
+//! WebSocket and a read buffer; the gateway's end hibernates like any device socket. Both
+//! directions are bounded by the other side: TCP reads wait while a message to the gateway is
+//! handed over, and the gateway closes a device that sends faster than it is served.
+
+use crate::objects::gateway::{GATEWAY_HEADER, HOST_HEADER, TRANSPORT_HEADER, TRANSPORT_TCP};
+use crate::objects::{gateway_shards, GATEWAY_BINDING};
+use crate::{clock, upstream};
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use worker::{Env, Headers, Method, Request, RequestInit, Socket, WebSocket, WebsocketEvent};
+
+/// Bytes read from the device at once (a TLS record is at most 16 KiB of plaintext).
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves one device connection until either side closes.
+pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
+    if upstream::configured(env).is_some() {
+        // Upstream mode pipes WebSocket devices to the real hub; TCP devices are not piped yet.
+        worker::console_warn!(
+            "MQTT over TCP is not served in upstream mode: devices use wss://{{host}}/$iothub/websocket"
+        );
+        return socket.close().await;
+    }
+    let gateway = match open_gateway_socket(env).await {
+        Ok(ws) => ws,
+        Err(e) => {
+            // A full shard answers 503 instead of upgrading: the device retries later.
+            worker::console_warn!("MQTT over TCP: no gateway socket: {e}");
+            return socket.close().await;
+        }
+    };
+    gateway.accept()?;
+    AsRef::<web_sys::WebSocket>::as_ref(&gateway).set_binary_type(web_sys::BinaryType::Arraybuffer);
+    let result = pipe(&mut socket, &gateway).await;
+    let _ = gateway.close(Some(1000), Some("device closed"));
+    let _ = socket.close().await;
+    result
+}
+
+/// A WebSocket to a random gateway shard, marked as a TCP device's.
+async fn open_gateway_socket(env: &Env) -> worker::Result<WebSocket> {
+    let shard = u32::from_le_bytes(clock::random::<4>()?) % gateway_shards(env);
+    let name = format!("gw-{shard}");
+    let headers = Headers::new();
+    headers.set("upgrade", "websocket")?;
+    headers.set(GATEWAY_HEADER, &name)?;
+    headers.set(HOST_HEADER, "")?;
+    headers.set(TRANSPORT_HEADER, TRANSPORT_TCP)?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    // The URL only addresses the object; the gateway reads nothing from it.
+    let request = Request::new_with_init("https://gateway/$iothub/websocket", &init)?;
+    let stub = env.durable_object(GATEWAY_BINDING)?.get_by_name(&name)?;
+    let response = stub.fetch_with_request(request).await?;
+    let status = response.status_code();
+    response.websocket().ok_or_else(|| worker::Error::RustError(format!("the gateway answered {status}")))
+}
+
+enum Next {
+    FromDevice(std::io::Result<usize>),
+    FromGateway(Option<worker::Result<WebsocketEvent>>),
+}
+
+async fn pipe(socket: &mut Socket, gateway: &WebSocket) -> worker::Result<()> {
+    let mut from_gateway = gateway.events()?;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        // The read is cancel-safe: a pending read stays inside the socket and is picked up by
+        // the next one, so dropping it here to write loses nothing.
+        let next = match select(Box::pin(socket.read(&mut buf)), from_gateway.next()).await {
+            Either::Left((read, _)) => Next::FromDevice(read),
+            Either::Right((event, _)) => Next::FromGateway(event),
+        };
+        match next {
+            Next::FromDevice(Ok(0)) | Next::FromDevice(Err(_)) => return Ok(()),
+            Next::FromDevice(Ok(n)) => gateway.send_with_bytes(&buf[..n])?,
+            Next::FromGateway(Some(Ok(WebsocketEvent::Message(m)))) => {
+                let bytes = m.bytes().unwrap_or_default();
+                if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+                    return Ok(());
+                }
+            }
+            // The gateway closed the session (refused CONNECT, timeout, bad packet, replaced).
+            Next::FromGateway(_) => return Ok(()),
+        }
+    }
+}
