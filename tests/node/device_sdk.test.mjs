@@ -1,0 +1,117 @@
+// The real Azure IoT Node SDKs against twinhub: azure-iot-device 1.18 on both MQTT transports of
+// azure-iot-device-mqtt 1.16 (`Mqtt`: TLS on 8883, the default; `MqttWs`: WebSocket on 443), with
+// azure-iothub 1.16 as the backend (registry, twin updates, direct methods over HTTPS).
+//
+// Run by tests/tests/node_device_sdk.rs (`node --test`), which starts the hub over https on 443
+// with MQTT over TLS on 8883 and passes TWINHUB_CONNECTION_STRING (owner, HostName=localhost) and
+// NODE_EXTRA_CA_CERTS (the test CA: how Node trusts a private CA, with no option in the code).
+
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { test } from "node:test";
+import { createRequire } from "node:module";
+
+const require = createRequire(import.meta.url);
+const { Client: DeviceClient, Message } = require("azure-iot-device");
+const { Mqtt, MqttWs } = require("azure-iot-device-mqtt");
+const { Registry, Client: ServiceClient } = require("azure-iothub");
+
+const OWNER = process.env.TWINHUB_CONNECTION_STRING;
+const parts = Object.fromEntries(OWNER.split(";").map((p) => [p.slice(0, p.indexOf("=")), p.slice(p.indexOf("=") + 1)]));
+const registry = Registry.fromConnectionString(OWNER);
+const service = ServiceClient.fromConnectionString(OWNER);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+async function eventually(check, what, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(200);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function ownerToken() {
+  const sr = encodeURIComponent(parts.HostName);
+  const se = Math.floor(Date.now() / 1000) + 600;
+  const sig = createHmac("sha256", Buffer.from(parts.SharedAccessKey, "base64")).update(`${sr}\n${se}`).digest("base64");
+  return `SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}&skn=iothubowner`;
+}
+
+async function telemetry(deviceId) {
+  const r = await fetch(`https://${parts.HostName}/api/devices/${deviceId}/telemetry?limit=100`, {
+    headers: { Authorization: ownerToken() },
+  });
+  assert.equal(r.status, 200);
+  return (await r.json()).messages;
+}
+
+// Cloud-to-device through twinhub's REST send (the service SDK's `send` is AMQP, issue 20).
+async function sendC2d(deviceId, payload) {
+  const r = await fetch(`https://${parts.HostName}/api/devices/${deviceId}/messages`, {
+    method: "POST",
+    headers: { Authorization: ownerToken(), "Content-Type": "application/json" },
+    body: JSON.stringify({ payload }),
+  });
+  assert.equal(r.status, 202);
+}
+
+for (const [name, transport] of [["Mqtt", Mqtt], ["MqttWs", MqttWs]]) {
+  test(`a device on ${name}: twin, desired pushes, telemetry, methods, C2D, catch-up`, async () => {
+    const deviceId = `node-${name.toLowerCase()}`;
+    await registry.create({ deviceId, status: "enabled" });
+    const { responseBody: device } = await registry.get(deviceId);
+    const key = device.authentication.symmetricKey.primaryKey;
+    const client = DeviceClient.fromConnectionString(`HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key}`, transport);
+    try {
+      await client.open();
+      const twin = await client.getTwin();
+      const desired = [];
+      twin.on("properties.desired", (patch) => desired.push(patch));
+
+      // A reported patch round trip.
+      await new Promise((resolve, reject) =>
+        twin.properties.reported.update({ firmware: "1.0", transport: name }, (e) => (e ? reject(e) : resolve())),
+      );
+      const { responseBody: t1 } = await registry.getTwin(deviceId);
+      assert.equal(t1.properties.reported.transport, name);
+      assert.equal(t1.connectionState, "Connected");
+
+      // A desired patch, pushed as it happens.
+      await registry.updateTwin(deviceId, { properties: { desired: { interval: 5 } } }, "*");
+      await eventually(() => desired.some((p) => p.interval === 5), "the desired push");
+
+      // Telemetry, stored.
+      await client.sendEvent(new Message(JSON.stringify({ temperature: 21.5 })));
+      await eventually(async () => (await telemetry(deviceId)).some((m) => m.body.temperature === 21.5), "stored telemetry");
+
+      // A direct method.
+      client.onDeviceMethod("reboot", (request, response) => response.send(200, { after: request.payload.delay }));
+      await sleep(500);
+      const { result } = await service.invokeDeviceMethod(deviceId, { methodName: "reboot", payload: { delay: 3 } });
+      assert.equal(result.status, 200);
+      assert.deepEqual(result.payload, { after: 3 });
+
+      // Cloud-to-device, completed by the SDK.
+      const received = [];
+      client.on("message", (msg) => {
+        received.push(msg.getData().toString());
+        client.complete(msg, () => {});
+      });
+      await sleep(500);
+      await sendC2d(deviceId, "hello node");
+      await eventually(() => received.includes("hello node"), "the C2D message");
+
+      // Catch-up: desired changed while the device was away arrives after it reconnects,
+      // without its code asking for the twin again.
+      await client.close();
+      await eventually(async () => (await registry.getTwin(deviceId)).responseBody.connectionState === "Disconnected", "Disconnected");
+      await registry.updateTwin(deviceId, { properties: { desired: { interval: 9, mode: "night" } } }, "*");
+      await client.open();
+      await eventually(() => desired.some((p) => p.interval === 9 && p.mode === "night"), "the catch-up patch");
+    } finally {
+      await client.close().catch(() => {});
+      await registry.delete(deviceId).catch(() => {});
+    }
+  });
+}
