@@ -19,8 +19,11 @@ use crate::{clock, upstream};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use worker::{Env, Headers, Method, Request, RequestInit, Socket, WebSocket, WebsocketEvent};
+use std::time::Duration;
+use worker::{Delay, Env, Headers, Method, Request, RequestInit, Socket, WebSocket, WebsocketEvent};
 
+/// How long a device's departure waits for the gateway to acknowledge the close.
+const CLOSE_WAIT_MS: u64 = 2_000;
 /// Bytes read from the device at once (a TLS record is at most 16 KiB of plaintext).
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -43,10 +46,8 @@ pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
     };
     gateway.accept()?;
     AsRef::<web_sys::WebSocket>::as_ref(&gateway).set_binary_type(web_sys::BinaryType::Arraybuffer);
-    let result = pipe(&mut socket, &gateway).await;
-    let _ = gateway.close(Some(1000), Some("device closed"));
-    let _ = socket.close().await;
-    result
+    // The handler's return closes the socket.
+    pipe(&mut socket, &gateway).await
 }
 
 /// A WebSocket to a random gateway shard, marked as a TCP device's.
@@ -84,7 +85,22 @@ async fn pipe(socket: &mut Socket, gateway: &WebSocket) -> worker::Result<()> {
             Either::Right((event, _)) => Next::FromGateway(event),
         };
         match next {
-            Next::FromDevice(Ok(0)) | Next::FromDevice(Err(_)) => return Ok(()),
+            Next::FromDevice(Ok(0)) | Next::FromDevice(Err(_)) => {
+                // The device left. Close the gateway's socket and wait for its close to come
+                // back: returning with the close handshake open makes workerd log
+                // "PromiseFulfiller was destroyed without fulfilling the promise".
+                let _ = gateway.close(Some(1000), Some("device closed"));
+                let timer = Box::pin(Delay::from(Duration::from_millis(CLOSE_WAIT_MS)));
+                let mut closed = Box::pin(async {
+                    while let Some(Ok(event)) = from_gateway.next().await {
+                        if matches!(event, WebsocketEvent::Close(_)) {
+                            break;
+                        }
+                    }
+                });
+                let _ = select(closed.as_mut(), timer).await;
+                return Ok(());
+            }
             Next::FromDevice(Ok(n)) => gateway.send_with_bytes(&buf[..n])?,
             Next::FromGateway(Some(Ok(WebsocketEvent::Message(m)))) => {
                 let bytes = m.bytes().unwrap_or_default();

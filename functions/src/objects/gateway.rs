@@ -175,6 +175,9 @@ impl DurableObject for Gateway {
         if let Some(conn) = conn_of(&ws) {
             self.deliver(&ws, &conn, Input::SocketClosed).await;
         }
+        // Complete the close handshake (the compatibility date predates workerd's automatic
+        // reply); the 8883 pipe waits for it. Closing a socket already closed only errs.
+        let _ = ws.close(Some(1000), Some("closed"));
         Ok(())
     }
 
