@@ -18,8 +18,8 @@ use crate::objects::{gateway_shards, GATEWAY_BINDING};
 use crate::{clock, upstream};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use worker::{Delay, Env, Headers, Method, Request, RequestInit, Socket, WebSocket, WebsocketEvent};
 
 /// How long a device's departure waits for the gateway to acknowledge the close.

@@ -1,12 +1,13 @@
 //! Concurrency and crashes: etags are exact under contention, no write is lost under load, and
-//! every acknowledged PATCH survives `kill -9` of `wrangler dev`.
+//! every acknowledged PATCH and telemetry message survives `kill -9` of the runtime (workerd;
+//! jobs.rs does the same for job steps).
 
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
-use twinhub_e2e::{Hub, Storage};
+use twinhub_e2e::{Hub, MqttDevice, Storage};
 
 #[test]
 fn concurrent_patches_with_one_etag_exactly_one_wins() {
@@ -128,4 +129,57 @@ fn acknowledged_patches_survive_kill_dash_nine() {
 fn base64_etag(n: u64) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(n.to_be_bytes())
+}
+
+#[test]
+fn acknowledged_telemetry_survives_kill_dash_nine() {
+    use twinhub_core::mqtt::{Packet, Publish, QoS};
+    let storage = Storage::new("kill9-telemetry");
+    let hub = Arc::new(Hub::start(&storage));
+    assert_eq!(hub.call("PUT", "/devices/chatty", Some("{}")).status, 200);
+    let mut device = MqttDevice::connect(&hub, "chatty");
+    let killer = {
+        let hub = hub.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(1500));
+            hub.kill9();
+        })
+    };
+    // QoS 1, one at a time: a message counts as acknowledged when its PUBACK arrived.
+    let mut acked = Vec::new();
+    for n in 1..=u16::MAX {
+        let id = std::num::NonZeroU16::new(n).unwrap();
+        device.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "devices/chatty/messages/events/".into(),
+            packet_id: Some(id),
+            payload: json!({ "n": n }).to_string().into_bytes(),
+        }));
+        let acknowledged = loop {
+            match device.recv() {
+                Some(Packet::PubAck(got)) if got == id => break true,
+                Some(_) => continue,
+                None => break false,
+            }
+        };
+        if !acknowledged {
+            break;
+        }
+        acked.push(u64::from(n));
+    }
+    killer.join().unwrap();
+    drop(hub);
+    println!("{} messages acknowledged before the kill", acked.len());
+    assert!(acked.len() > 10, "too few messages before the kill to prove anything: {}", acked.len());
+
+    let hub = Hub::start(&storage);
+    let stored = hub.call("GET", "/api/devices/chatty/telemetry?limit=1000", None).json();
+    let kept: std::collections::HashSet<u64> =
+        stored["messages"].as_array().unwrap().iter().filter_map(|m| m["body"]["n"].as_u64()).collect();
+    let newest_kept = acked.len().min(1000);
+    for n in &acked[acked.len() - newest_kept..] {
+        assert!(kept.contains(n), "acknowledged message {n} lost (kept {} of {})", kept.len(), acked.len());
+    }
 }
