@@ -3,10 +3,11 @@
 # under workerd, Cloudflare's runtime, directly (no wrangler or node on the request path);
 # `scripts/dev.sh --reload` (make dev-reload) through wrangler dev instead.
 #
-# TWINHUB_TLS=1 make dev serves https on port 443 (PORT overrides) for the Azure device SDKs,
-# which dial wss://{HostName}:443 and verify the certificate: a CA and a server certificate for
-# localhost and 127.0.0.1 are made once in .twinhub/ (pass .twinhub/ca.pem to the SDK as
-# server_verification_cert). Binding 443 needs root or a lowered
+# TWINHUB_TLS=1 make dev serves https and wss on port 443 (PORT overrides) and MQTT over TLS on
+# 8883 (TWINHUB_MQTT_LISTEN overrides; not under --reload: wrangler dev takes no TCP) for the Azure
+# device SDKs, which verify the certificate: a CA and a server certificate for localhost and
+# 127.0.0.1 are made once in .twinhub/ (trust .twinhub/ca.pem: SSL_CERT_FILE,
+# NODE_EXTRA_CA_CERTS, or server_verification_cert). Binding 443 needs root or a lowered
 # net.ipv4.ip_unprivileged_port_start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,8 +62,9 @@ cat <<MSG
 MSG
 if [ "$TLS" = "1" ]; then
   cat <<MSG
-  Devices (azure-iot-device, websockets=True): HostName=$hostname;DeviceId=<id>;SharedAccessKey=<device key>
-  with server_verification_cert = the contents of .twinhub/ca.pem
+  Devices: HostName=$hostname;DeviceId=<id>;SharedAccessKey=<device key>
+  on the SDKs' defaults (MQTT over TLS on ${TWINHUB_MQTT_LISTEN:-8883}) or MQTT over WebSocket on $PORT;
+  trust the CA with SSL_CERT_FILE=.twinhub/ca.pem (Python), NODE_EXTRA_CA_CERTS=.twinhub/ca.pem (Node)
 
 MSG
 fi

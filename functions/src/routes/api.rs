@@ -56,6 +56,21 @@ pub async fn bench_echo(req: worker::Request, env: &worker::Env, key: &str) -> A
     Ok(stub.fetch_with_request(req).await?)
 }
 
+/// `POST /api/bench/write/{key}`: [`bench_echo`] whose object first writes the body to its
+/// SQLite: the bare Durable Object write floor the PATCH goal is stated against.
+pub async fn bench_write(req: worker::Request, env: &worker::Env, key: &str) -> ApiResult {
+    require_bench(env)?;
+    crate::auth::require(&req, env, twinhub_core::auth::Permissions::default())?;
+    let headers = req.headers().clone();
+    headers.set(crate::objects::bench_echo::WRITE_HEADER, "1")?;
+    let mut init = worker::RequestInit::new();
+    let body = worker::wasm_bindgen::JsValue::from(req.inner().body());
+    init.with_method(worker::Method::Post).with_headers(headers).with_body(Some(body));
+    let forwarded = worker::Request::new_with_init(req.url()?.as_ref(), &init)?;
+    let stub = env.durable_object("BENCH_ECHO")?.get_by_name(key)?;
+    Ok(stub.fetch_with_request(forwarded).await?)
+}
+
 #[derive(serde::Deserialize)]
 struct FleetSlice {
     seed: u64,

@@ -66,6 +66,7 @@ async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
         (["$iothub", "websocket"], Method::Get) => device_endpoint::connect(req, env).await,
         (["api", "twins", id, "history"], Method::Get) => twins::history(req, env, id).await,
         (["api", "bench", "echo", key], Method::Post) => api::bench_echo(req, env, key).await,
+        (["api", "bench", "write", key], Method::Post) => api::bench_write(req, env, key).await,
         (["api", "bench", "fleet"], Method::Post) => api::bench_fleet(req, env).await,
         (["api", "index"], Method::Get) => query::lag(req, env).await,
         (["devices", "query"], Method::Post) => query::query(req, env).await,

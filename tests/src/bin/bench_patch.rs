@@ -1,16 +1,22 @@
-//! Twin PATCH throughput and latency through `wrangler dev`, against the platform floor.
+//! Twin GET and PATCH throughput and latency, against the platform floors, on both runtimes
+//! in one run: workerd directly (the run command) and `wrangler dev` (the code-reload loop).
 //!
 //! `cargo run --release -p twinhub-e2e --bin bench-patch [requests-per-phase]`
+//! (`BENCH_RUNTIMES=workerd` or `=wrangler` runs one.)
 //!
-//! Starts a hub (release build of the Worker, as `make build` leaves it), creates 1,000 devices
-//! with bulk requests, then runs each of two routes with 1 client (latency without queueing) and
-//! with 100 concurrent clients (throughput), on keep-alive connections, same JSON body:
-//! - floor: `POST /api/bench/echo/{device}`, the same Worker forwarding to a Durable Object
-//!   that only echoes (the token check, no storage);
-//! - patch: `PATCH /twins/{device}` with a fresh SAS token per request (signature checked),
-//!   a desired-property merge, a SQLite commit and the fleet index push.
+//! For each runtime: starts a hub (release build of the Worker, as `make build` leaves it),
+//! creates 1,000 devices with bulk requests, then runs each route with 1 client (latency without
+//! queueing) and with many concurrent clients (throughput), on keep-alive connections, same
+//! JSON body:
+//! - floor, echo: `POST /api/bench/echo/{device}`, the same Worker forwarding to a Durable
+//!   Object that only echoes (the token check, no storage);
+//! - floor, write: `POST /api/bench/write/{device}`, the same with one SQLite INSERT OR REPLACE
+//!   in the object (a bare durable write);
+//! - twin GET: `GET /twins/{device}`, token checked, the twin read from the device object;
+//! - twin PATCH: `PATCH /twins/{device}` with a fresh SAS token per request (signature
+//!   checked), a desired-property merge, a SQLite commit and the fleet index push.
 //!
-//! Prints a table of ops/s and p50/p99 latency for each, and PATCH/floor ratios.
+//! Prints one table (ops/s, p50/p99 per runtime, and workerd / wrangler ratios) and the goals.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,9 +26,12 @@ use twinhub_e2e::{Hub, Storage};
 
 const DEVICES: usize = 1_000;
 const CLIENTS: usize = 100;
+/// Clients of the concurrent GET phase (as in issue 15's first measurement).
+const GET_CLIENTS: usize = 50;
 /// Requests of the one-client phases: enough for a stable p99.
 const SOLO_REQUESTS: usize = 1_000;
 
+#[derive(Clone)]
 struct Phase {
     name: &'static str,
     clients: usize,
@@ -30,13 +39,84 @@ struct Phase {
     p50_ms: f64,
     p99_ms: f64,
     errors: usize,
-    requests: usize,
 }
 
+type Target = fn(usize) -> (&'static str, String);
+
+/// The reads, then the writes (see `bench`).
+const PHASES: [(&str, Target); 4] = [
+    ("floor: Worker -> DO echo", |i| ("POST", format!("/api/bench/echo/bench-{}", i % DEVICES))),
+    ("twin GET", |i| ("GET", format!("/twins/bench-{}", i % DEVICES))),
+    ("floor: Worker -> DO SQLite write", |i| ("POST", format!("/api/bench/write/bench-{}", i % DEVICES))),
+    ("twin PATCH", |i| ("PATCH", format!("/twins/bench-{}", i % DEVICES))),
+];
+
 fn main() {
-    let requests: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    let storage = Storage::new("bench-patch");
-    let hub = Arc::new(Hub::start_with_vars(&storage, &[("TWINHUB_BENCH_ECHO", "1")]));
+    let requests: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5_000);
+    let runtimes: Vec<String> = std::env::var("BENCH_RUNTIMES")
+        .unwrap_or_else(|_| "workerd,wrangler".into())
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let results: Vec<(String, Vec<Phase>)> = runtimes.iter().map(|r| (r.clone(), bench(r, requests))).collect();
+
+    println!("\n{DEVICES} devices; {SOLO_REQUESTS} requests with 1 client, {requests} with more\n");
+    let mut header = "| phase | clients |".to_owned();
+    let mut rule = "|---|---|".to_owned();
+    for (runtime, _) in &results {
+        header += &format!(" {runtime} ops/s | p50 ms | p99 ms | errors |");
+        rule += "---|---|---|---|";
+    }
+    if results.len() == 2 {
+        header += &format!(" {} / {} ops/s | p50 |", results[0].0, results[1].0);
+        rule += "---|---|";
+    }
+    println!("{header}\n{rule}");
+    for i in 0..results[0].1.len() {
+        let p = &results[0].1[i];
+        let mut row = format!("| {} | {} |", p.name, p.clients);
+        for (_, phases) in &results {
+            let q = &phases[i];
+            row += &format!(" {:.0} | {:.2} | {:.2} | {} |", q.ops_per_sec, q.p50_ms, q.p99_ms, q.errors);
+        }
+        if results.len() == 2 {
+            let (a, b) = (&results[0].1[i], &results[1].1[i]);
+            row += &format!(" {:.2}x | {:.2}x |", a.ops_per_sec / b.ops_per_sec, a.p50_ms / b.p50_ms);
+        }
+        println!("{row}");
+    }
+    let find = |phases: &[Phase], name: &str, clients: usize| {
+        phases.iter().find(|p| p.name == name && p.clients == clients).cloned().expect("phase")
+    };
+    let (first, phases) = &results[0];
+    let get_solo = find(phases, "twin GET", 1);
+    let get_many = find(phases, "twin GET", GET_CLIENTS);
+    let patch = find(phases, "twin PATCH", CLIENTS);
+    let write = find(phases, "floor: Worker -> DO SQLite write", CLIENTS);
+    println!("\ngoals ({first}):");
+    println!("- twin GET p50 <= 1 ms with 1 client: {:.2} ms, {}", get_solo.p50_ms, yes(get_solo.p50_ms <= 1.0));
+    if let Some((second, other)) = results.get(1) {
+        let base = find(other, "twin GET", GET_CLIENTS);
+        let ratio = get_many.ops_per_sec / base.ops_per_sec;
+        println!("- twin GET >= 5x {second}'s throughput ({GET_CLIENTS} clients): {ratio:.2}x, {}", yes(ratio >= 5.0));
+    }
+    println!(
+        "- twin PATCH >= 1,000/s with {CLIENTS} clients ({:.0}/s: {}) or >= 0.8x the SQLite-write floor ({:.2}x: {})",
+        patch.ops_per_sec,
+        yes(patch.ops_per_sec >= 1000.0),
+        patch.ops_per_sec / write.ops_per_sec,
+        yes(patch.ops_per_sec >= 0.8 * write.ops_per_sec)
+    );
+}
+
+/// Every phase on one runtime (`workerd` or `wrangler`), on a fresh hub.
+fn bench(runtime: &str, requests: usize) -> Vec<Phase> {
+    let storage = Storage::new(&format!("bench-patch-{runtime}"));
+    let vars = [("TWINHUB_BENCH_ECHO", "1")];
+    let hub = Arc::new(match runtime {
+        "wrangler" => Hub::launch_wrangler(&storage, false, None, &vars),
+        _ => Hub::launch_workerd(&storage, &vars),
+    });
     for batch in 0..DEVICES / 100 {
         let devices: Vec<_> = (0..100)
             .map(|i| serde_json::json!({ "id": format!("bench-{}", batch * 100 + i), "importMode": "create" }))
@@ -44,42 +124,24 @@ fn main() {
         let reply = hub.call("POST", "/devices", Some(&serde_json::Value::Array(devices).to_string()));
         assert_eq!(reply.status, 200, "bulk create: {}", reply.body);
     }
-
-    let echo = |i: usize| ("POST", format!("/api/bench/echo/bench-{}", i % DEVICES));
-    let twin = |i: usize| ("PATCH", format!("/twins/bench-{}", i % DEVICES));
-    // Warm both paths (isolates, every object, connections) before measuring.
-    run(&hub, "warm-up", CLIENTS, DEVICES, echo);
-    run(&hub, "warm-up", CLIENTS, DEVICES, twin);
-
-    let floor_solo = run(&hub, "floor: Worker -> DO echo", 1, SOLO_REQUESTS, echo);
-    let patch_solo = run(&hub, "twin PATCH", 1, SOLO_REQUESTS, twin);
-    let floor = run(&hub, "floor: Worker -> DO echo", CLIENTS, requests, echo);
-    let patch = run(&hub, "twin PATCH", CLIENTS, requests, twin);
-
-    println!("\n{DEVICES} devices; {SOLO_REQUESTS} requests with 1 client, {requests} with {CLIENTS} clients\n");
-    println!("| phase | clients | requests | errors | ops/s | p50 ms | p99 ms |");
-    println!("|---|---|---|---|---|---|---|");
-    for (p, base) in [(&floor_solo, None), (&patch_solo, Some(&floor_solo)), (&floor, None), (&patch, Some(&floor))] {
-        println!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} |",
-            p.name, p.clients, p.requests, p.errors, p.ops_per_sec, p.p50_ms, p.p99_ms
-        );
-        if let Some(f) = base {
-            println!(
-                "| PATCH / floor | {} | - | - | {:.2}x | {:.2}x | {:.2}x |",
-                p.clients,
-                p.ops_per_sec / f.ops_per_sec,
-                p.p50_ms / f.p50_ms,
-                p.p99_ms / f.p99_ms
-            );
+    // Reads first, then writes: objects a write phase dirtied are checkpointed when workerd
+    // evicts them (fsyncs on the one event-loop thread), which would land in a later read
+    // phase. Each group is warmed (isolates, every object, connections) before it is measured.
+    let mut out = Vec::new();
+    for group in [&PHASES[..2], &PHASES[2..]] {
+        for (_, target) in group {
+            run(&hub, "warm-up", CLIENTS, DEVICES, *target);
+        }
+        for (name, target) in group {
+            out.push(run(&hub, name, 1, SOLO_REQUESTS, *target));
+        }
+        for (name, target) in group {
+            let clients = if *name == "twin GET" { GET_CLIENTS } else { CLIENTS };
+            out.push(run(&hub, name, clients, requests, *target));
         }
     }
-    println!(
-        "\ngoals: PATCH >= 1000 ops/s: {}; p99 <= 20 ms: {}; within 2x of the floor (p50): {}",
-        yes(patch.ops_per_sec >= 1000.0),
-        yes(patch.p99_ms <= 20.0),
-        yes(patch.p50_ms <= 2.0 * floor.p50_ms)
-    );
+    eprintln!("[bench-patch] {runtime} done");
+    out
 }
 
 fn yes(ok: bool) -> &'static str {
@@ -90,13 +152,8 @@ fn yes(ok: bool) -> &'static str {
     }
 }
 
-fn run(
-    hub: &Arc<Hub>,
-    name: &'static str,
-    clients: usize,
-    requests: usize,
-    target: impl Fn(usize) -> (&'static str, String) + Sync,
-) -> Phase {
+fn run(hub: &Arc<Hub>, name: &'static str, clients: usize, requests: usize, target: Target) -> Phase {
+    eprintln!("[bench-patch] {name}, {clients} clients, {requests} requests");
     let next = AtomicUsize::new(0);
     let errors = AtomicUsize::new(0);
     let body = r#"{"properties":{"desired":{"telemetryInterval":30,"firmwareVersion":"2.1.0"}}}"#;
@@ -115,11 +172,14 @@ fn run(
                         }
                         let (method, path) = target(i);
                         let t0 = Instant::now();
-                        let result = agent
+                        let request = agent
                             .request(method, &format!("{}{path}", hub.base_url()))
-                            .set("Authorization", &hub.owner_token())
-                            .set("Content-Type", "application/json")
-                            .send_string(body);
+                            .set("Authorization", &hub.owner_token());
+                        let result = if method == "GET" {
+                            request.call()
+                        } else {
+                            request.set("Content-Type", "application/json").send_string(body)
+                        };
                         mine.push(t0.elapsed());
                         if result.map(|r| r.status() != 200).unwrap_or(true) {
                             errors.fetch_add(1, Ordering::Relaxed);
@@ -144,6 +204,5 @@ fn run(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors: errors.load(Ordering::Relaxed),
-        requests,
     }
 }
