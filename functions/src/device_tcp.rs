@@ -13,14 +13,13 @@
 //! directions are bounded by the other side: TCP reads wait while a message to the gateway is
 //! handed over, and the gateway closes a device that sends faster than it is served.
 
-use crate::objects::gateway::{GATEWAY_HEADER, HOST_HEADER, TRANSPORT_HEADER, TRANSPORT_TCP};
-use crate::objects::{gateway_shards, GATEWAY_BINDING};
-use crate::{clock, upstream};
+use crate::objects::gateway::{connect_to_shard, TRANSPORT_TCP};
+use crate::upstream;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use worker::{Delay, Env, Headers, Method, Request, RequestInit, Socket, WebSocket, WebsocketEvent};
+use worker::{Delay, Env, Headers, Socket, WebSocket, WebsocketEvent};
 
 /// How long a device's departure waits for the gateway to acknowledge the close.
 const CLOSE_WAIT_MS: u64 = 2_000;
@@ -52,19 +51,10 @@ pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
 
 /// A WebSocket to a random gateway shard, marked as a TCP device's.
 async fn open_gateway_socket(env: &Env) -> worker::Result<WebSocket> {
-    let shard = u32::from_le_bytes(clock::random::<4>()?) % gateway_shards(env);
-    let name = format!("gw-{shard}");
     let headers = Headers::new();
     headers.set("upgrade", "websocket")?;
-    headers.set(GATEWAY_HEADER, &name)?;
-    headers.set(HOST_HEADER, "")?;
-    headers.set(TRANSPORT_HEADER, TRANSPORT_TCP)?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
     // The URL only addresses the object; the gateway reads nothing from it.
-    let request = Request::new_with_init("https://gateway/$iothub/websocket", &init)?;
-    let stub = env.durable_object(GATEWAY_BINDING)?.get_by_name(&name)?;
-    let response = stub.fetch_with_request(request).await?;
+    let response = connect_to_shard(env, "https://gateway/$iothub/websocket", headers, "", TRANSPORT_TCP).await?;
     let status = response.status_code();
     response.websocket().ok_or_else(|| worker::Error::RustError(format!("the gateway answered {status}")))
 }

@@ -10,13 +10,9 @@ serves only the WebSocket).
 """
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import os
 import time
-import urllib.parse
 import urllib.request
 import ssl
 
@@ -26,6 +22,7 @@ from azure.iot.device import MethodResponse
 from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 
+import sas
 from article_device import IoTDevice
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
@@ -50,18 +47,10 @@ TELEMETRY_BASE = os.environ.get("TWINHUB_TELEMETRY_BASE", "https://localhost")
 TELEMETRY_CS = os.environ.get("TWINHUB_TELEMETRY_CS", OWNER)
 
 
-def owner_token(cs=OWNER):
-    parts = dict(p.split("=", 1) for p in cs.split(";"))
-    sr = urllib.parse.quote_plus(parts["HostName"])
-    se = int(time.time()) + 600
-    sig = hmac.new(base64.b64decode(parts["SharedAccessKey"]), f"{sr}\n{se}".encode(), hashlib.sha256).digest()
-    return f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(base64.b64encode(sig))}&se={se}&skn=iothubowner"
-
-
 def telemetry(device_id):
     request = urllib.request.Request(
         f"{TELEMETRY_BASE}/api/devices/{device_id}/telemetry?limit=100",
-        headers={"Authorization": owner_token(TELEMETRY_CS)},
+        headers={"Authorization": sas.owner_token(TELEMETRY_CS)},
     )
     context = ssl.create_default_context(cafile=os.environ["TWINHUB_CA"]) if TELEMETRY_BASE.startswith("https") else None
     with urllib.request.urlopen(request, context=context) as response:
@@ -166,10 +155,7 @@ def test_plain_paho_client():
     registry = IoTHubRegistryManager.from_connection_string(OWNER)
     registry.create_device_with_sas("paho-1", None, None, "enabled")
     key = registry.get_device("paho-1").authentication.symmetric_key.primary_key
-    sr = urllib.parse.quote("localhost/devices/paho-1", safe="")
-    se = int(time.time()) + 600
-    sig = hmac.new(base64.b64decode(key), f"{sr}\n{se}".encode(), hashlib.sha256).digest()
-    password = f"SharedAccessSignature sr={sr}&sig={urllib.parse.quote(base64.b64encode(sig), safe='')}&se={se}"
+    password = sas.sign("localhost/devices/paho-1", key)
 
     inbox = queue.Queue()
     client = mqtt.Client(client_id="paho-1", protocol=mqtt.MQTTv311, transport="websockets")

@@ -692,7 +692,7 @@ impl DeviceObject {
         // for the first time gets its baseline now, and catches up when it subscribes.
         if subscriptions.contains(&Subscription::DesiredPatches) {
             self.catch_up(&d).await?;
-        } else if self.load_text("desired_seen")?.is_none() {
+        } else if self.desired_seen_version()?.is_none() {
             self.mark_desired_seen(&d.twin)?;
         }
         self.push_to_index(device_id).await?;
@@ -836,13 +836,37 @@ impl DeviceObject {
         notify_gateway(&self.env, &c.gateway, &op(c.conn)).await;
     }
 
-    /// Records that the device has `twin`'s current desired (the catch-up baseline).
+    /// Records that the device has `twin`'s current desired (the catch-up baseline). Writes
+    /// only when the version moved: a device's twin GET is a read, and a write would cost it a
+    /// commit (an fsync on workerd's one thread).
     fn mark_desired_seen(&self, twin: &Twin) -> Result<()> {
+        if self.desired_seen_version()? == Some(twin.desired.version) {
+            return Ok(());
+        }
         self.state.storage().sql().exec(
             "INSERT OR REPLACE INTO doc (name, body) VALUES ('desired_seen', ?)",
             vec![to_json(&DesiredSeen::of(twin))?.into()],
         )?;
         Ok(())
+    }
+
+    /// The desired `$version` of the catch-up baseline, read without its properties.
+    fn desired_seen_version(&self) -> Result<Option<u64>> {
+        #[derive(Deserialize)]
+        struct VersionRow {
+            version: Option<f64>,
+        }
+        if !self.has_schema()? {
+            return Ok(None);
+        }
+        let rows: Vec<VersionRow> = self
+            .state
+            .storage()
+            .sql()
+            .exec("SELECT json_extract(body, '$.version') AS version FROM doc WHERE name = 'desired_seen'", None)?
+            .to_array()?;
+        // A version is a counter far below 2^53, exact as a JavaScript number.
+        Ok(rows.into_iter().next().and_then(|r| r.version).map(|v| v as u64))
     }
 
     /// Sends the session the desired changes the device has not seen, as one patch

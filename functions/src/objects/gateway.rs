@@ -57,6 +57,30 @@ pub const TRANSPORT_WEBSOCKET: &str = "websocket";
 /// name, checked against the hub's own names.
 pub const TRANSPORT_TCP: &str = "tcp";
 
+/// Hands a device connection, a WebSocket upgrade with `headers`, to a random gateway shard:
+/// the device id is unknown until CONNECT, so any shard will do, and the device object learns
+/// which one holds the session when CONNECT is verified. The routing headers are set here, over
+/// any the client sent: `host` is the hub name the device dialled (empty over TCP, where the
+/// CONNECT user name gives it) and `transport` is [`TRANSPORT_WEBSOCKET`] or [`TRANSPORT_TCP`].
+pub async fn connect_to_shard(
+    env: &Env,
+    url: &str,
+    headers: worker::Headers,
+    host: &str,
+    transport: &str,
+) -> Result<Response> {
+    let shard = u32::from_le_bytes(clock::random::<4>()?) % crate::objects::gateway_shards(env);
+    let name = format!("gw-{shard}");
+    headers.set(GATEWAY_HEADER, &name)?;
+    headers.set(HOST_HEADER, host)?;
+    headers.set(TRANSPORT_HEADER, transport)?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(worker::Method::Get).with_headers(headers);
+    let request = Request::new_with_init(url, &init)?;
+    let stub = env.durable_object(crate::objects::GATEWAY_BINDING)?.get_by_name(&name)?;
+    stub.fetch_with_request(request).await
+}
+
 #[durable_object]
 pub struct Gateway {
     state: State,
