@@ -14,6 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The owner key every test hub uses (base64 of 32 bytes).
@@ -89,6 +90,34 @@ pub fn tls() -> Tls {
     let status = Command::new(repo_root().join("scripts/dev-cert.sh")).arg(&dir).status().expect("run dev-cert.sh");
     assert!(status.success(), "scripts/dev-cert.sh failed");
     Tls { ca_cert: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server-key.pem") }
+}
+
+/// A client TLS configuration trusting only the test CA of [`tls`]: for the harness's https
+/// requests and the device load generator's MQTT over TLS.
+pub fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(tls().ca_cert).expect("read the test CA") {
+                roots.add(cert.expect("a PEM certificate")).expect("add the test CA");
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// The HTTP client of https hubs.
+fn https_agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| ureq::AgentBuilder::new().tls_config(tls_client_config()).build())
 }
 
 impl Hub {
@@ -232,16 +261,7 @@ impl Hub {
     }
 
     fn healthy(&self) -> bool {
-        if !self.https {
-            return self.get_unauthenticated("/api/health").status == 200;
-        }
-        // The harness's HTTP client speaks no TLS; curl checks the https hub with the test CA.
-        Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", "--cacert"])
-            .arg(tls().ca_cert)
-            .arg(format!("{}/api/health", self.base_url()))
-            .status()
-            .is_ok_and(|s| s.success())
+        self.get_unauthenticated("/api/health").status == 200
     }
 
     /// The process group of `wrangler dev` and the workerd processes it started (for the
@@ -300,8 +320,9 @@ impl Hub {
 
     /// A request with exactly the given headers.
     pub fn call_with(&self, method: &str, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Reply {
-        assert!(!self.https, "the harness's HTTP client speaks plain http only; drive https hubs with the SDKs");
-        let mut req = ureq::request(method, &format!("{}{path}", self.base_url())).timeout(Duration::from_secs(30));
+        let url = format!("{}{path}", self.base_url());
+        let req = if self.https { https_agent().request(method, &url) } else { ureq::request(method, &url) };
+        let mut req = req.timeout(Duration::from_secs(30));
         for (name, value) in headers {
             req = req.set(name, value);
         }
