@@ -8,6 +8,8 @@ use serde_json::Value;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Most messages waiting for one device.
 pub const MAX_QUEUE_DEPTH: u64 = 50;
+/// The longest topic a message's properties may make: MQTT's field limit.
+pub const MAX_TOPIC_BYTES: usize = u16::MAX as usize;
 
 /// A message to send, as `POST /api/devices/{id}/messages` takes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +70,15 @@ impl CloudToDeviceMessage {
             };
             properties.push((k, value));
         }
+        // The properties travel in the MQTT topic, a field of at most 65,535 bytes: refused
+        // here, once, rather than failing every delivery of a message that can never be sent.
+        let topic = crate::session::topic::cloud_to_device(device_id, &properties).len();
+        if topic > MAX_TOPIC_BYTES {
+            return Err(HubError::new(
+                ErrorCode::MessageTooLarge,
+                format!("message properties encode to a {topic} byte topic; at most {MAX_TOPIC_BYTES}"),
+            ));
+        }
         Ok(Self { body, properties, message_id })
     }
 }
@@ -75,6 +86,13 @@ impl CloudToDeviceMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn properties_that_cannot_fit_a_topic_are_refused() {
+        let big = format!(r#"{{"payload":"x","properties":{{"k":"{}"}}}}"#, "v".repeat(MAX_TOPIC_BYTES));
+        let e = CloudToDeviceMessage::parse(&big, "d1", "gen".into()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::MessageTooLarge);
+    }
 
     #[test]
     fn parse() {

@@ -1,7 +1,6 @@
 //! HTTP responses: JSON bodies, the ETag header, and IoT Hub's error envelope (spec §3.7).
 
 use crate::clock;
-use serde_json::Value;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Response, Result};
 
@@ -36,7 +35,7 @@ impl From<worker::Error> for ApiError {
 pub type ApiResult = std::result::Result<Response, ApiError>;
 
 /// A JSON response with IoT Hub's content type, and `ETag: "<etag>"` when given.
-pub fn json(status: u16, body: &Value, etag: Option<&str>) -> Result<Response> {
+pub fn json(status: u16, body: &impl serde::Serialize, etag: Option<&str>) -> Result<Response> {
     let mut builder =
         Response::builder().with_status(status).with_header("content-type", "application/json; charset=utf-8")?;
     if let Some(etag) = etag {

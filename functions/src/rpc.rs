@@ -75,24 +75,27 @@ pub enum DeviceOp {
 pub const SESSION_ENDED: u16 = 410;
 
 /// The device object's answer to [`DeviceOp::DeviceConnect`].
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ConnectVerdict {
-    /// CONNACK code: 0 accepted, 5 not authorized.
-    pub code: u8,
-    /// Token expiry (Unix ms) when accepted.
-    pub expiry_ms: Option<u64>,
-    /// Subscriptions kept from a previous CleanSession=0 session.
-    #[serde(default)]
-    pub subscriptions: Vec<Subscription>,
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "camelCase")]
+pub enum ConnectVerdict {
+    /// The session is the device's: CONNACK 0.
+    #[serde(rename_all = "camelCase")]
+    Accepted {
+        /// Token expiry (Unix ms); the session ends then.
+        expiry_ms: u64,
+        /// Subscriptions kept from a previous CleanSession=0 session.
+        subscriptions: Vec<Subscription>,
+    },
+    /// An unknown or disabled device, or a token that does not verify: CONNACK 5.
+    NotAuthorized,
 }
 
 /// A request to a gateway shard about one of its connections.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub enum GatewayOp {
-    /// Deliver a desired-properties patch (`body` includes `$version`).
-    Desired { conn: String, version: u64, body: String },
+    /// Deliver a desired-properties patch (`patch` includes `$version`).
+    Desired { conn: String, version: u64, patch: serde_json::Value },
     /// Close the connection (a newer one for the same device, device disabled, keys rotated).
     Close { conn: String, reason: String },
     /// Invoke a direct method and wait up to `timeout_ms` for the device's answer.

@@ -159,9 +159,9 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) ->
     };
     // 2. Checked here, re-signed for the upstream.
     let refuse = |code| {
-        let mut bytes = Vec::new();
-        Packet::ConnAck(ConnAck { session_present: false, code }).encode(&mut bytes);
-        let _ = device.send_with_bytes(bytes);
+        if let Ok(bytes) = Packet::ConnAck(ConnAck { session_present: false, code }).to_bytes() {
+            let _ = device.send_with_bytes(bytes);
+        }
     };
     let keys = match device_keys(up, &connect.client_id).await {
         Ok(Some(keys)) => keys,
@@ -198,8 +198,8 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) ->
     };
     upstream_ws.accept()?;
     AsRef::<web_sys::WebSocket>::as_ref(&upstream_ws).set_binary_type(web_sys::BinaryType::Arraybuffer);
-    let mut bytes = Vec::new();
-    Packet::Connect(readdressed).encode(&mut bytes);
+    // The readdressed CONNECT carries a new user name and token, each a field that can overflow.
+    let bytes = Packet::Connect(readdressed).to_bytes().map_err(|e| worker::Error::RustError(e.to_string()))?;
     upstream_ws.send_with_bytes(bytes)?;
     if used < buf.len() {
         upstream_ws.send_with_bytes(&buf[used..])?;

@@ -578,7 +578,7 @@ impl MqttDevice {
 
     /// Sends one packet (in one binary frame).
     pub fn send(&mut self, packet: &twinhub_core::mqtt::Packet) {
-        self.send_raw(&packet.to_bytes());
+        self.send_raw(&packet.to_bytes().expect("an encodable packet"));
     }
 
     /// Sends raw bytes (in one binary frame).

@@ -566,7 +566,7 @@ fn the_core_device_client_speaks_to_the_hub() {
             }
         }
         let packet = socket.recv().expect("the hub keeps the connection");
-        client.handle_bytes(now(), &packet.to_bytes());
+        client.handle_bytes(now(), &packet.to_bytes().unwrap());
     };
 
     client.connect(now(), None);

@@ -339,7 +339,8 @@ fn large_messages_split_across_frames_arrive_whole() {
             packet_id: NonZeroU16::new(packet_id),
             payload: text.clone().into_bytes(),
         })
-        .to_bytes();
+        .to_bytes()
+        .unwrap();
         for chunk in bytes.chunks(frame) {
             device.send_raw(chunk);
         }
@@ -357,7 +358,8 @@ fn large_messages_split_across_frames_arrive_whole() {
         packet_id: NonZeroU16::new(99),
         payload: vec![b'x'; 300 * 1024],
     })
-    .to_bytes();
+    .to_bytes()
+    .unwrap();
     for chunk in over.chunks(16 * 1024) {
         device.send_raw(chunk);
     }

@@ -1,4 +1,4 @@
-//! Why bytes are not a valid MQTT 3.1.1 packet.
+//! Why bytes are not a valid MQTT 3.1.1 packet, and why a packet cannot be put into bytes.
 
 /// A protocol violation. After one, the connection is closed (MQTT has no error replies, except
 /// CONNACK refusal codes, which the session decides).
@@ -57,4 +57,31 @@ pub enum DecodeError {
     /// Reserved bits set in a SUBSCRIBE requested-QoS byte [MQTT-3.8.3-4].
     #[error("reserved bits in SUBSCRIBE options [MQTT-3.8.3-4]")]
     SubscribeOptions,
+}
+
+/// A packet that has no MQTT 3.1.1 wire form. The encoder refuses it whole rather than write
+/// a truncated field or a length the peer would read differently.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// A length-prefixed string or binary field over 65,535 bytes [MQTT-1.5.3].
+    #[error("{field} of {len} bytes exceeds MQTT's 65,535 byte field limit [MQTT-1.5.3]")]
+    FieldTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// A remaining length over 268,435,455 bytes [MQTT-2.2.3].
+    #[error("packet body of {0} bytes exceeds MQTT's 268,435,455 byte limit [MQTT-2.2.3]")]
+    TooLarge(usize),
+    /// A PUBLISH whose packet identifier does not match its QoS: QoS 0 carries none, QoS 1 and 2
+    /// carry one [MQTT-2.3.1-5].
+    #[error("a QoS {qos} PUBLISH {} a packet identifier [MQTT-2.3.1-5]", if *.has_id { "with" } else { "without" })]
+    PacketIdMismatch {
+        /// The QoS.
+        qos: u8,
+        /// Whether it carried an identifier.
+        has_id: bool,
+    },
 }

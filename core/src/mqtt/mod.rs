@@ -4,13 +4,15 @@
 //! [`decode`] takes whatever bytes have arrived (a packet may be split across WebSocket
 //! messages, or several may share one) and returns the first whole packet with its length, or
 //! `None` until enough bytes are there. It never panics on any input, and refuses anything the
-//! standard forbids, citing the rule (`[MQTT-x.y.z-n]`) in the error.
+//! standard forbids, citing the rule (`[MQTT-x.y.z-n]`) in the error. [`Packet::encode`] is as
+//! strict the other way: a packet with no wire form (a field over 65,535 bytes, a QoS 0 PUBLISH
+//! with an identifier) is an [`EncodeError`], never truncated bytes.
 
 mod error;
 mod packet;
 mod reader;
 
-pub use error::DecodeError;
+pub use error::{DecodeError, EncodeError};
 pub use packet::{
     ConnAck, Connect, ConnectReturnCode, Packet, PacketId, Publish, QoS, Subscribe, SubscribeReturnCode, Will,
 };

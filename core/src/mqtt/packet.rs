@@ -1,7 +1,7 @@
 //! The MQTT 3.1.1 packets, decoded strictly and encoded canonically.
 
 use super::reader::{write_field, write_remaining_length, Reader};
-use super::DecodeError;
+use super::{DecodeError, EncodeError};
 use std::num::NonZeroU16;
 
 /// A packet identifier: never zero [MQTT-2.3.1-1].
@@ -345,12 +345,12 @@ fn decode_publish(flags: u8, body: &[u8]) -> Result<Packet, DecodeError> {
 }
 
 impl Packet {
-    /// Appends the packet's wire form to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// Appends the packet's wire form to `out`; on an error `out` is unchanged.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let mut body = Vec::new();
         let first: u8 = match self {
             Packet::Connect(c) => {
-                write_field(&mut body, b"MQTT");
+                write_field(&mut body, "protocol name", b"MQTT")?;
                 body.push(4);
                 let mut flags = 0u8;
                 if c.username.is_some() {
@@ -370,16 +370,16 @@ impl Packet {
                 }
                 body.push(flags);
                 body.extend_from_slice(&c.keep_alive.to_be_bytes());
-                write_field(&mut body, c.client_id.as_bytes());
+                write_field(&mut body, "client id", c.client_id.as_bytes())?;
                 if let Some(w) = &c.will {
-                    write_field(&mut body, w.topic.as_bytes());
-                    write_field(&mut body, &w.payload);
+                    write_field(&mut body, "will topic", w.topic.as_bytes())?;
+                    write_field(&mut body, "will payload", &w.payload)?;
                 }
                 if let Some(u) = &c.username {
-                    write_field(&mut body, u.as_bytes());
+                    write_field(&mut body, "user name", u.as_bytes())?;
                 }
                 if let Some(p) = &c.password {
-                    write_field(&mut body, p);
+                    write_field(&mut body, "password", p)?;
                 }
                 0x10
             }
@@ -389,7 +389,10 @@ impl Packet {
                 0x20
             }
             Packet::Publish(p) => {
-                write_field(&mut body, p.topic.as_bytes());
+                if (p.qos == QoS::AtMostOnce) == p.packet_id.is_some() {
+                    return Err(EncodeError::PacketIdMismatch { qos: p.qos as u8, has_id: p.packet_id.is_some() });
+                }
+                write_field(&mut body, "topic", p.topic.as_bytes())?;
                 if let Some(id) = p.packet_id {
                     body.extend_from_slice(&id.get().to_be_bytes());
                 }
@@ -403,7 +406,7 @@ impl Packet {
             Packet::Subscribe(s) => {
                 body.extend_from_slice(&s.packet_id.get().to_be_bytes());
                 for (filter, qos) in &s.filters {
-                    write_field(&mut body, filter.as_bytes());
+                    write_field(&mut body, "topic filter", filter.as_bytes())?;
                     body.push(*qos as u8);
                 }
                 0x82
@@ -421,7 +424,7 @@ impl Packet {
             Packet::Unsubscribe { packet_id, filters } => {
                 body.extend_from_slice(&packet_id.get().to_be_bytes());
                 for f in filters {
-                    write_field(&mut body, f.as_bytes());
+                    write_field(&mut body, "topic filter", f.as_bytes())?;
                 }
                 0xa2
             }
@@ -430,16 +433,18 @@ impl Packet {
             Packet::PingResp => 0xd0,
             Packet::Disconnect => 0xe0,
         };
-        out.push(first);
-        write_remaining_length(out, body.len());
+        let mut header = vec![first];
+        write_remaining_length(&mut header, body.len())?;
+        out.extend_from_slice(&header);
         out.extend_from_slice(&body);
+        Ok(())
     }
 
     /// The wire form as a new buffer.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::new();
-        self.encode(&mut out);
-        out
+        self.encode(&mut out)?;
+        Ok(out)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reading the primitives of MQTT: the fixed header, integers, strings, binary data.
 
-use super::DecodeError;
+use super::{DecodeError, EncodeError};
 
 /// Reads the fixed header: `(first byte, remaining length, header length)`, or `None` while
 /// the remaining-length bytes are incomplete.
@@ -17,8 +17,14 @@ pub(crate) fn fixed_header(buf: &[u8]) -> Result<Option<(u8, usize, usize)>, Dec
     Err(DecodeError::BadRemainingLength)
 }
 
-/// Appends a remaining length (at most 268,435,455).
-pub(crate) fn write_remaining_length(out: &mut Vec<u8>, mut len: usize) {
+/// The largest remaining length four bytes can carry [MQTT-2.2.3].
+const MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+/// Appends a remaining length; refuses one over 268,435,455.
+pub(crate) fn write_remaining_length(out: &mut Vec<u8>, mut len: usize) -> Result<(), EncodeError> {
+    if len > MAX_REMAINING_LENGTH {
+        return Err(EncodeError::TooLarge(len));
+    }
     loop {
         let mut byte = (len % 128) as u8;
         len /= 128;
@@ -27,7 +33,7 @@ pub(crate) fn write_remaining_length(out: &mut Vec<u8>, mut len: usize) {
         }
         out.push(byte);
         if len == 0 {
-            break;
+            return Ok(());
         }
     }
 }
@@ -99,9 +105,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Appends a length-prefixed string or binary field.
-pub(crate) fn write_field(out: &mut Vec<u8>, data: &[u8]) {
-    let len = u16::try_from(data.len()).unwrap_or(u16::MAX);
+/// Appends a length-prefixed string or binary field; refuses one over 65,535 bytes.
+pub(crate) fn write_field(out: &mut Vec<u8>, field: &'static str, data: &[u8]) -> Result<(), EncodeError> {
+    let len = u16::try_from(data.len()).map_err(|_| EncodeError::FieldTooLong { field, len: data.len() })?;
     out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(data.get(..usize::from(len)).unwrap_or(data));
+    out.extend_from_slice(data);
+    Ok(())
 }

@@ -20,7 +20,7 @@ fn connect_as_the_python_sdk_sends_it() {
         password: Some(b"SharedAccessSignature sr=x&sig=y&se=1".to_vec()),
         will: None,
     };
-    let bytes = Packet::Connect(connect.clone()).to_bytes();
+    let bytes = Packet::Connect(connect.clone()).to_bytes().unwrap();
     assert_eq!(&bytes[..2], &[0x10, (bytes.len() - 2) as u8]);
     assert_eq!(&bytes[2..10], &[0, 4, b'M', b'Q', b'T', b'T', 4, 0b1100_0000]); // name, level 4, user+password
     assert_eq!(&bytes[10..12], &[0, 60]); // keep-alive
@@ -68,8 +68,8 @@ fn byte_literals() {
 
 #[test]
 fn incremental_and_back_to_back() {
-    let a = Packet::PingReq.to_bytes();
-    let b = Packet::PubAck(id(3)).to_bytes();
+    let a = Packet::PingReq.to_bytes().unwrap();
+    let b = Packet::PubAck(id(3)).to_bytes().unwrap();
     let mut stream = a.clone();
     stream.extend_from_slice(&b);
     let (first, used) = decode_all(&stream).unwrap().unwrap();
@@ -158,7 +158,7 @@ fn arb_packet() -> impl Strategy<Value = Packet> {
 proptest! {
     #[test]
     fn round_trip(packet in arb_packet()) {
-        let bytes = packet.to_bytes();
+        let bytes = packet.to_bytes().unwrap();
         prop_assert_eq!(decode_all(&bytes), Ok(Some((packet, bytes.len()))));
         // Any strict prefix is incomplete, never an error or a different packet.
         for cut in 0..bytes.len() {
@@ -174,4 +174,48 @@ proptest! {
             rest = &rest[used..];
         }
     }
+}
+
+#[test]
+fn the_encoder_refuses_what_has_no_wire_form() {
+    let publish = |topic: String, qos, packet_id| {
+        Packet::Publish(Publish { dup: false, qos, retain: false, topic, packet_id, payload: b"x".to_vec() })
+    };
+    // A topic of 65,535 bytes fits; one more byte is refused, never truncated.
+    let longest = publish("t".repeat(65_535), QoS::AtMostOnce, None).to_bytes().unwrap();
+    assert_eq!(decode(&longest, usize::MAX).unwrap().unwrap().1, longest.len());
+    assert_eq!(
+        publish("t".repeat(65_536), QoS::AtMostOnce, None).to_bytes(),
+        Err(EncodeError::FieldTooLong { field: "topic", len: 65_536 })
+    );
+    let connect = Connect {
+        client_id: "dev1".into(),
+        clean_session: true,
+        keep_alive: 60,
+        username: None,
+        password: Some(vec![0; 70_000]),
+        will: None,
+    };
+    assert_eq!(Packet::Connect(connect).to_bytes(), Err(EncodeError::FieldTooLong { field: "password", len: 70_000 }));
+    // The packet id follows the QoS [MQTT-2.3.1-5].
+    assert_eq!(
+        publish("t".into(), QoS::AtMostOnce, Some(id(1))).to_bytes(),
+        Err(EncodeError::PacketIdMismatch { qos: 0, has_id: true })
+    );
+    assert_eq!(
+        publish("t".into(), QoS::AtLeastOnce, None).to_bytes(),
+        Err(EncodeError::PacketIdMismatch { qos: 1, has_id: false })
+    );
+    // A failed encode leaves the buffer as it was.
+    let mut out = vec![7];
+    assert!(publish("t".into(), QoS::AtLeastOnce, None).encode(&mut out).is_err());
+    assert_eq!(out, [7]);
+}
+
+#[test]
+fn remaining_length_stops_at_four_bytes() {
+    let mut out = Vec::new();
+    super::reader::write_remaining_length(&mut out, 268_435_455).unwrap();
+    assert_eq!(out, [0xff, 0xff, 0xff, 0x7f]);
+    assert_eq!(super::reader::write_remaining_length(&mut out, 268_435_456), Err(EncodeError::TooLarge(268_435_456)));
 }

@@ -338,8 +338,14 @@ impl DeviceClient {
         if self.phase == Phase::Closed {
             return;
         }
-        self.last_sent = now;
-        self.transmit.push_back(packet.to_bytes());
+        match packet.to_bytes() {
+            Ok(bytes) => {
+                self.last_sent = now;
+                self.transmit.push_back(bytes);
+            }
+            // What the device's caller gave (a report, a property bag) has no wire form.
+            Err(e) => self.close(CloseReason::ProtocolViolation(format!("a packet that cannot be encoded: {e}"))),
+        }
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -554,7 +560,7 @@ mod tests {
             packet_id: None,
             payload: Vec::new(),
         });
-        pair.client.handle_bytes(pair.now, &foreign.to_bytes());
+        pair.client.handle_bytes(pair.now, &foreign.to_bytes().unwrap());
         assert!(matches!(pair.client.poll_event(), Some(ClientEvent::Closed(CloseReason::TopicRefused(_)))));
         // After the close, a reconnect starts over.
         pair.client.connect(pair.now, Some("new-token".into()));

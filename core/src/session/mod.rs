@@ -528,7 +528,13 @@ impl Session {
     }
 
     fn send(&mut self, packet: &Packet) {
-        self.transmit.push_back(packet.to_bytes());
+        match packet.to_bytes() {
+            Ok(bytes) => self.transmit.push_back(bytes),
+            // Only a topic built from what a peer chose can overflow (a request id the device
+            // sent near the field limit, echoed with a longer prefix); nothing the device
+            // could misread is sent, and the session ends.
+            Err(e) => self.close(CloseReason::Hub(format!("a packet that cannot be encoded: {e}"))),
+        }
     }
 
     fn refuse(&mut self, code: ConnectReturnCode) {

@@ -19,7 +19,7 @@ impl Harness {
     }
 
     fn feed(&mut self, packet: &Packet) {
-        self.feed_bytes(&packet.to_bytes());
+        self.feed_bytes(&packet.to_bytes().unwrap());
     }
 
     fn feed_bytes(&mut self, bytes: &[u8]) {
@@ -284,7 +284,8 @@ fn split_packets_and_snapshot_restore() {
         packet_id: None,
         payload: b" ".to_vec(),
     })
-    .to_bytes();
+    .to_bytes()
+    .unwrap();
     let (a, b) = bytes.split_at(5);
     h.feed_bytes(a);
     // Hibernate between the two halves; the adapter keeps the partial packet.
@@ -387,7 +388,8 @@ fn a_large_packet_split_across_events_survives_the_snapshot() {
         packet_id: Some(id(7)),
         payload: payload.clone(),
     })
-    .to_bytes();
+    .to_bytes()
+    .unwrap();
     let mut kept = Vec::new();
     for chunk in bytes.chunks(8 * 1024) {
         let json = serde_json::to_string(&h.session.snapshot()).unwrap();
@@ -404,7 +406,7 @@ fn a_large_packet_split_across_events_survives_the_snapshot() {
 #[test]
 fn lost_partial_input_ends_the_session_instead_of_misreading_the_stream() {
     let mut h = Harness::connected("d1");
-    let bytes = Packet::PingReq.to_bytes();
+    let bytes = Packet::PingReq.to_bytes().unwrap();
     let big = Packet::Publish(Publish {
         dup: false,
         qos: QoS::AtMostOnce,
@@ -413,7 +415,8 @@ fn lost_partial_input_ends_the_session_instead_of_misreading_the_stream() {
         packet_id: None,
         payload: vec![1; 1000],
     })
-    .to_bytes();
+    .to_bytes()
+    .unwrap();
     h.feed_bytes(&big[..500]);
     let kept = h.session.take_partial_input();
     assert_eq!(kept.len(), 500);
@@ -453,4 +456,20 @@ fn a_far_future_token_expiry_is_kept_within_a_javascript_number() {
     assert_eq!(h.session.poll_timeout(), Some(UnixMillis(h.now.0 + 90_000)));
     let json = serde_json::to_string(&h.session.snapshot()).unwrap();
     assert!(json.contains(&MAX_EXPIRY.0.to_string()));
+}
+
+#[test]
+fn a_reply_that_cannot_be_encoded_ends_the_session_instead_of_sending_a_truncated_topic() {
+    let mut h = Harness::connected("d1");
+    h.subscribe(&["$iothub/twin/res/#"]);
+    h.sent.clear();
+    // A request id that fits the device's topic, but not the longer reply topic echoing it.
+    let rid = "r".repeat(65_535 - "$iothub/twin/GET/?$rid=".len());
+    h.publish(&format!("$iothub/twin/GET/?$rid={rid}"), QoS::AtMostOnce, b"");
+    assert_eq!(h.events, vec![SessionEvent::TwinGet { rid: rid.clone() }]);
+    h.events.clear();
+    h.session.reply_twin(&rid, 200, None, b"{}".to_vec());
+    h.drain();
+    assert!(h.sent.is_empty(), "nothing is sent: {:?}", h.sent.len());
+    assert!(matches!(h.events.as_slice(), [SessionEvent::Closed(CloseReason::Hub(why))] if why.contains("65,535")));
 }

@@ -19,7 +19,7 @@ use crate::clock;
 use crate::http::{self, ApiError, ApiResult};
 use crate::objects::GATEWAY_BINDING;
 use crate::objects::{index_shards, index_stub, positive_var, sql_int, to_json};
-use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp, QueuedMessage};
+use crate::rpc::{self, ConnectVerdict, DeviceOp, GatewayOp, IndexEntry, IndexOp, QueuedMessage};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::Deserialize;
@@ -618,13 +618,9 @@ impl DeviceObject {
             if self.connection()?.is_some_and(|c| c.subscriptions.contains(&Subscription::DesiredPatches)) {
                 self.mark_desired_seen(&d.twin)?;
             }
-            let body = d.twin.desired_notification(patch.as_ref());
-            self.tell_gateway(|conn| GatewayOp::Desired {
-                conn,
-                version: d.twin.desired.version,
-                body: body.to_string(),
-            })
-            .await;
+            let patch = d.twin.desired_notification(patch.as_ref());
+            let version = d.twin.desired.version;
+            self.tell_gateway(|conn| GatewayOp::Desired { conn, version, patch }).await;
         }
         self.push_to_index(device_id).await?;
         Ok(http::json(200, &d.twin.to_service_json(&d.identity), Some(&d.twin.etag_string()))?)
@@ -642,7 +638,7 @@ impl DeviceObject {
         clean_session: bool,
         now: UnixMillis,
     ) -> ApiResult {
-        let refuse = || http::json(200, &json!({ "code": 5 }), None);
+        let refuse = || http::json(200, &ConnectVerdict::NotAuthorized, None);
         let Some(mut d) = self.load()? else { return Ok(refuse()?) };
         if d.identity.status != Status::Enabled {
             return Ok(refuse()?);
@@ -696,7 +692,7 @@ impl DeviceObject {
             self.mark_desired_seen(&d.twin)?;
         }
         self.push_to_index(device_id).await?;
-        let verdict = json!({ "code": 0, "expiryMs": expiry.saturating_mul(1000), "subscriptions": subscriptions });
+        let verdict = ConnectVerdict::Accepted { expiry_ms: expiry.saturating_mul(1000), subscriptions };
         Ok(http::json(200, &verdict, None)?)
     }
 
@@ -878,10 +874,10 @@ impl DeviceObject {
         }
         let seen: Option<DesiredSeen> = self.load_text("desired_seen")?.and_then(|t| serde_json::from_str(&t).ok());
         let Some(seen) = seen else { return self.mark_desired_seen(&d.twin) };
-        let Some(body) = seen.catch_up(&d.twin) else { return Ok(()) };
+        let Some(patch) = seen.catch_up(&d.twin) else { return Ok(()) };
         self.mark_desired_seen(&d.twin)?;
         let version = d.twin.desired.version;
-        self.tell_gateway(|conn| GatewayOp::Desired { conn, version, body: body.to_string() }).await;
+        self.tell_gateway(|conn| GatewayOp::Desired { conn, version, patch }).await;
         Ok(())
     }
 

@@ -140,7 +140,7 @@ enum Input {
     Bytes(Vec<u8>),
     Method { name: String, rid: String, payload: String },
     CloudToDevice(Vec<QueuedMessage>),
-    Desired { version: u64, body: String },
+    Desired { version: u64, patch: Value },
     Close(String),
     Timeout,
     SocketClosed,
@@ -170,7 +170,7 @@ impl DurableObject for Gateway {
             Err(e) => return Response::error(format!("bad rpc: {e}"), 400),
         };
         let (conn, input) = match op {
-            GatewayOp::Desired { conn, version, body } => (conn, Input::Desired { version, body }),
+            GatewayOp::Desired { conn, version, patch } => (conn, Input::Desired { version, patch }),
             GatewayOp::Close { conn, reason } => (conn, Input::Close(reason)),
             GatewayOp::CloudToDevice { conn, messages } => (conn, Input::CloudToDevice(messages)),
             GatewayOp::Method { conn, name, payload, timeout_ms } => {
@@ -312,8 +312,8 @@ impl Gateway {
         let was_connected = att.session.is_connected();
         match input {
             Input::Bytes(bytes) => att.session.handle_bytes(now, &bytes),
-            Input::Desired { version, body } => {
-                let _ = att.session.push_desired(version, body.into_bytes());
+            Input::Desired { version, patch } => {
+                let _ = att.session.push_desired(version, patch.to_string().into_bytes());
             }
             Input::Close(reason) => att.session.close_by_hub(&reason),
             Input::CloudToDevice(messages) => {
@@ -427,18 +427,18 @@ impl Gateway {
                         conn: att.conn.clone(),
                         clean_session,
                     };
-                    let unavailable = || ConnectVerdict { code: 3, expiry_ms: None, subscriptions: Vec::new() };
-                    let verdict: ConnectVerdict = match self.device(att, op).await {
-                        Ok((200, body)) => serde_json::from_str(&body).unwrap_or_else(|_| unavailable()),
-                        _ => unavailable(),
+                    // No verdict (the object failed or answered something else): unavailable, so
+                    // the device retries rather than believing its credentials wrong.
+                    let verdict = match self.device(att, op).await {
+                        Ok((200, body)) => serde_json::from_str::<ConnectVerdict>(&body).ok(),
+                        _ => None,
                     };
-                    let result = match verdict.code {
-                        0 => Ok(Accepted {
-                            token_expiry: verdict.expiry_ms.map(UnixMillis),
-                            subscriptions: verdict.subscriptions,
-                        }),
-                        3 => Err(ConnectReturnCode::ServerUnavailable),
-                        _ => Err(ConnectReturnCode::NotAuthorized),
+                    let result = match verdict {
+                        Some(ConnectVerdict::Accepted { expiry_ms, subscriptions }) => {
+                            Ok(Accepted { token_expiry: Some(UnixMillis(expiry_ms)), subscriptions })
+                        }
+                        Some(ConnectVerdict::NotAuthorized) => Err(ConnectReturnCode::NotAuthorized),
+                        None => Err(ConnectReturnCode::ServerUnavailable),
                     };
                     if result.is_err() {
                         self.refund(Operation::NewConnection);

@@ -302,7 +302,13 @@ impl Peer {
                     password: None,
                     will: None,
                 });
-                Self::Plain { index, pending: Vec::new(), out: vec![connect.to_bytes()], next_id: 1, connected: false }
+                Self::Plain {
+                    index,
+                    pending: Vec::new(),
+                    out: vec![connect.to_bytes().unwrap()],
+                    next_id: 1,
+                    connected: false,
+                }
             }
         }
     }
@@ -362,7 +368,9 @@ impl Peer {
                                 (format!("bench/sub/{index}"), QoS::AtMostOnce),
                                 (format!("bench/echo/{index}"), QoS::AtMostOnce),
                             ];
-                            out.push(Packet::Subscribe(Subscribe { packet_id: PacketId::MIN, filters }).to_bytes());
+                            out.push(
+                                Packet::Subscribe(Subscribe { packet_id: PacketId::MIN, filters }).to_bytes().unwrap(),
+                            );
                         }
                         Packet::SubAck { .. } => notes.push(Note::Connected),
                         Packet::Publish(p) if p.topic.starts_with("bench/echo/") => {
@@ -398,7 +406,7 @@ impl Peer {
 
 fn publish(topic: String, payload: Vec<u8>, packet_id: Option<PacketId>) -> Vec<u8> {
     let qos = if packet_id.is_some() { QoS::AtLeastOnce } else { QoS::AtMostOnce };
-    Packet::Publish(Publish { dup: false, qos, retain: false, topic, packet_id, payload }).to_bytes()
+    Packet::Publish(Publish { dup: false, qos, retain: false, topic, packet_id, payload }).to_bytes().unwrap()
 }
 
 async fn run_connection(
