@@ -8,6 +8,9 @@
 //! gateway sees is the transport header, which tells it to take the hub's host name from the
 //! CONNECT user name (raw TCP has no Host header).
 //!
+//! In upstream mode the other end is the upstream pipe (`upstream::device_socket`) instead of a
+//! gateway shard: the device's token is checked here and its session runs at the upstream.
+//!
 //! What this handler holds per connection is the TCP socket, one end of the in-process
 //! WebSocket and a read buffer; the gateway's end hibernates like any device socket. Both
 //! directions are bounded by the other side: TCP reads wait while a message to the gateway is
@@ -28,12 +31,20 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves one device connection until either side closes.
 pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
-    if upstream::configured(env).is_some() {
-        // Upstream mode pipes WebSocket devices to the real hub; TCP devices are not piped yet.
-        worker::console_warn!(
-            "MQTT over TCP is not served in upstream mode: devices use wss://{{host}}/$iothub/websocket"
-        );
-        return socket.close().await;
+    // Upstream mode: the same pipe a WebSocket device gets, to the upstream's device endpoint
+    // (IoT Hub takes MQTT over WebSocket too, so one upstream transport serves both).
+    match upstream::configured(env) {
+        Some(Ok(up)) => {
+            let hub = upstream::device_socket(env, up, None)?;
+            hub.accept()?;
+            AsRef::<web_sys::WebSocket>::as_ref(&hub).set_binary_type(web_sys::BinaryType::Arraybuffer);
+            return pipe(&mut socket, &hub).await;
+        }
+        Some(Err(e)) => {
+            worker::console_error!("upstream mode misconfigured: {}", e.message);
+            return socket.close().await;
+        }
+        None => {}
     }
     let gateway = match open_gateway_socket(env).await {
         Ok(ws) => ws,

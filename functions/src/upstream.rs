@@ -1,8 +1,9 @@
 //! Upstream mode's I/O (the rules are `twinhub_core::upstream`): with the secret
 //! `UPSTREAM_CONNECTION_STRING` set, every IoT Hub REST call is checked against twinhub's own
-//! policies and forwarded with a fresh token signed by the upstream's key; device WebSockets are
-//! piped to the upstream's device endpoint after twinhub has checked the device's token and
-//! re-signed its CONNECT for the upstream; twinhub's own features answer 501 FeatureUnavailable.
+//! policies and forwarded with a fresh token signed by the upstream's key; device connections
+//! (WebSocket, and MQTT over TLS on 8883 when self-hosted) are piped to the upstream's
+//! MQTT-over-WebSocket endpoint after twinhub has checked the device's token and re-signed its
+//! CONNECT for the upstream; twinhub's own features answer 501 FeatureUnavailable.
 
 use crate::auth;
 use crate::clock;
@@ -121,22 +122,30 @@ async fn device_pipe(req: Request, env: &Env, up: UpstreamHub) -> ApiResult {
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(HubError::new(ErrorCode::ArgumentInvalid, "/$iothub/websocket expects a WebSocket upgrade").into());
     }
-    let my_host = auth::own_host(&req, env);
-    let pair = WebSocketPair::new()?;
-    pair.server.accept()?;
-    let (device, env) = (pair.server, env.clone());
-    worker::wasm_bindgen_futures::spawn_local(async move {
-        if let Err(e) = pipe(&device, &env, &up, &my_host).await {
-            worker::console_warn!("device pipe ended: {e}");
-        }
-        let _ = device.close(Some(1000), Some("bye"));
-    });
-    let mut response = Response::from_websocket(pair.client)?;
+    let client = device_socket(env, up, Some(auth::own_host(&req, env)))?;
+    let mut response = Response::from_websocket(client)?;
     response.headers_mut().set("sec-websocket-protocol", "mqtt")?;
     Ok(response)
 }
 
-async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) -> worker::Result<()> {
+/// One end of an in-process WebSocket whose other end is piped to the upstream, for a device
+/// transport to carry its bytes over: the `/$iothub/websocket` response, or the 8883 handler
+/// (`device_tcp`). `my_host` is the hub name the device's token must carry; `None` (raw TCP,
+/// no Host header) takes it from the CONNECT user name, as twinhub's own gateway does.
+pub fn device_socket(env: &Env, up: UpstreamHub, my_host: Option<String>) -> worker::Result<WebSocket> {
+    let pair = WebSocketPair::new()?;
+    pair.server.accept()?;
+    let (device, env) = (pair.server, env.clone());
+    worker::wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = pipe(&device, &env, &up, my_host).await {
+            worker::console_warn!("device pipe ended: {e}");
+        }
+        let _ = device.close(Some(1000), Some("bye"));
+    });
+    Ok(pair.client)
+}
+
+async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: Option<String>) -> worker::Result<()> {
     // Binary frames as ArrayBuffers (the standard default is Blob, which `bytes()` cannot read).
     AsRef::<web_sys::WebSocket>::as_ref(device).set_binary_type(web_sys::BinaryType::Arraybuffer);
     let mut from_device = device.events()?;
@@ -177,7 +186,11 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: &str) ->
     let token = String::from_utf8_lossy(connect.password.as_deref().unwrap_or_default()).into_owned();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let now = clock::now().as_secs();
-    let expiry = match authorize_device(&token, my_host, &connect.client_id, &key_refs, &auth::policies(env), now) {
+    let my_host = my_host.unwrap_or_else(|| {
+        let named = connect.username.as_deref().map(twinhub_core::session::username_host).unwrap_or_default();
+        auth::own_name(named.to_owned(), env)
+    });
+    let expiry = match authorize_device(&token, &my_host, &connect.client_id, &key_refs, &auth::policies(env), now) {
         Ok(expiry) => expiry,
         Err(_) => {
             refuse(ConnectReturnCode::NotAuthorized);

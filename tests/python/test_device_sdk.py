@@ -5,8 +5,8 @@ on port 8883) and on MQTT over WebSocket (port 443), running the article's devic
 Run by tests/tests/python_device_sdk.rs, which starts the hub over https on port 443 with MQTT
 over TLS on 8883 and passes TWINHUB_CONNECTION_STRING (owner policy, HostName=localhost),
 TWINHUB_CA (the test CA file), REQUESTS_CA_BUNDLE and SSL_CERT_FILE (the CA, which is how the
-default transport trusts it). TWINHUB_DEVICE_TRANSPORTS picks the transports (upstream mode
-serves only the WebSocket).
+default transport trusts it). TWINHUB_DEVICE_TRANSPORTS picks the transports (`wrangler dev`
+takes no TCP, so only the WebSocket there).
 """
 
 import asyncio

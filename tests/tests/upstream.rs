@@ -159,12 +159,14 @@ fn azure_sdks_pass_through_upstream_mode() {
     // The device SDK dials 443 for MQTT over WebSocket and has no port option.
     let b = start_b(&storage_b, &a, true, Some(443));
     let (telemetry_base, telemetry_cs) = (a.base_url(), a.owner_connection_string());
-    // Stored telemetry is read from A: B, in upstream mode, keeps none.
-    // Upstream mode pipes MQTT over WebSocket only (8883 is not piped to the upstream yet).
+    // Stored telemetry is read from A: B, in upstream mode, keeps none. The device suite runs on
+    // both of B's transports (MQTT over TLS on 8883, when B runs under workerd, and wss on 443),
+    // each piped to A's WebSocket endpoint.
+    let transports = if b.mqtt_port().is_some() { "mqtt,websocket" } else { "websocket" };
     let env = [
         ("TWINHUB_TELEMETRY_BASE", telemetry_base.as_str()),
         ("TWINHUB_TELEMETRY_CS", telemetry_cs.as_str()),
-        ("TWINHUB_DEVICE_TRANSPORTS", "websocket"),
+        ("TWINHUB_DEVICE_TRANSPORTS", transports),
     ];
     for suite in ["test_service_sdk.py", "test_device_sdk.py"] {
         if let Err(output) = pytest(suite, &b.owner_connection_string(), &env) {

@@ -109,15 +109,15 @@ fn main() {
     }
 
     // rumqttd over WebSocket, then mosquitto over TCP.
-    for broker in [Broker::rumqttd(), Broker::mosquitto()].into_iter().filter(|_| !sessions_only) {
-        let Some(mut broker) = broker else { continue };
+    // Started one at a time, and only when measured (each is stopped when dropped).
+    let brokers: [fn() -> Option<Broker>; 2] = [Broker::rumqttd, Broker::mosquitto];
+    for start in brokers.into_iter().filter(|_| !sessions_only) {
+        let Some(broker) = start() else { continue };
         let target = broker.target();
         rows.push(broker_latency(&runtime, &target, &Fleet::connect(&runtime, &target, devices, "sub")));
         rows.extend(loops(&runtime, &target));
         let pid = broker.child.id();
         rows.push(sessions_held(&runtime, &target, sessions, || process_usage(pid), None));
-        let _ = broker.child.kill();
-        let _ = broker.child.wait();
     }
 
     print_table(&rows, devices, sessions);
@@ -907,6 +907,13 @@ mod tempdir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
