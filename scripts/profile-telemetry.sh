@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Profiles workerd during bench-device's telemetry phase (issue 15's telemetry figure):
 # fsync/pwrite counts (strace), the thread's CPU share (/proc ticks) and a perf call graph.
-# usage: scripts/profile-telemetry.sh   (after `make build`; needs strace and linux-perf)
+# usage: scripts/profile-telemetry.sh   (installs strace and perf if missing, builds, runs)
 # Prints the counts; the call graph is in target/profile-telemetry.perf
 # (`perf report -i target/profile-telemetry.perf --no-children --sort dso,sym`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/tools.sh --profile
+scripts/build.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --quiet -p twinhub-e2e --bin bench-device
 out=target/profile-telemetry.txt

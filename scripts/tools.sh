@@ -4,6 +4,7 @@
 #   scripts/tools.sh          build + run tools (rust target, trunk, wasm-bindgen, worker-build, npm)
 #   scripts/tools.sh --test   also what the tests need (Debian chromium, the Azure SDK venv)
 #   scripts/tools.sh --bench  also the device benchmark's baselines (rumqttd, Debian mosquitto)
+#   scripts/tools.sh --profile  also strace and perf (scripts/profile-telemetry.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,17 @@ cargo_tool wasm-bindgen-cli wasm-bindgen "$WASM_BINDGEN_VERSION"
 cargo_tool worker-build worker-build "$WORKER_BUILD_VERSION"
 if [ "${1:-}" = "--test" ]; then
   cargo_tool cargo-fuzz cargo-fuzz 0.13.2
+fi
+if [ "${1:-}" = "--profile" ]; then
+  # scripts/profile-telemetry.sh's counters: Debian strace and linux-perf.
+  for pkg in strace:strace linux-perf:perf; do
+    if ! command -v "${pkg#*:}" >/dev/null; then
+      say "installing Debian ${pkg%%:*}"
+      SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkg%%:*}" >/dev/null
+    fi
+  done
 fi
 if [ "${1:-}" = "--bench" ]; then
   # rumqttd 0.20.0's lockfile pins metrics 0.22.1, which today's rustc refuses (E0521), so
