@@ -79,9 +79,8 @@ if [ "${1:-}" = "--test" ]; then
     .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
     touch .venv/.installed
   fi
-  for tool in openssl curl; do
-    command -v "$tool" >/dev/null || { echo "[tools] $tool is required for the https tests" >&2; exit 1; }
-  done
+  # The test CA and certificates (scripts/dev-cert.sh); the harness itself speaks https (rustls).
+  command -v openssl >/dev/null || { echo "[tools] openssl is required for the https tests" >&2; exit 1; }
   if [ ! -x /usr/bin/chromium ]; then
     say "installing Debian chromium for browser tests"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -84,6 +84,12 @@ pub fn own_name(host: String, env: &Env) -> String {
     }
 }
 
+/// The hub name a raw-TCP device addressed: the host of its CONNECT user name
+/// (`{host}/{deviceId}/?api-version=...`), if it is one of the hub's own ([`own_name`]).
+pub fn own_name_in_username(username: Option<&str>, env: &Env) -> String {
+    own_name(username.map(twinhub_core::session::username_host).unwrap_or_default().to_owned(), env)
+}
+
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS
 /// tokens name the hub by the host in the client's connection string.
 pub fn hub_host(req: &Request) -> String {

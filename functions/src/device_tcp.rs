@@ -31,33 +31,28 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves one device connection until either side closes.
 pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
-    // Upstream mode: the same pipe a WebSocket device gets, to the upstream's device endpoint
-    // (IoT Hub takes MQTT over WebSocket too, so one upstream transport serves both).
-    match upstream::configured(env) {
-        Some(Ok(up)) => {
-            let hub = upstream::device_socket(env, up, None)?;
-            hub.accept()?;
-            AsRef::<web_sys::WebSocket>::as_ref(&hub).set_binary_type(web_sys::BinaryType::Arraybuffer);
-            return pipe(&mut socket, &hub).await;
-        }
+    // The far end: a gateway shard, or in upstream mode the same pipe a WebSocket device gets
+    // to the upstream's device endpoint (IoT Hub takes MQTT over WebSocket too, so one upstream
+    // transport serves both).
+    let far = match upstream::configured(env) {
+        Some(Ok(up)) => upstream::device_socket(env, up, None)?,
         Some(Err(e)) => {
             worker::console_error!("upstream mode misconfigured: {}", e.message);
             return socket.close().await;
         }
-        None => {}
-    }
-    let gateway = match open_gateway_socket(env).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            // A full shard answers 503 instead of upgrading: the device retries later.
-            worker::console_warn!("MQTT over TCP: no gateway socket: {e}");
-            return socket.close().await;
-        }
+        None => match open_gateway_socket(env).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                // A full shard answers 503 instead of upgrading: the device retries later.
+                worker::console_warn!("MQTT over TCP: no gateway socket: {e}");
+                return socket.close().await;
+            }
+        },
     };
-    gateway.accept()?;
-    AsRef::<web_sys::WebSocket>::as_ref(&gateway).set_binary_type(web_sys::BinaryType::Arraybuffer);
+    far.accept()?;
+    AsRef::<web_sys::WebSocket>::as_ref(&far).set_binary_type(web_sys::BinaryType::Arraybuffer);
     // The handler's return closes the socket.
-    pipe(&mut socket, &gateway).await
+    pipe(&mut socket, &far).await
 }
 
 /// A WebSocket to a random gateway shard, marked as a TCP device's.

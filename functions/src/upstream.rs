@@ -186,10 +186,7 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: Option<S
     let token = String::from_utf8_lossy(connect.password.as_deref().unwrap_or_default()).into_owned();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let now = clock::now().as_secs();
-    let my_host = my_host.unwrap_or_else(|| {
-        let named = connect.username.as_deref().map(twinhub_core::session::username_host).unwrap_or_default();
-        auth::own_name(named.to_owned(), env)
-    });
+    let my_host = my_host.unwrap_or_else(|| auth::own_name_in_username(connect.username.as_deref(), env));
     let expiry = match authorize_device(&token, &my_host, &connect.client_id, &key_refs, &auth::policies(env), now) {
         Ok(expiry) => expiry,
         Err(_) => {

@@ -420,6 +420,13 @@ fn cloud_to_device_messages() {
     assert_eq!(count, 50, "the unacknowledged live message was completed or is counted");
     send(r#"{"payload":1}"#).assert_hub_error(403, "DeviceMaximumQueueDepthExceeded", 403_004);
     send(&json!({ "payload": "x".repeat(65 * 1024) }).to_string()).assert_hub_error(413, "MessageTooLarge", 413_001);
+    // Properties that could not fit the MQTT topic carrying them are refused at send, not on
+    // every delivery attempt.
+    send(&json!({ "payload": 1, "properties": { "k": "v".repeat(65_535) } }).to_string()).assert_hub_error(
+        413,
+        "MessageTooLarge",
+        413_001,
+    );
     send(r#"{"properties":{"$.mid":"x"}}"#).assert_hub_error(400, "ArgumentInvalid", 400_004);
     hub.call("POST", "/api/devices/ghost/messages", Some("{}")).assert_hub_error(404, "DeviceNotFound", 404_001);
 }

@@ -547,14 +547,15 @@ impl DeviceObject {
                 )?;
                 // Rendered for live views only when one is open: most devices have none, and
                 // parsing and rendering each message for nobody is wasted work.
-                let watched = !self.state.get_websockets_with_tag(LIVE_TAG).is_empty();
-                for m in messages.into_iter().filter(|_| watched) {
-                    let text = String::from_utf8_lossy(&m.body).into_owned();
-                    let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
-                    self.broadcast(&json!({
-                        "type": "telemetry",
-                        "message": { "enqueuedTime": now.to_iso(), "properties": m.properties, "body": body },
-                    }));
+                if !self.state.get_websockets_with_tag(LIVE_TAG).is_empty() {
+                    for m in messages {
+                        let text = String::from_utf8_lossy(&m.body).into_owned();
+                        let body = serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text));
+                        self.broadcast(&json!({
+                            "type": "telemetry",
+                            "message": { "enqueuedTime": now.to_iso(), "properties": m.properties, "body": body },
+                        }));
+                    }
                 }
                 Ok(http::no_content()?)
             }

@@ -33,7 +33,7 @@ use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
 use twinhub_core::auth::precheck_device_token;
 use twinhub_core::mqtt::ConnectReturnCode;
-use twinhub_core::session::{username_host, Accepted, CloseReason, Session, SessionEvent};
+use twinhub_core::session::{Accepted, CloseReason, Session, SessionEvent};
 use twinhub_core::throttle::TokenBucket;
 use twinhub_core::tier::{Operation, Throttles};
 use twinhub_core::UnixMillis;
@@ -381,8 +381,7 @@ impl Gateway {
             match event {
                 SessionEvent::Authenticate { device_id, username, token, clean_session } => {
                     if att.tcp {
-                        let named = username.as_deref().map(username_host).unwrap_or_default();
-                        att.host = crate::auth::own_name(named.to_owned(), &self.env);
+                        att.host = crate::auth::own_name_in_username(username.as_deref(), &self.env);
                     }
                     // Refused here, without waking the device's object: a token that cannot be
                     // right, or a CONNECT past the shard's rate.
