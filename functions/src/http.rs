@@ -35,7 +35,7 @@ impl From<worker::Error> for ApiError {
 pub type ApiResult = std::result::Result<Response, ApiError>;
 
 /// A JSON response with IoT Hub's content type, and `ETag: "<etag>"` when given.
-pub fn json(status: u16, body: &impl serde::Serialize, etag: Option<&str>) -> Result<Response> {
+pub fn json(status: u16, body: &(impl serde::Serialize + ?Sized), etag: Option<&str>) -> Result<Response> {
     let mut builder =
         Response::builder().with_status(status).with_header("content-type", "application/json; charset=utf-8")?;
     if let Some(etag) = etag {

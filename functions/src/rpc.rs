@@ -75,20 +75,7 @@ pub enum DeviceOp {
 pub const SESSION_ENDED: u16 = 410;
 
 /// The device object's answer to [`DeviceOp::DeviceConnect`].
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "verdict", rename_all = "camelCase")]
-pub enum ConnectVerdict {
-    /// The session is the device's: CONNACK 0.
-    #[serde(rename_all = "camelCase")]
-    Accepted {
-        /// Token expiry (Unix ms); the session ends then.
-        expiry_ms: u64,
-        /// Subscriptions kept from a previous CleanSession=0 session.
-        subscriptions: Vec<Subscription>,
-    },
-    /// An unknown or disabled device, or a token that does not verify: CONNACK 5.
-    NotAuthorized,
-}
+pub use twinhub_core::device::ConnectVerdict;
 
 /// A request to a gateway shard about one of its connections.
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,18 +146,21 @@ pub struct IndexEntry {
     pub device_id: String,
     /// The device object's commit counter; the index keeps only the newest.
     pub seq: u64,
-    /// Identity JSON as `GET /devices/{id}` renders it; `None` once deleted.
-    pub identity: Option<serde_json::Value>,
-    /// Twin JSON as `GET /twins/{id}` renders it; `None` once deleted.
-    pub twin: Option<serde_json::Value>,
+    /// Identity JSON as `GET /devices/{id}` renders it; `None` once deleted. Raw: the shard
+    /// stores the text as it arrives, never parsing it.
+    pub identity: Option<Box<serde_json::value::RawValue>>,
+    /// Twin JSON as `GET /twins/{id}` renders it; `None` once deleted. Raw, as `identity`.
+    pub twin: Option<Box<serde_json::value::RawValue>>,
     /// When the device object committed this state (Unix ms), for the index lag figures.
     #[serde(default)]
     pub committed_at: Option<u64>,
 }
 
-/// A request to one fleet index shard.
+/// A request to one fleet index shard. Externally tagged (`{"upsert": {...}}`), unlike the
+/// other ops: an internally tagged enum is buffered before it is read, and raw JSON values
+/// ([`IndexEntry`]) cannot pass through that buffer.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum IndexOp {
     /// Store `entry` unless a newer one is there.
     Upsert { entry: IndexEntry },

@@ -150,8 +150,8 @@ impl FleetIndex {
 
     fn upsert(&self, entry: IndexEntry) -> Result<()> {
         let IndexEntry { device_id, seq, identity, twin, committed_at } = entry;
-        let text = |v: Option<serde_json::Value>| -> SqlStorageValue {
-            v.map_or(SqlStorageValue::Null, |v| v.to_string().into())
+        let text = |v: Option<Box<serde_json::value::RawValue>>| -> SqlStorageValue {
+            v.map_or(SqlStorageValue::Null, |v| String::from(Box::<str>::from(v)).into())
         };
         // jsonb(): the binary form SQLite's JSON functions read without parsing text again,
         // which is what makes full-scan queries affordable.

@@ -109,8 +109,8 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
             list.push(IndexEntry {
                 device_id: device.device_id.clone(),
                 seq: 1,
-                identity: Some(identity),
-                twin: Some(twin),
+                identity: serde_json::value::to_raw_value(&identity).ok(),
+                twin: serde_json::value::to_raw_value(&twin).ok(),
                 committed_at: None,
             });
         }

@@ -4,7 +4,7 @@ use super::{device_stub, if_match};
 use crate::auth;
 use crate::http::{self, ApiResult};
 use crate::objects::ask_every_index_shard;
-use crate::objects::device_object::{LIVE_EXPIRY_HEADER, LIVE_TOKEN_HEADER};
+use crate::objects::device::{LIVE_EXPIRY_HEADER, LIVE_TOKEN_HEADER};
 use crate::rpc::{self, DeviceOp, IndexOp};
 use futures_util::future::try_join_all;
 use serde_json::json;
