@@ -53,7 +53,7 @@ pub enum Reply {
 }
 
 /// What a step changed. The adapter writes exactly these, then drives [`Step::effects`].
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Persist {
     /// The identity and twin changed (or, when the device is gone, everything it had is to be
     /// freed). A device commit moves the object's commit counter, which orders the fleet
@@ -76,13 +76,7 @@ pub struct Persist {
 impl Persist {
     /// Whether nothing is to be written.
     pub fn is_empty(&self) -> bool {
-        !self.device
-            && !self.session
-            && !self.kept_subscriptions
-            && !self.desired_seen
-            && self.history.is_none()
-            && self.job.is_none()
-            && self.enqueue.is_none()
+        *self == Self::default()
     }
 }
 

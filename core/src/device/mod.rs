@@ -110,7 +110,7 @@ impl DeviceState {
         now: UnixMillis,
         random: &[u8; 64],
     ) -> Result<Step, HubError> {
-        let next = match &self.device {
+        let mut next = match &self.device {
             Some(existing) if if_match.is_some() || upsert => {
                 check_etag(&existing.identity.etag_string(), if_match)?;
                 let mut identity = existing.identity.clone();
@@ -131,7 +131,6 @@ impl DeviceState {
                 || old.identity.primary_key != next.identity.primary_key
                 || old.identity.secondary_key != next.identity.secondary_key
         });
-        let mut next = next;
         if let Some(ended) = self.session.take_if(|_| drop_session) {
             next.identity.connected = false;
             next.identity.connection_state_updated = now;

@@ -156,7 +156,7 @@ impl DurableObject for DeviceObject {
         // A push to the index failed earlier, or may not have happened; send the current state
         // again. A deleted device's storage is freed once the index has its tombstone.
         if self.with_stored(|s| s.index_behind())? {
-            let entry = self.with_stored(|s| projection(s))??;
+            let entry = self.with_stored(|s| projection(s, &TwinView::default()))??;
             let seq = entry.seq;
             if self.push_to_index(entry).await? {
                 let sql = self.state.storage().sql();
@@ -238,13 +238,13 @@ impl DeviceObject {
                 self.run(|s| Ok(s.subscriptions_changed(&conn, subscriptions, keep, rules))).await
             }
             DeviceOp::SendCloudToDevice { device_id, body } => {
-                self.with_stored(|s| s.device.require(&device_id).map(|_| ()))??;
+                self.require(&device_id)?;
                 let message = CloudToDeviceMessage::parse(&body, &device_id, clock::random_hex::<16>()?)?;
                 self.run(|s| s.enqueue_cloud_to_device(&device_id, message)).await
             }
             DeviceOp::CloudToDeviceDelivered { device_id, conn, seq } => {
                 if !self.with_stored(|s| s.device.is_session(&device_id, &conn))?? {
-                    return session_ended();
+                    return Ok(session_ended()?);
                 }
                 let sql = self.state.storage().sql();
                 let removed = sql.exec("DELETE FROM c2d WHERE seq = ?", vec![crate::objects::sql_int(seq)?])?;
@@ -259,7 +259,7 @@ impl DeviceObject {
                 self.run(|s| s.report(&device_id, &conn, body.as_bytes(), now)).await
             }
             DeviceOp::InvokeMethod { device_id, name, payload, timeout_ms, connect_timeout_ms } => {
-                self.with_stored(|s| s.device.require(&device_id).map(|_| ()))??;
+                self.require(&device_id)?;
                 // Wait (connectTimeoutInSeconds) for the device to connect and subscribe to
                 // methods. The await lets the device's own CONNECT reach this object meanwhile.
                 let deadline = now.0.saturating_add(connect_timeout_ms);
@@ -288,19 +288,19 @@ impl DeviceObject {
                 Ok(rpc::call(&stub, &op).await?)
             }
             DeviceOp::TelemetryList { device_id, limit } => {
-                self.with_stored(|s| s.device.require(&device_id).map(|_| ()))??;
+                self.require(&device_id)?;
                 let messages = telemetry::list(&self.state.storage().sql(), limit)?;
                 Ok(http::json(200, &json!({ "deviceId": device_id, "messages": messages }), None)?)
             }
             DeviceOp::TelemetrySeries { device_id, field, from, to, buckets } => {
-                self.with_stored(|s| s.device.require(&device_id).map(|_| ()))??;
+                self.require(&device_id)?;
                 let series = telemetry::series(&self.state.storage().sql(), &field, from, to, buckets)?;
                 let body = json!({ "deviceId": device_id, "field": field, "from": from, "to": to, "buckets": series });
                 Ok(http::json(200, &body, None)?)
             }
             DeviceOp::DeviceTelemetry { device_id, conn, messages } => {
                 if !self.with_stored(|s| s.device.is_session(&device_id, &conn))?? {
-                    return session_ended();
+                    return Ok(session_ended()?);
                 }
                 telemetry::store(&self.state.storage().sql(), &messages, &self.config, now)?;
                 // Rendered for live views only when one is open: most devices have none, and
@@ -316,7 +316,7 @@ impl DeviceObject {
                 Ok(http::no_content()?)
             }
             DeviceOp::History { device_id, since, limit } => {
-                self.with_stored(|s| s.device.require(&device_id).map(|_| ()))??;
+                self.require(&device_id)?;
                 #[derive(Deserialize)]
                 struct Row {
                     body: String,
@@ -399,7 +399,7 @@ impl DeviceObject {
                             .push((session.gateway, GatewayOp::CloudToDevice { conn: session.conn, messages }));
                     }
                 }
-                Effect::Project => outbox.index = Some(projection_with(stored, &twin)?),
+                Effect::Project => outbox.index = Some(projection(stored, &twin)?),
             }
         }
         let response = render(&step.reply, stored, &twin)?;
@@ -428,11 +428,12 @@ impl DeviceObject {
 
     /// Answers a read from the state, writing nothing.
     fn read(&self, reply: impl FnOnce(&DeviceState) -> std::result::Result<Reply, HubError>) -> ApiResult {
-        self.ensure_loaded()?;
-        let cell = self.stored.borrow();
-        let Some(stored) = cell.as_ref() else { return Err(worker::Error::RustError("not loaded".into()).into()) };
-        let reply = reply(&stored.device)?;
-        Ok(render(&reply, stored, &TwinView::default())?)
+        self.with_stored(|s| -> ApiResult { Ok(render(&reply(&s.device)?, s, &TwinView::default())?) })?
+    }
+
+    /// 404 DeviceNotFound unless the device exists.
+    fn require(&self, device_id: &str) -> std::result::Result<(), ApiError> {
+        Ok(self.with_stored(|s| s.device.require(device_id).map(|_| ()))??)
     }
 
     /// `DELETE /devices/{id}`: the step, then the storage freed once the index has the
@@ -528,11 +529,11 @@ impl DeviceObject {
     /// A live view's upgrade (`/api/devices/{id}/live`, authorized by the Worker, which names
     /// the token's expiry and a tag for the token).
     async fn open_live_view(&self, req: &Request) -> ApiResult {
-        let current = self.with_stored(|s| {
+        let first = self.with_stored(|s| -> Result<Option<String>> {
             let twin = TwinView::default();
-            twin.get(s).map(|raw| raw.map(|r| serde_json::to_string(&LiveMessage::Twin { twin: r })))
+            twin.get(s)?.map(|twin| crate::objects::to_json(&LiveMessage::Twin { twin })).transpose()
         })??;
-        let Some(Ok(first)) = current else {
+        let Some(first) = first else {
             return Err(HubError::new(ErrorCode::DeviceNotFound, "no such device").into());
         };
         let header = |name: &str| req.headers().get(name).ok().flatten().unwrap_or_default();
@@ -636,11 +637,7 @@ fn raw(value: &impl serde::Serialize) -> Result<Box<RawValue>> {
 }
 
 /// The committed state as the fleet index keeps it.
-fn projection(stored: &Stored) -> Result<IndexEntry> {
-    projection_with(stored, &TwinView::default())
-}
-
-fn projection_with(stored: &Stored, twin: &TwinView) -> Result<IndexEntry> {
+fn projection(stored: &Stored, twin: &TwinView) -> Result<IndexEntry> {
     let device = stored.device.device.as_ref();
     Ok(IndexEntry {
         device_id: device
@@ -669,7 +666,7 @@ fn render(reply: &Reply, stored: &Stored, twin: &TwinView) -> Result<Response> {
         }
         Reply::DeviceTwin => http::json(200, &device.ok_or_else(missing)?.twin.to_device_json(), None),
         Reply::NoContent => http::no_content(),
-        Reply::SessionEnded => Ok(Response::builder().with_status(rpc::SESSION_ENDED).empty()),
+        Reply::SessionEnded => session_ended(),
         Reply::Connect(verdict) => http::json(200, verdict, None),
         Reply::ReportedVersion(version) => http::json(200, &json!({ "version": version }), None),
         Reply::Queued { message_id, queued } => {
@@ -696,6 +693,6 @@ async fn notify_gateway(env: &Env, gateway: &str, op: &GatewayOp) {
 }
 
 /// The answer to an op from a session that is no longer the device's.
-fn session_ended() -> ApiResult {
+fn session_ended() -> Result<Response> {
     Ok(Response::builder().with_status(rpc::SESSION_ENDED).empty())
 }
