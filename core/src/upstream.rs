@@ -166,6 +166,90 @@ pub fn readdress_connect(
     Ok(out)
 }
 
+/// Device pipes one isolate holds that have not yet been handed to the upstream (waiting for
+/// CONNECT, or for the device's keys from the upstream's registry), as twinhub's own gateway
+/// bounds its half-open sockets per shard.
+pub const MAX_WAITING_PIPES: usize = 2_000;
+/// Device pipes one isolate holds in all, as a gateway shard bounds its sockets.
+pub const MAX_PIPES: usize = 30_000;
+/// CONNECTs a second whose keys one isolate asks the upstream's registry for (with a second's
+/// burst): a flood of well-formed CONNECTs costs the upstream at most this many lookups.
+pub const PIPE_CONNECTS_PER_SECOND: f64 = 500.0;
+
+/// Why a device pipe was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PipeRefusal {
+    /// Too many pipes wait for CONNECT: the upgrade is refused (503).
+    TooManyWaiting,
+    /// The isolate holds as many pipes as it may (503).
+    TooMany,
+    /// Past the CONNECT rate: CONNACK 3 (server unavailable), the device retries.
+    ConnectRate,
+}
+
+/// The bounds on device pipes in upstream mode: how many are open, how many still wait for
+/// their CONNECT to be checked, and how fast CONNECTs are checked against the upstream's
+/// registry. Sans-I/O: the adapter calls [`Self::open`] when a device socket arrives,
+/// [`Self::verify`] when its CONNECT is read, [`Self::piped`] once it is handed to the upstream
+/// and [`Self::closed`] when it ends, passing the time.
+#[derive(Debug, Clone)]
+pub struct PipeAdmission {
+    open: usize,
+    waiting: usize,
+    connects: crate::throttle::TokenBucket,
+}
+
+impl PipeAdmission {
+    pub fn new(now: crate::UnixMillis) -> Self {
+        Self {
+            open: 0,
+            waiting: 0,
+            connects: crate::throttle::TokenBucket::new(PIPE_CONNECTS_PER_SECOND, PIPE_CONNECTS_PER_SECOND, now),
+        }
+    }
+
+    /// A device socket arrives: admitted as a waiting pipe, or refused with nothing held.
+    pub fn open(&mut self) -> Result<(), PipeRefusal> {
+        if self.waiting >= MAX_WAITING_PIPES {
+            return Err(PipeRefusal::TooManyWaiting);
+        }
+        if self.open >= MAX_PIPES {
+            return Err(PipeRefusal::TooMany);
+        }
+        self.open += 1;
+        self.waiting += 1;
+        Ok(())
+    }
+
+    /// Its CONNECT arrived and passed the token precheck: whether the rate lets it be checked
+    /// against the upstream's registry now.
+    pub fn verify(&mut self, now: crate::UnixMillis) -> Result<(), PipeRefusal> {
+        if self.connects.try_take(now) {
+            Ok(())
+        } else {
+            Err(PipeRefusal::ConnectRate)
+        }
+    }
+
+    /// The pipe was handed to the upstream: it no longer counts as waiting.
+    pub fn piped(&mut self) {
+        self.waiting = self.waiting.saturating_sub(1);
+    }
+
+    /// The pipe ended; `waiting` says whether it was still waiting when it did.
+    pub fn closed(&mut self, waiting: bool) {
+        self.open = self.open.saturating_sub(1);
+        if waiting {
+            self.waiting = self.waiting.saturating_sub(1);
+        }
+    }
+
+    /// Pipes open, and of them waiting.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.open, self.waiting)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +327,46 @@ mod tests {
             UpstreamHub::parse(cs, Some("http")).unwrap().device_endpoint(),
             "ws://hub.azure-devices.net/$iothub/websocket"
         );
+    }
+    #[test]
+    fn pipes_waiting_for_connect_are_bounded_and_freed() {
+        let mut a = PipeAdmission::new(crate::UnixMillis(0));
+        for _ in 0..MAX_WAITING_PIPES {
+            a.open().unwrap();
+        }
+        assert_eq!(a.open(), Err(PipeRefusal::TooManyWaiting), "one past the bound is refused");
+        assert_eq!(a.counts(), (MAX_WAITING_PIPES, MAX_WAITING_PIPES), "a refusal holds nothing");
+        // One is piped: it stops counting as waiting, and another may wait.
+        a.piped();
+        a.open().unwrap();
+        assert_eq!(a.open(), Err(PipeRefusal::TooManyWaiting));
+        // One that gives up waiting (timeout, bad CONNECT) frees its place.
+        a.closed(true);
+        a.open().unwrap();
+        // The piped one closing frees only its open place.
+        a.closed(false);
+        assert_eq!(a.counts(), (MAX_WAITING_PIPES, MAX_WAITING_PIPES));
+    }
+
+    #[test]
+    fn open_pipes_are_bounded() {
+        let mut a = PipeAdmission::new(crate::UnixMillis(0));
+        for _ in 0..MAX_PIPES {
+            a.open().unwrap();
+            a.piped();
+        }
+        assert_eq!(a.open(), Err(PipeRefusal::TooMany));
+        a.closed(false);
+        a.open().unwrap();
+    }
+
+    #[test]
+    fn connect_checks_are_rate_bounded() {
+        let mut a = PipeAdmission::new(crate::UnixMillis(0));
+        let burst = PIPE_CONNECTS_PER_SECOND as usize;
+        let allowed = (0..burst + 10).filter(|_| a.verify(crate::UnixMillis(0)).is_ok()).count();
+        assert_eq!(allowed, burst, "a second's burst, then refused");
+        assert_eq!(a.verify(crate::UnixMillis(0)), Err(PipeRefusal::ConnectRate));
+        assert!(a.verify(crate::UnixMillis(10)).is_ok(), "refilled at the rate");
     }
 }

@@ -35,7 +35,13 @@ pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
     // to the upstream's device endpoint (IoT Hub takes MQTT over WebSocket too, so one upstream
     // transport serves both).
     let far = match upstream::configured(env) {
-        Some(Ok(up)) => upstream::device_socket(env, up, None)?,
+        Some(Ok(up)) => match upstream::admit_pipe() {
+            Ok(place) => upstream::device_socket(env, up, None, place)?,
+            Err(e) => {
+                worker::console_warn!("MQTT over TCP: {}", e.message);
+                return socket.close().await;
+            }
+        },
         Some(Err(e)) => {
             worker::console_error!("upstream mode misconfigured: {}", e.message);
             return socket.close().await;

@@ -10,9 +10,10 @@ use crate::clock;
 use crate::http::{self, ApiResult};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
-use twinhub_core::auth::authorize_device;
+use std::cell::RefCell;
+use twinhub_core::auth::{authorize_device, precheck_device_token};
 use twinhub_core::mqtt::{self, ConnAck, ConnectReturnCode, Packet};
-use twinhub_core::upstream::{self, UpstreamHub, REQUEST_HEADERS, RESPONSE_HEADERS};
+use twinhub_core::upstream::{self, PipeAdmission, PipeRefusal, UpstreamHub, REQUEST_HEADERS, RESPONSE_HEADERS};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{
     Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response, WebSocket, WebSocketPair, WebsocketEvent,
@@ -122,30 +123,86 @@ async fn device_pipe(req: Request, env: &Env, up: UpstreamHub) -> ApiResult {
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(HubError::new(ErrorCode::ArgumentInvalid, "/$iothub/websocket expects a WebSocket upgrade").into());
     }
-    let client = device_socket(env, up, Some(auth::own_host(&req, env)))?;
+    let place = admit_pipe()?;
+    let client = device_socket(env, up, Some(auth::own_host(&req, env)), place)?;
     let mut response = Response::from_websocket(client)?;
     response.headers_mut().set("sec-websocket-protocol", "mqtt")?;
     Ok(response)
 }
 
+thread_local! {
+    /// This isolate's device pipes: how many are open, how many wait for CONNECT, and the
+    /// rate of CONNECTs checked against the upstream's registry (`core::upstream`'s bounds).
+    static PIPES: RefCell<Option<PipeAdmission>> = const { RefCell::new(None) };
+}
+
+fn pipes<R>(f: impl FnOnce(&mut PipeAdmission) -> R) -> R {
+    PIPES.with(|p| f(p.borrow_mut().get_or_insert_with(|| PipeAdmission::new(clock::now()))))
+}
+
+/// A device pipe's place among this isolate's, given back when dropped (however the pipe ends).
+pub struct PipePlace {
+    waiting: bool,
+}
+
+impl PipePlace {
+    fn piped(&mut self) {
+        if std::mem::replace(&mut self.waiting, false) {
+            pipes(PipeAdmission::piped);
+        }
+    }
+}
+
+impl Drop for PipePlace {
+    fn drop(&mut self) {
+        let waiting = self.waiting;
+        pipes(|p| p.closed(waiting));
+    }
+}
+
+/// A place for one more device pipe, or 503 when this isolate holds as many as it may.
+pub fn admit_pipe() -> Result<PipePlace, HubError> {
+    match pipes(PipeAdmission::open) {
+        Ok(()) => Ok(PipePlace { waiting: true }),
+        Err(PipeRefusal::TooManyWaiting) => Err(HubError::new(
+            ErrorCode::ServiceUnavailable,
+            "too many device connections are waiting for CONNECT; retry shortly",
+        )),
+        Err(_) => Err(HubError::new(ErrorCode::ServiceUnavailable, "as many device connections as this hub may hold")),
+    }
+}
+
 /// One end of an in-process WebSocket whose other end is piped to the upstream, for a device
 /// transport to carry its bytes over: the `/$iothub/websocket` response, or the 8883 handler
 /// (`device_tcp`). `my_host` is the hub name the device's token must carry; `None` (raw TCP,
-/// no Host header) takes it from the CONNECT user name, as twinhub's own gateway does.
-pub fn device_socket(env: &Env, up: UpstreamHub, my_host: Option<String>) -> worker::Result<WebSocket> {
+/// no Host header) takes it from the CONNECT user name, as twinhub's own gateway does. `place`
+/// ([`admit_pipe`]) is held until the pipe ends.
+pub fn device_socket(
+    env: &Env,
+    up: UpstreamHub,
+    my_host: Option<String>,
+    mut place: PipePlace,
+) -> worker::Result<WebSocket> {
     let pair = WebSocketPair::new()?;
     pair.server.accept()?;
     let (device, env) = (pair.server, env.clone());
     worker::wasm_bindgen_futures::spawn_local(async move {
-        if let Err(e) = pipe(&device, &env, &up, my_host).await {
+        if let Err(e) = pipe(&device, &env, &up, my_host, &mut place).await {
             worker::console_warn!("device pipe ended: {e}");
         }
         let _ = device.close(Some(1000), Some("bye"));
+        drop(place);
     });
     Ok(pair.client)
 }
 
-async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: Option<String>) -> worker::Result<()> {
+async fn pipe(
+    device: &WebSocket,
+    env: &Env,
+    up: &UpstreamHub,
+    my_host: Option<String>,
+    place: &mut PipePlace,
+) -> worker::Result<()> {
     // Binary frames as ArrayBuffers (the standard default is Blob, which `bytes()` cannot read).
     AsRef::<web_sys::WebSocket>::as_ref(device).set_binary_type(web_sys::BinaryType::Arraybuffer);
     let mut from_device = device.events()?;
@@ -172,6 +229,21 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: Option<S
             let _ = device.send_with_bytes(bytes);
         }
     };
+    let token = String::from_utf8_lossy(connect.password.as_deref().unwrap_or_default()).into_owned();
+    let now = clock::now();
+    let my_host = my_host.unwrap_or_else(|| auth::own_name_in_username(connect.username.as_deref(), env));
+    // A token that cannot be right (malformed, expired, for another device or hub) is refused
+    // before the upstream is asked anything, and the CONNECTs that are asked about are bounded
+    // in rate: a flood of CONNECTs cannot become a flood of registry lookups.
+    if let Err(e) = precheck_device_token(&token, &my_host, &connect.client_id, now.as_secs()) {
+        worker::console_log!("upstream pipe: CONNECT refused before verification: {e}");
+        refuse(ConnectReturnCode::NotAuthorized);
+        return Ok(());
+    }
+    if pipes(|p| p.verify(now)).is_err() {
+        refuse(ConnectReturnCode::ServerUnavailable);
+        return Ok(());
+    }
     let keys = match device_keys(up, &connect.client_id).await {
         Ok(Some(keys)) => keys,
         Ok(None) => {
@@ -183,10 +255,8 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: Option<S
             return Err(worker::Error::RustError(e.message));
         }
     };
-    let token = String::from_utf8_lossy(connect.password.as_deref().unwrap_or_default()).into_owned();
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let now = clock::now().as_secs();
-    let my_host = my_host.unwrap_or_else(|| auth::own_name_in_username(connect.username.as_deref(), env));
     let expiry = match authorize_device(&token, &my_host, &connect.client_id, &key_refs, &auth::policies(env), now) {
         Ok(expiry) => expiry,
         Err(_) => {
@@ -214,6 +284,7 @@ async fn pipe(device: &WebSocket, env: &Env, up: &UpstreamHub, my_host: Option<S
     if used < buf.len() {
         upstream_ws.send_with_bytes(&buf[used..])?;
     }
+    place.piped();
     // 4. Bytes both ways until one side closes.
     let mut from_upstream = upstream_ws.events()?;
     loop {

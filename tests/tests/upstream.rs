@@ -187,3 +187,61 @@ fn an_unusable_upstream_secret_is_an_error_not_a_hub_of_our_own() {
     assert!(!reply.body.contains("c2VjcmV0"), "the secret's key in a response: {}", reply.body);
     assert_eq!(hub.call("GET", "/api/health", None).status, 200, "health still answers");
 }
+
+/// A flood of device sockets that never send CONNECT holds at most
+/// `core::upstream::MAX_WAITING_PIPES` pipes in B: the next upgrade is refused (503), a device
+/// already piped keeps being served, and a place freed is a place to connect again.
+#[test]
+fn pipes_waiting_for_connect_are_bounded() {
+    use tungstenite::client::IntoClientRequest;
+    let storage_a = Storage::new("upstream-flood-a");
+    let a = Hub::start(&storage_a);
+    let storage_b = Storage::new("upstream-flood-b");
+    let b = start_b(&storage_b, &a, false, None);
+    assert_eq!(b.call("PUT", "/devices/up-ok", Some("{}")).status, 200);
+    let mut neighbour = MqttDevice::connect(&b, "up-ok");
+
+    let upgrade = || {
+        let url = format!("ws://127.0.0.1:{}/$iothub/websocket", b.port());
+        let mut request = url.into_client_request().expect("request");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
+        let stream = std::net::TcpStream::connect(("127.0.0.1", b.port())).expect("tcp connect");
+        tungstenite::client(request, stream)
+    };
+    let bound = twinhub_core::upstream::MAX_WAITING_PIPES;
+    let mut waiting = Vec::with_capacity(bound);
+    for i in 0..bound {
+        match upgrade() {
+            Ok((socket, _)) => waiting.push(socket),
+            Err(e) => panic!("upgrade {i} of {bound} refused: {e}\n{}", b.log_tail()),
+        }
+    }
+    match upgrade() {
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            assert_eq!(response.status(), 503)
+        }
+        Ok(_) => panic!("upgrade {} past the bound was accepted", bound + 1),
+        Err(e) => panic!("upgrade past the bound: {e}"),
+    }
+    assert_eq!(neighbour.report(1, &json!({ "flood": "survived" })), 204, "a piped device is still served");
+
+    // One waiting socket goes away: its place is freed, and a device connects.
+    let mut gone = waiting.pop().expect("a waiting socket");
+    let _ = gone.close(None);
+    drop(gone);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let token = b.device_token("up-ok", &b.device_key("up-ok"));
+    loop {
+        let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            MqttDevice::connect_with_token(&b, "up-ok", &token)
+        }));
+        match attempt {
+            Ok((_, code)) => {
+                assert_eq!(code, twinhub_core::mqtt::ConnectReturnCode::Accepted);
+                break;
+            }
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Err(_) => panic!("no place freed after a waiting socket closed\n{}", b.log_tail()),
+        }
+    }
+}
