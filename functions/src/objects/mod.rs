@@ -4,6 +4,7 @@ pub mod bench_echo;
 pub mod device;
 pub mod fleet_index;
 pub mod gateway;
+pub mod group_commit;
 pub mod jobs;
 
 /// Binding names, as in wrangler.toml.
