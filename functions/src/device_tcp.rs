@@ -26,8 +26,12 @@ use worker::{Delay, Env, Headers, Socket, WebSocket, WebsocketEvent};
 
 /// How long a device's departure waits for the gateway to acknowledge the close.
 const CLOSE_WAIT_MS: u64 = 2_000;
-/// Bytes read from the device at once (a TLS record is at most 16 KiB of plaintext).
-const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read from the device at once: at first [`READ_MIN`], since a session's pending read
+/// holds its buffer for as long as the device is silent (most of a session's life, and 10,000
+/// sessions held 16 KiB each before); doubled when a read fills it, up to [`READ_MAX`] (a TLS
+/// record is at most 16 KiB of plaintext), and halved again when reads stay small.
+const READ_MIN: usize = 1024;
+const READ_MAX: usize = 16 * 1024;
 
 /// Serves one device connection until either side closes.
 pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
@@ -78,7 +82,7 @@ enum Next {
 
 async fn pipe(socket: &mut Socket, gateway: &WebSocket) -> worker::Result<()> {
     let mut from_gateway = gateway.events()?;
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut buf = vec![0u8; READ_MIN];
     loop {
         // The read is cancel-safe: a pending read stays inside the socket and is picked up by
         // the next one, so dropping it here to write loses nothing.
@@ -103,7 +107,10 @@ async fn pipe(socket: &mut Socket, gateway: &WebSocket) -> worker::Result<()> {
                 let _ = select(closed.as_mut(), timer).await;
                 return Ok(());
             }
-            Next::FromDevice(Ok(n)) => gateway.send_with_bytes(&buf[..n])?,
+            Next::FromDevice(Ok(n)) => {
+                gateway.send_with_bytes(&buf[..n])?;
+                fit_read_buffer(&mut buf, n);
+            }
             Next::FromGateway(Some(Ok(WebsocketEvent::Message(m)))) => {
                 let bytes = m.bytes().unwrap_or_default();
                 if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
@@ -113,5 +120,17 @@ async fn pipe(socket: &mut Socket, gateway: &WebSocket) -> worker::Result<()> {
             // The gateway closed the session (refused CONNECT, timeout, bad packet, replaced).
             Next::FromGateway(_) => return Ok(()),
         }
+    }
+}
+
+/// Grows the read buffer after a read that filled it, shrinks it after one that used under a
+/// quarter of it (see [`READ_MIN`]).
+fn fit_read_buffer(buf: &mut Vec<u8>, read: usize) {
+    let len = buf.len();
+    if read == len && len < READ_MAX {
+        buf.resize(len * 2, 0);
+    } else if read < len / 4 && len > READ_MIN {
+        buf.truncate(len / 2);
+        buf.shrink_to_fit();
     }
 }

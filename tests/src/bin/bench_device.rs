@@ -98,7 +98,7 @@ fn main() {
             }
             let target = Target::twinhub(&hub, runtime_name);
             if !sessions_only {
-                rows.push(desired_latency(&hub, &target, &Fleet::connect(&runtime, &target, devices, "patch")));
+                rows.extend(desired_latency(&hub, &target, &Fleet::connect(&runtime, &target, devices, "patch")));
                 rows.extend(loops(&runtime, &target));
             }
             let group = hub.process_group();
@@ -536,9 +536,13 @@ fn wait_for_seq(fleet: &Fleet, seq: u64) -> Option<Instant> {
     None
 }
 
-fn desired_latency(hub: &Hub, target: &Target, fleet: &Fleet) -> Row {
+/// The desired-patch latency, and beside it how long the same PATCHes took to be answered:
+/// the share of the device's wait that is the REST write (token check, merge, commit) before
+/// the push, which a relaying broker does not have.
+fn desired_latency(hub: &Hub, target: &Target, fleet: &Fleet) -> [Row; 2] {
     let devices = fleet.commands.len();
     let mut samples = Vec::new();
+    let mut answered = Vec::new();
     let mut errors = 0;
     for sample in 0..LATENCY_SAMPLES {
         let device = (sample * 7919) % devices;
@@ -556,12 +560,16 @@ fn desired_latency(hub: &Hub, target: &Target, fleet: &Fleet) -> Row {
             errors += 1;
             continue;
         }
+        answered.push(started.elapsed());
         match wait_for_seq(fleet, seq) {
             Some(at) => samples.push(at.duration_since(started)),
             None => errors += 1,
         }
     }
-    latency_row(target.name(), "desired PATCH (REST) -> device", samples, errors, fleet)
+    [
+        latency_row(target.name(), "desired PATCH (REST) -> device", samples, errors, fleet),
+        latency_row(target.name(), "desired PATCH (REST) -> 200", answered, errors, fleet),
+    ]
 }
 
 fn broker_latency(runtime: &tokio::runtime::Runtime, target: &Target, fleet: &Fleet) -> Row {
