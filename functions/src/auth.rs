@@ -74,6 +74,9 @@ pub fn own_host(req: &Request, env: &Env) -> String {
 /// unset); empty otherwise, which no token covers. For MQTT over TCP the host is the one the
 /// device names in its CONNECT user name (there is no Host header; TLS SNI is not exposed).
 pub fn own_name(host: String, env: &Env) -> String {
+    if host.len() > twinhub_core::session::MAX_HUB_NAME_LEN {
+        return String::new();
+    }
     let Some(names) = env.var(HOST_NAMES_VAR).ok().map(|v| v.to_string()).filter(|n| !n.trim().is_empty()) else {
         return host;
     };

@@ -188,6 +188,11 @@ fn refusals_and_violations() {
     let d2_key = hub.device_key("d2");
     assert_eq!(connect(&hub, "d2", &hub.device_token("d2", &d2_key)).1, ConnectReturnCode::NotAuthorized);
 
+    // A client id IoT Hub would never issue (60,000 characters, which would not fit a socket's
+    // attachment on Cloudflare) is refused with CONNACK 2 before it is kept anywhere.
+    let long = "x".repeat(60_000);
+    assert_eq!(connect(&hub, &long, &hub.device_token(&long, &key)).1, ConnectReturnCode::IdentifierRejected);
+
     // Through all of it, no twin changed and the hub still serves.
     assert_eq!(hub.call("GET", "/twins/d2", None).json()["version"], 2);
     assert_eq!(hub.call_with("GET", "/api/health", None, &[]).status, 200);

@@ -1,10 +1,11 @@
 //! A device session fed arbitrary byte chunks, timers and verdicts, and hibernated as the
 //! gateway does (partial input taken out, the snapshot through JSON, the input given back or
-//! lost): never panics, reports `Closed` at most once, and emits only well-formed MQTT.
+//! lost): never panics, reports `Closed` at most once, emits only well-formed MQTT, and its
+//! snapshot stays within `MAX_SNAPSHOT_BYTES` (what a WebSocket attachment may hold).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use twinhub_core::mqtt::{decode, ConnectReturnCode};
-use twinhub_core::session::{Accepted, Session, SessionEvent};
+use twinhub_core::session::{Accepted, Session, SessionEvent, MAX_SNAPSHOT_BYTES};
 use twinhub_core::UnixMillis;
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             6 | 7 => {
                 let kept = session.take_partial_input();
                 let json = serde_json::to_string(&session.snapshot()).expect("a snapshot serializes");
+                assert!(json.len() <= MAX_SNAPSHOT_BYTES, "a snapshot of {} bytes", json.len());
                 session = serde_json::from_str(&json).expect("a snapshot deserializes");
                 // 7: the adapter lost the bytes (evicted mid-packet).
                 session.restore_partial_input(if op % 8 == 6 { kept } else { Vec::new() });

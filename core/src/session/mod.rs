@@ -34,6 +34,15 @@ pub const MAX_SUBSCRIPTIONS: usize = 5;
 /// The latest token expiry a session keeps: the largest integer a JavaScript number holds
 /// exactly (the year 287,396), so the session survives serialization to a WebSocket attachment.
 pub const MAX_EXPIRY: UnixMillis = UnixMillis((1 << 53) - 1);
+/// What a [`Session::snapshot`] serializes to at most, as JSON, whatever the device sent: the
+/// gateway keeps it in the socket's attachment beside a few fields of its own, and Cloudflare
+/// caps an attachment at 16,384 bytes. Every field it holds is bounded by construction: the
+/// device id by IoT Hub's id rules (checked at CONNECT), the subscriptions by their enum, the
+/// rest are numbers; the unfinished packet is never in it.
+pub const MAX_SNAPSHOT_BYTES: usize = 1_024;
+/// The longest hub name a CONNECT user name may carry (a DNS name of 253 characters and a
+/// `:port`); a longer one names no hub.
+pub const MAX_HUB_NAME_LEN: usize = 253 + 6;
 
 /// Why a session ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +71,11 @@ pub enum CloseReason {
 /// The hub host named by an IoT Hub CONNECT user name, `{host}/{deviceId}/?api-version=...`
 /// (spec §5.2): over raw TCP, with no Host header, the host the device believes it dialled.
 pub fn username_host(username: &str) -> &str {
-    username.split('/').next().unwrap_or_default()
+    let host = username.split('/').next().unwrap_or_default();
+    if host.len() > MAX_HUB_NAME_LEN {
+        return "";
+    }
+    host
 }
 
 /// Work for the adapter.
@@ -395,8 +408,9 @@ impl Session {
     fn handle_packet(&mut self, now: UnixMillis, packet: Packet) {
         match (&self.phase, packet) {
             (Phase::AwaitingConnect { .. }, Packet::Connect(c)) => {
-                if c.client_id.is_empty() || c.client_id.contains('/') {
-                    // Module identities (`device/module`) are not supported yet.
+                // Module identities (`device/module`) are not supported yet, and an id IoT Hub
+                // would never have issued is refused before it is kept (the snapshot's bound).
+                if c.client_id.contains('/') || crate::identity::check_device_id(&c.client_id).is_err() {
                     return self.refuse(ConnectReturnCode::IdentifierRejected);
                 }
                 // IoT Hub's user name is `{host}/{deviceId}/?api-version=...` (spec §5.2): one

@@ -473,3 +473,51 @@ fn a_reply_that_cannot_be_encoded_ends_the_session_instead_of_sending_a_truncate
     assert!(h.sent.is_empty(), "nothing is sent: {:?}", h.sent.len());
     assert!(matches!(h.events.as_slice(), [SessionEvent::Closed(CloseReason::Hub(why))] if why.contains("65,535")));
 }
+
+#[test]
+fn a_client_id_iot_hub_would_not_issue_is_refused_and_never_kept() {
+    for bad in ["x".repeat(60_000), "x".repeat(129), "has space".into(), "caf\u{e9}".into()] {
+        let mut h = Harness::new();
+        h.connect(&bad, 60);
+        assert_eq!(
+            h.sent,
+            vec![Packet::ConnAck(ConnAck { session_present: false, code: ConnectReturnCode::IdentifierRejected })],
+            "{} characters",
+            bad.len()
+        );
+        let snapshot = serde_json::to_vec(&h.session.snapshot()).unwrap();
+        assert!(snapshot.len() <= MAX_SNAPSHOT_BYTES, "{} bytes", snapshot.len());
+    }
+    let mut h = Harness::new();
+    h.connect(&"x".repeat(128), 60);
+    assert!(h.sent.is_empty() && h.closed().is_none(), "128 characters is an id");
+}
+
+#[test]
+fn the_largest_session_snapshot_fits_its_bound() {
+    // The longest id, every subscription, a token expiry and packet ids in use: the most a
+    // session can hold.
+    let mut h = Harness::connected(&"x".repeat(128));
+    h.feed(&Packet::Subscribe(Subscribe {
+        packet_id: id(3),
+        filters: vec![
+            ("$iothub/twin/res/#".into(), QoS::AtMostOnce),
+            ("$iothub/methods/POST/#".into(), QoS::AtMostOnce),
+            ("$iothub/twin/PATCH/properties/desired/#".into(), QoS::AtMostOnce),
+            (format!("devices/{}/messages/devicebound/#", "x".repeat(128)), QoS::AtLeastOnce),
+        ],
+    }));
+    for _ in 0..100 {
+        let _ = h.session.send_cloud_to_device(&[], b"m".to_vec());
+    }
+    h.session.handle_bytes(h.now, &[0x30, 0x80, 0x40, 0x00]);
+    let _ = h.session.take_partial_input();
+    let snapshot = serde_json::to_vec(&h.session.snapshot()).unwrap();
+    assert!(snapshot.len() <= MAX_SNAPSHOT_BYTES, "{} bytes", snapshot.len());
+}
+
+#[test]
+fn a_user_name_host_longer_than_a_hub_name_names_no_hub() {
+    assert_eq!(username_host("hub.example:8883/d1/?api-version=1"), "hub.example:8883");
+    assert_eq!(username_host(&format!("{}/d1/?api-version=1", "h".repeat(MAX_HUB_NAME_LEN + 1))), "");
+}

@@ -121,7 +121,12 @@ pub const MAX_QUEUED_INPUT_BYTES: usize = 2 * twinhub_core::mqtt::MAX_PACKET_BYT
 /// A device's answer to a direct method: its status and JSON body.
 type MethodAnswer = (i32, Vec<u8>);
 
-/// What a socket's attachment holds.
+/// Cloudflare's cap on a WebSocket attachment, which local workerd does not enforce.
+pub const MAX_ATTACHMENT_BYTES: usize = 16_384;
+
+/// What a socket's attachment holds. Bounded by construction, far below
+/// [`MAX_ATTACHMENT_BYTES`]: the session by `twinhub_core::session::MAX_SNAPSHOT_BYTES`, the
+/// host by `MAX_HUB_NAME_LEN`, the in-flight messages by the 50-message queue, the rest ours.
 #[derive(Serialize, Deserialize)]
 struct Attachment {
     conn: String,
@@ -244,7 +249,7 @@ impl Gateway {
             c2d_in_flight: std::collections::BTreeMap::new(),
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
-        pair.server.serialize_attachment(&attachment)?;
+        store_attachment(&pair.server, &attachment)?;
         self.half_open.borrow_mut().insert(conn.clone());
         // Connections that never send CONNECT are closed by the timer.
         self.arm(attachment.session.poll_timeout()).await?;
@@ -364,7 +369,7 @@ impl Gateway {
         if att.session.is_connected() || att.session.poll_timeout().is_none() {
             self.half_open.borrow_mut().remove(&att.conn);
         }
-        ws.serialize_attachment(&att)?;
+        store_attachment(ws, &att)?;
         self.arm(att.session.poll_timeout()).await
     }
 
@@ -736,4 +741,17 @@ fn close_code(reason: &CloseReason) -> u16 {
         CloseReason::ClientDisconnect => 1000,
         _ => 1008,
     }
+}
+
+/// Stores a session in its socket's attachment. Should it ever be larger than Cloudflare keeps
+/// (its fields are bounded, see [`Attachment`]; this is the check that the bounds hold), the
+/// session is ended here rather than lost at the next hibernation.
+fn store_attachment(ws: &WebSocket, att: &Attachment) -> Result<()> {
+    let size = serde_json::to_vec(att).map_or(usize::MAX, |json| json.len());
+    if size > MAX_ATTACHMENT_BYTES {
+        worker::console_error!("gateway: a session's attachment would be {size} bytes; closing it");
+        let _ = ws.close(Some(1011), Some("session state too large"));
+        return Ok(());
+    }
+    ws.serialize_attachment(att)
 }
