@@ -12,6 +12,7 @@
 
 mod auth;
 mod clock;
+mod config;
 mod device_tcp;
 mod http;
 mod limits;

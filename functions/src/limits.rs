@@ -11,25 +11,6 @@ use twinhub_core::tier::{Operation, Throttles, Tier, TWIN_SHARE_REST};
 use twinhub_core::UnixMillis;
 use worker::{Env, Request, Response};
 
-/// Variable: the hub's tier, `unlimited` (default), `S1`, `S2` or `S3`, with `:units`.
-pub const TIER_VAR: &str = "TWINHUB_TIER";
-/// Variable: device-to-cloud messages one device may send per second before the hub slows it
-/// (its messages wait, then its connection closes if it keeps on); default
-/// [`DEFAULT_DEVICE_MESSAGES_PER_SECOND`]. Fairness, whatever the tier.
-pub const DEVICE_RATE_VAR: &str = "DEVICE_MESSAGES_PER_SECOND";
-/// AWS IoT's default per-connection publish rate; IoT Hub has none per device.
-pub const DEFAULT_DEVICE_MESSAGES_PER_SECOND: u64 = 100;
-
-/// The hub's tier. A setting that does not parse is logged and read as `unlimited`, so a typo
-/// never takes the hub down (the log names it).
-pub fn tier(env: &Env) -> Tier {
-    let text = env.var(TIER_VAR).map(|v| v.to_string()).unwrap_or_default();
-    Tier::parse(&text).unwrap_or_else(|e| {
-        worker::console_error!("{TIER_VAR}: {e}; no throttles apply");
-        Tier::default()
-    })
-}
-
 thread_local! {
     /// The isolate's REST throttles, made anew if the tier setting changes.
     static REST: RefCell<Option<Throttles>> = const { RefCell::new(None) };
@@ -50,7 +31,7 @@ pub fn rest_share(op: Operation) -> f64 {
 /// `unlimited` hub verifies each token once, in its route.
 pub fn throttle_rest(req: &Request, env: &Env, segs: &[&str]) -> Option<worker::Result<Response>> {
     let op = twinhub_core::tier::rest_operation(req.method().as_ref(), segs)?;
-    let tier = tier(env);
+    let tier = crate::config::Config::of(env).tier;
     tier.rate(op)?;
     crate::auth::require(req, env, twinhub_core::auth::Permissions::default()).ok()?;
     // Direct methods are metered in 4 KB of body, as Azure meters them.

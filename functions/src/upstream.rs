@@ -19,22 +19,14 @@ use worker::{
     Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response, WebSocket, WebSocketPair, WebsocketEvent,
 };
 
-/// The secret naming the upstream hub.
-pub const UPSTREAM_VAR: &str = "UPSTREAM_CONNECTION_STRING";
-/// `https` (default) or `http` (a local twinhub standing in for Azure, as the tests run it).
-pub const SCHEME_VAR: &str = "UPSTREAM_SCHEME";
 /// Largest MQTT packet the pipe decodes (only the CONNECT is decoded).
 const MAX_CONNECT_BYTES: usize = 64 * 1024;
 
-/// The upstream, when upstream mode is on. A secret that cannot be used is an error on every
-/// request (and in the log), never a silent fallback to a hub of our own.
+/// The upstream, when upstream mode is on (`UPSTREAM_CONNECTION_STRING`). A secret that cannot
+/// be used is an error on every request (and in the log), never a silent fallback to a hub of
+/// our own.
 pub fn configured(env: &Env) -> Option<Result<UpstreamHub, HubError>> {
-    let text = env.secret(UPSTREAM_VAR).ok().or_else(|| env.var(UPSTREAM_VAR).ok())?.to_string();
-    if text.trim().is_empty() {
-        return None;
-    }
-    let scheme = env.var(SCHEME_VAR).ok().map(|v| v.to_string());
-    Some(UpstreamHub::parse(&text, scheme.as_deref()))
+    crate::config::Config::of(env).upstream.clone()
 }
 
 /// Routes an API request in upstream mode.
@@ -209,7 +201,7 @@ async fn pipe(
     // 1. The CONNECT, however it was split into messages, within the connect timeout (as
     // twinhub's own endpoint allows): a socket that never sends one is closed.
     let mut buf = Vec::new();
-    let deadline = clock::now().0.saturating_add(crate::objects::gateway::connect_timeout_ms(env));
+    let deadline = clock::now().0.saturating_add(crate::config::Config::of(env).connect_timeout_ms);
     let (connect, used) = loop {
         let left = deadline.saturating_sub(clock::now().0);
         let timer = Box::pin(Delay::from(std::time::Duration::from_millis(left)));
@@ -257,7 +249,14 @@ async fn pipe(
     };
     let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
     let now = clock::now().as_secs();
-    let expiry = match authorize_device(&token, &my_host, &connect.client_id, &key_refs, &auth::policies(env), now) {
+    let expiry = match authorize_device(
+        &token,
+        &my_host,
+        &connect.client_id,
+        &key_refs,
+        &crate::config::Config::of(env).policies,
+        now,
+    ) {
         Ok(expiry) => expiry,
         Err(_) => {
             refuse(ConnectReturnCode::NotAuthorized);

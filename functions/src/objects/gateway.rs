@@ -19,8 +19,9 @@
 //! expired, for another device or hub) is refused here and never wakes a device object.
 
 use crate::clock;
+use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{index_shards, index_stub, DEVICE_BINDING};
+use crate::objects::{index_stub, DEVICE_BINDING};
 use crate::rpc::{self, ConnectVerdict, DeviceOp, Existence, GatewayOp, IndexOp, QueuedMessage, TelemetryMessage};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -69,7 +70,7 @@ pub async fn connect_to_shard(
     host: &str,
     transport: &str,
 ) -> Result<Response> {
-    let shard = u32::from_le_bytes(clock::random::<4>()?) % crate::objects::gateway_shards(env);
+    let shard = u32::from_le_bytes(clock::random::<4>()?) % Config::of(env).gateway_shards;
     let name = format!("gw-{shard}");
     headers.set(GATEWAY_HEADER, &name)?;
     headers.set(HOST_HEADER, host)?;
@@ -99,7 +100,7 @@ pub struct Gateway {
     connects: RefCell<TokenBucket>,
     /// This shard's share of the hub tier's device-side throttles and daily quota.
     throttles: RefCell<Option<Throttles>>,
-    /// Each connection's telemetry rate ([`crate::limits::DEVICE_RATE_VAR`]): one device
+    /// Each connection's telemetry rate ([`crate::config::DEVICE_RATE_VAR`]): one device
     /// sending too fast waits, and its neighbours do not.
     device_rates: RefCell<HashMap<String, TokenBucket>>,
 }
@@ -244,7 +245,7 @@ impl Gateway {
             conn: conn.clone(),
             gateway: header(GATEWAY_HEADER),
             host: header(HOST_HEADER),
-            session: Session::with_connect_timeout(clock::now(), connect_timeout_ms(&self.env)),
+            session: Session::with_connect_timeout(clock::now(), Config::of(&self.env).connect_timeout_ms),
             tcp: header(TRANSPORT_HEADER) == TRANSPORT_TCP,
             c2d_in_flight: std::collections::BTreeMap::new(),
         };
@@ -582,13 +583,14 @@ impl Gateway {
         let now = clock::now();
         let mut slot = self.throttles.borrow_mut();
         let throttles = slot.get_or_insert_with(|| {
-            let shards = f64::from(crate::objects::gateway_shards(&self.env));
+            let config = Config::of(&self.env);
+            let shards = f64::from(config.gateway_shards);
             // What the REST API does not hold, split over the shards.
             let share = move |op: Operation| match op {
                 Operation::TwinRead | Operation::TwinUpdate => (1.0 - crate::limits::rest_share(op)) / shards,
                 _ => 1.0 / shards,
             };
-            Throttles::with_shares(crate::limits::tier(&self.env), share, now)
+            Throttles::with_shares(config.tier, share, now)
         });
         f(throttles)
     }
@@ -617,11 +619,7 @@ impl Gateway {
     async fn shape_telemetry(&self, conn: &str, messages: &[TelemetryMessage]) -> Option<String> {
         let now = clock::now();
         let wait = {
-            let rate = crate::objects::positive_var(
-                &self.env,
-                crate::limits::DEVICE_RATE_VAR,
-                crate::limits::DEFAULT_DEVICE_MESSAGES_PER_SECOND,
-            ) as f64;
+            let rate = Config::of(&self.env).device_messages_per_second as f64;
             let mut rates = self.device_rates.borrow_mut();
             let bucket = rates.entry(conn.to_owned()).or_insert_with(|| TokenBucket::new(rate, rate, now));
             bucket.reserve(messages.len() as f64, now)
@@ -651,7 +649,7 @@ impl Gateway {
     /// every commit before the client hears of it, so a device just created is there; one
     /// whose push failed is refused until the device object's retry (1 s) lands.
     async fn device_exists(&self, device_id: &str) -> Result<bool> {
-        let shard = twinhub_core::fleet::shard_of(device_id, index_shards(&self.env));
+        let shard = twinhub_core::fleet::shard_of(device_id, Config::of(&self.env).index_shards);
         let op = IndexOp::Exists { device_id: device_id.to_owned() };
         let mut resp = rpc::call(&index_stub(&self.env, shard)?, &op).await?;
         if resp.status_code() != 200 {
@@ -710,17 +708,6 @@ impl Gateway {
 /// Milliseconds from now until `t`, at least 1 (alarms take a delay).
 fn delay_until(t: UnixMillis) -> i64 {
     i64::try_from(t.0.saturating_sub(clock::now().0)).unwrap_or(i64::MAX).max(1)
-}
-
-/// Variable: how long a new socket may take to send CONNECT, in ms (default 30 s).
-pub const CONNECT_TIMEOUT_VAR: &str = "MQTT_CONNECT_TIMEOUT_MS";
-
-pub fn connect_timeout_ms(env: &Env) -> u64 {
-    env.var(CONNECT_TIMEOUT_VAR)
-        .ok()
-        .and_then(|v| v.to_string().parse().ok())
-        .filter(|ms| (100..=600_000).contains(ms))
-        .unwrap_or(twinhub_core::session::CONNECT_TIMEOUT_MS)
 }
 
 fn conn_of(ws: &WebSocket) -> Option<String> {

@@ -15,8 +15,9 @@
 //! past its deadline. Every decision is core's; this file stores, calls and schedules.
 
 use crate::clock;
+use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{ask_every_index_shard, positive_var, sql_int, to_json, DEVICE_BINDING};
+use crate::objects::{ask_every_index_shard, sql_int, to_json, DEVICE_BINDING};
 use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage};
 use futures_util::future::join_all;
 use serde::Deserialize;
@@ -31,15 +32,8 @@ use worker::{durable_object, Delay, DurableObject, Env, Request, Response, Resul
 
 /// The jobs object's binding, as in wrangler.toml.
 pub const JOBS_BINDING: &str = "JOBS";
-/// Variable: the most devices per second one job calls (absent or 0: as fast as it goes).
-pub const RATE_VAR: &str = "JOB_DEVICES_PER_SECOND";
-/// Variable: device calls in flight at once (default [`BATCH`]).
-pub const CONCURRENCY_VAR: &str = "JOB_CONCURRENCY";
-/// Variable: seconds a finished job is kept (default [`DEFAULT_RETENTION_SECS`]).
-pub const RETENTION_VAR: &str = "JOB_RETENTION_SECS";
-/// 30 days, as IoT Hub keeps finished jobs.
-pub const DEFAULT_RETENTION_SECS: u64 = 30 * 24 * 3600;
-/// Device calls in flight at once when the variable is absent.
+/// Device calls in flight at once when a rollout watches its wave or rolls back (a job's own
+/// batch is `JOB_CONCURRENCY`).
 const BATCH: usize = 100;
 /// How often a rollout looks at its wave's twins again.
 const WATCH_MS: u64 = 1_000;
@@ -607,23 +601,21 @@ impl Jobs {
     /// Devices per batch: the configured concurrency, or a second's worth at the configured
     /// rate if smaller.
     fn batch(&self) -> usize {
-        let concurrency = match usize::try_from(positive_var(&self.env, CONCURRENCY_VAR, 0)) {
-            Ok(n) if n > 0 => n.min(1_000),
-            _ => BATCH,
-        };
+        let concurrency = usize::try_from(Config::of(&self.env).job_concurrency).map_or(1_000, |n| n.min(1_000));
         match usize::try_from(self.device_rate()) {
             Ok(rate) if rate > 0 => rate.min(concurrency),
             _ => concurrency,
         }
     }
 
-    /// Devices per second a job reaches (0: as fast as it goes): [`RATE_VAR`], and no more than
-    /// the hub tier's jobs device operations (S1: 10 a second), as IoT Hub paces its jobs.
+    /// Devices per second a job reaches (0: as fast as it goes): `JOB_DEVICES_PER_SECOND`, and
+    /// no more than the hub tier's jobs device operations (S1: 10 a second), as IoT Hub paces
+    /// its jobs.
     fn device_rate(&self) -> u64 {
-        let configured = positive_var(&self.env, RATE_VAR, 0);
-        let tier = crate::limits::tier(&self.env)
-            .rate(twinhub_core::tier::Operation::JobDeviceOp)
-            .map(|r| (r.per_second.floor() as u64).max(1));
+        let config = Config::of(&self.env);
+        let configured = config.job_devices_per_second;
+        let tier =
+            config.tier.rate(twinhub_core::tier::Operation::JobDeviceOp).map(|r| (r.per_second.floor() as u64).max(1));
         match (configured, tier) {
             (0, Some(t)) => t,
             (c, Some(t)) => c.min(t),
@@ -756,7 +748,7 @@ impl Jobs {
 
     /// Forgets jobs (and their device records) that ended longer ago than the retention.
     fn purge_expired(&self, now: UnixMillis) -> Result<()> {
-        let retention_ms = positive_var(&self.env, RETENTION_VAR, DEFAULT_RETENTION_SECS).saturating_mul(1000);
+        let retention_ms = Config::of(&self.env).job_retention_secs.saturating_mul(1000);
         let sql = self.state.storage().sql();
         for job in self.all_jobs()?.into_iter().filter(|j| j.past_retention(now, retention_ms)) {
             sql.exec("DELETE FROM device_job WHERE job_id = ?", vec![job.job_id.clone().into()])?;

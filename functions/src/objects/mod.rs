@@ -11,34 +11,9 @@ pub mod jobs;
 pub const DEVICE_BINDING: &str = "DEVICE";
 /// The gateway shards' namespace binding: where device WebSockets live.
 pub const GATEWAY_BINDING: &str = "GATEWAY";
-/// Variable with the number of gateway shards (default [`DEFAULT_GATEWAY_SHARDS`]).
-pub const GATEWAY_SHARDS_VAR: &str = "GATEWAY_SHARDS";
-/// Gateway shards when the variable is absent.
-pub const DEFAULT_GATEWAY_SHARDS: u32 = 2;
 
-/// The number of gateway shards ([`GATEWAY_SHARDS_VAR`], 1 to 256).
-pub fn gateway_shards(env: &worker::Env) -> u32 {
-    env.var(GATEWAY_SHARDS_VAR)
-        .ok()
-        .and_then(|v| v.to_string().parse::<u32>().ok())
-        .filter(|n| (1..=256).contains(n))
-        .unwrap_or(DEFAULT_GATEWAY_SHARDS)
-}
 /// The fleet index namespace binding.
 pub const INDEX_BINDING: &str = "FLEET_INDEX";
-/// Variable with the number of fleet index shards (default [`DEFAULT_INDEX_SHARDS`]).
-pub const INDEX_SHARDS_VAR: &str = "FLEET_INDEX_SHARDS";
-/// Shards when the variable is absent: enough to spread load, few enough for `wrangler dev`.
-pub const DEFAULT_INDEX_SHARDS: u32 = 4;
-
-/// The configured shard count.
-pub fn index_shards(env: &worker::Env) -> u32 {
-    env.var(INDEX_SHARDS_VAR)
-        .ok()
-        .and_then(|v| v.to_string().parse().ok())
-        .filter(|n| (1..=256).contains(n))
-        .unwrap_or(DEFAULT_INDEX_SHARDS)
-}
 
 /// The stub of fleet index shard `shard`.
 pub fn index_stub(env: &worker::Env, shard: u32) -> worker::Result<worker::Stub> {
@@ -51,7 +26,7 @@ pub async fn ask_every_index_shard<T: serde::de::DeserializeOwned>(
     env: &worker::Env,
     op: &crate::rpc::IndexOp,
 ) -> worker::Result<Vec<T>> {
-    let calls = (0..index_shards(env)).map(|shard| async move {
+    let calls = (0..crate::config::Config::of(env).index_shards).map(|shard| async move {
         let stub = index_stub(env, shard)?;
         let mut resp = crate::rpc::call(&stub, op).await?;
         if resp.status_code() != 200 {
@@ -64,11 +39,6 @@ pub async fn ask_every_index_shard<T: serde::de::DeserializeOwned>(
         crate::rpc::read::<T>(resp.text().await).await
     });
     futures_util::future::try_join_all(calls).await
-}
-
-/// A positive integer variable, or `default` when absent, zero or not a number.
-pub(crate) fn positive_var(env: &worker::Env, name: &str, default: u64) -> u64 {
-    env.var(name).ok().and_then(|v| v.to_string().parse().ok()).filter(|n| *n >= 1).unwrap_or(default)
 }
 
 /// JSON text of a stored record.

@@ -33,15 +33,12 @@ pub fn session(req: &worker::Request, env: &worker::Env) -> ApiResult {
     Ok(http::json(200, &body, None)?)
 }
 
-/// Variable that enables the benchmark routes ([`bench_echo`], [`bench_fleet`]); any other
-/// value (or none) leaves them a 404.
-pub const BENCH_ECHO_VAR: &str = "TWINHUB_BENCH_ECHO";
-
-/// A 404 unless the benchmark routes are enabled.
+/// A 404 unless the benchmark routes are enabled (`TWINHUB_BENCH_ECHO=1`).
 fn require_bench(env: &worker::Env) -> Result<(), twinhub_core::HubError> {
-    match env.var(BENCH_ECHO_VAR) {
-        Ok(v) if v.to_string() == "1" => Ok(()),
-        _ => Err(twinhub_core::HubError::new(twinhub_core::ErrorCode::NotFound, "no such resource")),
+    if crate::config::Config::of(env).bench_routes {
+        Ok(())
+    } else {
+        Err(twinhub_core::HubError::new(twinhub_core::ErrorCode::NotFound, "no such resource"))
     }
 }
 
@@ -87,7 +84,7 @@ const MAX_FLEET_SLICE: usize = 10_000;
 /// benchmark's whole budget). Only the index holds these devices: queries see them, `GET /twins`
 /// does not. Disabled unless `TWINHUB_BENCH_ECHO=1`, and needs RegistryWrite.
 pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResult {
-    use crate::objects::{index_shards, index_stub};
+    use crate::objects::index_stub;
     use crate::rpc::{self, IndexEntry, IndexOp};
     use twinhub_core::{ErrorCode, HubError};
     require_bench(env)?;
@@ -98,7 +95,7 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
     if slice.count > MAX_FLEET_SLICE {
         return Err(HubError::new(ErrorCode::ArgumentInvalid, format!("count is at most {MAX_FLEET_SLICE}")).into());
     }
-    let shards = index_shards(env);
+    let shards = crate::config::Config::of(env).index_shards;
     let now = crate::clock::now();
     let mut per_shard: Vec<Vec<IndexEntry>> = (0..shards).map(|_| Vec::new()).collect();
     for device in twinhub_core::fixture::fleet_slice(slice.seed, slice.start, slice.count) {

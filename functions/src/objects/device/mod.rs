@@ -27,7 +27,7 @@ pub use live::{LIVE_EXPIRY_HEADER, LIVE_TOKEN_HEADER};
 
 use crate::clock;
 use crate::http::{self, ApiError, ApiResult};
-use crate::objects::{index_shards, index_stub, positive_var, GATEWAY_BINDING};
+use crate::objects::{index_stub, GATEWAY_BINDING};
 use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp, QueuedMessage};
 use live::{LiveMessage, LiveView, LIVE_TAG, MAX_LIVE_VIEWS_PER_DEVICE, MAX_LIVE_VIEWS_PER_TOKEN};
 use serde::Deserialize;
@@ -35,7 +35,6 @@ use serde_json::json;
 use serde_json::value::{to_raw_value, RawValue};
 use std::cell::{Cell, OnceCell, RefCell};
 use store::Stored;
-use twinhub_core::auth::Policy;
 use twinhub_core::c2d::CloudToDeviceMessage;
 use twinhub_core::device::{
     ConnectRefusal, ConnectRequest, ConnectVerdict, DeviceConfig, DeviceState, Effect, LiveEvent, Reply,
@@ -52,25 +51,8 @@ use worker::{
 
 /// How long to wait before retrying a failed push to the fleet index.
 const INDEX_RETRY_MS: i64 = 1_000;
-/// Variable: how many twin changes each device keeps (default [`DEFAULT_HISTORY_RETENTION`]).
-pub const HISTORY_RETENTION_VAR: &str = "TWIN_HISTORY_RETENTION";
-/// Twin changes kept per device when the variable is absent.
-pub const DEFAULT_HISTORY_RETENTION: u64 = 1_000;
 /// How often a method call waiting for its device to connect looks again (in memory).
 const METHOD_CONNECT_POLL_MS: u64 = 250;
-/// Variable: telemetry messages kept per device (default [`DEFAULT_TELEMETRY_RETENTION`]).
-pub const TELEMETRY_RETENTION_VAR: &str = "TELEMETRY_RETENTION";
-/// Telemetry messages kept per device when the variable is absent.
-pub const DEFAULT_TELEMETRY_RETENTION: u64 = 1_000;
-/// Variable: seconds a telemetry message is kept (default [`DEFAULT_TELEMETRY_RETENTION_SECS`]).
-pub const TELEMETRY_RETENTION_SECS_VAR: &str = "TELEMETRY_RETENTION_SECS";
-/// A week, the longest retention IoT Hub's built-in endpoint offers.
-pub const DEFAULT_TELEMETRY_RETENTION_SECS: u64 = 7 * 24 * 3600;
-/// Variable: `off` turns catch-up on reconnect off ([`twinhub_core::twin::catch_up`]): a
-/// device that reconnects is then sent only the desired changes made while it is connected, as
-/// IoT Hub does.
-pub const CATCH_UP_VAR: &str = "TWINHUB_DESIRED_CATCH_UP";
-
 /// The object's settings, read from the environment once when it starts.
 pub struct Config {
     pub history_retention: u64,
@@ -82,13 +64,13 @@ pub struct Config {
 
 impl Config {
     fn from_env(env: &Env) -> Self {
-        let catch_up = !env.var(CATCH_UP_VAR).is_ok_and(|v| v.to_string().eq_ignore_ascii_case("off"));
+        let hub = crate::config::Config::of(env);
         Self {
-            history_retention: positive_var(env, HISTORY_RETENTION_VAR, DEFAULT_HISTORY_RETENTION),
-            telemetry_retention: positive_var(env, TELEMETRY_RETENTION_VAR, DEFAULT_TELEMETRY_RETENTION),
-            telemetry_retention_secs: positive_var(env, TELEMETRY_RETENTION_SECS_VAR, DEFAULT_TELEMETRY_RETENTION_SECS),
-            rules: DeviceConfig { catch_up },
-            index_shards: index_shards(env),
+            history_retention: hub.history_retention,
+            telemetry_retention: hub.telemetry_retention,
+            telemetry_retention_secs: hub.telemetry_retention_secs,
+            rules: DeviceConfig { catch_up: hub.desired_catch_up },
+            index_shards: hub.index_shards,
         }
     }
 }
@@ -98,8 +80,6 @@ pub struct DeviceObject {
     state: State,
     env: Env,
     config: Config,
-    /// The hub's access policies, derived (by HMAC) on the first CONNECT.
-    policies: OnceCell<Vec<Policy>>,
     /// Whether this object's tables exist (created by the first commit).
     schema: Cell<bool>,
     /// The stored state, read on first use. Borrowed only in synchronous stretches, never
@@ -119,7 +99,7 @@ impl DurableObject for DeviceObject {
     fn new(state: State, env: Env) -> Self {
         // No schema here: an object woken for an id that does not exist must write nothing.
         let config = Config::from_env(&env);
-        Self { state, env, config, policies: OnceCell::new(), schema: Cell::new(false), stored: RefCell::new(None) }
+        Self { state, env, config, schema: Cell::new(false), stored: RefCell::new(None) }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -219,7 +199,8 @@ impl DeviceObject {
                     conn: &conn,
                     clean_session,
                 };
-                let policies = self.policies.get_or_init(|| crate::auth::policies(&self.env));
+                let hub = crate::config::Config::of(&self.env);
+                let policies = &hub.policies;
                 let rules = self.config.rules;
                 let refused = |e: ConnectRefusal| {
                     if let ConnectRefusal::Token(e) = &e {
