@@ -11,7 +11,7 @@ use twinhub_core::query::ast::{
     Aggregate, ArithOp, CmpOp, Collection, Expr, Function, Item, ItemKind, Literal, Path, Query, Select,
 };
 use twinhub_core::query::eval::matches;
-use twinhub_core::query::sql::{aggregate_statement, rows_statement, Statement};
+use twinhub_core::query::sql::{aggregate_statement, rows_statement, twins_statement, Statement};
 use twinhub_core::query::{self, parse};
 use twinhub_core::UnixMillis;
 
@@ -309,5 +309,27 @@ proptest! {
                 sql_ids(&db, &q);
             }
         }
+    }
+}
+
+#[test]
+fn twins_statement_reads_the_named_devices_that_exist() {
+    let (_, docs) = fleet_docs(300);
+    let db = table(&docs);
+    let mut wanted: Vec<String> = docs.iter().step_by(3).map(|d| d["deviceId"].as_str().unwrap().to_owned()).collect();
+    wanted.push("no-such-device".into());
+    let Statement { sql, params } = twins_statement(&wanted);
+    assert_eq!(params.len(), 1, "one bound array, whatever the number of ids");
+    let mut stmt = db.prepare(&sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+    let rows: Vec<(String, Value)> = stmt
+        .query_map(rusqlite::params_from_iter(bind(&params)), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(|r| r.map(|(id, twin)| (id, serde_json::from_str(&twin).unwrap())).unwrap())
+        .collect();
+    let mut expected: Vec<String> = wanted[..wanted.len() - 1].to_vec();
+    expected.sort();
+    assert_eq!(rows.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>(), expected);
+    for (id, twin) in &rows {
+        assert_eq!(twin["deviceId"], id.as_str(), "the row's twin is its device's");
     }
 }

@@ -11,8 +11,9 @@
 //! restart interrupted it (the device may have run it), its record says so instead.
 //!
 //! Rollouts ([`twinhub_core::job::rollout`]) add waves: a wave's devices are patched, then
-//! watched through their twins until the wave is judged done, over its failure threshold, or
-//! past its deadline. Every decision is core's; this file stores, calls and schedules.
+//! watched through their twins as the fleet index holds them (one statement per shard a
+//! second, not a twin read per device) until the wave is judged done, over its failure
+//! threshold, or past its deadline. Every decision is core's; this file stores, calls and schedules.
 
 use crate::clock;
 use crate::config::Config;
@@ -22,6 +23,7 @@ use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage};
 use futures_util::future::join_all;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
 use twinhub_core::job::request::condition_query;
 use twinhub_core::job::rollout::{device_outcome, judge, order_key, Verdict, WaveTally};
 use twinhub_core::job::{DeviceJob, DeviceJobStatus, Job, JobStatus, Statistics, Work};
@@ -32,9 +34,11 @@ use worker::{durable_object, Delay, DurableObject, Env, Request, Response, Resul
 
 /// The jobs object's binding, as in wrangler.toml.
 pub const JOBS_BINDING: &str = "JOBS";
-/// Device calls in flight at once when a rollout watches its wave or rolls back (a job's own
-/// batch is `JOB_CONCURRENCY`).
+/// Device calls in flight at once when a rollout rolls back (a job's own batch is
+/// `JOB_CONCURRENCY`).
 const BATCH: usize = 100;
+/// Devices of a wave judged per look at the index (one statement per shard each).
+const WATCH_CHUNK: usize = 1_000;
 /// How often a rollout looks at its wave's twins again.
 const WATCH_MS: u64 = 1_000;
 
@@ -480,6 +484,35 @@ impl Jobs {
         Err((code.unwrap_or_else(|| format!("Status{status}")), message))
     }
 
+    /// The twins of `ids` as the fleet index holds them, asking only the shards they live on,
+    /// all at once. A device missing from the answer does not exist (or is deleted).
+    async fn indexed_twins<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Result<HashMap<String, Value>> {
+        let shards = Config::of(&self.env).index_shards;
+        let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for id in ids {
+            by_shard.entry(twinhub_core::fleet::shard_of(id, shards)).or_default().push(id.to_owned());
+        }
+        #[derive(Deserialize)]
+        struct Page {
+            ids: Vec<String>,
+            rows: Vec<Value>,
+        }
+        let calls = by_shard.into_iter().map(|(shard, ids)| async move {
+            let sql::Statement { sql, params } = sql::twins_statement(&ids);
+            let stub = crate::objects::index_stub(&self.env, shard)?;
+            let mut resp = rpc::call(&stub, &IndexOp::Rows { sql, params }).await?;
+            if resp.status_code() != 200 {
+                return Err(worker::Error::RustError(format!("index shard {shard} answered {}", resp.status_code())));
+            }
+            rpc::read::<Page>(resp.text().await).await
+        });
+        let mut twins = HashMap::new();
+        for page in futures_util::future::try_join_all(calls).await? {
+            twins.extend(page.ids.into_iter().zip(page.rows));
+        }
+        Ok(twins)
+    }
+
     /// A rollout's step: patch the current wave's devices, then watch them until core's judge
     /// says the wave is done, over its threshold, or late.
     async fn rollout_step(&self, mut job: Job) -> Result<Next> {
@@ -495,28 +528,30 @@ impl Jobs {
             self.run_batch(&mut job, pending, true).await?;
             return Ok(Next::Again);
         }
-        // Watch: every patched device of the wave that has not settled, its twin read now.
+        // Watch: every patched device of the wave that has not settled, its twin as the fleet
+        // index holds it (one statement per shard, not a twin read per device).
         let names = job.work.desired_names();
         let watching = self.rows(&job.job_id, &["running"], Some(state.wave), usize::MAX)?;
-        for chunk in watching.chunks(BATCH) {
-            let twins = join_all(
-                chunk
-                    .iter()
-                    .map(|r| self.device_call(&r.device_id, DeviceOp::GetTwin { device_id: r.device_id.clone() })),
-            )
-            .await;
+        for chunk in watching.chunks(WATCH_CHUNK) {
+            // A shard that does not answer is the hub's own fault, which says nothing about its
+            // devices: they are looked at again next time.
+            let twins = match self.indexed_twins(chunk.iter().map(|r| r.device_id.as_str())).await {
+                Ok(twins) => twins,
+                Err(e) => {
+                    worker::console_warn!("rollout {}: the fleet index did not answer: {e}", job.job_id);
+                    continue;
+                }
+            };
             let now = clock::now();
-            for (record, twin) in chunk.iter().zip(twins) {
+            for record in chunk {
                 let mut record = record.clone();
-                match twin {
-                    Ok(twin) => match device_outcome(&twin, &names) {
+                match twins.get(&record.device_id) {
+                    Some(twin) => match device_outcome(twin, &names) {
                         (DriftState::CaughtUp, _) => record.succeed(None, now),
                         (DriftState::Refused, why) => record.fail("DeviceRefused", why.unwrap_or_default(), now),
                         (DriftState::Pending, _) => continue,
                     },
-                    // The hub's own fault says nothing about the device: look again next time.
-                    Err((code, _)) if matches!(code.as_str(), "ServerError" | "ServiceUnavailable") => continue,
-                    Err((code, why)) => record.fail(&code, why, now),
+                    None => record.fail("DeviceNotFound", "the device was deleted during the rollout", now),
                 }
                 self.write_record(&record)?;
             }
