@@ -236,6 +236,24 @@ pub async fn read<T: serde::de::DeserializeOwned>(body: worker::Result<String>) 
 pub struct TelemetryMessage {
     /// The decoded property bag.
     pub properties: Vec<(String, Option<String>)>,
-    /// The body, as sent.
+    /// The body, as sent; base64 on the wire (serde's default for bytes is a JSON array of
+    /// numbers, about three times the text and a value to parse per byte).
+    #[serde(with = "base64_bytes")]
     pub body: Vec<u8>,
+}
+
+/// Bytes as one base64 string in JSON.
+mod base64_bytes {
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&BASE64.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        BASE64.decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
 }
