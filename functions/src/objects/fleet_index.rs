@@ -74,10 +74,14 @@ impl DurableObject for FleetIndex {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
-        if let IndexOp::Upsert { entry } = op {
-            return http::finish(self.upsert_grouped(entry).await);
+        let (name, answer) = match op {
+            IndexOp::Upsert { entry } => ("upsert", self.upsert_grouped(entry).await),
+            op => ("query or listing", self.handle(op)),
+        };
+        if let Err(crate::http::ApiError::Internal(e)) = &answer {
+            worker::console_error!("fleet index, {name}: {e}");
         }
-        http::finish(self.handle(op))
+        http::finish(answer)
     }
 }
 

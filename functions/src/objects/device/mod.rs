@@ -115,7 +115,13 @@ impl DurableObject for DeviceObject {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
-        http::finish(self.handle(op).await)
+        // Named in the log if it fails inside (only the op's name: its fields may hold a token).
+        let name = op_name(&op);
+        let answer = self.handle(op).await;
+        if let Err(ApiError::Internal(e)) = &answer {
+            worker::console_error!("device object, {name}: {e}");
+        }
+        http::finish(answer)
     }
 
     async fn websocket_message(&self, _ws: WebSocket, _message: WebSocketIncomingMessage) -> Result<()> {
@@ -676,4 +682,9 @@ async fn notify_gateway(env: &Env, gateway: &str, op: &GatewayOp) {
 /// The answer to an op from a session that is no longer the device's.
 fn session_ended() -> Result<Response> {
     Ok(Response::builder().with_status(rpc::SESSION_ENDED).empty())
+}
+
+/// An op's variant name, for the log: its `Debug` text up to the first space or brace.
+fn op_name(op: &impl std::fmt::Debug) -> String {
+    format!("{op:?}").split([' ', '{', '(']).next().unwrap_or_default().to_owned()
 }
