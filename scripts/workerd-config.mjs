@@ -426,6 +426,11 @@ ${services.join("\n")}
   sockets = [
     ${sockets.join(",\n    ")},
   ],
+  # SQLite's hard heap limit is process-wide: 512 MiB unless this gate raises it to 8 GiB. One
+  # process holds every Durable Object here (on Cloudflare each has its own), and each open
+  # database costs SQLite ~170 KiB, so past ~3,000 awake objects writes failed with
+  # SQLITE_NOMEM (a bulk create of 10,000 devices did, intermittently).
+  autogates = ["workerd-autogate-increase-sqlite-hard-heap-limit"],
 );
 
 const worker :Workerd.Worker = (
