@@ -57,8 +57,8 @@ pub fn own_host(req: &Request, env: &Env) -> String {
     own_name(hub_host(req), env)
 }
 
-/// `host` if it is one of the hub's own names ([`crate::config::HOST_NAMES_VAR`], or any name when that is
-/// unset); empty otherwise, which no token covers. For MQTT over TCP the host is the one the
+/// `host` if it is one of the hub's own names ([`crate::config::HOST_NAMES_VAR`], or any name
+/// when that is unset); empty otherwise, which no token covers. For MQTT over TCP the host is the one the
 /// device names in its CONNECT user name (there is no Host header; TLS SNI is not exposed).
 pub fn own_name(host: String, env: &Env) -> String {
     if host.len() > twinhub_core::session::MAX_HUB_NAME_LEN {

@@ -74,10 +74,10 @@ impl DurableObject for FleetIndex {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
-        let (name, answer) = match op {
-            IndexOp::Upsert { entry } => ("upsert", self.upsert_grouped(entry).await),
-            op => ("query or listing", self.handle(op)),
-        };
+        // Named in the log if it fails inside (only the op's name: a query's text is the
+        // client's).
+        let name = crate::objects::op_name(&op);
+        let answer = self.handle(op).await;
         if let Err(crate::http::ApiError::Internal(e)) = &answer {
             worker::console_error!("fleet index, {name}: {e}");
         }
@@ -101,13 +101,10 @@ impl FleetIndex {
         }
     }
 
-    fn handle(&self, op: IndexOp) -> ApiResult {
+    async fn handle(&self, op: IndexOp) -> ApiResult {
         let sql = self.state.storage().sql();
         match op {
-            IndexOp::Upsert { entry } => {
-                upsert(&sql, &self.lags, &entry)?;
-                Ok(http::no_content()?)
-            }
+            IndexOp::Upsert { entry } => self.upsert_grouped(entry).await,
             IndexOp::Load { entries } => {
                 for entry in &entries {
                     upsert(&sql, &self.lags, entry)?;

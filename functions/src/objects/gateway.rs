@@ -21,7 +21,7 @@
 use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{index_stub, DEVICE_BINDING};
+use crate::objects::{ask_index_shard, DEVICE_BINDING};
 use crate::rpc::{self, ConnectVerdict, DeviceOp, Existence, GatewayOp, IndexOp, QueuedMessage, TelemetryMessage};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -651,11 +651,7 @@ impl Gateway {
     async fn device_exists(&self, device_id: &str) -> Result<bool> {
         let shard = twinhub_core::fleet::shard_of(device_id, Config::of(&self.env).index_shards);
         let op = IndexOp::Exists { device_id: device_id.to_owned() };
-        let mut resp = rpc::call(&index_stub(&self.env, shard)?, &op).await?;
-        if resp.status_code() != 200 {
-            return Err(worker::Error::RustError(format!("index shard answered {}", resp.status_code())));
-        }
-        Ok(rpc::read::<Existence>(resp.text().await).await?.exists)
+        Ok(ask_index_shard::<Existence>(&self.env, shard, &op).await?.exists)
     }
 
     /// Calls the session's device object with an op of a connected session; `None` (and the

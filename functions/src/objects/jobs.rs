@@ -13,12 +13,13 @@
 //! Rollouts ([`twinhub_core::job::rollout`]) add waves: a wave's devices are patched, then
 //! watched through their twins as the fleet index holds them (one statement per shard a
 //! second, not a twin read per device) until the wave is judged done, over its failure
-//! threshold, or past its deadline. Every decision is core's; this file stores, calls and schedules.
+//! threshold, or past its deadline. Every decision is core's; this file stores, calls and
+//! schedules.
 
 use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{ask_every_index_shard, sql_int, to_json, DEVICE_BINDING};
+use crate::objects::{ask_every_index_shard, ask_index_shard, sql_int, to_json, DEVICE_BINDING};
 use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage};
 use futures_util::future::join_all;
 use serde::Deserialize;
@@ -499,12 +500,7 @@ impl Jobs {
         }
         let calls = by_shard.into_iter().map(|(shard, ids)| async move {
             let sql::Statement { sql, params } = sql::twins_statement(&ids);
-            let stub = crate::objects::index_stub(&self.env, shard)?;
-            let mut resp = rpc::call(&stub, &IndexOp::Rows { sql, params }).await?;
-            if resp.status_code() != 200 {
-                return Err(worker::Error::RustError(format!("index shard {shard} answered {}", resp.status_code())));
-            }
-            rpc::read::<Page>(resp.text().await).await
+            ask_index_shard::<Page>(&self.env, shard, &IndexOp::Rows { sql, params }).await
         });
         let mut twins = HashMap::new();
         for page in futures_util::future::try_join_all(calls).await? {

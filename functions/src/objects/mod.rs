@@ -20,25 +20,35 @@ pub fn index_stub(env: &worker::Env, shard: u32) -> worker::Result<worker::Stub>
     env.durable_object(INDEX_BINDING)?.get_by_name(&format!("shard-{shard}"))
 }
 
+/// Sends `op` to fleet index shard `shard` and reads its answer as `T`. A shard that does not
+/// answer 200 is an error (its body goes with it).
+pub async fn ask_index_shard<T: serde::de::DeserializeOwned>(
+    env: &worker::Env,
+    shard: u32,
+    op: &crate::rpc::IndexOp,
+) -> worker::Result<T> {
+    let mut resp = crate::rpc::call(&index_stub(env, shard)?, op).await?;
+    if resp.status_code() != 200 {
+        let detail = resp.text().await.unwrap_or_default();
+        return Err(worker::Error::RustError(format!("index shard {shard} answered {}: {detail}", resp.status_code())));
+    }
+    crate::rpc::read::<T>(resp.text().await).await
+}
+
 /// Sends `op` to every fleet index shard at once and reads each answer as `T`, in shard order.
-/// A shard that does not answer 200 fails the whole call (its body goes to the log).
+/// A shard that does not answer 200 fails the whole call.
 pub async fn ask_every_index_shard<T: serde::de::DeserializeOwned>(
     env: &worker::Env,
     op: &crate::rpc::IndexOp,
 ) -> worker::Result<Vec<T>> {
-    let calls = (0..crate::config::Config::of(env).index_shards).map(|shard| async move {
-        let stub = index_stub(env, shard)?;
-        let mut resp = crate::rpc::call(&stub, op).await?;
-        if resp.status_code() != 200 {
-            let detail = resp.text().await.unwrap_or_default();
-            return Err(worker::Error::RustError(format!(
-                "index shard {shard} answered {}: {detail}",
-                resp.status_code()
-            )));
-        }
-        crate::rpc::read::<T>(resp.text().await).await
-    });
+    let calls = (0..crate::config::Config::of(env).index_shards).map(|shard| ask_index_shard(env, shard, op));
     futures_util::future::try_join_all(calls).await
+}
+
+/// An op's variant name, for the log: its `Debug` text up to the first space, brace or
+/// parenthesis (never its fields, which may hold a token).
+pub(crate) fn op_name(op: &impl std::fmt::Debug) -> String {
+    format!("{op:?}").split([' ', '{', '(']).next().unwrap_or_default().to_owned()
 }
 
 /// JSON text of a stored record.

@@ -26,6 +26,7 @@ mod telemetry;
 pub use live::{LIVE_EXPIRY_HEADER, LIVE_TOKEN_HEADER};
 
 use crate::clock;
+use crate::config::Config;
 use crate::http::{self, ApiError, ApiResult};
 use crate::objects::{index_stub, GATEWAY_BINDING};
 use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp, QueuedMessage};
@@ -34,6 +35,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::{to_raw_value, RawValue};
 use std::cell::{Cell, OnceCell, RefCell};
+use std::rc::Rc;
 use store::Stored;
 use twinhub_core::c2d::CloudToDeviceMessage;
 use twinhub_core::device::{
@@ -53,33 +55,13 @@ use worker::{
 const INDEX_RETRY_MS: i64 = 1_000;
 /// How often a method call waiting for its device to connect looks again (in memory).
 const METHOD_CONNECT_POLL_MS: u64 = 250;
-/// The object's settings, read from the environment once when it starts.
-pub struct Config {
-    pub history_retention: u64,
-    pub telemetry_retention: u64,
-    pub telemetry_retention_secs: u64,
-    pub rules: DeviceConfig,
-    pub index_shards: u32,
-}
-
-impl Config {
-    fn from_env(env: &Env) -> Self {
-        let hub = crate::config::Config::of(env);
-        Self {
-            history_retention: hub.history_retention,
-            telemetry_retention: hub.telemetry_retention,
-            telemetry_retention_secs: hub.telemetry_retention_secs,
-            rules: DeviceConfig { catch_up: hub.desired_catch_up },
-            index_shards: hub.index_shards,
-        }
-    }
-}
 
 #[durable_object]
 pub struct DeviceObject {
     state: State,
     env: Env,
-    config: Config,
+    /// The hub's settings (this isolate's, parsed once).
+    config: Rc<Config>,
     /// Whether this object's tables exist (created by the first commit).
     schema: Cell<bool>,
     /// The stored state, read on first use. Borrowed only in synchronous stretches, never
@@ -98,7 +80,7 @@ struct Outbox {
 impl DurableObject for DeviceObject {
     fn new(state: State, env: Env) -> Self {
         // No schema here: an object woken for an id that does not exist must write nothing.
-        let config = Config::from_env(&env);
+        let config = Config::of(&env);
         Self { state, env, config, schema: Cell::new(false), stored: RefCell::new(None) }
     }
 
@@ -116,7 +98,7 @@ impl DurableObject for DeviceObject {
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
         // Named in the log if it fails inside (only the op's name: its fields may hold a token).
-        let name = op_name(&op);
+        let name = crate::objects::op_name(&op);
         let answer = self.handle(op).await;
         if let Err(ApiError::Internal(e)) = &answer {
             worker::console_error!("device object, {name}: {e}");
@@ -161,6 +143,11 @@ impl DurableObject for DeviceObject {
 }
 
 impl DeviceObject {
+    /// The settings core's device rules take.
+    fn rules(&self) -> DeviceConfig {
+        DeviceConfig { catch_up: self.config.desired_catch_up }
+    }
+
     async fn handle(&self, op: DeviceOp) -> ApiResult {
         let now = clock::now();
         match op {
@@ -205,9 +192,8 @@ impl DeviceObject {
                     conn: &conn,
                     clean_session,
                 };
-                let hub = crate::config::Config::of(&self.env);
-                let policies = &hub.policies;
-                let rules = self.config.rules;
+                let policies = &self.config.policies;
+                let rules = self.rules();
                 let refused = |e: ConnectRefusal| {
                     if let ConnectRefusal::Token(e) = &e {
                         worker::console_log!("device {device_id} refused: {e}");
@@ -221,7 +207,7 @@ impl DeviceObject {
                 self.run(|s| s.connect(request, policies, rules, now).or_else(refused)).await
             }
             DeviceOp::DeviceSubscriptions { device_id: _, conn, subscriptions, keep } => {
-                let rules = self.config.rules;
+                let rules = self.rules();
                 self.run(|s| Ok(s.subscriptions_changed(&conn, subscriptions, keep, rules))).await
             }
             DeviceOp::SendCloudToDevice { device_id, body } => {
@@ -682,9 +668,4 @@ async fn notify_gateway(env: &Env, gateway: &str, op: &GatewayOp) {
 /// The answer to an op from a session that is no longer the device's.
 fn session_ended() -> Result<Response> {
     Ok(Response::builder().with_status(rpc::SESSION_ENDED).empty())
-}
-
-/// An op's variant name, for the log: its `Debug` text up to the first space or brace.
-fn op_name(op: &impl std::fmt::Debug) -> String {
-    format!("{op:?}").split([' ', '{', '(']).next().unwrap_or_default().to_owned()
 }

@@ -8,8 +8,8 @@
 //! job and queue rows it names, with no `await` between them: Durable Objects commit that
 //! stretch as one transaction (one fsync on workerd).
 
-use super::Config;
 use crate::clock;
+use crate::config::Config;
 use crate::objects::{sql_int, to_json};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;

@@ -1,7 +1,7 @@
 //! A device's stored telemetry: appended per batch, kept by count and by age, read back as
 //! pages and as downsampled series.
 
-use super::Config;
+use crate::config::Config;
 use crate::objects::{sql_int, to_json};
 use crate::rpc::TelemetryMessage;
 use base64::engine::general_purpose::STANDARD as BASE64;
