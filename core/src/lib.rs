@@ -20,6 +20,7 @@ pub mod job;
 pub mod method;
 pub mod mqtt;
 pub mod query;
+pub mod route;
 pub mod session;
 pub mod telemetry;
 pub mod throttle;

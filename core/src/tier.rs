@@ -221,22 +221,6 @@ impl Tier {
     }
 }
 
-/// What a REST request counts as (`segments` percent-decoded, as routed), if anything. The
-/// dashboard's own `/api/` routes count as the IoT Hub operation they wrap.
-pub fn rest_operation(method: &str, segments: &[&str]) -> Option<Operation> {
-    use Operation::*;
-    Some(match (segments, method) {
-        (["devices", "query"], "POST") => Query,
-        (["devices"], "GET" | "POST") | (["devices", _], "GET" | "PUT" | "DELETE") => RegistryOp,
-        (["twins", _], "GET") => TwinRead,
-        (["twins", _], "PATCH" | "PUT") => TwinUpdate,
-        (["twins", _, "methods"], "POST") => DirectMethod,
-        (["api", "devices", _, "messages"], "POST") => CloudToDevice,
-        (["jobs", "v2", ..], _) => JobsOp,
-        _ => return None,
-    })
-}
-
 /// Refused: over a rate (`429 ThrottlingException`, 429001, or MQTT `res/429`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Throttled {
@@ -349,16 +333,6 @@ const DAY_MS: u64 = 24 * 3600 * 1000;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rest_routes_count_as_their_operation() {
-        assert_eq!(rest_operation("GET", &["twins", "d1"]), Some(Operation::TwinRead));
-        assert_eq!(rest_operation("PATCH", &["twins", "d1"]), Some(Operation::TwinUpdate));
-        assert_eq!(rest_operation("POST", &["devices", "query"]), Some(Operation::Query));
-        assert_eq!(rest_operation("DELETE", &["devices", "d1"]), Some(Operation::RegistryOp));
-        assert_eq!(rest_operation("PUT", &["jobs", "v2", "j1"]), Some(Operation::JobsOp));
-        assert_eq!(rest_operation("GET", &["api", "health"]), None);
-    }
 
     #[test]
     fn tiers_parse_with_units_and_refuse_nonsense() {

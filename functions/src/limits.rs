@@ -25,15 +25,12 @@ pub fn rest_share(op: Operation) -> f64 {
     }
 }
 
-/// The 429 for a REST request over the tier's rate, if it is. Counts authorized requests only
-/// (a stranger's junk must not use up the hub's allowance; its 401 comes from the route's own
-/// check), and checks nothing when the tier does not throttle the operation, so the default
-/// `unlimited` hub verifies each token once, in its route.
-pub fn throttle_rest(req: &Request, env: &Env, segs: &[&str]) -> Option<worker::Result<Response>> {
-    let op = twinhub_core::tier::rest_operation(req.method().as_ref(), segs)?;
+/// The 429 for a REST request over the tier's rate, if it is. Called once the caller's token
+/// has been checked, so it counts authorized requests only (a stranger's junk must not use up
+/// the hub's allowance).
+pub fn throttle_rest(req: &Request, env: &Env, op: Operation) -> Option<worker::Result<Response>> {
     let tier = crate::config::Config::of(env).tier;
     tier.rate(op)?;
-    crate::auth::require(req, env, twinhub_core::auth::Permissions::default()).ok()?;
     // Direct methods are metered in 4 KB of body, as Azure meters them.
     let cost = match op {
         Operation::DirectMethod => {

@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use std::cell::RefCell;
 use twinhub_core::auth::{authorize_device, precheck_device_token};
 use twinhub_core::mqtt::{self, ConnAck, ConnectReturnCode, Packet};
+use twinhub_core::route::{Route, Upstream};
 use twinhub_core::upstream::{self, PipeAdmission, PipeRefusal, UpstreamHub, REQUEST_HEADERS, RESPONSE_HEADERS};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{
@@ -29,28 +30,33 @@ pub fn configured(env: &Env) -> Option<Result<UpstreamHub, HubError>> {
     crate::config::Config::of(env).upstream.clone()
 }
 
-/// Routes an API request in upstream mode.
-pub async fn route(req: Request, env: &Env, up: UpstreamHub, segs: &[&str]) -> ApiResult {
-    let method = req.method().to_string();
-    match (segs, method.as_str()) {
-        (["api", "session"], "GET") => crate::routes::session(&req, env),
-        (["$iothub", "websocket"], "GET") => device_pipe(req, env, up).await,
-        (["api", "twins", _, "history"], _) => Err(upstream::unavailable("history").into()),
-        (["api", "devices", _, "telemetry", ..], _) => Err(upstream::unavailable("telemetry").into()),
-        (["api", "devices", _, "live"], _) => Err(upstream::unavailable("live").into()),
-        (["api", "devices", _, "messages"], _) => Err(upstream::unavailable("messages").into()),
-        (["jobs", "v2", _, "pause" | "resume" | "rollback"], _) => Err(upstream::unavailable("rollouts").into()),
-        _ => forward(req, env, &up, segs).await,
+/// Answers an API route in upstream mode, as [`Route::upstream`] says.
+pub async fn route(req: Request, env: &Env, up: UpstreamHub, route: Route<'_>, segs: &[&str]) -> ApiResult {
+    let not_found = || HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/")));
+    match (route, route.upstream()) {
+        (Route::DeviceSocket, _) => device_pipe(req, env, up).await,
+        (_, Upstream::Here) => {
+            let caller = crate::routes::authorize(&req, env, &route)?;
+            match caller {
+                Some(caller) if route == Route::Session => crate::routes::session(env, &caller),
+                _ => Err(not_found().into()),
+            }
+        }
+        (_, Upstream::Own(feature)) => Err(upstream::unavailable(feature).into()),
+        (_, Upstream::Absent) => Err(not_found().into()),
+        (_, Upstream::Forwarded { timeout_secs }) => {
+            if !upstream::forwards_safely(segs) {
+                return Err(not_found().into());
+            }
+            crate::routes::authorize(&req, env, &route)?;
+            forward(req, &up, timeout_secs).await
+        }
     }
 }
 
-/// Forwards one IoT Hub REST call, or answers 404 for anything that is not one.
-async fn forward(mut req: Request, env: &Env, up: &UpstreamHub, segs: &[&str]) -> ApiResult {
+/// Forwards one IoT Hub REST call whose caller has been checked.
+async fn forward(mut req: Request, up: &UpstreamHub, timeout_secs: u64) -> ApiResult {
     let method = req.method();
-    let Some(rule) = upstream::forwardable(method.as_ref(), segs) else {
-        return Err(HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/"))).into());
-    };
-    auth::require(&req, env, rule.permission)?;
     let url = req.url()?;
     let path_and_query = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -69,7 +75,7 @@ async fn forward(mut req: Request, env: &Env, up: &UpstreamHub, segs: &[&str]) -
         init.with_body(Some(http::body_text(&mut req).await?.into()));
     }
     let outgoing = Request::new_with_init(&up.url(&path_and_query), &init)?;
-    let timeout_ms = rule.timeout_secs * 1000;
+    let timeout_ms = timeout_secs * 1000;
     let request = Fetch::Request(outgoing);
     let fetch = Box::pin(request.send());
     let timer = Box::pin(Delay::from(std::time::Duration::from_millis(timeout_ms)));
@@ -79,9 +85,7 @@ async fn forward(mut req: Request, env: &Env, up: &UpstreamHub, segs: &[&str]) -
             worker::console_warn!("upstream {} did not answer: {e}", up.host);
             return Err(unreachable(up, "did not answer").into());
         }
-        Either::Right(_) => {
-            return Err(unreachable(up, &format!("did not answer within {} s", rule.timeout_secs)).into())
-        }
+        Either::Right(_) => return Err(unreachable(up, &format!("did not answer within {timeout_secs} s")).into()),
     };
     let status = answer.status_code();
     let body = answer.bytes().await.map_err(|_| unreachable(up, "broke off its answer"))?;

@@ -11,9 +11,8 @@ pub fn health() -> ApiResult {
 
 /// `GET /api/session`: who the token speaks for and what it may do, so the dashboard can turn
 /// itself read-only for a policy without write rights (and say why). Any valid token may ask.
-pub fn session(req: &worker::Request, env: &worker::Env) -> ApiResult {
+pub fn session(env: &worker::Env, caller: &crate::auth::Caller) -> ApiResult {
     use twinhub_core::auth::Permissions;
-    let caller = crate::auth::require(req, env, Permissions::default())?;
     let permissions: Vec<&str> = [
         Permissions::REGISTRY_READ,
         Permissions::REGISTRY_WRITE,
@@ -33,22 +32,11 @@ pub fn session(req: &worker::Request, env: &worker::Env) -> ApiResult {
     Ok(http::json(200, &body, None)?)
 }
 
-/// A 404 unless the benchmark routes are enabled (`TWINHUB_BENCH_ECHO=1`).
-fn require_bench(env: &worker::Env) -> Result<(), twinhub_core::HubError> {
-    if crate::config::Config::of(env).bench_routes {
-        Ok(())
-    } else {
-        Err(twinhub_core::HubError::new(twinhub_core::ErrorCode::NotFound, "no such resource"))
-    }
-}
-
 /// `POST /api/bench/echo/{key}`: the Worker + Durable Object floor the PATCH benchmark compares
 /// against. The request goes through the same Worker to one echo object per `key`, which
 /// returns the body. Disabled unless `TWINHUB_BENCH_ECHO=1`; even then it takes a valid token
 /// (any policy), so an enabled benchmark route is no open door to waking objects.
 pub async fn bench_echo(req: worker::Request, env: &worker::Env, key: &str) -> ApiResult {
-    require_bench(env)?;
-    crate::auth::require(&req, env, twinhub_core::auth::Permissions::default())?;
     let stub = env.durable_object("BENCH_ECHO")?.get_by_name(key)?;
     Ok(stub.fetch_with_request(req).await?)
 }
@@ -56,8 +44,6 @@ pub async fn bench_echo(req: worker::Request, env: &worker::Env, key: &str) -> A
 /// `POST /api/bench/write/{key}`: [`bench_echo`] whose object first writes the body to its
 /// SQLite: the bare Durable Object write floor the PATCH goal is stated against.
 pub async fn bench_write(req: worker::Request, env: &worker::Env, key: &str) -> ApiResult {
-    require_bench(env)?;
-    crate::auth::require(&req, env, twinhub_core::auth::Permissions::default())?;
     let headers = req.headers().clone();
     headers.set(crate::objects::bench_echo::WRITE_HEADER, "1")?;
     let mut init = worker::RequestInit::new();
@@ -87,8 +73,6 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
     use crate::objects::index_stub;
     use crate::rpc::{self, IndexEntry, IndexOp};
     use twinhub_core::{ErrorCode, HubError};
-    require_bench(env)?;
-    crate::auth::require(&req, env, twinhub_core::auth::Permissions::REGISTRY_WRITE)?;
     let body = http::body_text(&mut req).await?;
     let slice: FleetSlice = serde_json::from_str(&body)
         .map_err(|e| HubError::new(ErrorCode::IotHubFormatError, format!("expected {{seed, start, count}}: {e}")))?;

@@ -1,21 +1,19 @@
 //! `/devices`: the identity registry (spec §3.2-3.3).
 
 use super::{device_stub, if_match};
-use crate::auth;
+use crate::auth::{self, Caller};
 use crate::http::{self, ApiResult};
 use crate::objects::ask_every_index_shard;
 use crate::objects::device::{LIVE_EXPIRY_HEADER, LIVE_TOKEN_HEADER};
 use crate::rpc::{self, DeviceOp, IndexOp};
 use futures_util::future::try_join_all;
 use serde_json::json;
-use twinhub_core::auth::Permissions;
 use twinhub_core::identity::bulk::{self, BulkAction};
 use twinhub_core::identity::check_device_id;
 use worker::{Env, Request};
 
 /// `GET /devices?top=N`: up to N identities (1..1000, default 1000), merged across index shards.
 pub async fn list(req: Request, env: &Env) -> ApiResult {
-    auth::require(&req, env, Permissions::REGISTRY_READ)?;
     let top = twinhub_core::fleet::clamp_top(http::query_param(&req, "top").as_deref());
     let shards: Vec<Vec<serde_json::Value>> = ask_every_index_shard(env, &IndexOp::ListIdentities { top }).await?;
     let mut all: Vec<serde_json::Value> = shards.into_iter().flatten().collect();
@@ -27,7 +25,6 @@ pub async fn list(req: Request, env: &Env) -> ApiResult {
 /// `GET /api/devices/{id}/telemetry?limit={n}`: the newest messages the device sent (default
 /// 100, at most 1000), oldest first, with their properties and enqueued time.
 pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
     let limit = http::query_param(&req, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).clamp(1, 1000);
     let op = DeviceOp::TelemetryList { device_id: id.to_owned(), limit };
@@ -39,7 +36,6 @@ pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
 /// device). Delivered at QoS 1 when the device listens, completed by its PUBACK, kept while
 /// it is offline. Answers 202 with the message id and the queue depth.
 pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::SendCloudToDevice { device_id: id.to_owned(), body };
@@ -55,13 +51,8 @@ pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
 /// mints); the socket closes when it expires. A browser page from another origin is refused
 /// (a WebSocket is not bound by CORS), and the device object bounds the views per device and
 /// per token.
-pub async fn live(req: Request, env: &Env, id: &str) -> ApiResult {
+pub async fn live(req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
     check_device_id(id)?;
-    // `id` is decoded already; the resource is matched as a URL path, so it is encoded again
-    // (else a token for `xA` would cover a device named `x%41`).
-    let resource =
-        format!("/devices/{}", percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC));
-    let caller = auth::require_query_token(&req, env, Permissions::SERVICE_CONNECT, &resource)?;
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(twinhub_core::HubError::new(
@@ -98,7 +89,6 @@ fn same_origin(origin: &str, hub_host: &str) -> bool {
 /// a numeric body field (dotted path) as min/max/avg per time bucket, for charts. Defaults: the
 /// last hour, 60 buckets (at most 1000).
 pub async fn telemetry_series(req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     check_device_id(id)?;
     let param = |name: &str| http::query_param(&req, name);
     let field = param("field").filter(|f| !f.is_empty()).ok_or_else(|| {
@@ -113,8 +103,7 @@ pub async fn telemetry_series(req: Request, env: &Env, id: &str) -> ApiResult {
 }
 
 /// `GET /devices/{id}`.
-pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::REGISTRY_READ)?;
+pub async fn get(env: &Env, id: &str) -> ApiResult {
     check_device_id(id)?;
     let op = DeviceOp::GetIdentity { device_id: id.to_owned() };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
@@ -122,7 +111,6 @@ pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
 
 /// `PUT /devices/{id}`: create (no `If-Match`) or update.
 pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::REGISTRY_WRITE)?;
     check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::PutIdentity { device_id: id.to_owned(), body, if_match: if_match(&req), upsert: false };
@@ -131,7 +119,6 @@ pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
 
 /// `DELETE /devices/{id}`.
 pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::REGISTRY_WRITE)?;
     check_device_id(id)?;
     let op = DeviceOp::DeleteIdentity { device_id: id.to_owned(), if_match: if_match(&req) };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
@@ -141,7 +128,6 @@ pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
 /// operation on its own object (there is no cross-device transaction, as in IoT Hub); the
 /// answer lists the failures: 200 when there are none, 400 otherwise.
 pub async fn bulk(mut req: Request, env: &Env) -> ApiResult {
-    auth::require(&req, env, Permissions::REGISTRY_WRITE)?;
     let body = http::body_text(&mut req).await?;
     let items = bulk::parse(&body)?;
     let calls = items.into_iter().map(|item| async move {

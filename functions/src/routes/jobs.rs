@@ -2,21 +2,20 @@
 //! twinhub's rollout controls (`pause`, `resume`, `rollback`). Requests are checked by core
 //! here; the jobs object (`objects::jobs`) stores and runs them.
 
-use crate::auth;
+use crate::auth::Caller;
 use crate::clock;
 use crate::http::{self, ApiResult};
 use crate::objects::jobs::jobs_stub;
 use crate::rpc::{self, JobOp, JobPage};
-use twinhub_core::auth::Permissions;
 use twinhub_core::job::request::check_job_id;
 use twinhub_core::job::{Job, JobRequest, JobStatus, JobType};
 use twinhub_core::query::page::{self, Continuation};
+use twinhub_core::route::JobAction;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Env, Request, Response};
 
 /// `PUT /jobs/v2/{id}`: create a job.
-pub async fn create(mut req: Request, env: &Env, id: &str) -> ApiResult {
-    let caller = auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+pub async fn create(mut req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
     let body = http::body_text(&mut req).await?;
     let now = clock::now();
     let request = JobRequest::parse(id, &body, now)?;
@@ -25,23 +24,20 @@ pub async fn create(mut req: Request, env: &Env, id: &str) -> ApiResult {
 }
 
 /// `GET /jobs/v2/{id}`.
-pub async fn get(req: Request, env: &Env, id: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+pub async fn get(env: &Env, id: &str) -> ApiResult {
     check_job_id(id)?;
     Ok(rpc::call(&jobs_stub(env)?, &JobOp::Get { job_id: id.to_owned() }).await?)
 }
 
 /// `POST /jobs/v2/{id}/{action}`: `cancel`, and twinhub's `pause`, `resume`, `rollback`.
-pub async fn control(req: Request, env: &Env, id: &str, action: &str) -> ApiResult {
-    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
+pub async fn control(env: &Env, id: &str, action: JobAction) -> ApiResult {
     check_job_id(id)?;
     let job_id = id.to_owned();
     let op = match action {
-        "cancel" => JobOp::Cancel { job_id },
-        "pause" => JobOp::Pause { job_id },
-        "resume" => JobOp::Resume { job_id },
-        "rollback" => JobOp::Rollback { job_id },
-        _ => return Err(HubError::new(ErrorCode::NotFound, format!("no such job action: {action}")).into()),
+        JobAction::Cancel => JobOp::Cancel { job_id },
+        JobAction::Pause => JobOp::Pause { job_id },
+        JobAction::Resume => JobOp::Resume { job_id },
+        JobAction::Rollback => JobOp::Rollback { job_id },
     };
     Ok(rpc::call(&jobs_stub(env)?, &op).await?)
 }
@@ -49,7 +45,6 @@ pub async fn control(req: Request, env: &Env, id: &str, action: &str) -> ApiResu
 /// `GET /jobs/v2/query?jobType=&jobStatus=`: a JSON array of jobs, paged with
 /// `x-ms-max-item-count` and `x-ms-continuation` as device queries are.
 pub async fn query(req: Request, env: &Env) -> ApiResult {
-    auth::require(&req, env, Permissions::SERVICE_CONNECT)?;
     let filter = |name: &str| http::query_param(&req, name).filter(|v| !v.is_empty());
     let job_type = match filter("jobType") {
         Some(t) => Some(JobType::from_filter(&t).ok_or_else(|| {

@@ -11,10 +11,12 @@ mod query;
 mod statistics;
 mod twins;
 
+use crate::auth::{self, Caller};
 use crate::http::{self, ApiResult};
 use percent_encoding::percent_decode_str;
+use twinhub_core::route::{Access, Route};
 use twinhub_core::{ErrorCode, HubError};
-use worker::{Env, Method, Request, Response, Result};
+use worker::{Env, Request, Response, Result};
 
 /// Path prefixes that belong to the API. A request under one of them never falls through to the
 /// dashboard, so a typo gets a JSON 404 instead of an HTML page.
@@ -38,13 +40,17 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
         let page = env.assets("ASSETS")?.fetch_request(req).await?;
         return with_page_headers(page);
     }
+    let route = match Route::parse(req.method().as_ref(), &segs) {
+        Ok(route) => route,
+        Err(e) => return http::error(&e),
+    };
     // Liveness says the Worker runs, whatever it fronts (and however that is configured).
-    if let (["api", "health"], Method::Get) = (segs.as_slice(), req.method()) {
+    if route == Route::Health {
         return http::finish(api::health());
     }
     if let Some(upstream) = crate::upstream::configured(env) {
         let answer = match upstream {
-            Ok(up) => crate::upstream::route(req, env, up, &segs).await,
+            Ok(up) => crate::upstream::route(req, env, up, route, &segs).await,
             Err(e) => {
                 worker::console_error!("{}", e.message);
                 Err(e.into())
@@ -52,65 +58,91 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
         };
         return http::finish(answer);
     }
-    http::finish(route(req, env, &segs).await)
+    http::finish(serve(req, env, route).await)
 }
 
-async fn route(req: Request, env: &Env, segs: &[&str]) -> ApiResult {
-    let method = req.method();
-    if let Some(refused) = crate::limits::throttle_rest(&req, env, segs) {
-        return Ok(refused?);
+/// Answers a route with twinhub's own hub: the benchmark gate, the caller's token, the tier's
+/// throttle, then the handler.
+async fn serve(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
+    if route.is_bench() && !crate::config::Config::of(env).bench_routes {
+        return Err(HubError::new(ErrorCode::NotFound, "no such resource").into());
     }
-    match (segs, method) {
-        (["api", "health"], Method::Get) => api::health(),
-        (["api", "session"], Method::Get) => api::session(&req, env),
-        (["$iothub", "websocket"], Method::Get) => device_endpoint::connect(req, env).await,
-        (["api", "twins", id, "history"], Method::Get) => twins::history(req, env, id).await,
-        (["api", "bench", "echo", key], Method::Post) => api::bench_echo(req, env, key).await,
-        (["api", "bench", "write", key], Method::Post) => api::bench_write(req, env, key).await,
-        (["api", "bench", "fleet"], Method::Post) => api::bench_fleet(req, env).await,
-        (["api", "index"], Method::Get) => query::lag(req, env).await,
-        (["devices", "query"], Method::Post) => query::query(req, env).await,
-        (["devices"], Method::Get) => devices::list(req, env).await,
-        (["devices"], Method::Post) => devices::bulk(req, env).await,
-        (["devices", id], Method::Get) => devices::get(req, env, id).await,
-        (["devices", id], Method::Put) => devices::put(req, env, id).await,
-        (["devices", id], Method::Delete) => devices::delete(req, env, id).await,
-        (["twins", id], Method::Get) => twins::get(req, env, id).await,
-        (["twins", id], Method::Patch) => twins::patch(req, env, id).await,
-        (["twins", id], Method::Put) => twins::replace(req, env, id).await,
-        (["twins", id, "methods"], Method::Post) => twins::method(req, env, id).await,
-        (["api", "devices", id, "telemetry"], Method::Get) => devices::telemetry(req, env, id).await,
-        (["api", "devices", id, "messages"], Method::Post) => devices::send_message(req, env, id).await,
-        (["api", "devices", id, "live"], Method::Get) => devices::live(req, env, id).await,
-        (["api", "devices", id, "telemetry", "series"], Method::Get) => devices::telemetry_series(req, env, id).await,
-        (["jobs", "v2", "query"], Method::Get) => jobs::query(req, env).await,
-        (["jobs", "v2", id], Method::Put) => jobs::create(req, env, id).await,
-        (["jobs", "v2", id], Method::Get) => jobs::get(req, env, id).await,
-        (["jobs", "v2", id, action @ ("cancel" | "pause" | "resume" | "rollback")], Method::Post) => {
-            jobs::control(req, env, id, action).await
+    let caller = match authorize(&req, env, &route)? {
+        Some(caller) => caller,
+        None => return open(req, env, route).await,
+    };
+    if let Some(op) = route.operation() {
+        if let Some(refused) = crate::limits::throttle_rest(&req, env, op) {
+            return Ok(refused?);
         }
-        (["statistics", "devices"], Method::Get) => statistics::devices(req, env).await,
-        (["statistics", "service"], Method::Get) => statistics::service(req, env).await,
-        (
-            ["api", "health" | "index" | "session"]
-            | ["api", "twins", _, "history"]
-            | ["devices", "query"]
-            | ["devices"]
-            | ["devices", _]
-            | ["twins", _]
-            | ["twins", _, "methods"]
-            | ["api", "devices", _, "telemetry" | "messages" | "live"]
-            | ["api", "devices", _, "telemetry", "series"]
-            | ["statistics", "devices" | "service"]
-            | ["jobs", "v2", _]
-            | ["jobs", "v2", _, "cancel" | "pause" | "resume" | "rollback"],
-            method,
-        ) => Err(HubError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{method:?} is not supported on /{}", segs.join("/")),
-        )
-        .into()),
-        _ => Err(HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/"))).into()),
+    }
+    signed(req, env, route, caller).await
+}
+
+/// The caller a route's [`Access`] asks for; `None` for an open route.
+pub(crate) fn authorize(req: &Request, env: &Env, route: &Route<'_>) -> std::result::Result<Option<Caller>, HubError> {
+    match route.access() {
+        Access::Open => Ok(None),
+        Access::Token(needed) => auth::require(req, env, needed).map(Some),
+        Access::QueryToken(needed) => {
+            // The token may be scoped to the one device the route names. The id is decoded
+            // already; the resource is matched as a URL path, so it is encoded again (else a
+            // token for `xA` would cover a device named `x%41`).
+            let resource = match route.device() {
+                Some(id) => {
+                    format!(
+                        "/devices/{}",
+                        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+                    )
+                }
+                None => String::new(),
+            };
+            auth::require_query_token(req, env, needed, &resource).map(Some)
+        }
+    }
+}
+
+/// The routes that take no service token.
+async fn open(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
+    match route {
+        Route::Health => api::health(),
+        Route::DeviceSocket => device_endpoint::connect(req, env).await,
+        // Every other route's access asks for a token ([`Route::access`]).
+        _ => Err(HubError::new(ErrorCode::IotHubUnauthorizedAccess, "this resource needs a token").into()),
+    }
+}
+
+/// The routes a service token has been checked for.
+async fn signed(req: Request, env: &Env, route: Route<'_>, caller: Caller) -> ApiResult {
+    match route {
+        Route::Health => api::health(),
+        Route::DeviceSocket => device_endpoint::connect(req, env).await,
+        Route::Session => api::session(env, &caller),
+        Route::Query => query::query(req, env).await,
+        Route::ListDevices => devices::list(req, env).await,
+        Route::BulkDevices => devices::bulk(req, env).await,
+        Route::GetDevice(id) => devices::get(env, id).await,
+        Route::PutDevice(id) => devices::put(req, env, id).await,
+        Route::DeleteDevice(id) => devices::delete(req, env, id).await,
+        Route::GetTwin(id) => twins::get(env, id).await,
+        Route::PatchTwin(id) => twins::patch(req, env, id, caller).await,
+        Route::ReplaceTwin(id) => twins::replace(req, env, id, caller).await,
+        Route::InvokeMethod(id) => twins::method(req, env, id).await,
+        Route::DeviceStatistics => statistics::devices(env).await,
+        Route::ServiceStatistics => statistics::service(env).await,
+        Route::QueryJobs => jobs::query(req, env).await,
+        Route::CreateJob(id) => jobs::create(req, env, id, caller).await,
+        Route::GetJob(id) => jobs::get(env, id).await,
+        Route::ControlJob(id, action) => jobs::control(env, id, action).await,
+        Route::TwinHistory(id) => twins::history(req, env, id).await,
+        Route::Telemetry(id) => devices::telemetry(req, env, id).await,
+        Route::TelemetrySeries(id) => devices::telemetry_series(req, env, id).await,
+        Route::SendMessage(id) => devices::send_message(req, env, id).await,
+        Route::Live(id) => devices::live(req, env, id, caller).await,
+        Route::IndexLag => query::lag(env).await,
+        Route::BenchEcho(key) => api::bench_echo(req, env, key).await,
+        Route::BenchWrite(key) => api::bench_write(req, env, key).await,
+        Route::BenchFleet => api::bench_fleet(req, env).await,
     }
 }
 

@@ -1,0 +1,321 @@
+//! The REST surface as one table: which method on which path is which operation, what a token
+//! must allow for it, what the tier meters it as, and whether upstream mode forwards it.
+//!
+//! Before this table the same knowledge was written out four times (the Worker's dispatch, its
+//! list of paths for 405, upstream mode's forwarding rules and the tier's meter), and one of
+//! them drifting from the others was a bug. Every adapter now asks [`Route::parse`] and then
+//! the route itself.
+
+use crate::auth::Permissions;
+use crate::tier::Operation;
+use crate::upstream::{METHOD_TIMEOUT_SECS, TIMEOUT_SECS};
+use crate::{ErrorCode, HubError};
+
+/// A job's state change requested with `POST /jobs/v2/{id}/{action}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobAction {
+    Cancel,
+    Pause,
+    Resume,
+    Rollback,
+}
+
+impl JobAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobAction::Cancel => "cancel",
+            JobAction::Pause => "pause",
+            JobAction::Resume => "resume",
+            JobAction::Rollback => "rollback",
+        }
+    }
+
+    fn parse(segment: &str) -> Option<Self> {
+        Some(match segment {
+            "cancel" => JobAction::Cancel,
+            "pause" => JobAction::Pause,
+            "resume" => JobAction::Resume,
+            "rollback" => JobAction::Rollback,
+            _ => return None,
+        })
+    }
+}
+
+/// One REST operation, with the path's ids still as the client sent them (percent-decoded, not
+/// yet checked against the id rules: that is the handler's first step, after authorization, so
+/// a caller without a token learns nothing from the answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /api/health`
+    Health,
+    /// `GET /api/session`
+    Session,
+    /// `GET /$iothub/websocket`: the device endpoint (MQTT over WebSocket).
+    DeviceSocket,
+    /// `POST /devices/query`
+    Query,
+    /// `GET /devices`
+    ListDevices,
+    /// `POST /devices`: bulk registry operations.
+    BulkDevices,
+    /// `GET /devices/{id}`
+    GetDevice(&'a str),
+    /// `PUT /devices/{id}`
+    PutDevice(&'a str),
+    /// `DELETE /devices/{id}`
+    DeleteDevice(&'a str),
+    /// `GET /twins/{id}`
+    GetTwin(&'a str),
+    /// `PATCH /twins/{id}`
+    PatchTwin(&'a str),
+    /// `PUT /twins/{id}`
+    ReplaceTwin(&'a str),
+    /// `POST /twins/{id}/methods`
+    InvokeMethod(&'a str),
+    /// `GET /statistics/devices`
+    DeviceStatistics,
+    /// `GET /statistics/service`
+    ServiceStatistics,
+    /// `GET /jobs/v2/query`
+    QueryJobs,
+    /// `PUT /jobs/v2/{id}`
+    CreateJob(&'a str),
+    /// `GET /jobs/v2/{id}`
+    GetJob(&'a str),
+    /// `POST /jobs/v2/{id}/{action}`
+    ControlJob(&'a str, JobAction),
+    /// `GET /api/twins/{id}/history`
+    TwinHistory(&'a str),
+    /// `GET /api/devices/{id}/telemetry`
+    Telemetry(&'a str),
+    /// `GET /api/devices/{id}/telemetry/series`
+    TelemetrySeries(&'a str),
+    /// `POST /api/devices/{id}/messages`
+    SendMessage(&'a str),
+    /// `GET /api/devices/{id}/live` (WebSocket)
+    Live(&'a str),
+    /// `GET /api/index`: the index shards' lag.
+    IndexLag,
+    /// `POST /api/bench/echo/{key}`
+    BenchEcho(&'a str),
+    /// `POST /api/bench/write/{key}`
+    BenchWrite(&'a str),
+    /// `POST /api/bench/fleet`
+    BenchFleet,
+}
+
+/// How a route authenticates its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No service token: liveness, and the device endpoint, whose session checks the device's
+    /// own token in CONNECT.
+    Open,
+    /// A service token in `Authorization` from a policy with these permissions (none: any
+    /// valid token).
+    Token(Permissions),
+    /// The same, with the token in the `sas` query parameter (browsers cannot set headers on a
+    /// WebSocket); it may be scoped to the one device the route names.
+    QueryToken(Permissions),
+}
+
+/// Where a route is answered when twinhub fronts another IoT Hub (upstream mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// By twinhub itself, as without an upstream (the session, the device endpoint's pipe).
+    Here,
+    /// Forwarded with a fresh token; the upstream may take this long.
+    Forwarded { timeout_secs: u64 },
+    /// One of twinhub's own features, which the upstream does not have: 501 with the reason
+    /// ([`crate::upstream::unavailable`]).
+    Own(&'static str),
+    /// Not there at all (twinhub's diagnostics of its own hub): 404.
+    Absent,
+}
+
+/// The methods the REST surface uses.
+const METHODS: [&str; 5] = ["GET", "PUT", "POST", "PATCH", "DELETE"];
+
+impl<'a> Route<'a> {
+    /// The route for `method` (upper case, as HTTP spells it) on the percent-decoded path
+    /// `segments`: `404 NotFound` for no such path, `405 MethodNotAllowed` for a known path
+    /// with another method.
+    pub fn parse(method: &str, segments: &[&'a str]) -> Result<Self, HubError> {
+        if let Some(route) = Self::lookup(method, segments) {
+            return Ok(route);
+        }
+        let path = segments.join("/");
+        if METHODS.iter().any(|m| Self::lookup(m, segments).is_some()) {
+            Err(HubError::new(ErrorCode::MethodNotAllowed, format!("{method} is not supported on /{path}")))
+        } else {
+            Err(HubError::new(ErrorCode::NotFound, format!("no such resource: /{path}")))
+        }
+    }
+
+    fn lookup(method: &str, segments: &[&'a str]) -> Option<Self> {
+        use Route::*;
+        Some(match (segments, method) {
+            (["api", "health"], "GET") => Health,
+            (["api", "session"], "GET") => Session,
+            (["$iothub", "websocket"], "GET") => DeviceSocket,
+            (["devices", "query"], "POST") => Query,
+            (["devices"], "GET") => ListDevices,
+            (["devices"], "POST") => BulkDevices,
+            (["devices", id], "GET") => GetDevice(id),
+            (["devices", id], "PUT") => PutDevice(id),
+            (["devices", id], "DELETE") => DeleteDevice(id),
+            (["twins", id], "GET") => GetTwin(id),
+            (["twins", id], "PATCH") => PatchTwin(id),
+            (["twins", id], "PUT") => ReplaceTwin(id),
+            (["twins", id, "methods"], "POST") => InvokeMethod(id),
+            (["statistics", "devices"], "GET") => DeviceStatistics,
+            (["statistics", "service"], "GET") => ServiceStatistics,
+            (["jobs", "v2", "query"], "GET") => QueryJobs,
+            (["jobs", "v2", id], "PUT") => CreateJob(id),
+            (["jobs", "v2", id], "GET") => GetJob(id),
+            (["jobs", "v2", id, action], "POST") => ControlJob(id, JobAction::parse(action)?),
+            (["api", "twins", id, "history"], "GET") => TwinHistory(id),
+            (["api", "devices", id, "telemetry"], "GET") => Telemetry(id),
+            (["api", "devices", id, "telemetry", "series"], "GET") => TelemetrySeries(id),
+            (["api", "devices", id, "messages"], "POST") => SendMessage(id),
+            (["api", "devices", id, "live"], "GET") => Live(id),
+            (["api", "index"], "GET") => IndexLag,
+            (["api", "bench", "echo", key], "POST") => BenchEcho(key),
+            (["api", "bench", "write", key], "POST") => BenchWrite(key),
+            (["api", "bench", "fleet"], "POST") => BenchFleet,
+            _ => return None,
+        })
+    }
+
+    /// What the caller must show.
+    pub fn access(&self) -> Access {
+        use Route::*;
+        let read = Permissions::REGISTRY_READ;
+        let write = Permissions::REGISTRY_WRITE;
+        // Twin reads, queries (they read twins: spec §4.4), methods, jobs and twinhub's views
+        // of a device's data take ServiceConnect, as IoT Hub's twin operations do.
+        let service = Permissions::SERVICE_CONNECT;
+        match self {
+            Health | DeviceSocket => Access::Open,
+            Session | BenchEcho(_) | BenchWrite(_) => Access::Token(Permissions::default()),
+            ListDevices | GetDevice(_) | DeviceStatistics | IndexLag => Access::Token(read),
+            BulkDevices | PutDevice(_) | DeleteDevice(_) | BenchFleet => Access::Token(write),
+            Query | GetTwin(_) | PatchTwin(_) | ReplaceTwin(_) | InvokeMethod(_) | ServiceStatistics | QueryJobs
+            | CreateJob(_) | GetJob(_) | ControlJob(..) | TwinHistory(_) | Telemetry(_) | TelemetrySeries(_)
+            | SendMessage(_) => Access::Token(service),
+            Live(_) => Access::QueryToken(service),
+        }
+    }
+
+    /// What the tier's throttles count this as, if anything.
+    pub fn operation(&self) -> Option<Operation> {
+        use Route::*;
+        Some(match self {
+            Query => Operation::Query,
+            ListDevices | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) => Operation::RegistryOp,
+            GetTwin(_) => Operation::TwinRead,
+            PatchTwin(_) | ReplaceTwin(_) => Operation::TwinUpdate,
+            InvokeMethod(_) => Operation::DirectMethod,
+            SendMessage(_) => Operation::CloudToDevice,
+            QueryJobs | CreateJob(_) | GetJob(_) | ControlJob(..) => Operation::JobsOp,
+            _ => return None,
+        })
+    }
+
+    /// Where upstream mode answers this route.
+    pub fn upstream(&self) -> Upstream {
+        use Route::*;
+        let forwarded = Upstream::Forwarded { timeout_secs: TIMEOUT_SECS };
+        match self {
+            Health | Session | DeviceSocket => Upstream::Here,
+            Query | ListDevices | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) | GetTwin(_)
+            | PatchTwin(_) | ReplaceTwin(_) | DeviceStatistics | ServiceStatistics | QueryJobs | CreateJob(_)
+            | GetJob(_) => forwarded,
+            // A method waits for the device (up to 300 s response plus 300 s connect timeout).
+            InvokeMethod(_) => Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS },
+            ControlJob(_, JobAction::Cancel) => forwarded,
+            ControlJob(..) => Upstream::Own("rollouts"),
+            TwinHistory(_) => Upstream::Own("history"),
+            Telemetry(_) | TelemetrySeries(_) => Upstream::Own("telemetry"),
+            Live(_) => Upstream::Own("live"),
+            SendMessage(_) => Upstream::Own("messages"),
+            IndexLag | BenchEcho(_) | BenchWrite(_) | BenchFleet => Upstream::Absent,
+        }
+    }
+
+    /// The device the route names, if it names one.
+    pub fn device(&self) -> Option<&'a str> {
+        use Route::*;
+        match *self {
+            GetDevice(id) | PutDevice(id) | DeleteDevice(id) | GetTwin(id) | PatchTwin(id) | ReplaceTwin(id)
+            | InvokeMethod(id) | TwinHistory(id) | Telemetry(id) | TelemetrySeries(id) | SendMessage(id) | Live(id) => {
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether this is a benchmark route, answered only when the hub enables them.
+    pub fn is_bench(&self) -> bool {
+        matches!(self, Route::BenchEcho(_) | Route::BenchWrite(_) | Route::BenchFleet)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(method: &str, path: &str) -> Result<Route<'static>, ErrorCode> {
+        let segments: Vec<&'static str> =
+            Box::leak(path.to_owned().into_boxed_str()).split('/').filter(|s| !s.is_empty()).collect();
+        Route::parse(method, &segments).map_err(|e| e.code)
+    }
+
+    #[test]
+    fn every_route_parses_with_its_ids() {
+        assert_eq!(parse("GET", "/twins/dev-1"), Ok(Route::GetTwin("dev-1")));
+        assert_eq!(parse("POST", "/jobs/v2/j1/rollback"), Ok(Route::ControlJob("j1", JobAction::Rollback)));
+        assert_eq!(parse("GET", "/jobs/v2/query"), Ok(Route::QueryJobs));
+        assert_eq!(parse("PUT", "/jobs/v2/query"), Ok(Route::CreateJob("query")));
+        assert_eq!(parse("GET", "/api/devices/d/telemetry/series"), Ok(Route::TelemetrySeries("d")));
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_is_405_and_an_unknown_path_404() {
+        assert_eq!(parse("DELETE", "/twins/d"), Err(ErrorCode::MethodNotAllowed));
+        assert_eq!(parse("GET", "/jobs/v2/j1/cancel"), Err(ErrorCode::MethodNotAllowed));
+        assert_eq!(parse("POST", "/jobs/v2/j1/explode"), Err(ErrorCode::NotFound));
+        assert_eq!(parse("GET", "/twins/d/extra/more"), Err(ErrorCode::NotFound));
+        assert_eq!(parse("GET", "/"), Err(ErrorCode::NotFound));
+    }
+
+    #[test]
+    fn upstream_forwards_iot_hub_calls_and_refuses_twinhubs_own() {
+        assert_eq!(Route::InvokeMethod("d").upstream(), Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS });
+        assert_eq!(
+            Route::ControlJob("j", JobAction::Cancel).upstream(),
+            Upstream::Forwarded { timeout_secs: TIMEOUT_SECS }
+        );
+        assert_eq!(Route::ControlJob("j", JobAction::Pause).upstream(), Upstream::Own("rollouts"));
+        assert_eq!(Route::IndexLag.upstream(), Upstream::Absent);
+    }
+
+    #[test]
+    fn the_tier_meters_iot_hubs_operations_and_not_twinhubs_diagnostics() {
+        assert_eq!(Route::GetTwin("d").operation(), Some(Operation::TwinRead));
+        assert_eq!(Route::PatchTwin("d").operation(), Some(Operation::TwinUpdate));
+        assert_eq!(Route::Query.operation(), Some(Operation::Query));
+        assert_eq!(Route::DeleteDevice("d").operation(), Some(Operation::RegistryOp));
+        assert_eq!(Route::SendMessage("d").operation(), Some(Operation::CloudToDevice));
+        assert_eq!(Route::ControlJob("j", JobAction::Pause).operation(), Some(Operation::JobsOp));
+        assert_eq!(Route::Health.operation(), None);
+        assert_eq!(Route::IndexLag.operation(), None);
+    }
+
+    #[test]
+    fn reading_twins_takes_service_connect_and_the_registry_its_own_rights() {
+        assert_eq!(Route::Query.access(), Access::Token(Permissions::SERVICE_CONNECT));
+        assert_eq!(Route::GetDevice("d").access(), Access::Token(Permissions::REGISTRY_READ));
+        assert_eq!(Route::DeleteDevice("d").access(), Access::Token(Permissions::REGISTRY_WRITE));
+        assert_eq!(Route::Live("d").access(), Access::QueryToken(Permissions::SERVICE_CONNECT));
+    }
+}
