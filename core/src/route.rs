@@ -121,8 +121,10 @@ pub enum Access {
 /// Where a route is answered when twinhub fronts another IoT Hub (upstream mode).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Upstream {
-    /// By twinhub itself, as without an upstream (the session, the device endpoint's pipe).
+    /// By twinhub itself, as without an upstream (liveness, the caller's session).
     Here,
+    /// The device endpoint: each socket's CONNECT checked here, then piped to the upstream's.
+    Piped,
     /// Forwarded with a fresh token; the upstream may take this long.
     Forwarded { timeout_secs: u64 },
     /// One of twinhub's own features, which the upstream does not have: 501 with the reason
@@ -226,7 +228,8 @@ impl<'a> Route<'a> {
         use Route::*;
         let forwarded = Upstream::Forwarded { timeout_secs: TIMEOUT_SECS };
         match self {
-            Health | Session | DeviceSocket => Upstream::Here,
+            Health | Session => Upstream::Here,
+            DeviceSocket => Upstream::Piped,
             Query | ListDevices | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) | GetTwin(_)
             | PatchTwin(_) | ReplaceTwin(_) | DeviceStatistics | ServiceStatistics | QueryJobs | CreateJob(_)
             | GetJob(_) => forwarded,

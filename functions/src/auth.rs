@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use twinhub_core::auth::{AuthError, Permissions, SasToken};
+use twinhub_core::route::{Access, Route};
 use twinhub_core::HubError;
 use worker::{Env, Request};
 
@@ -13,6 +14,29 @@ pub struct Caller {
     pub permissions: Permissions,
     /// When the token expires, Unix seconds.
     pub expiry_secs: u64,
+}
+
+/// The caller a route's [`Access`] asks for; `None` for an open route.
+pub fn authorize(req: &Request, env: &Env, route: &Route<'_>) -> Result<Option<Caller>, HubError> {
+    match route.access() {
+        Access::Open => Ok(None),
+        Access::Token(needed) => require(req, env, needed).map(Some),
+        Access::QueryToken(needed) => {
+            // The token may be scoped to the one device the route names. The id is decoded
+            // already; the resource is matched as a URL path, so it is encoded again (else a
+            // token for `xA` would cover a device named `x%41`).
+            let resource = match route.device() {
+                Some(id) => {
+                    format!(
+                        "/devices/{}",
+                        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+                    )
+                }
+                None => String::new(),
+            };
+            require_query_token(req, env, needed, &resource).map(Some)
+        }
+    }
 }
 
 /// Requires a valid, unexpired token, signed by a policy with the `needed` permission, whose

@@ -30,27 +30,18 @@ pub fn configured(env: &Env) -> Option<Result<UpstreamHub, HubError>> {
     crate::config::Config::of(env).upstream.clone()
 }
 
-/// Answers an API route in upstream mode, as [`Route::upstream`] says.
+/// Answers an API route in upstream mode, as [`Route::upstream`] says (the routes answered
+/// `Here` do not come here).
 pub async fn route(req: Request, env: &Env, up: UpstreamHub, route: Route<'_>, segs: &[&str]) -> ApiResult {
     let not_found = || HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/")));
-    match (route, route.upstream()) {
-        (Route::DeviceSocket, _) => device_pipe(req, env, up).await,
-        (_, Upstream::Here) => {
-            let caller = crate::routes::authorize(&req, env, &route)?;
-            match caller {
-                Some(caller) if route == Route::Session => crate::routes::session(env, &caller),
-                _ => Err(not_found().into()),
-            }
-        }
-        (_, Upstream::Own(feature)) => Err(upstream::unavailable(feature).into()),
-        (_, Upstream::Absent) => Err(not_found().into()),
-        (_, Upstream::Forwarded { timeout_secs }) => {
-            if !upstream::forwards_safely(segs) {
-                return Err(not_found().into());
-            }
-            crate::routes::authorize(&req, env, &route)?;
+    match route.upstream() {
+        Upstream::Forwarded { timeout_secs } if upstream::forwards_safely(segs) => {
+            auth::authorize(&req, env, &route)?;
             forward(req, &up, timeout_secs).await
         }
+        Upstream::Own(feature) => Err(upstream::unavailable(feature).into()),
+        Upstream::Piped => device_pipe(req, env, up).await,
+        _ => Err(not_found().into()),
     }
 }
 

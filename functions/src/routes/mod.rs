@@ -3,7 +3,6 @@
 //! served from Workers assets with single-page fallback.
 
 mod api;
-pub(crate) use api::session;
 mod device_endpoint;
 mod devices;
 mod jobs;
@@ -14,7 +13,7 @@ mod twins;
 use crate::auth::{self, Caller};
 use crate::http::{self, ApiResult};
 use percent_encoding::percent_decode_str;
-use twinhub_core::route::{Access, Route};
+use twinhub_core::route::{Route, Upstream};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Env, Request, Response, Result};
 
@@ -48,7 +47,10 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
     if route == Route::Health {
         return http::finish(api::health());
     }
-    if let Some(upstream) = crate::upstream::configured(env) {
+    // Upstream mode answers the routes that are not twinhub's own hub's to answer (the
+    // session and the device endpoint's pipe stay here: `Route::upstream`).
+    let upstream = crate::upstream::configured(env).filter(|_| route.upstream() != Upstream::Here);
+    if let Some(upstream) = upstream {
         let answer = match upstream {
             Ok(up) => crate::upstream::route(req, env, up, route, &segs).await,
             Err(e) => {
@@ -67,7 +69,7 @@ async fn serve(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
     if route.is_bench() && !crate::config::Config::of(env).bench_routes {
         return Err(HubError::new(ErrorCode::NotFound, "no such resource").into());
     }
-    let caller = match authorize(&req, env, &route)? {
+    let caller = match auth::authorize(&req, env, &route)? {
         Some(caller) => caller,
         None => return open(req, env, route).await,
     };
@@ -77,29 +79,6 @@ async fn serve(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
         }
     }
     signed(req, env, route, caller).await
-}
-
-/// The caller a route's [`Access`] asks for; `None` for an open route.
-pub(crate) fn authorize(req: &Request, env: &Env, route: &Route<'_>) -> std::result::Result<Option<Caller>, HubError> {
-    match route.access() {
-        Access::Open => Ok(None),
-        Access::Token(needed) => auth::require(req, env, needed).map(Some),
-        Access::QueryToken(needed) => {
-            // The token may be scoped to the one device the route names. The id is decoded
-            // already; the resource is matched as a URL path, so it is encoded again (else a
-            // token for `xA` would cover a device named `x%41`).
-            let resource = match route.device() {
-                Some(id) => {
-                    format!(
-                        "/devices/{}",
-                        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-                    )
-                }
-                None => String::new(),
-            };
-            auth::require_query_token(req, env, needed, &resource).map(Some)
-        }
-    }
 }
 
 /// The routes that take no service token.
