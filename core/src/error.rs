@@ -23,8 +23,13 @@ pub enum ErrorCode {
     IotHubQuotaExceeded,
     /// 403004: more than 50 cloud-to-device messages waiting for one device.
     DeviceMaximumQueueDepthExceeded,
+    /// 403010: a device holds as many modules as it may (the code as the C# service SDK's
+    /// `ErrorCode` lists it).
+    TooManyModulesOnDevice,
     /// 404001: no device with that id.
     DeviceNotFound,
+    /// 404010: no module with that id on the device.
+    ModuleNotFound,
     /// 404103: a direct method to a device that is offline or not listening for methods.
     DeviceNotOnline,
     /// 404002: no job with that id.
@@ -35,6 +40,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 409001: create over an existing device id.
     DeviceAlreadyExists,
+    /// 409301: create over an existing module id.
+    ModuleAlreadyExistsOnDevice,
     /// 409104: a job with that id exists already (code as spec §3.6 gives it, marked unsure there).
     JobAlreadyExists,
     /// 412001: `If-Match` did not match the current etag.
@@ -65,12 +72,15 @@ impl ErrorCode {
             Self::IotHubUnauthorizedAccess => 401_002,
             Self::IotHubQuotaExceeded => 403_002,
             Self::DeviceMaximumQueueDepthExceeded => 403_004,
+            Self::TooManyModulesOnDevice => 403_010,
             Self::DeviceNotFound => 404_001,
+            Self::ModuleNotFound => 404_010,
             Self::DeviceNotOnline => 404_103,
             Self::JobNotFound => 404_002,
             Self::NotFound => 404_000,
             Self::MethodNotAllowed => 405_000,
             Self::DeviceAlreadyExists => 409_001,
+            Self::ModuleAlreadyExistsOnDevice => 409_301,
             Self::JobAlreadyExists => 409_104,
             Self::PreconditionFailed => 412_001,
             Self::MessageTooLarge => 413_001,
@@ -98,12 +108,15 @@ impl ErrorCode {
             Self::IotHubUnauthorizedAccess => "IotHubUnauthorizedAccess",
             Self::IotHubQuotaExceeded => "IotHubQuotaExceeded",
             Self::DeviceMaximumQueueDepthExceeded => "DeviceMaximumQueueDepthExceeded",
+            Self::TooManyModulesOnDevice => "TooManyModulesOnDevice",
             Self::DeviceNotFound => "DeviceNotFound",
+            Self::ModuleNotFound => "ModuleNotFound",
             Self::DeviceNotOnline => "DeviceNotOnline",
             Self::JobNotFound => "JobNotFound",
             Self::NotFound => "NotFound",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::DeviceAlreadyExists => "DeviceAlreadyExists",
+            Self::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
             Self::JobAlreadyExists => "JobAlreadyExists",
             Self::PreconditionFailed => "PreconditionFailed",
             Self::MessageTooLarge => "MessageTooLarge",

@@ -58,20 +58,22 @@ pub enum Route<'a> {
     ListDevices,
     /// `POST /devices`: bulk registry operations.
     BulkDevices,
-    /// `GET /devices/{id}`
-    GetDevice(&'a str),
+    /// `GET /devices/{id}/modules`
+    ListModules(&'a str),
+    /// `GET /devices/{id}` (or `/devices/{id}/modules/{mid}`)
+    GetDevice(Ident<'a>),
     /// `PUT /devices/{id}`
-    PutDevice(&'a str),
+    PutDevice(Ident<'a>),
     /// `DELETE /devices/{id}`
-    DeleteDevice(&'a str),
+    DeleteDevice(Ident<'a>),
     /// `GET /twins/{id}`
-    GetTwin(&'a str),
+    GetTwin(Ident<'a>),
     /// `PATCH /twins/{id}`
-    PatchTwin(&'a str),
+    PatchTwin(Ident<'a>),
     /// `PUT /twins/{id}`
-    ReplaceTwin(&'a str),
+    ReplaceTwin(Ident<'a>),
     /// `POST /twins/{id}/methods`
-    InvokeMethod(&'a str),
+    InvokeMethod(Ident<'a>),
     /// `GET /statistics/devices`
     DeviceStatistics,
     /// `GET /statistics/service`
@@ -85,15 +87,15 @@ pub enum Route<'a> {
     /// `POST /jobs/v2/{id}/{action}`
     ControlJob(&'a str, JobAction),
     /// `GET /api/twins/{id}/history`
-    TwinHistory(&'a str),
+    TwinHistory(Ident<'a>),
     /// `GET /api/devices/{id}/telemetry`
-    Telemetry(&'a str),
+    Telemetry(Ident<'a>),
     /// `GET /api/devices/{id}/telemetry/series`
-    TelemetrySeries(&'a str),
+    TelemetrySeries(Ident<'a>),
     /// `POST /api/devices/{id}/messages`
     SendMessage(&'a str),
     /// `GET /api/devices/{id}/live` (WebSocket)
-    Live(&'a str),
+    Live(Ident<'a>),
     /// `GET /api/index`: the index shards' lag.
     IndexLag,
     /// `POST /api/bench/echo/{key}`
@@ -102,6 +104,36 @@ pub enum Route<'a> {
     BenchWrite(&'a str),
     /// `POST /api/bench/fleet`
     BenchFleet,
+}
+
+/// The device, or the module on a device, that a route is about. A module is held exactly as
+/// a device is, under its key ([`crate::identity`]), so most routes take either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ident<'a> {
+    pub device: &'a str,
+    pub module: Option<&'a str>,
+}
+
+impl<'a> Ident<'a> {
+    pub fn device(device: &'a str) -> Self {
+        Self { device, module: None }
+    }
+
+    pub fn module(device: &'a str, module: &'a str) -> Self {
+        Self { device, module: Some(module) }
+    }
+
+    /// The identity's key, once its ids are checked against IoT Hub's rules.
+    pub fn key(&self) -> Result<String, HubError> {
+        crate::identity::check_device_id(self.device)?;
+        match self.module {
+            Some(module) => {
+                crate::identity::check_module_id(module)?;
+                Ok(crate::identity::module_key(self.device, module))
+            }
+            None => Ok(self.device.to_owned()),
+        }
+    }
 }
 
 /// How a route authenticates its caller.
@@ -162,24 +194,38 @@ impl<'a> Route<'a> {
             (["devices", "query"], "POST") => Query,
             (["devices"], "GET") => ListDevices,
             (["devices"], "POST") => BulkDevices,
-            (["devices", id], "GET") => GetDevice(id),
-            (["devices", id], "PUT") => PutDevice(id),
-            (["devices", id], "DELETE") => DeleteDevice(id),
-            (["twins", id], "GET") => GetTwin(id),
-            (["twins", id], "PATCH") => PatchTwin(id),
-            (["twins", id], "PUT") => ReplaceTwin(id),
-            (["twins", id, "methods"], "POST") => InvokeMethod(id),
+            (["devices", id], "GET") => GetDevice(Ident::device(id)),
+            (["devices", id], "PUT") => PutDevice(Ident::device(id)),
+            (["devices", id], "DELETE") => DeleteDevice(Ident::device(id)),
+            (["devices", id, "modules"], "GET") => ListModules(id),
+            (["devices", id, "modules", m], "GET") => GetDevice(Ident::module(id, m)),
+            (["devices", id, "modules", m], "PUT") => PutDevice(Ident::module(id, m)),
+            (["devices", id, "modules", m], "DELETE") => DeleteDevice(Ident::module(id, m)),
+            (["twins", id], "GET") => GetTwin(Ident::device(id)),
+            (["twins", id], "PATCH") => PatchTwin(Ident::device(id)),
+            (["twins", id], "PUT") => ReplaceTwin(Ident::device(id)),
+            (["twins", id, "methods"], "POST") => InvokeMethod(Ident::device(id)),
+            (["twins", id, "modules", m], "GET") => GetTwin(Ident::module(id, m)),
+            (["twins", id, "modules", m], "PATCH") => PatchTwin(Ident::module(id, m)),
+            (["twins", id, "modules", m], "PUT") => ReplaceTwin(Ident::module(id, m)),
+            (["twins", id, "modules", m, "methods"], "POST") => InvokeMethod(Ident::module(id, m)),
             (["statistics", "devices"], "GET") => DeviceStatistics,
             (["statistics", "service"], "GET") => ServiceStatistics,
             (["jobs", "v2", "query"], "GET") => QueryJobs,
             (["jobs", "v2", id], "PUT") => CreateJob(id),
             (["jobs", "v2", id], "GET") => GetJob(id),
             (["jobs", "v2", id, action], "POST") => ControlJob(id, JobAction::parse(action)?),
-            (["api", "twins", id, "history"], "GET") => TwinHistory(id),
-            (["api", "devices", id, "telemetry"], "GET") => Telemetry(id),
-            (["api", "devices", id, "telemetry", "series"], "GET") => TelemetrySeries(id),
+            (["api", "twins", id, "history"], "GET") => TwinHistory(Ident::device(id)),
+            (["api", "twins", id, "modules", m, "history"], "GET") => TwinHistory(Ident::module(id, m)),
+            (["api", "devices", id, "telemetry"], "GET") => Telemetry(Ident::device(id)),
+            (["api", "devices", id, "modules", m, "telemetry"], "GET") => Telemetry(Ident::module(id, m)),
+            (["api", "devices", id, "telemetry", "series"], "GET") => TelemetrySeries(Ident::device(id)),
+            (["api", "devices", id, "modules", m, "telemetry", "series"], "GET") => {
+                TelemetrySeries(Ident::module(id, m))
+            }
             (["api", "devices", id, "messages"], "POST") => SendMessage(id),
-            (["api", "devices", id, "live"], "GET") => Live(id),
+            (["api", "devices", id, "live"], "GET") => Live(Ident::device(id)),
+            (["api", "devices", id, "modules", m, "live"], "GET") => Live(Ident::module(id, m)),
             (["api", "index"], "GET") => IndexLag,
             (["api", "bench", "echo", key], "POST") => BenchEcho(key),
             (["api", "bench", "write", key], "POST") => BenchWrite(key),
@@ -199,7 +245,7 @@ impl<'a> Route<'a> {
         match self {
             Health | DeviceSocket => Access::Open,
             Session | BenchEcho(_) | BenchWrite(_) => Access::Token(Permissions::default()),
-            ListDevices | GetDevice(_) | DeviceStatistics | IndexLag => Access::Token(read),
+            ListDevices | ListModules(_) | GetDevice(_) | DeviceStatistics | IndexLag => Access::Token(read),
             BulkDevices | PutDevice(_) | DeleteDevice(_) | BenchFleet => Access::Token(write),
             Query | GetTwin(_) | PatchTwin(_) | ReplaceTwin(_) | InvokeMethod(_) | ServiceStatistics | QueryJobs
             | CreateJob(_) | GetJob(_) | ControlJob(..) | TwinHistory(_) | Telemetry(_) | TelemetrySeries(_)
@@ -213,7 +259,9 @@ impl<'a> Route<'a> {
         use Route::*;
         Some(match self {
             Query => Operation::Query,
-            ListDevices | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) => Operation::RegistryOp,
+            ListDevices | ListModules(_) | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) => {
+                Operation::RegistryOp
+            }
             GetTwin(_) => Operation::TwinRead,
             PatchTwin(_) | ReplaceTwin(_) => Operation::TwinUpdate,
             InvokeMethod(_) => Operation::DirectMethod,
@@ -230,9 +278,9 @@ impl<'a> Route<'a> {
         match self {
             Health | Session => Upstream::Here,
             DeviceSocket => Upstream::Piped,
-            Query | ListDevices | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) | GetTwin(_)
-            | PatchTwin(_) | ReplaceTwin(_) | DeviceStatistics | ServiceStatistics | QueryJobs | CreateJob(_)
-            | GetJob(_) => forwarded,
+            Query | ListDevices | ListModules(_) | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_)
+            | GetTwin(_) | PatchTwin(_) | ReplaceTwin(_) | DeviceStatistics | ServiceStatistics | QueryJobs
+            | CreateJob(_) | GetJob(_) => forwarded,
             // A method waits for the device (up to 300 s response plus 300 s connect timeout).
             InvokeMethod(_) => Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS },
             ControlJob(_, JobAction::Cancel) => forwarded,
@@ -245,14 +293,13 @@ impl<'a> Route<'a> {
         }
     }
 
-    /// The device the route names, if it names one.
-    pub fn device(&self) -> Option<&'a str> {
+    /// The device or module the route names, if it names one.
+    pub fn ident(&self) -> Option<Ident<'a>> {
         use Route::*;
         match *self {
-            GetDevice(id) | PutDevice(id) | DeleteDevice(id) | GetTwin(id) | PatchTwin(id) | ReplaceTwin(id)
-            | InvokeMethod(id) | TwinHistory(id) | Telemetry(id) | TelemetrySeries(id) | SendMessage(id) | Live(id) => {
-                Some(id)
-            }
+            GetDevice(i) | PutDevice(i) | DeleteDevice(i) | GetTwin(i) | PatchTwin(i) | ReplaceTwin(i)
+            | InvokeMethod(i) | TwinHistory(i) | Telemetry(i) | TelemetrySeries(i) | Live(i) => Some(i),
+            ListModules(id) | SendMessage(id) => Some(Ident::device(id)),
             _ => None,
         }
     }
@@ -275,16 +322,22 @@ mod tests {
 
     #[test]
     fn every_route_parses_with_its_ids() {
-        assert_eq!(parse("GET", "/twins/dev-1"), Ok(Route::GetTwin("dev-1")));
+        assert_eq!(parse("GET", "/twins/dev-1"), Ok(Route::GetTwin(Ident::device("dev-1"))));
+        assert_eq!(parse("PATCH", "/twins/d/modules/m"), Ok(Route::PatchTwin(Ident::module("d", "m"))));
+        assert_eq!(parse("PUT", "/devices/d/modules/m"), Ok(Route::PutDevice(Ident::module("d", "m"))));
+        assert_eq!(parse("GET", "/devices/d/modules"), Ok(Route::ListModules("d")));
+        assert_eq!(parse("POST", "/twins/d/modules/m/methods"), Ok(Route::InvokeMethod(Ident::module("d", "m"))));
         assert_eq!(parse("POST", "/jobs/v2/j1/rollback"), Ok(Route::ControlJob("j1", JobAction::Rollback)));
         assert_eq!(parse("GET", "/jobs/v2/query"), Ok(Route::QueryJobs));
         assert_eq!(parse("PUT", "/jobs/v2/query"), Ok(Route::CreateJob("query")));
-        assert_eq!(parse("GET", "/api/devices/d/telemetry/series"), Ok(Route::TelemetrySeries("d")));
+        assert_eq!(parse("GET", "/api/devices/d/telemetry/series"), Ok(Route::TelemetrySeries(Ident::device("d"))));
     }
 
     #[test]
     fn a_known_path_with_another_method_is_405_and_an_unknown_path_404() {
         assert_eq!(parse("DELETE", "/twins/d"), Err(ErrorCode::MethodNotAllowed));
+        assert_eq!(parse("DELETE", "/twins/d/modules/m"), Err(ErrorCode::MethodNotAllowed));
+        assert_eq!(parse("GET", "/twins/d/modules"), Err(ErrorCode::NotFound));
         assert_eq!(parse("GET", "/jobs/v2/j1/cancel"), Err(ErrorCode::MethodNotAllowed));
         assert_eq!(parse("POST", "/jobs/v2/j1/explode"), Err(ErrorCode::NotFound));
         assert_eq!(parse("GET", "/twins/d/extra/more"), Err(ErrorCode::NotFound));
@@ -293,7 +346,10 @@ mod tests {
 
     #[test]
     fn upstream_forwards_iot_hub_calls_and_refuses_twinhubs_own() {
-        assert_eq!(Route::InvokeMethod("d").upstream(), Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS });
+        assert_eq!(
+            Route::InvokeMethod(Ident::device("d")).upstream(),
+            Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS }
+        );
         assert_eq!(
             Route::ControlJob("j", JobAction::Cancel).upstream(),
             Upstream::Forwarded { timeout_secs: TIMEOUT_SECS }
@@ -304,10 +360,10 @@ mod tests {
 
     #[test]
     fn the_tier_meters_iot_hubs_operations_and_not_twinhubs_diagnostics() {
-        assert_eq!(Route::GetTwin("d").operation(), Some(Operation::TwinRead));
-        assert_eq!(Route::PatchTwin("d").operation(), Some(Operation::TwinUpdate));
+        assert_eq!(Route::GetTwin(Ident::device("d")).operation(), Some(Operation::TwinRead));
+        assert_eq!(Route::PatchTwin(Ident::module("d", "m")).operation(), Some(Operation::TwinUpdate));
         assert_eq!(Route::Query.operation(), Some(Operation::Query));
-        assert_eq!(Route::DeleteDevice("d").operation(), Some(Operation::RegistryOp));
+        assert_eq!(Route::DeleteDevice(Ident::device("d")).operation(), Some(Operation::RegistryOp));
         assert_eq!(Route::SendMessage("d").operation(), Some(Operation::CloudToDevice));
         assert_eq!(Route::ControlJob("j", JobAction::Pause).operation(), Some(Operation::JobsOp));
         assert_eq!(Route::Health.operation(), None);
@@ -317,8 +373,8 @@ mod tests {
     #[test]
     fn reading_twins_takes_service_connect_and_the_registry_its_own_rights() {
         assert_eq!(Route::Query.access(), Access::Token(Permissions::SERVICE_CONNECT));
-        assert_eq!(Route::GetDevice("d").access(), Access::Token(Permissions::REGISTRY_READ));
-        assert_eq!(Route::DeleteDevice("d").access(), Access::Token(Permissions::REGISTRY_WRITE));
-        assert_eq!(Route::Live("d").access(), Access::QueryToken(Permissions::SERVICE_CONNECT));
+        assert_eq!(Route::GetDevice(Ident::module("d", "m")).access(), Access::Token(Permissions::REGISTRY_READ));
+        assert_eq!(Route::DeleteDevice(Ident::device("d")).access(), Access::Token(Permissions::REGISTRY_WRITE));
+        assert_eq!(Route::Live(Ident::device("d")).access(), Access::QueryToken(Permissions::SERVICE_CONNECT));
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use twinhub_core::auth::{AuthError, Permissions, SasToken};
-use twinhub_core::route::{Access, Route};
+use twinhub_core::route::{Access, Ident, Route};
 use twinhub_core::HubError;
 use worker::{Env, Request};
 
@@ -22,15 +22,14 @@ pub fn authorize(req: &Request, env: &Env, route: &Route<'_>) -> Result<Option<C
         Access::Open => Ok(None),
         Access::Token(needed) => require(req, env, needed).map(Some),
         Access::QueryToken(needed) => {
-            // The token may be scoped to the one device the route names. The id is decoded
+            // The token may be scoped to the one device (or module) the route names. The id is decoded
             // already; the resource is matched as a URL path, so it is encoded again (else a
             // token for `xA` would cover a device named `x%41`).
-            let resource = match route.device() {
-                Some(id) => {
-                    format!(
-                        "/devices/{}",
-                        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-                    )
+            let encode = |id| percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+            let resource = match route.ident() {
+                Some(Ident { device, module: None }) => format!("/devices/{}", encode(device)),
+                Some(Ident { device, module: Some(module) }) => {
+                    format!("/devices/{}/modules/{}", encode(device), encode(module))
                 }
                 None => String::new(),
             };

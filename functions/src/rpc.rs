@@ -18,6 +18,13 @@ pub enum DeviceOp {
     GetIdentity { device_id: String },
     /// `DELETE /devices/{id}`.
     DeleteIdentity { device_id: String, if_match: Option<String> },
+    /// Room for a module on this device, before the module's own object creates it (404 for
+    /// no device, 403 past the module limit).
+    AddModule { device_id: String, module_id: String },
+    /// Forget a module (deleted, or its create failed).
+    RemoveModule { device_id: String, module_id: String },
+    /// The device's module ids, a JSON array.
+    ListModules { device_id: String },
     /// `GET /twins/{id}`.
     GetTwin { device_id: String },
     /// `PATCH /twins/{id}`.

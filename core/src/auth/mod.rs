@@ -52,7 +52,9 @@ pub enum AuthError {
     UnknownPolicy(String),
 }
 
-/// Checks a device's SAS token (the MQTT CONNECT password) for `device_id` on the hub `host`:
+/// Checks a device's SAS token (the MQTT CONNECT password) for `device_id` on the hub `host`
+/// (`device_id` is an identity key: for a module, `{deviceId}/{moduleId}`, whose resource is
+/// `{host}/devices/{deviceId}/modules/{moduleId}`):
 /// signed with one of the device's own keys (no `skn`), or with a policy key that grants
 /// DeviceConnect; not expired; and its resource covers `{host}/devices/{device_id}`. Returns the
 /// token's expiry in Unix seconds.
@@ -89,7 +91,7 @@ pub fn authorize_device(
         }
     }
     verdict?;
-    if host.is_empty() || !t.covers(&format!("{host}/devices/{device_id}")) {
+    if host.is_empty() || !t.covers(&format!("{host}/{}", crate::identity::resource_path(device_id))) {
         return Err(AuthError::WrongResource(t.resource().to_owned()));
     }
     Ok(t.expiry())
@@ -108,7 +110,7 @@ pub fn precheck_device_token(token: &str, host: &str, device_id: &str, now_secs:
     if t.expiry() <= now_secs {
         return Err(AuthError::Expired { expiry: t.expiry(), now: now_secs });
     }
-    if !t.covers(&format!("{host}/devices/{device_id}")) {
+    if !t.covers(&format!("{host}/{}", crate::identity::resource_path(device_id))) {
         return Err(AuthError::WrongResource(t.resource().to_owned()));
     }
     Ok(())
@@ -151,6 +153,26 @@ mod tests {
             authorize_device(&svc, "hub", "d1", &[], &policies, 50),
             Err(AuthError::PermissionDenied { .. })
         ));
+    }
+
+    #[test]
+    fn a_module_token_covers_its_module_only() {
+        let policies = Policy::all(K1, None).unwrap();
+        let module = sign("hub/devices/d1/modules/m1", K2, None, 100).unwrap();
+        assert_eq!(authorize_device(&module, "hub", "d1/m1", &[K2], &policies, 50), Ok(100));
+        for other in ["d1", "d1/m2", "d1/m10"] {
+            assert!(
+                matches!(
+                    authorize_device(&module, "hub", other, &[K2], &policies, 50),
+                    Err(AuthError::WrongResource(_))
+                ),
+                "{other}"
+            );
+        }
+        // The device's own key does not sign for its module (the module object holds the module's keys).
+        let device = sign("hub/devices/d1", K1, None, 100).unwrap();
+        assert_eq!(authorize_device(&device, "hub", "d1/m1", &[K2], &policies, 50), Err(AuthError::BadSignature));
+        assert_eq!(precheck_device_token(&module, "hub", "d1/m1", 50), Ok(()));
     }
 
     #[test]

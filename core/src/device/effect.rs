@@ -95,6 +95,8 @@ pub enum Effect {
     DeliverCloudToDevice { session: SessionAddress },
     /// Push the committed state to the device's fleet index shard.
     Project,
+    /// Delete these modules (by key): their device was deleted.
+    DeleteModules(Vec<String>),
 }
 
 /// An event for live views.

@@ -21,7 +21,7 @@ pub use connect::{ConnectRefusal, ConnectRequest, ConnectVerdict};
 pub use effect::{Effect, HistoryEntry, JobMark, JobRecord, LiveEvent, Persist, Reply, SessionAddress, Step};
 
 use crate::c2d::{CloudToDeviceMessage, MAX_QUEUE_DEPTH};
-use crate::identity::{DeviceIdentity, DeviceRequest};
+use crate::identity::{DeviceIdentity, DeviceRequest, MAX_MODULES_PER_DEVICE};
 use crate::session::topic::Subscription;
 use crate::twin::catch_up::DesiredSeen;
 use crate::twin::{revert_patch, Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
@@ -117,12 +117,7 @@ impl DeviceState {
                 identity.update(request, now)?;
                 Device { identity, twin: existing.twin.clone() }
             }
-            Some(_) => {
-                return Err(HubError::new(
-                    ErrorCode::DeviceAlreadyExists,
-                    format!("A device with ID '{device_id}' is already registered."),
-                ))
-            }
+            Some(_) => return Err(already_exists(device_id)),
             None => Device { identity: DeviceIdentity::create(device_id, request, now, random)?, twin: Twin::new(now) },
         };
         let mut step = Step::reply(Reply::Identity);
@@ -160,8 +155,46 @@ impl DeviceState {
         }
         step.effects.push(Effect::CloseLiveViews { reason: "the device was deleted" });
         step.effects.push(Effect::Project);
+        let modules = self.device.as_ref().map(|d| d.identity.modules.clone()).unwrap_or_default();
+        if !modules.is_empty() {
+            // A device's modules go with it (IoT Hub deletes them with the device).
+            let keys = modules.iter().map(|m| crate::identity::module_key(device_id, m)).collect();
+            step.effects.push(Effect::DeleteModules(keys));
+        }
         *self = Self::default();
         Ok(step)
+    }
+
+    /// Makes room for module `module_id` on this device before the module is created: 404
+    /// when the device does not exist, [`crate::identity::MAX_MODULES_PER_DEVICE`] at most. A
+    /// module already listed is no change (its own create then answers whether it exists).
+    pub fn add_module(&mut self, device_id: &str, module_id: &str) -> Result<Step, HubError> {
+        let device = self.device.as_mut().ok_or_else(|| not_found(device_id))?;
+        let modules = &mut device.identity.modules;
+        let at = match modules.binary_search_by(|m| m.as_str().cmp(module_id)) {
+            Ok(_) => return Ok(Step::reply(Reply::NoContent)),
+            Err(at) => at,
+        };
+        if modules.len() >= MAX_MODULES_PER_DEVICE {
+            return Err(HubError::new(
+                ErrorCode::TooManyModulesOnDevice,
+                format!("device {device_id} holds {MAX_MODULES_PER_DEVICE} modules, the most a device may hold"),
+            ));
+        }
+        modules.insert(at, module_id.to_owned());
+        let mut step = Step::reply(Reply::NoContent);
+        step.persist.device = true;
+        Ok(step)
+    }
+
+    /// Forgets module `module_id` (deleted, or never created after [`Self::add_module`]).
+    pub fn remove_module(&mut self, module_id: &str) -> Step {
+        let Some(device) = self.device.as_mut() else { return Step::reply(Reply::NoContent) };
+        let before = device.identity.modules.len();
+        device.identity.modules.retain(|m| m != module_id);
+        let mut step = Step::reply(Reply::NoContent);
+        step.persist.device = device.identity.modules.len() != before;
+        step
     }
 
     /// A service write (`PATCH` or `PUT /twins/{id}`): `If-Match`, then the twin's rules (all or
@@ -347,8 +380,27 @@ impl DeviceState {
     }
 }
 
-fn not_found(device_id: &str) -> HubError {
-    HubError::new(ErrorCode::DeviceNotFound, format!("Device {device_id} not found"))
+/// 404 for the identity `key`: DeviceNotFound, or ModuleNotFound for a module.
+fn not_found(key: &str) -> HubError {
+    match crate::identity::split_key(key) {
+        (device, None) => HubError::new(ErrorCode::DeviceNotFound, format!("Device {device} not found")),
+        (device, Some(module)) => {
+            HubError::new(ErrorCode::ModuleNotFound, format!("Module {module} on device {device} not found"))
+        }
+    }
+}
+
+/// 409 for creating `key` again.
+fn already_exists(key: &str) -> HubError {
+    match crate::identity::split_key(key) {
+        (device, None) => {
+            HubError::new(ErrorCode::DeviceAlreadyExists, format!("A device with ID '{device}' is already registered."))
+        }
+        (device, Some(module)) => HubError::new(
+            ErrorCode::ModuleAlreadyExistsOnDevice,
+            format!("A module with ID '{module}' is already registered on device '{device}'."),
+        ),
+    }
 }
 
 /// `If-Match` against the current etag (see [`crate::etag`]): 412 with the current etag named.

@@ -330,3 +330,50 @@ fn the_history_entry_renders_its_time_as_iso() {
         json!({ "version": 3, "time": T0.to_iso(), "actor": "device", "changes": [] })
     );
 }
+
+#[test]
+fn a_module_is_an_identity_of_its_own_with_module_errors() {
+    let key = "dev-1/mod-1";
+    let mut module = DeviceState::default();
+    let body = json!({ "deviceId": ID, "moduleId": "mod-1", "managedBy": "edge" });
+    module.put_identity(key, &request(body.clone()), None, false, T0, &[3; 64]).unwrap();
+    let identity = &module.device.as_ref().unwrap().identity;
+    assert_eq!((identity.device_id.as_str(), identity.module_id.as_deref()), (ID, Some("mod-1")));
+    let wire = identity.to_wire();
+    assert_eq!((wire["moduleId"].as_str(), wire["managedBy"].as_str()), (Some("mod-1"), Some("edge")));
+    assert!(wire.get("status").is_none() && wire.get("capabilities").is_none(), "{wire}");
+    let twin = module.device.as_ref().unwrap().twin.to_service_json(identity);
+    assert_eq!((twin["deviceId"].as_str(), twin["moduleId"].as_str()), (Some(ID), Some("mod-1")));
+    let again = module.put_identity(key, &request(body), None, false, T0, &[3; 64]).unwrap_err();
+    assert_eq!(again.code, ErrorCode::ModuleAlreadyExistsOnDevice);
+    let mut gone = DeviceState::default();
+    assert_eq!(gone.delete(key, None).unwrap_err().code, ErrorCode::ModuleNotFound);
+    // The path's ids decide; a body naming another module is refused.
+    let other = request(json!({ "moduleId": "mod-2" }));
+    assert_eq!(
+        DeviceState::default().put_identity(key, &other, None, false, T0, &[3; 64]).unwrap_err().code,
+        ErrorCode::ArgumentInvalid
+    );
+}
+
+#[test]
+fn a_device_holds_at_most_fifty_modules_and_deleting_it_deletes_them() {
+    assert_eq!(DeviceState::default().add_module(ID, "m").unwrap_err().code, ErrorCode::DeviceNotFound);
+    let mut state = created();
+    for i in 0..crate::identity::MAX_MODULES_PER_DEVICE {
+        assert!(state.add_module(ID, &format!("m{i:02}")).unwrap().persist.device);
+    }
+    // Listed already: no change, so a create that fails later leaves nothing behind twice.
+    assert!(!state.add_module(ID, "m07").unwrap().persist.device);
+    assert_eq!(state.add_module(ID, "one-more").unwrap_err().code, ErrorCode::TooManyModulesOnDevice);
+    assert!(state.remove_module("m07").persist.device);
+    assert!(state.add_module(ID, "one-more").is_ok());
+    let step = state.delete(ID, None).unwrap();
+    let deleted = step.effects.iter().find_map(|e| match e {
+        Effect::DeleteModules(keys) => Some(keys.clone()),
+        _ => None,
+    });
+    let deleted = deleted.expect("the modules go with the device");
+    assert_eq!(deleted.len(), crate::identity::MAX_MODULES_PER_DEVICE);
+    assert!(deleted.contains(&"dev-1/one-more".to_owned()) && !deleted.contains(&"dev-1/m07".to_owned()));
+}

@@ -1,4 +1,12 @@
-//! Device identities: the registry entry behind `/devices/{id}` (spec §3.3).
+//! Device and module identities: the registry entries behind `/devices/{id}` and
+//! `/devices/{id}/modules/{mid}` (spec §1.5, §3.3).
+//!
+//! A module is an identity of its own (keys, twin, sessions) that belongs to a device. Inside
+//! twinhub each identity goes by its *key*: the device id, or `{deviceId}/{moduleId}` for a
+//! module, which is also a module's MQTT client id (spec §5.2). Device ids cannot contain `/`,
+//! so the key says which it is. The key names the identity's object, its fleet index row and
+//! its sessions; a module is held exactly as a device is, so every twin, session and method
+//! rule applies to both.
 
 pub mod bulk;
 
@@ -25,6 +33,40 @@ pub fn check_device_id(id: &str) -> Result<(), HubError> {
         ));
     }
     Ok(())
+}
+
+/// Checks a module id: the same characters and length as a device id (IoT Hub's rule).
+pub fn check_module_id(id: &str) -> Result<(), HubError> {
+    check_device_id(id).map_err(|e| HubError::new(e.code, e.message.replacen("device id", "module id", 1)))
+}
+
+/// The key of module `module_id` on `device_id`.
+pub fn module_key(device_id: &str, module_id: &str) -> String {
+    format!("{device_id}/{module_id}")
+}
+
+/// A key's device id and, for a module, its module id.
+pub fn split_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once('/') {
+        Some((device, module)) => (device, Some(module)),
+        None => (key, None),
+    }
+}
+
+/// Checks a key: a valid device id, or a valid device id and module id.
+pub fn check_key(key: &str) -> Result<(), HubError> {
+    let (device, module) = split_key(key);
+    check_device_id(device)?;
+    module.map_or(Ok(()), check_module_id)
+}
+
+/// The path below the hub that names the identity, as SAS token resources and topics spell it:
+/// `devices/{id}` or `devices/{id}/modules/{mid}`.
+pub fn resource_path(key: &str) -> String {
+    match split_key(key) {
+        (device, None) => format!("devices/{device}"),
+        (device, Some(module)) => format!("devices/{device}/modules/{module}"),
+    }
 }
 
 /// Whether a device may connect.
@@ -68,7 +110,20 @@ pub struct DeviceIdentity {
     /// Cloud-to-device messages waiting for the device.
     #[serde(default)]
     pub cloud_to_device_count: u64,
+    /// Set on a module's identity: its id on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_id: Option<String>,
+    /// A module's `managedBy` (free text: who deploys it, e.g. `iotEdge`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
+    /// A device's modules, by id, in order: what deleting the device deletes and what the
+    /// module limit counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<String>,
 }
+
+/// The most modules one device may hold (Azure's limit).
+pub const MAX_MODULES_PER_DEVICE: usize = 50;
 
 /// The longest `statusReason` IoT Hub stores.
 pub const MAX_STATUS_REASON_CHARS: usize = 128;
@@ -87,7 +142,15 @@ pub struct DeviceRequest {
     pub authentication: Option<AuthenticationRequest>,
     /// Edge flag.
     pub capabilities: Option<CapabilitiesRequest>,
+    /// A module's id: must match the path when present.
+    pub module_id: Option<String>,
+    /// A module's `managedBy`.
+    pub managed_by: Option<String>,
 }
+
+/// The longest `managedBy` twinhub stores (IoT Hub does not publish one; this bounds what a
+/// client can make the hub hold).
+pub const MAX_MANAGED_BY_CHARS: usize = 128;
 
 /// `authentication` in a device request.
 #[derive(Debug, Default, Deserialize)]
@@ -121,11 +184,24 @@ pub struct CapabilitiesRequest {
 impl DeviceRequest {
     /// Checks what create and update share: a body `deviceId` equal to the path's, and `sas`
     /// authentication. Returns the requested keys, if any.
-    fn checked_keys(&self, id: &str) -> Result<Option<&SymmetricKeyRequest>, HubError> {
+    fn checked_keys(&self, key: &str) -> Result<Option<&SymmetricKeyRequest>, HubError> {
+        let (id, module) = split_key(key);
         if self.device_id.as_deref().is_some_and(|body_id| body_id != id) {
             return Err(HubError::new(
                 ErrorCode::ArgumentInvalid,
                 "deviceId in the body does not match the id in the path",
+            ));
+        }
+        if self.module_id.as_deref().is_some_and(|body_id| Some(body_id) != module) {
+            return Err(HubError::new(
+                ErrorCode::ArgumentInvalid,
+                "moduleId in the body does not match the id in the path",
+            ));
+        }
+        if self.managed_by.as_ref().is_some_and(|m| m.chars().count() > MAX_MANAGED_BY_CHARS) {
+            return Err(HubError::new(
+                ErrorCode::ArgumentInvalid,
+                format!("managedBy is longer than {MAX_MANAGED_BY_CHARS} characters"),
             ));
         }
         // IoT Hub's identity registry: "a 128 character-long string that stores the reason
@@ -161,10 +237,12 @@ impl DeviceRequest {
 }
 
 impl DeviceIdentity {
-    /// A new identity. `random` supplies key material for any key the request leaves out.
-    pub fn create(id: &str, req: &DeviceRequest, now: UnixMillis, random: &[u8; 64]) -> Result<Self, HubError> {
-        check_device_id(id)?;
-        let keys = req.checked_keys(id)?;
+    /// A new identity for `key` (a device id, or `{deviceId}/{moduleId}` for a module).
+    /// `random` supplies key material for any key the request leaves out.
+    pub fn create(key: &str, req: &DeviceRequest, now: UnixMillis, random: &[u8; 64]) -> Result<Self, HubError> {
+        check_key(key)?;
+        let keys = req.checked_keys(key)?;
+        let (id, module_id) = split_key(key);
         let (left, right) = random.split_at(32);
         let primary = chosen_key(keys.and_then(|k| k.primary_key.as_deref()), left)?;
         let secondary = chosen_key(keys.and_then(|k| k.secondary_key.as_deref()), right)?;
@@ -183,6 +261,9 @@ impl DeviceIdentity {
             last_activity: UnixMillis(0),
             iot_edge: req.capabilities.as_ref().and_then(|c| c.iot_edge).unwrap_or(false),
             cloud_to_device_count: 0,
+            module_id: module_id.map(str::to_owned),
+            managed_by: req.managed_by.clone().filter(|_| module_id.is_some()),
+            modules: Vec::new(),
         })
     }
 
@@ -191,7 +272,7 @@ impl DeviceIdentity {
     /// verifying; a disabled device is no longer connected. The identity etag moves. Checks the
     /// request fully before changing anything.
     pub fn update(&mut self, req: &DeviceRequest, now: UnixMillis) -> Result<(), HubError> {
-        let keys = req.checked_keys(&self.device_id)?;
+        let keys = req.checked_keys(&self.key())?;
         // A null or empty key in an update means "keep the current one".
         let given = |k: &Option<String>| -> Result<Option<String>, HubError> {
             match k.as_deref() {
@@ -221,8 +302,19 @@ impl DeviceIdentity {
         if self.status == Status::Disabled {
             self.connected = false;
         }
+        if self.module_id.is_some() && req.managed_by.is_some() {
+            self.managed_by = req.managed_by.clone();
+        }
         self.etag += 1;
         Ok(())
+    }
+
+    /// The identity's key: the device id, or `{deviceId}/{moduleId}`.
+    pub fn key(&self) -> String {
+        match &self.module_id {
+            Some(module) => module_key(&self.device_id, module),
+            None => self.device_id.clone(),
+        }
     }
 
     /// The identity etag as IoT Hub prints it: base64 of the counter's decimal digits.
@@ -239,8 +331,28 @@ impl DeviceIdentity {
         }
     }
 
-    /// The JSON of `GET /devices/{id}` (spec §3.3), keys included: for RegistryRead callers.
+    /// The JSON of `GET /devices/{id}` (spec §3.3), or of `GET /devices/{id}/modules/{mid}`
+    /// for a module (no status or capabilities: spec §1.5), keys included: for RegistryRead
+    /// callers.
     pub fn to_wire(&self) -> Value {
+        if let Some(module_id) = &self.module_id {
+            return json!({
+                "moduleId": module_id,
+                "deviceId": self.device_id,
+                "managedBy": self.managed_by,
+                "generationId": self.generation_id,
+                "etag": self.etag_string(),
+                "connectionState": self.connection_state(),
+                "connectionStateUpdatedTime": self.connection_state_updated.to_iso(),
+                "lastActivityTime": self.last_activity.to_iso(),
+                "cloudToDeviceMessageCount": self.cloud_to_device_count,
+                "authentication": {
+                    "symmetricKey": { "primaryKey": self.primary_key, "secondaryKey": self.secondary_key },
+                    "x509Thumbprint": { "primaryThumbprint": null, "secondaryThumbprint": null },
+                    "type": "sas",
+                },
+            });
+        }
         json!({
             "deviceId": self.device_id,
             "generationId": self.generation_id,

@@ -7,7 +7,7 @@
 //! three-valued logic, which is the evaluator's. Constants and JSON paths are bound
 //! parameters, never spliced into the SQL.
 
-use super::ast::{Aggregate, ArithOp, CmpOp, Expr, Function, ItemKind, Literal, Path, Query, Select};
+use super::ast::{Aggregate, ArithOp, CmpOp, Collection, Expr, Function, ItemKind, Literal, Path, Query, Select};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -49,9 +49,10 @@ pub fn rows_statement(query: &Query, after: Option<&str>, limit: u64) -> Stateme
         Some(id) => format!(" AND device_id > {}", c.param(Value::from(id))),
         None => String::new(),
     };
+    let collection = collection_sql(query);
     let sql = format!(
         "SELECT device_id AS id, json({DOC}) AS twin FROM device \
-         WHERE identity IS NOT NULL{after_sql} AND {filter} ORDER BY device_id LIMIT {limit}"
+         WHERE identity IS NOT NULL AND {collection}{after_sql} AND {filter} ORDER BY device_id LIMIT {limit}"
     );
     c.finish(sql)
 }
@@ -75,7 +76,10 @@ pub fn twins_statement(ids: &[String]) -> Statement {
 pub fn ids_statement(query: &Query) -> Statement {
     let mut c = Compiler::default();
     let filter = query.filter.as_ref().map_or_else(|| "1".to_owned(), |f| c.truthy(f));
-    let sql = format!("SELECT device_id AS id FROM device WHERE identity IS NOT NULL AND {filter} ORDER BY device_id");
+    let collection = collection_sql(query);
+    let sql = format!(
+        "SELECT device_id AS id FROM device WHERE identity IS NOT NULL AND {collection} AND {filter} ORDER BY device_id"
+    );
     c.finish(sql)
 }
 
@@ -112,12 +116,28 @@ pub fn aggregate_statement(query: &Query) -> Statement {
     }
     let group = if query.group_by.is_some() { " GROUP BY k_class, k_value" } else { "" };
     let sql = format!(
-        "SELECT {} FROM (SELECT {} FROM device WHERE identity IS NOT NULL AND {filter} LIMIT -1){group}",
+        "SELECT {} FROM (SELECT {} FROM device WHERE identity IS NOT NULL AND {} AND {filter} LIMIT -1){group}",
         outer.join(", "),
-        inner.join(", ")
+        inner.join(", "),
+        collection_sql(query)
     );
     c.finish(sql)
 }
+
+/// The rows of the query's collection. Devices and modules share the index table, each under
+/// its identity key ([`crate::identity`]): a module's key holds a `/`, a device's never does.
+pub fn collection_sql(query: &Query) -> &'static str {
+    match query.from {
+        Collection::Modules => DEVICES_MODULES,
+        // `devices.jobs` is answered from the jobs object, never from this table.
+        Collection::Devices | Collection::Jobs => DEVICES_ONLY,
+    }
+}
+
+/// The index rows that are devices (not modules): for listings and statistics too.
+pub const DEVICES_ONLY: &str = "instr(device_id, '/') = 0";
+/// The index rows that are modules.
+pub const DEVICES_MODULES: &str = "instr(device_id, '/') > 0";
 
 /// The `WHERE` condition alone, for tests and benchmarks that run it over their own table.
 pub fn filter_sql(filter: &Expr) -> Statement {

@@ -408,15 +408,19 @@ impl Session {
     fn handle_packet(&mut self, now: UnixMillis, packet: Packet) {
         match (&self.phase, packet) {
             (Phase::AwaitingConnect { .. }, Packet::Connect(c)) => {
-                // Module identities (`device/module`) are not supported yet, and an id IoT Hub
-                // would never have issued is refused before it is kept (the snapshot's bound).
-                if c.client_id.contains('/') || crate::identity::check_device_id(&c.client_id).is_err() {
+                // The client id is a device id or `{deviceId}/{moduleId}` (spec §5.2); an id
+                // IoT Hub would never have issued is refused before it is kept (the
+                // snapshot's bound).
+                if crate::identity::check_key(&c.client_id).is_err() {
                     return self.refuse(ConnectReturnCode::IdentifierRejected);
                 }
-                // IoT Hub's user name is `{host}/{deviceId}/?api-version=...` (spec §5.2): one
-                // that names another device is refused rather than ignored.
-                if let Some(named) = c.username.as_deref().and_then(|u| u.split('/').nth(1)) {
-                    if named != c.client_id {
+                // IoT Hub's user name is `{host}/{clientId}/?api-version=...` (spec §5.2): one
+                // that names another device or module is refused rather than ignored.
+                if let Some(mut named) = c.username.as_deref().map(|u| u.split('/').skip(1)) {
+                    let (device, module) = crate::identity::split_key(&c.client_id);
+                    let matches =
+                        named.next().is_none_or(|d| d == device) && module.is_none_or(|m| named.next() == Some(m));
+                    if !matches {
                         return self.refuse(ConnectReturnCode::BadUserNameOrPassword);
                     }
                 }

@@ -521,3 +521,81 @@ fn a_user_name_host_longer_than_a_hub_name_names_no_hub() {
     assert_eq!(username_host("hub.example:8883/d1/?api-version=1"), "hub.example:8883");
     assert_eq!(username_host(&format!("{}/d1/?api-version=1", "h".repeat(MAX_HUB_NAME_LEN + 1))), "");
 }
+
+#[test]
+fn a_module_connects_with_its_own_client_id_and_uses_its_own_topics() {
+    let mut h = Harness::new();
+    h.connect("d1/m1", 60);
+    assert!(
+        matches!(&h.events[..], [SessionEvent::Authenticate { device_id, .. }] if device_id == "d1/m1"),
+        "{:?}",
+        h.events
+    );
+    let mut h = Harness::connected("d1/m1");
+    h.subscribe(&["$iothub/twin/res/#", "devices/d1/modules/m1/inputs/#"]);
+    assert!(h.session.is_subscribed(Subscription::ModuleInputs));
+    h.publish("devices/d1/modules/m1/messages/events/a=1", QoS::AtLeastOnce, b"{}");
+    assert!(matches!(&h.events[..], [SessionEvent::Telemetry { .. }]), "{:?}", h.events);
+    // The device's own topics, and a module's cloud-to-device topic, are not the module's.
+    for topic in ["devices/d1/messages/events/", "devices/d1/modules/m2/messages/events/"] {
+        let mut h = Harness::connected("d1/m1");
+        h.publish(topic, QoS::AtLeastOnce, b"{}");
+        assert!(matches!(h.closed(), Some(CloseReason::TopicRefused(_))), "{topic}");
+        assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::Telemetry { .. })), "{topic}");
+    }
+    // Nor may a device publish for its module.
+    let mut h = Harness::connected("d1");
+    h.publish("devices/d1/modules/m1/messages/events/", QoS::AtLeastOnce, b"{}");
+    assert!(matches!(h.closed(), Some(CloseReason::TopicRefused(_))));
+}
+
+#[test]
+fn a_module_user_name_must_name_the_module() {
+    for (client_id, username, ok) in [
+        ("d1/m1", "hub/d1/m1/?api-version=2021-04-12", true),
+        ("d1/m1", "hub/d1/m2/?api-version=2021-04-12", false),
+        ("d1/m1", "hub/d1/?api-version=2021-04-12", false),
+        ("d1/m1", "hub/d2/m1/?api-version=2021-04-12", false),
+        ("d1", "hub/d1/api-version=2016-11-14", true),
+    ] {
+        let mut h = Harness::new();
+        h.feed(&Packet::Connect(Connect {
+            client_id: client_id.into(),
+            clean_session: true,
+            keep_alive: 60,
+            username: Some(username.into()),
+            password: Some(b"token".to_vec()),
+            will: None,
+        }));
+        let authenticating = h.events.iter().any(|e| matches!(e, SessionEvent::Authenticate { .. }));
+        assert_eq!(authenticating, ok, "{client_id} {username}");
+    }
+    for bad in ["d1/", "/m1", "d1/m 1", "d1/m1/x"] {
+        let mut h = Harness::new();
+        h.connect(bad, 60);
+        assert!(
+            matches!(&h.sent[..], [Packet::ConnAck(ConnAck { code: ConnectReturnCode::IdentifierRejected, .. })]),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn the_largest_module_session_snapshot_fits_its_bound() {
+    let key = format!("{}/{}", "x".repeat(128), "y".repeat(128));
+    let mut h = Harness::connected(&key);
+    h.feed(&Packet::Subscribe(Subscribe {
+        packet_id: id(3),
+        filters: vec![
+            ("$iothub/twin/res/#".into(), QoS::AtMostOnce),
+            ("$iothub/methods/POST/#".into(), QoS::AtMostOnce),
+            ("$iothub/twin/PATCH/properties/desired/#".into(), QoS::AtMostOnce),
+            (format!("devices/{}/modules/{}/inputs/#", "x".repeat(128), "y".repeat(128)), QoS::AtLeastOnce),
+        ],
+    }));
+    assert!(h.session.is_subscribed(Subscription::ModuleInputs));
+    h.session.handle_bytes(h.now, &[0x30, 0x80, 0x40, 0x00]);
+    let _ = h.session.take_partial_input();
+    let snapshot = serde_json::to_vec(&h.session.snapshot()).unwrap();
+    assert!(snapshot.len() <= MAX_SNAPSHOT_BYTES, "{} bytes", snapshot.len());
+}

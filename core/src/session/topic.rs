@@ -1,7 +1,9 @@
 //! IoT Hub's MQTT topics (spec §5.3): what a device may publish and subscribe to, and the
-//! topics the hub publishes back. Parsing is per device: another device's topics are not
-//! "unknown", they are refused.
+//! topics the hub publishes back. Parsing is per identity: another device's (or module's)
+//! topics are not "unknown", they are refused. An identity is named by its key
+//! ([`crate::identity`]): a module's topics live under `devices/{id}/modules/{mid}/`.
 
+use crate::identity::{resource_path, split_key};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters left unescaped in property bags, like Python's `quote(s, safe="")`.
@@ -45,6 +47,9 @@ pub enum Subscription {
     DesiredPatches,
     /// `$iothub/twin/res/#`: twin responses.
     TwinResponses,
+    /// `devices/{id}/modules/{mid}/inputs/#`: a module's input messages (IoT Edge routes
+    /// them; twinhub routes none yet, so the subscription is kept and nothing arrives).
+    ModuleInputs,
 }
 
 /// Why a topic or filter was refused; the session disconnects the device (as IoT Hub does).
@@ -90,11 +95,14 @@ impl Subscription {
             "$iothub/twin/res/#" => Ok(Self::TwinResponses),
             "$iothub/twin/PATCH/properties/desired/#" => Ok(Self::DesiredPatches),
             "$iothub/methods/POST/#" => Ok(Self::Methods),
-            _ => match filter.strip_prefix("devices/").and_then(|r| r.split_once('/')) {
-                Some((owner, "messages/devicebound/#")) if owner == device_id => Ok(Self::CloudToDevice),
-                Some((owner, _)) if owner != device_id => Err(TopicError::OtherDevice),
-                _ => Err(TopicError::Unsupported(filter.to_owned())),
-            },
+            _ => {
+                let is_module = split_key(device_id).1.is_some();
+                match own_tail(filter, device_id)? {
+                    Some("messages/devicebound/#") if !is_module => Ok(Self::CloudToDevice),
+                    Some("inputs/#") if is_module => Ok(Self::ModuleInputs),
+                    _ => Err(TopicError::Unsupported(filter.to_owned())),
+                }
+            }
         }
     }
 }
@@ -158,7 +166,8 @@ impl Subscription {
     /// The filter a device subscribes with.
     pub fn filter(self, device_id: &str) -> String {
         match self {
-            Self::CloudToDevice => format!("devices/{device_id}/messages/devicebound/#"),
+            Self::CloudToDevice => format!("{}/messages/devicebound/#", resource_path(device_id)),
+            Self::ModuleInputs => format!("{}/inputs/#", resource_path(device_id)),
             Self::Methods => "$iothub/methods/POST/#".to_owned(),
             Self::DesiredPatches => "$iothub/twin/PATCH/properties/desired/#".to_owned(),
             Self::TwinResponses => "$iothub/twin/res/#".to_owned(),
@@ -168,7 +177,7 @@ impl Subscription {
 
 /// `devices/{id}/messages/events/{property bag}`: where a device sends telemetry.
 pub fn telemetry(device_id: &str, properties: &[(String, Option<String>)]) -> String {
-    format!("devices/{device_id}/messages/events/{}", encode_bag(properties))
+    format!("{}/messages/events/{}", resource_path(device_id), encode_bag(properties))
 }
 
 /// `$iothub/twin/GET/?$rid={rid}`.
@@ -206,19 +215,30 @@ pub fn method_request(name: &str, rid: &str) -> String {
 
 /// `devices/{id}/messages/devicebound/{property bag}`.
 pub fn cloud_to_device(device_id: &str, properties: &[(String, Option<String>)]) -> String {
-    format!("devices/{device_id}/messages/devicebound/{}", encode_bag(properties))
+    format!("{}/messages/devicebound/{}", resource_path(device_id), encode_bag(properties))
 }
 
 /// The property bag of `devices/{device_id}/{section}[/{bag}]`: `Ok(None)` when the topic is not
 /// under `devices/`, refused when it is another device's or another section.
 fn device_bag<'t>(topic: &'t str, device_id: &str, section: &str) -> Result<Option<&'t str>, TopicError> {
-    let Some(rest) = topic.strip_prefix("devices/") else { return Ok(None) };
-    let (owner, tail) = rest.split_once('/').ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
-    if owner != device_id {
-        return Err(TopicError::OtherDevice);
-    }
+    let Some(tail) = own_tail(topic, device_id)? else { return Ok(None) };
     let bag = tail.strip_prefix(section).ok_or_else(|| TopicError::Unsupported(topic.to_owned()))?;
     Ok(Some(bag.strip_prefix('/').unwrap_or(bag)))
+}
+
+/// What follows the identity's own `devices/{id}/` (or `devices/{id}/modules/{mid}/`) in a
+/// topic: `Ok(None)` when the topic is not under `devices/`, refused when it is another
+/// identity's (another device, a sibling module, or a device reaching into its module's).
+fn own_tail<'t>(topic: &'t str, key: &str) -> Result<Option<&'t str>, TopicError> {
+    if !topic.starts_with("devices/") {
+        return Ok(None);
+    }
+    let tail = topic.strip_prefix(resource_path(key).as_str()).and_then(|t| t.strip_prefix('/'));
+    match tail {
+        Some(t) if split_key(key).1.is_none() && t.starts_with("modules/") => Err(TopicError::OtherDevice),
+        Some(t) => Ok(Some(t)),
+        None => Err(TopicError::OtherDevice),
+    }
 }
 
 /// The `$rid` of a `?$rid=...&...` query. Every parameter must contain `=`, since the Python

@@ -155,7 +155,15 @@ impl Twin {
                 "properties".to_owned(),
                 json!({ "desired": self.desired.to_json(true), "reported": self.reported.to_json(true) }),
             );
-            map.insert("capabilities".to_owned(), json!({ "iotEdge": identity.iot_edge }));
+            match &identity.module_id {
+                // A module twin names its module and has no capabilities (spec §1.5).
+                Some(module_id) => {
+                    map.insert("moduleId".to_owned(), Value::from(module_id.as_str()));
+                }
+                None => {
+                    map.insert("capabilities".to_owned(), json!({ "iotEdge": identity.iot_edge }));
+                }
+            }
         }
         doc
     }

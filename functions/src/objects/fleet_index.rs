@@ -20,7 +20,7 @@ use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use twinhub_core::query::sql::INDEX_SCHEMA;
+use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_SCHEMA};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
@@ -114,7 +114,7 @@ impl FleetIndex {
             IndexOp::ListIdentities { top } => {
                 let rows: Vec<IdentityRow> = sql
                     .exec(
-                        "SELECT identity FROM device WHERE identity IS NOT NULL ORDER BY device_id LIMIT ?",
+                        &format!("SELECT identity FROM device WHERE identity IS NOT NULL AND {DEVICES_ONLY} ORDER BY device_id LIMIT ?"),
                         vec![SqlStorageValue::try_from_i64(i64::try_from(top).unwrap_or(1000))?],
                     )?
                     .to_array()?;
@@ -125,10 +125,13 @@ impl FleetIndex {
             IndexOp::Statistics => {
                 let row: CountRow = sql
                     .exec(
-                        "SELECT COUNT(*) AS total,
+                        // Devices only: IoT Hub's registry statistics count devices, not modules.
+                        &format!(
+                            "SELECT COUNT(*) AS total,
                                 SUM(json_extract(identity, '$.status') = 'enabled') AS enabled,
                                 SUM(json_extract(identity, '$.connectionState') = 'Connected') AS connected
-                         FROM device WHERE identity IS NOT NULL",
+                             FROM device WHERE identity IS NOT NULL AND {DEVICES_ONLY}"
+                        ),
                         None,
                     )?
                     .one()?;

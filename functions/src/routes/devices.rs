@@ -25,7 +25,6 @@ pub async fn list(req: Request, env: &Env) -> ApiResult {
 /// `GET /api/devices/{id}/telemetry?limit={n}`: the newest messages the device sent (default
 /// 100, at most 1000), oldest first, with their properties and enqueued time.
 pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let limit = http::query_param(&req, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).clamp(1, 1000);
     let op = DeviceOp::TelemetryList { device_id: id.to_owned(), limit };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
@@ -52,7 +51,6 @@ pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
 /// (a WebSocket is not bound by CORS), and the device object bounds the views per device and
 /// per token.
 pub async fn live(req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
-    check_device_id(id)?;
     let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
     if !upgrade.eq_ignore_ascii_case("websocket") {
         return Err(twinhub_core::HubError::new(
@@ -89,7 +87,6 @@ fn same_origin(origin: &str, hub_host: &str) -> bool {
 /// a numeric body field (dotted path) as min/max/avg per time bucket, for charts. Defaults: the
 /// last hour, 60 buckets (at most 1000).
 pub async fn telemetry_series(req: Request, env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let param = |name: &str| http::query_param(&req, name);
     let field = param("field").filter(|f| !f.is_empty()).ok_or_else(|| {
         twinhub_core::HubError::new(twinhub_core::ErrorCode::ArgumentNull, "the field parameter is required")
@@ -104,14 +101,12 @@ pub async fn telemetry_series(req: Request, env: &Env, id: &str) -> ApiResult {
 
 /// `GET /devices/{id}`.
 pub async fn get(env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let op = DeviceOp::GetIdentity { device_id: id.to_owned() };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }
 
 /// `PUT /devices/{id}`: create (no `If-Match`) or update.
 pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::PutIdentity { device_id: id.to_owned(), body, if_match: if_match(&req), upsert: false };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
@@ -119,7 +114,6 @@ pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
 
 /// `DELETE /devices/{id}`.
 pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let op = DeviceOp::DeleteIdentity { device_id: id.to_owned(), if_match: if_match(&req) };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }

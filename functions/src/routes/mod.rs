@@ -6,6 +6,7 @@ mod api;
 mod device_endpoint;
 mod devices;
 mod jobs;
+mod modules;
 mod query;
 mod statistics;
 mod twins;
@@ -100,24 +101,31 @@ async fn signed(req: Request, env: &Env, route: Route<'_>, caller: Caller) -> Ap
         Route::Query => query::query(req, env).await,
         Route::ListDevices => devices::list(req, env).await,
         Route::BulkDevices => devices::bulk(req, env).await,
-        Route::GetDevice(id) => devices::get(env, id).await,
-        Route::PutDevice(id) => devices::put(req, env, id).await,
-        Route::DeleteDevice(id) => devices::delete(req, env, id).await,
-        Route::GetTwin(id) => twins::get(env, id).await,
-        Route::PatchTwin(id) => twins::patch(req, env, id, caller).await,
-        Route::ReplaceTwin(id) => twins::replace(req, env, id, caller).await,
-        Route::InvokeMethod(id) => twins::method(req, env, id).await,
+        Route::GetDevice(ident) => devices::get(env, &ident.key()?).await,
+        Route::PutDevice(ident) => match ident.module {
+            None => devices::put(req, env, &ident.key()?).await,
+            Some(module) => modules::put(req, env, ident.device, module).await,
+        },
+        Route::DeleteDevice(ident) => match ident.module {
+            None => devices::delete(req, env, &ident.key()?).await,
+            Some(module) => modules::delete(req, env, ident.device, module).await,
+        },
+        Route::ListModules(id) => modules::list(env, id).await,
+        Route::GetTwin(ident) => twins::get(env, &ident.key()?).await,
+        Route::PatchTwin(ident) => twins::patch(req, env, &ident.key()?, caller).await,
+        Route::ReplaceTwin(ident) => twins::replace(req, env, &ident.key()?, caller).await,
+        Route::InvokeMethod(ident) => twins::method(req, env, &ident.key()?).await,
         Route::DeviceStatistics => statistics::devices(env).await,
         Route::ServiceStatistics => statistics::service(env).await,
         Route::QueryJobs => jobs::query(req, env).await,
         Route::CreateJob(id) => jobs::create(req, env, id, caller).await,
         Route::GetJob(id) => jobs::get(env, id).await,
         Route::ControlJob(id, action) => jobs::control(env, id, action).await,
-        Route::TwinHistory(id) => twins::history(req, env, id).await,
-        Route::Telemetry(id) => devices::telemetry(req, env, id).await,
-        Route::TelemetrySeries(id) => devices::telemetry_series(req, env, id).await,
+        Route::TwinHistory(ident) => twins::history(req, env, &ident.key()?).await,
+        Route::Telemetry(ident) => devices::telemetry(req, env, &ident.key()?).await,
+        Route::TelemetrySeries(ident) => devices::telemetry_series(req, env, &ident.key()?).await,
         Route::SendMessage(id) => devices::send_message(req, env, id).await,
-        Route::Live(id) => devices::live(req, env, id, caller).await,
+        Route::Live(ident) => devices::live(req, env, &ident.key()?, caller).await,
         Route::IndexLag => query::lag(env).await,
         Route::BenchEcho(key) => api::bench_echo(req, env, key).await,
         Route::BenchWrite(key) => api::bench_write(req, env, key).await,

@@ -59,14 +59,15 @@ pub async fn query(mut req: Request, env: &Env) -> ApiResult {
     let continuation = Continuation::from_header(headers.get("x-ms-continuation").ok().flatten().as_deref(), &text)?;
 
     let page = match query.from {
-        // No module identities: the collection is empty.
-        Collection::Modules => Page { body: "[]".into(), next: None, lag_ms: 0 },
         Collection::Jobs if aggregate::is_aggregate(&query) => {
             return Err(HubError::new(ErrorCode::ArgumentInvalid, "devices.jobs takes no aggregates or GROUP BY").into())
         }
         Collection::Jobs => return super::jobs::device_jobs(env, &text, page_size, &continuation).await,
-        Collection::Devices if aggregate::is_aggregate(&query) => groups(env, &query, page_size, &continuation).await?,
-        Collection::Devices => rows(env, &query, page_size, &continuation).await?,
+        // Devices and modules share the index: the compiled SQL picks the collection's rows.
+        Collection::Devices | Collection::Modules if aggregate::is_aggregate(&query) => {
+            groups(env, &query, page_size, &continuation).await?
+        }
+        Collection::Devices | Collection::Modules => rows(env, &query, page_size, &continuation).await?,
     };
     let mut builder = Response::builder()
         .with_status(200)

@@ -5,12 +5,10 @@ use super::{device_stub, if_match};
 use crate::auth::Caller;
 use crate::http::{self, ApiResult};
 use crate::rpc::{self, DeviceOp};
-use twinhub_core::identity::check_device_id;
 use worker::{Env, Request};
 
 /// `POST /twins/{id}/methods`: invoke a direct method and wait for the device's answer.
 pub async fn method(mut req: Request, env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let call = twinhub_core::method::MethodCall::parse(&http::body_text(&mut req).await?)?;
     let op = DeviceOp::InvokeMethod {
         device_id: id.to_owned(),
@@ -27,14 +25,12 @@ const MAX_HISTORY_LIMIT: usize = 1_000;
 
 /// `GET /twins/{id}`.
 pub async fn get(env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let op = DeviceOp::GetTwin { device_id: id.to_owned() };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
 }
 
 /// `PATCH /twins/{id}`: merge tags and desired properties.
 pub async fn patch(mut req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
-    check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::PatchTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
@@ -42,7 +38,6 @@ pub async fn patch(mut req: Request, env: &Env, id: &str, caller: Caller) -> Api
 
 /// `PUT /twins/{id}`: replace tags and desired properties.
 pub async fn replace(mut req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
-    check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::ReplaceTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
     Ok(rpc::call(&device_stub(env, id)?, &op).await?)
@@ -51,7 +46,6 @@ pub async fn replace(mut req: Request, env: &Env, id: &str, caller: Caller) -> A
 /// `GET /api/twins/{id}/history?since={version}&limit={n}`: accepted twin changes with a
 /// version above `since` (default 0), oldest first, at most `limit` (default 100, max 1000).
 pub async fn history(req: Request, env: &Env, id: &str) -> ApiResult {
-    check_device_id(id)?;
     let param = |name: &str| http::query_param(&req, name);
     let since = param("since").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit = param("limit").and_then(|v| v.parse().ok()).unwrap_or(100).clamp(1, MAX_HISTORY_LIMIT);

@@ -75,6 +75,8 @@ struct Outbox {
     gateway: Vec<(String, GatewayOp)>,
     /// The projection for the fleet index.
     index: Option<IndexEntry>,
+    /// Modules to delete (by key): their device was deleted.
+    delete_modules: Vec<String>,
 }
 
 impl DurableObject for DeviceObject {
@@ -165,6 +167,13 @@ impl DeviceObject {
                 self.run(|s| s.put_identity(&device_id, &request, if_match.as_deref(), upsert, now, &random)).await
             }
             DeviceOp::DeleteIdentity { device_id, if_match } => self.delete(&device_id, if_match.as_deref()).await,
+            DeviceOp::AddModule { device_id, module_id } => self.run(|s| s.add_module(&device_id, &module_id)).await,
+            DeviceOp::RemoveModule { device_id: _, module_id } => self.run(|s| Ok(s.remove_module(&module_id))).await,
+            DeviceOp::ListModules { device_id } => {
+                let modules =
+                    self.with_stored(|s| s.device.require(&device_id).map(|d| d.identity.modules.clone()))??;
+                Ok(http::json(200, &modules, None)?)
+            }
             DeviceOp::PatchTwin { device_id, body, if_match, actor } => {
                 let write = TwinWrite::Patch(ServicePatch::parse(&body).map_err(|e| HubError::from(&e))?);
                 let by = WriteBy { if_match: if_match.as_deref(), actor: &actor };
@@ -338,7 +347,7 @@ impl DeviceObject {
             }
         }
         let twin = TwinView::default();
-        let mut outbox = Outbox { gateway: Vec::new(), index: None };
+        let mut outbox = Outbox { gateway: Vec::new(), index: None, delete_modules: Vec::new() };
         for effect in step.effects {
             match effect {
                 Effect::Broadcast(event) => {
@@ -373,6 +382,7 @@ impl DeviceObject {
                     }
                 }
                 Effect::Project => outbox.index = Some(projection(stored, &twin)?),
+                Effect::DeleteModules(keys) => outbox.delete_modules = keys,
             }
         }
         let response = render(&step.reply, stored, &twin)?;
@@ -412,9 +422,26 @@ impl DeviceObject {
     /// `DELETE /devices/{id}`: the step, then the storage freed once the index has the
     /// tombstone (else the alarm frees it).
     async fn delete(&self, device_id: &str, if_match: Option<&str>) -> ApiResult {
-        let (response, outbox) = self.commit(|s| s.delete(device_id, if_match))?;
+        let (response, mut outbox) = self.commit(|s| s.delete(device_id, if_match))?;
         let tombstone = self.with_stored(|s| s.seq)?;
+        let modules = std::mem::take(&mut outbox.delete_modules);
         let pushed = self.drive(outbox).await? == Some(true);
+        // The device's modules go with it, before the answer, so a client that sees 204 sees
+        // them gone too. One that cannot be deleted now is logged; its object keeps it.
+        let deletes = modules.iter().map(|key| async move {
+            let op = DeviceOp::DeleteIdentity { device_id: key.clone(), if_match: None };
+            let stub = self.env.durable_object(crate::objects::DEVICE_BINDING)?.get_by_name(key)?;
+            let status = crate::rpc::call(&stub, &op).await?.status_code();
+            if status >= 300 && status != 404 {
+                worker::console_warn!("a module of a deleted device was not deleted: status {status}");
+            }
+            Ok::<_, worker::Error>(())
+        });
+        for result in futures_util::future::join_all(deletes).await {
+            if let Err(e) = result {
+                worker::console_warn!("a module of a deleted device was not deleted: {e}");
+            }
+        }
         // A device created after the storage is freed takes its first `seq` from the clock:
         // free it only once the clock has passed the tombstone's, so that device outranks the
         // tombstone in the index.
@@ -613,10 +640,7 @@ fn raw(value: &impl serde::Serialize) -> Result<Box<RawValue>> {
 fn projection(stored: &Stored, twin: &TwinView) -> Result<IndexEntry> {
     let device = stored.device.device.as_ref();
     Ok(IndexEntry {
-        device_id: device
-            .map(|d| d.identity.device_id.clone())
-            .or_else(|| stored.device_id.clone())
-            .unwrap_or_default(),
+        device_id: device.map(|d| d.identity.key()).or_else(|| stored.device_id.clone()).unwrap_or_default(),
         seq: stored.seq,
         identity: device.map(|d| raw(&d.identity.to_wire())).transpose()?,
         twin: twin.get(stored)?.map(ToOwned::to_owned),

@@ -111,8 +111,9 @@ pub fn write(sql: &SqlStorage, stored: &mut Stored, persist: &Persist, config: &
             Some(d) => {
                 rows.push(("identity", to_json(&d.identity)?));
                 rows.push(("twin", to_json(&d.twin)?));
-                rows.push(("device_id", d.identity.device_id.clone()));
-                stored.device_id = Some(d.identity.device_id.clone());
+                // The identity's key (a module's is `{deviceId}/{moduleId}`): its index row.
+                rows.push(("device_id", d.identity.key()));
+                stored.device_id = Some(d.identity.key());
             }
             None => {
                 // Everything goes; the tombstone (seq, index_pending) stays until the index
