@@ -92,7 +92,13 @@ impl FixtureDevice {
     /// The twin as the service returns it, built with the real twin rules: created at `now`,
     /// the service patch applied, then the device's report.
     pub fn twin_json(&self, now: UnixMillis) -> Option<Value> {
-        let identity = DeviceIdentity::create(&self.device_id, &DeviceRequest::default(), now, &[7; 64]).ok()?;
+        self.twin_json_for(&self.device_id, now)
+    }
+
+    /// [`Self::twin_json`] for the identity `key`: the device, or a module of it
+    /// (`{deviceId}/{moduleId}`) with the same tags and properties.
+    pub fn twin_json_for(&self, key: &str, now: UnixMillis) -> Option<Value> {
+        let identity = DeviceIdentity::create(key, &DeviceRequest::default(), now, &[7; 64]).ok()?;
         let mut twin = Twin::new(now);
         twin.apply_service_patch(&ServicePatch::parse(&self.service_patch().to_string()).ok()?, now).ok()?;
         twin.apply_reported_patch(&ReportedPatch::parse(self.reported.to_string().as_bytes()).ok()?, now).ok()?;

@@ -1,6 +1,7 @@
 // The real Azure IoT Node SDKs against twinhub: azure-iot-device 1.18 on both MQTT transports of
-// azure-iot-device-mqtt 1.16 (`Mqtt`: TLS on 8883, the default; `MqttWs`: WebSocket on 443), with
-// azure-iothub 1.16 as the backend (registry, twin updates, direct methods over HTTPS).
+// azure-iot-device-mqtt 1.16 (`Mqtt`: TLS on 8883, the default; `MqttWs`: WebSocket on 443), as a
+// device (`Client`) and as a module (`ModuleClient`), with azure-iothub 1.16 as the backend
+// (registry, modules, twin updates, direct methods over HTTPS).
 //
 // Run by tests/tests/node_device_sdk.rs (`node --test`), which starts the hub over https on 443
 // with MQTT over TLS on 8883 and passes TWINHUB_CONNECTION_STRING (owner, HostName=localhost) and
@@ -12,7 +13,7 @@ import { test } from "node:test";
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
-const { Client: DeviceClient, Message } = require("azure-iot-device");
+const { Client: DeviceClient, ModuleClient, Message } = require("azure-iot-device");
 const { Mqtt, MqttWs } = require("azure-iot-device-mqtt");
 const { Registry, Client: ServiceClient } = require("azure-iothub");
 
@@ -111,6 +112,56 @@ for (const [name, transport] of [["Mqtt", Mqtt], ["MqttWs", MqttWs]]) {
       await eventually(() => desired.some((p) => p.interval === 9 && p.mode === "night"), "the catch-up patch");
     } finally {
       await client.close().catch(() => {});
+      await registry.delete(deviceId).catch(() => {});
+    }
+  });
+}
+
+for (const [name, transport] of [["Mqtt", Mqtt], ["MqttWs", MqttWs]]) {
+  test(`a module on ${name}: its own twin, desired pushes, methods and telemetry`, async () => {
+    const deviceId = `node-host-${name.toLowerCase()}`;
+    const moduleId = "agent";
+    await registry.create({ deviceId, status: "enabled" });
+    try {
+      await registry.addModule({ deviceId, moduleId });
+      const { responseBody: module } = await registry.getModule(deviceId, moduleId);
+      assert.equal(module.moduleId, moduleId);
+      const { responseBody: modules } = await registry.getModulesOnDevice(deviceId);
+      assert.deepEqual(modules.map((m) => m.moduleId), [moduleId]);
+      const key = module.authentication.symmetricKey.primaryKey;
+      const client = ModuleClient.fromConnectionString(
+        `HostName=localhost;DeviceId=${deviceId};ModuleId=${moduleId};SharedAccessKey=${key}`,
+        transport,
+      );
+      try {
+        await client.open();
+        const twin = await client.getTwin();
+        const desired = [];
+        twin.on("properties.desired", (patch) => desired.push(patch));
+        await new Promise((resolve, reject) =>
+          twin.properties.reported.update({ role: "agent" }, (e) => (e ? reject(e) : resolve())),
+        );
+        const { responseBody: moduleTwin } = await registry.getModuleTwin(deviceId, moduleId);
+        assert.equal(moduleTwin.moduleId, moduleId);
+        assert.equal(moduleTwin.properties.reported.role, "agent");
+        const { responseBody: deviceTwin } = await registry.getTwin(deviceId);
+        assert.equal(deviceTwin.properties.reported.role, undefined);
+
+        await registry.updateModuleTwin(deviceId, moduleId, { properties: { desired: { level: 3 } } }, "*");
+        await eventually(() => desired.some((p) => p.level === 3), "the module's desired push");
+
+        client.onMethod("ping", (request, response) => response.send(200, { pong: request.payload.n }));
+        await sleep(500);
+        const { result } = await service.invokeDeviceMethod(deviceId, moduleId, { methodName: "ping", payload: { n: 7 } });
+        assert.equal(result.status, 200);
+        assert.deepEqual(result.payload, { pong: 7 });
+
+        await client.sendEvent(new Message(JSON.stringify({ level: 3 })));
+        await eventually(async () => (await telemetry(`${deviceId}/modules/${moduleId}`)).some((m) => m.body.level === 3), "the module's stored telemetry");
+      } finally {
+        await client.close().catch(() => {});
+      }
+    } finally {
       await registry.delete(deviceId).catch(() => {});
     }
   });

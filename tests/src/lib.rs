@@ -340,17 +340,19 @@ impl Hub {
         self.call_with("GET", path, None, &[])
     }
 
-    /// Device `id`'s primary key, read over REST.
+    /// Device `id`'s primary key, read over REST (`id` may be a module's key, `{device}/{module}`).
     pub fn device_key(&self, id: &str) -> String {
-        self.call("GET", &format!("/devices/{id}"), None).json()["authentication"]["symmetricKey"]["primaryKey"]
+        let path = format!("/{}", twinhub_core::identity::resource_path(id));
+        self.call("GET", &path, None).json()["authentication"]["symmetricKey"]["primaryKey"]
             .as_str()
             .expect("the device's primary key")
             .to_owned()
     }
 
-    /// A device token for `id` on this hub, signed with `key`, valid for an hour.
+    /// A device token for `id` (or a module's key) on this hub, signed with `key`, valid for an hour.
     pub fn device_token(&self, id: &str, key: &str) -> String {
-        twinhub_core::auth::sign(&format!("{}/devices/{id}", self.host()), key, None, now_secs() + 3600).expect("sign")
+        let resource = format!("{}/{}", self.host(), twinhub_core::identity::resource_path(id));
+        twinhub_core::auth::sign(&resource, key, None, now_secs() + 3600).expect("sign")
     }
 
     /// The last lines wrangler printed, for failure messages.

@@ -95,15 +95,19 @@ fn rest_and_devices_go_through_b_to_a() {
     );
     b.call_with("GET", "/twins/up-1", None, &[]).assert_hub_error(401, "IotHubUnauthorizedAccess", 401_002);
 
+    // Modules are IoT Hub's: forwarded, made on A.
+    assert_eq!(b.call("PUT", "/devices/up-1/modules/m1", Some("{}")).status, 200);
+    assert_eq!(a.call("GET", "/twins/up-1/modules/m1", None).json()["moduleId"], "m1");
+    assert_eq!(b.call("GET", "/devices/up-1/modules", None).json()[0]["moduleId"], "m1");
+
     // Not IoT Hub paths: 404 here; twinhub's own features: 501 with the reason.
-    b.call("GET", "/devices/up-1/modules", None).assert_hub_error(404, "NotFound", 404_000);
     b.call("GET", "/configurations", None).assert_hub_error(404, "NotFound", 404_000);
     let history = b.call("GET", "/api/twins/up-1/history", None);
     history.assert_hub_error(501, "FeatureUnavailable", 501_001);
     assert!(history.body.contains("upstream mode"), "{}", history.body);
     b.call("POST", "/jobs/v2/j/rollback", None).assert_hub_error(501, "FeatureUnavailable", 501_001);
     let a_log = a.log_tail();
-    for path in ["/modules", "/configurations", "/history", "/rollback"] {
+    for path in ["/configurations", "/history", "/rollback"] {
         assert!(!a_log.contains(path), "{path} reached A:\n{a_log}");
     }
 

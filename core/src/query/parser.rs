@@ -746,8 +746,8 @@ fn check_shape(query: &Query, select_at: Position, group_at: Position) -> Result
     }
     match &query.group_by {
         Some(group) => {
-            if query.from != Collection::Devices {
-                return Err(QueryError::new(group_at, "GROUP BY works on devices only"));
+            if query.from == Collection::Jobs {
+                return Err(QueryError::new(group_at, "GROUP BY works on devices and devices.modules only"));
             }
             if query.select == Select::Star {
                 return Err(QueryError::new(

@@ -59,6 +59,9 @@ struct FleetSlice {
     seed: u64,
     start: usize,
     count: usize,
+    /// Load each fixture device as this module of it instead (for `FROM devices.modules`).
+    #[serde(default)]
+    module: Option<String>,
 }
 
 /// The most devices one `POST /api/bench/fleet` generates.
@@ -83,12 +86,21 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
     let now = crate::clock::now();
     let mut per_shard: Vec<Vec<IndexEntry>> = (0..shards).map(|_| Vec::new()).collect();
     for device in twinhub_core::fixture::fleet_slice(slice.seed, slice.start, slice.count) {
-        let Some(twin) = device.twin_json(now) else { continue };
-        let identity = json!({ "deviceId": device.device_id, "status": "enabled", "connectionState": "Disconnected" });
-        let shard = twinhub_core::fleet::shard_of(&device.device_id, shards) as usize;
+        let key = match &slice.module {
+            Some(module) => twinhub_core::identity::module_key(&device.device_id, module),
+            None => device.device_id.clone(),
+        };
+        let Some(twin) = device.twin_json_for(&key, now) else { continue };
+        let identity = json!({
+            "deviceId": device.device_id,
+            "moduleId": slice.module,
+            "status": "enabled",
+            "connectionState": "Disconnected",
+        });
+        let shard = twinhub_core::fleet::shard_of(&key, shards) as usize;
         if let Some(list) = per_shard.get_mut(shard) {
             list.push(IndexEntry {
-                device_id: device.device_id.clone(),
+                device_id: key,
                 seq: 1,
                 identity: serde_json::value::to_raw_value(&identity).ok(),
                 twin: serde_json::value::to_raw_value(&twin).ok(),

@@ -14,7 +14,9 @@
 //!   in the object (a bare durable write);
 //! - twin GET: `GET /twins/{device}`, token checked, the twin read from the device object;
 //! - twin PATCH: `PATCH /twins/{device}` with a fresh SAS token per request (signature
-//!   checked), a desired-property merge, a SQLite commit and the fleet index push.
+//!   checked), a desired-property merge, a SQLite commit and the fleet index push;
+//! - module twin PATCH: the same on each device's module `agent`
+//!   (`PATCH /twins/{device}/modules/agent`), which the goal wants within 1.1x of the device's.
 //!
 //! Prints one table (ops/s, p50/p99 per runtime, and workerd / wrangler ratios) and the goals.
 
@@ -44,11 +46,12 @@ struct Phase {
 type Target = fn(usize) -> (&'static str, String);
 
 /// The reads, then the writes (see `bench`).
-const PHASES: [(&str, Target); 4] = [
+const PHASES: [(&str, Target); 5] = [
     ("floor: Worker -> DO echo", |i| ("POST", format!("/api/bench/echo/bench-{}", i % DEVICES))),
     ("twin GET", |i| ("GET", format!("/twins/bench-{}", i % DEVICES))),
     ("floor: Worker -> DO SQLite write", |i| ("POST", format!("/api/bench/write/bench-{}", i % DEVICES))),
     ("twin PATCH", |i| ("PATCH", format!("/twins/bench-{}", i % DEVICES))),
+    ("module twin PATCH", |i| ("PATCH", format!("/twins/bench-{}/modules/agent", i % DEVICES))),
 ];
 
 fn main() {
@@ -107,6 +110,14 @@ fn main() {
         patch.ops_per_sec / write.ops_per_sec,
         yes(patch.ops_per_sec >= 0.8 * write.ops_per_sec)
     );
+    let module = find(phases, "module twin PATCH", CLIENTS);
+    let ratio = patch.ops_per_sec / module.ops_per_sec;
+    println!(
+        "- module twin PATCH within 1.1x of the device's ({CLIENTS} clients): device / module {ratio:.2}x, p50 {:.2} / {:.2} ms, {}",
+        patch.p50_ms,
+        module.p50_ms,
+        yes(ratio <= 1.1)
+    );
 }
 
 /// Every phase on one runtime (`workerd` or `wrangler`), on a fresh hub.
@@ -124,6 +135,18 @@ fn bench(runtime: &str, requests: usize) -> Vec<Phase> {
         let reply = hub.call("POST", "/devices", Some(&serde_json::Value::Array(devices).to_string()));
         assert_eq!(reply.status, 200, "bulk create: {}", reply.body);
     }
+    // One module per device, for the module phase.
+    thread::scope(|scope| {
+        for client in 0..10 {
+            let hub = &hub;
+            scope.spawn(move || {
+                for i in (client..DEVICES).step_by(10) {
+                    let reply = hub.call("PUT", &format!("/devices/bench-{i}/modules/agent"), Some("{}"));
+                    assert_eq!(reply.status, 200, "module create: {}", reply.body);
+                }
+            });
+        }
+    });
     // Reads first, then writes: objects a write phase dirtied are checkpointed when workerd
     // evicts them (fsyncs on the one event-loop thread), which would land in a later read
     // phase. Each group is warmed (isolates, every object, connections) before it is measured.

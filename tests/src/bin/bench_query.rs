@@ -8,7 +8,10 @@
 //! `TWINHUB_BENCH_ECHO=1`), then times each query 20 times, one client: the first page as the
 //! SDK asks for it (100 items), and `SELECT COUNT()` with the same `WHERE`, which must scan
 //! every twin. Then, on a fresh hub with 4 shards, 500 real devices take paced twin PATCHes at
-//! 500/s for 10 s, and `/api/index` reports how far behind the index ran.
+//! 500/s for 10 s, and `/api/index` reports how far behind the index ran. Last, on a hub with 4
+//! shards holding the fleet twice, as devices and as one module `agent` of each device, each
+//! query runs on `FROM devices` and on `FROM devices.modules` (goal: modules within 1.2x).
+//! `BENCH_QUERY_PHASES=modules` runs that comparison alone.
 
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -22,6 +25,12 @@ const SLICE: usize = 5_000;
 
 fn main() {
     let twins: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let only_modules = std::env::var("BENCH_QUERY_PHASES").is_ok_and(|p| p == "modules");
+    let modules = modules_phase(twins);
+    if only_modules {
+        println!("\n{modules}");
+        return;
+    }
     let mut table = Vec::new();
     for shards in [1u32, 4] {
         table.extend(query_phase(twins, shards));
@@ -37,6 +46,44 @@ fn main() {
         println!("{row}");
     }
     println!("\n{lag}");
+    println!("\n{modules}");
+}
+
+/// The same queries over `devices` and `devices.modules` on one hub (4 shards) holding the
+/// fixture fleet as `twins` devices and `twins` modules.
+fn modules_phase(twins: usize) -> String {
+    const SHARDS: u32 = 4;
+    let storage = Storage::new("bench-query-modules");
+    let hub =
+        Hub::start_with_vars(&storage, &[("TWINHUB_BENCH_ECHO", "1"), ("FLEET_INDEX_SHARDS", &SHARDS.to_string())]);
+    for module in [None, Some("agent")] {
+        for start in (0..twins).step_by(SLICE) {
+            let body = json!({ "seed": 42, "start": start, "count": SLICE.min(twins - start), "module": module });
+            let reply = hub.call("POST", "/api/bench/fleet", Some(&body.to_string()));
+            assert_eq!(reply.status, 204, "load: {}", reply.body);
+        }
+    }
+    let mut queries: Vec<(String, String)> =
+        fixture::article_queries().into_iter().map(|q| (q.name.to_owned(), q.text.to_owned())).collect();
+    queries.push(("GROUP BY firmware".into(), fixture::FIRMWARE_GROUP_QUERY.into()));
+    let mut out = format!(
+        "{twins} devices and {twins} modules in one hub, {SHARDS} shards; {RUNS} runs per query; first page p50 ms\n\n\
+         | query | FROM devices | FROM devices.modules | modules / devices | matches (devices, modules) |\n|---|---|---|---|---|\n"
+    );
+    let mut worst: f64 = 0.0;
+    for (name, text) in queries {
+        let on_modules = text.replacen("FROM devices", "FROM devices.modules", 1);
+        let (d50, _, d) = time(&hub, &text);
+        let (m50, _, m) = time(&hub, &on_modules);
+        let count = |v: &Value| v.as_array().map_or(0, Vec::len);
+        worst = worst.max(m50 / d50);
+        out += &format!("| {name} | {d50:.1} | {m50:.1} | {:.2}x | {}, {} |\n", m50 / d50, count(&d), count(&m));
+    }
+    out += &format!(
+        "\ngoal: FROM devices.modules within 1.2x of FROM devices: worst {worst:.2}x, {}",
+        if worst <= 1.2 { "met" } else { "NOT met" }
+    );
+    out
 }
 
 fn query_phase(twins: usize, shards: u32) -> Vec<String> {
