@@ -29,7 +29,7 @@ pub enum ApiError {
 /// `PUT /devices/{id}`: a new device with generated keys.
 pub async fn create_device(session: Session, id: &str) -> Result<Value, ApiError> {
     let body = serde_json::json!({ "deviceId": id }).to_string();
-    let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", encode(id)))
+    let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id)))
         .header("Content-Type", "application/json");
     send_body(session, builder, body).await
 }
@@ -37,23 +37,23 @@ pub async fn create_device(session: Session, id: &str) -> Result<Value, ApiError
 /// `DELETE /devices/{id}` (unconditional, as `If-Match: "*"`).
 pub async fn delete_device(session: Session, id: &str) -> Result<(), ApiError> {
     let builder =
-        Request::delete(&format!("/devices/{}?api-version={API_VERSION}", encode(id))).header("If-Match", "\"*\"");
+        Request::delete(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id))).header("If-Match", "\"*\"");
     send(session, builder).await.map(|_| ())
 }
 
 /// `GET /devices/{id}`: the identity, keys included.
 pub async fn device(session: Session, id: &str) -> Result<Value, ApiError> {
-    send(session, Request::get(&format!("/devices/{}?api-version={API_VERSION}", encode(id)))).await
+    send(session, Request::get(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id)))).await
 }
 
 /// `GET /twins/{id}`.
 pub async fn twin(session: Session, id: &str) -> Result<Value, ApiError> {
-    send(session, Request::get(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))).await
+    send(session, Request::get(&format!("/twins/{}?api-version={API_VERSION}", ident_path(id)))).await
 }
 
 /// `PATCH /twins/{id}` with `If-Match: "{etag}"`: a service patch (tags and/or desired).
 pub async fn patch_twin_if_match(session: Session, id: &str, patch: &Value, etag: &str) -> Result<Value, ApiError> {
-    let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))
+    let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", ident_path(id)))
         .header("If-Match", &format!("\"{etag}\""))
         .header("Content-Type", "application/json");
     send_body(session, builder, patch.to_string()).await
@@ -70,7 +70,7 @@ pub async fn telemetry_series(
 ) -> Result<Value, ApiError> {
     let url = format!(
         "/api/devices/{}/telemetry/series?field={}&from={from}&to={to}&buckets={buckets}",
-        encode(id),
+        ident_path(id),
         encode(field)
     );
     send(session, Request::get(&url)).await
@@ -78,12 +78,12 @@ pub async fn telemetry_series(
 
 /// `GET /api/devices/{id}/telemetry?limit=`: the newest stored messages, oldest first.
 pub async fn telemetry(session: Session, id: &str, limit: usize) -> Result<Value, ApiError> {
-    send(session, Request::get(&format!("/api/devices/{}/telemetry?limit={limit}", encode(id)))).await
+    send(session, Request::get(&format!("/api/devices/{}/telemetry?limit={limit}", ident_path(id)))).await
 }
 
 /// `PATCH /twins/{id}` with a whole service patch (tags and/or desired), unconditionally.
 pub async fn patch_twin(session: Session, id: &str, patch: &Value) -> Result<Value, ApiError> {
-    let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", encode(id)))
+    let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", ident_path(id)))
         .header("If-Match", "\"*\"")
         .header("Content-Type", "application/json");
     send_body(session, builder, patch.to_string()).await
@@ -91,7 +91,7 @@ pub async fn patch_twin(session: Session, id: &str, patch: &Value) -> Result<Val
 
 /// `PUT /devices/{id}` (unconditional): the identity with changed status or keys.
 pub async fn put_device(session: Session, id: &str, device: &Value) -> Result<Value, ApiError> {
-    let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", encode(id)))
+    let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id)))
         .header("If-Match", "\"*\"")
         .header("Content-Type", "application/json");
     send_body(session, builder, device.to_string()).await
@@ -99,13 +99,13 @@ pub async fn put_device(session: Session, id: &str, device: &Value) -> Result<Va
 
 /// `GET /api/twins/{id}/history`: the newest `limit` twin changes after version `since`.
 pub async fn history(session: Session, id: &str, since: u64, limit: usize) -> Result<Value, ApiError> {
-    let url = format!("/api/twins/{}/history?since={since}&limit={limit}", encode(id));
+    let url = format!("/api/twins/{}/history?since={since}&limit={limit}", ident_path(id));
     send(session, Request::get(&url)).await
 }
 
 /// `POST /twins/{id}/methods`: a direct method call; the device's status and payload.
 pub async fn invoke_method(session: Session, id: &str, call: &Value) -> Result<Value, ApiError> {
-    let builder = Request::post(&format!("/twins/{}/methods?api-version={API_VERSION}", encode(id)))
+    let builder = Request::post(&format!("/twins/{}/methods?api-version={API_VERSION}", ident_path(id)))
         .header("Content-Type", "application/json");
     send_body(session, builder, call.to_string()).await
 }
@@ -182,11 +182,11 @@ pub const LIVE_TOKEN_TTL_SECS: u64 = 5 * 60;
 /// The URL of a device's live view (`/api/devices/{id}/live`), with a fresh token in the query
 /// (browsers cannot set headers on WebSockets), scoped to that one device and short-lived.
 pub fn live_url(session: Session, id: &str) -> Option<String> {
-    let token = session.token_for(&format!("/devices/{id}"), LIVE_TOKEN_TTL_SECS)?;
+    let token = session.token_for(&format!("/{}", twinhub_core::identity::resource_path(id)), LIVE_TOKEN_TTL_SECS)?;
     let location = leptos::prelude::window().location();
     let scheme = if location.protocol().ok()?.starts_with("https") { "wss" } else { "ws" };
     let host = location.host().ok()?;
-    Some(format!("{scheme}://{host}/api/devices/{}/live?sas={}", encode(id), encode(&token)))
+    Some(format!("{scheme}://{host}/api/devices/{}/live?sas={}", ident_path(id), encode(&token)))
 }
 
 async fn send(session: Session, builder: RequestBuilder) -> Result<Value, ApiError> {
@@ -228,6 +228,21 @@ fn error_message(body: &str) -> String {
 pub fn parse_time(s: &str) -> Option<u64> {
     let ms = js_sys::Date::parse(s);
     (ms.is_finite() && ms > 0.0).then_some(ms as u64)
+}
+
+/// `GET /devices/{id}/modules`: the device's modules' identities.
+pub async fn modules(session: Session, device_id: &str) -> Result<Value, ApiError> {
+    send(session, Request::get(&format!("/devices/{}/modules?api-version={API_VERSION}", encode(device_id)))).await
+}
+
+/// The path segment(s) naming an identity in the hub's URLs: a device's id, or for a module's
+/// key (`{device}/{module}`) `{device}/modules/{module}`, each id percent-encoded. The app
+/// treats a module as a device whose id is its key, so every page works for both.
+fn ident_path(id: &str) -> String {
+    match twinhub_core::identity::split_key(id) {
+        (device, None) => encode(device),
+        (device, Some(module)) => format!("{}/modules/{}", encode(device), encode(module)),
+    }
 }
 
 fn encode(id: &str) -> String {

@@ -267,7 +267,8 @@ impl Runner {
 
     fn token(&self) -> String {
         let inner = self.inner.borrow();
-        let resource = format!("{}/devices/{}", inner.host, inner.device.device_id());
+        // A module's key (`{device}/{module}`) signs for `devices/{device}/modules/{module}`.
+        let resource = format!("{}/{}", inner.host, twinhub_core::identity::resource_path(inner.device.device_id()));
         sign(&resource, &inner.key, None, now().as_secs() + TOKEN_SECS).unwrap_or_default()
     }
 

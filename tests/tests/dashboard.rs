@@ -249,3 +249,20 @@ fn console_and_virtual_device_work_through_upstream_mode() {
     let twin = a.call("GET", "/twins/up-ui-1", None).json();
     assert!(twin["properties"]["reported"]["connectivity"].is_object(), "{twin}");
 }
+
+#[test]
+fn device_page_lists_modules_and_a_module_has_its_own_page() {
+    let storage = Storage::new("dashboard-modules");
+    let hub = Hub::start(&storage);
+    assert_eq!(hub.call("PUT", "/devices/edge-1", Some("{}")).status, 200);
+    assert_eq!(hub.call("PUT", "/devices/edge-1/modules/filter", Some("{}")).status, 200);
+    let desired =
+        hub.call("PATCH", "/twins/edge-1/modules/filter", Some(r#"{"properties":{"desired":{"threshold":5}}}"#));
+    assert_eq!(desired.status, 200, "{}", desired.body);
+    // The module is online while the page looks at it.
+    let _session = twinhub_e2e::MqttDevice::connect(&hub, "edge-1/filter");
+    let login_url = hub.login_url();
+    let env = [("TWINHUB_SECRET_KEY", OWNER_KEY)];
+    let stdout = browser(&hub, "modules.mjs", &[&login_url, "edge-1", "filter"], &env, |_, _| {});
+    assert!(stdout.contains("modules: ok"), "{stdout}");
+}

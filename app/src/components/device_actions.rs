@@ -15,6 +15,9 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
     let session = expect_context::<Session>();
     let access = expect_context::<Access>();
     let read_only = move || access.is_read_only();
+    // A module (the id is its key, `{device}/{module}`) takes no cloud-to-device messages and
+    // has no status, as in IoT Hub: those controls are a device's only.
+    let is_module = device_id.contains('/');
 
     let method = RwSignal::new("getConfig".to_owned());
     let payload = RwSignal::new("{}".to_owned());
@@ -142,21 +145,25 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
         </form>
         {show(method_result, "method-result")}
 
-        <h2>"Cloud-to-device message"</h2>
-        {move || access.unavailable("messages").map(|why| view! { <p class="hint unavailable">{why}</p> })}
-        <form class="c2d-form" on:submit=send>
-            <label for="c2d-payload">"Message"</label>
-            <input id="c2d-payload" type="text" prop:value=move || message.get() on:input=move |ev| message.set(event_target_value(&ev)) />
-            <button type="submit" disabled=move || read_only() || access.unavailable("messages").is_some()>"Send"</button>
-        </form>
-        {show(message_result, "c2d-result")}
+        {(!is_module).then(|| view! {
+            <h2>"Cloud-to-device message"</h2>
+            {move || access.unavailable("messages").map(|why| view! { <p class="hint unavailable">{why}</p> })}
+            <form class="c2d-form" on:submit=send>
+                <label for="c2d-payload">"Message"</label>
+                <input id="c2d-payload" type="text" prop:value=move || message.get() on:input=move |ev| message.set(event_target_value(&ev)) />
+                <button type="submit" disabled=move || read_only() || access.unavailable("messages").is_some()>"Send"</button>
+            </form>
+            {show(message_result, "c2d-result")}
+        })}
 
         <h2>"Identity"</h2>
         <p class="identity-actions">
-            <button class="toggle-status" on:click=toggle disabled=read_only>
-                {move || if identity.with(|d| d.as_ref().is_some_and(|d| d["status"] == "enabled")) { "Disable" } else { "Enable" }}
-            </button>
-            " "
+            {(!is_module).then(|| view! {
+                <button class="toggle-status" on:click=toggle disabled=read_only>
+                    {move || if identity.with(|d| d.as_ref().is_some_and(|d| d["status"] == "enabled")) { "Disable" } else { "Enable" }}
+                </button>
+                " "
+            })}
             <button class="regenerate" on:click=regenerate disabled=read_only>"Regenerate keys"</button>
         </p>
         {show(identity_result, "identity-result")}

@@ -34,7 +34,11 @@ impl FleetRow {
     /// Reads a twin as `POST /devices/query` returns it.
     pub fn from_twin(twin: &Value) -> Self {
         Self {
-            id: twin["deviceId"].as_str().unwrap_or_default().to_owned(),
+            // A module twin (`FROM devices.modules`) is shown, and linked, by its key.
+            id: match (twin["deviceId"].as_str(), twin["moduleId"].as_str()) {
+                (Some(device), Some(module)) => twinhub_core::identity::module_key(device, module),
+                (device, _) => device.unwrap_or_default().to_owned(),
+            },
             status: twin["status"].as_str().unwrap_or_default().to_owned(),
             connection: twin["connectionState"].as_str().unwrap_or_default().to_owned(),
             last_activity: twin["lastActivityTime"].as_str().and_then(crate::api::parse_time).unwrap_or(0),

@@ -5,6 +5,7 @@ pub mod drift_table;
 pub mod fleet_table;
 pub mod group_chart;
 pub mod history;
+pub mod module_list;
 pub mod query_box;
 pub mod section_editor;
 pub mod telemetry_chart;

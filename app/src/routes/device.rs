@@ -1,10 +1,12 @@
-//! One device: its twin, as the service sees it, kept current by the live view, and the
-//! telemetry that arrives while the page is open.
+//! One device, or one module (the page's id is then the module's key, `{device}/{module}`):
+//! its twin, as the service sees it, kept current by the live view, and the telemetry that
+//! arrives while the page is open. A device's page lists its modules.
 
 use crate::api::{self, ApiError};
 use crate::components::device_actions::DeviceActions;
 use crate::components::drift_table::DriftTable;
 use crate::components::history::History;
+use crate::components::module_list::ModuleList;
 use crate::components::section_editor::{Section, SectionEditor};
 use crate::components::telemetry_chart::TelemetryChart;
 use crate::session::Session;
@@ -21,13 +23,25 @@ use twinhub_core::auth::{ConnectionString, Credential};
 /// How many telemetry messages the page keeps.
 const RECENT_TELEMETRY: usize = 20;
 
-/// The device page.
+/// The device page. Its whole view is built anew for each id: going from a device to its module
+/// (or to another device) must not keep the previous identity's live view, actions or editors.
 #[component]
 pub fn DevicePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = Memo::new(move |_| params.with(|p| p.get("id").unwrap_or_default()));
+    move || {
+        let id = id.get();
+        view! { <DeviceView id=id /> }
+    }
+}
+
+/// One device's (or module's) page.
+#[component]
+fn DeviceView(id: String) -> impl IntoView {
     let session = expect_context::<Session>();
     let access = expect_context::<crate::access::Access>();
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let id_value = StoredValue::new(id);
+    let id = move || id_value.get_value();
     let twin = LocalResource::new(move || {
         let id = id();
         async move { api::twin(session, &id).await }
@@ -82,8 +96,20 @@ pub fn DevicePage() -> impl IntoView {
 
     view! {
         <section class="card">
-            <p><a href="/">"← Fleet"</a></p>
-            <h1 class="device-id">{id} {move || connected.get().then(|| view! { <span class="badge live">"live"</span> })}</h1>
+            {move || match twinhub_core::identity::split_key(&id()) {
+                (device, Some(module)) => {
+                    let back = format!("/device/{}", percent_encoding::utf8_percent_encode(device, percent_encoding::NON_ALPHANUMERIC));
+                    view! {
+                        <p><a href="/">"← Fleet"</a>" · "<a class="parent-device" href=back>{format!("← device {device}")}</a></p>
+                        <h1 class="device-id">{format!("module {module}")} <span class="muted">{format!(" on {device}")}</span>
+                            {move || connected.get().then(|| view! { <span class="badge live">"live"</span> })}</h1>
+                    }.into_any()
+                }
+                (_, None) => view! {
+                    <p><a href="/">"← Fleet"</a></p>
+                    <h1 class="device-id">{id} {move || connected.get().then(|| view! { <span class="badge live">"live"</span> })}</h1>
+                }.into_any(),
+            }}
             <Suspense fallback=|| view! { <p class="hint">"Loading twin..."</p> }>
                 {move || {
                     let current = match live_twin.get() {
@@ -112,7 +138,7 @@ pub fn DevicePage() -> impl IntoView {
                         percent_encoding::utf8_percent_encode(&cs.to_string(), percent_encoding::NON_ALPHANUMERIC)
                     );
                     view! {
-                        <h2>"Device connection string"</h2>
+                        <h2>{if id().contains('/') { "Module connection string" } else { "Device connection string" }}</h2>
                         <input class="device-cs" type="text" readonly=true prop:value=cs.to_string()
                             on:focus=move |ev| { event_target::<web_sys::HtmlInputElement>(&ev).select() } />
                         <p><a class="run-virtual" href=virtual_url target="_blank" rel="noopener">"Run as virtual device"</a>
@@ -121,6 +147,10 @@ pub fn DevicePage() -> impl IntoView {
                 })}
             </Suspense>
             <DriftTable twin=current_twin />
+            {move || {
+                let id = id();
+                (!id.contains('/')).then(|| view! { <ModuleList device_id=id /> })
+            }}
             <h2>"Telemetry"</h2>
             {move || match access.unavailable("telemetry") {
                 Some(why) => view! { <p class="hint unavailable">{why}</p> }.into_any(),

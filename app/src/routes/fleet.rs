@@ -84,6 +84,15 @@ fn where_of(query: &str) -> Option<String> {
     (lower_tail.starts_with("where") && !lower_tail.contains("group by")).then(|| tail.to_owned())
 }
 
+/// Whether a query selects whole module twins (`SELECT * FROM devices.modules ...`): shown in
+/// the fleet table like device twins, each linked to its module's page. (Quick filters, counts
+/// and jobs stay the devices' own.)
+fn selects_module_twins(query: &str) -> bool {
+    let lower = query.to_ascii_lowercase();
+    let words: Vec<&str> = lower.split_whitespace().take(4).collect();
+    matches!(words.as_slice(), ["select", "*", "from", "devices.modules", ..])
+}
+
 /// The jobs page with its condition set to a query's WHERE clause (`*` when it has none).
 fn jobs_link(clause: &str) -> String {
     let condition = match clause.get(..5) {
@@ -137,7 +146,7 @@ pub fn FleetPage() -> impl IntoView {
             }
             match result {
                 Ok(page) => {
-                    if where_of(&query).is_some() {
+                    if where_of(&query).is_some() || selects_module_twins(&query) {
                         rows.update(|r| r.extend(page.items.iter().map(FleetRow::from_twin)));
                     } else {
                         raw.update(|r| r.get_or_insert_with(Vec::new).extend(page.items));
@@ -432,6 +441,8 @@ mod tests {
         );
         assert_eq!(where_of("SELECT deviceId FROM devices"), None);
         assert_eq!(where_of("SELECT * FROM devices.jobs"), None);
+        assert!(selects_module_twins("select * FROM devices.modules WHERE moduleId = 'm'"));
+        assert!(!selects_module_twins("SELECT moduleId FROM devices.modules"));
         assert_eq!(where_of("SELECT * FROM devices GROUP BY status"), None);
     }
 

@@ -1,5 +1,6 @@
 //! Connection strings (spec §4.3): `HostName=..;SharedAccessKeyName=..;SharedAccessKey=..` for a
-//! policy, `HostName=..;DeviceId=..;SharedAccessKey=..` for a device.
+//! policy, `HostName=..;DeviceId=..;SharedAccessKey=..` for a device, and
+//! `HostName=..;DeviceId=..;ModuleId=..;SharedAccessKey=..` for a module.
 
 use super::AuthError;
 use std::fmt;
@@ -9,7 +10,8 @@ use std::fmt;
 pub enum Credential {
     /// A device (or module) with its own symmetric key.
     Device {
-        /// The device id.
+        /// The identity's key ([`crate::identity`]): the device id, or `{deviceId}/{moduleId}`
+        /// for a module, which is also the MQTT client id it connects with.
         device_id: String,
         /// The device's base64 key.
         key: String,
@@ -37,12 +39,13 @@ impl ConnectionString {
     /// unknown or duplicate keys, and one of the two valid combinations.
     pub fn parse(s: &str) -> Result<Self, AuthError> {
         let bad = |why: &str| AuthError::MalformedConnectionString(why.to_owned());
-        let (mut host, mut device, mut key_name, mut key) = (None, None, None, None);
+        let (mut host, mut device, mut module, mut key_name, mut key) = (None, None, None, None, None);
         for part in s.trim().split(';').filter(|p| !p.trim().is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| bad("each part must be Key=Value"))?;
             let slot = match k.trim() {
                 "HostName" => &mut host,
                 "DeviceId" => &mut device,
+                "ModuleId" => &mut module,
                 "SharedAccessKeyName" => &mut key_name,
                 "SharedAccessKey" => &mut key,
                 other => return Err(AuthError::MalformedConnectionString(format!("unknown key '{other}'"))),
@@ -53,9 +56,12 @@ impl ConnectionString {
         }
         let host_name = host.filter(|h| !h.is_empty()).ok_or_else(|| bad("HostName is required"))?;
         let key = key.filter(|k| !k.is_empty()).ok_or_else(|| bad("SharedAccessKey is required"))?;
-        let credential = match (device, key_name) {
-            (Some(device_id), None) => Credential::Device { device_id, key },
-            (None, Some(name)) => Credential::Policy { name, key },
+        let credential = match (device, module, key_name) {
+            (Some(device_id), None, None) => Credential::Device { device_id, key },
+            (Some(device_id), Some(module_id), None) => {
+                Credential::Device { device_id: crate::identity::module_key(&device_id, &module_id), key }
+            }
+            (None, None, Some(name)) => Credential::Policy { name, key },
             _ => return Err(bad("give either DeviceId or SharedAccessKeyName")),
         };
         Ok(Self { host_name, credential })
@@ -64,7 +70,9 @@ impl ConnectionString {
     /// The SAS resource this credential signs for: the hub, or the device under it.
     pub fn resource(&self) -> String {
         match &self.credential {
-            Credential::Device { device_id, .. } => format!("{}/devices/{device_id}", self.host_name),
+            Credential::Device { device_id, .. } => {
+                format!("{}/{}", self.host_name, crate::identity::resource_path(device_id))
+            }
             Credential::Policy { .. } => self.host_name.clone(),
         }
     }
@@ -82,9 +90,12 @@ impl fmt::Display for ConnectionString {
     /// The canonical string form, key included: for showing to its owner only.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.credential {
-            Credential::Device { device_id, key } => {
-                write!(f, "HostName={};DeviceId={device_id};SharedAccessKey={key}", self.host_name)
-            }
+            Credential::Device { device_id, key } => match crate::identity::split_key(device_id) {
+                (device, None) => write!(f, "HostName={};DeviceId={device};SharedAccessKey={key}", self.host_name),
+                (device, Some(module)) => {
+                    write!(f, "HostName={};DeviceId={device};ModuleId={module};SharedAccessKey={key}", self.host_name)
+                }
+            },
             Credential::Policy { name, key } => {
                 write!(f, "HostName={};SharedAccessKeyName={name};SharedAccessKey={key}", self.host_name)
             }
@@ -126,6 +137,17 @@ mod tests {
     fn device_resource() {
         let cs = ConnectionString::parse(&format!("HostName=h;DeviceId=d1;SharedAccessKey={KEY}")).unwrap();
         assert_eq!(cs.resource(), "h/devices/d1");
+    }
+
+    #[test]
+    fn a_module_string_round_trips_and_signs_for_its_module() {
+        let s = format!("HostName=h;DeviceId=d1;ModuleId=m1;SharedAccessKey={KEY}");
+        let cs = ConnectionString::parse(&s).unwrap();
+        assert!(matches!(&cs.credential, Credential::Device { device_id, .. } if device_id == "d1/m1"));
+        assert_eq!(cs.resource(), "h/devices/d1/modules/m1");
+        assert_eq!(cs.to_string(), s);
+        let bad = format!("HostName=h;ModuleId=m1;SharedAccessKey={KEY}");
+        assert!(ConnectionString::parse(&bad).is_err());
     }
 
     #[test]

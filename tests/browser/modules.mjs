@@ -1,0 +1,43 @@
+// A device's modules in the dashboard.
+// usage: node tests/browser/modules.mjs <loginUrl> <deviceId> <moduleId> <screenshotDir>
+// Exits 0 and prints "modules: ok" when the device page lists the module (connected, with its
+// drift), the module's page shows the module's own twin live and no cloud-to-device or status
+// controls, and the fleet console's `FROM devices.modules` query lists and links the module.
+import { run, settle } from './chromium.mjs';
+
+const [loginUrl, deviceId, moduleId, shotDir] = process.argv.slice(2);
+const key = `${deviceId}/${moduleId}`;
+
+await run('modules', async (page, problems) => {
+  await page.goto(loginUrl);
+  await page.locator(`tr[data-device-id="${deviceId}"] a`).waitFor({ timeout: 30_000 });
+  await page.locator(`tr[data-device-id="${deviceId}"] a`).click();
+  const row = page.locator('tr.module-row', { hasText: moduleId });
+  await row.waitFor({ timeout: 30_000 });
+  const cells = await row.locator('td').allInnerTexts();
+  if (cells[1] !== 'Connected') problems.push(`module connection shown as ${cells[1]}`);
+  if (cells[3] !== '1') problems.push(`module drift shown as ${cells[3]} (one desired property not reported)`);
+  await page.screenshot({ path: `${shotDir}/device-modules.png`, fullPage: true });
+
+  await row.locator('a').click();
+  const twin = page.locator('pre.twin-json');
+  await twin.waitFor({ timeout: 30_000 });
+  const text = await twin.innerText();
+  if (!text.includes(`"moduleId": "${moduleId}"`)) problems.push('the module page does not show the module twin');
+  const heading = await page.locator('h1.device-id').innerText();
+  if (!heading.includes(`module ${moduleId}`)) problems.push(`heading: ${heading}`);
+  if ((await page.locator('.c2d-form').count()) !== 0) problems.push('a module page offers cloud-to-device messages');
+  if ((await page.locator('button.toggle-status').count()) !== 0) problems.push('a module page offers enable/disable');
+  await page.locator('.badge.live').waitFor({ timeout: 15_000 });
+  await page.screenshot({ path: `${shotDir}/module.png`, fullPage: true });
+
+  await page.locator('a', { hasText: 'Fleet' }).first().click();
+  await page.locator('#fleet-query').fill(`SELECT * FROM devices.modules WHERE deviceId = '${deviceId}'`);
+  await page.locator('button.run').click();
+  const moduleRow = page.locator(`tr[data-device-id="${key}"] a`);
+  await moduleRow.waitFor({ timeout: 30_000 });
+  await page.screenshot({ path: `${shotDir}/fleet-modules.png`, fullPage: true });
+  await moduleRow.click();
+  await page.waitForFunction((m) => document.querySelector('pre.twin-json')?.textContent.includes(`"moduleId": "${m}"`), moduleId, { timeout: 30_000 });
+  await settle(page);
+});
