@@ -306,13 +306,12 @@ impl VirtualDevice {
             ClientEvent::Connected { session_present } => {
                 self.log_in(now, "CONNACK", format!("accepted, session present: {session_present}"));
                 // What the Python SDK holds once handlers are set: twin responses, desired
-                // patches, methods and cloud-to-device messages.
-                let subs = [
-                    Subscription::TwinResponses,
-                    Subscription::DesiredPatches,
-                    Subscription::Methods,
-                    Subscription::CloudToDevice,
-                ];
+                // patches, methods and, for a device (a module gets none), cloud-to-device
+                // messages.
+                let mut subs = vec![Subscription::TwinResponses, Subscription::DesiredPatches, Subscription::Methods];
+                if crate::identity::split_key(self.device_id()).1.is_none() {
+                    subs.push(Subscription::CloudToDevice);
+                }
                 self.subscribe_id = Some(self.client.subscribe(now, &subs));
             }
             ClientEvent::Subscribed(id) => {

@@ -2,7 +2,8 @@
 // usage: node tests/browser/modules.mjs <loginUrl> <deviceId> <moduleId> <screenshotDir>
 // Exits 0 and prints "modules: ok" when the device page lists the module (connected, with its
 // drift), the module's page shows the module's own twin live and no cloud-to-device or status
-// controls, and the fleet console's `FROM devices.modules` query lists and links the module.
+// controls, "Run as virtual device" runs the module, and the fleet console's
+// `FROM devices.modules` query lists and links the module.
 import { run, settle } from './chromium.mjs';
 
 const [loginUrl, deviceId, moduleId, shotDir] = process.argv.slice(2);
@@ -30,6 +31,14 @@ await run('modules', async (page, problems) => {
   if ((await page.locator('button.toggle-status').count()) !== 0) problems.push('a module page offers enable/disable');
   await page.locator('.badge.live').waitFor({ timeout: 15_000 });
   await page.screenshot({ path: `${shotDir}/module.png`, fullPage: true });
+
+  // "Run as virtual device" runs the module (its connection string names the module): the
+  // article's device reports into the module's twin, which this page shows live.
+  const [vd] = await Promise.all([page.context().waitForEvent('page'), page.locator('a.run-virtual').click()]);
+  vd.on('pageerror', (e) => problems.push(`virtual device page error: ${e.message}`));
+  await vd.locator('.vd-devices .badge.ok').waitFor({ timeout: 30_000 });
+  await page.waitForFunction(() => document.querySelector('pre.twin-json')?.textContent.includes('"connectivity"'), null, { timeout: 30_000 });
+  await vd.close();
 
   await page.locator('a', { hasText: 'Fleet' }).first().click();
   await page.locator('#fleet-query').fill(`SELECT * FROM devices.modules WHERE deviceId = '${deviceId}'`);

@@ -265,4 +265,9 @@ fn device_page_lists_modules_and_a_module_has_its_own_page() {
     let env = [("TWINHUB_SECRET_KEY", OWNER_KEY)];
     let stdout = browser(&hub, "modules.mjs", &[&login_url, "edge-1", "filter"], &env, |_, _| {});
     assert!(stdout.contains("modules: ok"), "{stdout}");
+    // The virtual device ran as the module: its reports are the module's, not the device's.
+    let module = hub.call("GET", "/twins/edge-1/modules/filter", None).json();
+    assert!(module["properties"]["reported"]["connectivity"].is_object(), "{module}");
+    let device = hub.call("GET", "/twins/edge-1", None).json();
+    assert!(device["properties"]["reported"].get("connectivity").is_none(), "{device}");
 }
