@@ -19,6 +19,7 @@ pub mod identity;
 pub mod job;
 pub mod method;
 pub mod mqtt;
+pub mod pnp;
 pub mod query;
 pub mod route;
 pub mod session;

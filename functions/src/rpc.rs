@@ -43,6 +43,9 @@ pub enum DeviceOp {
         gateway: String,
         conn: String,
         clean_session: bool,
+        /// The IoT Plug and Play model the CONNECT announced.
+        #[serde(default)]
+        model_id: Option<String>,
     },
     /// The session's subscriptions changed; `keep` (CleanSession=0) keeps them for its next
     /// connection.

@@ -39,6 +39,8 @@ pub struct ConnectRequest<'a> {
     pub conn: &'a str,
     /// CleanSession flag.
     pub clean_session: bool,
+    /// The IoT Plug and Play model the CONNECT announced, checked by the session.
+    pub model_id: Option<&'a str>,
 }
 
 /// Why a CONNECT was refused (CONNACK 5 to the device; this detail only goes to the log).
@@ -72,6 +74,11 @@ impl DeviceState {
         let expiry = authorize_device(token, request.host, request.device_id, &keys, policies, now.as_secs())?;
         device.identity.connected = true;
         device.identity.connection_state_updated = now;
+        // The twin's `modelId` is what the device last announced; a connection that announces
+        // none leaves it (a device's model does not change by omission).
+        if let Some(model_id) = request.model_id {
+            device.identity.model_id = Some(model_id.to_owned());
+        }
         device.identity.last_activity = now;
         let mut persist = Persist { device: true, session: true, ..Persist::default() };
         // A CleanSession=0 device gets its subscriptions back; CleanSession=1 starts afresh.

@@ -27,8 +27,15 @@ fn token(state: &DeviceState) -> String {
 
 fn connect_as(state: &mut DeviceState, conn: &str, clean_session: bool) -> Result<Step, ConnectRefusal> {
     let token = token(state);
-    let request =
-        ConnectRequest { device_id: ID, token: Some(&token), host: HOST, gateway: "gw-0", conn, clean_session };
+    let request = ConnectRequest {
+        device_id: ID,
+        token: Some(&token),
+        host: HOST,
+        gateway: "gw-0",
+        conn,
+        clean_session,
+        model_id: None,
+    };
     state.connect(request, &[], DeviceConfig::default(), T0)
 }
 
@@ -199,8 +206,15 @@ fn a_queued_message_goes_out_at_once_only_to_a_session_holding_cloud_to_device()
 #[test]
 fn connect_refuses_an_unknown_or_disabled_device_and_a_bad_token() {
     let mut nobody = DeviceState::default();
-    let request =
-        ConnectRequest { device_id: ID, token: None, host: HOST, gateway: "g", conn: "c", clean_session: true };
+    let request = ConnectRequest {
+        device_id: ID,
+        token: None,
+        host: HOST,
+        gateway: "g",
+        conn: "c",
+        clean_session: true,
+        model_id: None,
+    };
     assert_eq!(nobody.connect(request, &[], DeviceConfig::default(), T0).unwrap_err(), ConnectRefusal::UnknownDevice);
 
     let mut state = created();
@@ -376,4 +390,27 @@ fn a_device_holds_at_most_fifty_modules_and_deleting_it_deletes_them() {
     let deleted = deleted.expect("the modules go with the device");
     assert_eq!(deleted.len(), crate::identity::MAX_MODULES_PER_DEVICE);
     assert!(deleted.contains(&"dev-1/one-more".to_owned()) && !deleted.contains(&"dev-1/m07".to_owned()));
+}
+
+#[test]
+fn the_announced_model_is_the_twins_model_id_until_another_is_announced() {
+    let mut state = created();
+    let token = token(&state);
+    let mut request = ConnectRequest {
+        device_id: ID,
+        token: Some(&token),
+        host: HOST,
+        gateway: "g",
+        conn: "c1",
+        clean_session: true,
+        model_id: Some("dtmi:com:example:Thermostat;1"),
+    };
+    state.connect(request, &[], DeviceConfig::default(), T0).unwrap();
+    let device = state.device.as_ref().unwrap();
+    assert_eq!(device.twin.to_service_json(&device.identity)["modelId"], "dtmi:com:example:Thermostat;1");
+    request.conn = "c2";
+    request.model_id = None;
+    state.connect(request, &[], DeviceConfig::default(), T0).unwrap();
+    let device = state.device.as_ref().unwrap();
+    assert_eq!(device.twin.to_service_json(&device.identity)["modelId"], "dtmi:com:example:Thermostat;1");
 }

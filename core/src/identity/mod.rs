@@ -116,6 +116,9 @@ pub struct DeviceIdentity {
     /// A module's `managedBy` (free text: who deploys it, e.g. `iotEdge`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed_by: Option<String>,
+    /// The IoT Plug and Play model the device (or module) last announced at CONNECT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<String>,
     /// A device's modules, by id, in order: what deleting the device deletes and what the
     /// module limit counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -263,6 +266,7 @@ impl DeviceIdentity {
             cloud_to_device_count: 0,
             module_id: module_id.map(str::to_owned),
             managed_by: req.managed_by.clone().filter(|_| module_id.is_some()),
+            model_id: None,
             modules: Vec::new(),
         })
     }

@@ -413,7 +413,7 @@ mod tests {
             pair.client.connect(pair.now, None);
             pair.pump();
             match pair.hub_events.pop() {
-                Some(SessionEvent::Authenticate { device_id, username, token, clean_session }) => {
+                Some(SessionEvent::Authenticate { device_id, username, token, clean_session, .. }) => {
                     assert_eq!(device_id, "d1");
                     assert_eq!(username.as_deref(), Some("hub.example/d1/?api-version=2021-04-12"));
                     assert!(token.is_some_and(|t| t.starts_with("SharedAccessSignature ")));

@@ -91,6 +91,8 @@ pub enum SessionEvent {
         token: Option<String>,
         /// CleanSession flag.
         clean_session: bool,
+        /// The IoT Plug and Play model the user name announces (`model-id=`), checked.
+        model_id: Option<String>,
     },
     /// Twin GET: answer with [`Session::reply_twin`].
     TwinGet {
@@ -424,6 +426,11 @@ impl Session {
                         return self.refuse(ConnectReturnCode::BadUserNameOrPassword);
                     }
                 }
+                // A model id that is no DTMI is refused, not dropped: the device would believe
+                // its model announced.
+                let Ok(model_id) = c.username.as_deref().map_or(Ok(None), crate::pnp::announced_model_id) else {
+                    return self.refuse(ConnectReturnCode::BadUserNameOrPassword);
+                };
                 self.device_id = c.client_id;
                 self.clean_session = c.clean_session;
                 // Server timeout = 1.5 x keep-alive, capped as IoT Hub caps it.
@@ -435,6 +442,7 @@ impl Session {
                     username: c.username,
                     token: c.password.map(|p| String::from_utf8_lossy(&p).into_owned()),
                     clean_session: c.clean_session,
+                    model_id,
                 });
                 if c.clean_session {
                     self.subscriptions.clear();

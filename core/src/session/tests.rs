@@ -100,6 +100,7 @@ fn connect_authenticates_through_the_adapter() {
             username: Some("hub/d1/?api-version=2021-04-12".into()),
             token: Some("SharedAccessSignature sr=hub%2Fdevices%2Fd1&sig=x&se=99".into()),
             clean_session: false,
+            model_id: None,
         }]
     );
     h.session.authenticated(Ok(Accepted::default()));
@@ -598,4 +599,29 @@ fn the_largest_module_session_snapshot_fits_its_bound() {
     let _ = h.session.take_partial_input();
     let snapshot = serde_json::to_vec(&h.session.snapshot()).unwrap();
     assert!(snapshot.len() <= MAX_SNAPSHOT_BYTES, "{} bytes", snapshot.len());
+}
+
+#[test]
+fn the_model_a_user_name_announces_comes_with_the_connect_and_junk_is_refused() {
+    let connect = |username: &str| {
+        let mut h = Harness::new();
+        h.feed(&Packet::Connect(Connect {
+            client_id: "d1".into(),
+            clean_session: true,
+            keep_alive: 60,
+            username: Some(username.into()),
+            password: Some(b"token".to_vec()),
+            will: None,
+        }));
+        h
+    };
+    let h = connect("hub/d1/?api-version=2020-09-30&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1");
+    assert!(
+        matches!(&h.events[..], [SessionEvent::Authenticate { model_id: Some(m), .. }] if m == "dtmi:com:example:Thermostat;1"),
+        "{:?}",
+        h.events
+    );
+    let h = connect("hub/d1/?api-version=2020-09-30&model-id=thermostat");
+    assert!(h.events.iter().all(|e| !matches!(e, SessionEvent::Authenticate { .. })));
+    assert!(matches!(&h.sent[..], [Packet::ConnAck(ConnAck { code: ConnectReturnCode::BadUserNameOrPassword, .. })]));
 }

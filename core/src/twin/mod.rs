@@ -143,7 +143,7 @@ impl Twin {
             "cloudToDeviceMessageCount": identity.cloud_to_device_count,
             "authenticationType": "sas",
             "x509Thumbprint": { "primaryThumbprint": null, "secondaryThumbprint": null },
-            "modelId": "",
+            "modelId": identity.model_id.as_deref().unwrap_or_default(),
             "version": self.version,
         });
         if let Value::Object(map) = &mut doc {

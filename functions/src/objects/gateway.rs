@@ -385,7 +385,7 @@ impl Gateway {
             let Some(event) = deferred.take().or_else(|| att.session.poll_event()) else { return Ok(()) };
             let device_id = att.session.device_id().to_owned();
             match event {
-                SessionEvent::Authenticate { device_id, username, token, clean_session } => {
+                SessionEvent::Authenticate { device_id, username, token, clean_session, model_id } => {
                     if att.tcp {
                         att.host = crate::auth::own_name_in_username(username.as_deref(), &self.env);
                     }
@@ -431,6 +431,7 @@ impl Gateway {
                         gateway: att.gateway.clone(),
                         conn: att.conn.clone(),
                         clean_session,
+                        model_id,
                     };
                     // No verdict (the object failed or answered something else): unavailable, so
                     // the device retries rather than believing its credentials wrong.

@@ -192,7 +192,7 @@ impl DeviceObject {
                 let done = self.job_record(&job_id)?;
                 self.run(|s| s.job_rollback(&device_id, &job_id, done.as_ref(), now)).await
             }
-            DeviceOp::DeviceConnect { device_id, token, host, gateway, conn, clean_session } => {
+            DeviceOp::DeviceConnect { device_id, token, host, gateway, conn, clean_session, model_id } => {
                 let request = ConnectRequest {
                     device_id: &device_id,
                     token: token.as_deref(),
@@ -200,6 +200,7 @@ impl DeviceObject {
                     gateway: &gateway,
                     conn: &conn,
                     clean_session,
+                    model_id: model_id.as_deref(),
                 };
                 let policies = &self.config.policies;
                 let rules = self.rules();
