@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod c2d;
+pub mod configuration;
 pub mod device;
 pub mod error;
 pub mod etag;

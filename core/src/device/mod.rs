@@ -24,7 +24,9 @@ use crate::c2d::{CloudToDeviceMessage, MAX_QUEUE_DEPTH};
 use crate::identity::{DeviceIdentity, DeviceRequest, MAX_MODULES_PER_DEVICE};
 use crate::session::topic::Subscription;
 use crate::twin::catch_up::DesiredSeen;
-use crate::twin::{revert_patch, Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement};
+use crate::twin::{
+    revert_patch, AppliedConfiguration, Change, ReportedPatch, ServicePatch, Twin, TwinError, TwinReplacement,
+};
 use crate::{ErrorCode, HubError, UnixMillis};
 use serde::{Deserialize, Serialize};
 
@@ -251,6 +253,39 @@ impl DeviceState {
         self.service_write(device_id, &TwinWrite::Patch(patch), by, now, |_| {
             Some(JobMark::RolledBack { job_id: job_id.to_owned() })
         })
+    }
+
+    /// An automatic device configuration's verdict for this twin: `Some` applies that
+    /// configuration's content (once per revision: a twin that has it already is no change),
+    /// recorded in the history as `configuration:{id}`; `None` (no configuration targets the
+    /// twin any more) forgets the applied one and leaves the values it set.
+    pub fn apply_configuration(
+        &mut self,
+        device_id: &str,
+        verdict: Option<(AppliedConfiguration, &str)>,
+        now: UnixMillis,
+    ) -> Result<Step, HubError> {
+        let device = self.device.as_mut().ok_or_else(|| not_found(device_id))?;
+        let Some((applied, patch)) = verdict else {
+            if device.twin.configuration.take().is_none() {
+                return Ok(Step::reply(Reply::NoContent));
+            }
+            let mut step = Step::reply(Reply::NoContent);
+            step.persist.device = true;
+            step.effects = vec![Effect::Broadcast(LiveEvent::Twin), Effect::Project];
+            return Ok(step);
+        };
+        if device.twin.configuration.as_ref() == Some(&applied) {
+            return Ok(Step::reply(Reply::NoContent));
+        }
+        let write = TwinWrite::Patch(ServicePatch::parse(patch).map_err(|e| HubError::from(&e))?);
+        let actor = format!("configuration:{}", applied.id);
+        let mut step = self.service_write(device_id, &write, WriteBy { if_match: None, actor: &actor }, now, |_| None)?;
+        if let Some(device) = self.device.as_mut() {
+            device.twin.configuration = Some(applied);
+        }
+        step.reply = Reply::NoContent;
+        Ok(step)
     }
 
     fn service_write(

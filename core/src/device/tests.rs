@@ -414,3 +414,32 @@ fn the_announced_model_is_the_twins_model_id_until_another_is_announced() {
     let device = state.device.as_ref().unwrap();
     assert_eq!(device.twin.to_service_json(&device.identity)["modelId"], "dtmi:com:example:Thermostat;1");
 }
+
+#[test]
+fn a_configuration_applies_once_per_revision_and_leaves_its_values_when_it_goes() {
+    use crate::twin::AppliedConfiguration;
+    let mut state = created();
+    let rev = |revision| AppliedConfiguration { id: "cfg".into(), revision };
+    let patch = r#"{"properties":{"desired":{"interval":15}}}"#;
+    let step = state.apply_configuration(ID, Some((rev(1), patch)), T0).unwrap();
+    assert_eq!(step.persist.history.as_ref().map(|h| h.actor.as_str()), Some("configuration:cfg"));
+    let twin = |s: &DeviceState| {
+        let d = s.device.as_ref().unwrap();
+        d.twin.to_service_json(&d.identity)
+    };
+    assert_eq!(twin(&state)["properties"]["desired"]["interval"], 15);
+    assert_eq!(twin(&state)["configurations"]["cfg"]["status"], "Applied");
+    let version = twin(&state)["version"].clone();
+    // The same revision again: nothing.
+    let again = state.apply_configuration(ID, Some((rev(1), patch)), T0).unwrap();
+    assert!(again.persist.is_empty() && again.effects.is_empty());
+    assert_eq!(twin(&state)["version"], version);
+    // No configuration any more: the status goes, the value stays.
+    state.apply_configuration(ID, None, T0).unwrap();
+    assert!(twin(&state).get("configurations").is_none());
+    assert_eq!(twin(&state)["properties"]["desired"]["interval"], 15);
+    // A content that breaks the twin's rules changes nothing.
+    let before = state.clone();
+    assert!(state.apply_configuration(ID, Some((rev(2), r#"{"properties":{"desired":{"$bad":1}}}"#)), T0).is_err());
+    assert_eq!(state, before);
+}

@@ -53,12 +53,30 @@ pub struct Twin {
     pub version: u64,
     /// The etag counter: +1 per accepted service write; 1 when fresh (spec §1.3).
     pub etag: u64,
+    /// The automatic device configuration applied to this twin, if any
+    /// ([`crate::configuration`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<AppliedConfiguration>,
+}
+
+/// Which configuration, and which revision of it, a twin has had applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedConfiguration {
+    pub id: String,
+    pub revision: u64,
 }
 
 impl Twin {
     /// The twin of a device created at `now`: `version` 2, etag 1, both sections at `$version` 1.
     pub fn new(now: UnixMillis) -> Self {
-        Self { tags: Map::new(), desired: Section::new(now), reported: Section::new(now), version: 2, etag: 1 }
+        Self {
+            tags: Map::new(),
+            desired: Section::new(now),
+            reported: Section::new(now),
+            version: 2,
+            etag: 1,
+            configuration: None,
+        }
     }
 
     /// The etag as IoT Hub prints it: base64 of the counter as 8 big-endian bytes.
@@ -155,6 +173,11 @@ impl Twin {
                 "properties".to_owned(),
                 json!({ "desired": self.desired.to_json(true), "reported": self.reported.to_json(true) }),
             );
+            // The configuration applied, as IoT Hub shows it (and as queries select on it:
+            // `configurations.[[id]].status = 'Applied'`).
+            if let Some(applied) = &self.configuration {
+                map.insert("configurations".to_owned(), json!({ applied.id.as_str(): { "status": "Applied" } }));
+            }
             match &identity.module_id {
                 // A module twin names its module and has no capabilities (spec §1.5).
                 Some(module_id) => {

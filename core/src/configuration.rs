@@ -1,0 +1,410 @@
+//! Automatic device management (`/configurations`): "every twin matching this condition gets
+//! these desired properties", kept applied as devices come, go and change their tags.
+//!
+//! A [`Configuration`] is checked in full when it is written ([`ConfigurationRequest::check`]);
+//! which configuration a twin gets is [`winner`]: of those whose target condition the twin
+//! matches, the highest priority, ties to the newest. The twin records the one applied to it
+//! ([`crate::twin::AppliedConfiguration`]), which is how the hub knows whether it must apply
+//! again and what `configurations.[[id]].status = 'Applied'` queries see.
+//!
+//! Choices where Azure is silent or differs (README): content and target condition may change
+//! after creation (beyond Azure), each change a new revision that is applied again; a twin that
+//! stops matching gets the next configuration's content, and values no configuration sets any
+//! more stay as they are (a configuration never deletes desired properties).
+
+use crate::query::{self, Query};
+use crate::twin::ServicePatch;
+use crate::{ErrorCode, HubError, UnixMillis};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// The most configurations a hub holds (Azure's limit for automatic device configurations).
+pub const MAX_CONFIGURATIONS: usize = 100;
+/// The most custom metrics a configuration has (Azure's).
+pub const MAX_METRICS: usize = 5;
+/// Longest configuration id (Azure's).
+pub const MAX_ID_LEN: usize = 128;
+/// The highest priority accepted.
+pub const MAX_PRIORITY: i64 = i32::MAX as i64;
+/// What content paths must begin with: configurations set desired properties only.
+const DESIRED: &str = "properties.desired";
+
+/// A configuration as the hub keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Configuration {
+    pub id: String,
+    pub schema_version: String,
+    pub labels: Map<String, Value>,
+    /// `content.deviceContent` as sent: `properties.desired[.path]` -> value.
+    pub device_content: Map<String, Value>,
+    pub target_condition: String,
+    pub priority: i64,
+    /// Custom metrics: name -> query text.
+    pub metrics: Map<String, Value>,
+    pub created: UnixMillis,
+    pub last_updated: UnixMillis,
+    /// Moves on every update; the etag is derived from it.
+    pub etag: u64,
+    /// Moves when content or target condition change: the twins get it again.
+    pub revision: u64,
+}
+
+/// The body of `PUT /configurations/{id}` (and of `testQueries`), every field optional as the
+/// SDKs send different subsets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationRequest {
+    pub id: Option<String>,
+    pub schema_version: Option<String>,
+    pub labels: Option<Map<String, Value>>,
+    pub content: Option<ContentRequest>,
+    pub target_condition: Option<String>,
+    pub priority: Option<i64>,
+    pub metrics: Option<MetricsRequest>,
+}
+
+/// `content`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentRequest {
+    pub device_content: Option<Map<String, Value>>,
+    pub modules_content: Option<Map<String, Value>>,
+    pub module_content: Option<Map<String, Value>>,
+}
+
+/// `metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsRequest {
+    pub queries: Option<Map<String, Value>>,
+}
+
+fn invalid(message: impl Into<String>) -> HubError {
+    HubError::new(ErrorCode::ArgumentInvalid, message)
+}
+
+/// Checks a configuration id: 1 to 128 of lower-case ASCII letters, digits and
+/// `- : + % _ # * ? ! ( ) , = @ ; $ '` (Azure's rule).
+pub fn check_id(id: &str) -> Result<(), HubError> {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-:+%_#*?!(),=@;$'".contains(c);
+    if id.is_empty() || id.len() > MAX_ID_LEN || !id.chars().all(ok) {
+        return Err(invalid(format!(
+            "a configuration id is 1 to {MAX_ID_LEN} lower-case letters, digits and -:+%_#*?!(),=@;$'"
+        )));
+    }
+    Ok(())
+}
+
+impl ConfigurationRequest {
+    /// Parses a body; JSON errors are 400.
+    pub fn parse(body: &str) -> Result<Self, HubError> {
+        serde_json::from_str(body).map_err(|e| {
+            let code =
+                if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
+            HubError::new(code, format!("invalid configuration body: {e}"))
+        })
+    }
+
+    /// The configuration this request makes for `id`, checked in full: created now, or
+    /// `previous` updated (its etag and, when content or condition change, revision move).
+    pub fn check(&self, id: &str, previous: Option<&Configuration>, now: UnixMillis) -> Result<Configuration, HubError> {
+        check_id(id)?;
+        if self.id.as_deref().is_some_and(|body_id| body_id != id) {
+            return Err(invalid("id in the body does not match the id in the path"));
+        }
+        let content = self.content.as_ref();
+        if content.is_some_and(|c| c.modules_content.is_some() || c.module_content.is_some()) {
+            return Err(invalid("modulesContent (IoT Edge deployments) is not supported; use deviceContent"));
+        }
+        let device_content = content.and_then(|c| c.device_content.clone()).unwrap_or_default();
+        if device_content.is_empty() {
+            return Err(HubError::new(ErrorCode::ArgumentNull, "content.deviceContent is required"));
+        }
+        desired_patch(&device_content)?;
+        let target_condition = self
+            .target_condition
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| HubError::new(ErrorCode::ArgumentNull, "targetCondition is required ('*' for every device)"))?
+            .to_owned();
+        target_query(&target_condition)?;
+        let priority = self.priority.unwrap_or(0);
+        if !(0..=MAX_PRIORITY).contains(&priority) {
+            return Err(invalid(format!("priority must be 0 to {MAX_PRIORITY}")));
+        }
+        let metrics = self.metrics.as_ref().and_then(|m| m.queries.clone()).unwrap_or_default();
+        check_metrics(&metrics)?;
+        let labels = self.labels.clone().unwrap_or_default();
+        if labels.values().any(|v| !v.is_string()) {
+            return Err(invalid("labels are strings"));
+        }
+        let schema_version = self.schema_version.clone().unwrap_or_else(|| "1.0".to_owned());
+        Ok(match previous {
+            Some(p) => {
+                let changed = p.device_content != device_content || p.target_condition != target_condition;
+                Configuration {
+                    id: id.to_owned(),
+                    schema_version,
+                    labels,
+                    device_content,
+                    target_condition,
+                    priority,
+                    metrics,
+                    created: p.created,
+                    last_updated: now,
+                    etag: p.etag + 1,
+                    revision: p.revision + u64::from(changed || p.priority != priority),
+                }
+            }
+            None => Configuration {
+                id: id.to_owned(),
+                schema_version,
+                labels,
+                device_content,
+                target_condition,
+                priority,
+                metrics,
+                created: now,
+                last_updated: now,
+                etag: 1,
+                revision: 1,
+            },
+        })
+    }
+}
+
+/// The custom metrics: at most [`MAX_METRICS`], each a query text that parses.
+fn check_metrics(metrics: &Map<String, Value>) -> Result<(), HubError> {
+    if metrics.len() > MAX_METRICS {
+        return Err(invalid(format!("a configuration has at most {MAX_METRICS} custom metrics")));
+    }
+    for (name, text) in metrics {
+        let text = text.as_str().ok_or_else(|| invalid(format!("metric '{name}' must be a query string")))?;
+        metric_query(name, text)?;
+    }
+    Ok(())
+}
+
+/// A metric's query, parsed (a device query; the hub counts its rows).
+pub fn metric_query(name: &str, text: &str) -> Result<Query, HubError> {
+    query::parse(text).map_err(|e| invalid(format!("metric '{name}' is not a valid query: {e}")))
+}
+
+/// The target condition as a query (the `WHERE` of a device query; `*` for every device), with
+/// an error positioned in the condition itself.
+pub fn target_query(condition: &str) -> Result<Query, HubError> {
+    crate::job::request::condition_query(condition)
+        .map_err(|e| HubError::new(e.code, e.message.replacen("queryCondition", "targetCondition", 1)))
+}
+
+/// The service patch `deviceContent` stands for: each `properties.desired.a.b` path as nested
+/// objects (`properties.desired` itself takes an object), checked by the twin's own rules.
+pub fn desired_patch(content: &Map<String, Value>) -> Result<Value, HubError> {
+    let mut desired = Map::new();
+    for (path, value) in content {
+        let rest = path.strip_prefix(DESIRED).ok_or_else(|| {
+            invalid(format!("content path '{path}' is not under properties.desired (configurations set desired properties)"))
+        })?;
+        if rest.is_empty() {
+            let Value::Object(all) = value else {
+                return Err(invalid("properties.desired takes an object"));
+            };
+            merge(&mut desired, all.clone());
+            continue;
+        }
+        let names: Vec<&str> = rest.strip_prefix('.').unwrap_or("").split('.').collect();
+        if names.iter().any(|n| n.is_empty()) {
+            return Err(invalid(format!("content path '{path}' has an empty name")));
+        }
+        let mut nested = value.clone();
+        for name in names.iter().rev() {
+            nested = json!({ *name: nested });
+        }
+        if let Value::Object(map) = nested {
+            merge(&mut desired, map);
+        }
+    }
+    let patch = json!({ "properties": { "desired": desired } });
+    ServicePatch::parse(&patch.to_string()).map_err(|e| HubError::from(&e))?;
+    Ok(patch)
+}
+
+fn merge(into: &mut Map<String, Value>, from: Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Object(a)), Value::Object(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+impl Configuration {
+    /// The etag as IoT Hub prints it (base64 of the counter's digits, as identities do).
+    pub fn etag_string(&self) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(self.etag.to_string())
+    }
+
+    /// The content as a service patch (checked when the configuration was written).
+    pub fn patch(&self) -> Value {
+        desired_patch(&self.device_content).unwrap_or_else(|_| json!({}))
+    }
+
+    /// The target condition as a query (checked when the configuration was written).
+    pub fn target(&self) -> Option<Query> {
+        target_query(&self.target_condition).ok()
+    }
+
+    /// The queries behind `systemMetrics`: the twins targeted, and those it is applied to.
+    pub fn system_queries(&self) -> [(&'static str, String); 2] {
+        let condition = if self.target_condition == "*" {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.target_condition)
+        };
+        [
+            ("targetedCount", format!("SELECT deviceId FROM devices{condition}")),
+            ("appliedCount", format!("SELECT deviceId FROM devices WHERE configurations.[[{}]].status = 'Applied'", self.id)),
+        ]
+    }
+
+    /// The wire form, with the counts measured for the system and custom metrics.
+    pub fn to_wire(&self, system: &Map<String, Value>, custom: &Map<String, Value>) -> Value {
+        let system_queries: Map<String, Value> =
+            self.system_queries().into_iter().map(|(k, q)| (k.to_owned(), Value::from(q))).collect();
+        json!({
+            "id": self.id,
+            "schemaVersion": self.schema_version,
+            "labels": self.labels,
+            "content": { "deviceContent": self.device_content, "modulesContent": {}, "moduleContent": {} },
+            "contentType": "assignment",
+            "targetCondition": self.target_condition,
+            "createdTimeUtc": self.created.to_iso(),
+            "lastUpdatedTimeUtc": self.last_updated.to_iso(),
+            "priority": self.priority,
+            "systemMetrics": { "results": system, "queries": system_queries },
+            "metrics": { "results": custom, "queries": self.metrics },
+            "etag": self.etag_string(),
+        })
+    }
+}
+
+/// The configuration a twin (as the service sees it) gets: of those whose target condition it
+/// matches, the highest priority; ties go to the newest.
+pub fn winner<'a>(configurations: &'a [(Configuration, Option<Query>)], twin: &Value) -> Option<&'a Configuration> {
+    configurations
+        .iter()
+        .filter(|(_, target)| target.as_ref().is_some_and(|q| query::eval::matches(q.filter.as_ref(), twin)))
+        .map(|(c, _)| c)
+        .max_by(|a, b| a.priority.cmp(&b.priority).then(a.created.cmp(&b.created)).then(a.id.cmp(&b.id)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: Value) -> ConfigurationRequest {
+        ConfigurationRequest::parse(&body.to_string()).unwrap()
+    }
+
+    fn config(id: &str, condition: &str, priority: i64, created: u64) -> (Configuration, Option<Query>) {
+        let body = json!({
+            "content": { "deviceContent": { "properties.desired.telemetryInterval": priority } },
+            "targetCondition": condition,
+            "priority": priority,
+        });
+        let c = request(body).check(id, None, UnixMillis(created)).unwrap();
+        let target = c.target();
+        (c, target)
+    }
+
+    #[test]
+    fn content_paths_become_one_desired_patch() {
+        let content: Map<String, Value> = serde_json::from_value(json!({
+            "properties.desired.chiller.water": { "temperature": 66 },
+            "properties.desired.telemetryInterval": 15,
+        }))
+        .unwrap();
+        let patch = desired_patch(&content).unwrap();
+        assert_eq!(patch, json!({ "properties": { "desired": {
+            "chiller": { "water": { "temperature": 66 } }, "telemetryInterval": 15 } } }));
+        for bad in [json!({ "tags.x": 1 }), json!({ "properties.reported.x": 1 }), json!({ "properties.desired..x": 1 }),
+            json!({ "properties.desired.$version": 1 })] {
+            let map: Map<String, Value> = serde_json::from_value(bad.clone()).unwrap();
+            assert!(desired_patch(&map).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_is_checked_in_full() {
+        let ok = json!({ "content": { "deviceContent": { "properties.desired.x": 1 } }, "targetCondition": "tags.a = 1", "priority": 3 });
+        assert!(request(ok.clone()).check("cfg-1", None, UnixMillis(1)).is_ok());
+        let mut bad_condition = ok.clone();
+        bad_condition["targetCondition"] = json!("tags.a = ");
+        let e = request(bad_condition).check("cfg-1", None, UnixMillis(1)).unwrap_err();
+        assert!(e.message.contains("targetCondition") && e.message.contains("1:"), "{}", e.message);
+        let mut bad_priority = ok.clone();
+        bad_priority["priority"] = json!(-1);
+        assert_eq!(request(bad_priority).check("cfg-1", None, UnixMillis(1)).unwrap_err().code, ErrorCode::ArgumentInvalid);
+        let mut many = ok.clone();
+        many["metrics"] = json!({ "queries": { "a": "SELECT deviceId FROM devices", "b": "SELECT deviceId FROM devices",
+            "c": "SELECT deviceId FROM devices", "d": "SELECT deviceId FROM devices", "e": "SELECT deviceId FROM devices",
+            "f": "SELECT deviceId FROM devices" } });
+        assert!(request(many).check("cfg-1", None, UnixMillis(1)).is_err());
+        let mut bad_metric = ok.clone();
+        bad_metric["metrics"] = json!({ "queries": { "a": "SELECT FROM" } });
+        assert!(request(bad_metric).check("cfg-1", None, UnixMillis(1)).is_err());
+        let mut edge = ok.clone();
+        edge["content"]["modulesContent"] = json!({});
+        assert!(request(edge).check("cfg-1", None, UnixMillis(1)).is_err());
+        assert!(request(ok.clone()).check("Upper", None, UnixMillis(1)).is_err());
+        let mut other_id = ok;
+        other_id["id"] = json!("cfg-2");
+        assert!(request(other_id).check("cfg-1", None, UnixMillis(1)).is_err());
+    }
+
+    #[test]
+    fn an_update_moves_the_revision_only_when_what_is_applied_changes() {
+        let body = json!({ "content": { "deviceContent": { "properties.desired.x": 1 } }, "targetCondition": "*", "labels": { "a": "b" } });
+        let first = request(body.clone()).check("c", None, UnixMillis(1)).unwrap();
+        let mut relabelled = body.clone();
+        relabelled["labels"] = json!({ "a": "c" });
+        let second = request(relabelled).check("c", Some(&first), UnixMillis(2)).unwrap();
+        assert_eq!((second.etag, second.revision, second.created), (2, 1, UnixMillis(1)));
+        let mut new_content = body;
+        new_content["content"]["deviceContent"] = json!({ "properties.desired.x": 2 });
+        let third = request(new_content).check("c", Some(&second), UnixMillis(3)).unwrap();
+        assert_eq!((third.etag, third.revision), (3, 2));
+    }
+
+    #[test]
+    fn the_system_metrics_are_queries_the_engine_runs() {
+        let (c, _) = config("cfg-1", "tags.env = 'prod'", 1, 1);
+        let twin = json!({ "tags": { "env": "prod" }, "configurations": { "cfg-1": { "status": "Applied" } } });
+        for (name, text) in c.system_queries() {
+            let q = query::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(query::eval::matches(q.filter.as_ref(), &twin), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_highest_priority_match_wins_and_ties_go_to_the_newest() {
+        let configs = vec![
+            config("low", "tags.env = 'prod'", 1, 1),
+            config("high", "tags.env = 'prod' AND tags.building = 'A'", 5, 2),
+            config("high-newer", "tags.building = 'A'", 5, 3),
+            config("other", "tags.env = 'dev'", 9, 4),
+        ];
+        let twin = |tags: Value| json!({ "tags": tags });
+        assert_eq!(winner(&configs, &twin(json!({ "env": "prod" }))).map(|c| c.id.as_str()), Some("low"));
+        assert_eq!(
+            winner(&configs, &twin(json!({ "env": "prod", "building": "A" }))).map(|c| c.id.as_str()),
+            Some("high-newer")
+        );
+        assert_eq!(winner(&configs, &twin(json!({ "env": "test" }))), None);
+    }
+}
