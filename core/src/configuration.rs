@@ -108,13 +108,19 @@ impl ConfigurationRequest {
 
     /// The configuration this request makes for `id`, checked in full: created now, or
     /// `previous` updated (its etag and, when content or condition change, revision move).
-    pub fn check(&self, id: &str, previous: Option<&Configuration>, now: UnixMillis) -> Result<Configuration, HubError> {
+    pub fn check(
+        &self,
+        id: &str,
+        previous: Option<&Configuration>,
+        now: UnixMillis,
+    ) -> Result<Configuration, HubError> {
         check_id(id)?;
         if self.id.as_deref().is_some_and(|body_id| body_id != id) {
             return Err(invalid("id in the body does not match the id in the path"));
         }
         let content = self.content.as_ref();
-        if content.is_some_and(|c| c.modules_content.is_some() || c.module_content.is_some()) {
+        let non_empty = |m: &Option<Map<String, Value>>| m.as_ref().is_some_and(|m| !m.is_empty());
+        if content.is_some_and(|c| non_empty(&c.modules_content) || non_empty(&c.module_content)) {
             return Err(invalid("modulesContent (IoT Edge deployments) is not supported; use deviceContent"));
         }
         let device_content = content.and_then(|c| c.device_content.clone()).unwrap_or_default();
@@ -127,7 +133,9 @@ impl ConfigurationRequest {
             .as_deref()
             .map(str::trim)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| HubError::new(ErrorCode::ArgumentNull, "targetCondition is required ('*' for every device)"))?
+            .ok_or_else(|| {
+                HubError::new(ErrorCode::ArgumentNull, "targetCondition is required ('*' for every device)")
+            })?
             .to_owned();
         target_query(&target_condition)?;
         let priority = self.priority.unwrap_or(0);
@@ -205,7 +213,9 @@ pub fn desired_patch(content: &Map<String, Value>) -> Result<Value, HubError> {
     let mut desired = Map::new();
     for (path, value) in content {
         let rest = path.strip_prefix(DESIRED).ok_or_else(|| {
-            invalid(format!("content path '{path}' is not under properties.desired (configurations set desired properties)"))
+            invalid(format!(
+                "content path '{path}' is not under properties.desired (configurations set desired properties)"
+            ))
         })?;
         if rest.is_empty() {
             let Value::Object(all) = value else {
@@ -227,7 +237,12 @@ pub fn desired_patch(content: &Map<String, Value>) -> Result<Value, HubError> {
         }
     }
     let patch = json!({ "properties": { "desired": desired } });
-    ServicePatch::parse(&patch.to_string()).map_err(|e| HubError::from(&e))?;
+    let parsed = ServicePatch::parse(&patch.to_string()).map_err(|e| HubError::from(&e))?;
+    // Content that no twin could hold (over the desired section's size, say) is refused when
+    // the configuration is written, not discovered on every twin it targets.
+    crate::twin::Twin::new(UnixMillis(0))
+        .apply_service_patch(&parsed, UnixMillis(0))
+        .map_err(|e| HubError::from(&e))?;
     Ok(patch)
 }
 
@@ -261,14 +276,14 @@ impl Configuration {
 
     /// The queries behind `systemMetrics`: the twins targeted, and those it is applied to.
     pub fn system_queries(&self) -> [(&'static str, String); 2] {
-        let condition = if self.target_condition == "*" {
-            String::new()
-        } else {
-            format!(" WHERE {}", self.target_condition)
-        };
+        let condition =
+            if self.target_condition == "*" { String::new() } else { format!(" WHERE {}", self.target_condition) };
         [
             ("targetedCount", format!("SELECT deviceId FROM devices{condition}")),
-            ("appliedCount", format!("SELECT deviceId FROM devices WHERE configurations.[[{}]].status = 'Applied'", self.id)),
+            (
+                "appliedCount",
+                format!("SELECT deviceId FROM devices WHERE configurations.[[{}]].status = 'Applied'", self.id),
+            ),
         ]
     }
 
@@ -330,10 +345,17 @@ mod tests {
         }))
         .unwrap();
         let patch = desired_patch(&content).unwrap();
-        assert_eq!(patch, json!({ "properties": { "desired": {
-            "chiller": { "water": { "temperature": 66 } }, "telemetryInterval": 15 } } }));
-        for bad in [json!({ "tags.x": 1 }), json!({ "properties.reported.x": 1 }), json!({ "properties.desired..x": 1 }),
-            json!({ "properties.desired.$version": 1 })] {
+        assert_eq!(
+            patch,
+            json!({ "properties": { "desired": {
+            "chiller": { "water": { "temperature": 66 } }, "telemetryInterval": 15 } } })
+        );
+        for bad in [
+            json!({ "tags.x": 1 }),
+            json!({ "properties.reported.x": 1 }),
+            json!({ "properties.desired..x": 1 }),
+            json!({ "properties.desired.$version": 1 }),
+        ] {
             let map: Map<String, Value> = serde_json::from_value(bad.clone()).unwrap();
             assert!(desired_patch(&map).is_err(), "{bad}");
         }
@@ -349,7 +371,10 @@ mod tests {
         assert!(e.message.contains("targetCondition") && e.message.contains("1:"), "{}", e.message);
         let mut bad_priority = ok.clone();
         bad_priority["priority"] = json!(-1);
-        assert_eq!(request(bad_priority).check("cfg-1", None, UnixMillis(1)).unwrap_err().code, ErrorCode::ArgumentInvalid);
+        assert_eq!(
+            request(bad_priority).check("cfg-1", None, UnixMillis(1)).unwrap_err().code,
+            ErrorCode::ArgumentInvalid
+        );
         let mut many = ok.clone();
         many["metrics"] = json!({ "queries": { "a": "SELECT deviceId FROM devices", "b": "SELECT deviceId FROM devices",
             "c": "SELECT deviceId FROM devices", "d": "SELECT deviceId FROM devices", "e": "SELECT deviceId FROM devices",
@@ -359,7 +384,7 @@ mod tests {
         bad_metric["metrics"] = json!({ "queries": { "a": "SELECT FROM" } });
         assert!(request(bad_metric).check("cfg-1", None, UnixMillis(1)).is_err());
         let mut edge = ok.clone();
-        edge["content"]["modulesContent"] = json!({});
+        edge["content"]["modulesContent"] = json!({ "$edgeAgent": {} });
         assert!(request(edge).check("cfg-1", None, UnixMillis(1)).is_err());
         assert!(request(ok.clone()).check("Upper", None, UnixMillis(1)).is_err());
         let mut other_id = ok;

@@ -32,6 +32,9 @@ pub enum ErrorCode {
     ModuleNotFound,
     /// 404103: a direct method to a device that is offline or not listening for methods.
     DeviceNotOnline,
+    /// 404: no configuration with that id (IoT Hub's code for it is not published; twinhub
+    /// uses 404020).
+    ConfigurationNotFound,
     /// 404002: no job with that id.
     JobNotFound,
     /// 404000 (twinhub): no such route.
@@ -42,6 +45,8 @@ pub enum ErrorCode {
     DeviceAlreadyExists,
     /// 409301: create over an existing module id.
     ModuleAlreadyExistsOnDevice,
+    /// 409: a configuration with that id exists (twinhub's 409020; Azure's is not published).
+    ConfigurationAlreadyExists,
     /// 409104: a job with that id exists already (code as spec §3.6 gives it, marked unsure there).
     JobAlreadyExists,
     /// 412001: `If-Match` did not match the current etag.
@@ -77,11 +82,13 @@ impl ErrorCode {
             Self::ModuleNotFound => 404_010,
             Self::DeviceNotOnline => 404_103,
             Self::JobNotFound => 404_002,
+            Self::ConfigurationNotFound => 404_020,
             Self::NotFound => 404_000,
             Self::MethodNotAllowed => 405_000,
             Self::DeviceAlreadyExists => 409_001,
             Self::ModuleAlreadyExistsOnDevice => 409_301,
             Self::JobAlreadyExists => 409_104,
+            Self::ConfigurationAlreadyExists => 409_020,
             Self::PreconditionFailed => 412_001,
             Self::MessageTooLarge => 413_001,
             Self::TooManyDevices => 413_002,
@@ -113,11 +120,13 @@ impl ErrorCode {
             Self::ModuleNotFound => "ModuleNotFound",
             Self::DeviceNotOnline => "DeviceNotOnline",
             Self::JobNotFound => "JobNotFound",
+            Self::ConfigurationNotFound => "ConfigurationNotFound",
             Self::NotFound => "NotFound",
             Self::MethodNotAllowed => "MethodNotAllowed",
             Self::DeviceAlreadyExists => "DeviceAlreadyExists",
             Self::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
             Self::JobAlreadyExists => "JobAlreadyExists",
+            Self::ConfigurationAlreadyExists => "ConfigurationAlreadyExists",
             Self::PreconditionFailed => "PreconditionFailed",
             Self::MessageTooLarge => "MessageTooLarge",
             Self::TooManyDevices => "TooManyDevices",

@@ -86,6 +86,16 @@ pub enum Route<'a> {
     GetJob(&'a str),
     /// `POST /jobs/v2/{id}/{action}`
     ControlJob(&'a str, JobAction),
+    /// `GET /configurations`
+    ListConfigurations,
+    /// `GET /configurations/{id}`
+    GetConfiguration(&'a str),
+    /// `PUT /configurations/{id}`
+    PutConfiguration(&'a str),
+    /// `DELETE /configurations/{id}`
+    DeleteConfiguration(&'a str),
+    /// `POST /configurations/testQueries`
+    TestConfigurationQueries,
     /// `GET /api/twins/{id}/history`
     TwinHistory(Ident<'a>),
     /// `GET /api/devices/{id}/telemetry`
@@ -215,6 +225,11 @@ impl<'a> Route<'a> {
             (["jobs", "v2", id], "PUT") => CreateJob(id),
             (["jobs", "v2", id], "GET") => GetJob(id),
             (["jobs", "v2", id, action], "POST") => ControlJob(id, JobAction::parse(action)?),
+            (["configurations"], "GET") => ListConfigurations,
+            (["configurations", "testQueries"], "POST") => TestConfigurationQueries,
+            (["configurations", id], "GET") => GetConfiguration(id),
+            (["configurations", id], "PUT") => PutConfiguration(id),
+            (["configurations", id], "DELETE") => DeleteConfiguration(id),
             (["api", "twins", id, "history"], "GET") => TwinHistory(Ident::device(id)),
             (["api", "twins", id, "modules", m, "history"], "GET") => TwinHistory(Ident::module(id, m)),
             (["api", "devices", id, "telemetry"], "GET") => Telemetry(Ident::device(id)),
@@ -245,7 +260,17 @@ impl<'a> Route<'a> {
         match self {
             Health | DeviceSocket => Access::Open,
             Session | BenchEcho(_) | BenchWrite(_) => Access::Token(Permissions::default()),
-            ListDevices | ListModules(_) | GetDevice(_) | DeviceStatistics | IndexLag => Access::Token(read),
+            // Configurations are registry operations (IoT Hub puts them under RegistryRead /
+            // RegistryWrite).
+            ListDevices
+            | ListModules(_)
+            | GetDevice(_)
+            | DeviceStatistics
+            | IndexLag
+            | ListConfigurations
+            | GetConfiguration(_)
+            | TestConfigurationQueries => Access::Token(read),
+            PutConfiguration(_) | DeleteConfiguration(_) => Access::Token(write),
             BulkDevices | PutDevice(_) | DeleteDevice(_) | BenchFleet => Access::Token(write),
             Query | GetTwin(_) | PatchTwin(_) | ReplaceTwin(_) | InvokeMethod(_) | ServiceStatistics | QueryJobs
             | CreateJob(_) | GetJob(_) | ControlJob(..) | TwinHistory(_) | Telemetry(_) | TelemetrySeries(_)
@@ -278,9 +303,26 @@ impl<'a> Route<'a> {
         match self {
             Health | Session => Upstream::Here,
             DeviceSocket => Upstream::Piped,
-            Query | ListDevices | ListModules(_) | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_)
-            | GetTwin(_) | PatchTwin(_) | ReplaceTwin(_) | DeviceStatistics | ServiceStatistics | QueryJobs
-            | CreateJob(_) | GetJob(_) => forwarded,
+            Query
+            | ListDevices
+            | ListModules(_)
+            | BulkDevices
+            | GetDevice(_)
+            | PutDevice(_)
+            | DeleteDevice(_)
+            | GetTwin(_)
+            | PatchTwin(_)
+            | ReplaceTwin(_)
+            | DeviceStatistics
+            | ServiceStatistics
+            | QueryJobs
+            | CreateJob(_)
+            | GetJob(_)
+            | ListConfigurations
+            | GetConfiguration(_)
+            | PutConfiguration(_)
+            | DeleteConfiguration(_)
+            | TestConfigurationQueries => forwarded,
             // A method waits for the device (up to 300 s response plus 300 s connect timeout).
             InvokeMethod(_) => Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS },
             ControlJob(_, JobAction::Cancel) => forwarded,
@@ -329,6 +371,8 @@ mod tests {
         assert_eq!(parse("POST", "/twins/d/modules/m/methods"), Ok(Route::InvokeMethod(Ident::module("d", "m"))));
         assert_eq!(parse("POST", "/jobs/v2/j1/rollback"), Ok(Route::ControlJob("j1", JobAction::Rollback)));
         assert_eq!(parse("GET", "/jobs/v2/query"), Ok(Route::QueryJobs));
+        assert_eq!(parse("POST", "/configurations/testQueries"), Ok(Route::TestConfigurationQueries));
+        assert_eq!(parse("PUT", "/configurations/c1"), Ok(Route::PutConfiguration("c1")));
         assert_eq!(parse("PUT", "/jobs/v2/query"), Ok(Route::CreateJob("query")));
         assert_eq!(parse("GET", "/api/devices/d/telemetry/series"), Ok(Route::TelemetrySeries(Ident::device("d"))));
     }

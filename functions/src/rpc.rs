@@ -4,6 +4,7 @@
 //! for the client (status, body, headers), which the Worker passes through unchanged.
 
 use serde::{Deserialize, Serialize};
+use twinhub_core::configuration::Configuration;
 use twinhub_core::session::topic::Subscription;
 
 /// A request to one device's object. `actor` names who asked (a policy, a device, a job), for
@@ -74,6 +75,14 @@ pub enum DeviceOp {
     JobUpdateTwin { device_id: String, job_id: String, body: String },
     /// Gives back the values `job_id` changed (once; later calls change nothing).
     JobRollback { device_id: String, job_id: String },
+    /// An automatic device configuration's verdict for this twin (from its index shard):
+    /// apply `configuration`'s content `patch` (once per revision), or, with none, forget the
+    /// configuration applied.
+    ApplyConfiguration {
+        device_id: String,
+        configuration: Option<twinhub_core::twin::AppliedConfiguration>,
+        patch: Option<serde_json::Value>,
+    },
     /// `GET /api/devices/{id}/telemetry/series`: `field` downsampled over `[from, to)` (Unix ms).
     TelemetrySeries { device_id: String, field: String, from: u64, to: u64, buckets: usize },
 }
@@ -110,6 +119,30 @@ pub struct QueuedMessage {
     pub properties: Vec<(String, Option<String>)>,
     /// The body, base64.
     pub body: String,
+}
+
+/// A request to the configurations object (`objects::configurations`). Answers carry
+/// [`Configuration`]s as stored; the Worker adds the metrics.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum ConfigurationOp {
+    /// Create, or update with `if_match` (`*` for any).
+    Put {
+        id: String,
+        body: String,
+        if_match: Option<String>,
+    },
+    Get {
+        id: String,
+    },
+    /// Up to `top`, in id order.
+    List {
+        top: usize,
+    },
+    Delete {
+        id: String,
+        if_match: Option<String>,
+    },
 }
 
 /// A request to the jobs object (`objects::jobs`).
@@ -188,6 +221,10 @@ pub enum IndexOp {
     Ids { sql: String, params: Vec<serde_json::Value> },
     /// Store many entries at once (the query benchmark's fleet loader).
     Load { entries: Vec<IndexEntry> },
+    /// The hub's configurations, from the configurations object after each change: the shard
+    /// applies the winning one to each device twin it is sent from then on, and with `sweep`
+    /// reconsiders every device it holds now.
+    SetConfigurations { configurations: Vec<Configuration>, sweep: bool },
     /// Whether the shard holds `device_id` as an existing device: the gateway asks before a
     /// CONNECT wakes (and so creates the storage of) a device object. Answers [`Existence`].
     Exists { device_id: String },

@@ -280,7 +280,8 @@ impl DeviceState {
         }
         let write = TwinWrite::Patch(ServicePatch::parse(patch).map_err(|e| HubError::from(&e))?);
         let actor = format!("configuration:{}", applied.id);
-        let mut step = self.service_write(device_id, &write, WriteBy { if_match: None, actor: &actor }, now, |_| None)?;
+        let mut step =
+            self.service_write(device_id, &write, WriteBy { if_match: None, actor: &actor }, now, |_| None)?;
         if let Some(device) = self.device.as_mut() {
             device.twin.configuration = Some(applied);
         }

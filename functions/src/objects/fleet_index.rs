@@ -15,12 +15,15 @@
 use crate::clock;
 use crate::http::{self, ApiResult};
 use crate::objects::group_commit::GroupCommit;
-use crate::rpc::{IndexEntry, IndexLag, IndexOp, ShardStatistics};
+use crate::rpc::{DeviceOp, IndexEntry, IndexLag, IndexOp, ShardStatistics};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
+use twinhub_core::configuration::Configuration;
 use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_SCHEMA};
+use twinhub_core::query::Query;
+use twinhub_core::twin::AppliedConfiguration;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
@@ -30,6 +33,10 @@ const LAG_SAMPLES: usize = 1000;
 #[durable_object]
 pub struct FleetIndex {
     state: State,
+    env: Env,
+    /// The hub's configurations, as last pushed (`None`: not read from storage yet). Empty
+    /// (the usual case) costs the upserts nothing.
+    configurations: RefCell<Option<Rc<Targets>>>,
     /// Milliseconds from commit (in the device object) to upsert (here), most recent last.
     lags: Lags,
     /// Upserts waiting for, or in, the commit under way.
@@ -37,6 +44,17 @@ pub struct FleetIndex {
 }
 
 type Lags = Rc<RefCell<VecDeque<u64>>>;
+
+/// Configurations with their parsed target conditions.
+type Targets = Vec<(Configuration, Option<Query>)>;
+
+/// Where a shard keeps the configurations it was sent, for after a restart.
+const CONFIGURATIONS_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS configuration_set (k INTEGER PRIMARY KEY, body TEXT NOT NULL)";
+
+/// Twins a sweep reads per statement, and device objects it calls at once.
+const SWEEP_PAGE: u64 = 500;
+const SWEEP_CALLS: usize = 32;
 
 #[derive(Deserialize)]
 struct IdentityRow {
@@ -62,11 +80,19 @@ struct TwinRow {
 }
 
 impl DurableObject for FleetIndex {
-    fn new(state: State, _env: Env) -> Self {
-        if let Err(e) = state.storage().sql().exec(INDEX_SCHEMA, None) {
-            worker::console_error!("fleet index schema: {e}");
+    fn new(state: State, env: Env) -> Self {
+        for schema in [INDEX_SCHEMA, CONFIGURATIONS_SCHEMA] {
+            if let Err(e) = state.storage().sql().exec(schema, None) {
+                worker::console_error!("fleet index schema: {e}");
+            }
         }
-        Self { state, lags: Rc::new(RefCell::new(VecDeque::with_capacity(LAG_SAMPLES))), upserts: GroupCommit::new() }
+        Self {
+            state,
+            env,
+            configurations: RefCell::new(None),
+            lags: Rc::new(RefCell::new(VecDeque::with_capacity(LAG_SAMPLES))),
+            upserts: GroupCommit::new(),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -95,9 +121,102 @@ impl FleetIndex {
             let storage = Rc::clone(&storage);
             async move { storage.sync().await.map_err(|e| e.to_string()) }
         };
+        let device_id = entry.device_id.clone();
+        let twin = entry.twin.as_ref().map(|t| t.get().to_owned());
         match self.upserts.submit(entry, write, sync).await {
-            Ok(()) => Ok(http::no_content()?),
-            Err(e) => Err(HubError::new(ErrorCode::ServerError, format!("index upsert: {e}")).into()),
+            Ok(()) => {}
+            Err(e) => return Err(HubError::new(ErrorCode::ServerError, format!("index upsert: {e}")).into()),
+        }
+        // The configuration the twin should have, applied before the device's write is
+        // answered: a device created or re-tagged gets its content as part of that write.
+        if let Some(twin) = twin {
+            if let Err(e) = self.reconsider(&device_id, &twin, false).await {
+                worker::console_warn!("fleet index: applying a configuration failed: {e}");
+            }
+        }
+        Ok(http::no_content()?)
+    }
+
+    /// The configurations, read from storage the first time.
+    fn targets(&self) -> Result<Rc<Targets>> {
+        if let Some(t) = self.configurations.borrow().as_ref() {
+            return Ok(Rc::clone(t));
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            body: String,
+        }
+        let rows: Vec<Row> =
+            self.state.storage().sql().exec("SELECT body FROM configuration_set WHERE k = 0", None)?.to_array()?;
+        let list: Vec<Configuration> =
+            rows.first().and_then(|r| serde_json::from_str(&r.body).ok()).unwrap_or_default();
+        let targets = Rc::new(
+            list.into_iter()
+                .map(|c| {
+                    let q = c.target();
+                    (c, q)
+                })
+                .collect::<Targets>(),
+        );
+        *self.configurations.borrow_mut() = Some(Rc::clone(&targets));
+        Ok(targets)
+    }
+
+    /// Applies the winning configuration to one device's twin (JSON text, as the service sees
+    /// it) if it does not have it: always when `recheck` (a sweep: the device object itself
+    /// skips a revision it has), else only when the winner's id differs from the one applied.
+    async fn reconsider(&self, device_id: &str, twin: &str, recheck: bool) -> Result<()> {
+        let targets = self.targets()?;
+        // Modules are not configured (configurations target device twins).
+        if (targets.is_empty() && !recheck) || device_id.contains('/') {
+            return Ok(());
+        }
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(twin) else { return Ok(()) };
+        let applied = doc["configurations"].as_object().and_then(|m| m.keys().next().cloned());
+        let winner = twinhub_core::configuration::winner(&targets, &doc);
+        if !recheck && winner.map(|c| &c.id) == applied.as_ref() {
+            return Ok(());
+        }
+        if winner.is_none() && applied.is_none() {
+            return Ok(());
+        }
+        let op = DeviceOp::ApplyConfiguration {
+            device_id: device_id.to_owned(),
+            configuration: winner.map(|c| AppliedConfiguration { id: c.id.clone(), revision: c.revision }),
+            patch: winner.map(Configuration::patch),
+        };
+        let stub = self.env.durable_object(crate::objects::DEVICE_BINDING)?.get_by_name(device_id)?;
+        let answer = crate::rpc::call(&stub, &op).await?;
+        if answer.status_code() >= 300 && answer.status_code() != 404 {
+            worker::console_warn!("configuration for a device answered {}", answer.status_code());
+        }
+        Ok(())
+    }
+
+    /// Every device twin this shard holds, reconsidered against the configurations.
+    async fn sweep(&self) -> Result<()> {
+        let mut after = String::new();
+        loop {
+            let rows: Vec<TwinRow> = self
+                .state
+                .storage()
+                .sql()
+                .exec(
+                    &format!(
+                        "SELECT device_id AS id, json(twin) AS twin FROM device \
+                         WHERE identity IS NOT NULL AND {DEVICES_ONLY} AND device_id > ? ORDER BY device_id LIMIT {SWEEP_PAGE}"
+                    ),
+                    vec![after.as_str().into()],
+                )?
+                .to_array()?;
+            let Some(last) = rows.last() else { return Ok(()) };
+            after = last.id.clone();
+            for chunk in rows.chunks(SWEEP_CALLS) {
+                let calls = chunk.iter().map(|r| self.reconsider(&r.id, &r.twin, true));
+                for result in futures_util::future::join_all(calls).await {
+                    result?;
+                }
+            }
         }
     }
 
@@ -160,6 +279,24 @@ impl FleetIndex {
                 let rows: Vec<serde_json::Value> = sql.exec(&text, bind(params))?.to_array()?;
                 let body = serde_json::json!({ "rows": rows, "lag": self.lag() });
                 Ok(http::json(200, &body, None)?)
+            }
+            IndexOp::SetConfigurations { configurations, sweep } => {
+                sql.exec(
+                    "INSERT OR REPLACE INTO configuration_set (k, body) VALUES (0, ?)",
+                    vec![crate::objects::to_json(&configurations)?.into()],
+                )?;
+                let targets = configurations
+                    .into_iter()
+                    .map(|c| {
+                        let q = c.target();
+                        (c, q)
+                    })
+                    .collect::<Targets>();
+                *self.configurations.borrow_mut() = Some(Rc::new(targets));
+                if sweep {
+                    self.sweep().await?;
+                }
+                Ok(http::no_content()?)
             }
             IndexOp::Exists { device_id } => {
                 let rows: Vec<IdRow> = sql

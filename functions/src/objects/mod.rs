@@ -1,6 +1,7 @@
 //! Durable Objects: where state lives. Each loads rows, calls core, persists, and answers.
 
 pub mod bench_echo;
+pub mod configurations;
 pub mod device;
 pub mod fleet_index;
 pub mod gateway;

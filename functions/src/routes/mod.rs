@@ -3,6 +3,7 @@
 //! served from Workers assets with single-page fallback.
 
 mod api;
+mod configurations;
 mod device_endpoint;
 mod devices;
 mod jobs;
@@ -126,6 +127,11 @@ async fn signed(req: Request, env: &Env, route: Route<'_>, caller: Caller) -> Ap
         Route::TelemetrySeries(ident) => devices::telemetry_series(req, env, &ident.key()?).await,
         Route::SendMessage(id) => devices::send_message(req, env, id).await,
         Route::Live(ident) => devices::live(req, env, &ident.key()?, caller).await,
+        Route::ListConfigurations => configurations::list(req, env).await,
+        Route::GetConfiguration(id) => configurations::get(env, id).await,
+        Route::PutConfiguration(id) => configurations::put(req, env, id).await,
+        Route::DeleteConfiguration(id) => configurations::delete(req, env, id).await,
+        Route::TestConfigurationQueries => configurations::test_queries(req).await,
         Route::IndexLag => query::lag(env).await,
         Route::BenchEcho(key) => api::bench_echo(req, env, key).await,
         Route::BenchWrite(key) => api::bench_write(req, env, key).await,

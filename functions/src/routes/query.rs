@@ -129,3 +129,18 @@ pub async fn lag(env: &Env) -> ApiResult {
     });
     Ok(http::json(200, &body, None)?)
 }
+
+/// How many twins `of` selects (its collection and `WHERE`; its `SELECT` does not matter),
+/// counted by the index shards: what configuration metrics report.
+pub async fn count(env: &Env, of: &Query) -> worker::Result<u64> {
+    let mut query = twinhub_core::query::parse("SELECT COUNT() AS n FROM devices")
+        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+    query.from = of.from;
+    query.filter = of.filter.clone();
+    let statement = sql::aggregate_statement(&query);
+    let op = IndexOp::Aggregate { sql: statement.sql, params: statement.params };
+    let answers: Vec<ShardGroups> = ask_every_index_shard(env, &op).await?;
+    let parts = answers.iter().flat_map(|a| a.rows.iter().map(|row| aggregate::partial_from_row(&query, row)));
+    let all = aggregate::rows(&query, aggregate::merge(parts));
+    Ok(all.first().and_then(|r| r["n"].as_u64()).unwrap_or(0))
+}

@@ -192,6 +192,11 @@ impl DeviceObject {
                 let done = self.job_record(&job_id)?;
                 self.run(|s| s.job_rollback(&device_id, &job_id, done.as_ref(), now)).await
             }
+            DeviceOp::ApplyConfiguration { device_id, configuration, patch } => {
+                let patch = patch.map(|p| p.to_string());
+                let verdict = configuration.zip(patch.as_deref());
+                self.run(|s| s.apply_configuration(&device_id, verdict, now)).await
+            }
             DeviceOp::DeviceConnect { device_id, token, host, gateway, conn, clean_session, model_id } => {
                 let request = ConnectRequest {
                     device_id: &device_id,

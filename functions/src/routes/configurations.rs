@@ -1,0 +1,110 @@
+//! `/configurations`: automatic device management (spec-less in parts; README). The
+//! configurations object stores them; these handlers add the metrics, counted by the fleet
+//! index at the time of the request, so they are as current as the index (its lag, not
+//! Azure's minutes).
+
+use super::if_match;
+use crate::http::{self, ApiResult};
+use crate::objects::configurations::configurations_stub;
+use crate::rpc::{self, ConfigurationOp};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use twinhub_core::configuration::{self, check_id, Configuration};
+use twinhub_core::{ErrorCode, HubError};
+use worker::{Env, Request};
+
+/// `GET /configurations?top=N` (default and most: 100, the hub's limit).
+pub async fn list(req: Request, env: &Env) -> ApiResult {
+    let top = http::query_param(&req, "top").and_then(|t| t.parse().ok()).unwrap_or(100usize).clamp(1, 100);
+    let mut answer = rpc::call(&configurations_stub(env)?, &ConfigurationOp::List { top }).await?;
+    if answer.status_code() != 200 {
+        return Ok(answer);
+    }
+    let all: Vec<Configuration> = answer.json().await?;
+    let mut out = Vec::with_capacity(all.len());
+    for c in &all {
+        out.push(with_metrics(env, c).await?);
+    }
+    Ok(http::json(200, &Value::Array(out), None)?)
+}
+
+/// `GET /configurations/{id}`.
+pub async fn get(env: &Env, id: &str) -> ApiResult {
+    check_id(id)?;
+    one(env, ConfigurationOp::Get { id: id.to_owned() }).await
+}
+
+/// `PUT /configurations/{id}`: create (no `If-Match`) or update.
+pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
+    check_id(id)?;
+    let body = http::body_text(&mut req).await?;
+    one(env, ConfigurationOp::Put { id: id.to_owned(), body, if_match: if_match(&req) }).await
+}
+
+/// `DELETE /configurations/{id}`.
+pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
+    check_id(id)?;
+    let op = ConfigurationOp::Delete { id: id.to_owned(), if_match: if_match(&req) };
+    Ok(rpc::call(&configurations_stub(env)?, &op).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TestInput {
+    target_condition: Option<String>,
+    custom_metric_queries: Option<Map<String, Value>>,
+}
+
+/// `POST /configurations/testQueries`: checks a target condition and metric queries with the
+/// query engine, each error with its position; 200 with the errors (empty when all parse).
+pub async fn test_queries(mut req: Request) -> ApiResult {
+    let body = http::body_text(&mut req).await?;
+    let input: TestInput = serde_json::from_str(&body)
+        .map_err(|e| HubError::new(ErrorCode::IotHubFormatError, format!("invalid testQueries body: {e}")))?;
+    let target_error = match input.target_condition.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(condition) => configuration::target_query(condition).err().map(|e| e.message).unwrap_or_default(),
+    };
+    let mut metric_errors = Map::new();
+    for (name, text) in input.custom_metric_queries.unwrap_or_default() {
+        let error = match text.as_str() {
+            Some(text) => configuration::metric_query(&name, text).err().map(|e| e.message),
+            None => Some(format!("metric '{name}' must be a query string")),
+        };
+        if let Some(error) = error {
+            metric_errors.insert(name, Value::from(error));
+        }
+    }
+    let answer = json!({ "targetConditionError": target_error, "customMetricQueryErrors": metric_errors });
+    Ok(http::json(200, &answer, None)?)
+}
+
+/// One configuration from the object, with its metrics.
+async fn one(env: &Env, op: ConfigurationOp) -> ApiResult {
+    let mut answer = rpc::call(&configurations_stub(env)?, &op).await?;
+    if answer.status_code() != 200 {
+        return Ok(answer);
+    }
+    let c: Configuration = answer.json().await?;
+    let wire = with_metrics(env, &c).await?;
+    Ok(http::json(200, &wire, Some(&c.etag_string()))?)
+}
+
+/// The wire form with `systemMetrics` and `metrics` counted now.
+async fn with_metrics(env: &Env, c: &Configuration) -> worker::Result<Value> {
+    let mut system = Map::new();
+    for (name, text) in c.system_queries() {
+        let n = match twinhub_core::query::parse(&text) {
+            Ok(q) => super::query::count(env, &q).await?,
+            Err(_) => 0,
+        };
+        system.insert(name.to_owned(), Value::from(n));
+    }
+    let mut custom = Map::new();
+    for (name, text) in &c.metrics {
+        if let Some(Ok(q)) = text.as_str().map(|t| configuration::metric_query(name, t)) {
+            custom.insert(name.clone(), Value::from(super::query::count(env, &q).await?));
+        }
+    }
+    Ok(c.to_wire(&system, &custom))
+}
