@@ -180,17 +180,20 @@ pub fn device_outcome(twin: &Value, desired_names: &[String]) -> (DriftState, Op
     let rows = drift(twin);
     let mut state = DriftState::CaughtUp;
     for name in desired_names {
-        match rows.iter().find(|r| &r.name == name) {
-            Some(r) if r.state == DriftState::Refused => {
-                let why = r.ack.as_ref().and_then(|a| a.description.clone());
-                let code = r.ack.as_ref().map_or(0, |a| a.code);
-                return (
-                    DriftState::Refused,
-                    Some(format!("{name} refused ({code}){}", why.map(|w| format!(": {w}")).unwrap_or_default())),
-                );
-            }
-            Some(r) if r.state == DriftState::CaughtUp => {}
-            _ => state = DriftState::Pending,
+        // A component's properties are rows of their own (`{component}.{property}`).
+        let component = format!("{name}.");
+        let mine: Vec<_> = rows.iter().filter(|r| &r.name == name || r.name.starts_with(&component)).collect();
+        if let Some(r) = mine.iter().find(|r| r.state == DriftState::Refused) {
+            let why = r.ack.as_ref().and_then(|a| a.description.clone());
+            let code = r.ack.as_ref().map_or(0, |a| a.code);
+            let refused = &r.name;
+            return (
+                DriftState::Refused,
+                Some(format!("{refused} refused ({code}){}", why.map(|w| format!(": {w}")).unwrap_or_default())),
+            );
+        }
+        if mine.is_empty() || mine.iter().any(|r| r.state != DriftState::CaughtUp) {
+            state = DriftState::Pending;
         }
     }
     (state, None)

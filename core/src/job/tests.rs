@@ -194,3 +194,21 @@ fn finished_jobs_expire_after_the_retention() {
     assert!(!job.past_retention(UnixMillis(NOW.0 + 29 * day), 30 * day));
     assert!(job.past_retention(UnixMillis(NOW.0 + 30 * day), 30 * day));
 }
+
+#[test]
+fn a_rollout_reads_a_components_acknowledgements_property_by_property() {
+    let twin = |reported: serde_json::Value| {
+        json!({ "properties": {
+            "desired": { "thermostat1": { "__t": "c", "targetTemperature": 22 } },
+            "reported": reported
+        } })
+    };
+    let names = vec!["thermostat1".to_owned()];
+    let acked = twin(json!({ "thermostat1": { "__t": "c", "targetTemperature": { "value": 22, "ac": 200, "av": 2 } } }));
+    assert_eq!(device_outcome(&acked, &names).0, DriftState::CaughtUp);
+    let refused = twin(json!({ "thermostat1": { "__t": "c", "targetTemperature": { "value": 20, "ac": 500, "av": 2, "ad": "stuck" } } }));
+    let (state, why) = device_outcome(&refused, &names);
+    assert_eq!(state, DriftState::Refused);
+    assert!(why.is_some_and(|w| w.contains("thermostat1.targetTemperature") && w.contains("stuck")));
+    assert_eq!(device_outcome(&twin(json!({})), &names).0, DriftState::Pending);
+}

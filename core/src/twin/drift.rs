@@ -54,46 +54,69 @@ pub struct DriftRow {
     pub reported_updated: Option<String>,
 }
 
-/// The drift rows of a twin (service JSON), in desired's order.
+/// The drift rows of a twin (service JSON), in desired's order. A desired IoT Plug and Play
+/// component (an object marked `"__t": "c"`) gives one row per property, named
+/// `{component}.{property}`, read against the same component in reported.
 pub fn drift(twin: &Value) -> Vec<DriftRow> {
     let desired = &twin["properties"]["desired"];
     let reported = &twin["properties"]["reported"];
     let Some(wanted) = desired.as_object() else { return Vec::new() };
-    wanted
-        .iter()
-        .filter(|(name, _)| !name.starts_with('$'))
-        .map(|(name, value)| {
-            let (shown, ack) = match reported.get(name) {
-                Some(Value::Object(o)) if o.contains_key("ac") && o.contains_key("value") => {
-                    let ack = Ack {
-                        code: o.get("ac").and_then(Value::as_i64).unwrap_or(0),
-                        version: o.get("av").and_then(Value::as_u64),
-                        description: o.get("ad").and_then(Value::as_str).map(str::to_owned),
-                    };
-                    (o.get("value").cloned(), Some(ack))
-                }
-                other => (other.cloned(), None),
-            };
-            let state = if shown.as_ref().is_some_and(|r| same(r, value)) {
-                DriftState::CaughtUp
-            } else if ack.as_ref().is_some_and(|a| a.code >= 400) {
-                DriftState::Refused
-            } else {
-                DriftState::Pending
-            };
-            let meta = |section: &Value, key: &str| section["$metadata"][name.as_str()][key].clone();
-            DriftRow {
-                name: name.clone(),
-                desired: value.clone(),
-                reported: shown,
-                ack,
-                state,
-                desired_updated: meta(desired, "$lastUpdated").as_str().map(str::to_owned),
-                desired_version: meta(desired, "$lastUpdatedVersion").as_u64(),
-                reported_updated: meta(reported, "$lastUpdated").as_str().map(str::to_owned),
+    let mut rows = Vec::new();
+    for (name, value) in wanted.iter().filter(|(name, _)| !name.starts_with('$')) {
+        let meta = |section: &Value, key: &str| section["$metadata"][name.as_str()][key].clone();
+        if value.get("__t").and_then(Value::as_str) == Some("c") {
+            let members = value.as_object().into_iter().flatten().filter(|(m, _)| !m.starts_with('$') && *m != "__t");
+            for (member, wanted) in members {
+                let at = |section: &Value, key: &str| section["$metadata"][name.as_str()][member.as_str()][key].clone();
+                rows.push(row(
+                    format!("{name}.{member}"),
+                    wanted,
+                    reported.get(name).and_then(|c| c.get(member)),
+                    (at(desired, "$lastUpdated"), at(desired, "$lastUpdatedVersion"), at(reported, "$lastUpdated")),
+                ));
             }
-        })
-        .collect()
+            continue;
+        }
+        rows.push(row(
+            name.clone(),
+            value,
+            reported.get(name),
+            (meta(desired, "$lastUpdated"), meta(desired, "$lastUpdatedVersion"), meta(reported, "$lastUpdated")),
+        ));
+    }
+    rows
+}
+
+/// One property's row: what was asked, what came back, and the `$metadata` times and version.
+fn row(name: String, value: &Value, reported: Option<&Value>, meta: (Value, Value, Value)) -> DriftRow {
+    let (shown, ack) = match reported {
+        Some(Value::Object(o)) if o.contains_key("ac") && o.contains_key("value") => {
+            let ack = Ack {
+                code: o.get("ac").and_then(Value::as_i64).unwrap_or(0),
+                version: o.get("av").and_then(Value::as_u64),
+                description: o.get("ad").and_then(Value::as_str).map(str::to_owned),
+            };
+            (o.get("value").cloned(), Some(ack))
+        }
+        other => (other.cloned(), None),
+    };
+    let state = if shown.as_ref().is_some_and(|r| same(r, value)) {
+        DriftState::CaughtUp
+    } else if ack.as_ref().is_some_and(|a| a.code >= 400) {
+        DriftState::Refused
+    } else {
+        DriftState::Pending
+    };
+    DriftRow {
+        name,
+        desired: value.clone(),
+        reported: shown,
+        ack,
+        state,
+        desired_updated: meta.0.as_str().map(str::to_owned),
+        desired_version: meta.1.as_u64(),
+        reported_updated: meta.2.as_str().map(str::to_owned),
+    }
 }
 
 /// How many desired properties the device has not caught up with (the fleet's drift column).
@@ -113,6 +136,22 @@ fn same(a: &Value, b: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_component_is_read_property_by_property() {
+        let twin = json!({ "properties": {
+            "desired": { "thermostat1": { "__t": "c", "targetTemperature": 22, "mode": "heat" }, "$version": 3 },
+            "reported": { "thermostat1": { "__t": "c",
+                "targetTemperature": { "value": 22, "ac": 200, "av": 3 },
+                "mode": { "value": "cool", "ac": 400, "av": 3, "ad": "no heater" } }, "$version": 5 }
+        }});
+        let rows = drift(&twin);
+        let states: Vec<_> = rows.iter().map(|r| (r.name.as_str(), r.state)).collect();
+        assert_eq!(
+            states,
+            vec![("thermostat1.targetTemperature", DriftState::CaughtUp), ("thermostat1.mode", DriftState::Refused)]
+        );
+    }
 
     #[test]
     fn caught_up_pending_and_refused() {
