@@ -125,7 +125,8 @@ fn view_level(desired: &Map<String, Value>, reported: &Map<String, Value>, desir
     let mut meta = Map::new();
     let desired_meta = desired.get("$metadata").and_then(Value::as_object);
     let reported_meta = reported.get("$metadata").and_then(Value::as_object);
-    let mut names: Vec<&String> = desired.keys().chain(reported.keys()).filter(|k| !k.starts_with('$') && *k != COMPONENT_MARKER).collect();
+    let mut names: Vec<&String> =
+        desired.keys().chain(reported.keys()).filter(|k| !k.starts_with('$') && *k != COMPONENT_MARKER).collect();
     names.sort();
     names.dedup();
     for name in names {
@@ -182,8 +183,9 @@ fn view_level(desired: &Map<String, Value>, reported: &Map<String, Value>, desir
 /// else (other operations, `$` names, deeper paths, a non-array body) is refused whole.
 pub fn desired_from_json_patch(body: &str) -> Result<Value, HubError> {
     let bad = |why: String| HubError::new(ErrorCode::ArgumentInvalid, why);
-    let ops: Vec<Value> = serde_json::from_str(body)
-        .map_err(|e| HubError::new(ErrorCode::IotHubFormatError, format!("a digital twin patch is a JSON Patch array: {e}")))?;
+    let ops: Vec<Value> = serde_json::from_str(body).map_err(|e| {
+        HubError::new(ErrorCode::IotHubFormatError, format!("a digital twin patch is a JSON Patch array: {e}"))
+    })?;
     if ops.is_empty() {
         return Err(bad("the JSON Patch has no operations".into()));
     }
@@ -212,9 +214,7 @@ pub fn desired_from_json_patch(body: &str) -> Result<Value, HubError> {
                 desired.insert(name.clone(), value);
             }
             [component, name] => {
-                let entry = desired
-                    .entry(component.clone())
-                    .or_insert_with(|| json!({ COMPONENT_MARKER: "c" }));
+                let entry = desired.entry(component.clone()).or_insert_with(|| json!({ COMPONENT_MARKER: "c" }));
                 match entry {
                     Value::Object(c) => {
                         c.insert(name.clone(), value);

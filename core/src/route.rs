@@ -86,6 +86,13 @@ pub enum Route<'a> {
     GetJob(&'a str),
     /// `POST /jobs/v2/{id}/{action}`
     ControlJob(&'a str, JobAction),
+    /// `GET /digitaltwins/{id}`: IoT Plug and Play's view of the twin.
+    GetDigitalTwin(&'a str),
+    /// `PATCH /digitaltwins/{id}`: a JSON Patch of writable properties.
+    PatchDigitalTwin(&'a str),
+    /// `POST /digitaltwins/{id}[/components/{component}]/commands/{command}`: a command, sent
+    /// to the device as the direct method `command` or `component*command`.
+    InvokeCommand { id: &'a str, component: Option<&'a str>, command: &'a str },
     /// `GET /configurations`
     ListConfigurations,
     /// `GET /configurations/{id}`
@@ -225,6 +232,12 @@ impl<'a> Route<'a> {
             (["jobs", "v2", id], "PUT") => CreateJob(id),
             (["jobs", "v2", id], "GET") => GetJob(id),
             (["jobs", "v2", id, action], "POST") => ControlJob(id, JobAction::parse(action)?),
+            (["digitaltwins", id], "GET") => GetDigitalTwin(id),
+            (["digitaltwins", id], "PATCH") => PatchDigitalTwin(id),
+            (["digitaltwins", id, "commands", command], "POST") => InvokeCommand { id, component: None, command },
+            (["digitaltwins", id, "components", component, "commands", command], "POST") => {
+                InvokeCommand { id, component: Some(component), command }
+            }
             (["configurations"], "GET") => ListConfigurations,
             (["configurations", "testQueries"], "POST") => TestConfigurationQueries,
             (["configurations", id], "GET") => GetConfiguration(id),
@@ -272,9 +285,23 @@ impl<'a> Route<'a> {
             | TestConfigurationQueries => Access::Token(read),
             PutConfiguration(_) | DeleteConfiguration(_) => Access::Token(write),
             BulkDevices | PutDevice(_) | DeleteDevice(_) | BenchFleet => Access::Token(write),
-            Query | GetTwin(_) | PatchTwin(_) | ReplaceTwin(_) | InvokeMethod(_) | ServiceStatistics | QueryJobs
-            | CreateJob(_) | GetJob(_) | ControlJob(..) | TwinHistory(_) | Telemetry(_) | TelemetrySeries(_)
-            | SendMessage(_) => Access::Token(service),
+            Query
+            | GetTwin(_)
+            | PatchTwin(_)
+            | ReplaceTwin(_)
+            | InvokeMethod(_)
+            | ServiceStatistics
+            | QueryJobs
+            | CreateJob(_)
+            | GetJob(_)
+            | ControlJob(..)
+            | TwinHistory(_)
+            | Telemetry(_)
+            | TelemetrySeries(_)
+            | SendMessage(_)
+            | GetDigitalTwin(_)
+            | PatchDigitalTwin(_)
+            | InvokeCommand { .. } => Access::Token(service),
             Live(_) => Access::QueryToken(service),
         }
     }
@@ -287,9 +314,9 @@ impl<'a> Route<'a> {
             ListDevices | ListModules(_) | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) => {
                 Operation::RegistryOp
             }
-            GetTwin(_) => Operation::TwinRead,
-            PatchTwin(_) | ReplaceTwin(_) => Operation::TwinUpdate,
-            InvokeMethod(_) => Operation::DirectMethod,
+            GetTwin(_) | GetDigitalTwin(_) => Operation::TwinRead,
+            PatchTwin(_) | ReplaceTwin(_) | PatchDigitalTwin(_) => Operation::TwinUpdate,
+            InvokeMethod(_) | InvokeCommand { .. } => Operation::DirectMethod,
             SendMessage(_) => Operation::CloudToDevice,
             QueryJobs | CreateJob(_) | GetJob(_) | ControlJob(..) => Operation::JobsOp,
             _ => return None,
@@ -304,6 +331,8 @@ impl<'a> Route<'a> {
             Health | Session => Upstream::Here,
             DeviceSocket => Upstream::Piped,
             Query
+            | GetDigitalTwin(_)
+            | PatchDigitalTwin(_)
             | ListDevices
             | ListModules(_)
             | BulkDevices
@@ -324,7 +353,7 @@ impl<'a> Route<'a> {
             | DeleteConfiguration(_)
             | TestConfigurationQueries => forwarded,
             // A method waits for the device (up to 300 s response plus 300 s connect timeout).
-            InvokeMethod(_) => Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS },
+            InvokeMethod(_) | InvokeCommand { .. } => Upstream::Forwarded { timeout_secs: METHOD_TIMEOUT_SECS },
             ControlJob(_, JobAction::Cancel) => forwarded,
             ControlJob(..) => Upstream::Own("rollouts"),
             TwinHistory(_) => Upstream::Own("history"),
@@ -341,7 +370,8 @@ impl<'a> Route<'a> {
         match *self {
             GetDevice(i) | PutDevice(i) | DeleteDevice(i) | GetTwin(i) | PatchTwin(i) | ReplaceTwin(i)
             | InvokeMethod(i) | TwinHistory(i) | Telemetry(i) | TelemetrySeries(i) | Live(i) => Some(i),
-            ListModules(id) | SendMessage(id) => Some(Ident::device(id)),
+            ListModules(id) | SendMessage(id) | GetDigitalTwin(id) | PatchDigitalTwin(id) => Some(Ident::device(id)),
+            InvokeCommand { id, .. } => Some(Ident::device(id)),
             _ => None,
         }
     }
@@ -373,6 +403,10 @@ mod tests {
         assert_eq!(parse("GET", "/jobs/v2/query"), Ok(Route::QueryJobs));
         assert_eq!(parse("POST", "/configurations/testQueries"), Ok(Route::TestConfigurationQueries));
         assert_eq!(parse("PUT", "/configurations/c1"), Ok(Route::PutConfiguration("c1")));
+        assert_eq!(
+            parse("POST", "/digitaltwins/d/components/t1/commands/reset"),
+            Ok(Route::InvokeCommand { id: "d", component: Some("t1"), command: "reset" })
+        );
         assert_eq!(parse("PUT", "/jobs/v2/query"), Ok(Route::CreateJob("query")));
         assert_eq!(parse("GET", "/api/devices/d/telemetry/series"), Ok(Route::TelemetrySeries(Ident::device("d"))));
     }

@@ -204,9 +204,12 @@ fn a_rollout_reads_a_components_acknowledgements_property_by_property() {
         } })
     };
     let names = vec!["thermostat1".to_owned()];
-    let acked = twin(json!({ "thermostat1": { "__t": "c", "targetTemperature": { "value": 22, "ac": 200, "av": 2 } } }));
+    let acked =
+        twin(json!({ "thermostat1": { "__t": "c", "targetTemperature": { "value": 22, "ac": 200, "av": 2 } } }));
     assert_eq!(device_outcome(&acked, &names).0, DriftState::CaughtUp);
-    let refused = twin(json!({ "thermostat1": { "__t": "c", "targetTemperature": { "value": 20, "ac": 500, "av": 2, "ad": "stuck" } } }));
+    let refused = twin(
+        json!({ "thermostat1": { "__t": "c", "targetTemperature": { "value": 20, "ac": 500, "av": 2, "ad": "stuck" } } }),
+    );
     let (state, why) = device_outcome(&refused, &names);
     assert_eq!(state, DriftState::Refused);
     assert!(why.is_some_and(|w| w.contains("thermostat1.targetTemperature") && w.contains("stuck")));

@@ -6,6 +6,7 @@ mod api;
 mod configurations;
 mod device_endpoint;
 mod devices;
+mod digital_twins;
 mod jobs;
 mod modules;
 mod query;
@@ -21,7 +22,8 @@ use worker::{Env, Request, Response, Result};
 
 /// Path prefixes that belong to the API. A request under one of them never falls through to the
 /// dashboard, so a typo gets a JSON 404 instead of an HTML page.
-const API_ROOTS: &[&str] = &["api", "devices", "twins", "jobs", "statistics", "configurations", "$iothub"];
+const API_ROOTS: &[&str] =
+    &["api", "devices", "twins", "jobs", "statistics", "configurations", "digitaltwins", "$iothub"];
 
 /// Routes one request.
 pub async fn handle(req: Request, env: &Env) -> Result<Response> {
@@ -127,6 +129,11 @@ async fn signed(req: Request, env: &Env, route: Route<'_>, caller: Caller) -> Ap
         Route::TelemetrySeries(ident) => devices::telemetry_series(req, env, &ident.key()?).await,
         Route::SendMessage(id) => devices::send_message(req, env, id).await,
         Route::Live(ident) => devices::live(req, env, &ident.key()?, caller).await,
+        Route::GetDigitalTwin(id) => digital_twins::get(env, id).await,
+        Route::PatchDigitalTwin(id) => digital_twins::patch(req, env, id, caller).await,
+        Route::InvokeCommand { id, component, command } => {
+            digital_twins::command(req, env, id, component, command).await
+        }
         Route::ListConfigurations => configurations::list(req, env).await,
         Route::GetConfiguration(id) => configurations::get(env, id).await,
         Route::PutConfiguration(id) => configurations::put(req, env, id).await,
