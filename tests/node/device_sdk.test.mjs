@@ -166,3 +166,36 @@ for (const [name, transport] of [["Mqtt", Mqtt], ["MqttWs", MqttWs]]) {
     }
   });
 }
+
+test("configurations through the Node service SDK: add, get, list, update, remove, applied", async () => {
+  const deviceId = "node-configured";
+  await registry.create({ deviceId, status: "enabled" });
+  try {
+    await registry.updateTwin(deviceId, { tags: { fleet: "node-cfg" } }, "*");
+    const id = "node-cfg-interval";
+    await registry.addConfiguration({
+      id,
+      content: { deviceContent: { "properties.desired.interval": 42 } },
+      targetCondition: "tags.fleet = 'node-cfg'",
+      priority: 3,
+      labels: { owner: "node" },
+    });
+    const { responseBody: got } = await registry.getConfiguration(id);
+    assert.equal(got.priority, 3);
+    assert.equal(got.labels.owner, "node");
+    const { responseBody: all } = await registry.getConfigurations();
+    assert.ok(all.some((c) => c.id === id));
+    await eventually(async () => (await registry.getTwin(deviceId)).responseBody.properties.desired.interval === 42, "the content applied");
+
+    got.content = { deviceContent: { "properties.desired.interval": 43 } };
+    await registry.updateConfiguration(got, true);
+    await eventually(async () => (await registry.getTwin(deviceId)).responseBody.properties.desired.interval === 43, "the new revision applied");
+    const { responseBody: metrics } = await registry.getConfiguration(id);
+    assert.deepEqual(metrics.systemMetrics.results, { targetedCount: 1, appliedCount: 1 });
+
+    await registry.removeConfiguration(id);
+    await assert.rejects(registry.getConfiguration(id));
+  } finally {
+    await registry.delete(deviceId).catch(() => {});
+  }
+});

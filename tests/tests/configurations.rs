@@ -13,7 +13,8 @@ fn configurations_with_the_python_sdk() {
     }
 }
 
-/// The history names the configuration as the actor of what it applied.
+/// The history names the configuration as the actor of what it applied; an operator's write to
+/// a property a configuration owns stands until the configuration changes.
 #[test]
 fn a_configurations_write_is_in_the_history_under_its_name() {
     let storage = Storage::new("configurations-history");
@@ -33,9 +34,31 @@ fn a_configurations_write_is_in_the_history_under_its_name() {
         assert!(std::time::Instant::now() < deadline, "never applied: {twin}");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // An operator's PATCH of a property the configuration owns stands: a configuration applies
+    // on its own changes (a new revision, a twin newly targeted), as Azure's do, not on every
+    // write to the twin.
+    let patched = hub.call("PATCH", "/twins/h-1", Some(r#"{"properties":{"desired":{"level":7}}}"#));
+    assert_eq!(patched.status, 200, "{}", patched.body);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let twin = hub.call("GET", "/twins/h-1", None).json();
+    assert_eq!(twin["properties"]["desired"]["level"], 7, "{twin}");
+    assert_eq!(twin["configurations"]["site-x"]["status"], "Applied");
+    // A new revision applies again.
+    let etag = hub.call("GET", "/configurations/site-x", None).json()["etag"].as_str().unwrap_or_default().to_owned();
+    let revised = body.replace("level\":3", "level\":4");
+    assert_ne!(revised, body);
+    let (token, if_match) = (hub.owner_token(), format!("\"{etag}\""));
+    let headers = [("Authorization", token.as_str()), ("if-match", if_match.as_str())];
+    let updated = hub.call_with("PUT", "/configurations/site-x", Some(&revised), &headers);
+    assert_eq!(updated.status, 200, "{}", updated.body);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hub.call("GET", "/twins/h-1", None).json()["properties"]["desired"]["level"] != 4 {
+        assert!(std::time::Instant::now() < deadline, "the new revision never applied:\n{}", hub.log_tail());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let history = hub.call("GET", "/api/twins/h-1/history", None).json();
     let actors: Vec<&str> =
         history["entries"].as_array().into_iter().flatten().filter_map(|e| e["actor"].as_str()).collect();
-    assert!(actors.contains(&"configuration:site-x"), "{actors:?}");
+    assert_eq!(actors, ["iothubowner", "configuration:site-x", "iothubowner", "configuration:site-x"], "{actors:?}");
     hub.call("GET", "/configurations/nope", None).assert_hub_error(404, "ConfigurationNotFound", 404_020);
 }
