@@ -141,6 +141,34 @@ pub async fn job_action(session: Session, id: &str, action: &str) -> Result<Valu
     send(session, builder).await
 }
 
+/// `GET /configurations`: every configuration with its metrics.
+pub async fn configurations(session: Session) -> Result<Vec<Value>, ApiError> {
+    let list = send(session, Request::get(&format!("/configurations?api-version={API_VERSION}"))).await?;
+    Ok(list.as_array().cloned().unwrap_or_default())
+}
+
+/// `PUT /configurations/{id}`: create (no etag) or update (`If-Match`).
+pub async fn put_configuration(
+    session: Session,
+    id: &str,
+    body: &Value,
+    etag: Option<&str>,
+) -> Result<Value, ApiError> {
+    let mut builder = Request::put(&format!("/configurations/{}?api-version={API_VERSION}", encode(id)))
+        .header("Content-Type", "application/json");
+    if let Some(etag) = etag {
+        builder = builder.header("If-Match", &format!("\"{etag}\""));
+    }
+    send_body(session, builder, body.to_string()).await
+}
+
+/// `DELETE /configurations/{id}`.
+pub async fn delete_configuration(session: Session, id: &str) -> Result<(), ApiError> {
+    let builder = Request::delete(&format!("/configurations/{}?api-version={API_VERSION}", encode(id)))
+        .header("If-Match", "\"*\"");
+    send(session, builder).await.map(|_| ())
+}
+
 /// One page of a fleet query.
 pub struct QueryPage {
     /// Twins (or projected rows, or groups).

@@ -35,6 +35,7 @@ pub fn dashboard() {
                         <Route path=path!("/signin") view=routes::signin::SignInPage />
                         <Route path=path!("/device/:id") view=routes::device::DevicePage />
                         <Route path=path!("/jobs") view=routes::jobs::JobsPage />
+                        <Route path=path!("/device-configurations") view=routes::configurations::ConfigurationsPage />
                         <Route path=path!("/bench/chart") view=routes::bench::ChartBenchPage />
                     </Routes>
                 </main>
@@ -77,6 +78,7 @@ fn Header(access: access::Access) -> impl IntoView {
             <nav class="top-nav" aria-label="Pages">
                 <a href="/">"Fleet"</a>
                 <a href="/jobs">"Jobs"</a>
+                <a href="/device-configurations">"Configurations"</a>
                 <a href="/virtual/">"Virtual devices"</a>
             </nav>
             <span class="spacer"></span>

@@ -271,3 +271,21 @@ fn device_page_lists_modules_and_a_module_has_its_own_page() {
     let device = hub.call("GET", "/twins/edge-1", None).json();
     assert!(device["properties"]["reported"].get("connectivity").is_none(), "{device}");
 }
+
+#[test]
+fn configurations_page_creates_follows_and_deletes_a_configuration() {
+    let storage = Storage::new("dashboard-configurations");
+    let hub = Hub::start(&storage);
+    for i in 0..3 {
+        assert_eq!(hub.call("PUT", &format!("/devices/prod-{i}"), Some("{}")).status, 200);
+        let tagged = hub.call("PATCH", &format!("/twins/prod-{i}"), Some(r#"{"tags":{"env":"prod"}}"#));
+        assert_eq!(tagged.status, 200, "{}", tagged.body);
+    }
+    let login_url = hub.login_url();
+    let stdout = browser(&hub, "configurations.mjs", &[&login_url, "3"], &[], |_, _| {});
+    assert!(stdout.contains("configurations: ok"), "{stdout}");
+    // What the page made was applied, and its value stays after the delete.
+    let twin = hub.call("GET", "/twins/prod-0", None).json();
+    assert_eq!(twin["properties"]["desired"]["telemetryInterval"], 12, "{twin}");
+    assert!(twin.get("configurations").is_none(), "{twin}");
+}

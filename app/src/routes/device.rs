@@ -187,8 +187,28 @@ fn twin_view(doc: Value) -> impl IntoView {
     let etag = doc["etag"].as_str().unwrap_or_default().to_owned();
     let state = doc["connectionState"].as_str().unwrap_or_default().to_owned();
     let pretty = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    // The Plug and Play model it announced, and the configuration that owns its desired
+    // properties (a desired value that differs from the configuration's was set by someone
+    // else since, and stands until the configuration changes).
+    let model = doc["modelId"].as_str().filter(|m| !m.is_empty()).map(|m| {
+        let components: Vec<String> = doc["properties"]["reported"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| v.get("__t").and_then(Value::as_str) == Some("c"))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let listed =
+            if components.is_empty() { String::new() } else { format!(" (components: {})", components.join(", ")) };
+        view! { <p class="hint model-id">"model " <code>{m.to_owned()}</code>{listed}</p> }
+    });
+    let configured = doc["configurations"].as_object().and_then(|m| m.keys().next().cloned()).map(|id| {
+        view! { <p class="hint configured-by">"desired properties set by configuration " <a href="/device-configurations">{id}</a></p> }
+    });
     view! {
         <p class="hint">"version " {version} " · etag " <code>{etag}</code> " · " <span class="connection">{state}</span></p>
+        {model}
+        {configured}
         <h2>"Twin"</h2>
         <pre class="twin-json">{pretty}</pre>
     }

@@ -1,6 +1,7 @@
 //! One module per page.
 
 pub mod bench;
+pub mod configurations;
 pub mod device;
 pub mod fleet;
 pub mod jobs;

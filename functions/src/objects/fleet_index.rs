@@ -55,6 +55,11 @@ const CONFIGURATIONS_SCHEMA: &str =
 /// Twins a sweep reads per statement, and device objects it calls at once.
 const SWEEP_PAGE: u64 = 500;
 const SWEEP_CALLS: usize = 32;
+/// Device objects a sweep wakes per second, over all shards, unless `JOB_DEVICES_PER_SECOND`
+/// says otherwise. Each object woken holds its SQLite files open until workerd evicts it;
+/// unpaced, a sweep over 10,000 twins (about 500 a second on this machine) held more open
+/// files than the process may have, and workerd died of it (measured: BENCHMARKS).
+const SWEEP_DEVICES_PER_SECOND: u64 = 200;
 
 #[derive(Deserialize)]
 struct IdentityRow {
@@ -193,8 +198,16 @@ impl FleetIndex {
         Ok(())
     }
 
-    /// Every device twin this shard holds, reconsidered against the configurations.
+    /// Every device twin this shard holds, reconsidered against the configurations, paced to
+    /// this shard's share of [`SWEEP_DEVICES_PER_SECOND`].
     async fn sweep(&self) -> Result<()> {
+        let config = crate::config::Config::of(&self.env);
+        let hub_rate = match config.job_devices_per_second {
+            0 => SWEEP_DEVICES_PER_SECOND,
+            n => n,
+        };
+        let per_shard = (hub_rate / u64::from(config.index_shards.max(1))).max(1);
+        let chunk = usize::try_from(per_shard).unwrap_or(SWEEP_CALLS).clamp(1, SWEEP_CALLS);
         let mut after = String::new();
         loop {
             let rows: Vec<TwinRow> = self
@@ -211,10 +224,17 @@ impl FleetIndex {
                 .to_array()?;
             let Some(last) = rows.last() else { return Ok(()) };
             after = last.id.clone();
-            for chunk in rows.chunks(SWEEP_CALLS) {
-                let calls = chunk.iter().map(|r| self.reconsider(&r.id, &r.twin, true));
+            for part in rows.chunks(chunk) {
+                let began = clock::now().0;
+                let calls = part.iter().map(|r| self.reconsider(&r.id, &r.twin, true));
                 for result in futures_util::future::join_all(calls).await {
                     result?;
+                }
+                // This chunk's share of a second, less what it took.
+                let due = began + (part.len() as u64 * 1000) / per_shard;
+                let wait = due.saturating_sub(clock::now().0);
+                if wait > 0 {
+                    worker::Delay::from(std::time::Duration::from_millis(wait)).await;
                 }
             }
         }
