@@ -149,36 +149,28 @@ impl ConfigurationRequest {
             return Err(invalid("labels are strings"));
         }
         let schema_version = self.schema_version.clone().unwrap_or_else(|| "1.0".to_owned());
-        Ok(match previous {
+        // What twins get again when it changes: the content, the condition, the priority.
+        let (created, etag, revision) = match previous {
             Some(p) => {
-                let changed = p.device_content != device_content || p.target_condition != target_condition;
-                Configuration {
-                    id: id.to_owned(),
-                    schema_version,
-                    labels,
-                    device_content,
-                    target_condition,
-                    priority,
-                    metrics,
-                    created: p.created,
-                    last_updated: now,
-                    etag: p.etag + 1,
-                    revision: p.revision + u64::from(changed || p.priority != priority),
-                }
+                let reapplies = p.device_content != device_content
+                    || p.target_condition != target_condition
+                    || p.priority != priority;
+                (p.created, p.etag + 1, p.revision + u64::from(reapplies))
             }
-            None => Configuration {
-                id: id.to_owned(),
-                schema_version,
-                labels,
-                device_content,
-                target_condition,
-                priority,
-                metrics,
-                created: now,
-                last_updated: now,
-                etag: 1,
-                revision: 1,
-            },
+            None => (now, 1, 1),
+        };
+        Ok(Configuration {
+            id: id.to_owned(),
+            schema_version,
+            labels,
+            device_content,
+            target_condition,
+            priority,
+            metrics,
+            created,
+            last_updated: now,
+            etag,
+            revision,
         })
     }
 }

@@ -6,7 +6,6 @@ tests/tests/configurations.rs with TWINHUB_CONNECTION_STRING and REQUESTS_CA_BUN
 """
 
 import os
-import time
 import uuid
 
 import pytest
@@ -20,17 +19,9 @@ from azure.iot.hub.models import (
     Twin,
 )
 from msrest.exceptions import HttpOperationError
+from waiting import eventually
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
-
-
-def eventually(check, what, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def refused(call):

@@ -24,6 +24,7 @@ from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 
 import sas
 from article_device import IoTDevice
+from waiting import eventually_async as eventually
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
 TRANSPORTS = os.environ.get("TWINHUB_DEVICE_TRANSPORTS", "mqtt,websocket").split(",")
@@ -55,15 +56,6 @@ def telemetry(device_id):
     context = ssl.create_default_context(cafile=os.environ["TWINHUB_CA"]) if TELEMETRY_BASE.startswith("https") else None
     with urllib.request.urlopen(request, context=context) as response:
         return json.load(response)["messages"]
-
-
-async def eventually(check, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -21,6 +21,7 @@ from azure.iot.hub import IoTHubRegistryManager
 from azure.iot.hub.models import CloudToDeviceMethod, Twin, TwinProperties
 
 import sas
+from waiting import eventually
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
 CA = os.environ["TWINHUB_CA"]
@@ -52,15 +53,6 @@ def send_c2d(device_id, text):
     )
     with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=CA)) as response:
         assert response.status == 202
-
-
-def eventually(check, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Device:

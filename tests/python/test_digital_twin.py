@@ -6,23 +6,14 @@ in Plug and Play form and answering commands. Run by tests/tests/plug_and_play.r
 
 import asyncio
 import os
-import time
 
 from azure.iot.device import MethodResponse
 from azure.iot.hub import DigitalTwinClient, IoTHubRegistryManager
 from msrest.exceptions import HttpOperationError
+from waiting import eventually_async as eventually
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
 MODEL = "dtmi:com:example:TemperatureController;1"
-
-
-async def eventually(check, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_digital_twin_client():

@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import ssl
-import time
 import urllib.request
 import uuid
 
@@ -23,6 +22,7 @@ from azure.iot.hub.models import CloudToDeviceMethod, QuerySpecification, Twin, 
 from msrest.exceptions import HttpOperationError
 
 import sas
+from waiting import eventually_async as eventually
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
 TRANSPORTS = os.environ.get("TWINHUB_DEVICE_TRANSPORTS", "mqtt,websocket").split(",")
@@ -137,15 +137,6 @@ def module_client(cs, transport, **options):
     if transport == "websocket":
         options.update(websockets=True, server_verification_cert=open(os.environ["TWINHUB_CA"]).read())
     return IoTHubModuleClient.create_from_connection_string(cs, **options)
-
-
-async def eventually(check, what, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def stored_telemetry(device_id, module_id):

@@ -443,6 +443,32 @@ impl Reply {
     }
 }
 
+/// Creates devices `{prefix}-{00000}` .. for `count` devices with bulk requests of 100, four
+/// at a time (the benchmarks' fleets), and waits until the fleet index counts them all.
+pub fn bulk_create(hub: &Hub, prefix: &str, count: usize) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| loop {
+                let batch = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if batch * 100 >= count {
+                    break;
+                }
+                let body: Vec<serde_json::Value> = (batch * 100..((batch + 1) * 100).min(count))
+                    .map(|i| serde_json::json!({ "id": format!("{prefix}-{i:05}"), "importMode": "create", "status": "enabled" }))
+                    .collect();
+                let reply = hub.call("POST", "/devices", Some(&serde_json::Value::Array(body).to_string()));
+                assert_eq!(reply.status, 200, "bulk create: {}", reply.body);
+            });
+        }
+    });
+    let query = serde_json::json!({ "query": format!("SELECT COUNT() AS n FROM devices WHERE STARTSWITH(deviceId, '{prefix}-')") })
+        .to_string();
+    while hub.call("POST", "/devices/query", Some(&query)).json()[0]["n"].as_u64().unwrap_or(0) < count as u64 {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

@@ -100,14 +100,17 @@ fn rest_and_devices_go_through_b_to_a() {
     assert_eq!(a.call("GET", "/twins/up-1/modules/m1", None).json()["moduleId"], "m1");
     assert_eq!(b.call("GET", "/devices/up-1/modules", None).json()[0]["moduleId"], "m1");
 
+    // Configurations are IoT Hub's too: forwarded.
+    assert_eq!(b.call("GET", "/configurations", None).json(), serde_json::json!([]));
+
     // Not IoT Hub paths: 404 here; twinhub's own features: 501 with the reason.
-    b.call("GET", "/configurations", None).assert_hub_error(404, "NotFound", 404_000);
+    b.call("GET", "/api/nothing-here", None).assert_hub_error(404, "NotFound", 404_000);
     let history = b.call("GET", "/api/twins/up-1/history", None);
     history.assert_hub_error(501, "FeatureUnavailable", 501_001);
     assert!(history.body.contains("upstream mode"), "{}", history.body);
     b.call("POST", "/jobs/v2/j/rollback", None).assert_hub_error(501, "FeatureUnavailable", 501_001);
     let a_log = a.log_tail();
-    for path in ["/configurations", "/history", "/rollback"] {
+    for path in ["/nothing-here", "/history", "/rollback"] {
         assert!(!a_log.contains(path), "{path} reached A:\n{a_log}");
     }
 

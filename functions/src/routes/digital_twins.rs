@@ -76,14 +76,7 @@ pub async fn command(mut req: Request, env: &Env, id: &str, component: Option<&s
         request["connectTimeoutInSeconds"] = Value::from(s);
     }
     let call = MethodCall::parse(&request.to_string())?;
-    let op = DeviceOp::InvokeMethod {
-        device_id: id.to_owned(),
-        name: call.name,
-        payload: call.payload.to_string(),
-        timeout_ms: call.response_timeout_secs * 1000,
-        connect_timeout_ms: call.connect_timeout_secs * 1000,
-    };
-    let mut answer = rpc::call(&device_stub(env, id)?, &op).await?;
+    let mut answer = super::twins::invoke(env, id, call).await?;
     if answer.status_code() != 200 {
         return Ok(answer);
     }

@@ -10,6 +10,12 @@ use worker::{Env, Request};
 /// `POST /twins/{id}/methods`: invoke a direct method and wait for the device's answer.
 pub async fn method(mut req: Request, env: &Env, id: &str) -> ApiResult {
     let call = twinhub_core::method::MethodCall::parse(&http::body_text(&mut req).await?)?;
+    invoke(env, id, call).await
+}
+
+/// Sends a checked method call to the device (or module) `id` and answers as its object does:
+/// 200 `{"status", "payload"}`, or the error. Direct methods and Plug and Play commands both.
+pub async fn invoke(env: &Env, id: &str, call: twinhub_core::method::MethodCall) -> ApiResult {
     let op = DeviceOp::InvokeMethod {
         device_id: id.to_owned(),
         name: call.name,

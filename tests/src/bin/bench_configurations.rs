@@ -17,9 +17,7 @@
 //! Prints one table: twins per second for job and configuration (and their ratio), and the
 //! re-tag lag p50 / p99 / max.
 
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use serde_json::json;
 use std::thread;
 use std::time::{Duration, Instant};
 use twinhub_e2e::{Hub, Storage};
@@ -29,36 +27,14 @@ fn main() {
     let devices = arg(1, 10_000);
     let retags = arg(2, 200).min(devices);
     let storage = Storage::new("bench-configurations");
-    let hub = Arc::new(Hub::start(&storage));
+    let hub = Hub::start(&storage);
 
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let creators: Vec<_> = (0..4)
-        .map(|_| {
-            let (hub, next) = (hub.clone(), next.clone());
-            thread::spawn(move || loop {
-                let batch = next.fetch_add(1, Ordering::SeqCst);
-                if batch * 100 >= devices {
-                    break;
-                }
-                let body: Vec<Value> = (batch * 100..((batch + 1) * 100).min(devices))
-                    .map(|i| json!({ "id": format!("cfg-{i:05}"), "importMode": "create", "status": "enabled" }))
-                    .collect();
-                let reply = hub.call("POST", "/devices", Some(&Value::Array(body).to_string()));
-                assert_eq!(reply.status, 200, "bulk create: {}", reply.body);
-            })
-        })
-        .collect();
-    for c in creators {
-        c.join().expect("creator");
-    }
+    twinhub_e2e::bulk_create(&hub, "cfg", devices);
     let count = |hub: &Hub, condition: &str| {
         let q = json!({ "query": format!("SELECT COUNT() AS n FROM devices WHERE {condition}") }).to_string();
         hub.call("POST", "/devices/query", Some(&q)).json()[0]["n"].as_u64().unwrap_or(0)
     };
-    while count(&hub, "STARTSWITH(deviceId, 'cfg-')") < devices as u64 {
-        thread::sleep(Duration::from_millis(500));
-    }
     eprintln!("created {devices} devices in {:.0} s", started.elapsed().as_secs_f64());
 
     // 1. The configuration.

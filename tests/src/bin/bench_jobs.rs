@@ -14,7 +14,7 @@
 //!
 //! Prints a table and the job/baseline ratio.
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -33,33 +33,7 @@ fn main() {
     let hub = Arc::new(Hub::start_with_vars(&storage, &[("JOB_CONCURRENCY", concurrency.as_str())]));
 
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let creators: Vec<_> = (0..4)
-        .map(|_| {
-            let (hub, next) = (hub.clone(), next.clone());
-            thread::spawn(move || loop {
-                let batch = next.fetch_add(1, Ordering::SeqCst);
-                if batch * 100 >= devices {
-                    break;
-                }
-                let body: Vec<Value> = (batch * 100..((batch + 1) * 100).min(devices))
-                    .map(|i| json!({ "id": format!("job-{i:05}"), "importMode": "create", "status": "enabled" }))
-                    .collect();
-                let reply = hub.call("POST", "/devices", Some(&Value::Array(body).to_string()));
-                assert_eq!(reply.status, 200, "bulk create: {}", reply.body);
-            })
-        })
-        .collect();
-    for c in creators {
-        c.join().expect("creator");
-    }
-    let count = |hub: &Hub| {
-        let q = json!({ "query": "SELECT COUNT() AS n FROM devices WHERE STARTSWITH(deviceId, 'job-')" }).to_string();
-        hub.call("POST", "/devices/query", Some(&q)).json()[0]["n"].as_u64().unwrap_or(0)
-    };
-    while count(&hub) < devices as u64 {
-        thread::sleep(Duration::from_millis(500));
-    }
+    twinhub_e2e::bulk_create(&hub, "job", devices);
     eprintln!("created {devices} devices in {:.0} s", started.elapsed().as_secs_f64());
 
     // 1. The job.
