@@ -62,3 +62,25 @@ fn a_configurations_write_is_in_the_history_under_its_name() {
     assert_eq!(actors, ["iothubowner", "configuration:site-x", "iothubowner", "configuration:site-x"], "{actors:?}");
     hub.call("GET", "/configurations/nope", None).assert_hub_error(404, "ConfigurationNotFound", 404_020);
 }
+
+/// A hub holds at most 100 configurations (Azure's limit): the 101st is refused and changes
+/// nothing; deleting one makes room.
+#[test]
+fn the_hub_holds_at_most_a_hundred_configurations() {
+    let storage = Storage::new("configurations-limit");
+    let hub = Hub::start(&storage);
+    let body = |i: usize| {
+        format!(
+            r#"{{"content":{{"deviceContent":{{"properties.desired.c{i}":1}}}},"targetCondition":"tags.none = 1","priority":{i}}}"#
+        )
+    };
+    for i in 0..100 {
+        let made = hub.call("PUT", &format!("/configurations/c-{i:03}"), Some(&body(i)));
+        assert_eq!(made.status, 200, "{i}: {}", made.body);
+    }
+    hub.call("PUT", "/configurations/c-100", Some(&body(100))).assert_hub_error(400, "ArgumentInvalid", 400_004);
+    assert_eq!(hub.call("GET", "/configurations", None).json().as_array().map(Vec::len), Some(100));
+    hub.call("GET", "/configurations/c-100", None).assert_hub_error(404, "ConfigurationNotFound", 404_020);
+    assert_eq!(hub.call("DELETE", "/configurations/c-000", None).status, 204);
+    assert_eq!(hub.call("PUT", "/configurations/c-100", Some(&body(100))).status, 200);
+}
