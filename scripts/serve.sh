@@ -51,6 +51,11 @@ mkdir -p "$out"
 node "$root/scripts/workerd-config.mjs" "${args[@]}"
 scheme=http; [ -n "${TWINHUB_TLS_KEY:-}" ] && scheme=https
 echo "serve: twinhub on $scheme://$host:$port${mqtt:+ and mqtts://$mqtt} (config $out/config.capnp, storage $storage)" >&2
+# workerd holds a descriptor per socket and two per awake Durable Object (its SQLite files,
+# until it is evicted 10-30 s after its last request); when it runs out it exits
+# (`accept: Too many open files` is fatal). Many systems start processes with a soft limit of
+# 1,024: take the hard limit, as the test and benchmark scripts do.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # --experimental: localDisk storage is documented as experimental (workerd 2026-04-26 also ran it
 # without the flag); TCP sockets and the `experimental` compat flag do need it.
 # shellcheck disable=SC2086
