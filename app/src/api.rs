@@ -147,6 +147,11 @@ pub async fn configurations(session: Session) -> Result<Vec<Value>, ApiError> {
     Ok(list.as_array().cloned().unwrap_or_default())
 }
 
+/// `GET /configurations/{id}`.
+pub async fn configuration(session: Session, id: &str) -> Result<Value, ApiError> {
+    send(session, Request::get(&format!("/configurations/{}?api-version={API_VERSION}", encode(id)))).await
+}
+
 /// `PUT /configurations/{id}`: create (no etag) or update (`If-Match`).
 pub async fn put_configuration(
     session: Session,

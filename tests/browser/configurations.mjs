@@ -2,7 +2,8 @@
 // usage: node tests/browser/configurations.mjs <loginUrl> <targeted> <screenshotDir>
 // Exits 0 and prints "configurations: ok" when a configuration made with the form (its target
 // condition checked as typed: a broken one is marked and cannot be saved) is listed with
-// `targeted` twins targeted and then applied, the device page names it, and Delete removes it.
+// `targeted` twins targeted and then applied, the device page names it and shows each property
+// it sets as still set, and Delete removes it.
 import { run, settle } from './chromium.mjs';
 
 const [loginUrl, targeted, shotDir] = process.argv.slice(2);
@@ -34,6 +35,8 @@ await run('configurations', async (page, problems) => {
   await page.locator('a', { hasText: 'Fleet' }).first().click();
   await page.locator('tr[data-device-id] a').first().click();
   await page.locator('.configured-by', { hasText: 'ui-interval' }).waitFor({ timeout: 30_000 });
+  await page.locator('.configured-by table.owned', { hasText: 'as the configuration sets it' }).waitFor({ timeout: 15_000 });
+  await page.screenshot({ path: `${shotDir}/configured-device.png`, fullPage: true });
 
   await page.locator('a', { hasText: 'Configurations' }).first().click();
   page.once('dialog', (d) => d.accept());

@@ -202,9 +202,10 @@ fn twin_view(doc: Value) -> impl IntoView {
             if components.is_empty() { String::new() } else { format!(" (components: {})", components.join(", ")) };
         view! { <p class="hint model-id">"model " <code>{m.to_owned()}</code>{listed}</p> }
     });
-    let configured = doc["configurations"].as_object().and_then(|m| m.keys().next().cloned()).map(|id| {
-        view! { <p class="hint configured-by">"desired properties set by configuration " <a href="/device-configurations">{id}</a></p> }
-    });
+    let configured = doc["configurations"]
+        .as_object()
+        .and_then(|m| m.keys().next().cloned())
+        .map(|id| view! { <ConfiguredBy id=id desired=doc["properties"]["desired"].clone() /> });
     view! {
         <p class="hint">"version " {version} " · etag " <code>{etag}</code> " · " <span class="connection">{state}</span></p>
         {model}
@@ -258,4 +259,35 @@ async fn sleep_ms(ms: i32) {
         let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// The configuration applied to this twin, and for each desired property it sets whether the
+/// twin still has its value or someone has changed it since (which stands until the
+/// configuration changes).
+#[component]
+fn ConfiguredBy(id: String, desired: Value) -> impl IntoView {
+    let session = expect_context::<Session>();
+    let config_id = id.clone();
+    let configuration = LocalResource::new(move || {
+        let id = config_id.clone();
+        async move { api::configuration(session, &id).await }
+    });
+    view! {
+        <div class="configured-by">
+            <p class="hint">"desired properties set by configuration " <a href="/device-configurations">{id}</a></p>
+            {move || configuration.get().and_then(Result::ok).map(|c| {
+                let rows = c["content"]["deviceContent"].as_object().into_iter().flatten().map(|(path, value)| {
+                    let name = path.strip_prefix("properties.desired.").unwrap_or(path).to_owned();
+                    let current = name.split('.').try_fold(&desired, |v, k| v.get(k));
+                    let (state, class) = match current {
+                        Some(now) if now == value => ("as the configuration sets it".to_owned(), "drift ok"),
+                        Some(now) => (format!("changed since to {now}"), "drift pending"),
+                        None => ("not set".to_owned(), "drift pending"),
+                    };
+                    view! { <tr><td><code>{name}</code></td><td>{value.to_string()}</td><td class=class>{state}</td></tr> }
+                }).collect_view();
+                view! { <table class="fleet owned"><tbody>{rows}</tbody></table> }
+            })}
+        </div>
+    }
 }
