@@ -60,6 +60,23 @@ fn a_configurations_write_is_in_the_history_under_its_name() {
     let actors: Vec<&str> =
         history["entries"].as_array().into_iter().flatten().filter_map(|e| e["actor"].as_str()).collect();
     assert_eq!(actors, ["iothubowner", "configuration:site-x", "iothubowner", "configuration:site-x"], "{actors:?}");
+    // A job's write to the property stands too, and the history names the job after them.
+    let job = r#"{"type":"scheduleUpdateTwin","queryCondition":"tags.site = 'x'","updateTwin":{"etag":"*","properties":{"desired":{"level":9}}}}"#;
+    assert_eq!(hub.call("PUT", "/jobs/v2/over-config", Some(job)).status, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while hub.call("GET", "/jobs/v2/over-config", None).json()["status"] != "completed" {
+        assert!(std::time::Instant::now() < deadline, "the job never completed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let twin = hub.call("GET", "/twins/h-1", None).json();
+    assert_eq!(
+        (twin["properties"]["desired"]["level"].as_u64(), twin["configurations"]["site-x"]["status"].as_str()),
+        (Some(9), Some("Applied"))
+    );
+    let history = hub.call("GET", "/api/twins/h-1/history", None).json();
+    let last = history["entries"].as_array().and_then(|e| e.last()).map(|e| e["actor"].clone());
+    assert_eq!(last, Some(serde_json::json!("job:over-config")), "{history}");
     hub.call("GET", "/configurations/nope", None).assert_hub_error(404, "ConfigurationNotFound", 404_020);
 }
 
