@@ -101,3 +101,25 @@ fn the_hub_holds_at_most_a_hundred_configurations() {
     assert_eq!(hub.call("DELETE", "/configurations/c-000", None).status, 204);
     assert_eq!(hub.call("PUT", "/configurations/c-100", Some(&body(100))).status, 200);
 }
+
+/// An index shard added after configurations were made (the shard count raised) learns them
+/// when it first needs them: devices landing there get their configuration too.
+#[test]
+fn a_new_index_shard_learns_the_configurations() {
+    let storage = Storage::new("configurations-shards");
+    let body = r#"{"content":{"deviceContent":{"properties.desired.level":5}},"targetCondition":"tags.site = 'y'","priority":1}"#;
+    {
+        let hub = Hub::start_with_vars(&storage, &[("FLEET_INDEX_SHARDS", "1")]);
+        assert_eq!(hub.call("PUT", "/configurations/site-y", Some(body)).status, 200);
+        hub.stop();
+    }
+    let hub = Hub::start_with_vars(&storage, &[("FLEET_INDEX_SHARDS", "8")]);
+    for i in 0..8 {
+        let id = format!("late-{i}");
+        assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
+        let tagged = hub.call("PATCH", &format!("/twins/{id}"), Some(r#"{"tags":{"site":"y"}}"#));
+        assert_eq!(tagged.status, 200, "{}", tagged.body);
+        let twin = hub.call("GET", &format!("/twins/{id}"), None).json();
+        assert_eq!(twin["properties"]["desired"]["level"], 5, "{id}: {twin}");
+    }
+}

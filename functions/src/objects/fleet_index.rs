@@ -142,8 +142,10 @@ impl FleetIndex {
         Ok(http::no_content()?)
     }
 
-    /// The configurations, read from storage the first time.
-    fn targets(&self) -> Result<Rc<Targets>> {
+    /// The configurations, read from storage the first time. A shard that was never handed a
+    /// set (one added to the index after configurations were made) asks the configurations
+    /// object once and keeps the answer, even an empty one.
+    async fn targets(&self) -> Result<Rc<Targets>> {
         if let Some(t) = self.configurations.borrow().as_ref() {
             return Ok(Rc::clone(t));
         }
@@ -153,8 +155,31 @@ impl FleetIndex {
         }
         let rows: Vec<Row> =
             self.state.storage().sql().exec("SELECT body FROM configuration_set WHERE k = 0", None)?.to_array()?;
-        let list: Vec<Configuration> =
-            rows.first().and_then(|r| serde_json::from_str(&r.body).ok()).unwrap_or_default();
+        let list: Vec<Configuration> = match rows.first() {
+            Some(row) => serde_json::from_str(&row.body).unwrap_or_default(),
+            None => {
+                let stub = crate::objects::configurations::configurations_stub(&self.env)?;
+                let mut answer =
+                    crate::rpc::call(&stub, &crate::rpc::ConfigurationOp::List { top: usize::MAX }).await?;
+                if answer.status_code() != 200 {
+                    return Err(worker::Error::RustError(format!(
+                        "the configurations object answered {}",
+                        answer.status_code()
+                    )));
+                }
+                let list: Vec<Configuration> = answer.json().await?;
+                // OR IGNORE: a set pushed while this was asked for is newer, and stays.
+                self.state.storage().sql().exec(
+                    "INSERT OR IGNORE INTO configuration_set (k, body) VALUES (0, ?)",
+                    vec![crate::objects::to_json(&list)?.into()],
+                )?;
+                list
+            }
+        };
+        // Another request may have filled it meanwhile (a push): that one is newer.
+        if let Some(t) = self.configurations.borrow().as_ref() {
+            return Ok(Rc::clone(t));
+        }
         let targets = Rc::new(
             list.into_iter()
                 .map(|c| {
@@ -171,7 +196,7 @@ impl FleetIndex {
     /// it) if it does not have it: always when `recheck` (a sweep: the device object itself
     /// skips a revision it has), else only when the winner's id differs from the one applied.
     async fn reconsider(&self, device_id: &str, twin: &str, recheck: bool) -> Result<()> {
-        let targets = self.targets()?;
+        let targets = self.targets().await?;
         // Modules are not configured (configurations target device twins).
         if (targets.is_empty() && !recheck) || device_id.contains('/') {
             return Ok(());
