@@ -309,7 +309,7 @@ impl VirtualDevice {
                 // patches, methods and, for a device (a module gets none), cloud-to-device
                 // messages.
                 let mut subs = vec![Subscription::TwinResponses, Subscription::DesiredPatches, Subscription::Methods];
-                if crate::identity::split_key(self.device_id()).1.is_none() {
+                if !crate::identity::is_module_key(self.device_id()) {
                     subs.push(Subscription::CloudToDevice);
                 }
                 self.subscribe_id = Some(self.client.subscribe(now, &subs));

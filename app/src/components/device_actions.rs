@@ -17,7 +17,7 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
     let read_only = move || access.is_read_only();
     // A module (the id is its key, `{device}/{module}`) takes no cloud-to-device messages and
     // has no status, as in IoT Hub: those controls are a device's only.
-    let is_module = device_id.contains('/');
+    let is_module = twinhub_core::identity::is_module_key(&device_id);
 
     let method = RwSignal::new("getConfig".to_owned());
     let payload = RwSignal::new("{}".to_owned());

@@ -19,6 +19,7 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use twinhub_core::auth::{ConnectionString, Credential};
+use twinhub_core::identity::is_module_key;
 
 /// How many telemetry messages the page keeps.
 const RECENT_TELEMETRY: usize = 20;
@@ -138,7 +139,7 @@ fn DeviceView(id: String) -> impl IntoView {
                         percent_encoding::utf8_percent_encode(&cs.to_string(), percent_encoding::NON_ALPHANUMERIC)
                     );
                     view! {
-                        <h2>{if id().contains('/') { "Module connection string" } else { "Device connection string" }}</h2>
+                        <h2>{if is_module_key(&id()) { "Module connection string" } else { "Device connection string" }}</h2>
                         <input class="device-cs" type="text" readonly=true prop:value=cs.to_string()
                             on:focus=move |ev| { event_target::<web_sys::HtmlInputElement>(&ev).select() } />
                         <p><a class="run-virtual" href=virtual_url target="_blank" rel="noopener">"Run as virtual device"</a>
@@ -149,7 +150,7 @@ fn DeviceView(id: String) -> impl IntoView {
             <DriftTable twin=current_twin />
             {move || {
                 let id = id();
-                (!id.contains('/')).then(|| view! { <ModuleList device_id=id /> })
+                (!is_module_key(&id)).then(|| view! { <ModuleList device_id=id /> })
             }}
             <h2>"Telemetry"</h2>
             {move || match access.unavailable("telemetry") {

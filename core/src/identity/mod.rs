@@ -53,6 +53,11 @@ pub fn split_key(key: &str) -> (&str, Option<&str>) {
     }
 }
 
+/// Whether `key` is a module's (`{deviceId}/{moduleId}`): a device id never holds `/`.
+pub fn is_module_key(key: &str) -> bool {
+    key.contains('/')
+}
+
 /// Checks a key: a valid device id, or a valid device id and module id.
 pub fn check_key(key: &str) -> Result<(), HubError> {
     let (device, module) = split_key(key);

@@ -3,7 +3,7 @@
 //! topics are not "unknown", they are refused. An identity is named by its key
 //! ([`crate::identity`]): a module's topics live under `devices/{id}/modules/{mid}/`.
 
-use crate::identity::{resource_path, split_key};
+use crate::identity::{is_module_key, resource_path};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters left unescaped in property bags, like Python's `quote(s, safe="")`.
@@ -96,7 +96,7 @@ impl Subscription {
             "$iothub/twin/PATCH/properties/desired/#" => Ok(Self::DesiredPatches),
             "$iothub/methods/POST/#" => Ok(Self::Methods),
             _ => {
-                let is_module = split_key(device_id).1.is_some();
+                let is_module = is_module_key(device_id);
                 match own_tail(filter, device_id)? {
                     Some("messages/devicebound/#") if !is_module => Ok(Self::CloudToDevice),
                     Some("inputs/#") if is_module => Ok(Self::ModuleInputs),
@@ -235,7 +235,7 @@ fn own_tail<'t>(topic: &'t str, key: &str) -> Result<Option<&'t str>, TopicError
     }
     let tail = topic.strip_prefix(resource_path(key).as_str()).and_then(|t| t.strip_prefix('/'));
     match tail {
-        Some(t) if split_key(key).1.is_none() && t.starts_with("modules/") => Err(TopicError::OtherDevice),
+        Some(t) if !is_module_key(key) && t.starts_with("modules/") => Err(TopicError::OtherDevice),
         Some(t) => Ok(Some(t)),
         None => Err(TopicError::OtherDevice),
     }
