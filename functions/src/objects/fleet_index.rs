@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use twinhub_core::configuration::Configuration;
+use twinhub_core::identity::is_module_key;
 use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_SCHEMA};
 use twinhub_core::query::Query;
 use twinhub_core::twin::AppliedConfiguration;
@@ -47,6 +48,16 @@ type Lags = Rc<RefCell<VecDeque<u64>>>;
 
 /// Configurations with their parsed target conditions.
 type Targets = Vec<(Configuration, Option<Query>)>;
+
+fn targets_of(configurations: Vec<Configuration>) -> Targets {
+    configurations
+        .into_iter()
+        .map(|c| {
+            let target = c.target();
+            (c, target)
+        })
+        .collect()
+}
 
 /// Where a shard keeps the configurations it was sent, for after a restart.
 const CONFIGURATIONS_SCHEMA: &str =
@@ -127,7 +138,10 @@ impl FleetIndex {
             async move { storage.sync().await.map_err(|e| e.to_string()) }
         };
         let device_id = entry.device_id.clone();
-        let twin = entry.twin.as_ref().map(|t| t.get().to_owned());
+        // Kept for the configuration check after the commit, unless this shard knows already
+        // that no configuration exists (the usual case): no copy of every twin on this path.
+        let none_to_apply = self.configurations.borrow().as_ref().is_some_and(|t| t.is_empty());
+        let twin = if none_to_apply { None } else { entry.twin.as_ref().map(|t| t.get().to_owned()) };
         match self.upserts.submit(entry, write, sync).await {
             Ok(()) => {}
             Err(e) => return Err(HubError::new(ErrorCode::ServerError, format!("index upsert: {e}")).into()),
@@ -180,14 +194,7 @@ impl FleetIndex {
         if let Some(t) = self.configurations.borrow().as_ref() {
             return Ok(Rc::clone(t));
         }
-        let targets = Rc::new(
-            list.into_iter()
-                .map(|c| {
-                    let q = c.target();
-                    (c, q)
-                })
-                .collect::<Targets>(),
-        );
+        let targets = Rc::new(targets_of(list));
         *self.configurations.borrow_mut() = Some(Rc::clone(&targets));
         Ok(targets)
     }
@@ -198,7 +205,7 @@ impl FleetIndex {
     async fn reconsider(&self, device_id: &str, twin: &str, recheck: bool) -> Result<()> {
         let targets = self.targets().await?;
         // Modules are not configured (configurations target device twins).
-        if (targets.is_empty() && !recheck) || device_id.contains('/') {
+        if (targets.is_empty() && !recheck) || is_module_key(device_id) {
             return Ok(());
         }
         let Ok(doc) = serde_json::from_str::<serde_json::Value>(twin) else { return Ok(()) };
@@ -330,14 +337,7 @@ impl FleetIndex {
                     "INSERT OR REPLACE INTO configuration_set (k, body) VALUES (0, ?)",
                     vec![crate::objects::to_json(&configurations)?.into()],
                 )?;
-                let targets = configurations
-                    .into_iter()
-                    .map(|c| {
-                        let q = c.target();
-                        (c, q)
-                    })
-                    .collect::<Targets>();
-                *self.configurations.borrow_mut() = Some(Rc::new(targets));
+                *self.configurations.borrow_mut() = Some(Rc::new(targets_of(configurations)));
                 if sweep {
                     self.sweep().await?;
                 }
