@@ -175,6 +175,39 @@ impl ConfigurationRequest {
     }
 }
 
+/// Whether a `PUT` may write configuration `id`: a create when none exists (up to
+/// [`MAX_CONFIGURATIONS`] held), an update only with `If-Match` matching its etag (`*` for
+/// any); a create over an existing one is 409.
+pub fn check_write(
+    id: &str,
+    previous: Option<&Configuration>,
+    if_match: Option<&str>,
+    held: usize,
+) -> Result<(), HubError> {
+    match (previous, if_match) {
+        (Some(_), None) => Err(HubError::new(
+            ErrorCode::ConfigurationAlreadyExists,
+            format!("a configuration '{id}' exists; update it with If-Match"),
+        )),
+        (Some(p), Some(_)) => check_etag(p, if_match),
+        (None, _) if held >= MAX_CONFIGURATIONS => {
+            Err(invalid(format!("the hub holds {MAX_CONFIGURATIONS} configurations, the most it may")))
+        }
+        (None, _) => Ok(()),
+    }
+}
+
+/// `If-Match` (absent: unconditional) against a configuration's etag: 412 otherwise.
+pub fn check_etag(current: &Configuration, if_match: Option<&str>) -> Result<(), HubError> {
+    if crate::etag::if_match_allows(&current.etag_string(), if_match) {
+        return Ok(());
+    }
+    Err(HubError::new(
+        ErrorCode::PreconditionFailed,
+        format!("If-Match does not match configuration '{}''s etag \"{}\"", current.id, current.etag_string()),
+    ))
+}
+
 /// The custom metrics: at most [`MAX_METRICS`], each a query text that parses.
 fn check_metrics(metrics: &Map<String, Value>) -> Result<(), HubError> {
     if metrics.len() > MAX_METRICS {
@@ -396,6 +429,18 @@ mod tests {
         new_content["content"]["deviceContent"] = json!({ "properties.desired.x": 2 });
         let third = request(new_content).check("c", Some(&second), UnixMillis(3)).unwrap();
         assert_eq!((third.etag, third.revision), (3, 2));
+    }
+
+    #[test]
+    fn a_write_creates_within_the_limit_or_updates_with_the_etag() {
+        let (c, _) = config("c", "*", 1, 1);
+        assert!(check_write("c", None, None, MAX_CONFIGURATIONS - 1).is_ok());
+        assert_eq!(check_write("c", None, None, MAX_CONFIGURATIONS).unwrap_err().code, ErrorCode::ArgumentInvalid);
+        assert_eq!(check_write("c", Some(&c), None, 1).unwrap_err().code, ErrorCode::ConfigurationAlreadyExists);
+        assert_eq!(check_write("c", Some(&c), Some("\"nope\""), 1).unwrap_err().code, ErrorCode::PreconditionFailed);
+        assert!(check_write("c", Some(&c), Some(&format!("\"{}\"", c.etag_string())), MAX_CONFIGURATIONS).is_ok());
+        assert!(check_write("c", Some(&c), Some("*"), 1).is_ok());
+        assert!(check_etag(&c, None).is_ok());
     }
 
     #[test]

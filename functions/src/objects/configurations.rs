@@ -10,7 +10,7 @@ use crate::objects::{index_stub, to_json};
 use crate::rpc::{ConfigurationOp, IndexOp};
 use serde::Deserialize;
 use std::cell::RefCell;
-use twinhub_core::configuration::{Configuration, ConfigurationRequest, MAX_CONFIGURATIONS};
+use twinhub_core::configuration::{self, Configuration, ConfigurationRequest};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, State};
 
@@ -82,30 +82,7 @@ impl Configurations {
                 let request = ConfigurationRequest::parse(&body)?;
                 let at = all.iter().position(|c| c.id == id);
                 let previous = at.map(|i| &all[i]);
-                match (previous, if_match.as_deref()) {
-                    (Some(_), None) => {
-                        return Err(HubError::new(
-                            ErrorCode::ConfigurationAlreadyExists,
-                            format!("a configuration '{id}' exists; update it with If-Match"),
-                        )
-                        .into())
-                    }
-                    (Some(p), Some(etag)) if !twinhub_core::etag::if_match_allows(&p.etag_string(), Some(etag)) => {
-                        return Err(HubError::new(
-                            ErrorCode::PreconditionFailed,
-                            format!("If-Match does not match configuration '{id}''s etag \"{}\"", p.etag_string()),
-                        )
-                        .into())
-                    }
-                    (None, _) if all.len() >= MAX_CONFIGURATIONS => {
-                        return Err(HubError::new(
-                            ErrorCode::ArgumentInvalid,
-                            format!("the hub holds {MAX_CONFIGURATIONS} configurations, the most it may"),
-                        )
-                        .into())
-                    }
-                    _ => {}
-                }
+                configuration::check_write(&id, previous, if_match.as_deref(), all.len())?;
                 let next = request.check(&id, previous, clock::now())?;
                 let reapply = previous.is_none_or(|p| p.revision != next.revision);
                 self.state.storage().sql().exec(
@@ -126,9 +103,7 @@ impl Configurations {
             ConfigurationOp::Delete { id, if_match } => {
                 let mut all = self.load()?;
                 let at = all.iter().position(|c| c.id == id).ok_or_else(|| not_found(&id))?;
-                if !twinhub_core::etag::if_match_allows(&all[at].etag_string(), if_match.as_deref()) {
-                    return Err(HubError::new(ErrorCode::PreconditionFailed, "If-Match does not match the etag").into());
-                }
+                configuration::check_etag(&all[at], if_match.as_deref())?;
                 self.state.storage().sql().exec("DELETE FROM configuration WHERE id = ?", vec![id.as_str().into()])?;
                 all.remove(at);
                 *self.all.borrow_mut() = Some(all.clone());
