@@ -90,8 +90,15 @@ mod tests {
 /// `"__t": "c"` is a component, whose members are that component's properties.
 pub const COMPONENT_MARKER: &str = "__t";
 
-fn is_component(v: &Value) -> bool {
+/// Whether a desired or reported value is a component.
+pub fn is_component(v: &Value) -> bool {
     v.get(COMPONENT_MARKER).and_then(Value::as_str) == Some("c")
+}
+
+/// A writable property's acknowledgement as a device reports it, `{"value", "ac", "av",
+/// "ad"}` (`av` and `ad` optional), if `reported` is one.
+pub fn acknowledgement(reported: &Value) -> Option<&Map<String, Value>> {
+    reported.as_object().filter(|o| o.contains_key("value") && o.contains_key("ac"))
 }
 
 /// The digital twin view (`GET /digitaltwins/{id}`) of a twin as the service sees it: the
@@ -148,7 +155,7 @@ fn view_level(desired: &Map<String, Value>, reported: &Map<String, Value>, desir
             m.insert("desiredVersion".to_owned(), Value::from(version));
         }
         match r {
-            Some(Value::Object(ack)) if ack.contains_key("value") && ack.contains_key("ac") => {
+            Some(value) if let Some(ack) = acknowledgement(value) => {
                 out.insert(name.clone(), ack["value"].clone());
                 m.insert("ackCode".to_owned(), ack["ac"].clone());
                 if let Some(av) = ack.get("av") {

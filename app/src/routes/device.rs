@@ -196,7 +196,7 @@ fn twin_view(doc: Value) -> impl IntoView {
             .as_object()
             .into_iter()
             .flatten()
-            .filter(|(_, v)| v.get("__t").and_then(Value::as_str) == Some("c"))
+            .filter(|(_, v)| twinhub_core::pnp::is_component(v))
             .map(|(k, _)| k.clone())
             .collect();
         let listed =

@@ -6,6 +6,7 @@
 //! a refusal. The dashboard's drift table, the fleet's drift count and a rollout's failure
 //! share (issue 8) all read the same rows.
 
+use crate::pnp;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -64,8 +65,12 @@ pub fn drift(twin: &Value) -> Vec<DriftRow> {
     let mut rows = Vec::new();
     for (name, value) in wanted.iter().filter(|(name, _)| !name.starts_with('$')) {
         let meta = |section: &Value, key: &str| section["$metadata"][name.as_str()][key].clone();
-        if value.get("__t").and_then(Value::as_str) == Some("c") {
-            let members = value.as_object().into_iter().flatten().filter(|(m, _)| !m.starts_with('$') && *m != "__t");
+        if pnp::is_component(value) {
+            let members = value
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(m, _)| !m.starts_with('$') && *m != pnp::COMPONENT_MARKER);
             for (member, wanted) in members {
                 let at = |section: &Value, key: &str| section["$metadata"][name.as_str()][member.as_str()][key].clone();
                 rows.push(row(
@@ -89,8 +94,8 @@ pub fn drift(twin: &Value) -> Vec<DriftRow> {
 
 /// One property's row: what was asked, what came back, and the `$metadata` times and version.
 fn row(name: String, value: &Value, reported: Option<&Value>, meta: (Value, Value, Value)) -> DriftRow {
-    let (shown, ack) = match reported {
-        Some(Value::Object(o)) if o.contains_key("ac") && o.contains_key("value") => {
+    let (shown, ack) = match reported.and_then(pnp::acknowledgement) {
+        Some(o) => {
             let ack = Ack {
                 code: o.get("ac").and_then(Value::as_i64).unwrap_or(0),
                 version: o.get("av").and_then(Value::as_u64),
@@ -98,7 +103,7 @@ fn row(name: String, value: &Value, reported: Option<&Value>, meta: (Value, Valu
             };
             (o.get("value").cloned(), Some(ack))
         }
-        other => (other.cloned(), None),
+        None => (reported.cloned(), None),
     };
     let state = if shown.as_ref().is_some_and(|r| same(r, value)) {
         DriftState::CaughtUp
