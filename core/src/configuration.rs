@@ -228,8 +228,7 @@ pub fn metric_query(name: &str, text: &str) -> Result<Query, HubError> {
 /// The target condition as a query (the `WHERE` of a device query; `*` for every device), with
 /// an error positioned in the condition itself.
 pub fn target_query(condition: &str) -> Result<Query, HubError> {
-    crate::job::request::condition_query(condition)
-        .map_err(|e| HubError::new(e.code, e.message.replacen("queryCondition", "targetCondition", 1)))
+    crate::job::request::named_condition_query("targetCondition", condition)
 }
 
 /// The service patch `deviceContent` stands for: each `properties.desired.a.b` path as nested

@@ -210,6 +210,12 @@ pub fn check_job_id(id: &str) -> Result<(), HubError> {
 /// The query a `queryCondition` stands for: `*` is every device, anything else is the `WHERE`
 /// of a device query. Errors point into the condition as the client wrote it.
 pub fn condition_query(condition: &str) -> Result<Query, HubError> {
+    named_condition_query("queryCondition", condition)
+}
+
+/// [`condition_query`] for a condition the client sent under another name (a configuration's
+/// `targetCondition`), which its errors name.
+pub fn named_condition_query(field: &str, condition: &str) -> Result<Query, HubError> {
     let condition = condition.trim();
     let text = if condition == "*" { "SELECT * FROM devices".to_owned() } else { format!("{WHERE_PREFIX}{condition}") };
     query::parse(&text).map_err(|mut e| {
@@ -217,7 +223,7 @@ pub fn condition_query(condition: &str) -> Result<Query, HubError> {
             let prefix = u32::try_from(WHERE_PREFIX.chars().count()).unwrap_or(0);
             e.at.col = e.at.col.saturating_sub(prefix).max(1);
         }
-        invalid(format!("The queryCondition is invalid: {e}"))
+        invalid(format!("The {field} is invalid: {e}"))
     })
 }
 
