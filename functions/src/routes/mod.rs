@@ -73,34 +73,27 @@ async fn serve(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
     if route.is_bench() && !crate::config::Config::of(env).bench_routes {
         return Err(HubError::new(ErrorCode::NotFound, "no such resource").into());
     }
-    let caller = match auth::authorize(&req, env, &route)? {
-        Some(caller) => caller,
-        None => return open(req, env, route).await,
-    };
+    let caller = auth::authorize(&req, env, &route)?;
     if let Some(op) = route.operation() {
         if let Some(refused) = crate::limits::throttle_rest(&req, env, op) {
             return Ok(refused?);
         }
     }
-    signed(req, env, route, caller).await
+    dispatch(req, env, route, caller).await
 }
 
-/// The routes that take no service token.
-async fn open(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
+/// The signed caller of a route whose access asks for a token; only an open route has none
+/// ([`Route::access`]), so the error cannot reach a client while the table says so.
+fn signed(caller: Option<Caller>) -> std::result::Result<Caller, HubError> {
+    caller.ok_or_else(|| HubError::new(ErrorCode::IotHubUnauthorizedAccess, "this resource needs a token"))
+}
+
+/// One handler per route; `caller` is what the route's access asked for.
+async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Caller>) -> ApiResult {
     match route {
         Route::Health => api::health(),
         Route::DeviceSocket => device_endpoint::connect(req, env).await,
-        // Every other route's access asks for a token ([`Route::access`]).
-        _ => Err(HubError::new(ErrorCode::IotHubUnauthorizedAccess, "this resource needs a token").into()),
-    }
-}
-
-/// The routes a service token has been checked for.
-async fn signed(req: Request, env: &Env, route: Route<'_>, caller: Caller) -> ApiResult {
-    match route {
-        Route::Health => api::health(),
-        Route::DeviceSocket => device_endpoint::connect(req, env).await,
-        Route::Session => api::session(env, &caller),
+        Route::Session => api::session(env, &signed(caller)?),
         Route::Query => query::query(req, env).await,
         Route::ListDevices => devices::list(req, env).await,
         Route::BulkDevices => devices::bulk(req, env).await,
@@ -115,22 +108,22 @@ async fn signed(req: Request, env: &Env, route: Route<'_>, caller: Caller) -> Ap
         },
         Route::ListModules(id) => modules::list(env, id).await,
         Route::GetTwin(ident) => twins::get(env, &ident.key()?).await,
-        Route::PatchTwin(ident) => twins::patch(req, env, &ident.key()?, caller).await,
-        Route::ReplaceTwin(ident) => twins::replace(req, env, &ident.key()?, caller).await,
+        Route::PatchTwin(ident) => twins::patch(req, env, &ident.key()?, signed(caller)?).await,
+        Route::ReplaceTwin(ident) => twins::replace(req, env, &ident.key()?, signed(caller)?).await,
         Route::InvokeMethod(ident) => twins::method(req, env, &ident.key()?).await,
         Route::DeviceStatistics => statistics::devices(env).await,
         Route::ServiceStatistics => statistics::service(env).await,
         Route::QueryJobs => jobs::query(req, env).await,
-        Route::CreateJob(id) => jobs::create(req, env, id, caller).await,
+        Route::CreateJob(id) => jobs::create(req, env, id, signed(caller)?).await,
         Route::GetJob(id) => jobs::get(env, id).await,
         Route::ControlJob(id, action) => jobs::control(env, id, action).await,
         Route::TwinHistory(ident) => twins::history(req, env, &ident.key()?).await,
         Route::Telemetry(ident) => devices::telemetry(req, env, &ident.key()?).await,
         Route::TelemetrySeries(ident) => devices::telemetry_series(req, env, &ident.key()?).await,
         Route::SendMessage(id) => devices::send_message(req, env, id).await,
-        Route::Live(ident) => devices::live(req, env, &ident.key()?, caller).await,
+        Route::Live(ident) => devices::live(req, env, &ident.key()?, signed(caller)?).await,
         Route::GetDigitalTwin(id) => digital_twins::get(env, id).await,
-        Route::PatchDigitalTwin(id) => digital_twins::patch(req, env, id, caller).await,
+        Route::PatchDigitalTwin(id) => digital_twins::patch(req, env, id, signed(caller)?).await,
         Route::InvokeCommand { id, component, command } => {
             digital_twins::command(req, env, id, component, command).await
         }
