@@ -51,6 +51,20 @@ impl Harness {
         }));
     }
 
+    /// A fresh session sent a CleanSession CONNECT as `client_id` with user name `username`.
+    fn named(client_id: &str, username: &str) -> Self {
+        let mut h = Self::new();
+        h.feed(&Packet::Connect(Connect {
+            client_id: client_id.into(),
+            clean_session: true,
+            keep_alive: 60,
+            username: Some(username.into()),
+            password: Some(b"token".to_vec()),
+            will: None,
+        }));
+        h
+    }
+
     fn connected(device: &str) -> Self {
         let mut h = Self::new();
         h.connect(device, 60);
@@ -434,15 +448,7 @@ fn lost_partial_input_ends_the_session_instead_of_misreading_the_stream() {
 
 #[test]
 fn a_user_name_naming_another_device_is_refused() {
-    let mut h = Harness::new();
-    h.feed(&Packet::Connect(Connect {
-        client_id: "d1".into(),
-        clean_session: true,
-        keep_alive: 60,
-        username: Some("hub/d2/?api-version=2021-04-12".into()),
-        password: Some(b"token".to_vec()),
-        will: None,
-    }));
+    let h = Harness::named("d1", "hub/d2/?api-version=2021-04-12");
     assert!(!h.events.iter().any(|e| matches!(e, SessionEvent::Authenticate { .. })));
     assert!(matches!(&h.sent[..], [Packet::ConnAck(ConnAck { code: ConnectReturnCode::BadUserNameOrPassword, .. })]));
 }
@@ -559,15 +565,7 @@ fn a_module_user_name_must_name_the_module() {
         ("d1/m1", "hub/d2/m1/?api-version=2021-04-12", false),
         ("d1", "hub/d1/api-version=2016-11-14", true),
     ] {
-        let mut h = Harness::new();
-        h.feed(&Packet::Connect(Connect {
-            client_id: client_id.into(),
-            clean_session: true,
-            keep_alive: 60,
-            username: Some(username.into()),
-            password: Some(b"token".to_vec()),
-            will: None,
-        }));
+        let h = Harness::named(client_id, username);
         let authenticating = h.events.iter().any(|e| matches!(e, SessionEvent::Authenticate { .. }));
         assert_eq!(authenticating, ok, "{client_id} {username}");
     }
@@ -603,18 +601,7 @@ fn the_largest_module_session_snapshot_fits_its_bound() {
 
 #[test]
 fn the_model_a_user_name_announces_comes_with_the_connect_and_junk_is_refused() {
-    let connect = |username: &str| {
-        let mut h = Harness::new();
-        h.feed(&Packet::Connect(Connect {
-            client_id: "d1".into(),
-            clean_session: true,
-            keep_alive: 60,
-            username: Some(username.into()),
-            password: Some(b"token".to_vec()),
-            will: None,
-        }));
-        h
-    };
+    let connect = |username: &str| Harness::named("d1", username);
     let h = connect("hub/d1/?api-version=2020-09-30&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1");
     assert!(
         matches!(&h.events[..], [SessionEvent::Authenticate { model_id: Some(m), .. }] if m == "dtmi:com:example:Thermostat;1"),
