@@ -11,6 +11,7 @@ from azure.iot.device import MethodResponse
 from azure.iot.hub import DigitalTwinClient, IoTHubRegistryManager
 from msrest.exceptions import HttpOperationError
 from waiting import eventually_async as eventually
+from clients import device_client
 
 OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
 MODEL = "dtmi:com:example:TemperatureController;1"
@@ -21,19 +22,13 @@ def test_digital_twin_client():
 
 
 async def digital_twin_client():
-    from azure.iot.device.aio import IoTHubDeviceClient
-
     registry = IoTHubRegistryManager.from_connection_string(OWNER)
     twins = DigitalTwinClient.from_connection_string(OWNER)
     device_id = "controller-1"
     registry.create_device_with_sas(device_id, None, None, "enabled")
     key = registry.get_device(device_id).authentication.symmetric_key.primary_key
-    device = IoTHubDeviceClient.create_from_connection_string(
-        f"HostName=localhost;DeviceId={device_id};SharedAccessKey={key}",
-        websockets=True,
-        server_verification_cert=open(os.environ["TWINHUB_CA"]).read(),
-        product_info=MODEL,
-    )
+    cs = f"HostName=localhost;DeviceId={device_id};SharedAccessKey={key}"
+    device = device_client(cs, "websocket", product_info=MODEL)
 
     async def on_patch(patch):
         # Plug and Play: acknowledge each writable property with its value and version.
