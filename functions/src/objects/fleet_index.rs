@@ -59,9 +59,46 @@ fn targets_of(configurations: Vec<Configuration>) -> Targets {
         .collect()
 }
 
-/// Where a shard keeps the configurations it was sent, for after a restart.
-const CONFIGURATIONS_SCHEMA: &str =
-    "CREATE TABLE IF NOT EXISTS configuration_set (k INTEGER PRIMARY KEY, body TEXT NOT NULL)";
+/// Where a shard keeps the configurations it was sent, for after a restart: a row per
+/// configuration (the whole set as one value could pass the 2 MB Cloudflare allows a stored
+/// value: 100 configurations of up to 256 KB each), and a marker that a set was handed over at
+/// all (an empty set is one).
+const CONFIGURATIONS_SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS configuration_copy (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS configuration_copy_held (k INTEGER PRIMARY KEY CHECK (k = 0))",
+];
+
+/// This shard's stored copy of the configurations, or `None` if it was never handed one.
+fn load_copy(sql: &SqlStorage) -> Result<Option<Vec<Configuration>>> {
+    #[derive(Deserialize)]
+    struct Row {
+        body: String,
+    }
+    if !copy_held(sql)? {
+        return Ok(None);
+    }
+    let rows: Vec<Row> = sql.exec("SELECT body FROM configuration_copy ORDER BY id", None)?.to_array()?;
+    Ok(Some(rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect()))
+}
+
+/// Whether this shard was ever handed a set of configurations.
+fn copy_held(sql: &SqlStorage) -> Result<bool> {
+    let held: Vec<serde_json::Value> = sql.exec("SELECT k FROM configuration_copy_held", None)?.to_array()?;
+    Ok(!held.is_empty())
+}
+
+/// Replaces this shard's stored copy with `set` (one synchronous stretch: one transaction).
+fn store_copy(sql: &SqlStorage, set: &[Configuration]) -> Result<()> {
+    sql.exec("DELETE FROM configuration_copy", None)?;
+    for c in set {
+        sql.exec(
+            "INSERT INTO configuration_copy (id, body) VALUES (?, ?)",
+            vec![c.id.as_str().into(), crate::objects::to_json(c)?.into()],
+        )?;
+    }
+    sql.exec("INSERT OR IGNORE INTO configuration_copy_held (k) VALUES (0)", None)?;
+    Ok(())
+}
 
 /// Twins a sweep reads per statement, and device objects it calls at once.
 const SWEEP_PAGE: u64 = 500;
@@ -97,7 +134,7 @@ struct TwinRow {
 
 impl DurableObject for FleetIndex {
     fn new(state: State, env: Env) -> Self {
-        for schema in [INDEX_SCHEMA, CONFIGURATIONS_SCHEMA] {
+        for schema in [INDEX_SCHEMA, CONFIGURATIONS_SCHEMA[0], CONFIGURATIONS_SCHEMA[1]] {
             if let Err(e) = state.storage().sql().exec(schema, None) {
                 worker::console_error!("fleet index schema: {e}");
             }
@@ -163,14 +200,8 @@ impl FleetIndex {
         if let Some(t) = self.configurations.borrow().as_ref() {
             return Ok(Rc::clone(t));
         }
-        #[derive(Deserialize)]
-        struct Row {
-            body: String,
-        }
-        let rows: Vec<Row> =
-            self.state.storage().sql().exec("SELECT body FROM configuration_set WHERE k = 0", None)?.to_array()?;
-        let list: Vec<Configuration> = match rows.first() {
-            Some(row) => serde_json::from_str(&row.body).unwrap_or_default(),
+        let list = match load_copy(&self.state.storage().sql())? {
+            Some(list) => list,
             None => {
                 let stub = crate::objects::configurations::configurations_stub(&self.env)?;
                 let mut answer =
@@ -182,11 +213,11 @@ impl FleetIndex {
                     )));
                 }
                 let list: Vec<Configuration> = answer.json().await?;
-                // OR IGNORE: a set pushed while this was asked for is newer, and stays.
-                self.state.storage().sql().exec(
-                    "INSERT OR IGNORE INTO configuration_set (k, body) VALUES (0, ?)",
-                    vec![crate::objects::to_json(&list)?.into()],
-                )?;
+                // Unless a set was pushed while this was asked for: that one is newer, and stays.
+                let sql = self.state.storage().sql();
+                if !copy_held(&sql)? {
+                    store_copy(&sql, &list)?;
+                }
                 list
             }
         };
@@ -333,10 +364,7 @@ impl FleetIndex {
                 Ok(http::json(200, &body, None)?)
             }
             IndexOp::SetConfigurations { configurations, sweep } => {
-                sql.exec(
-                    "INSERT OR REPLACE INTO configuration_set (k, body) VALUES (0, ?)",
-                    vec![crate::objects::to_json(&configurations)?.into()],
-                )?;
+                store_copy(&sql, &configurations)?;
                 *self.configurations.borrow_mut() = Some(Rc::new(targets_of(configurations)));
                 if sweep {
                     self.sweep().await?;
