@@ -25,9 +25,11 @@ OWNER = os.environ["TWINHUB_CONNECTION_STRING"]
 
 
 def refused(call):
+    """The status and IoT Hub error code of a call that must fail."""
     with pytest.raises(HttpOperationError) as err:
         call()
-    return err.value.response.status_code
+    response = err.value.response
+    return response.status_code, response.headers.get("iothub-errorcode")
 
 
 def configuration(config_id, content, condition, priority, metrics=None):
@@ -63,7 +65,7 @@ def test_configurations_apply_to_the_twins_they_target():
         configuration(f"narrow-{run}", {"properties.desired.telemetryInterval": 15, "properties.desired.mode.name": "eco"},
                       narrow_condition, 10)
     )
-    assert refused(lambda: manager.create_configuration(configuration(f"narrow-{run}", {"properties.desired.x": 1}, base, 1))) == 409
+    assert refused(lambda: manager.create_configuration(configuration(f"narrow-{run}", {"properties.desired.x": 1}, base, 1))) == (409, "ConfigurationAlreadyExists")
 
     def interval(device_id):
         return registry.get_twin(device_id).properties.desired.get("telemetryInterval")
@@ -96,13 +98,13 @@ def test_configurations_apply_to_the_twins_they_target():
     updated = manager.update_configuration(got_broad, got_broad.etag)
     assert updated.priority == 20 and updated.etag != got_broad.etag
     eventually(lambda: [interval(d) for d in devices] == [60, 60, 60, 60], "the new priority applied")
-    assert refused(lambda: manager.update_configuration(got_broad, got_broad.etag)) == 412
+    assert refused(lambda: manager.update_configuration(got_broad, got_broad.etag)) == (412, "PreconditionFailed")
 
     # Deleted: its twins go back to the next configuration; values stay where none applies.
     manager.delete_configuration(f"broad-{run}")
     eventually(lambda: [interval(d) for d in devices] == [15, 15, 15, 60], "the narrow one back")
     manager.delete_configuration(f"narrow-{run}")
-    assert refused(lambda: manager.get_configuration(f"narrow-{run}")) == 404
+    assert refused(lambda: manager.get_configuration(f"narrow-{run}")) == (404, "ConfigurationNotFound")
     eventually(lambda: "configurations" not in str(registry.get_twin(devices[0]).as_dict()), "statuses cleared", 10)
     assert interval(devices[0]) == 15
 
@@ -113,12 +115,12 @@ def test_configurations_apply_to_the_twins_they_target():
 def test_bad_configurations_are_refused_and_test_queries_positions_errors():
     manager = IoTHubConfigurationManager.from_connection_string(OWNER)
     good = {"properties.desired.x": 1}
-    assert refused(lambda: manager.create_configuration(configuration("bad-1", good, "tags.a = ", 1))) == 400
-    assert refused(lambda: manager.create_configuration(configuration("bad-2", {"tags.a": 1}, "*", 1))) == 400
-    assert refused(lambda: manager.create_configuration(configuration("bad-3", good, "*", -5))) == 400
-    assert refused(lambda: manager.create_configuration(configuration("Bad-Upper", good, "*", 1))) == 400
+    assert refused(lambda: manager.create_configuration(configuration("bad-1", good, "tags.a = ", 1))) == (400, "ArgumentInvalid")
+    assert refused(lambda: manager.create_configuration(configuration("bad-2", {"tags.a": 1}, "*", 1))) == (400, "ArgumentInvalid")
+    assert refused(lambda: manager.create_configuration(configuration("bad-3", good, "*", -5))) == (400, "ArgumentInvalid")
+    assert refused(lambda: manager.create_configuration(configuration("Bad-Upper", good, "*", 1))) == (400, "ArgumentInvalid")
     big = {f"properties.desired.p{i}": "x" * 4000 for i in range(10)}
-    assert refused(lambda: manager.create_configuration(configuration("bad-4", big, "*", 1))) == 400
+    assert refused(lambda: manager.create_configuration(configuration("bad-4", big, "*", 1))) == (400, "ArgumentInvalid")
     assert "bad-1" not in [c.id for c in manager.get_configurations()]
 
     result = manager.test_configuration_queries(

@@ -94,7 +94,8 @@ async def digital_twin_client():
             twins.update_digital_twin(device_id, bad)
             raise AssertionError(f"accepted {bad}")
         except HttpOperationError as e:
-            assert e.response.status_code == 400, e.response.status_code
+            answer = (e.response.status_code, e.response.headers.get("iothub-errorcode"))
+            assert answer == (400, "ArgumentInvalid"), answer
     assert registry.get_twin(device_id).properties.desired["$version"] == before
 
     await device.shutdown()
