@@ -215,6 +215,9 @@ pub enum IndexOp {
     Rows { sql: String, params: Vec<serde_json::Value> },
     /// A compiled aggregate query (`twinhub_core::query::sql::aggregate_statement`).
     Aggregate { sql: String, params: Vec<serde_json::Value> },
+    /// Several compiled aggregate statements in one call (the counts of a configuration
+    /// list): answers their rows in order, `{"results": [[row, ...], ...]}`.
+    AggregateMany { statements: Vec<(String, Vec<serde_json::Value>)> },
     /// The shard's recent index lag.
     Lag,
     /// Every id a compiled statement (`twinhub_core::query::sql::ids_statement`) selects.

@@ -363,6 +363,14 @@ impl FleetIndex {
                 let body = serde_json::json!({ "rows": rows, "lag": self.lag() });
                 Ok(http::json(200, &body, None)?)
             }
+            IndexOp::AggregateMany { statements } => {
+                let mut results = Vec::with_capacity(statements.len());
+                for (text, params) in statements {
+                    let rows: Vec<serde_json::Value> = sql.exec(&text, bind(params))?.to_array()?;
+                    results.push(rows);
+                }
+                Ok(http::json(200, &serde_json::json!({ "results": results }), None)?)
+            }
             IndexOp::SetConfigurations { configurations, sweep } => {
                 store_copy(&sql, &configurations)?;
                 *self.configurations.borrow_mut() = Some(Rc::new(targets_of(configurations)));

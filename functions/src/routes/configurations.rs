@@ -21,11 +21,7 @@ pub async fn list(req: Request, env: &Env) -> ApiResult {
         return Ok(answer);
     }
     let all: Vec<Configuration> = answer.json().await?;
-    let mut out = Vec::with_capacity(all.len());
-    for c in &all {
-        out.push(with_metrics(env, c).await?);
-    }
-    Ok(http::json(200, &Value::Array(out), None)?)
+    Ok(http::json(200, &Value::Array(with_metrics(env, &all).await?), None)?)
 }
 
 /// `GET /configurations/{id}`.
@@ -86,25 +82,35 @@ async fn one(env: &Env, op: ConfigurationOp) -> ApiResult {
         return Ok(answer);
     }
     let c: Configuration = answer.json().await?;
-    let wire = with_metrics(env, &c).await?;
+    let wire = with_metrics(env, std::slice::from_ref(&c)).await?.pop().unwrap_or_default();
     Ok(http::json(200, &wire, Some(&c.etag_string()))?)
 }
 
-/// The wire form with `systemMetrics` and `metrics` counted now.
-async fn with_metrics(env: &Env, c: &Configuration) -> worker::Result<Value> {
-    let mut system = Map::new();
-    for (name, text) in c.system_queries() {
-        let n = match twinhub_core::query::parse(&text) {
-            Ok(q) => super::query::count(env, &q).await?,
-            Err(_) => 0,
-        };
-        system.insert(name.to_owned(), Value::from(n));
-    }
-    let mut custom = Map::new();
-    for (name, text) in &c.metrics {
-        if let Some(Ok(q)) = text.as_str().map(|t| configuration::metric_query(name, t)) {
-            custom.insert(name.clone(), Value::from(super::query::count(env, &q).await?));
+/// The wire forms with `systemMetrics` and `metrics` counted now, every count of every
+/// configuration in one call to each index shard.
+async fn with_metrics(env: &Env, all: &[Configuration]) -> worker::Result<Vec<Value>> {
+    // (configuration, is it a system metric, name, query), then the counts in the same order.
+    let mut asked = Vec::new();
+    let mut metrics = vec![(Map::new(), Map::new()); all.len()];
+    for (i, c) in all.iter().enumerate() {
+        for (name, text) in c.system_queries() {
+            // A system metric is always shown; one whose query cannot run counts 0.
+            metrics[i].0.insert(name.to_owned(), Value::from(0));
+            if let Ok(q) = twinhub_core::query::parse(&text) {
+                asked.push((i, true, name.to_owned(), q));
+            }
+        }
+        for (name, text) in &c.metrics {
+            if let Some(Ok(q)) = text.as_str().map(|t| configuration::metric_query(name, t)) {
+                asked.push((i, false, name.clone(), q));
+            }
         }
     }
-    Ok(c.to_wire(&system, &custom))
+    let queries: Vec<_> = asked.iter().map(|(_, _, _, q)| q.clone()).collect();
+    let counts = super::query::counts(env, &queries).await?;
+    for ((i, system, name, _), n) in asked.into_iter().zip(counts) {
+        let (sys, custom) = &mut metrics[i];
+        if system { sys } else { custom }.insert(name, Value::from(n));
+    }
+    Ok(all.iter().zip(metrics).map(|(c, (system, custom))| c.to_wire(&system, &custom)).collect())
 }
