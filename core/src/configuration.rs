@@ -7,12 +7,16 @@
 //! ([`crate::twin::AppliedConfiguration`]), which is how the hub knows whether it must apply
 //! again and what `configurations.[[id]].status = 'Applied'` queries see.
 //!
+//! A configuration targets device twins (`content.deviceContent`, a condition on `devices`) or
+//! module twins (`content.moduleContent`, a condition written `FROM devices.modules WHERE ...`,
+//! as Azure has it); the two kinds compete only among themselves ([`winner`]).
+//!
 //! Choices where Azure is silent or differs (README): content and target condition may change
 //! after creation (beyond Azure), each change a new revision that is applied again; a twin that
 //! stops matching gets the next configuration's content, and values no configuration sets any
 //! more stay as they are (a configuration never deletes desired properties).
 
-use crate::query::{self, Query};
+use crate::query::{self, Collection, Query};
 use crate::twin::ServicePatch;
 use crate::{ErrorCode, HubError, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -36,8 +40,13 @@ pub struct Configuration {
     pub id: String,
     pub schema_version: String,
     pub labels: Map<String, Value>,
-    /// `content.deviceContent` as sent: `properties.desired[.path]` -> value.
+    /// `content.deviceContent` as sent: `properties.desired[.path]` -> value. Empty for a
+    /// module configuration.
     pub device_content: Map<String, Value>,
+    /// `content.moduleContent`, the same form for module twins. Empty for a device
+    /// configuration.
+    #[serde(default)]
+    pub module_content: Map<String, Value>,
     pub target_condition: String,
     pub priority: i64,
     /// Custom metrics: name -> query text.
@@ -119,15 +128,25 @@ impl ConfigurationRequest {
             return Err(invalid("id in the body does not match the id in the path"));
         }
         let content = self.content.as_ref();
-        let non_empty = |m: &Option<Map<String, Value>>| m.as_ref().is_some_and(|m| !m.is_empty());
-        if content.is_some_and(|c| non_empty(&c.modules_content) || non_empty(&c.module_content)) {
-            return Err(invalid("modulesContent (IoT Edge deployments) is not supported; use deviceContent"));
+        let given = |m: Option<&Map<String, Value>>| m.filter(|m| !m.is_empty()).cloned();
+        if given(content.and_then(|c| c.modules_content.as_ref())).is_some() {
+            return Err(invalid(
+                "modulesContent (IoT Edge deployments) is not supported; use deviceContent or moduleContent",
+            ));
         }
-        let device_content = content.and_then(|c| c.device_content.clone()).unwrap_or_default();
-        if device_content.is_empty() {
-            return Err(HubError::new(ErrorCode::ArgumentNull, "content.deviceContent is required"));
-        }
-        desired_patch(&device_content)?;
+        let device_content = given(content.and_then(|c| c.device_content.as_ref())).unwrap_or_default();
+        let module_content = given(content.and_then(|c| c.module_content.as_ref())).unwrap_or_default();
+        let for_modules = match (device_content.is_empty(), module_content.is_empty()) {
+            (true, true) => {
+                return Err(HubError::new(
+                    ErrorCode::ArgumentNull,
+                    "content.deviceContent or content.moduleContent is required",
+                ))
+            }
+            (false, false) => return Err(invalid("a configuration has deviceContent or moduleContent, not both")),
+            (device_empty, _) => device_empty,
+        };
+        desired_patch(if for_modules { &module_content } else { &device_content })?;
         let target_condition = self
             .target_condition
             .as_deref()
@@ -137,7 +156,16 @@ impl ConfigurationRequest {
                 HubError::new(ErrorCode::ArgumentNull, "targetCondition is required ('*' for every device)")
             })?
             .to_owned();
-        target_query(&target_condition)?;
+        let target = target_query(&target_condition)?;
+        match (for_modules, target.from) {
+            (true, Collection::Modules) | (false, Collection::Devices) => {}
+            (true, _) => {
+                return Err(invalid(
+                    "the targetCondition of a module configuration starts with 'FROM devices.modules WHERE'",
+                ))
+            }
+            (false, _) => return Err(invalid("a targetCondition on devices.modules needs moduleContent")),
+        }
         let priority = self.priority.unwrap_or(0);
         if !(0..=MAX_PRIORITY).contains(&priority) {
             return Err(invalid(format!("priority must be 0 to {MAX_PRIORITY}")));
@@ -153,6 +181,7 @@ impl ConfigurationRequest {
         let (created, etag, revision) = match previous {
             Some(p) => {
                 let reapplies = p.device_content != device_content
+                    || p.module_content != module_content
                     || p.target_condition != target_condition
                     || p.priority != priority;
                 (p.created, p.etag + 1, p.revision + u64::from(reapplies))
@@ -164,6 +193,7 @@ impl ConfigurationRequest {
             schema_version,
             labels,
             device_content,
+            module_content,
             target_condition,
             priority,
             metrics,
@@ -225,10 +255,26 @@ pub fn metric_query(name: &str, text: &str) -> Result<Query, HubError> {
     query::parse(text).map_err(|e| invalid(format!("metric '{name}' is not a valid query: {e}")))
 }
 
-/// The target condition as a query (the `WHERE` of a device query; `*` for every device), with
-/// an error positioned in the condition itself.
+/// The target condition as a query: the `WHERE` of a device query (`*` for every device), or
+/// for module twins a query from `FROM` on (`FROM devices.modules WHERE ...`); errors are
+/// positioned in the condition itself.
 pub fn target_query(condition: &str) -> Result<Query, HubError> {
-    crate::job::request::named_condition_query("targetCondition", condition)
+    let condition = condition.trim();
+    let from_first = condition.split_whitespace().next().is_some_and(|w| w.eq_ignore_ascii_case("from"));
+    if !from_first {
+        return crate::job::request::named_condition_query("targetCondition", condition);
+    }
+    const SELECT: &str = "SELECT * ";
+    let q = query::parse(&format!("{SELECT}{condition}")).map_err(|mut e| {
+        if e.at.line == 1 {
+            e.at.col = e.at.col.saturating_sub(SELECT.len() as u32).max(1);
+        }
+        invalid(format!("The targetCondition is invalid: {e}"))
+    })?;
+    if q.from != Collection::Modules || q.group_by.is_some() || q.top.is_some() {
+        return Err(invalid("a targetCondition starting with FROM reads 'FROM devices.modules WHERE ...'"));
+    }
+    Ok(q)
 }
 
 /// The service patch `deviceContent` stands for: each `properties.desired.a.b` path as nested
@@ -288,9 +334,22 @@ impl Configuration {
         base64::engine::general_purpose::STANDARD.encode(self.etag.to_string())
     }
 
+    /// The twins this configuration is for: device twins or module twins.
+    pub fn collection(&self) -> Collection {
+        if self.module_content.is_empty() {
+            Collection::Devices
+        } else {
+            Collection::Modules
+        }
+    }
+
     /// The content as a service patch (checked when the configuration was written).
     pub fn patch(&self) -> Value {
-        desired_patch(&self.device_content).unwrap_or_else(|_| json!({}))
+        let content = match self.collection() {
+            Collection::Modules => &self.module_content,
+            _ => &self.device_content,
+        };
+        desired_patch(content).unwrap_or_else(|_| json!({}))
     }
 
     /// The target condition as a query (checked when the configuration was written).
@@ -300,15 +359,17 @@ impl Configuration {
 
     /// The queries behind `systemMetrics`: the twins targeted, and those it is applied to.
     pub fn system_queries(&self) -> [(&'static str, String); 2] {
-        let condition =
-            if self.target_condition == "*" { String::new() } else { format!(" WHERE {}", self.target_condition) };
-        [
-            ("targetedCount", format!("SELECT deviceId FROM devices{condition}")),
-            (
-                "appliedCount",
-                format!("SELECT deviceId FROM devices WHERE configurations.[[{}]].status = 'Applied'", self.id),
-            ),
-        ]
+        let applied = format!("configurations.[[{}]].status = 'Applied'", self.id);
+        let targeted = match (self.collection(), self.target_condition.as_str()) {
+            (Collection::Modules, condition) => format!("SELECT deviceId, moduleId {condition}"),
+            (_, "*") => "SELECT deviceId FROM devices".to_owned(),
+            (_, condition) => format!("SELECT deviceId FROM devices WHERE {condition}"),
+        };
+        let applied = match self.collection() {
+            Collection::Modules => format!("SELECT deviceId, moduleId FROM devices.modules WHERE {applied}"),
+            _ => format!("SELECT deviceId FROM devices WHERE {applied}"),
+        };
+        [("targetedCount", targeted), ("appliedCount", applied)]
     }
 
     /// The wire form, with the counts measured for the system and custom metrics.
@@ -319,7 +380,7 @@ impl Configuration {
             "id": self.id,
             "schemaVersion": self.schema_version,
             "labels": self.labels,
-            "content": { "deviceContent": self.device_content, "modulesContent": {}, "moduleContent": {} },
+            "content": { "deviceContent": self.device_content, "modulesContent": {}, "moduleContent": self.module_content },
             "contentType": "assignment",
             "targetCondition": self.target_condition,
             "createdTimeUtc": self.created.to_iso(),
@@ -332,11 +393,17 @@ impl Configuration {
     }
 }
 
-/// The configuration a twin (as the service sees it) gets: of those whose target condition it
-/// matches, the highest priority; ties go to the newest.
-pub fn winner<'a>(configurations: &'a [(Configuration, Option<Query>)], twin: &Value) -> Option<&'a Configuration> {
+/// The configuration a twin (as the service sees it) of `collection` (device or module twins)
+/// gets: of those for that collection whose target condition it matches, the highest priority;
+/// ties go to the newest.
+pub fn winner<'a>(
+    configurations: &'a [(Configuration, Option<Query>)],
+    collection: Collection,
+    twin: &Value,
+) -> Option<&'a Configuration> {
     configurations
         .iter()
+        .filter(|(c, _)| c.collection() == collection)
         .filter(|(_, target)| target.as_ref().is_some_and(|q| query::eval::matches(q.filter.as_ref(), twin)))
         .map(|(c, _)| c)
         .max_by(|a, b| a.priority.cmp(&b.priority).then(a.created.cmp(&b.created)).then(a.id.cmp(&b.id)))
@@ -461,11 +528,74 @@ mod tests {
             config("other", "tags.env = 'dev'", 9, 4),
         ];
         let twin = |tags: Value| json!({ "tags": tags });
-        assert_eq!(winner(&configs, &twin(json!({ "env": "prod" }))).map(|c| c.id.as_str()), Some("low"));
         assert_eq!(
-            winner(&configs, &twin(json!({ "env": "prod", "building": "A" }))).map(|c| c.id.as_str()),
+            winner(&configs, Collection::Devices, &twin(json!({ "env": "prod" }))).map(|c| c.id.as_str()),
+            Some("low")
+        );
+        assert_eq!(
+            winner(&configs, Collection::Devices, &twin(json!({ "env": "prod", "building": "A" })))
+                .map(|c| c.id.as_str()),
             Some("high-newer")
         );
-        assert_eq!(winner(&configs, &twin(json!({ "env": "test" }))), None);
+        assert_eq!(winner(&configs, Collection::Devices, &twin(json!({ "env": "test" }))), None);
+    }
+
+    fn module_config(id: &str, condition: &str, priority: i64) -> (Configuration, Option<Query>) {
+        let body = json!({
+            "content": { "moduleContent": { "properties.desired.sampleRate": priority } },
+            "targetCondition": condition,
+            "priority": priority,
+        });
+        let c = request(body).check(id, None, UnixMillis(1)).unwrap();
+        let target = c.target();
+        (c, target)
+    }
+
+    #[test]
+    fn module_configurations_target_module_twins_only() {
+        let configs = vec![
+            config("devices", "*", 9, 1),
+            module_config("agents", "FROM devices.modules WHERE moduleId = 'agent'", 1),
+            module_config("all-modules", "from devices.modules", 0),
+        ];
+        let device = json!({ "deviceId": "d1", "tags": {} });
+        let agent = json!({ "deviceId": "d1", "moduleId": "agent", "tags": {} });
+        let other = json!({ "deviceId": "d1", "moduleId": "camera", "tags": {} });
+        let id = |c: Option<&Configuration>| c.map(|c| c.id.clone());
+        assert_eq!(id(winner(&configs, Collection::Devices, &device)).as_deref(), Some("devices"));
+        assert_eq!(id(winner(&configs, Collection::Modules, &agent)).as_deref(), Some("agents"));
+        assert_eq!(id(winner(&configs, Collection::Modules, &other)).as_deref(), Some("all-modules"));
+        assert_eq!(configs[1].0.patch(), json!({ "properties": { "desired": { "sampleRate": 1 } } }));
+        for (name, text) in configs[1].0.system_queries() {
+            let q = query::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(q.from, Collection::Modules, "{name}");
+        }
+        let wire = configs[1].0.to_wire(&Map::new(), &Map::new());
+        assert_eq!(wire["content"]["moduleContent"]["properties.desired.sampleRate"], json!(1));
+    }
+
+    #[test]
+    fn content_and_condition_must_agree_on_the_twins_they_are_for() {
+        let check = |body: Value| request(body).check("c", None, UnixMillis(1)).map(|_| ()).map_err(|e| e.message);
+        let module = json!({ "moduleContent": { "properties.desired.x": 1 } });
+        let device = json!({ "deviceContent": { "properties.desired.x": 1 } });
+        assert!(check(json!({ "content": module, "targetCondition": "FROM devices.modules WHERE tags.a = 1" })).is_ok());
+        let e = check(json!({ "content": module, "targetCondition": "tags.a = 1" })).unwrap_err();
+        assert!(e.contains("FROM devices.modules"), "{e}");
+        let e = check(json!({ "content": device, "targetCondition": "FROM devices.modules WHERE tags.a = 1" }))
+            .unwrap_err();
+        assert!(e.contains("moduleContent"), "{e}");
+        let both =
+            json!({ "deviceContent": { "properties.desired.x": 1 }, "moduleContent": { "properties.desired.x": 1 } });
+        assert!(check(json!({ "content": both, "targetCondition": "*" })).is_err());
+        for bad in [
+            "FROM devices.jobs WHERE status = 'failed'",
+            "FROM devices.modules WHERE",
+            "FROM devices.modules GROUP BY tags.a",
+        ] {
+            assert!(check(json!({ "content": module, "targetCondition": bad })).is_err(), "{bad}");
+        }
+        let e = target_query("FROM devices.modules WHERE tags.a = ").unwrap_err().message;
+        assert!(e.contains("1:"), "{e}");
     }
 }

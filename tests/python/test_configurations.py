@@ -112,6 +112,53 @@ def test_configurations_apply_to_the_twins_they_target():
         registry.delete_device(device_id)
 
 
+def test_a_module_configuration_applies_to_the_module_twins_it_targets():
+    registry = IoTHubRegistryManager.from_connection_string(OWNER)
+    manager = IoTHubConfigurationManager.from_connection_string(OWNER)
+    run = uuid.uuid4().hex[:6]
+    device, agent = f"mcfg-{run}", f"agent-{run}"
+    registry.create_device_with_sas(device, None, None, "enabled")
+    for module in (agent, "camera"):
+        registry.create_module_with_sas(device, module, None, None, None)
+    # Azure's form: moduleContent, and a condition that starts FROM devices.modules WHERE.
+    condition = f"FROM devices.modules WHERE moduleId = '{agent}'"
+    made = manager.create_configuration(
+        Configuration(
+            id=f"agents-{run}",
+            content=ConfigurationContent(module_content={"properties.desired.sampleRate": 5}),
+            target_condition=condition,
+            priority=1,
+            metrics=ConfigurationMetrics(queries={}),
+        )
+    )
+    assert made.content.module_content == {"properties.desired.sampleRate": 5}
+
+    def rate(device_id, module):
+        return registry.get_module_twin(device_id, module).properties.desired.get("sampleRate")
+
+    eventually(lambda: rate(device, agent) == 5, "the module configuration applied")
+    assert rate(device, "camera") is None
+    assert "sampleRate" not in registry.get_twin(device).properties.desired
+    # A module created later gets it with its creation.
+    late = f"mcfg-{run}-late"
+    registry.create_device_with_sas(late, None, None, "enabled")
+    registry.create_module_with_sas(late, agent, None, None, None)
+    eventually(lambda: rate(late, agent) == 5, "the late module configured", 2)
+    got = manager.get_configuration(f"agents-{run}")
+    assert got.system_metrics.results == {"targetedCount": 2, "appliedCount": 2}, got.system_metrics.results
+    query = QuerySpecification(query=f"SELECT * FROM devices.modules WHERE configurations.[[agents-{run}]].status = 'Applied'")
+    applied = sorted((t.device_id, t.module_id) for t in registry.query_iot_hub(query).items)
+    assert applied == [(device, agent), (late, agent)], applied
+
+    # A device configuration targeting '*' leaves module twins alone, and the reverse.
+    wrong = Configuration(id=f"wrong-{run}", content=ConfigurationContent(module_content={"properties.desired.x": 1}),
+                          target_condition="tags.a = 1", priority=1)
+    assert refused(lambda: manager.create_configuration(wrong)) == (400, "ArgumentInvalid")
+    manager.delete_configuration(f"agents-{run}")
+    registry.delete_device(device)
+    registry.delete_device(late)
+
+
 def test_bad_configurations_are_refused_and_test_queries_positions_errors():
     manager = IoTHubConfigurationManager.from_connection_string(OWNER)
     good = {"properties.desired.x": 1}

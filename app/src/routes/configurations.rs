@@ -10,6 +10,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::{json, Map, Value};
 use twinhub_core::configuration::target_query;
+use twinhub_core::query::Collection;
 
 /// How often the list is fetched again.
 const REFRESH_MS: u64 = 2_000;
@@ -61,11 +62,14 @@ pub fn ConfigurationsPage() -> impl IntoView {
             Ok(Value::Object(m)) => m,
             _ => return notice.set(Some(Err("The desired properties must be a JSON object.".into()))),
         };
-        let device_content: Map<String, Value> =
+        let paths: Map<String, Value> =
             desired.into_iter().map(|(k, v)| (format!("properties.desired.{k}"), v)).collect();
+        // A condition written `FROM devices.modules WHERE ...` makes a module configuration.
+        let for_modules = target_query(&condition.get_untracked()).is_ok_and(|q| q.from == Collection::Modules);
+        let content = if for_modules { json!({ "moduleContent": paths }) } else { json!({ "deviceContent": paths }) };
         let body = json!({
             "id": config_id,
-            "content": { "deviceContent": device_content },
+            "content": content,
             "targetCondition": condition.get_untracked(),
             "priority": priority.get_untracked(),
         });
@@ -85,7 +89,7 @@ pub fn ConfigurationsPage() -> impl IntoView {
         id.set(c["id"].as_str().unwrap_or_default().to_owned());
         condition.set(c["targetCondition"].as_str().unwrap_or_default().to_owned());
         priority.set(c["priority"].as_i64().unwrap_or(0));
-        let desired: Map<String, Value> = c["content"]["deviceContent"]
+        let desired: Map<String, Value> = content_of(c)
             .as_object()
             .into_iter()
             .flatten()
@@ -110,7 +114,7 @@ pub fn ConfigurationsPage() -> impl IntoView {
     view! {
         <section class="card">
             <h1>"Configurations"</h1>
-            <p class="hint">"Each configuration sets desired properties on every device twin its target condition matches; a twin gets the highest-priority match, as devices come, go and change tags."</p>
+            <p class="hint">"Each configuration sets desired properties on every device twin its target condition matches (a condition written FROM devices.modules WHERE ... targets module twins); a twin gets the highest-priority match, as devices come, go and change tags."</p>
             {move || access.read_only.get().map(|why| view! { <p class="hint read-only-reason">{why}</p> })}
             {move || notice.get().map(|n| match n {
                 Ok(m) => view! { <p class="ok notice" role="status">{m}</p> }.into_any(),
@@ -175,5 +179,15 @@ pub fn ConfigurationsPage() -> impl IntoView {
                     disabled=move || read_only.get() || condition_error.get().is_some()>"Save"</button>
             </form>
         </section>
+    }
+}
+
+/// A configuration's content paths, device or module (whichever it has).
+pub fn content_of(c: &Value) -> &Value {
+    let module = &c["content"]["moduleContent"];
+    if module.as_object().is_some_and(|m| !m.is_empty()) {
+        module
+    } else {
+        &c["content"]["deviceContent"]
     }
 }

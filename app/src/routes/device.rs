@@ -277,7 +277,7 @@ fn ConfiguredBy(id: String, desired: Value) -> impl IntoView {
         <div class="configured-by">
             <p class="hint">"desired properties set by configuration " <a href="/device-configurations">{id}</a></p>
             {move || configuration.get().and_then(Result::ok).map(|c| {
-                let rows = c["content"]["deviceContent"].as_object().into_iter().flatten().map(|(path, value)| {
+                let rows = super::configurations::content_of(&c).as_object().into_iter().flatten().map(|(path, value)| {
                     let name = path.strip_prefix("properties.desired.").unwrap_or(path).to_owned();
                     let current = name.split('.').try_fold(&desired, |v, k| v.get(k));
                     let (state, class) = match current {

@@ -23,6 +23,7 @@ use std::rc::Rc;
 use twinhub_core::configuration::Configuration;
 use twinhub_core::identity::is_module_key;
 use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_SCHEMA};
+use twinhub_core::query::Collection;
 use twinhub_core::query::Query;
 use twinhub_core::twin::AppliedConfiguration;
 use twinhub_core::{ErrorCode, HubError};
@@ -235,13 +236,14 @@ impl FleetIndex {
     /// skips a revision it has), else only when the winner's id differs from the one applied.
     async fn reconsider(&self, device_id: &str, twin: &str, recheck: bool) -> Result<()> {
         let targets = self.targets().await?;
-        // Modules are not configured (configurations target device twins).
-        if (targets.is_empty() && !recheck) || is_module_key(device_id) {
+        if targets.is_empty() && !recheck {
             return Ok(());
         }
+        // Device and module configurations compete only among their own twins.
+        let collection = if is_module_key(device_id) { Collection::Modules } else { Collection::Devices };
         let Ok(doc) = serde_json::from_str::<serde_json::Value>(twin) else { return Ok(()) };
         let applied = doc["configurations"].as_object().and_then(|m| m.keys().next().cloned());
-        let winner = twinhub_core::configuration::winner(&targets, &doc);
+        let winner = twinhub_core::configuration::winner(&targets, collection, &doc);
         if !recheck && winner.map(|c| &c.id) == applied.as_ref() {
             return Ok(());
         }
@@ -261,7 +263,7 @@ impl FleetIndex {
         Ok(())
     }
 
-    /// Every device twin this shard holds, reconsidered against the configurations, paced to
+    /// Every device and module twin this shard holds, reconsidered against the configurations, paced to
     /// this shard's share of [`SWEEP_DEVICES_PER_SECOND`].
     async fn sweep(&self) -> Result<()> {
         let config = crate::config::Config::of(&self.env);
@@ -280,7 +282,7 @@ impl FleetIndex {
                 .exec(
                     &format!(
                         "SELECT device_id AS id, json(twin) AS twin FROM device \
-                         WHERE identity IS NOT NULL AND {DEVICES_ONLY} AND device_id > ? ORDER BY device_id LIMIT {SWEEP_PAGE}"
+                         WHERE identity IS NOT NULL AND device_id > ? ORDER BY device_id LIMIT {SWEEP_PAGE}"
                     ),
                     vec![after.as_str().into()],
                 )?
