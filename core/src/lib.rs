@@ -8,6 +8,7 @@
 //! no function reads the clock or the random number generator. Time arrives as [`UnixMillis`]
 //! and randomness as bytes, both passed in by the caller.
 
+pub mod amqp;
 pub mod auth;
 pub mod c2d;
 pub mod configuration;
