@@ -15,6 +15,7 @@ pub mod configuration;
 pub mod device;
 pub mod error;
 pub mod etag;
+pub mod eventhub;
 pub mod fixture;
 pub mod fleet;
 pub mod identity;

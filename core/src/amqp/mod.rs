@@ -14,6 +14,7 @@
 //! four bytes), [`Performative`] and [`Sasl`] (2.7, 5.3.3: typed, mandatory fields required),
 //! [`Message`] (3.2: sections in order, body kinds not mixed, application properties simple).
 
+pub mod cbs;
 pub mod connection;
 mod error;
 mod fields;
