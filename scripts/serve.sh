@@ -9,6 +9,9 @@
 #   TWINHUB_STORAGE       Durable Object storage directory (default OUT_DIR/storage)
 #   TWINHUB_MQTT_LISTEN   with TLS: where MQTT over TLS is taken (default TWINHUB_LISTEN_HOST:8883;
 #                         "off": none)
+#   TWINHUB_AMQP_LISTEN   where plain AMQP is taken (the Event Hub-compatible endpoint, as the Event
+#                         Hubs emulator on 5672; default: none)
+#   TWINHUB_AMQPS_LISTEN  with TLS: where AMQP over TLS is taken (default: none; IoT Hub's is 5671)
 #   TWINHUB_ENV_FILE      a NAME=VALUE file of secrets/vars (default .dev.vars when present);
 #                         its values are written into config.capnp
 #   Any of the Worker's settings set in this environment (TWINHUB_OWNER_KEY, TWINHUB_POLICIES, ...,
@@ -30,7 +33,7 @@ done
 PASS_ENV=(TWINHUB_OWNER_KEY TWINHUB_POLICIES TWINHUB_HOST_NAMES TWINHUB_TIER TWINHUB_BENCH_ECHO TWINHUB_DESIRED_CATCH_UP
   UPSTREAM_CONNECTION_STRING UPSTREAM_SCHEME TWIN_HISTORY_RETENTION TELEMETRY_RETENTION
   TELEMETRY_RETENTION_SECS MQTT_CONNECT_TIMEOUT_MS JOB_RETENTION_SECS JOB_DEVICES_PER_SECOND
-  JOB_CONCURRENCY DEVICE_MESSAGES_PER_SECOND FLEET_INDEX_SHARDS GATEWAY_SHARDS)
+  JOB_CONCURRENCY DEVICE_MESSAGES_PER_SECOND FLEET_INDEX_SHARDS GATEWAY_SHARDS EVENTHUB_PARTITIONS)
 
 args=(--wrangler "$root/wrangler.toml" --storage "$storage" --listen "$host:$port" --out "$out/config.capnp")
 # TWINHUB_TLS_KEY and TWINHUB_TLS_CERT (PEM): serve https instead of http.
@@ -40,6 +43,8 @@ if [ -n "${TWINHUB_TLS_KEY:-}" ]; then
   mqtt=${TWINHUB_MQTT_LISTEN:-$host:8883}
   if [ "$mqtt" = "off" ]; then mqtt=; else args+=(--mqtt-listen "$mqtt"); fi
 fi
+if [ -n "${TWINHUB_AMQP_LISTEN:-}" ]; then args+=(--amqp-listen "$TWINHUB_AMQP_LISTEN"); fi
+if [ -n "${TWINHUB_AMQPS_LISTEN:-}" ] && [ -n "${TWINHUB_TLS_KEY:-}" ]; then args+=(--amqps-listen "$TWINHUB_AMQPS_LISTEN"); fi
 env_file=${TWINHUB_ENV_FILE:-}
 if [ -z "$env_file" ] && [ -f "$root/.dev.vars" ]; then env_file="$root/.dev.vars"; fi
 if [ -n "$env_file" ]; then args+=(--env-file "$env_file"); fi
@@ -50,7 +55,7 @@ done
 mkdir -p "$out"
 node "$root/scripts/workerd-config.mjs" "${args[@]}"
 scheme=http; [ -n "${TWINHUB_TLS_KEY:-}" ] && scheme=https
-echo "serve: twinhub on $scheme://$host:$port${mqtt:+ and mqtts://$mqtt} (config $out/config.capnp, storage $storage)" >&2
+echo "serve: twinhub on $scheme://$host:$port${mqtt:+ and mqtts://$mqtt}${TWINHUB_AMQP_LISTEN:+ and amqp://$TWINHUB_AMQP_LISTEN} (config $out/config.capnp, storage $storage)" >&2
 # workerd holds a descriptor per socket and two per awake Durable Object (its SQLite files,
 # until it is evicted 10-30 s after its last request); when it runs out it exits
 # (`accept: Too many open files` is fatal). Many systems start processes with a soft limit of

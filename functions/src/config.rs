@@ -72,6 +72,10 @@ pub const DEFAULT_JOB_CONCURRENCY: u64 = 100;
 /// 30 days, as IoT Hub keeps finished jobs.
 pub const DEFAULT_JOB_RETENTION_SECS: u64 = 30 * 24 * 3600;
 
+/// Partitions of the Event Hub-compatible endpoint (1 to 32; changing it moves devices
+/// between partitions, as it would in IoT Hub, where it is fixed at creation).
+pub const EVENTHUB_PARTITIONS_VAR: &str = "EVENTHUB_PARTITIONS";
+
 /// Every setting, parsed.
 pub struct Config {
     /// The owner, built-in and configured policies, keys derived. Empty when no owner key is
@@ -96,6 +100,7 @@ pub struct Config {
     pub job_concurrency: u64,
     pub job_retention_secs: u64,
     pub bench_routes: bool,
+    pub eventhub_partitions: u32,
 }
 
 thread_local! {
@@ -140,6 +145,10 @@ impl Config {
             job_concurrency: positive(JOB_CONCURRENCY_VAR, DEFAULT_JOB_CONCURRENCY),
             job_retention_secs: positive(JOB_RETENTION_VAR, DEFAULT_JOB_RETENTION_SECS),
             bench_routes: text(BENCH_ECHO_VAR).as_deref() == Some("1"),
+            eventhub_partitions: number(EVENTHUB_PARTITIONS_VAR)
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| (1..=twinhub_core::eventhub::MAX_PARTITIONS).contains(n))
+                .unwrap_or(twinhub_core::eventhub::DEFAULT_PARTITIONS),
         }
     }
 }

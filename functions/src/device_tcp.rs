@@ -33,8 +33,9 @@ const CLOSE_WAIT_MS: u64 = 2_000;
 const READ_MIN: usize = 1024;
 const READ_MAX: usize = 16 * 1024;
 
-/// Serves one device connection until either side closes.
-pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
+/// Serves one device connection until either side closes. `first` holds the bytes already
+/// read (to tell MQTT from AMQP): they go to the gateway first.
+pub async fn serve(mut socket: Socket, env: &Env, first: Vec<u8>) -> worker::Result<()> {
     // The far end: a gateway shard, or in upstream mode the same pipe a WebSocket device gets
     // to the upstream's device endpoint (IoT Hub takes MQTT over WebSocket too, so one upstream
     // transport serves both).
@@ -61,6 +62,7 @@ pub async fn serve(mut socket: Socket, env: &Env) -> worker::Result<()> {
     };
     far.accept()?;
     AsRef::<web_sys::WebSocket>::as_ref(&far).set_binary_type(web_sys::BinaryType::Arraybuffer);
+    far.send_with_bytes(&first)?;
     // The handler's return closes the socket.
     pipe(&mut socket, &far).await
 }

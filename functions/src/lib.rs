@@ -10,6 +10,7 @@
 //! - [`rpc`]: the messages the Worker sends its Durable Objects.
 //! - [`http`]: responses, including IoT Hub's error envelope.
 
+mod amqp;
 mod auth;
 mod clock;
 mod config;
@@ -34,8 +35,21 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     routes::handle(req, &env).await
 }
 
-/// MQTT over TLS on 8883: workerd's `tcp` socket (self-hosted only) hands each connection here.
+/// Raw TCP (self-hosted only: workerd's `tcp` sockets): MQTT over TLS on 8883, AMQP on 5672
+/// and over TLS on 5671. Every socket hands its connections here; the first bytes tell the
+/// protocols apart (AMQP opens with `AMQP`, MQTT with a CONNECT packet, 0x10).
 #[event(connect)]
-async fn connect(socket: Socket, env: Env, _ctx: Context) -> Result<()> {
-    device_tcp::serve(socket, &env).await
+async fn connect(mut socket: Socket, env: Env, _ctx: Context) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut first = vec![0u8; 1024];
+    let n = match socket.read(&mut first).await {
+        Ok(0) | Err(_) => return Ok(()),
+        Ok(n) => n,
+    };
+    first.truncate(n);
+    if amqp::is_amqp(&first) {
+        amqp::serve(socket, &env, first).await
+    } else {
+        device_tcp::serve(socket, &env, first).await
+    }
 }

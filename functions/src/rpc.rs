@@ -307,3 +307,23 @@ mod base64_bytes {
         BASE64.decode(text.as_bytes()).map_err(serde::de::Error::custom)
     }
 }
+
+/// What an Event Hub partition object (`objects/partition.rs`) is asked.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PartitionOp {
+    /// Appends one device's batch (in order); answered once durable.
+    Append { device_id: String, module_id: Option<String>, messages: Vec<TelemetryMessage> },
+    /// Up to `max` events from sequence number `from` on, within a byte budget.
+    Read { from: u64, max: usize },
+    /// The sequence number a consumer starting at this position reads first.
+    Start { position: StartAt },
+    /// The partition's figures.
+    Info,
+}
+
+/// [`twinhub_core::eventhub::StartPosition`] on the wire.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub enum StartAt {
+    Latest,
+    Enqueued { at: u64, inclusive: bool },
+}

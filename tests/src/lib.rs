@@ -70,6 +70,8 @@ pub struct Hub {
     /// Where MQTT over TLS is taken (workerd with https only): 8883 for a hub on 443, as the
     /// device SDKs dial, otherwise a free port.
     mqtt_port: Option<u16>,
+    /// Where plain AMQP (the Event Hub-compatible endpoint) is taken: workerd with https only.
+    amqp_port: Option<u16>,
 }
 
 /// The test TLS material: a CA and a server certificate for `127.0.0.1` and `localhost` signed
@@ -194,7 +196,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn wrangler dev (did `npm ci` run?)");
-        let mut hub = Self { child, owner_key, port, log, https, mqtt_port: None };
+        let mut hub = Self { child, owner_key, port, log, https, mqtt_port: None, amqp_port: None };
         hub.wait_ready();
         hub
     }
@@ -215,13 +217,16 @@ impl Hub {
         let log = storage.path().join(format!("workerd-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
         let mut command = Command::new(root.join("scripts/serve.sh"));
-        let mut mqtt_port = None;
+        let (mut mqtt_port, mut amqp_port) = (None, None);
         if https {
             let tls = tls();
             command.env("TWINHUB_TLS_KEY", &tls.key).env("TWINHUB_TLS_CERT", &tls.cert);
             let mqtt = if fixed_port == Some(443) { 8883 } else { free_port() };
             command.env("TWINHUB_MQTT_LISTEN", format!("127.0.0.1:{mqtt}"));
             mqtt_port = Some(mqtt);
+            let amqp = free_port();
+            command.env("TWINHUB_AMQP_LISTEN", format!("127.0.0.1:{amqp}"));
+            amqp_port = Some(amqp);
         }
         let child = command
             .current_dir(&root)
@@ -236,7 +241,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn scripts/serve.sh");
-        let mut hub = Self { child, owner_key, port, log, https, mqtt_port };
+        let mut hub = Self { child, owner_key, port, log, https, mqtt_port, amqp_port };
         hub.wait_ready();
         hub
     }
@@ -244,6 +249,19 @@ impl Hub {
     /// The port of MQTT over TLS (`None` over http, or under `wrangler dev`, which takes no TCP).
     pub fn mqtt_port(&self) -> Option<u16> {
         self.mqtt_port
+    }
+
+    /// The Event Hub-compatible endpoint's connection string for `azure-eventhub` (plain AMQP,
+    /// as its Event Hubs emulator form `UseDevelopmentEmulator=true` dials), signed by the
+    /// owner policy; `None` unless the hub takes AMQP.
+    pub fn eventhub_connection_string(&self) -> Option<String> {
+        self.amqp_port.map(|port| {
+            format!(
+                "Endpoint=sb://127.0.0.1:{port}/;SharedAccessKeyName=iothubowner;SharedAccessKey={};EntityPath={};UseDevelopmentEmulator=true",
+                self.owner_key,
+                twinhub_core::eventhub::ENTITY_PATH
+            )
+        })
     }
 
     fn wait_ready(&mut self) {

@@ -6,8 +6,9 @@
 //! A `put-token` carries a SAS token for an audience (`sb://{host}/{entity}` for the event
 //! stream, `{host}/messages/devicebound` for cloud-to-device); [`authorize`] checks it with
 //! the same rules as the REST API's: signature by a policy's key, not expired, the resource
-//! covering the audience by whole segments, a host the hub answers to. SASL PLAIN carries the
-//! same token as a password ([`plain_credentials`]).
+//! covering the audience by whole segments, a host the hub answers to. The signature may be
+//! made with the key base64-decoded (IoT Hub's SDKs) or with its text (Event Hubs clients sign
+//! so). SASL PLAIN carries the same token as a password ([`plain_credentials`]).
 
 use super::{Message, MessageBody, Properties, Value};
 use crate::auth::{AuthError, Permissions, Policy, SasToken};
@@ -89,7 +90,12 @@ pub fn authorize(
     let token = SasToken::parse(token)?;
     let name = token.key_name().ok_or(AuthError::MissingField("SAS token for the service endpoints", "skn"))?;
     let policy = policies.iter().find(|p| p.name == name).ok_or_else(|| AuthError::UnknownPolicy(name.to_owned()))?;
-    token.verify(&policy.key, now_secs)?;
+    // IoT Hub's convention (the key base64-decoded) or Service Bus's (the key's text), as the
+    // endpoint's clients sign either way.
+    match token.verify(&policy.key, now_secs) {
+        Err(AuthError::BadSignature) => token.verify_service_bus(&policy.key, now_secs)?,
+        other => other?,
+    }
     let resource = without_scheme(token.resource());
     let wanted = without_scheme(audience);
     let host = resource.split('/').next().unwrap_or_default();
@@ -181,6 +187,18 @@ mod tests {
             authorize(&token, "sb://hub.local:5672/twinhub", &policies(), |_| false, 1_000),
             Err(AuthError::WrongResource(_))
         ));
+        // Signed as azure-eventhub signs: HMAC keyed by the key's text.
+        let service_bus = {
+            use hmac::Mac;
+            let sr = "sb%3A%2F%2Fhub.local%3A5672%2Ftwinhub";
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+            mac.update(format!("{sr}\n2000").as_bytes());
+            use base64::Engine;
+            let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+            let sig: String = url_encode(&sig);
+            format!("SharedAccessSignature sr={sr}&sig={sig}&se=2000&skn=service")
+        };
+        assert!(authorize(&service_bus, "sb://hub.local:5672/twinhub", &policies(), any, 1_000).is_ok());
         let forged = sign("sb://hub.local:5672/twinhub", "b3RoZXIta2V5", Some("service"), 2_000).unwrap();
         assert_eq!(
             authorize(&forged, "sb://hub.local:5672/twinhub", &policies(), any, 1_000),
@@ -188,6 +206,10 @@ mod tests {
         );
         let device = sign("hub.local:5672/devices/d1", KEY, None, 2_000).unwrap();
         assert!(authorize(&device, "hub.local:5672/devices/d1", &policies(), any, 1_000).is_err());
+    }
+
+    fn url_encode(s: &str) -> String {
+        s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
     }
 
     #[test]

@@ -150,11 +150,11 @@ impl Fields {
     }
 }
 
-/// Writes a composite: its descriptor code and fields, trailing nulls left off.
-pub(crate) fn write(code: u64, mut fields: Vec<Value>) -> Value {
-    while fields.last() == Some(&Value::Null) {
-        fields.pop();
-    }
+/// Writes a composite: its descriptor code and every field, nulls included. The spec lets
+/// trailing nulls be left off (1.4), but clients build their frames from the whole list
+/// (azure-eventhub's pyamqp fails on an `open` of fewer than its ten fields), so the hub
+/// writes them all, as Azure does.
+pub(crate) fn write(code: u64, fields: Vec<Value>) -> Value {
     Value::described(Descriptor::Code(code), Value::List(fields))
 }
 

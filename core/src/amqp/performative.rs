@@ -287,7 +287,7 @@ impl DeliveryState {
             Self::Released => fields::write(code::RELEASED, vec![]),
             Self::Modified { delivery_failed, undeliverable_here } => fields::write(
                 code::MODIFIED,
-                vec![opt(*delivery_failed, Value::Bool), opt(*undeliverable_here, Value::Bool)],
+                vec![opt(*delivery_failed, Value::Bool), opt(*undeliverable_here, Value::Bool), Value::Null],
             ),
         }
     }
@@ -492,6 +492,7 @@ impl Performative {
                     opt(f.available, Value::Uint),
                     opt(f.drain, Value::Bool),
                     opt(f.echo, Value::Bool),
+                    Value::Null,
                 ],
             ),
             Performative::Transfer(t) => fields::write(
@@ -618,10 +619,17 @@ fn write_attach(a: &Attach) -> Value {
                 Value::Null,
                 Value::Null,
                 fields::map(&s.filter),
+                Value::Null,
+                Value::Null,
+                Value::Null,
             ],
         )
     });
-    let target = a.target.as_ref().map(|t| fields::write(code::TARGET, vec![opt(t.address.clone(), Value::String)]));
+    let target = a.target.as_ref().map(|t| {
+        let mut fields = vec![opt(t.address.clone(), Value::String)];
+        fields.resize(7, Value::Null);
+        fields::write(code::TARGET, fields)
+    });
     fields::write(
         code::ATTACH,
         vec![

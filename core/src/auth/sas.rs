@@ -85,8 +85,20 @@ impl SasToken {
     /// The signature is checked first so an attacker learns nothing from the order of errors.
     pub fn verify(&self, key_b64: &str, now_secs: u64) -> Result<(), AuthError> {
         let key = STANDARD.decode(key_b64.trim()).map_err(|_| AuthError::BadSignature)?;
+        self.verify_with_key_bytes(&key, now_secs)
+    }
+
+    /// Like [`SasToken::verify`], with the key's text itself as the HMAC key: how Event Hubs and
+    /// Service Bus clients sign (`azure-eventhub` signs with the key string's UTF-8 bytes, where
+    /// IoT Hub's SDKs base64-decode it first). IoT Hub's Event Hub-compatible endpoint takes
+    /// tokens signed either way with the same policy key.
+    pub fn verify_service_bus(&self, key_b64: &str, now_secs: u64) -> Result<(), AuthError> {
+        self.verify_with_key_bytes(key_b64.trim().as_bytes(), now_secs)
+    }
+
+    fn verify_with_key_bytes(&self, key: &[u8], now_secs: u64) -> Result<(), AuthError> {
         let given = STANDARD.decode(&self.signature).map_err(|_| AuthError::BadSignature)?;
-        let mut mac = HmacSha256::new_from_slice(&key).map_err(|_| AuthError::BadSignature)?;
+        let mut mac = HmacSha256::new_from_slice(key).map_err(|_| AuthError::BadSignature)?;
         mac.update(string_to_sign(&self.raw_resource, self.expiry).as_bytes());
         // `verify_slice` compares in constant time (the `subtle` crate underneath).
         mac.verify_slice(&given).map_err(|_| AuthError::BadSignature)?;

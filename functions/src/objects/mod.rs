@@ -7,6 +7,7 @@ pub mod fleet_index;
 pub mod gateway;
 pub mod group_commit;
 pub mod jobs;
+pub mod partition;
 
 /// Binding names, as in wrangler.toml.
 pub const DEVICE_BINDING: &str = "DEVICE";

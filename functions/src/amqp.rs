@@ -1,0 +1,397 @@
+//! AMQP 1.0 connections (self-hosted: plain on 5672 as the Event Hubs emulator takes them, TLS
+//! on 5671): runs core's [`Connection`] over the socket and does what its events ask. What the
+//! hub offers on it is the Event Hub-compatible endpoint: the `$cbs` node (put-token), the
+//! `$management` node (the hub's and partitions' figures) and a receiver per partition
+//! (`{entity}/ConsumerGroups/{group}/Partitions/{n}`), fed from the partition objects.
+//!
+//! The connection lives in this handler for as long as the socket is open (the consumers are
+//! a few backends, not a fleet; nothing here hibernates). Partitions are read when their links
+//! have credit, every [`POLL_MS`] while there is nothing new.
+//!
+//! Authorization: SASL PLAIN with a service policy's token, or ANONYMOUS followed by a CBS
+//! put-token; either way the token is checked by `core::amqp::cbs::authorize` and its policy
+//! must have ServiceConnect. Partition and `$management` links need that grant; when its token
+//! expires, the partition links are detached (`amqp:unauthorized-access`) until a new
+//! put-token arrives.
+
+use crate::clock;
+use crate::config::Config;
+use crate::objects::partition::partition_stub;
+use crate::rpc::{PartitionOp, StartAt};
+use futures_util::future::{select, Either};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use twinhub_core::amqp::cbs::{self, Grant, PutToken};
+use twinhub_core::amqp::connection::condition;
+use twinhub_core::amqp::{AmqpError, Connection, DeliveryState, Event, Limits, LinkId, Message, Role, Source, Target};
+use twinhub_core::auth::Permissions;
+use twinhub_core::eventhub::{self, ManagementRequest, PartitionAddress, PartitionInfo, StartPosition};
+use twinhub_core::UnixMillis;
+use worker::{Delay, Env, Socket};
+
+/// How often a partition link with credit looks for new events while there are none.
+const POLL_MS: u64 = 100;
+/// Replies waiting for credit on a node's reply link, at most.
+const MAX_PENDING_REPLIES: usize = 16;
+/// Events read from a partition at once, at most.
+const READ_BATCH: u32 = 100;
+
+/// What a link is for.
+enum Node {
+    /// `$cbs` or `$management`, the link the client sends requests on.
+    Requests(&'static str),
+    /// The link replies go back on, with replies waiting for credit.
+    Replies(Vec<Message>),
+    /// A consumer's partition receiver: the next sequence number to send, once known.
+    Partition { partition: u32, next: Option<u64>, start: StartPosition },
+}
+
+struct Driver {
+    env: Env,
+    conn: Connection,
+    nodes: BTreeMap<LinkId, Node>,
+    /// The reply link of `$cbs` and of `$management`.
+    reply_links: BTreeMap<&'static str, LinkId>,
+    grant: Option<Grant>,
+    /// When the connection opened: the `created_at` its `$management` answers give.
+    created: UnixMillis,
+}
+
+/// Serves one AMQP connection until either side closes. `first` holds the bytes already read
+/// to tell AMQP from MQTT.
+pub async fn serve(mut socket: Socket, env: &Env, first: Vec<u8>) -> worker::Result<()> {
+    let now = clock::now();
+    let mut driver = Driver {
+        env: env.clone(),
+        conn: Connection::new(Limits::default(), "twinhub", now),
+        nodes: BTreeMap::new(),
+        reply_links: BTreeMap::new(),
+        grant: None,
+        created: UnixMillis(0),
+    };
+    driver.conn.handle_bytes(&first, now);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        driver.work().await;
+        if let Some(bytes) = driver.conn.poll_transmit() {
+            if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
+                return Ok(());
+            }
+        }
+        if driver.conn.is_closed() {
+            return Ok(());
+        }
+        // Wake for the connection's timer, or sooner while a partition link waits for events.
+        let now = clock::now();
+        let mut due = driver.conn.poll_timeout().map_or(u64::MAX, |t| t.0);
+        if driver.waiting_for_events() {
+            due = due.min(now.0 + POLL_MS);
+        }
+        if let Some(expiry) = driver.grant.as_ref().map(|g| g.expiry_secs * 1000) {
+            due = due.min(expiry.max(now.0));
+        }
+        let wait = Duration::from_millis(due.saturating_sub(now.0).min(60_000));
+        // The read is cancel-safe: bytes not taken stay in the socket for the next read.
+        match select(Box::pin(socket.read(&mut buf)), Box::pin(Delay::from(wait))).await {
+            Either::Left((Ok(0) | Err(_), _)) => return Ok(()),
+            Either::Left((Ok(n), _)) => driver.conn.handle_bytes(&buf[..n], clock::now()),
+            Either::Right(_) => driver.conn.handle_timeout(clock::now()),
+        }
+    }
+}
+
+impl Driver {
+    /// Handles the connection's events, then feeds the partition links that have credit.
+    async fn work(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            self.event(event).await;
+        }
+        self.check_expiry();
+        self.feed_partitions().await;
+    }
+
+    fn waiting_for_events(&self) -> bool {
+        self.nodes.iter().any(|(link, node)| matches!(node, Node::Partition { .. }) && self.conn.credit(*link) > 0)
+    }
+
+    async fn event(&mut self, event: Event) {
+        let now = clock::now();
+        match event {
+            Event::SaslInit { mechanism, response, .. } => {
+                let ok = match mechanism.as_str() {
+                    // The token comes later, by put-token.
+                    "ANONYMOUS" | "MSSBCBS" => true,
+                    "PLAIN" => match response.as_deref().and_then(cbs::plain_credentials) {
+                        Some((_, token)) => self.authorize(&token, None).is_ok(),
+                        None => false,
+                    },
+                    _ => false,
+                };
+                self.conn.sasl_outcome(ok, now);
+            }
+            Event::Opened { .. } => self.created = now,
+            Event::Attach { link, name, role, source, target, properties: _ } => {
+                self.attach(link, &name, role, source, target)
+            }
+            Event::Credit { link, drain } => {
+                if let Some(Node::Replies(pending)) = self.nodes.get_mut(&link) {
+                    let waiting = std::mem::take(pending);
+                    for reply in waiting {
+                        self.reply_on(link, reply);
+                    }
+                }
+                if drain {
+                    self.feed_partitions().await;
+                    self.conn.drained(link, clock::now());
+                }
+            }
+            Event::Message { link, delivery_id, message, settled } => {
+                let node = match self.nodes.get(&link) {
+                    Some(Node::Requests(node)) => *node,
+                    _ => {
+                        if !settled {
+                            let error = AmqpError::new(condition::NOT_ALLOWED, "this link takes no messages");
+                            self.conn.settle(link, delivery_id, DeliveryState::Rejected(Some(error)), now);
+                        }
+                        return;
+                    }
+                };
+                if !settled {
+                    self.conn.settle(link, delivery_id, DeliveryState::Accepted, now);
+                }
+                let reply = match node {
+                    "$cbs" => self.put_token(&message),
+                    _ => self.management(&message).await,
+                };
+                if let Some(reply_link) = self.reply_links.get(node).copied() {
+                    self.reply_on(reply_link, reply);
+                }
+            }
+            Event::Disposition { .. } => {}
+            Event::Detached { link, .. } => {
+                self.nodes.remove(&link);
+                self.reply_links.retain(|_, l| *l != link);
+            }
+            Event::Closed { error } => {
+                if let Some(e) = error {
+                    worker::console_log!(
+                        "AMQP connection closed: {} {}",
+                        e.condition,
+                        e.description.unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    fn attach(&mut self, link: LinkId, name: &str, role: Role, source: Option<Source>, target: Option<Target>) {
+        let now = clock::now();
+        // The node a link is for: its target when the client sends, its source when it receives.
+        let address = match role {
+            Role::Sender => target.as_ref().and_then(|t| t.address.clone()),
+            Role::Receiver => source.as_ref().and_then(|s| s.address.clone()),
+        }
+        .unwrap_or_default();
+        let partitions = Config::of(&self.env).eventhub_partitions;
+        let node = match (address.as_str(), role) {
+            ("$cbs", Role::Sender) => Node::Requests("$cbs"),
+            ("$management", Role::Sender) => Node::Requests("$management"),
+            ("$cbs" | "$management", Role::Receiver) => {
+                let name = if address == "$cbs" { "$cbs" } else { "$management" };
+                self.reply_links.insert(name, link);
+                Node::Replies(Vec::new())
+            }
+            (_, Role::Receiver) => match PartitionAddress::parse(&address, partitions) {
+                Some(address) => {
+                    if !self.granted() {
+                        let error = AmqpError::new(
+                            condition::UNAUTHORIZED_ACCESS,
+                            "put a token on $cbs first (ServiceConnect)",
+                        );
+                        return self.conn.refuse_link(link, name, error, now);
+                    }
+                    match eventhub::start_position(source.as_ref()) {
+                        Ok(start) => Node::Partition { partition: address.partition, next: None, start },
+                        Err(why) => {
+                            return self.conn.refuse_link(link, name, AmqpError::new(condition::NOT_ALLOWED, why), now)
+                        }
+                    }
+                }
+                None => {
+                    let error = AmqpError::new(
+                        condition::NOT_FOUND,
+                        format!("no node '{address}' (partitions are 0 to {})", partitions - 1),
+                    );
+                    return self.conn.refuse_link(link, name, error, now);
+                }
+            },
+            (_, Role::Sender) => {
+                let error = AmqpError::new(condition::NOT_FOUND, format!("no node '{address}' takes messages"));
+                return self.conn.refuse_link(link, name, error, now);
+            }
+        };
+        self.nodes.insert(link, node);
+        self.conn.accept_link(link, name, source, target, Vec::new(), now);
+    }
+
+    fn reply_on(&mut self, link: LinkId, reply: Message) {
+        if self.conn.credit(link) == 0 {
+            if let Some(Node::Replies(pending)) = self.nodes.get_mut(&link) {
+                if pending.len() < MAX_PENDING_REPLIES {
+                    pending.push(reply);
+                }
+            }
+            return;
+        }
+        let _ = self.conn.send(link, &reply, true, clock::now());
+    }
+
+    /// A valid token's grant, if its policy has ServiceConnect.
+    fn authorize(&self, token: &str, audience: Option<&str>) -> Result<Grant, String> {
+        let config = Config::of(&self.env);
+        let env = &self.env;
+        let own = |host: &str| !crate::auth::own_name(host.to_owned(), env).is_empty();
+        let audience = match audience {
+            Some(a) => a.to_owned(),
+            // SASL PLAIN names no audience: the token's own resource is what it is for.
+            None => twinhub_core::auth::SasToken::parse(token)
+                .map(|t| t.resource().to_owned())
+                .map_err(|e| e.to_string())?,
+        };
+        let grant = cbs::authorize(token, &audience, &config.policies, own, clock::now().as_secs())
+            .map_err(|e| e.to_string())?;
+        if !grant.permissions.contains(Permissions::SERVICE_CONNECT) {
+            return Err(format!("policy '{}' lacks the ServiceConnect permission", grant.policy));
+        }
+        Ok(grant)
+    }
+
+    fn granted(&self) -> bool {
+        self.grant.as_ref().is_some_and(|g| g.expiry_secs > clock::now().as_secs())
+    }
+
+    fn put_token(&mut self, request: &Message) -> Message {
+        let put = match PutToken::parse(request) {
+            Ok(put) => put,
+            Err((status, why)) => return cbs::reply(request, status, &why, None),
+        };
+        match self.authorize(&put.token, Some(&put.audience)) {
+            Ok(grant) => {
+                self.grant = Some(grant);
+                cbs::reply(request, 200, "OK", None)
+            }
+            Err(why) => cbs::reply(request, 401, &why, None),
+        }
+    }
+
+    /// Detaches the partition links when the token they were attached under expires.
+    fn check_expiry(&mut self) {
+        if self.grant.is_none() || self.granted() {
+            return;
+        }
+        self.grant = None;
+        let links: Vec<LinkId> =
+            self.nodes.iter().filter(|(_, n)| matches!(n, Node::Partition { .. })).map(|(l, _)| *l).collect();
+        for link in links {
+            self.nodes.remove(&link);
+            let error = AmqpError::new(condition::UNAUTHORIZED_ACCESS, "the token expired; put a new one on $cbs");
+            self.conn.detach(link, Some(error), clock::now());
+        }
+    }
+
+    async fn management(&mut self, request: &Message) -> Message {
+        if !self.granted() {
+            return cbs::reply(request, 401, "put a token on $cbs first (ServiceConnect)", None);
+        }
+        let partitions = Config::of(&self.env).eventhub_partitions;
+        match eventhub::management_request(request, partitions) {
+            Ok(ManagementRequest::EventHub { name }) => {
+                let body = eventhub::eventhub_properties(&name, self.created, partitions);
+                cbs::reply(request, 200, "OK", Some(body))
+            }
+            Ok(ManagementRequest::Partition { name, partition }) => match self.partition_info(partition).await {
+                Ok(info) => {
+                    cbs::reply(request, 200, "OK", Some(eventhub::partition_properties(&name, partition, &info)))
+                }
+                Err(e) => cbs::reply(request, 500, &e.to_string(), None),
+            },
+            Err((status, why)) => cbs::reply(request, status, &why, None),
+        }
+    }
+
+    async fn partition_info(&self, partition: u32) -> worker::Result<PartitionInfo> {
+        ask(&self.env, partition, &PartitionOp::Info).await
+    }
+
+    /// Sends what each partition link has credit for.
+    async fn feed_partitions(&mut self) {
+        let links: Vec<LinkId> = self
+            .nodes
+            .iter()
+            .filter(|(link, node)| matches!(node, Node::Partition { .. }) && self.conn.credit(**link) > 0)
+            .map(|(l, _)| *l)
+            .collect();
+        for link in links {
+            let Some(Node::Partition { partition, next, start }) = self.nodes.get(&link) else { continue };
+            let (partition, start) = (*partition, *start);
+            let from = match next {
+                Some(n) => *n,
+                None => {
+                    let first = match start {
+                        StartPosition::Sequence(n) => Ok(n),
+                        StartPosition::Latest => {
+                            ask(&self.env, partition, &PartitionOp::Start { position: StartAt::Latest }).await
+                        }
+                        StartPosition::Enqueued { at, inclusive } => {
+                            let position = StartAt::Enqueued { at: at.0, inclusive };
+                            ask(&self.env, partition, &PartitionOp::Start { position }).await
+                        }
+                    };
+                    match first {
+                        Ok(n) => n,
+                        Err(e) => {
+                            worker::console_warn!("AMQP: partition {partition} start: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            let max = self.conn.credit(link).min(READ_BATCH) as usize;
+            let events: Vec<twinhub_core::eventhub::Event> =
+                match ask(&self.env, partition, &PartitionOp::Read { from, max }).await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        worker::console_warn!("AMQP: partition {partition} read: {e}");
+                        continue;
+                    }
+                };
+            let mut next_seq = from;
+            for event in &events {
+                // Events removed by retention since `from` are skipped, as Event Hubs does.
+                if self.conn.send(link, &event.to_message(), true, clock::now()).is_err() {
+                    break;
+                }
+                next_seq = event.sequence_number + 1;
+            }
+            if let Some(Node::Partition { next, .. }) = self.nodes.get_mut(&link) {
+                *next = Some(next_seq);
+            }
+        }
+    }
+}
+
+/// Sends `op` to partition `partition` and reads its answer.
+async fn ask<T: serde::de::DeserializeOwned>(env: &Env, partition: u32, op: &PartitionOp) -> worker::Result<T> {
+    let mut answer = crate::rpc::call(&partition_stub(env, partition)?, op).await?;
+    if answer.status_code() != 200 {
+        return Err(worker::Error::RustError(format!("partition {partition} answered {}", answer.status_code())));
+    }
+    crate::rpc::read(answer.text().await).await
+}
+
+/// Whether the first bytes of a TCP connection are AMQP's protocol header (`AMQP`), rather
+/// than an MQTT CONNECT.
+pub fn is_amqp(first: &[u8]) -> bool {
+    first.first() == Some(&b'A')
+}

@@ -1,0 +1,234 @@
+//! An Event Hub partition (`partition-{n}`) of the built-in Event Hub-compatible endpoint: the
+//! device-to-cloud events of the devices that map to it (`core::eventhub::partition_of`), in
+//! the order they were enqueued, numbered from 0, read by the AMQP consumers (`crate::amqp`).
+//!
+//! Each device object appends its stored batch here before the device's message is
+//! acknowledged, so an acknowledged message is in the event stream too. Appends from many
+//! devices share commits ([`GroupCommit`]). Retention follows the telemetry settings by age
+//! (`TELEMETRY_RETENTION_SECS`), and a partition keeps at most [`MAX_EVENTS`].
+
+use crate::clock;
+use crate::config::Config;
+use crate::http::{self, ApiResult};
+use crate::objects::group_commit::GroupCommit;
+use crate::objects::{sql_int, to_json};
+use crate::rpc::{PartitionOp, StartAt, TelemetryMessage};
+use serde::Deserialize;
+use std::cell::Cell;
+use std::rc::Rc;
+use twinhub_core::eventhub::{Event, PartitionInfo};
+use twinhub_core::{ErrorCode, HubError, UnixMillis};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
+
+/// The namespace binding.
+pub const PARTITION_BINDING: &str = "EVENTHUB_PARTITION";
+/// The most events a partition keeps (the oldest go first).
+pub const MAX_EVENTS: u64 = 100_000;
+/// The most body bytes one read returns (an AMQP consumer's prefetch is met in several).
+const MAX_READ_BYTES: usize = 1024 * 1024;
+/// How often the age retention runs (it scans from the oldest event).
+const AGE_SWEEP_MS: u64 = 60_000;
+
+/// The stub of partition `n`.
+pub fn partition_stub(env: &Env, partition: u32) -> worker::Result<worker::Stub> {
+    env.durable_object(PARTITION_BINDING)?.get_by_name(&format!("partition-{partition}"))
+}
+
+/// Appends a device's (or module's) stored batch to its partition.
+pub async fn append(env: &Env, key: &str, messages: Vec<TelemetryMessage>) -> worker::Result<()> {
+    let (device_id, module_id) = twinhub_core::identity::split_key(key);
+    let partitions = Config::of(env).eventhub_partitions;
+    let partition = twinhub_core::eventhub::partition_of(device_id, partitions);
+    let op = PartitionOp::Append { device_id: device_id.to_owned(), module_id: module_id.map(str::to_owned), messages };
+    let answer = crate::rpc::call(&partition_stub(env, partition)?, &op).await?;
+    if answer.status_code() >= 300 {
+        return Err(worker::Error::RustError(format!("partition {partition} answered {}", answer.status_code())));
+    }
+    Ok(())
+}
+
+/// `event.seq` is the sequence number; `next_seq` holds the next one, so numbers are never
+/// reused after retention empties the table.
+const SCHEMA: [&str; 2] = [
+    "CREATE TABLE IF NOT EXISTS event (seq INTEGER PRIMARY KEY, enqueued INTEGER NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS next_seq (k INTEGER PRIMARY KEY CHECK (k = 0), seq INTEGER NOT NULL)",
+];
+
+#[durable_object]
+pub struct EventHubPartition {
+    state: State,
+    env: Env,
+    appends: Rc<GroupCommit<Vec<Event>>>,
+    /// The last enqueued time given: times never go back within a partition.
+    last_enqueued: Rc<Cell<u64>>,
+    last_age_sweep: Cell<u64>,
+}
+
+#[derive(Deserialize)]
+struct EventRow {
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct Bounds {
+    first: Option<i64>,
+    last_enqueued: Option<i64>,
+    next: Option<i64>,
+}
+
+impl DurableObject for EventHubPartition {
+    fn new(state: State, env: Env) -> Self {
+        for statement in SCHEMA {
+            if let Err(e) = state.storage().sql().exec(statement, None) {
+                worker::console_error!("partition schema: {e}");
+            }
+        }
+        Self {
+            state,
+            env,
+            appends: GroupCommit::new(),
+            last_enqueued: Rc::new(Cell::new(0)),
+            last_age_sweep: Cell::new(0),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let op: PartitionOp = match crate::rpc::read(req.text().await).await {
+            Ok(op) => op,
+            Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
+        };
+        http::finish(self.handle(op).await)
+    }
+}
+
+impl EventHubPartition {
+    async fn handle(&self, op: PartitionOp) -> ApiResult {
+        let sql = self.state.storage().sql();
+        match op {
+            PartitionOp::Append { device_id, module_id, messages } => {
+                let events: Vec<Event> = messages
+                    .into_iter()
+                    .map(|m| Event {
+                        sequence_number: 0,
+                        enqueued: UnixMillis(0),
+                        device_id: device_id.clone(),
+                        module_id: module_id.clone(),
+                        properties: m.properties,
+                        body: m.body,
+                    })
+                    .collect();
+                let last = Rc::clone(&self.last_enqueued);
+                let write = move |batch: &Vec<Event>| insert(&sql, batch, &last).map_err(|e| e.to_string());
+                let storage = Rc::new(self.state.storage());
+                let sync = move || {
+                    let storage = Rc::clone(&storage);
+                    async move { storage.sync().await.map_err(|e| e.to_string()) }
+                };
+                self.appends
+                    .submit(events, write, sync)
+                    .await
+                    .map_err(|e| HubError::new(ErrorCode::ServerError, format!("partition append: {e}")))?;
+                self.retain()?;
+                Ok(http::no_content()?)
+            }
+            PartitionOp::Read { from, max } => {
+                let rows: Vec<EventRow> = sql
+                    .exec(
+                        "SELECT body FROM event WHERE seq >= ? ORDER BY seq LIMIT ?",
+                        vec![sql_int(from)?, sql_int(max.clamp(1, 1000) as u64)?],
+                    )?
+                    .to_array()?;
+                let mut events = Vec::with_capacity(rows.len());
+                let mut bytes = 0;
+                for row in rows {
+                    bytes += row.body.len();
+                    if bytes > MAX_READ_BYTES && !events.is_empty() {
+                        break;
+                    }
+                    events.push(
+                        serde_json::from_str::<Event>(&row.body)
+                            .map_err(|e| worker::Error::RustError(e.to_string()))?,
+                    );
+                }
+                Ok(http::json(200, &events, None)?)
+            }
+            PartitionOp::Start { position } => {
+                let info = info(&sql)?;
+                let next = info.last_sequence_number.map_or(0, |n| n + 1);
+                let first = match position {
+                    StartAt::Latest => next,
+                    StartAt::Enqueued { at, inclusive } => {
+                        let op = if inclusive { ">=" } else { ">" };
+                        let rows: Vec<Bounds> = sql
+                            .exec(
+                                &format!("SELECT MIN(seq) AS first, NULL AS last_enqueued, NULL AS next FROM event WHERE enqueued {op} ?"),
+                                vec![sql_int(at)?],
+                            )?
+                            .to_array()?;
+                        rows.first().and_then(|b| b.first).map_or(next, |s| s as u64)
+                    }
+                };
+                Ok(http::json(200, &first, None)?)
+            }
+            PartitionOp::Info => Ok(http::json(200, &info(&sql)?, None)?),
+        }
+    }
+
+    /// Keeps at most [`MAX_EVENTS`], and (once a minute) none older than the telemetry
+    /// retention.
+    fn retain(&self) -> Result<()> {
+        let sql = self.state.storage().sql();
+        sql.exec("DELETE FROM event WHERE seq <= (SELECT MAX(seq) FROM event) - ?", vec![sql_int(MAX_EVENTS)?])?;
+        let now = clock::now().0;
+        if now >= self.last_age_sweep.get() + AGE_SWEEP_MS {
+            self.last_age_sweep.set(now);
+            let oldest = now.saturating_sub(Config::of(&self.env).telemetry_retention_secs.saturating_mul(1000));
+            sql.exec("DELETE FROM event WHERE enqueued < ?", vec![sql_int(oldest)?])?;
+        }
+        Ok(())
+    }
+}
+
+/// The next sequence number to give.
+fn next_seq(sql: &SqlStorage) -> Result<u64> {
+    let rows: Vec<Bounds> = sql
+        .exec("SELECT NULL AS first, NULL AS last_enqueued, (SELECT seq FROM next_seq WHERE k = 0) AS next", None)?
+        .to_array()?;
+    Ok(rows.first().and_then(|b| b.next).map_or(0, |n| n as u64))
+}
+
+/// Writes a batch: sequence numbers from `next_seq`, enqueued times from the clock, never
+/// going back.
+fn insert(sql: &SqlStorage, batch: &[Event], last: &Cell<u64>) -> Result<()> {
+    let now = clock::now().0.max(last.get());
+    last.set(now);
+    let mut seq = next_seq(sql)?;
+    for event in batch {
+        let stored = Event { sequence_number: seq, enqueued: UnixMillis(now), ..event.clone() };
+        sql.exec(
+            "INSERT INTO event (seq, enqueued, body) VALUES (?, ?, ?)",
+            vec![sql_int(seq)?, sql_int(now)?, to_json(&stored)?.into()],
+        )?;
+        seq += 1;
+    }
+    sql.exec("INSERT OR REPLACE INTO next_seq (k, seq) VALUES (0, ?)", vec![sql_int(seq)?])?;
+    Ok(())
+}
+
+fn info(sql: &SqlStorage) -> Result<PartitionInfo> {
+    let rows: Vec<Bounds> = sql
+        .exec(
+            "SELECT MIN(seq) AS first, (SELECT enqueued FROM event ORDER BY seq DESC LIMIT 1) AS last_enqueued, \
+             NULL AS next FROM event",
+            None,
+        )?
+        .to_array()?;
+    let b = rows.into_iter().next().unwrap_or(Bounds { first: None, last_enqueued: None, next: None });
+    let next = next_seq(sql)?;
+    Ok(PartitionInfo {
+        begin_sequence_number: b.first.map_or(next, |f| f as u64),
+        last_sequence_number: next.checked_sub(1),
+        last_enqueued: b.last_enqueued.map(|t| UnixMillis(t as u64)),
+        empty: b.first.is_none(),
+    })
+}
