@@ -9,6 +9,10 @@
 # 127.0.0.1 are made once in .twinhub/ (trust .twinhub/ca.pem: SSL_CERT_FILE,
 # NODE_EXTRA_CA_CERTS, or server_verification_cert). Binding 443 needs root or a lowered
 # net.ipv4.ip_unprivileged_port_start.
+#
+# The Event Hub-compatible endpoint takes plain AMQP on 127.0.0.1:5672 (TWINHUB_AMQP_LISTEN
+# overrides, "off" for none), as the Event Hubs emulator does, and with TLS AMQPS on 5671
+# (TWINHUB_AMQPS_LISTEN); the connection string for azure-eventhub is printed below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TLS=${TWINHUB_TLS:-0}
@@ -60,7 +64,19 @@ cat <<MSG
     $login
 
 MSG
+amqp=${TWINHUB_AMQP_LISTEN:-127.0.0.1:5672}
+if [ "$amqp" != "off" ] && [ "${1:-}" != "--reload" ]; then
+  export TWINHUB_AMQP_LISTEN="$amqp"
+  cat <<MSG
+  Event Hub-compatible endpoint (device telemetry for azure-eventhub consumers, plain AMQP):
+    Endpoint=sb://$amqp/;SharedAccessKeyName=iothubowner;SharedAccessKey=$key;EntityPath=twinhub;UseDevelopmentEmulator=true
+
+MSG
+else
+  unset TWINHUB_AMQP_LISTEN
+fi
 if [ "$TLS" = "1" ]; then
+  export TWINHUB_AMQPS_LISTEN=${TWINHUB_AMQPS_LISTEN:-$HOST:5671}
   cat <<MSG
   Devices: HostName=$hostname;DeviceId=<id>;SharedAccessKey=<device key>
   on the SDKs' defaults (MQTT over TLS on ${TWINHUB_MQTT_LISTEN:-8883}) or MQTT over WebSocket on $PORT;

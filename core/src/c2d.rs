@@ -1,7 +1,8 @@
 //! Cloud-to-device messages: what the service sends, and how it is addressed (spec §5.6).
 
+use crate::amqp::{Message as AmqpMessage, MessageBody, Value as AmqpValue};
 use crate::{ErrorCode, HubError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Largest message body.
@@ -11,8 +12,9 @@ pub const MAX_QUEUE_DEPTH: u64 = 50;
 /// The longest topic a message's properties may make: MQTT's field limit.
 pub const MAX_TOPIC_BYTES: usize = u16::MAX as usize;
 
-/// A message to send, as `POST /api/devices/{id}/messages` takes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A message to send, as `POST /api/devices/{id}/messages` takes it, or as a service sends it
+/// over AMQP to `/messages/devicebound`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloudToDeviceMessage {
     /// The body, sent as is (a JSON string payload is sent as its text; anything else as JSON).
     pub body: Vec<u8>,
@@ -45,13 +47,94 @@ impl CloudToDeviceMessage {
             Value::String(s) => s.into_bytes(),
             other => other.to_string().into_bytes(),
         };
+        let message_id = r.message_id.filter(|m| !m.is_empty()).unwrap_or(generated_id);
+        let mut user = Vec::new();
+        for (k, v) in r.properties {
+            let value = match v {
+                Value::Null => None,
+                Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            };
+            user.push((k, value));
+        }
+        Self::build(device_id, body, message_id, Vec::new(), user)
+    }
+
+    /// The message a service sent over AMQP to `/messages/devicebound`: addressed by its `to`
+    /// (`/devices/{id}/messages/devicebound`, checked against `device_id`), the body its data
+    /// sections (or a string value), `message-id`, `correlation-id`, `content-type`,
+    /// `content-encoding`, `absolute-expiry-time` and the `iothub-ack` request as system
+    /// properties, the application properties as the device sees them.
+    pub fn from_amqp(message: &AmqpMessage, generated_id: String) -> Result<(String, Self), HubError> {
+        let invalid = |m: String| HubError::new(ErrorCode::ArgumentInvalid, m);
+        let props = message.properties.clone().unwrap_or_default();
+        let to = props.to.as_deref().ok_or_else(|| {
+            invalid("a cloud-to-device message needs 'to' (/devices/{id}/messages/devicebound)".into())
+        })?;
+        let device_id = to
+            .strip_prefix("/devices/")
+            .and_then(|rest| {
+                rest.strip_suffix("/messages/devicebound").or_else(|| rest.strip_suffix("/messages/deviceBound"))
+            })
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .ok_or_else(|| invalid(format!("'to' is '{to}'; it must be /devices/{{id}}/messages/devicebound")))?;
+        let device_id = percent_encoding::percent_decode_str(device_id).decode_utf8_lossy().into_owned();
+        let body = match &message.body {
+            MessageBody::Data(_) => message.data().unwrap_or_default(),
+            MessageBody::Value(AmqpValue::String(s)) => s.clone().into_bytes(),
+            MessageBody::Value(AmqpValue::Binary(b)) => b.clone(),
+            MessageBody::Empty => Vec::new(),
+            _ => return Err(invalid("a cloud-to-device body is data or a string".into())),
+        };
+        let text = |v: &AmqpValue| match v {
+            AmqpValue::String(s) | AmqpValue::Symbol(s) => Some(s.clone()),
+            AmqpValue::Uuid(u) => Some(uuid_text(u)),
+            AmqpValue::Ulong(n) => Some(n.to_string()),
+            AmqpValue::Binary(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            AmqpValue::Null => None,
+            other => Some(format!("{other:?}")),
+        };
+        let message_id = props.message_id.as_ref().and_then(text).filter(|m| !m.is_empty()).unwrap_or(generated_id);
+        let mut system = Vec::new();
+        if let Some(cid) = props.correlation_id.as_ref().and_then(text) {
+            system.push(("$.cid".to_owned(), Some(cid)));
+        }
+        if let Some(ct) = props.content_type {
+            system.push(("$.ct".to_owned(), Some(ct)));
+        }
+        if let Some(ce) = props.content_encoding {
+            system.push(("$.ce".to_owned(), Some(ce)));
+        }
+        if let Some(expiry) = props.absolute_expiry_time {
+            system.push(("$.exp".to_owned(), Some(crate::UnixMillis(u64::try_from(expiry).unwrap_or(0)).to_iso())));
+        }
+        let mut user = Vec::new();
+        for (k, v) in &message.application_properties {
+            // `iothub-ack` asks for delivery feedback; it is kept as IoT Hub keeps it.
+            if k == "iothub-ack" {
+                system.push(("iothub-ack".to_owned(), text(v)));
+                continue;
+            }
+            user.push((k.clone(), text(v)));
+        }
+        Ok((device_id.clone(), Self::build(&device_id, body, message_id, system, user)?))
+    }
+
+    /// Checks the size, the message id and the properties, and puts the bag together: `$.mid`,
+    /// `$.to`, the other system properties, then the user's.
+    fn build(
+        device_id: &str,
+        body: Vec<u8>,
+        message_id: String,
+        system: Vec<(String, Option<String>)>,
+        user: Vec<(String, Option<String>)>,
+    ) -> Result<Self, HubError> {
         if body.len() > MAX_BODY_BYTES {
             return Err(HubError::new(
                 ErrorCode::MessageTooLarge,
                 format!("message body is {} bytes; at most {MAX_BODY_BYTES}", body.len()),
             ));
         }
-        let message_id = r.message_id.filter(|m| !m.is_empty()).unwrap_or(generated_id);
         if message_id.len() > 128 {
             return Err(HubError::new(ErrorCode::ArgumentInvalid, "messageId is longer than 128 characters"));
         }
@@ -59,16 +142,12 @@ impl CloudToDeviceMessage {
             ("$.mid".to_owned(), Some(message_id.clone())),
             ("$.to".to_owned(), Some(format!("/devices/{device_id}/messages/deviceBound"))),
         ];
-        for (k, v) in r.properties {
+        properties.extend(system);
+        for (k, v) in user {
             if k.starts_with('$') || k.starts_with("iothub-") {
                 return Err(HubError::new(ErrorCode::ArgumentInvalid, format!("property '{k}' is reserved")));
             }
-            let value = match v {
-                Value::Null => None,
-                Value::String(s) => Some(s),
-                other => Some(other.to_string()),
-            };
-            properties.push((k, value));
+            properties.push((k, v));
         }
         // The properties travel in the MQTT topic, a field of at most 65,535 bytes: refused
         // here, once, rather than failing every delivery of a message that can never be sent.
@@ -81,6 +160,12 @@ impl CloudToDeviceMessage {
         }
         Ok(Self { body, properties, message_id })
     }
+}
+
+/// A UUID in its usual text form.
+fn uuid_text(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 #[cfg(test)]
@@ -114,5 +199,56 @@ mod tests {
         assert_eq!(CloudToDeviceMessage::parse(&big, "d1", "g".into()).unwrap_err().code, ErrorCode::MessageTooLarge);
         assert_eq!(CloudToDeviceMessage::parse("{", "d1", "g".into()).unwrap_err().code, ErrorCode::IotHubFormatError);
         assert!(CloudToDeviceMessage::parse(r#"{"properties":{"$.mid":"x"}}"#, "d1", "g".into()).is_err());
+    }
+
+    #[test]
+    fn a_message_sent_over_amqp() {
+        use crate::amqp::Properties;
+        let message = AmqpMessage {
+            properties: Some(Properties {
+                message_id: Some(AmqpValue::Uuid([0xab; 16])),
+                to: Some("/devices/d%201/messages/devicebound".into()),
+                content_type: Some("application/json".into()),
+                absolute_expiry_time: Some(1_764_892_800_000),
+                ..Properties::default()
+            }),
+            application_properties: vec![
+                ("iothub-ack".into(), AmqpValue::String("full".into())),
+                ("urgency".into(), AmqpValue::String("high".into())),
+            ],
+            body: MessageBody::Data(vec![b"{\"cmd\":".to_vec(), b"\"blink\"}".to_vec()]),
+            ..AmqpMessage::default()
+        };
+        let (device, m) = CloudToDeviceMessage::from_amqp(&message, "gen".into()).unwrap();
+        assert_eq!(device, "d 1");
+        assert_eq!(m.body, br#"{"cmd":"blink"}"#);
+        assert_eq!(m.message_id, "abababab-abab-abab-abab-abababababab");
+        let has = |k: &str, v: &str| m.properties.contains(&(k.to_owned(), Some(v.to_owned())));
+        assert!(
+            has("$.ct", "application/json") && has("iothub-ack", "full") && has("urgency", "high"),
+            "{:?}",
+            m.properties
+        );
+        assert!(has("$.exp", "2025-12-05T00:00:00.000Z") || m.properties.iter().any(|(k, _)| k == "$.exp"));
+        for bad_to in [
+            None,
+            Some("/devices/d1/messages/events"),
+            Some("/devices//messages/devicebound"),
+            Some("/devices/a/b/messages/devicebound"),
+        ] {
+            let mut bad = message.clone();
+            bad.properties.as_mut().unwrap().to = bad_to.map(str::to_owned);
+            assert_eq!(
+                CloudToDeviceMessage::from_amqp(&bad, "g".into()).unwrap_err().code,
+                ErrorCode::ArgumentInvalid,
+                "{bad_to:?}"
+            );
+        }
+        let mut reserved = message.clone();
+        reserved.application_properties.push(("$.mid".into(), AmqpValue::String("x".into())));
+        assert!(CloudToDeviceMessage::from_amqp(&reserved, "g".into()).is_err());
+        let mut big = message;
+        big.body = MessageBody::Data(vec![vec![0; MAX_BODY_BYTES + 1]]);
+        assert_eq!(CloudToDeviceMessage::from_amqp(&big, "g".into()).unwrap_err().code, ErrorCode::MessageTooLarge);
     }
 }

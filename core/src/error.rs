@@ -100,6 +100,41 @@ impl ErrorCode {
         }
     }
 
+    /// Every code, for reading one back ([`ErrorCode::from_code`]).
+    const ALL: [Self; 26] = [
+        Self::ArgumentInvalid,
+        Self::ArgumentNull,
+        Self::IotHubFormatError,
+        Self::IotHubUnauthorizedAccess,
+        Self::IotHubQuotaExceeded,
+        Self::DeviceMaximumQueueDepthExceeded,
+        Self::TooManyModulesOnDevice,
+        Self::DeviceNotFound,
+        Self::ModuleNotFound,
+        Self::DeviceNotOnline,
+        Self::JobNotFound,
+        Self::ConfigurationNotFound,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::DeviceAlreadyExists,
+        Self::ModuleAlreadyExistsOnDevice,
+        Self::JobAlreadyExists,
+        Self::ConfigurationAlreadyExists,
+        Self::PreconditionFailed,
+        Self::MessageTooLarge,
+        Self::TooManyDevices,
+        Self::ThrottlingException,
+        Self::ServerError,
+        Self::FeatureUnavailable,
+        Self::ServiceUnavailable,
+        Self::GatewayTimeout,
+    ];
+
+    /// The code with this six-digit number, if twinhub has it.
+    pub fn from_code(code: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
     /// The HTTP status: IoT Hub codes are `status * 1000 + n`.
     pub fn http_status(self) -> u16 {
         // Every code above is in 100_000..=599_999, so the quotient fits.
@@ -170,6 +205,15 @@ impl HubError {
         serde_json::to_string(&outer).unwrap_or_default()
     }
 
+    /// Reads back what [`HubError::envelope`] wrote (an object's answer to another part of the
+    /// hub); `None` when the body is not an envelope with a code twinhub has.
+    pub fn from_envelope(body: &str) -> Option<Self> {
+        let outer: serde_json::Value = serde_json::from_str(body).ok()?;
+        let inner: serde_json::Value = serde_json::from_str(outer["Message"].as_str()?).ok()?;
+        let code = ErrorCode::from_code(u32::try_from(inner["errorCode"].as_u64()?).ok()?)?;
+        Some(Self::new(code, inner["message"].as_str().unwrap_or_default()))
+    }
+
     /// The flat body (envelope 3) used on MQTT twin error responses.
     pub fn flat(&self, tracking_id: &str, now: crate::UnixMillis) -> String {
         let inner = FlatError {
@@ -222,5 +266,10 @@ mod tests {
         assert_eq!(inner["trackingId"], "abc");
         assert_eq!(inner["message"], "Device dev1 not found");
         assert_eq!(body["ExceptionMessage"], "");
+        assert_eq!(HubError::from_envelope(&e.envelope("abc", UnixMillis(1))), Some(e));
+        assert_eq!(HubError::from_envelope("{}"), None);
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+        }
     }
 }

@@ -151,7 +151,7 @@ impl PartitionAddress {
             return None;
         }
         let partition: u32 = id.parse().ok()?;
-        if partition >= partitions.clamp(1, MAX_PARTITIONS) || entity.is_empty() || group.is_empty() {
+        if partition >= partitions.min(MAX_PARTITIONS) || entity.is_empty() || group.is_empty() {
             return None;
         }
         Some(Self { entity: (*entity).to_owned(), consumer_group: (*group).to_owned(), partition })

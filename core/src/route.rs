@@ -52,6 +52,8 @@ pub enum Route<'a> {
     Session,
     /// `GET /$iothub/websocket`: the device endpoint (MQTT over WebSocket).
     DeviceSocket,
+    /// `GET /$servicebus/websocket`: AMQP over WebSocket (the Event Hub-compatible endpoint).
+    ServiceBusSocket,
     /// `POST /devices/query`
     Query,
     /// `GET /devices`
@@ -208,6 +210,7 @@ impl<'a> Route<'a> {
             (["api", "health"], "GET") => Health,
             (["api", "session"], "GET") => Session,
             (["$iothub", "websocket"], "GET") => DeviceSocket,
+            (["$servicebus", "websocket"], "GET") => ServiceBusSocket,
             (["devices", "query"], "POST") => Query,
             (["devices"], "GET") => ListDevices,
             (["devices"], "POST") => BulkDevices,
@@ -271,7 +274,8 @@ impl<'a> Route<'a> {
         // of a device's data take ServiceConnect, as IoT Hub's twin operations do.
         let service = Permissions::SERVICE_CONNECT;
         match self {
-            Health | DeviceSocket => Access::Open,
+            // AMQP authenticates inside the connection (SASL, CBS put-token).
+            Health | DeviceSocket | ServiceBusSocket => Access::Open,
             Session | BenchEcho(_) | BenchWrite(_) => Access::Token(Permissions::default()),
             // Configurations are registry operations (IoT Hub puts them under RegistryRead /
             // RegistryWrite).
@@ -330,6 +334,9 @@ impl<'a> Route<'a> {
         match self {
             Health | Session => Upstream::Here,
             DeviceSocket => Upstream::Piped,
+            ServiceBusSocket => {
+                Upstream::Own("the Event Hub-compatible endpoint of an upstream hub is its own; read it there")
+            }
             Query
             | GetDigitalTwin(_)
             | PatchDigitalTwin(_)

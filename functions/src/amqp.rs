@@ -1,5 +1,7 @@
-//! AMQP 1.0 connections (self-hosted: plain on 5672 as the Event Hubs emulator takes them, TLS
-//! on 5671): runs core's [`Connection`] over the socket and does what its events ask. What the
+//! AMQP 1.0 connections: over WebSocket at `/$servicebus/websocket` (subprotocol `AMQPWSB10`)
+//! under both runtimes, and self-hosted over TCP (plain on 5672 as the Event Hubs emulator
+//! takes them, TLS on 5671): runs core's [`Connection`] over the bytes and does what its events
+//! ask. What the
 //! hub offers on it is the Event Hub-compatible endpoint: the `$cbs` node (put-token), the
 //! `$management` node (the hub's and partitions' figures) and a receiver per partition
 //! (`{entity}/ConsumerGroups/{group}/Partitions/{n}`), fed from the partition objects.
@@ -16,9 +18,11 @@
 
 use crate::clock;
 use crate::config::Config;
+use crate::http::ApiResult;
 use crate::objects::partition::partition_stub;
 use crate::rpc::{PartitionOp, StartAt};
 use futures_util::future::{select, Either};
+use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +32,8 @@ use twinhub_core::amqp::{AmqpError, Connection, DeliveryState, Event, Limits, Li
 use twinhub_core::auth::Permissions;
 use twinhub_core::eventhub::{self, ManagementRequest, PartitionAddress, PartitionInfo, StartPosition};
 use twinhub_core::UnixMillis;
-use worker::{Delay, Env, Socket};
+use twinhub_core::{ErrorCode, HubError};
+use worker::{Delay, Env, Request, Response, Socket, WebSocket, WebSocketPair, WebsocketEvent};
 
 /// How often a partition link with credit looks for new events while there are none.
 const POLL_MS: u64 = 100;
@@ -43,6 +48,8 @@ enum Node {
     Requests(&'static str),
     /// The link replies go back on, with replies waiting for credit.
     Replies(Vec<Message>),
+    /// `/messages/devicebound`: a service's cloud-to-device messages.
+    DeviceBound,
     /// A consumer's partition receiver: the next sequence number to send, once known.
     Partition { partition: u32, next: Option<u64>, start: StartPosition },
 }
@@ -58,9 +65,97 @@ struct Driver {
     created: UnixMillis,
 }
 
-/// Serves one AMQP connection until either side closes. `first` holds the bytes already read
-/// to tell AMQP from MQTT.
-pub async fn serve(mut socket: Socket, env: &Env, first: Vec<u8>) -> worker::Result<()> {
+/// The bytes of one connection, whichever carries them.
+trait Transport {
+    /// The next bytes from the peer; `None` once it has gone. Cancel-safe: dropped before it
+    /// completes, it loses nothing.
+    async fn read(&mut self) -> Option<Vec<u8>>;
+    /// Sends bytes; `false` once the peer has gone.
+    async fn write(&mut self, bytes: Vec<u8>) -> bool;
+}
+
+/// Raw TCP, as workerd's `tcp` sockets hand it over.
+struct Tcp {
+    socket: Socket,
+    buf: Vec<u8>,
+}
+
+impl Transport for Tcp {
+    async fn read(&mut self) -> Option<Vec<u8>> {
+        // A pending read stays inside the socket and is picked up by the next one.
+        match self.socket.read(&mut self.buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(self.buf[..n].to_vec()),
+        }
+    }
+
+    async fn write(&mut self, bytes: Vec<u8>) -> bool {
+        self.socket.write_all(&bytes).await.is_ok() && self.socket.flush().await.is_ok()
+    }
+}
+
+/// AMQP over WebSocket (`AMQPWSB10`): binary messages carry the bytes, cut anywhere.
+struct Ws<'a> {
+    socket: &'a WebSocket,
+    events: worker::EventStream<'a>,
+}
+
+impl Transport for Ws<'_> {
+    async fn read(&mut self) -> Option<Vec<u8>> {
+        // The stream keeps what arrived until it is polled again.
+        loop {
+            match self.events.next().await? {
+                Ok(WebsocketEvent::Message(m)) => match m.bytes() {
+                    Some(bytes) => return Some(bytes),
+                    // Text is not AMQP: the peer is not speaking the subprotocol.
+                    None => return None,
+                },
+                Ok(WebsocketEvent::Close(_)) | Err(_) => return None,
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: Vec<u8>) -> bool {
+        self.socket.send_with_bytes(bytes).is_ok()
+    }
+}
+
+/// Serves one AMQP connection on a TCP socket until either side closes. `first` holds the
+/// bytes already read to tell AMQP from MQTT.
+pub async fn serve(socket: Socket, env: &Env, first: Vec<u8>) -> worker::Result<()> {
+    run(Tcp { socket, buf: vec![0u8; 16 * 1024] }, env, first).await;
+    Ok(())
+}
+
+/// The WebSocket subprotocol of AMQP over WebSocket.
+const SUBPROTOCOL: &str = "AMQPWSB10";
+
+/// `GET /$servicebus/websocket`: AMQP over WebSocket, under both runtimes. The connection runs
+/// in this request's context for as long as the socket is open.
+pub async fn accept_websocket(req: Request, env: &Env) -> ApiResult {
+    let upgrade = req.headers().get("upgrade")?.unwrap_or_default();
+    let protocols = req.headers().get("sec-websocket-protocol")?.unwrap_or_default();
+    if !upgrade.eq_ignore_ascii_case("websocket") || !protocols.split(',').any(|p| p.trim() == SUBPROTOCOL) {
+        let why = format!("/$servicebus/websocket takes a WebSocket upgrade with subprotocol {SUBPROTOCOL}");
+        return Err(HubError::new(ErrorCode::ArgumentInvalid, why).into());
+    }
+    let pair = WebSocketPair::new()?;
+    let server = pair.server;
+    server.accept()?;
+    AsRef::<web_sys::WebSocket>::as_ref(&server).set_binary_type(web_sys::BinaryType::Arraybuffer);
+    let env = env.clone();
+    worker::wasm_bindgen_futures::spawn_local(async move {
+        let Ok(events) = server.events() else { return };
+        run(Ws { socket: &server, events }, &env, Vec::new()).await;
+        let _ = server.close(Some(1000), Some("AMQP connection closed"));
+    });
+    let mut response = Response::from_websocket(pair.client)?;
+    response.headers_mut().set("sec-websocket-protocol", SUBPROTOCOL)?;
+    Ok(response)
+}
+
+/// Runs a connection until either side closes.
+async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
     let now = clock::now();
     let mut driver = Driver {
         env: env.clone(),
@@ -71,16 +166,15 @@ pub async fn serve(mut socket: Socket, env: &Env, first: Vec<u8>) -> worker::Res
         created: UnixMillis(0),
     };
     driver.conn.handle_bytes(&first, now);
-    let mut buf = vec![0u8; 16 * 1024];
     loop {
         driver.work().await;
         if let Some(bytes) = driver.conn.poll_transmit() {
-            if socket.write_all(&bytes).await.is_err() || socket.flush().await.is_err() {
-                return Ok(());
+            if !transport.write(bytes).await {
+                return;
             }
         }
         if driver.conn.is_closed() {
-            return Ok(());
+            return;
         }
         // Wake for the connection's timer, or sooner while a partition link waits for events.
         let now = clock::now();
@@ -92,10 +186,9 @@ pub async fn serve(mut socket: Socket, env: &Env, first: Vec<u8>) -> worker::Res
             due = due.min(expiry.max(now.0));
         }
         let wait = Duration::from_millis(due.saturating_sub(now.0).min(60_000));
-        // The read is cancel-safe: bytes not taken stay in the socket for the next read.
-        match select(Box::pin(socket.read(&mut buf)), Box::pin(Delay::from(wait))).await {
-            Either::Left((Ok(0) | Err(_), _)) => return Ok(()),
-            Either::Left((Ok(n), _)) => driver.conn.handle_bytes(&buf[..n], clock::now()),
+        match select(Box::pin(transport.read()), Box::pin(Delay::from(wait))).await {
+            Either::Left((None, _)) => return,
+            Either::Left((Some(bytes), _)) => driver.conn.handle_bytes(&bytes, clock::now()),
             Either::Right(_) => driver.conn.handle_timeout(clock::now()),
         }
     }
@@ -148,6 +241,13 @@ impl Driver {
             }
             Event::Message { link, delivery_id, message, settled } => {
                 let node = match self.nodes.get(&link) {
+                    Some(Node::DeviceBound) => {
+                        let outcome = self.cloud_to_device(&message).await;
+                        if !settled {
+                            self.conn.settle(link, delivery_id, outcome, clock::now());
+                        }
+                        return;
+                    }
                     Some(Node::Requests(node)) => *node,
                     _ => {
                         if !settled {
@@ -194,7 +294,20 @@ impl Driver {
         }
         .unwrap_or_default();
         let partitions = Config::of(&self.env).eventhub_partitions;
-        let node = match (address.as_str(), role) {
+        // `amqps://{host}/messages/devicebound` names the node by its path.
+        let path = match address.split_once("://") {
+            Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+            None => address.as_str(),
+        };
+        let node = match (path, role) {
+            ("/messages/devicebound", Role::Sender) => {
+                if !self.granted() {
+                    let error =
+                        AmqpError::new(condition::UNAUTHORIZED_ACCESS, "put a token on $cbs first (ServiceConnect)");
+                    return self.conn.refuse_link(link, name, error, now);
+                }
+                Node::DeviceBound
+            }
             ("$cbs", Role::Sender) => Node::Requests("$cbs"),
             ("$management", Role::Sender) => Node::Requests("$management"),
             ("$cbs" | "$management", Role::Receiver) => {
@@ -300,6 +413,38 @@ impl Driver {
         }
     }
 
+    /// Queues a service's message for its device, as `POST /api/devices/{id}/messages` does;
+    /// the outcome settles the delivery (rejected with the reason, IoT Hub's code in it).
+    async fn cloud_to_device(&self, message: &Message) -> DeliveryState {
+        if !self.granted() {
+            return rejected(condition::UNAUTHORIZED_ACCESS, "the token expired; put a new one on $cbs".into());
+        }
+        let generated = clock::random_hex::<16>().unwrap_or_default();
+        let (device_id, message) = match twinhub_core::c2d::CloudToDeviceMessage::from_amqp(message, generated) {
+            Ok(m) => m,
+            Err(e) => return rejected_for(&e),
+        };
+        let op = crate::rpc::DeviceOp::EnqueueCloudToDevice { device_id: device_id.clone(), message };
+        let stub =
+            match self.env.durable_object(crate::objects::DEVICE_BINDING).and_then(|ns| ns.get_by_name(&device_id)) {
+                Ok(stub) => stub,
+                Err(e) => return rejected(condition::INTERNAL_ERROR, e.to_string()),
+            };
+        match crate::rpc::call(&stub, &op).await {
+            Ok(answer) if answer.status_code() < 300 => DeliveryState::Accepted,
+            Ok(mut answer) => {
+                let text = answer.text().await.unwrap_or_default();
+                match HubError::from_envelope(&text) {
+                    Some(e) => rejected_for(&e),
+                    None => {
+                        rejected(condition::INTERNAL_ERROR, format!("the device answered {}", answer.status_code()))
+                    }
+                }
+            }
+            Err(e) => rejected(condition::INTERNAL_ERROR, e.to_string()),
+        }
+    }
+
     async fn management(&mut self, request: &Message) -> Message {
         if !self.granted() {
             return cbs::reply(request, 401, "put a token on $cbs first (ServiceConnect)", None);
@@ -388,6 +533,24 @@ async fn ask<T: serde::de::DeserializeOwned>(env: &Env, partition: u32, op: &Par
         return Err(worker::Error::RustError(format!("partition {partition} answered {}", answer.status_code())));
     }
     crate::rpc::read(answer.text().await).await
+}
+
+fn rejected(condition: &str, description: String) -> DeliveryState {
+    DeliveryState::Rejected(Some(AmqpError::new(condition, description)))
+}
+
+/// A hub error as a rejection: the AMQP condition nearest its status, IoT Hub's code and
+/// message in the description.
+fn rejected_for(e: &HubError) -> DeliveryState {
+    let condition = match e.code.http_status() {
+        404 => condition::NOT_FOUND,
+        403 | 429 => condition::RESOURCE_LIMIT_EXCEEDED,
+        413 => condition::MESSAGE_SIZE_EXCEEDED,
+        401 => condition::UNAUTHORIZED_ACCESS,
+        400 => "amqp:invalid-field",
+        _ => condition::INTERNAL_ERROR,
+    };
+    rejected(condition, e.to_string())
 }
 
 /// Whether the first bytes of a TCP connection are AMQP's protocol header (`AMQP`), rather

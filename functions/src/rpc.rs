@@ -53,6 +53,8 @@ pub enum DeviceOp {
     DeviceSubscriptions { device_id: String, conn: String, subscriptions: Vec<Subscription>, keep: bool },
     /// `POST /api/devices/{id}/messages`: queue a cloud-to-device message (the request body).
     SendCloudToDevice { device_id: String, body: String },
+    /// A cloud-to-device message a service sent over AMQP, checked already.
+    EnqueueCloudToDevice { device_id: String, message: twinhub_core::c2d::CloudToDeviceMessage },
     /// The device acknowledged (PUBACK) the cloud-to-device message `seq` on session `conn`:
     /// it is complete.
     CloudToDeviceDelivered { device_id: String, conn: String, seq: u64 },

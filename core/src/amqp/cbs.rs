@@ -209,7 +209,9 @@ mod tests {
     }
 
     fn url_encode(s: &str) -> String {
-        s.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+        s.bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect()
     }
 
     #[test]

@@ -23,7 +23,7 @@ use worker::{Env, Request, Response, Result};
 /// Path prefixes that belong to the API. A request under one of them never falls through to the
 /// dashboard, so a typo gets a JSON 404 instead of an HTML page.
 const API_ROOTS: &[&str] =
-    &["api", "devices", "twins", "jobs", "statistics", "configurations", "digitaltwins", "$iothub"];
+    &["api", "devices", "twins", "jobs", "statistics", "configurations", "digitaltwins", "$iothub", "$servicebus"];
 
 /// Routes one request.
 pub async fn handle(req: Request, env: &Env) -> Result<Response> {
@@ -93,6 +93,7 @@ async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Call
     match route {
         Route::Health => api::health(),
         Route::DeviceSocket => device_endpoint::connect(req, env).await,
+        Route::ServiceBusSocket => crate::amqp::accept_websocket(req, env).await,
         Route::Session => api::session(env, &signed(caller)?),
         Route::Query => query::query(req, env).await,
         Route::ListDevices => devices::list(req, env).await,

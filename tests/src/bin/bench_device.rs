@@ -74,9 +74,17 @@ fn main() {
     let sessions_only = std::env::var_os("BENCH_SESSIONS_ONLY").is_some();
     // GATEWAY_SHARDS passes through, to see how sessions spread over gateway objects.
     let shards = std::env::var("GATEWAY_SHARDS").unwrap_or_else(|_| "2".into());
-    let vars = [("GATEWAY_SHARDS", shards.as_str())];
+    // BENCH_VARIANTS="EVENTHUB_PARTITIONS=0;EVENTHUB_PARTITIONS=4": each runtime once per
+    // setting, in the same run (the baseline first), each on a fresh state.
+    let variants = std::env::var("BENCH_VARIANTS").unwrap_or_default();
+    let variants: Vec<&str> = if variants.is_empty() { vec![""] } else { variants.split(';').collect() };
+    let runs = runtimes.split(',').flat_map(|r| variants.iter().map(move |v| (r, *v)));
 
-    for runtime_name in runtimes.split(',') {
+    for (runtime_name, variant) in runs {
+        let mut vars = vec![("GATEWAY_SHARDS", shards.as_str())];
+        if let Some((name, value)) = variant.split_once('=') {
+            vars.push((name, value));
+        }
         let storage = Storage::new(&format!("bench-device-{runtime_name}"));
         // workerd: WebSocket over http, then MQTT over TLS on a second start over the same
         // state (the 8883 listener needs https). wrangler dev takes WebSockets only.
@@ -96,7 +104,7 @@ fn main() {
                 eprintln!("creating {sessions} devices");
                 create_devices(&hub, sessions);
             }
-            let target = Target::twinhub(&hub, runtime_name);
+            let target = Target::twinhub(&hub, runtime_name, variant);
             if !sessions_only {
                 rows.extend(desired_latency(&hub, &target, &Fleet::connect(&runtime, &target, devices, "patch")));
                 rows.extend(loops(&runtime, &target));
@@ -146,7 +154,7 @@ enum Target {
     Twinhub {
         port: u16,
         host: String,
-        runtime: &'static str,
+        runtime: String,
         mqtts: Option<(u16, TlsConnector)>,
     },
     Rumqttd {
@@ -158,8 +166,10 @@ enum Target {
 }
 
 impl Target {
-    fn twinhub(hub: &Hub, runtime: &str) -> Self {
-        let runtime = if runtime == "wrangler" { "wrangler dev" } else { "workerd" };
+    /// The hub under `runtime`; `variant` names the settings it runs with, if any.
+    fn twinhub(hub: &Hub, runtime: &str, variant: &str) -> Self {
+        let name = if runtime == "wrangler" { "wrangler dev" } else { "workerd" };
+        let runtime = if variant.is_empty() { name.to_owned() } else { format!("{name}, {variant}") };
         let mqtts = hub.mqtt_port().map(|port| (port, TlsConnector::from(tls_client_config())));
         Self::Twinhub { port: hub.port(), host: hub.host(), runtime, mqtts }
     }
@@ -755,7 +765,7 @@ fn fairness(runtime: &tokio::runtime::Runtime) {
         }
         let hub = Hub::start_with_vars(&storage, &vars);
         create_devices(&hub, LOOP_CLIENTS + 1);
-        let target = Target::twinhub(&hub, "workerd");
+        let target = Target::twinhub(&hub, "workerd", "");
         let fleet = Fleet::connect(runtime, &target, LOOP_CLIENTS + 1, "patch");
         let elapsed = LOAD_SECONDS as f64;
         let (quiet, quiet_errors, _) = echo_loop(&fleet, None);

@@ -230,6 +230,10 @@ impl DeviceObject {
                 let message = CloudToDeviceMessage::parse(&body, &device_id, clock::random_hex::<16>()?)?;
                 self.run(|s| s.enqueue_cloud_to_device(&device_id, message)).await
             }
+            DeviceOp::EnqueueCloudToDevice { device_id, message } => {
+                self.require(&device_id)?;
+                self.run(|s| s.enqueue_cloud_to_device(&device_id, message)).await
+            }
             DeviceOp::CloudToDeviceDelivered { device_id, conn, seq } => {
                 if !self.with_stored(|s| s.device.is_session(&device_id, &conn))?? {
                     return Ok(session_ended()?);
