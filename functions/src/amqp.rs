@@ -102,16 +102,11 @@ struct Ws<'a> {
 
 impl Transport for Ws<'_> {
     async fn read(&mut self) -> Option<Vec<u8>> {
-        // The stream keeps what arrived until it is polled again.
-        loop {
-            match self.events.next().await? {
-                Ok(WebsocketEvent::Message(m)) => match m.bytes() {
-                    Some(bytes) => return Some(bytes),
-                    // Text is not AMQP: the peer is not speaking the subprotocol.
-                    None => return None,
-                },
-                Ok(WebsocketEvent::Close(_)) | Err(_) => return None,
-            }
+        // The stream keeps what arrived until it is polled again. Text is not AMQP: a peer
+        // that sends it is not speaking the subprotocol, and is closed like one that leaves.
+        match self.events.next().await? {
+            Ok(WebsocketEvent::Message(m)) => m.bytes(),
+            Ok(WebsocketEvent::Close(_)) | Err(_) => None,
         }
     }
 
