@@ -227,6 +227,12 @@ impl Hub {
             let amqp = free_port();
             command.env("TWINHUB_AMQP_LISTEN", format!("127.0.0.1:{amqp}"));
             amqp_port = Some(amqp);
+            // AMQP over TLS on IoT Hub's 5671, which the service SDKs dial for cloud-to-device
+            // whatever the host's port: only for the hub on 443, the one the SDKs' fixed
+            // ports are for.
+            if fixed_port == Some(443) {
+                command.env("TWINHUB_AMQPS_LISTEN", "127.0.0.1:5671");
+            }
         }
         let child = command
             .current_dir(&root)
