@@ -162,6 +162,62 @@ impl CloudToDeviceMessage {
     }
 }
 
+/// The content type of delivery feedback messages.
+pub const FEEDBACK_CONTENT_TYPE: &str = "application/vnd.microsoft.iothub.feedback.json";
+
+/// One delivery feedback record, as IoT Hub delivers them on
+/// `/messages/servicebound/feedback` (a JSON array of these per message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Feedback {
+    pub original_message_id: String,
+    pub device_id: String,
+    pub device_generation_id: String,
+    /// `Success` (the device completed it); `Expired`, `DeliveryCountExceeded`, `Rejected`,
+    /// `Purged` are IoT Hub's others.
+    pub status_code: String,
+    pub description: String,
+    pub enqueued_time_utc: String,
+}
+
+/// The feedback a message completed by its device asks for: one when its `iothub-ack` is
+/// `full` or `positive` (`negative` asks only for failures, `none` or absent for nothing).
+pub fn feedback_on_completion(
+    properties: &[(String, Option<String>)],
+    device_id: &str,
+    generation_id: &str,
+    now: crate::UnixMillis,
+) -> Option<Feedback> {
+    let prop = |name: &str| properties.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref());
+    if !matches!(prop("iothub-ack"), Some("full" | "positive")) {
+        return None;
+    }
+    Some(Feedback {
+        original_message_id: prop("$.mid").unwrap_or_default().to_owned(),
+        device_id: device_id.to_owned(),
+        device_generation_id: generation_id.to_owned(),
+        status_code: "Success".into(),
+        description: "Success".into(),
+        enqueued_time_utc: now.to_iso(),
+    })
+}
+
+/// Feedback records as the message a feedback receiver gets: a JSON array, with IoT Hub's
+/// content type.
+pub fn feedback_message(records: &[Feedback], message_id: String) -> AmqpMessage {
+    let body = serde_json::to_vec(records).unwrap_or_default();
+    AmqpMessage {
+        properties: Some(crate::amqp::Properties {
+            message_id: Some(AmqpValue::String(message_id)),
+            content_type: Some(FEEDBACK_CONTENT_TYPE.into()),
+            content_encoding: Some("utf-8".into()),
+            ..Default::default()
+        }),
+        body: MessageBody::Data(vec![body]),
+        ..AmqpMessage::default()
+    }
+}
+
 /// A UUID in its usual text form.
 fn uuid_text(u: &[u8; 16]) -> String {
     let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
@@ -199,6 +255,24 @@ mod tests {
         assert_eq!(CloudToDeviceMessage::parse(&big, "d1", "g".into()).unwrap_err().code, ErrorCode::MessageTooLarge);
         assert_eq!(CloudToDeviceMessage::parse("{", "d1", "g".into()).unwrap_err().code, ErrorCode::IotHubFormatError);
         assert!(CloudToDeviceMessage::parse(r#"{"properties":{"$.mid":"x"}}"#, "d1", "g".into()).is_err());
+    }
+
+    #[test]
+    fn completion_feedback_follows_the_ack_asked_for() {
+        let props = |ack: &str| {
+            vec![("$.mid".to_owned(), Some("m1".to_owned())), ("iothub-ack".to_owned(), Some(ack.to_owned()))]
+        };
+        let now = crate::UnixMillis(1_764_892_800_000);
+        let f = feedback_on_completion(&props("full"), "d1", "g1", now).unwrap();
+        assert_eq!((f.original_message_id.as_str(), f.status_code.as_str()), ("m1", "Success"));
+        assert!(feedback_on_completion(&props("positive"), "d1", "g1", now).is_some());
+        assert!(feedback_on_completion(&props("negative"), "d1", "g1", now).is_none());
+        assert!(feedback_on_completion(&props("none"), "d1", "g1", now).is_none());
+        let m = feedback_message(std::slice::from_ref(&f), "x".into());
+        let body: Vec<Feedback> = serde_json::from_slice(&m.data().unwrap()).unwrap();
+        assert_eq!(body, vec![f]);
+        let json: serde_json::Value = serde_json::from_slice(&m.data().unwrap()).unwrap();
+        assert_eq!(json[0]["originalMessageId"], "m1");
     }
 
     #[test]

@@ -50,6 +50,9 @@ enum Node {
     Replies(Vec<Message>),
     /// `/messages/devicebound`: a service's cloud-to-device messages.
     DeviceBound,
+    /// `/messages/servicebound/feedback`: delivery feedback, with the records each unsettled
+    /// delivery carries (completed when the receiver accepts it).
+    Feedback { lent: BTreeMap<u32, Vec<i64>>, next_look: u64 },
     /// A consumer's partition receiver: the next sequence number to send, once known.
     Partition { partition: u32, next: Option<u64>, start: StartPosition },
 }
@@ -197,10 +200,57 @@ impl Driver {
         }
         self.check_expiry();
         self.feed_partitions().await;
+        self.feed_feedback().await;
+    }
+
+    /// Sends waiting delivery feedback to the receivers that have credit, at most once a
+    /// second each while there is none.
+    async fn feed_feedback(&mut self) {
+        let now = clock::now();
+        let links: Vec<LinkId> = self
+            .nodes
+            .iter()
+            .filter(|(link, node)| {
+                matches!(node, Node::Feedback { next_look, .. } if *next_look <= now.0) && self.conn.credit(**link) > 0
+            })
+            .map(|(l, _)| *l)
+            .collect();
+        for link in links {
+            let op = crate::rpc::FeedbackOp::Take { max: 100 };
+            let taken: (Vec<i64>, Vec<twinhub_core::c2d::Feedback>) = match call_feedback(&self.env, &op).await {
+                Ok(mut answer) => match crate::rpc::read(answer.text().await).await {
+                    Ok(taken) => taken,
+                    Err(e) => {
+                        worker::console_warn!("AMQP: feedback: {e}");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    worker::console_warn!("AMQP: feedback: {e}");
+                    continue;
+                }
+            };
+            let (ids, records) = taken;
+            if records.is_empty() {
+                if let Some(Node::Feedback { next_look, .. }) = self.nodes.get_mut(&link) {
+                    *next_look = now.0 + 1_000;
+                }
+                continue;
+            }
+            let message_id = clock::random_hex::<16>().unwrap_or_default();
+            let message = twinhub_core::c2d::feedback_message(&records, message_id);
+            if let Ok(delivery_id) = self.conn.send(link, &message, false, now) {
+                if let Some(Node::Feedback { lent, .. }) = self.nodes.get_mut(&link) {
+                    lent.insert(delivery_id, ids);
+                }
+            }
+        }
     }
 
     fn waiting_for_events(&self) -> bool {
-        self.nodes.iter().any(|(link, node)| matches!(node, Node::Partition { .. }) && self.conn.credit(*link) > 0)
+        self.nodes.iter().any(|(link, node)| {
+            matches!(node, Node::Partition { .. } | Node::Feedback { .. }) && self.conn.credit(*link) > 0
+        })
     }
 
     async fn event(&mut self, event: Event) {
@@ -263,7 +313,20 @@ impl Driver {
                     self.reply_on(reply_link, reply);
                 }
             }
-            Event::Disposition { .. } => {}
+            Event::Disposition { link, delivery_id, state } => {
+                // A feedback message the receiver accepted: its records are done. Otherwise
+                // they are given out again when their lease ends.
+                if let Some(Node::Feedback { lent, .. }) = self.nodes.get_mut(&link) {
+                    if let Some(ids) = lent.remove(&delivery_id) {
+                        if matches!(state, Some(DeliveryState::Accepted)) {
+                            let op = crate::rpc::FeedbackOp::Complete { ids };
+                            if let Err(e) = call_feedback(&self.env, &op).await {
+                                worker::console_warn!("AMQP: feedback not completed: {e}");
+                            }
+                        }
+                    }
+                }
+            }
             Event::Detached { link, .. } => {
                 self.nodes.remove(&link);
                 self.reply_links.retain(|_, l| *l != link);
@@ -289,12 +352,14 @@ impl Driver {
         }
         .unwrap_or_default();
         let partitions = Config::of(&self.env).eventhub_partitions;
-        // `amqps://{host}/messages/devicebound` names the node by its path.
+        // `amqps://{host}/messages/devicebound` names the node by its path, in any case (the
+        // Node SDK writes `/messages/serviceBound/feedback`).
         let path = match address.split_once("://") {
             Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
             None => address.as_str(),
-        };
-        let node = match (path, role) {
+        }
+        .to_ascii_lowercase();
+        let node = match (path.as_str(), role) {
             ("/messages/devicebound", Role::Sender) => {
                 if !self.granted() {
                     let error =
@@ -302,6 +367,14 @@ impl Driver {
                     return self.conn.refuse_link(link, name, error, now);
                 }
                 Node::DeviceBound
+            }
+            ("/messages/servicebound/feedback", Role::Receiver) => {
+                if !self.granted() {
+                    let error =
+                        AmqpError::new(condition::UNAUTHORIZED_ACCESS, "put a token on $cbs first (ServiceConnect)");
+                    return self.conn.refuse_link(link, name, error, now);
+                }
+                Node::Feedback { lent: BTreeMap::new(), next_look: 0 }
             }
             ("$cbs", Role::Sender) => Node::Requests("$cbs"),
             ("$management", Role::Sender) => Node::Requests("$management"),
@@ -519,6 +592,14 @@ impl Driver {
             }
         }
     }
+}
+
+async fn call_feedback(env: &Env, op: &crate::rpc::FeedbackOp) -> worker::Result<worker::Response> {
+    let answer = crate::rpc::call(&crate::objects::feedback::feedback_stub(env)?, op).await?;
+    if answer.status_code() >= 300 {
+        return Err(worker::Error::RustError(format!("the feedback object answered {}", answer.status_code())));
+    }
+    Ok(answer)
 }
 
 /// Sends `op` to partition `partition` and reads its answer.

@@ -329,3 +329,14 @@ pub enum StartAt {
     Latest,
     Enqueued { at: u64, inclusive: bool },
 }
+
+/// What the feedback object (`objects/feedback.rs`) is asked.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum FeedbackOp {
+    /// Keeps a record for the feedback receivers.
+    Append { record: twinhub_core::c2d::Feedback },
+    /// Up to `max` records not lent out, lent for a minute: `(ids, records)`.
+    Take { max: usize },
+    /// The receiver accepted these: they are gone.
+    Complete { ids: Vec<i64> },
+}

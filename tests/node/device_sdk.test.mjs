@@ -47,7 +47,7 @@ async function telemetry(deviceId) {
   return (await r.json()).messages;
 }
 
-// Cloud-to-device through twinhub's REST send (the service SDK's `send` is AMQP, issue 20).
+// Cloud-to-device through twinhub's REST send (the service SDK's own `send`, over AMQP, has its test below).
 async function sendC2d(deviceId, payload) {
   const r = await fetch(`https://${parts.HostName}/api/devices/${deviceId}/messages`, {
     method: "POST",
@@ -197,5 +197,53 @@ test("configurations through the Node service SDK: add, get, list, update, remov
     await assert.rejects(registry.getConfiguration(id));
   } finally {
     await registry.delete(deviceId).catch(() => {});
+  }
+});
+
+// Cloud-to-device from the service SDK's own `send` (AMQP over TLS on 5671, azure-iothub's
+// default transport) to a device on MQTT, with delivery feedback on its feedback receiver.
+test("the service SDK's send over AMQP, with delivery feedback", async () => {
+  const deviceId = "node-c2d-amqp";
+  await registry.create({ deviceId, status: "enabled" });
+  const { responseBody: device } = await registry.get(deviceId);
+  const key = device.authentication.symmetricKey.primaryKey;
+  const client = DeviceClient.fromConnectionString(`HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key}`, Mqtt);
+  const amqpService = ServiceClient.fromConnectionString(OWNER);
+  try {
+    await client.open();
+    const received = [];
+    client.on("message", (m) => {
+      received.push(m);
+      client.complete(m, () => {});
+    });
+    await sleep(500);
+    await amqpService.open();
+    const feedback = [];
+    const receiver = await new Promise((resolve, reject) =>
+      amqpService.getFeedbackReceiver((e, r) => (e ? reject(e) : resolve(r))),
+    );
+    receiver.on("message", (m) => {
+      feedback.push(...JSON.parse(m.data.toString()));
+      receiver.complete(m, () => {});
+    });
+    const message = new Message(JSON.stringify({ command: "blink" }));
+    message.messageId = "node-amqp-1";
+    message.ack = "full";
+    message.properties.add("urgency", "high");
+    await amqpService.send(deviceId, message);
+    await eventually(() => received.length === 1, "the message at the device");
+    assert.equal(received[0].data.toString(), '{"command":"blink"}');
+    assert.equal(received[0].messageId, "node-amqp-1");
+    assert.equal(received[0].properties.getValue("urgency"), "high");
+    await eventually(() => feedback.some((f) => f.originalMessageId === "node-amqp-1"), "its delivery feedback");
+    const record = feedback.find((f) => f.originalMessageId === "node-amqp-1");
+    assert.equal(record.deviceId, deviceId);
+    assert.equal(record.statusCode, "Success");
+    // To a device that does not exist: refused.
+    await assert.rejects(amqpService.send("node-no-such-device", new Message("x")));
+  } finally {
+    await amqpService.close().catch(() => {});
+    await client.close();
+    await registry.delete(deviceId);
   }
 });

@@ -7,7 +7,8 @@
 //! close the socket.
 //!
 //! What it does itself: the protocol headers and the SASL exchange (2.2, 5.3; whether a SASL
-//! response is good is the adapter's [`Event::SaslInit`] to answer), `open` / `begin` /
+//! response is good is the adapter's [`Event::SaslInit`] to answer; a peer may also skip SASL
+//! and is then anonymous, as with SASL ANONYMOUS), `open` / `begin` /
 //! `attach` / `detach` / `end` / `close` (2.4-2.6), session and link flow control (2.5.6,
 //! 2.6.7), multi-frame deliveries (2.6.14), heartbeats and the idle timeout (2.4.5). What a
 //! link is for (CBS, `$management`, a partition) is the adapter's: each attach is an
@@ -31,7 +32,7 @@ use super::performative::{
 use super::types::Value;
 use super::DecodeError;
 use crate::UnixMillis;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Error conditions (2.8.15-17) the connection uses.
 pub mod condition {
@@ -221,6 +222,9 @@ struct SessionState {
     links: BTreeMap<u32, Link>,
     /// Deliveries we sent and the peer has not settled: delivery id -> handle.
     unsettled: BTreeMap<u32, u32>,
+    /// Handles the hub detached whose `detach` the peer has not answered yet: frames for them
+    /// that crossed the hub's detach are ignored, and the answer is not answered again (2.6.5).
+    detaching: BTreeSet<u32>,
 }
 
 /// What one incoming transfer came to.
@@ -246,6 +250,9 @@ pub struct Connection {
     transmit: Vec<u8>,
     events: VecDeque<Event>,
     sessions: BTreeMap<u16, SessionState>,
+    /// Channels of sessions the hub ended whose `end` the peer has not answered: their frames
+    /// are ignored until it does (2.5.5).
+    ending: BTreeSet<u16>,
     /// What the peer's `open` allows us: its largest frame, and half its idle timeout.
     remote_max_frame: u32,
     heartbeat_every: Option<u64>,
@@ -267,6 +274,7 @@ impl Connection {
             transmit: Vec::new(),
             events: VecDeque::new(),
             sessions: BTreeMap::new(),
+            ending: BTreeSet::new(),
             remote_max_frame: MIN_MAX_FRAME_SIZE,
             heartbeat_every: None,
             opened_at: now,
@@ -322,14 +330,11 @@ impl Connection {
                         self.write(Frame::sasl(Sasl::Mechanisms(mechanisms)), now);
                         self.phase = Phase::SaslInit;
                     }
-                    (Phase::AmqpHeader, ProtocolHeader::Amqp) => {
+                    // Straight to AMQP without SASL, as IoT Hub allows (the Node SDKs' rhea
+                    // connects so): the peer is anonymous until it puts a token on `$cbs`.
+                    (Phase::AmqpHeader | Phase::SaslHeader, ProtocolHeader::Amqp) => {
                         self.write_bytes(&ProtocolHeader::Amqp.bytes(), now);
                         self.phase = Phase::Open;
-                    }
-                    // The hub requires SASL (5.1): answer with the header it wants and close (2.2).
-                    (Phase::SaslHeader, _) => {
-                        self.write_bytes(&ProtocolHeader::Sasl.bytes(), now);
-                        self.closed(Some(AmqpError::new(condition::NOT_ALLOWED, "SASL is required")));
                     }
                     _ => {
                         self.write_bytes(&ProtocolHeader::Amqp.bytes(), now);
@@ -411,6 +416,13 @@ impl Connection {
             }
             other => {
                 if !self.sessions.contains_key(&channel) {
+                    if self.ending.contains(&channel) {
+                        // Crossed the hub's `end`; the peer's own `end` closes the matter.
+                        if matches!(other, Performative::End(_)) {
+                            self.ending.remove(&channel);
+                        }
+                        return;
+                    }
                     return self.fail(condition::NOT_ALLOWED, "a frame on a channel with no session (2.5.1)");
                 }
                 match other {
@@ -443,7 +455,7 @@ impl Connection {
         if channel > self.limits.channel_max {
             return self.fail(condition::FRAMING_ERROR, "channel over the channel-max the hub announced (2.7.1)");
         }
-        if self.sessions.contains_key(&channel) {
+        if self.sessions.contains_key(&channel) || self.ending.contains(&channel) {
             return self.fail(condition::NOT_ALLOWED, "begin on a channel already in use");
         }
         let session = SessionState {
@@ -533,6 +545,7 @@ impl Connection {
     pub fn refuse_link(&mut self, link: LinkId, name: &str, error: AmqpError, now: UnixMillis) {
         let Some(session) = self.sessions.get_mut(&link.channel) else { return };
         let Some(l) = session.links.remove(&link.handle) else { return };
+        session.detaching.insert(link.handle);
         let reply = Attach {
             name: name.to_owned(),
             handle: link.handle,
@@ -559,6 +572,7 @@ impl Connection {
             return;
         }
         session.unsettled.retain(|_, h| *h != link.handle);
+        session.detaching.insert(link.handle);
         let detach = Detach { handle: link.handle, closed: true, error };
         self.write(Frame::amqp(link.channel, Performative::Detach(detach)), now);
     }
@@ -600,6 +614,9 @@ impl Connection {
         session.remote_incoming_window =
             base.wrapping_add(flow.incoming_window).wrapping_sub(session.next_outgoing_id).min(flow.incoming_window);
         if let Some(handle) = flow.handle {
+            if session.detaching.contains(&handle) {
+                return;
+            }
             let Some(l) = session.links.get_mut(&handle) else {
                 return self.end_session(channel, condition::UNATTACHED_HANDLE, "flow on a handle not attached", now);
             };
@@ -690,6 +707,9 @@ impl Connection {
         let widen = session.incoming_window < INCOMING_WINDOW / 2;
         if widen {
             session.incoming_window = INCOMING_WINDOW;
+        }
+        if session.detaching.contains(&link.handle) {
+            return Taken::Partial;
         }
         let Some(l) = session.links.get_mut(&link.handle).filter(|l| !l.hub_sends && l.accepted) else {
             return Taken::EndSession(condition::UNATTACHED_HANDLE, "transfer on a handle the hub does not receive on");
@@ -830,6 +850,10 @@ impl Connection {
 
     fn detach_from_peer(&mut self, channel: u16, detach: Detach, now: UnixMillis) {
         let Some(session) = self.sessions.get_mut(&channel) else { return };
+        // The answer to the hub's own detach: the handle is free again.
+        if session.detaching.remove(&detach.handle) {
+            return;
+        }
         if session.links.remove(&detach.handle).is_none() {
             return self.end_session(channel, condition::UNATTACHED_HANDLE, "detach of a handle not attached", now);
         }
@@ -852,6 +876,7 @@ impl Connection {
                 self.events.push_back(Event::Detached { link: LinkId { channel, handle: *handle }, error });
             }
         }
+        self.ending.insert(channel);
         let end = Performative::End(Some(AmqpError::new(condition, description)));
         self.write(Frame::amqp(channel, end), now);
     }

@@ -3,6 +3,7 @@
 pub mod bench_echo;
 pub mod configurations;
 pub mod device;
+pub mod feedback;
 pub mod fleet_index;
 pub mod gateway;
 pub mod group_commit;

@@ -305,10 +305,19 @@ fn a_message_bigger_than_the_peers_frames_goes_in_several_transfers() {
 
 #[test]
 fn violations_close_the_connection_with_the_spec_condition() {
-    // AMQP without SASL: the hub answers with the SASL header and closes.
+    // AMQP without SASL (rhea connects so): taken, the peer anonymous; a SASL header after
+    // the SASL exchange is refused.
     let mut p = Peer::new();
     p.send_bytes(&ProtocolHeader::Amqp.bytes());
-    assert_eq!(p.header(), ProtocolHeader::Sasl);
+    assert_eq!(p.header(), ProtocolHeader::Amqp);
+    p.amqp(0, Performative::Open(Open { container_id: "rhea".into(), ..Open::default() }));
+    assert!(matches!(p.performative(), Performative::Open(_)));
+    assert!(!p.hub.is_closed());
+    let mut p = Peer::new();
+    p.send_bytes(&ProtocolHeader::Sasl.bytes());
+    p.send(Frame::sasl(Sasl::Init { mechanism: "ANONYMOUS".into(), initial_response: None, hostname: None }));
+    p.hub.sasl_outcome(true, p.now);
+    p.send_bytes(&ProtocolHeader::Sasl.bytes());
     assert!(p.hub.is_closed());
     // Garbage instead of a header: closed, nothing sent.
     let mut p = Peer::new();
@@ -382,7 +391,21 @@ fn a_refused_link_gets_an_empty_attach_and_a_detach_with_the_reason() {
     assert!(
         matches!(p.performative(), Performative::Detach(Detach { handle: 4, closed: true, error: Some(e) }) if e.condition == condition::NOT_FOUND)
     );
-    // The handle is free again.
+    // A flow that crossed the detach is ignored, the peer's answering detach ends the matter,
+    // and the handle is free again.
+    p.amqp(
+        0,
+        Performative::Flow(Flow {
+            handle: Some(4),
+            link_credit: Some(1),
+            incoming_window: 10,
+            next_outgoing_id: 1,
+            outgoing_window: 10,
+            ..Flow::default()
+        }),
+    );
+    p.amqp(0, Performative::Detach(Detach { handle: 4, closed: true, error: None }));
+    assert!(p.nothing_sent() && !p.hub.is_closed());
     p.attach(4, Role::Receiver, "/elsewhere");
 }
 
@@ -403,4 +426,35 @@ fn heartbeats_the_idle_timeout_and_the_open_timeout() {
     assert_eq!(p.hub.poll_timeout(), Some(UnixMillis(T0.0 + 30_000)));
     p.hub.handle_timeout(UnixMillis(T0.0 + 30_000));
     assert!(p.hub.is_closed());
+}
+
+#[test]
+fn a_session_the_hub_ends_waits_for_the_peers_end() {
+    let mut p = Peer::opened(None);
+    // A flow for a handle never attached ends the session, not the connection.
+    p.amqp(
+        0,
+        Performative::Flow(Flow {
+            handle: Some(9),
+            incoming_window: 10,
+            next_outgoing_id: 1,
+            outgoing_window: 10,
+            ..Flow::default()
+        }),
+    );
+    assert!(matches!(p.performative(), Performative::End(Some(e)) if e.condition == condition::UNATTACHED_HANDLE));
+    // Frames that crossed it are ignored; the peer's end closes the matter; the channel is free.
+    p.amqp(0, Performative::Flow(Flow { handle: Some(9), ..Flow::default() }));
+    p.amqp(0, Performative::End(None));
+    assert!(p.nothing_sent() && !p.hub.is_closed());
+    p.amqp(
+        0,
+        Performative::Begin(Begin {
+            next_outgoing_id: 1,
+            incoming_window: 10,
+            outgoing_window: 10,
+            ..Begin::default()
+        }),
+    );
+    assert!(matches!(p.performative(), Performative::Begin(_)));
 }

@@ -239,11 +239,35 @@ impl DeviceObject {
                     return Ok(session_ended()?);
                 }
                 let sql = self.state.storage().sql();
+                #[derive(Deserialize)]
+                struct Props {
+                    properties: String,
+                }
+                let props: Vec<Props> = sql
+                    .exec("SELECT properties FROM c2d WHERE seq = ?", vec![crate::objects::sql_int(seq)?])?
+                    .to_array()?;
                 let removed = sql.exec("DELETE FROM c2d WHERE seq = ?", vec![crate::objects::sql_int(seq)?])?;
                 if removed.rows_written() == 0 {
                     return Ok(http::no_content()?);
                 }
-                self.run(|s| Ok(s.cloud_to_device_completed())).await
+                let answer = self.run(|s| Ok(s.cloud_to_device_completed())).await;
+                // The sender asked for delivery feedback (`iothub-ack`): recorded once the
+                // completion is.
+                let properties: Vec<(String, Option<String>)> =
+                    props.first().and_then(|p| serde_json::from_str(&p.properties).ok()).unwrap_or_default();
+                let generation = self
+                    .with_stored(|s| s.device.device.as_ref().map(|d| d.identity.generation_id.clone()))?
+                    .unwrap_or_default();
+                if let Some(record) =
+                    twinhub_core::c2d::feedback_on_completion(&properties, &device_id, &generation, now)
+                {
+                    let op = crate::rpc::FeedbackOp::Append { record };
+                    let stub = crate::objects::feedback::feedback_stub(&self.env)?;
+                    if let Err(e) = crate::rpc::call(&stub, &op).await {
+                        worker::console_warn!("delivery feedback not recorded: {e}");
+                    }
+                }
+                answer
             }
             DeviceOp::DeviceDisconnected { device_id: _, conn } => self.run(|s| Ok(s.disconnected(&conn, now))).await,
             DeviceOp::DeviceTwinGet { device_id, conn } => self.run(|s| s.twin_get(&device_id, &conn)).await,
