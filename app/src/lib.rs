@@ -36,6 +36,7 @@ pub fn dashboard() {
                         <Route path=path!("/device/:id") view=routes::device::DevicePage />
                         <Route path=path!("/jobs") view=routes::jobs::JobsPage />
                         <Route path=path!("/device-configurations") view=routes::configurations::ConfigurationsPage />
+                        <Route path=path!("/endpoints") view=routes::endpoints::EndpointsPage />
                         <Route path=path!("/bench/chart") view=routes::bench::ChartBenchPage />
                     </Routes>
                 </main>
@@ -79,6 +80,7 @@ fn Header(access: access::Access) -> impl IntoView {
                 <a href="/">"Fleet"</a>
                 <a href="/jobs">"Jobs"</a>
                 <a href="/device-configurations">"Configurations"</a>
+                <a href="/endpoints">"Endpoints"</a>
                 <a href="/virtual/">"Virtual devices"</a>
             </nav>
             <span class="spacer"></span>

@@ -70,6 +70,15 @@ impl Session {
         self.credential.set(None);
     }
 
+    /// The Event Hub-compatible endpoint's connection string for the signed-in policy, on the
+    /// host this page was served from (AMQP over WebSocket reaches it there on both runtimes).
+    pub fn eventhub_connection_string(&self) -> Option<String> {
+        let cs = self.credential.get()?;
+        let Credential::Policy { name, key } = &cs.credential else { return None };
+        let host = window().location().host().ok()?;
+        Some(twinhub_core::eventhub::connection_string(&host, name, key))
+    }
+
     /// A fresh token for the hub this page was served from. The token's resource is the page's
     /// own host, since that is the hub the browser talks to.
     pub fn token(&self) -> Option<String> {

@@ -25,6 +25,12 @@ pub const ENTITY_PATH: &str = "twinhub";
 const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
 const SELECTOR_FILTER_CODE: u64 = 0x0000_0137_0000_000a;
 
+/// The endpoint's connection string for a policy, as backends paste it into their Event Hubs
+/// clients: the hub's `host` (with its port, if any) and the policy's own key.
+pub fn connection_string(host: &str, policy: &str, key: &str) -> String {
+    format!("Endpoint=sb://{host}/;SharedAccessKeyName={policy};SharedAccessKey={key};EntityPath={ENTITY_PATH}")
+}
+
 /// The partition a device's (and its modules') messages go to: FNV-1a of the device id.
 pub fn partition_of(device_id: &str, partitions: u32) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;

@@ -289,3 +289,19 @@ fn configurations_page_creates_follows_and_deletes_a_configuration() {
     assert_eq!(twin["properties"]["desired"]["telemetryInterval"], 12, "{twin}");
     assert!(twin.get("configurations").is_none(), "{twin}");
 }
+
+/// The endpoints page shows the Event Hub-compatible endpoint's connection string for the
+/// signed-in policy, and the real azure-eventhub client connects with it as shown.
+#[test]
+fn endpoints_page_shows_a_connection_string_the_eventhub_client_takes() {
+    let storage = Storage::new("dashboard-endpoints");
+    let hub = Hub::start(&storage);
+    let login_url = hub.login_url();
+    let stdout = browser(&hub, "endpoints.mjs", &[&login_url], &[], |_, _| {});
+    assert!(stdout.contains("endpoints: ok"), "{stdout}");
+    let shown = stdout.lines().find_map(|l| l.strip_prefix("endpoint: ")).expect("the page's connection string");
+    let env = [("TWINHUB_SHOWN_CONNECTION_STRING", shown)];
+    if let Err(output) = twinhub_e2e::pytest("test_endpoint_string.py", &hub.owner_connection_string(), &env) {
+        panic!("the shown connection string did not connect:\n{output}\nhub:\n{}", hub.log_tail());
+    }
+}

@@ -139,23 +139,27 @@ pub fn FleetPage() -> impl IntoView {
         let after = continuation.get_untracked();
         let mine = generation.get_value();
         loading.set(true);
+        // What lands after an await uses `try_` writes: the page may have been left meanwhile
+        // (its signals disposed), and a plain write would panic and take the console down.
         spawn_local(async move {
             let result = api::query(session, &query, after.as_deref()).await;
-            if generation.get_value() != mine {
+            if generation.try_get_value() != Some(mine) {
                 return;
             }
             match result {
                 Ok(page) => {
                     if where_of(&query).is_some() || selects_module_twins(&query) {
-                        rows.update(|r| r.extend(page.items.iter().map(FleetRow::from_twin)));
+                        rows.try_update(|r| r.extend(page.items.iter().map(FleetRow::from_twin)));
                     } else {
-                        raw.update(|r| r.get_or_insert_with(Vec::new).extend(page.items));
+                        raw.try_update(|r| r.get_or_insert_with(Vec::new).extend(page.items));
                     }
-                    continuation.set(page.continuation);
+                    continuation.try_set(page.continuation);
                 }
-                Err(e) => error.set(Some(e.to_string())),
+                Err(e) => {
+                    error.try_set(Some(e.to_string()));
+                }
             }
-            loading.set(false);
+            loading.try_set(false);
         });
     };
     let refresh_groups = move || {
@@ -164,7 +168,7 @@ pub fn FleetPage() -> impl IntoView {
         spawn_local(async move {
             let q = group_query(&path, &clause);
             if let Ok(page) = api::query(session, &q, None).await {
-                groups.set(groups_of(&page.items));
+                groups.try_set(groups_of(&page.items));
             }
         });
     };
@@ -183,7 +187,7 @@ pub fn FleetPage() -> impl IntoView {
             spawn_local(async move {
                 let q = format!("SELECT COUNT() AS n FROM devices {clause}");
                 if let Ok(page) = api::query(session, &q, None).await {
-                    total.set(page.items.first().and_then(|r| r["n"].as_u64()));
+                    total.try_set(page.items.first().and_then(|r| r["n"].as_u64()));
                 }
             });
         }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod configurations;
 pub mod device;
+pub mod endpoints;
 pub mod fleet;
 pub mod jobs;
 pub mod signin;
