@@ -14,6 +14,7 @@ import json
 import os
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from azure.eventhub import EventHubConsumerClient, TransportType
@@ -65,6 +66,22 @@ class Consumer:
         self.client.close()
         self.thread.join(timeout=10)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        self.close()
+
+
+@contextmanager
+def telemetry_device(device_id):
+    """A new device on MQTT over TLS, closed afterwards."""
+    device = Device(device_id, new_device(device_id))
+    try:
+        yield device
+    finally:
+        device.close()
+
 
 def send_telemetry(device, device_id, readings):
     """The article's telemetry: a JSON reading, with `alert=high_temperature` when it is hot."""
@@ -79,10 +96,7 @@ def send_telemetry(device, device_id, readings):
 
 def test_a_consumer_reads_the_devices_telemetry_with_its_properties():
     device_id = "eh-article"
-    key = new_device(device_id)
-    device = Device(device_id, key)
-    consumer = Consumer(device_id)
-    try:
+    with telemetry_device(device_id) as device, Consumer(device_id) as consumer:
         send_telemetry(device, device_id, [22.5, 31.5, 24.0])
         events = consumer.wait_for(3)
         bodies = [json.loads(e.body_as_str()) for e in events]
@@ -97,57 +111,42 @@ def test_a_consumer_reads_the_devices_telemetry_with_its_properties():
         assert all(e.enqueued_time is not None for e in events)
         # One device, one partition.
         assert len({p for p, _ in consumer.events}) == 1
-    finally:
-        consumer.close()
-        device.close()
 
 
 def test_a_consumer_over_websocket_reads_the_same_events():
     device_id = "eh-websocket"
-    key = new_device(device_id)
-    device = Device(device_id, key)
-    consumer = Consumer(device_id, EVENTHUB_WS, WEBSOCKET)
-    try:
+    with telemetry_device(device_id) as device, Consumer(device_id, EVENTHUB_WS, WEBSOCKET) as consumer:
         send_telemetry(device, device_id, [35.0])
         [event] = consumer.wait_for(1)
         assert event.properties == {b"alert": b"high_temperature"}
         with EventHubConsumerClient.from_connection_string(EVENTHUB_WS, consumer_group="$Default", **WEBSOCKET) as client:
             assert client.get_partition_ids() == ["0", "1", "2", "3"]
-    finally:
-        consumer.close()
-        device.close()
 
 
 def test_management_queries_and_start_positions():
     device_id = "eh-positions"
-    key = new_device(device_id)
-    device = Device(device_id, key)
-    try:
+    with telemetry_device(device_id) as device:
         send_telemetry(device, device_id, [20.0, 21.0, 22.0, 23.0])
-        first = Consumer(device_id)
-        events = first.wait_for(4)
-        first.close()
-        client = EventHubConsumerClient.from_connection_string(EVENTHUB, consumer_group="$Default")
-        with client:
+        with Consumer(device_id) as first:
+            events = first.wait_for(4)
+        with EventHubConsumerClient.from_connection_string(EVENTHUB, consumer_group="$Default") as client:
             props = client.get_eventhub_properties()
             assert props["partition_ids"] == ["0", "1", "2", "3"], props
-            partition = next(p for p in props["partition_ids"] if client.get_partition_properties(p)["last_enqueued_sequence_number"] >= events[-1].sequence_number)
+            last = events[-1].sequence_number
+            partition = next(p for p in props["partition_ids"]
+                             if client.get_partition_properties(p)["last_enqueued_sequence_number"] >= last)
             info = client.get_partition_properties(partition)
             assert info["is_empty"] is False and info["id"] == partition
         # From an offset (exclusive), from a sequence number (inclusive), from the end.
-        after_second = Consumer(device_id, starting_position=events[1].offset)
-        assert [json.loads(e.body_as_str())["n"] for e in after_second.wait_for(2)] == [2, 3]
-        after_second.close()
-        from_third = Consumer(device_id, starting_position=events[2].sequence_number, starting_position_inclusive=True)
-        assert [json.loads(e.body_as_str())["n"] for e in from_third.wait_for(2)] == [2, 3]
-        from_third.close()
-        latest = Consumer(device_id, starting_position="@latest")
-        time.sleep(2)
-        send_telemetry(device, device_id, [30.0])
-        assert [json.loads(e.body_as_str())["n"] for e in latest.wait_for(1)] == [0]
-        latest.close()
-    finally:
-        device.close()
+        n = lambda e: json.loads(e.body_as_str())["n"]  # noqa: E731
+        with Consumer(device_id, starting_position=events[1].offset) as after_second:
+            assert [n(e) for e in after_second.wait_for(2)] == [2, 3]
+        with Consumer(device_id, starting_position=events[2].sequence_number, starting_position_inclusive=True) as third:
+            assert [n(e) for e in third.wait_for(2)] == [2, 3]
+        with Consumer(device_id, starting_position="@latest") as latest:
+            time.sleep(2)
+            send_telemetry(device, device_id, [30.0])
+            assert [n(e) for e in latest.wait_for(1)] == [0]
 
 
 def test_a_wrong_key_is_refused():

@@ -126,6 +126,20 @@ impl Peer {
     }
 }
 
+/// The flow a receiver sends to give `credit` on `handle`.
+fn credit(handle: u32, credit: u32) -> Performative {
+    Performative::Flow(Flow {
+        next_incoming_id: Some(1),
+        incoming_window: 100,
+        next_outgoing_id: 1,
+        outgoing_window: 100,
+        handle: Some(handle),
+        delivery_count: Some(0),
+        link_credit: Some(credit),
+        ..Flow::default()
+    })
+}
+
 fn message(body: &[u8]) -> Message {
     Message { body: MessageBody::Data(vec![body.to_vec()]), ..Message::default() }
 }
@@ -137,17 +151,7 @@ fn a_receiver_gets_messages_as_its_credit_allows_and_settles_them() {
     p.hub.accept_link(link, "link-3", None, None, vec![], p.now);
     assert!(matches!(p.performative(), Performative::Attach(a) if a.role == Role::Sender && a.handle == 3));
     assert_eq!(p.hub.send(link, &message(b"x"), false, p.now), Err(SendError::NoCredit));
-    let flow = Flow {
-        next_incoming_id: Some(1),
-        incoming_window: 100,
-        next_outgoing_id: 1,
-        outgoing_window: 100,
-        handle: Some(3),
-        delivery_count: Some(0),
-        link_credit: Some(2),
-        ..Flow::default()
-    };
-    p.amqp(0, Performative::Flow(flow));
+    p.amqp(0, credit(3, 2));
     assert!(matches!(p.events().as_slice(), [Event::Credit { drain: false, .. }]));
     assert_eq!(p.hub.credit(link), 2);
     let first = p.hub.send(link, &message(b"one"), false, p.now).unwrap();
@@ -276,17 +280,7 @@ fn a_message_bigger_than_the_peers_frames_goes_in_several_transfers() {
     let link = p.attach(0, Role::Receiver, "$cbs");
     p.hub.accept_link(link, "l", None, None, vec![], p.now);
     p.performative();
-    let flow = Flow {
-        next_incoming_id: Some(1),
-        incoming_window: 100,
-        next_outgoing_id: 1,
-        outgoing_window: 100,
-        handle: Some(0),
-        delivery_count: Some(0),
-        link_credit: Some(1),
-        ..Flow::default()
-    };
-    p.amqp(0, Performative::Flow(flow));
+    p.amqp(0, credit(0, 1));
     let m = message(&[1u8; 2000]);
     p.hub.send(link, &m, true, p.now).unwrap();
     let mut payload = Vec::new();
