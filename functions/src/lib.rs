@@ -40,9 +40,17 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 /// protocols apart (AMQP opens with `AMQP`, MQTT with a CONNECT packet, 0x10).
 #[event(connect)]
 async fn connect(mut socket: Socket, env: Env, _ctx: Context) -> Result<()> {
+    use futures_util::future::{select, Either};
     use tokio::io::AsyncReadExt;
     let mut first = vec![0u8; 1024];
-    let n = match socket.read(&mut first).await {
+    // A connection that says nothing is closed after the MQTT connect timeout, as a device
+    // that never sends CONNECT is: nothing is held for a silent peer.
+    let timeout = std::time::Duration::from_millis(config::Config::of(&env).connect_timeout_ms);
+    let read = match select(Box::pin(socket.read(&mut first)), Box::pin(worker::Delay::from(timeout))).await {
+        Either::Left((read, _)) => read,
+        Either::Right(_) => return socket.close().await,
+    };
+    let n = match read {
         Ok(0) | Err(_) => return Ok(()),
         Ok(n) => n,
     };
