@@ -202,6 +202,38 @@ pub fn feedback_on_completion(
     })
 }
 
+/// Whether a queued message's `$.exp` (its sender's absolute expiry time) has passed.
+pub fn is_expired(properties: &[(String, Option<String>)], now: crate::UnixMillis) -> bool {
+    properties
+        .iter()
+        .find(|(k, _)| k == "$.exp")
+        .and_then(|(_, v)| v.as_deref())
+        .and_then(crate::UnixMillis::parse_iso)
+        .is_some_and(|expiry| expiry <= now)
+}
+
+/// The feedback a message that expired before its device completed it asks for: one when its
+/// `iothub-ack` is `full` or `negative`.
+pub fn feedback_on_expiry(
+    properties: &[(String, Option<String>)],
+    device_id: &str,
+    generation_id: &str,
+    now: crate::UnixMillis,
+) -> Option<Feedback> {
+    let prop = |name: &str| properties.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref());
+    if !matches!(prop("iothub-ack"), Some("full" | "negative")) {
+        return None;
+    }
+    Some(Feedback {
+        original_message_id: prop("$.mid").unwrap_or_default().to_owned(),
+        device_id: device_id.to_owned(),
+        device_generation_id: generation_id.to_owned(),
+        status_code: "Expired".into(),
+        description: "Message Expired".into(),
+        enqueued_time_utc: now.to_iso(),
+    })
+}
+
 /// Feedback records as the message a feedback receiver gets: a JSON array, with IoT Hub's
 /// content type.
 pub fn feedback_message(records: &[Feedback], message_id: String) -> AmqpMessage {
@@ -268,6 +300,13 @@ mod tests {
         assert!(feedback_on_completion(&props("positive"), "d1", "g1", now).is_some());
         assert!(feedback_on_completion(&props("negative"), "d1", "g1", now).is_none());
         assert!(feedback_on_completion(&props("none"), "d1", "g1", now).is_none());
+        let expired = feedback_on_expiry(&props("negative"), "d1", "g1", now).unwrap();
+        assert_eq!(expired.status_code, "Expired");
+        assert!(feedback_on_expiry(&props("positive"), "d1", "g1", now).is_none());
+        let mut timed = props("full");
+        timed.push(("$.exp".into(), Some(crate::UnixMillis(1_000).to_iso())));
+        assert!(is_expired(&timed, crate::UnixMillis(1_000)) && !is_expired(&timed, crate::UnixMillis(999)));
+        assert!(!is_expired(&props("full"), now));
         let m = feedback_message(std::slice::from_ref(&f), "x".into());
         let body: Vec<Feedback> = serde_json::from_slice(&m.data().unwrap()).unwrap();
         assert_eq!(body, vec![f]);

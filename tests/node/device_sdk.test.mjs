@@ -201,8 +201,9 @@ test("configurations through the Node service SDK: add, get, list, update, remov
 });
 
 // Cloud-to-device from the service SDK's own `send` (AMQP over TLS on 5671, azure-iothub's
-// default transport) to a device on MQTT, with delivery feedback on its feedback receiver.
-test("the service SDK's send over AMQP, with delivery feedback", async () => {
+// default transport) to a device on MQTT, with delivery feedback on its feedback receiver, and
+// a message that expires before its device connects.
+test("the service SDK's send over AMQP, with delivery feedback and expiry", async () => {
   const deviceId = "node-c2d-amqp";
   await registry.create({ deviceId, status: "enabled" });
   const { responseBody: device } = await registry.get(deviceId);
@@ -241,6 +242,32 @@ test("the service SDK's send over AMQP, with delivery feedback", async () => {
     assert.equal(record.statusCode, "Success");
     // To a device that does not exist: refused.
     await assert.rejects(amqpService.send("node-no-such-device", new Message("x")));
+
+    // Expiry: a message for an offline device that expires before it connects is never
+    // delivered, and its sender gets `Expired` feedback.
+    const lateId = "node-c2d-expiring";
+    await registry.create({ deviceId: lateId, status: "enabled" });
+    const { responseBody: late } = await registry.get(lateId);
+    const expiring = new Message("too late");
+    expiring.messageId = "node-amqp-expiring";
+    expiring.ack = "full";
+    expiring.expiryTimeUtc = Date.now() + 1500;
+    await amqpService.send(lateId, expiring);
+    await sleep(2500);
+    const lateKey = late.authentication.symmetricKey.primaryKey;
+    const lateClient = DeviceClient.fromConnectionString(`HostName=localhost;DeviceId=${lateId};SharedAccessKey=${lateKey}`, Mqtt);
+    const lateReceived = [];
+    lateClient.on("message", (m) => {
+      lateReceived.push(m);
+      lateClient.complete(m, () => {});
+    });
+    await lateClient.open();
+    const expired = (f) => f.originalMessageId === "node-amqp-expiring" && f.statusCode === "Expired";
+    await eventually(() => feedback.some(expired), "its Expired feedback");
+    await sleep(500);
+    assert.equal(lateReceived.length, 0, "an expired message was delivered");
+    await lateClient.close();
+    await registry.delete(lateId);
   } finally {
     await amqpService.close().catch(() => {});
     await client.close();

@@ -198,6 +198,7 @@ impl DeviceObject {
                 self.run(|s| s.apply_configuration(&device_id, verdict, now)).await
             }
             DeviceOp::DeviceConnect { device_id, token, host, gateway, conn, clean_session, model_id } => {
+                self.purge_expired(&device_id, now).await?;
                 let request = ConnectRequest {
                     device_id: &device_id,
                     token: token.as_deref(),
@@ -221,17 +222,20 @@ impl DeviceObject {
                 };
                 self.run(|s| s.connect(request, policies, rules, now).or_else(refused)).await
             }
-            DeviceOp::DeviceSubscriptions { device_id: _, conn, subscriptions, keep } => {
+            DeviceOp::DeviceSubscriptions { device_id, conn, subscriptions, keep } => {
+                self.purge_expired(&device_id, now).await?;
                 let rules = self.rules();
                 self.run(|s| Ok(s.subscriptions_changed(&conn, subscriptions, keep, rules))).await
             }
             DeviceOp::SendCloudToDevice { device_id, body } => {
                 self.require(&device_id)?;
+                self.purge_expired(&device_id, now).await?;
                 let message = CloudToDeviceMessage::parse(&body, &device_id, clock::random_hex::<16>()?)?;
                 self.run(|s| s.enqueue_cloud_to_device(&device_id, message)).await
             }
             DeviceOp::EnqueueCloudToDevice { device_id, message } => {
                 self.require(&device_id)?;
+                self.purge_expired(&device_id, now).await?;
                 self.run(|s| s.enqueue_cloud_to_device(&device_id, message)).await
             }
             DeviceOp::CloudToDeviceDelivered { device_id, conn, seq } => {
@@ -255,17 +259,11 @@ impl DeviceObject {
                 // completion is.
                 let properties: Vec<(String, Option<String>)> =
                     props.first().and_then(|p| serde_json::from_str(&p.properties).ok()).unwrap_or_default();
-                let generation = self
-                    .with_stored(|s| s.device.device.as_ref().map(|d| d.identity.generation_id.clone()))?
-                    .unwrap_or_default();
+                let generation = self.generation_id()?;
                 if let Some(record) =
                     twinhub_core::c2d::feedback_on_completion(&properties, &device_id, &generation, now)
                 {
-                    let op = crate::rpc::FeedbackOp::Append { record };
-                    let stub = crate::objects::feedback::feedback_stub(&self.env)?;
-                    if let Err(e) = crate::rpc::call(&stub, &op).await {
-                        worker::console_warn!("delivery feedback not recorded: {e}");
-                    }
+                    self.record_feedback(record).await;
                 }
                 answer
             }
@@ -411,7 +409,13 @@ impl DeviceObject {
                         .push((session.gateway, GatewayOp::Close { conn: session.conn, reason: reason.into() }));
                 }
                 Effect::DeliverCloudToDevice { session } => {
-                    let messages = self.queued_cloud_to_device()?;
+                    // A message past its expiry is not delivered (the next purge removes it).
+                    let now = clock::now();
+                    let messages: Vec<QueuedMessage> = self
+                        .queued_cloud_to_device()?
+                        .into_iter()
+                        .filter(|m| !twinhub_core::c2d::is_expired(&m.properties, now))
+                        .collect();
                     if !messages.is_empty() {
                         outbox
                             .gateway
@@ -516,6 +520,56 @@ impl DeviceObject {
             return Ok(None);
         }
         store::job_record(&self.state.storage().sql(), job_id)
+    }
+
+    /// The device's generation id (empty when it has none).
+    fn generation_id(&self) -> Result<String> {
+        Ok(self
+            .with_stored(|s| s.device.device.as_ref().map(|d| d.identity.generation_id.clone()))?
+            .unwrap_or_default())
+    }
+
+    /// Keeps a delivery feedback record for the feedback receivers; a failure is logged (the
+    /// message's outcome stands either way).
+    async fn record_feedback(&self, record: twinhub_core::c2d::Feedback) {
+        let op = crate::rpc::FeedbackOp::Append { record };
+        let sent = match crate::objects::feedback::feedback_stub(&self.env) {
+            Ok(stub) => rpc::call(&stub, &op).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            worker::console_warn!("delivery feedback not recorded: {e}");
+        }
+    }
+
+    /// Removes the queued cloud-to-device messages whose sender's expiry (`$.exp`) has passed:
+    /// they are never delivered after it, stop counting against the queue's 50, and leave
+    /// `Expired` feedback where it was asked for.
+    async fn purge_expired(
+        &self,
+        device_id: &str,
+        now: twinhub_core::UnixMillis,
+    ) -> std::result::Result<(), crate::http::ApiError> {
+        let expired: Vec<QueuedMessage> = self
+            .queued_cloud_to_device()?
+            .into_iter()
+            .filter(|m| twinhub_core::c2d::is_expired(&m.properties, now))
+            .collect();
+        for message in expired {
+            let sql = self.state.storage().sql();
+            let removed = sql.exec("DELETE FROM c2d WHERE seq = ?", vec![crate::objects::sql_int(message.seq)?])?;
+            if removed.rows_written() == 0 {
+                continue;
+            }
+            self.run(|s| Ok(s.cloud_to_device_completed())).await?;
+            let generation = self.generation_id()?;
+            if let Some(record) =
+                twinhub_core::c2d::feedback_on_expiry(&message.properties, device_id, &generation, now)
+            {
+                self.record_feedback(record).await;
+            }
+        }
+        Ok(())
     }
 
     /// Every queued cloud-to-device message, oldest first. They stay queued until the
