@@ -1,6 +1,7 @@
 //! The Event Hub-compatible endpoint under workerd with the real `azure-eventhub` consumer
 //! (tests/python/test_eventhub.py): telemetry from paho devices on MQTT over TLS, read over
-//! plain AMQP as the Event Hubs emulator's connection strings dial it.
+//! plain AMQP as the Event Hubs emulator's connection strings dial it; and AMQP over WebSocket
+//! through `wrangler dev`.
 
 use twinhub_e2e::{pytest, Hub, Storage};
 
@@ -17,5 +18,22 @@ fn the_eventhub_consumer_reads_device_telemetry() {
     match pytest("test_eventhub.py", &hub.owner_connection_string(), &env) {
         Ok(stdout) => println!("{stdout}"),
         Err(output) => panic!("Event Hub suite failed:\n{output}\nhub:\n{}", hub.log_tail()),
+    }
+}
+
+/// AMQP over WebSocket through `wrangler dev` (the runtime `wrangler deploy` targets, run
+/// locally): the real azure-eventhub client opens `$servicebus/websocket`, puts its token on
+/// `$cbs` and reads the partition ids from `$management`.
+#[test]
+fn amqp_over_websocket_under_wrangler_dev() {
+    let storage = Storage::new("eventhub-wrangler");
+    let hub = Hub::launch_wrangler(&storage, false, None, &[]);
+    let owner = hub.owner_connection_string();
+    let part =
+        |name: &str| owner.split(';').find_map(|p| p.strip_prefix(&format!("{name}="))).unwrap_or_default().to_owned();
+    let shown = twinhub_core::eventhub::connection_string(&part("HostName"), "iothubowner", &part("SharedAccessKey"));
+    match pytest("test_endpoint_string.py", &owner, &[("TWINHUB_SHOWN_CONNECTION_STRING", shown.as_str())]) {
+        Ok(stdout) => println!("{stdout}"),
+        Err(output) => panic!("AMQP over WebSocket under wrangler dev failed:\n{output}\nhub:\n{}", hub.log_tail()),
     }
 }

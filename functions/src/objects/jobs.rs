@@ -476,13 +476,11 @@ impl Jobs {
         if status == 200 {
             return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
         }
-        // IoT Hub's envelope: `Message` holds JSON whose `message` is the words.
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v["Message"].as_str().and_then(|m| serde_json::from_str::<Value>(m).ok()))
-            .and_then(|inner| inner["message"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        Err((code.unwrap_or_else(|| format!("Status{status}")), message))
+        // The device object's error, read back as the typed error it wrote.
+        match HubError::from_envelope(&text) {
+            Some(e) => Err((e.code.name().to_owned(), e.message)),
+            None => Err((code.unwrap_or_else(|| format!("Status{status}")), text)),
+        }
     }
 
     /// The twins of `ids` as the fleet index holds them, asking only the shards they live on,
