@@ -284,7 +284,7 @@ pub async fn read<T: serde::de::DeserializeOwned>(body: worker::Result<String>) 
 
 /// One device-to-cloud message, as the gateway hands it to the device object. Messages that
 /// arrived together travel in one call, stored in one transaction and acknowledged together.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TelemetryMessage {
     /// The decoded property bag.
     pub properties: Vec<(String, Option<String>)>,
@@ -313,14 +313,23 @@ mod base64_bytes {
 /// What an Event Hub partition object (`objects/partition.rs`) is asked.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PartitionOp {
-    /// Appends one device's batch (in order); answered once durable.
-    Append { device_id: String, module_id: Option<String>, messages: Vec<TelemetryMessage> },
+    /// Appends the batches of several devices (each in order), answered once durable: what one
+    /// gateway shard's devices had stored while its last append was under way.
+    Append { batches: Vec<DeviceBatch> },
     /// Up to `max` events from sequence number `from` on, within a byte budget.
     Read { from: u64, max: usize },
     /// The sequence number a consumer starting at this position reads first.
     Start { position: StartAt },
     /// The partition's figures.
     Info,
+}
+
+/// One device's (or module's) stored telemetry batch, for its partition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceBatch {
+    /// The device or module key (`{deviceId}/{moduleId}`).
+    pub key: String,
+    pub messages: Vec<TelemetryMessage>,
 }
 
 /// [`twinhub_core::eventhub::StartPosition`] on the wire.

@@ -22,7 +22,9 @@ use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
 use crate::objects::{ask_index_shard, DEVICE_BINDING};
-use crate::rpc::{self, ConnectVerdict, DeviceOp, Existence, GatewayOp, IndexOp, QueuedMessage, TelemetryMessage};
+use crate::rpc::{
+    self, ConnectVerdict, DeviceBatch, DeviceOp, Existence, GatewayOp, IndexOp, QueuedMessage, TelemetryMessage,
+};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures_channel::oneshot;
@@ -103,6 +105,8 @@ pub struct Gateway {
     /// Each connection's telemetry rate ([`crate::config::DEVICE_RATE_VAR`]): one device
     /// sending too fast waits, and its neighbours do not.
     device_rates: RefCell<HashMap<String, TokenBucket>>,
+    /// Stored telemetry on its way to the Event Hub partitions, batched per partition.
+    appender: crate::objects::partition::Appender,
 }
 
 /// Sockets one shard holds (Cloudflare allows 32,768 hibernated sockets per object).
@@ -164,6 +168,7 @@ impl DurableObject for Gateway {
             connects: RefCell::new(TokenBucket::new(CONNECTS_PER_SECOND, CONNECTS_PER_SECOND, clock::now())),
             throttles: RefCell::new(None),
             device_rates: RefCell::new(HashMap::new()),
+            appender: crate::objects::partition::Appender::new(),
         }
     }
 
@@ -496,10 +501,24 @@ impl Gateway {
                         att.session.close_by_hub(&why);
                         continue;
                     }
+                    let batch = DeviceBatch { key: device_id.clone(), messages: messages.clone() };
                     let op = DeviceOp::DeviceTelemetry { device_id, conn: att.conn.clone(), messages };
                     let Some((status, _)) = self.session_op(att, op).await? else { continue };
+                    // Into the event stream once stored and before the device hears its message
+                    // was taken: an acknowledged message is readable by the endpoint's consumers.
+                    // A failed append is not acknowledged; the device resends, and the stream
+                    // may then hold the message twice (Event Hubs is at least once too).
+                    let streamed = status == 204 && {
+                        match self.appender.append(&self.env, batch).await {
+                            Ok(()) => true,
+                            Err(e) => {
+                                worker::console_warn!("telemetry not in the event stream: {e}");
+                                false
+                            }
+                        }
+                    };
                     // Acknowledge only what was stored; otherwise the device retries.
-                    if status == 204 {
+                    if streamed {
                         for id in acks {
                             att.session.ack(id);
                         }

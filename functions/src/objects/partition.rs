@@ -2,9 +2,10 @@
 //! device-to-cloud events of the devices that map to it (`core::eventhub::partition_of`), in
 //! the order they were enqueued, numbered from 0, read by the AMQP consumers (`crate::amqp`).
 //!
-//! Each device object appends its stored batch here before the device's message is
-//! acknowledged, so an acknowledged message is in the event stream too. Appends from many
-//! devices share commits ([`GroupCommit`]). Retention follows the telemetry settings by age
+//! A gateway shard appends each device's stored batch here before the device's message is
+//! acknowledged, so an acknowledged message is in the event stream too; a shard's concurrent
+//! batches travel in one call ([`Appender`]), and calls from several shards share commits
+//! ([`GroupCommit`]). Retention follows the telemetry settings by age
 //! (`TELEMETRY_RETENTION_SECS`), and a partition keeps at most [`MAX_EVENTS`].
 
 use crate::clock;
@@ -12,9 +13,10 @@ use crate::config::Config;
 use crate::http::{self, ApiResult};
 use crate::objects::group_commit::GroupCommit;
 use crate::objects::{sql_int, to_json};
-use crate::rpc::{PartitionOp, StartAt, TelemetryMessage};
+use crate::rpc::{DeviceBatch, PartitionOp, StartAt};
 use serde::Deserialize;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 use twinhub_core::eventhub::{Event, PartitionInfo};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
@@ -34,20 +36,53 @@ pub fn partition_stub(env: &Env, partition: u32) -> worker::Result<worker::Stub>
     env.durable_object(PARTITION_BINDING)?.get_by_name(&format!("partition-{partition}"))
 }
 
-/// Appends a device's (or module's) stored batch to its partition.
-pub async fn append(env: &Env, key: &str, messages: Vec<TelemetryMessage>) -> worker::Result<()> {
-    let (device_id, module_id) = twinhub_core::identity::split_key(key);
+/// The partition a device's (or module's) messages go to, or `None` with the endpoint off.
+pub fn partition_for(env: &Env, key: &str) -> Option<u32> {
     let partitions = Config::of(env).eventhub_partitions;
-    if partitions == 0 {
-        return Ok(());
+    let (device_id, _) = twinhub_core::identity::split_key(key);
+    (partitions > 0).then(|| twinhub_core::eventhub::partition_of(device_id, partitions))
+}
+
+/// A gateway shard's appends, one queue per partition: the batches its devices store while an
+/// append is under way go to the partition together in the next call (the group commit's
+/// queue, with the call as its "sync"), so a busy shard makes one partition call per round
+/// rather than one per device batch.
+pub struct Appender {
+    queues: RefCell<HashMap<u32, Rc<GroupCommit<DeviceBatch>>>>,
+}
+
+impl Appender {
+    pub fn new() -> Self {
+        Self { queues: RefCell::new(HashMap::new()) }
     }
-    let partition = twinhub_core::eventhub::partition_of(device_id, partitions);
-    let op = PartitionOp::Append { device_id: device_id.to_owned(), module_id: module_id.map(str::to_owned), messages };
-    let answer = crate::rpc::call(&partition_stub(env, partition)?, &op).await?;
-    if answer.status_code() >= 300 {
-        return Err(worker::Error::RustError(format!("partition {partition} answered {}", answer.status_code())));
+
+    /// Appends a device's stored batch to its partition; answered once the partition has it
+    /// durably (nothing to do with the endpoint off).
+    pub async fn append(&self, env: &Env, batch: DeviceBatch) -> std::result::Result<(), String> {
+        let Some(partition) = partition_for(env, &batch.key) else { return Ok(()) };
+        let queue = Rc::clone(self.queues.borrow_mut().entry(partition).or_insert_with(GroupCommit::new));
+        let gathered: Rc<RefCell<Vec<DeviceBatch>>> = Rc::new(RefCell::new(Vec::new()));
+        let into = Rc::clone(&gathered);
+        let write = move |b: &DeviceBatch| {
+            into.borrow_mut().push(b.clone());
+            Ok(())
+        };
+        let env = env.clone();
+        let send = move || {
+            let batches = std::mem::take(&mut *gathered.borrow_mut());
+            let env = env.clone();
+            async move {
+                let op = PartitionOp::Append { batches };
+                let stub = partition_stub(&env, partition).map_err(|e| e.to_string())?;
+                let answer = crate::rpc::call(&stub, &op).await.map_err(|e| e.to_string())?;
+                if answer.status_code() >= 300 {
+                    return Err(format!("partition {partition} answered {}", answer.status_code()));
+                }
+                Ok(())
+            }
+        };
+        queue.submit(batch, write, send).await
     }
-    Ok(())
 }
 
 /// `event.seq` is the sequence number; `next_seq` holds the next one, so numbers are never
@@ -108,16 +143,20 @@ impl EventHubPartition {
     async fn handle(&self, op: PartitionOp) -> ApiResult {
         let sql = self.state.storage().sql();
         match op {
-            PartitionOp::Append { device_id, module_id, messages } => {
-                let events: Vec<Event> = messages
+            PartitionOp::Append { batches } => {
+                let events: Vec<Event> = batches
                     .into_iter()
-                    .map(|m| Event {
-                        sequence_number: 0,
-                        enqueued: UnixMillis(0),
-                        device_id: device_id.clone(),
-                        module_id: module_id.clone(),
-                        properties: m.properties,
-                        body: m.body,
+                    .flat_map(|batch| {
+                        let (device_id, module_id) = twinhub_core::identity::split_key(&batch.key);
+                        let (device_id, module_id) = (device_id.to_owned(), module_id.map(str::to_owned));
+                        batch.messages.into_iter().map(move |m| Event {
+                            sequence_number: 0,
+                            enqueued: UnixMillis(0),
+                            device_id: device_id.clone(),
+                            module_id: module_id.clone(),
+                            properties: m.properties,
+                            body: m.body,
+                        })
                     })
                     .collect();
                 let last = Rc::clone(&self.last_enqueued);

@@ -321,15 +321,12 @@ impl DeviceObject {
                 // parsing and rendering each message for nobody is wasted work.
                 let views = live::views(&self.state);
                 if !views.is_empty() {
-                    for m in &messages {
+                    for m in messages {
                         let properties = serde_json::to_value(&m.properties).unwrap_or_default();
                         let message = telemetry::render(now, properties, &m.body);
                         live::broadcast(&views, &LiveMessage::Telemetry { message });
                     }
                 }
-                // Into the event stream before the device hears its message was taken: an
-                // acknowledged message is readable by the endpoint's consumers.
-                crate::objects::partition::append(&self.env, &device_id, messages).await?;
                 Ok(http::no_content()?)
             }
             DeviceOp::History { device_id, since, limit } => {
