@@ -180,24 +180,39 @@ pub struct Feedback {
     pub enqueued_time_utc: String,
 }
 
-/// The feedback a message completed by its device asks for: one when its `iothub-ack` is
-/// `full` or `positive` (`negative` asks only for failures, `none` or absent for nothing).
-pub fn feedback_on_completion(
+/// How a queued message ended, for its feedback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The device completed it.
+    Completed,
+    /// Its expiry passed first.
+    Expired,
+}
+
+/// The feedback a message's end asks for, by its `iothub-ack`: `full` asks for every outcome,
+/// `positive` for completions, `negative` for failures (expiry), `none` or absent for nothing.
+pub fn feedback(
     properties: &[(String, Option<String>)],
+    outcome: Outcome,
     device_id: &str,
     generation_id: &str,
     now: crate::UnixMillis,
 ) -> Option<Feedback> {
     let prop = |name: &str| properties.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref());
-    if !matches!(prop("iothub-ack"), Some("full" | "positive")) {
+    let (wanted, status, description) = match outcome {
+        Outcome::Completed => ("positive", "Success", "Success"),
+        Outcome::Expired => ("negative", "Expired", "Message Expired"),
+    };
+    let ack = prop("iothub-ack")?;
+    if ack != "full" && ack != wanted {
         return None;
     }
     Some(Feedback {
         original_message_id: prop("$.mid").unwrap_or_default().to_owned(),
         device_id: device_id.to_owned(),
         device_generation_id: generation_id.to_owned(),
-        status_code: "Success".into(),
-        description: "Success".into(),
+        status_code: status.into(),
+        description: description.into(),
         enqueued_time_utc: now.to_iso(),
     })
 }
@@ -210,28 +225,6 @@ pub fn is_expired(properties: &[(String, Option<String>)], now: crate::UnixMilli
         .and_then(|(_, v)| v.as_deref())
         .and_then(crate::UnixMillis::parse_iso)
         .is_some_and(|expiry| expiry <= now)
-}
-
-/// The feedback a message that expired before its device completed it asks for: one when its
-/// `iothub-ack` is `full` or `negative`.
-pub fn feedback_on_expiry(
-    properties: &[(String, Option<String>)],
-    device_id: &str,
-    generation_id: &str,
-    now: crate::UnixMillis,
-) -> Option<Feedback> {
-    let prop = |name: &str| properties.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref());
-    if !matches!(prop("iothub-ack"), Some("full" | "negative")) {
-        return None;
-    }
-    Some(Feedback {
-        original_message_id: prop("$.mid").unwrap_or_default().to_owned(),
-        device_id: device_id.to_owned(),
-        device_generation_id: generation_id.to_owned(),
-        status_code: "Expired".into(),
-        description: "Message Expired".into(),
-        enqueued_time_utc: now.to_iso(),
-    })
 }
 
 /// Feedback records as the message a feedback receiver gets: a JSON array, with IoT Hub's
@@ -295,14 +288,13 @@ mod tests {
             vec![("$.mid".to_owned(), Some("m1".to_owned())), ("iothub-ack".to_owned(), Some(ack.to_owned()))]
         };
         let now = crate::UnixMillis(1_764_892_800_000);
-        let f = feedback_on_completion(&props("full"), "d1", "g1", now).unwrap();
+        let done = |ack: &str| feedback(&props(ack), Outcome::Completed, "d1", "g1", now);
+        let expired = |ack: &str| feedback(&props(ack), Outcome::Expired, "d1", "g1", now);
+        let f = done("full").unwrap();
         assert_eq!((f.original_message_id.as_str(), f.status_code.as_str()), ("m1", "Success"));
-        assert!(feedback_on_completion(&props("positive"), "d1", "g1", now).is_some());
-        assert!(feedback_on_completion(&props("negative"), "d1", "g1", now).is_none());
-        assert!(feedback_on_completion(&props("none"), "d1", "g1", now).is_none());
-        let expired = feedback_on_expiry(&props("negative"), "d1", "g1", now).unwrap();
-        assert_eq!(expired.status_code, "Expired");
-        assert!(feedback_on_expiry(&props("positive"), "d1", "g1", now).is_none());
+        assert!(done("positive").is_some() && done("negative").is_none() && done("none").is_none());
+        assert_eq!(expired("negative").unwrap().status_code, "Expired");
+        assert!(expired("full").is_some() && expired("positive").is_none());
         let mut timed = props("full");
         timed.push(("$.exp".into(), Some(crate::UnixMillis(1_000).to_iso())));
         assert!(is_expired(&timed, crate::UnixMillis(1_000)) && !is_expired(&timed, crate::UnixMillis(999)));

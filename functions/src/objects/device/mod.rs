@@ -37,7 +37,7 @@ use serde_json::value::{to_raw_value, RawValue};
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 use store::Stored;
-use twinhub_core::c2d::CloudToDeviceMessage;
+use twinhub_core::c2d::{CloudToDeviceMessage, Outcome};
 use twinhub_core::device::{
     ConnectRefusal, ConnectRequest, ConnectVerdict, DeviceConfig, DeviceState, Effect, LiveEvent, Reply,
     SessionAddress, Step, TwinWrite, WriteBy,
@@ -261,7 +261,7 @@ impl DeviceObject {
                     props.first().and_then(|p| serde_json::from_str(&p.properties).ok()).unwrap_or_default();
                 let generation = self.generation_id()?;
                 if let Some(record) =
-                    twinhub_core::c2d::feedback_on_completion(&properties, &device_id, &generation, now)
+                    twinhub_core::c2d::feedback(&properties, Outcome::Completed, &device_id, &generation, now)
                 {
                     self.record_feedback(record).await;
                 }
@@ -561,7 +561,7 @@ impl DeviceObject {
             self.run(|s| Ok(s.cloud_to_device_completed())).await?;
             let generation = self.generation_id()?;
             if let Some(record) =
-                twinhub_core::c2d::feedback_on_expiry(&message.properties, device_id, &generation, now)
+                twinhub_core::c2d::feedback(&message.properties, Outcome::Expired, device_id, &generation, now)
             {
                 self.record_feedback(record).await;
             }
