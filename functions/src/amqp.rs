@@ -260,8 +260,15 @@ impl Driver {
                 let ok = match mechanism.as_str() {
                     // The token comes later, by put-token.
                     "ANONYMOUS" | "MSSBCBS" => true,
+                    // The token is the password; its grant serves the connection as a put-token's would.
                     "PLAIN" => match response.as_deref().and_then(cbs::plain_credentials) {
-                        Some((_, token)) => self.authorize(&token, None).is_ok(),
+                        Some((_, token)) => match self.authorize(&token, None) {
+                            Ok(grant) => {
+                                self.grant = Some(grant);
+                                true
+                            }
+                            Err(_) => false,
+                        },
                         None => false,
                     },
                     _ => false,
@@ -400,11 +407,11 @@ impl Driver {
                     }
                 }
                 None => {
-                    let error = AmqpError::new(
-                        condition::NOT_FOUND,
-                        format!("no node '{address}' (partitions are 0 to {})", partitions - 1),
-                    );
-                    return self.conn.refuse_link(link, name, error, now);
+                    let why = match partitions {
+                        0 => "the Event Hub-compatible endpoint is off (EVENTHUB_PARTITIONS=0)".to_owned(),
+                        n => format!("no node '{address}' (partitions are 0 to {})", n - 1),
+                    };
+                    return self.conn.refuse_link(link, name, AmqpError::new(condition::NOT_FOUND, why), now);
                 }
             },
             (_, Role::Sender) => {
