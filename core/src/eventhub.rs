@@ -126,7 +126,7 @@ impl Event {
 }
 
 /// Where a consumer starts reading a partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StartPosition {
     /// The first event whose sequence number is at least this.
     Sequence(u64),

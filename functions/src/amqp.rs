@@ -19,8 +19,9 @@
 use crate::clock;
 use crate::config::Config;
 use crate::http::ApiResult;
+use crate::objects::feedback::feedback_stub;
 use crate::objects::partition::partition_stub;
-use crate::rpc::{PartitionOp, StartAt};
+use crate::rpc::{FeedbackOp, PartitionOp};
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -216,15 +217,12 @@ impl Driver {
             .map(|(l, _)| *l)
             .collect();
         for link in links {
-            let op = crate::rpc::FeedbackOp::Take { max: 100 };
-            let taken: (Vec<i64>, Vec<twinhub_core::c2d::Feedback>) = match call_feedback(&self.env, &op).await {
-                Ok(mut answer) => match crate::rpc::read(answer.text().await).await {
-                    Ok(taken) => taken,
-                    Err(e) => {
-                        worker::console_warn!("AMQP: feedback: {e}");
-                        continue;
-                    }
-                },
+            let taken: worker::Result<(Vec<i64>, Vec<twinhub_core::c2d::Feedback>)> = match feedback_stub(&self.env) {
+                Ok(stub) => crate::rpc::ask(&stub, &FeedbackOp::Take { max: 100 }).await,
+                Err(e) => Err(e),
+            };
+            let taken = match taken {
+                Ok(taken) => taken,
                 Err(e) => {
                     worker::console_warn!("AMQP: feedback: {e}");
                     continue;
@@ -326,8 +324,11 @@ impl Driver {
                 if let Some(Node::Feedback { lent, .. }) = self.nodes.get_mut(&link) {
                     if let Some(ids) = lent.remove(&delivery_id) {
                         if matches!(state, Some(DeliveryState::Accepted)) {
-                            let op = crate::rpc::FeedbackOp::Complete { ids };
-                            if let Err(e) = call_feedback(&self.env, &op).await {
+                            let done = match feedback_stub(&self.env) {
+                                Ok(stub) => crate::rpc::tell(&stub, &FeedbackOp::Complete { ids }).await,
+                                Err(e) => Err(e),
+                            };
+                            if let Err(e) = done {
                                 worker::console_warn!("AMQP: feedback not completed: {e}");
                             }
                         }
@@ -368,18 +369,14 @@ impl Driver {
         .to_ascii_lowercase();
         let node = match (path.as_str(), role) {
             ("/messages/devicebound", Role::Sender) => {
-                if !self.granted() {
-                    let error =
-                        AmqpError::new(condition::UNAUTHORIZED_ACCESS, "put a token on $cbs first (ServiceConnect)");
-                    return self.conn.refuse_link(link, name, error, now);
+                if self.refused_without_token(link, name) {
+                    return;
                 }
                 Node::DeviceBound
             }
             ("/messages/servicebound/feedback", Role::Receiver) => {
-                if !self.granted() {
-                    let error =
-                        AmqpError::new(condition::UNAUTHORIZED_ACCESS, "put a token on $cbs first (ServiceConnect)");
-                    return self.conn.refuse_link(link, name, error, now);
+                if self.refused_without_token(link, name) {
+                    return;
                 }
                 Node::Feedback { lent: BTreeMap::new(), next_look: 0 }
             }
@@ -392,12 +389,8 @@ impl Driver {
             }
             (_, Role::Receiver) => match PartitionAddress::parse(&address, partitions) {
                 Some(address) => {
-                    if !self.granted() {
-                        let error = AmqpError::new(
-                            condition::UNAUTHORIZED_ACCESS,
-                            "put a token on $cbs first (ServiceConnect)",
-                        );
-                        return self.conn.refuse_link(link, name, error, now);
+                    if self.refused_without_token(link, name) {
+                        return;
                     }
                     match eventhub::start_position(source.as_ref()) {
                         Ok(start) => Node::Partition { partition: address.partition, next: None, start },
@@ -421,6 +414,17 @@ impl Driver {
         };
         self.nodes.insert(link, node);
         self.conn.accept_link(link, name, source, target, Vec::new(), now);
+    }
+
+    /// Refuses a link that serves only a caller with a token, when there is none (or it
+    /// expired); whether it did.
+    fn refused_without_token(&mut self, link: LinkId, name: &str) -> bool {
+        if self.granted() {
+            return false;
+        }
+        let error = AmqpError::new(condition::UNAUTHORIZED_ACCESS, "put a token on $cbs first (ServiceConnect)");
+        self.conn.refuse_link(link, name, error, clock::now());
+        true
     }
 
     fn reply_on(&mut self, link: LinkId, reply: Message) {
@@ -500,11 +504,10 @@ impl Driver {
             Err(e) => return rejected_for(&e),
         };
         let op = crate::rpc::DeviceOp::EnqueueCloudToDevice { device_id: device_id.clone(), message };
-        let stub =
-            match self.env.durable_object(crate::objects::DEVICE_BINDING).and_then(|ns| ns.get_by_name(&device_id)) {
-                Ok(stub) => stub,
-                Err(e) => return rejected(condition::INTERNAL_ERROR, e.to_string()),
-            };
+        let stub = match crate::objects::device_stub(&self.env, &device_id) {
+            Ok(stub) => stub,
+            Err(e) => return rejected(condition::INTERNAL_ERROR, e.to_string()),
+        };
         match crate::rpc::call(&stub, &op).await {
             Ok(answer) if answer.status_code() < 300 => DeliveryState::Accepted,
             Ok(mut answer) => {
@@ -560,13 +563,7 @@ impl Driver {
                 None => {
                     let first = match start {
                         StartPosition::Sequence(n) => Ok(n),
-                        StartPosition::Latest => {
-                            ask(&self.env, partition, &PartitionOp::Start { position: StartAt::Latest }).await
-                        }
-                        StartPosition::Enqueued { at, inclusive } => {
-                            let position = StartAt::Enqueued { at: at.0, inclusive };
-                            ask(&self.env, partition, &PartitionOp::Start { position }).await
-                        }
+                        position => ask(&self.env, partition, &PartitionOp::Start { position }).await,
                     };
                     match first {
                         Ok(n) => n,
@@ -601,21 +598,11 @@ impl Driver {
     }
 }
 
-async fn call_feedback(env: &Env, op: &crate::rpc::FeedbackOp) -> worker::Result<worker::Response> {
-    let answer = crate::rpc::call(&crate::objects::feedback::feedback_stub(env)?, op).await?;
-    if answer.status_code() >= 300 {
-        return Err(worker::Error::RustError(format!("the feedback object answered {}", answer.status_code())));
-    }
-    Ok(answer)
-}
-
 /// Sends `op` to partition `partition` and reads its answer.
 async fn ask<T: serde::de::DeserializeOwned>(env: &Env, partition: u32, op: &PartitionOp) -> worker::Result<T> {
-    let mut answer = crate::rpc::call(&partition_stub(env, partition)?, op).await?;
-    if answer.status_code() != 200 {
-        return Err(worker::Error::RustError(format!("partition {partition} answered {}", answer.status_code())));
-    }
-    crate::rpc::read(answer.text().await).await
+    crate::rpc::ask(&partition_stub(env, partition)?, op)
+        .await
+        .map_err(|e| worker::Error::RustError(format!("partition {partition}: {e}")))
 }
 
 fn rejected(condition: &str, description: String) -> DeliveryState {

@@ -282,6 +282,26 @@ pub async fn read<T: serde::de::DeserializeOwned>(body: worker::Result<String>) 
     serde_json::from_str(&body?).map_err(|e| worker::Error::RustError(format!("unreadable JSON: {e}")))
 }
 
+/// Sends `op` to an object and reads its 200 answer as `T`; another status is an error with
+/// the answer's body.
+pub async fn ask<T: serde::de::DeserializeOwned>(stub: &worker::Stub, op: &impl Serialize) -> worker::Result<T> {
+    let mut answer = call(stub, op).await?;
+    if answer.status_code() != 200 {
+        let detail = answer.text().await.unwrap_or_default();
+        return Err(worker::Error::RustError(format!("the object answered {}: {detail}", answer.status_code())));
+    }
+    read(answer.text().await).await
+}
+
+/// Sends `op` to an object that answers with no body; a status outside 2xx is an error.
+pub async fn tell(stub: &worker::Stub, op: &impl Serialize) -> worker::Result<()> {
+    let answer = call(stub, op).await?;
+    if answer.status_code() >= 300 {
+        return Err(worker::Error::RustError(format!("the object answered {}", answer.status_code())));
+    }
+    Ok(())
+}
+
 /// One device-to-cloud message, as the gateway hands it to the device object. Messages that
 /// arrived together travel in one call, stored in one transaction and acknowledged together.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -319,7 +339,7 @@ pub enum PartitionOp {
     /// Up to `max` events from sequence number `from` on, within a byte budget.
     Read { from: u64, max: usize },
     /// The sequence number a consumer starting at this position reads first.
-    Start { position: StartAt },
+    Start { position: twinhub_core::eventhub::StartPosition },
     /// The partition's figures.
     Info,
 }
@@ -330,13 +350,6 @@ pub struct DeviceBatch {
     /// The device or module key (`{deviceId}/{moduleId}`).
     pub key: String,
     pub messages: Vec<TelemetryMessage>,
-}
-
-/// [`twinhub_core::eventhub::StartPosition`] on the wire.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub enum StartAt {
-    Latest,
-    Enqueued { at: u64, inclusive: bool },
 }
 
 /// What the feedback object (`objects/feedback.rs`) is asked.

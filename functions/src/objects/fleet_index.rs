@@ -205,15 +205,8 @@ impl FleetIndex {
             Some(list) => list,
             None => {
                 let stub = crate::objects::configurations::configurations_stub(&self.env)?;
-                let mut answer =
-                    crate::rpc::call(&stub, &crate::rpc::ConfigurationOp::List { top: usize::MAX }).await?;
-                if answer.status_code() != 200 {
-                    return Err(worker::Error::RustError(format!(
-                        "the configurations object answered {}",
-                        answer.status_code()
-                    )));
-                }
-                let list: Vec<Configuration> = answer.json().await?;
+                let op = crate::rpc::ConfigurationOp::List { top: usize::MAX };
+                let list: Vec<Configuration> = crate::rpc::ask(&stub, &op).await?;
                 // Unless a set was pushed while this was asked for: that one is newer, and stays.
                 let sql = self.state.storage().sql();
                 if !copy_held(&sql)? {
@@ -255,7 +248,7 @@ impl FleetIndex {
             configuration: winner.map(|c| AppliedConfiguration { id: c.id.clone(), revision: c.revision }),
             patch: winner.map(Configuration::patch),
         };
-        let stub = self.env.durable_object(crate::objects::DEVICE_BINDING)?.get_by_name(device_id)?;
+        let stub = crate::objects::device_stub(&self.env, device_id)?;
         let answer = crate::rpc::call(&stub, &op).await?;
         if answer.status_code() >= 300 && answer.status_code() != 404 {
             worker::console_warn!("configuration for a device answered {}", answer.status_code());

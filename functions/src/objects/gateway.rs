@@ -21,7 +21,7 @@
 use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{ask_index_shard, DEVICE_BINDING};
+use crate::objects::ask_index_shard;
 use crate::rpc::{
     self, ConnectVerdict, DeviceBatch, DeviceOp, Existence, GatewayOp, IndexOp, QueuedMessage, TelemetryMessage,
 };
@@ -687,7 +687,7 @@ impl Gateway {
 
     /// Calls the session's device object; returns its status and body.
     async fn device(&self, att: &Attachment, op: DeviceOp) -> Result<(u16, String)> {
-        let stub = self.env.durable_object(DEVICE_BINDING)?.get_by_name(att.session.device_id())?;
+        let stub = crate::objects::device_stub(&self.env, att.session.device_id())?;
         let mut resp = rpc::call(&stub, &op).await?;
         Ok((resp.status_code(), resp.text().await.unwrap_or_default()))
     }

@@ -19,7 +19,7 @@
 use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{ask_every_index_shard, ask_index_shard, sql_int, to_json, DEVICE_BINDING};
+use crate::objects::{ask_every_index_shard, ask_index_shard, sql_int, to_json};
 use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage};
 use futures_util::future::join_all;
 use serde::Deserialize;
@@ -468,7 +468,7 @@ impl Jobs {
     /// Sends `op` to a device object: its 200 body as JSON, or the error's code and message.
     async fn device_call(&self, device_id: &str, op: DeviceOp) -> std::result::Result<Value, (String, String)> {
         let fault = |e: worker::Error| ("ServerError".to_owned(), e.to_string());
-        let stub = self.env.durable_object(DEVICE_BINDING).and_then(|ns| ns.get_by_name(device_id)).map_err(fault)?;
+        let stub = crate::objects::device_stub(&self.env, device_id).map_err(fault)?;
         let mut resp = rpc::call(&stub, &op).await.map_err(fault)?;
         let status = resp.status_code();
         let code = resp.headers().get("iothub-errorcode").ok().flatten();

@@ -18,6 +18,11 @@ pub const GATEWAY_BINDING: &str = "GATEWAY";
 /// The fleet index namespace binding.
 pub const INDEX_BINDING: &str = "FLEET_INDEX";
 
+/// The device object for `key` (a device id, or `{deviceId}/{moduleId}` for a module).
+pub fn device_stub(env: &worker::Env, key: &str) -> worker::Result<worker::Stub> {
+    env.durable_object(DEVICE_BINDING)?.get_by_name(key)
+}
+
 /// The stub of fleet index shard `shard`.
 pub fn index_stub(env: &worker::Env, shard: u32) -> worker::Result<worker::Stub> {
     env.durable_object(INDEX_BINDING)?.get_by_name(&format!("shard-{shard}"))
@@ -30,12 +35,9 @@ pub async fn ask_index_shard<T: serde::de::DeserializeOwned>(
     shard: u32,
     op: &crate::rpc::IndexOp,
 ) -> worker::Result<T> {
-    let mut resp = crate::rpc::call(&index_stub(env, shard)?, op).await?;
-    if resp.status_code() != 200 {
-        let detail = resp.text().await.unwrap_or_default();
-        return Err(worker::Error::RustError(format!("index shard {shard} answered {}: {detail}", resp.status_code())));
-    }
-    crate::rpc::read::<T>(resp.text().await).await
+    crate::rpc::ask(&index_stub(env, shard)?, op)
+        .await
+        .map_err(|e| worker::Error::RustError(format!("index shard {shard}: {e}")))
 }
 
 /// Sends `op` to every fleet index shard at once and reads each answer as `T`, in shard order.

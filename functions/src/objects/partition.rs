@@ -13,12 +13,12 @@ use crate::config::Config;
 use crate::http::{self, ApiResult};
 use crate::objects::group_commit::GroupCommit;
 use crate::objects::{sql_int, to_json};
-use crate::rpc::{DeviceBatch, PartitionOp, StartAt};
+use crate::rpc::{DeviceBatch, PartitionOp};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use twinhub_core::eventhub::{Event, PartitionInfo};
+use twinhub_core::eventhub::{Event, PartitionInfo, StartPosition};
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
 
@@ -72,13 +72,9 @@ impl Appender {
             let batches = std::mem::take(&mut *gathered.borrow_mut());
             let env = env.clone();
             async move {
-                let op = PartitionOp::Append { batches };
                 let stub = partition_stub(&env, partition).map_err(|e| e.to_string())?;
-                let answer = crate::rpc::call(&stub, &op).await.map_err(|e| e.to_string())?;
-                if answer.status_code() >= 300 {
-                    return Err(format!("partition {partition} answered {}", answer.status_code()));
-                }
-                Ok(())
+                let sent = crate::rpc::tell(&stub, &PartitionOp::Append { batches }).await;
+                sent.map_err(|e| format!("partition {partition}: {e}"))
             }
         };
         queue.submit(batch, write, send).await
@@ -198,13 +194,14 @@ impl EventHubPartition {
                 let info = info(&sql)?;
                 let next = info.last_sequence_number.map_or(0, |n| n + 1);
                 let first = match position {
-                    StartAt::Latest => next,
-                    StartAt::Enqueued { at, inclusive } => {
+                    StartPosition::Sequence(n) => n,
+                    StartPosition::Latest => next,
+                    StartPosition::Enqueued { at, inclusive } => {
                         let op = if inclusive { ">=" } else { ">" };
                         let rows: Vec<Bounds> = sql
                             .exec(
                                 &format!("SELECT MIN(seq) AS first, NULL AS last_enqueued, NULL AS next FROM event WHERE enqueued {op} ?"),
-                                vec![sql_int(at)?],
+                                vec![sql_int(at.0)?],
                             )?
                             .to_array()?;
                         rows.first().and_then(|b| b.first).map_or(next, |s| s as u64)

@@ -178,7 +178,4 @@ fn if_match(req: &Request) -> Option<String> {
     req.headers().get("if-match").ok().flatten()
 }
 
-/// The device object for `id`.
-fn device_stub(env: &Env, id: &str) -> worker::Result<worker::Stub> {
-    env.durable_object(crate::objects::DEVICE_BINDING)?.get_by_name(id)
-}
+use crate::objects::device_stub;

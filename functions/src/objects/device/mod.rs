@@ -468,7 +468,7 @@ impl DeviceObject {
         // them gone too. One that cannot be deleted now is logged; its object keeps it.
         let deletes = modules.iter().map(|key| async move {
             let op = DeviceOp::DeleteIdentity { device_id: key.clone(), if_match: None };
-            let stub = self.env.durable_object(crate::objects::DEVICE_BINDING)?.get_by_name(key)?;
+            let stub = crate::objects::device_stub(&self.env, key)?;
             let status = crate::rpc::call(&stub, &op).await?.status_code();
             if status >= 300 && status != 404 {
                 worker::console_warn!("a module of a deleted device was not deleted: status {status}");
@@ -531,7 +531,7 @@ impl DeviceObject {
     async fn record_feedback(&self, record: twinhub_core::c2d::Feedback) {
         let op = crate::rpc::FeedbackOp::Append { record };
         let sent = match crate::objects::feedback::feedback_stub(&self.env) {
-            Ok(stub) => rpc::call(&stub, &op).await.map(|_| ()),
+            Ok(stub) => rpc::tell(&stub, &op).await,
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
