@@ -21,9 +21,10 @@ pub const DEFAULT_PARTITIONS: u32 = 4;
 pub const MAX_PARTITIONS: u32 = 32;
 /// The entity path printed in the endpoint's connection string.
 pub const ENTITY_PATH: &str = "twinhub";
-/// The start filter Event Hubs consumers send (`apache.org:selector-filter:string`).
+/// The start filter Event Hubs consumers send (`apache.org:selector-filter:string`), described
+/// by that symbol or by its code (domain 0x468C, id 4), as rhea (`@azure/event-hubs`) writes it.
 const SELECTOR_FILTER: &str = "apache.org:selector-filter:string";
-const SELECTOR_FILTER_CODE: u64 = 0x0000_0137_0000_000a;
+const SELECTOR_FILTER_CODE: u64 = 0x0000_468c_0000_0004;
 
 /// The endpoint's connection string for a policy, as backends paste it into their Event Hubs
 /// clients: the hub's `host` (with its port, if any) and the policy's own key.
@@ -334,17 +335,20 @@ mod tests {
         ] {
             assert!(parse_selector(bad).is_err(), "{bad}");
         }
-        let source = Source {
-            address: None,
-            filter: vec![(
-                Value::symbol(SELECTOR_FILTER),
-                Value::described(
-                    Descriptor::Code(SELECTOR_FILTER_CODE),
-                    Value::String("amqp.annotation.x-opt-offset > '3'".into()),
-                ),
-            )],
-        };
-        assert_eq!(start_position(Some(&source)), Ok(StartPosition::Sequence(4)));
+        // The filter value as @azure/event-hubs 6 (rhea 3) encodes it: described by the ulong
+        // 0x468C00000004, the expression a str8.
+        let expression = b"amqp.annotation.x-opt-offset > '3'";
+        let mut bytes = vec![0x00, 0x80, 0x00, 0x00, 0x46, 0x8c, 0x00, 0x00, 0x00, 0x04, 0xa1, expression.len() as u8];
+        bytes.extend_from_slice(expression);
+        let by_code = crate::amqp::types::decode(&bytes).unwrap();
+        let by_symbol = Value::described(
+            Descriptor::Symbol(SELECTOR_FILTER.into()),
+            Value::String("amqp.annotation.x-opt-offset > '3'".into()),
+        );
+        for filter in [by_code, by_symbol] {
+            let source = Source { address: None, filter: vec![(Value::symbol(SELECTOR_FILTER), filter)] };
+            assert_eq!(start_position(Some(&source)), Ok(StartPosition::Sequence(4)));
+        }
         assert_eq!(start_position(None), Ok(StartPosition::Sequence(0)));
     }
 

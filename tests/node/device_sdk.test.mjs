@@ -1,7 +1,8 @@
 // The real Azure IoT Node SDKs against twinhub: azure-iot-device 1.18 on both MQTT transports of
 // azure-iot-device-mqtt 1.16 (`Mqtt`: TLS on 8883, the default; `MqttWs`: WebSocket on 443), as a
 // device (`Client`) and as a module (`ModuleClient`), with azure-iothub 1.16 as the backend
-// (registry, modules, twin updates, direct methods over HTTPS).
+// (registry, modules, twin updates, direct methods over HTTPS, C2D over AMQP), and
+// @azure/event-hubs 6 reading the Event Hub-compatible endpoint.
 //
 // Run by tests/tests/node_device_sdk.rs (`node --test`), which starts the hub over https on 443
 // with MQTT over TLS on 8883 and passes TWINHUB_CONNECTION_STRING (owner, HostName=localhost) and
@@ -16,6 +17,8 @@ const require = createRequire(import.meta.url);
 const { Client: DeviceClient, ModuleClient, Message } = require("azure-iot-device");
 const { Mqtt, MqttWs } = require("azure-iot-device-mqtt");
 const { Registry, Client: ServiceClient } = require("azure-iothub");
+const { EventHubConsumerClient, earliestEventPosition } = require("@azure/event-hubs");
+const WebSocket = require("ws");
 
 const OWNER = process.env.TWINHUB_CONNECTION_STRING;
 const parts = Object.fromEntries(OWNER.split(";").map((p) => [p.slice(0, p.indexOf("=")), p.slice(p.indexOf("=") + 1)]));
@@ -274,3 +277,69 @@ test("the service SDK's send over AMQP, with delivery feedback and expiry", asyn
     await registry.delete(deviceId);
   }
 });
+
+// The Event Hub-compatible endpoint read by @azure/event-hubs 6 (rhea underneath), unmodified,
+// on the connection string the run command prints: AMQP over TLS on 5671 (its default) and
+// AMQP over WebSocket on 443 (`webSocketOptions`, the transport that works on Cloudflare too;
+// Node 20 has no WebSocket of its own, so `ws` is passed as the SDK's docs say). A device on
+// MQTT sends the article's telemetry with its `alert` property.
+for (const [name, options] of [
+  ["AMQP over TLS", {}],
+  ["AMQP over WebSocket", { webSocketOptions: { webSocket: WebSocket } }],
+]) {
+  test(`@azure/event-hubs reads device telemetry (${name})`, async () => {
+    const deviceId = `node-eventhub-${name.includes("WebSocket") ? "ws" : "tls"}`;
+    await registry.create({ deviceId, status: "enabled" });
+    const { responseBody: device } = await registry.get(deviceId);
+    const key = device.authentication.symmetricKey.primaryKey;
+    const client = DeviceClient.fromConnectionString(`HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key}`, Mqtt);
+    const endpoint = `Endpoint=sb://${parts.HostName}/;SharedAccessKeyName=iothubowner;SharedAccessKey=${parts.SharedAccessKey};EntityPath=twinhub`;
+    const consumer = new EventHubConsumerClient("$Default", endpoint, options);
+    const events = [];
+    const errors = [];
+    let subscription;
+    try {
+      const partitionIds = await consumer.getPartitionIds();
+      assert.ok(partitionIds.length >= 1, "no partitions");
+      const properties = await consumer.getEventHubProperties();
+      assert.equal(properties.name, "twinhub");
+      await client.open();
+      const message = new Message(JSON.stringify({ temperature: 31.5, humidity: 40 }));
+      message.properties.add("alert", "high_temperature");
+      await client.sendEvent(message);
+      subscription = consumer.subscribe(
+        {
+          processEvents: async (batch) => {
+            events.push(...batch.filter((e) => e.systemProperties["iothub-connection-device-id"] === deviceId));
+          },
+          processError: async (e) => {
+            errors.push(e);
+          },
+        },
+        { startPosition: earliestEventPosition, maxWaitTimeInSeconds: 1 },
+      );
+      await eventually(() => events.length >= 1, "the event at the consumer", 20000).catch((e) => {
+        throw new Error(`${e.message}; consumer errors: ${errors.map((x) => x.stack ?? String(x)).join("; ")}`);
+      });
+      const [event] = events;
+      assert.deepEqual(event.body, { temperature: 31.5, humidity: 40 });
+      assert.equal(event.properties.alert, "high_temperature");
+      assert.ok(event.enqueuedTimeUtc instanceof Date);
+      assert.ok(Math.abs(event.enqueuedTimeUtc.getTime() - Date.now()) < 60000, "enqueued time far off");
+      assert.equal(typeof event.sequenceNumber, "number");
+      assert.equal(errors.length, 0, `consumer errors: ${errors.map(String).join("; ")}`);
+      // A wrong key is refused at the first request.
+      const wrong = new EventHubConsumerClient("$Default", endpoint.replace(parts.SharedAccessKey, Buffer.alloc(32).toString("base64")), {
+        ...options,
+        retryOptions: { maxRetries: 0 },
+      });
+      await assert.rejects(wrong.getPartitionIds(), (e) => /unauthori|401|token/i.test(`${e.code} ${e.message}`));
+      await wrong.close();
+    } finally {
+      await subscription?.close();
+      await consumer.close();
+      await client.close();
+      await registry.delete(deviceId);
+    }
+  });
+}

@@ -1,5 +1,7 @@
 //! The real Azure IoT Node SDKs (azure-iot-device 1.18 with azure-iot-device-mqtt's `Mqtt` on
-//! 8883 and `MqttWs` on 443, azure-iothub 1.16 as the backend): tests/node/device_sdk.test.mjs.
+//! 8883 and `MqttWs` on 443, azure-iothub 1.16 as the backend, @azure/event-hubs 6 reading the
+//! Event Hub-compatible endpoint on 5671 and over WebSocket on 443):
+//! tests/node/device_sdk.test.mjs.
 
 use std::process::Command;
 use twinhub_e2e::{repo_root, tls, Hub, Storage};
