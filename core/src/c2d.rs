@@ -244,7 +244,7 @@ pub fn feedback_message(records: &[Feedback], message_id: String) -> AmqpMessage
 }
 
 /// A UUID in its usual text form.
-fn uuid_text(u: &[u8; 16]) -> String {
+pub(crate) fn uuid_text(u: &[u8; 16]) -> String {
     let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }

@@ -349,7 +349,7 @@ impl VirtualDevice {
                 self.log_in(now, &topic::method_request(&name, &rid), text);
                 self.answer_method(now, &name, &rid);
             }
-            ClientEvent::CloudToDevice { properties, body } => {
+            ClientEvent::CloudToDevice { properties, body, .. } => {
                 let topic = topic::cloud_to_device(self.device_id(), &properties);
                 self.log_in(now, &topic, String::from_utf8_lossy(&body).into_owned());
             }

@@ -16,6 +16,7 @@
 
 pub mod cbs;
 pub mod connection;
+pub mod device;
 mod error;
 mod fields;
 mod frame;
@@ -33,5 +34,7 @@ pub use performative::{
 };
 pub use types::{Descriptor, Value};
 
+#[cfg(test)]
+mod test_peer;
 #[cfg(test)]
 mod tests;

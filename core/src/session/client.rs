@@ -69,12 +69,16 @@ pub enum ClientEvent {
         /// The JSON payload.
         body: Vec<u8>,
     },
-    /// A cloud-to-device message (acknowledged to the hub on receipt).
+    /// A cloud-to-device message: acknowledged to the hub on receipt, or, after
+    /// [`DeviceClient::acknowledge_manually`], when [`DeviceClient::acknowledge`] is called with
+    /// `packet_id`.
     CloudToDevice {
         /// System and application properties.
         properties: Vec<(String, Option<String>)>,
         /// The message body.
         body: Vec<u8>,
+        /// The PUBLISH's id (QoS 1), which completes the message when acknowledged.
+        packet_id: Option<PacketId>,
     },
     /// The hub stored a QoS 1 telemetry message ([`DeviceClient::send_telemetry`]).
     TelemetryAcked(PacketId),
@@ -103,6 +107,8 @@ pub struct DeviceClient {
     ping_sent: Option<UnixMillis>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<ClientEvent>,
+    /// Whether cloud-to-device messages wait for [`DeviceClient::acknowledge`].
+    manual_acks: bool,
 }
 
 impl DeviceClient {
@@ -118,6 +124,21 @@ impl DeviceClient {
             ping_sent: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            manual_acks: false,
+        }
+    }
+
+    /// Leaves cloud-to-device PUBACKs to [`DeviceClient::acknowledge`]: for a client that
+    /// passes messages on (an AMQP device's links) and completes them only when its own
+    /// receiver does, so the hub redelivers what was never completed.
+    pub fn acknowledge_manually(&mut self) {
+        self.manual_acks = true;
+    }
+
+    /// Completes the cloud-to-device message `packet_id` (PUBACK).
+    pub fn acknowledge(&mut self, now: UnixMillis, packet_id: PacketId) {
+        if self.phase == Phase::Connected {
+            self.send(now, &Packet::PubAck(packet_id));
         }
     }
 
@@ -301,11 +322,15 @@ impl DeviceClient {
             }
             Ok(HubTopic::DesiredPatch { version }) => ClientEvent::DesiredPatch { version, body: p.payload },
             Ok(HubTopic::MethodRequest { name, rid }) => ClientEvent::MethodRequest { name, rid, body: p.payload },
-            Ok(HubTopic::CloudToDevice { properties }) => ClientEvent::CloudToDevice { properties, body: p.payload },
+            Ok(HubTopic::CloudToDevice { properties }) => {
+                ClientEvent::CloudToDevice { properties, body: p.payload, packet_id: p.packet_id }
+            }
             Err(e) => return self.close(CloseReason::TopicRefused(e.to_string())),
         };
-        // The hub sends cloud-to-device messages at QoS 1 and completes them on this PUBACK.
-        if let Some(id) = p.packet_id {
+        // The hub sends cloud-to-device messages at QoS 1 and completes them on this PUBACK,
+        // unless the application acknowledges them itself.
+        let manual = self.manual_acks && matches!(event, ClientEvent::CloudToDevice { .. });
+        if let (Some(id), false) = (p.packet_id, manual) {
             self.send(now, &Packet::PubAck(id));
         }
         self.events.push_back(event);
@@ -513,10 +538,26 @@ mod tests {
                 SessionEvent::CloudToDeviceAck(c2d),
             ]
         );
-        assert_eq!(
+        assert!(matches!(
             pair.client_events.last(),
-            Some(&ClientEvent::CloudToDevice { properties: c2d_props, body: b"hello".to_vec() })
-        );
+            Some(ClientEvent::CloudToDevice { properties, body, packet_id: Some(_) })
+                if *properties == c2d_props && body == b"hello"
+        ));
+    }
+
+    #[test]
+    fn cloud_to_device_acknowledged_by_the_application() {
+        let mut pair = Pair::connected();
+        pair.client.acknowledge_manually();
+        let c2d = pair.hub.send_cloud_to_device(&[], b"x".to_vec()).unwrap();
+        pair.pump();
+        assert!(!pair.hub_events.contains(&SessionEvent::CloudToDeviceAck(c2d)), "acknowledged on receipt");
+        let Some(ClientEvent::CloudToDevice { packet_id: Some(id), .. }) = pair.client_events.last().cloned() else {
+            panic!("no message: {:?}", pair.client_events);
+        };
+        pair.client.acknowledge(pair.now, id);
+        pair.pump();
+        assert_eq!(pair.hub_events.last(), Some(&SessionEvent::CloudToDeviceAck(c2d)));
     }
 
     #[test]
