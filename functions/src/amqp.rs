@@ -22,13 +22,15 @@ use crate::http::ApiResult;
 use crate::objects::feedback::feedback_stub;
 use crate::objects::partition::partition_stub;
 use crate::rpc::{FeedbackOp, PartitionOp};
+use futures_channel::mpsc;
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twinhub_core::amqp::cbs::{self, Grant, PutToken};
 use twinhub_core::amqp::connection::condition;
+use twinhub_core::amqp::device::{DeviceLinks, DeviceNode};
 use twinhub_core::amqp::{AmqpError, Connection, DeliveryState, Event, Limits, LinkId, Message, Role, Source, Target};
 use twinhub_core::auth::Permissions;
 use twinhub_core::eventhub::{self, ManagementRequest, PartitionAddress, PartitionInfo, StartPosition};
@@ -42,6 +44,11 @@ const POLL_MS: u64 = 100;
 const MAX_PENDING_REPLIES: usize = 16;
 /// Events read from a partition at once, at most.
 const READ_BATCH: u32 = 100;
+/// Devices one connection may carry (the C SDK multiplexes; the Node SDK opens one each).
+const MAX_DEVICES: usize = 64;
+/// Gateway messages waiting for the connection's loop, at most; a gateway socket's reader
+/// waits while it is full.
+const INBOX: usize = 32;
 
 /// What a link is for.
 enum Node {
@@ -58,9 +65,39 @@ enum Node {
     Partition { partition: u32, next: Option<u64>, start: StartPosition },
 }
 
+/// A device on this connection: its links, and the gateway socket its MQTT session runs on
+/// (`core::amqp::device`: to the hub it is an MQTT device).
+struct DeviceSession {
+    links: DeviceLinks,
+    socket: WebSocket,
+    /// Which socket this is: a reconnect opens another, and what an older one still says is
+    /// dropped.
+    generation: u64,
+    /// When the token the session connected with expires (Unix seconds).
+    expiry_secs: u64,
+}
+
+/// A device's token, put on `$cbs` and checked by its device object.
+struct DeviceGrant {
+    token: String,
+    host: String,
+    expiry_secs: u64,
+}
+
+/// What a gateway socket said: bytes, or `None` once it closed.
+struct FromGateway {
+    device_id: String,
+    generation: u64,
+    bytes: Option<Vec<u8>>,
+}
+
 struct Driver {
     env: Env,
     conn: Connection,
+    devices: BTreeMap<String, DeviceSession>,
+    device_grants: BTreeMap<String, DeviceGrant>,
+    inbox: mpsc::Sender<FromGateway>,
+    next_generation: u64,
     nodes: BTreeMap<LinkId, Node>,
     /// The reply link of `$cbs` and of `$management`.
     reply_links: BTreeMap<&'static str, LinkId>,
@@ -156,9 +193,14 @@ pub async fn accept_websocket(req: Request, env: &Env) -> ApiResult {
 /// Runs a connection until either side closes.
 async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
     let now = clock::now();
+    let (inbox, mut from_gateways) = mpsc::channel(INBOX);
     let mut driver = Driver {
         env: env.clone(),
         conn: Connection::new(Limits::default(), "twinhub", now),
+        devices: BTreeMap::new(),
+        device_grants: BTreeMap::new(),
+        inbox,
+        next_generation: 0,
         nodes: BTreeMap::new(),
         reply_links: BTreeMap::new(),
         grant: None,
@@ -169,11 +211,11 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
         driver.work().await;
         if let Some(bytes) = driver.conn.poll_transmit() {
             if !transport.write(bytes).await {
-                return;
+                break;
             }
         }
         if driver.conn.is_closed() {
-            return;
+            break;
         }
         // Wake for the connection's timer, or sooner while a partition link waits for events.
         let now = clock::now();
@@ -184,12 +226,30 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
         if let Some(expiry) = driver.grant.as_ref().map(|g| g.expiry_secs * 1000) {
             due = due.min(expiry.max(now.0));
         }
-        let wait = Duration::from_millis(due.saturating_sub(now.0).min(60_000));
-        match select(Box::pin(transport.read()), Box::pin(Delay::from(wait))).await {
-            Either::Left((None, _)) => return,
-            Either::Left((Some(bytes), _)) => driver.conn.handle_bytes(&bytes, clock::now()),
-            Either::Right(_) => driver.conn.handle_timeout(clock::now()),
+        for device in driver.devices.values() {
+            due = due.min(device.links.poll_timeout().map_or(u64::MAX, |t| t.0));
         }
+        let wait = Duration::from_millis(due.saturating_sub(now.0).min(60_000));
+        let input = select(Box::pin(transport.read()), from_gateways.next());
+        match select(input, Box::pin(Delay::from(wait))).await {
+            Either::Left((Either::Left((None, _)), _)) => break,
+            Either::Left((Either::Left((Some(bytes), _)), _)) => driver.conn.handle_bytes(&bytes, clock::now()),
+            Either::Left((Either::Right((Some(said), _)), _)) => driver.gateway_said(said),
+            // The driver holds a sender: the inbox never ends while it runs.
+            Either::Left((Either::Right((None, _)), _)) => {}
+            Either::Right(_) => {
+                let now = clock::now();
+                driver.conn.handle_timeout(now);
+                for device in driver.devices.values_mut() {
+                    device.links.handle_timeout(&mut driver.conn, now);
+                }
+            }
+        }
+    }
+    // The connection is over: so are its devices' sessions.
+    let ids: Vec<String> = driver.devices.keys().cloned().collect();
+    for id in ids {
+        driver.end_device_session(&id);
     }
 }
 
@@ -202,6 +262,163 @@ impl Driver {
         self.check_expiry();
         self.feed_partitions().await;
         self.feed_feedback().await;
+        self.serve_devices().await;
+    }
+
+    /// Bytes or a close from a device's gateway socket.
+    fn gateway_said(&mut self, said: FromGateway) {
+        let now = clock::now();
+        let Some(device) = self.devices.get_mut(&said.device_id) else { return };
+        if device.generation != said.generation {
+            return;
+        }
+        match said.bytes {
+            Some(bytes) => device.links.handle_bytes(&mut self.conn, &bytes, now),
+            None => device.links.connection_lost(&mut self.conn, now),
+        }
+    }
+
+    /// Sends each device session's bytes to its gateway; a session that ended is started
+    /// again with a renewed token, or its device's links are detached.
+    async fn serve_devices(&mut self) {
+        let mut ended = Vec::new();
+        for (id, device) in &mut self.devices {
+            while let Some(bytes) = device.links.poll_transmit() {
+                let _ = device.socket.send_with_bytes(bytes);
+            }
+            if device.links.ended().is_some() {
+                ended.push(id.clone());
+            }
+        }
+        let now = clock::now();
+        for id in ended {
+            let renewed = self
+                .device_grants
+                .get(&id)
+                .filter(|g| {
+                    g.expiry_secs > now.as_secs() && Some(g.expiry_secs) > self.devices.get(&id).map(|d| d.expiry_secs)
+                })
+                .map(|g| (g.token.clone(), g.expiry_secs));
+            if let Some((token, expiry_secs)) = renewed {
+                match self.open_gateway_socket(&id).await {
+                    Ok((socket, generation)) => {
+                        if let Some(device) = self.devices.get_mut(&id) {
+                            let _ = device.socket.close(Some(1000), Some("renewed"));
+                            device.socket = socket;
+                            device.generation = generation;
+                            device.expiry_secs = expiry_secs;
+                            device.links.reconnect(token, now);
+                            while let Some(bytes) = device.links.poll_transmit() {
+                                let _ = device.socket.send_with_bytes(bytes);
+                            }
+                        }
+                        continue;
+                    }
+                    Err(e) => worker::console_warn!("AMQP device {id}: no gateway socket: {e}"),
+                }
+            }
+            let expired = self.devices.get(&id).is_some_and(|d| d.expiry_secs <= now.as_secs());
+            let error = if expired {
+                AmqpError::new(condition::UNAUTHORIZED_ACCESS, "the device's token expired; put a new one on $cbs")
+            } else {
+                AmqpError::new(
+                    condition::DETACH_FORCED,
+                    "the device's session ended (disabled, deleted, re-keyed, or connected again elsewhere)",
+                )
+            };
+            if let Some(device) = self.devices.get(&id) {
+                let links: Vec<LinkId> = device.links.links().collect();
+                for link in links {
+                    self.conn.detach(link, Some(error.clone()), now);
+                }
+            }
+            self.end_device_session(&id);
+        }
+    }
+
+    /// Ends a device's MQTT session and closes its gateway socket.
+    fn end_device_session(&mut self, device_id: &str) {
+        if let Some(mut device) = self.devices.remove(device_id) {
+            device.links.disconnect(clock::now());
+            while let Some(bytes) = device.links.poll_transmit() {
+                let _ = device.socket.send_with_bytes(bytes);
+            }
+            let _ = device.socket.close(Some(1000), Some("AMQP links closed"));
+        }
+    }
+
+    /// A new gateway socket for a device's MQTT session, with a task passing what the
+    /// gateway says to the connection's loop.
+    async fn open_gateway_socket(&mut self, device_id: &str) -> worker::Result<(WebSocket, u64)> {
+        let socket = crate::device_tcp::open_gateway_socket(&self.env).await?;
+        socket.accept()?;
+        AsRef::<web_sys::WebSocket>::as_ref(&socket).set_binary_type(web_sys::BinaryType::Arraybuffer);
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let mut inbox = self.inbox.clone();
+        let reader = socket.clone();
+        let device_id = device_id.to_owned();
+        worker::wasm_bindgen_futures::spawn_local(async move {
+            if let Ok(mut events) = reader.events() {
+                while let Some(Ok(WebsocketEvent::Message(m))) = events.next().await {
+                    let said = FromGateway { device_id: device_id.clone(), generation, bytes: m.bytes() };
+                    if inbox.send(said).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = inbox.send(FromGateway { device_id, generation, bytes: None }).await;
+        });
+        Ok((socket, generation))
+    }
+
+    /// The device whose link `link` is, with the connection.
+    fn device_link(&mut self, link: LinkId) -> Option<(&mut DeviceLinks, &mut Connection)> {
+        let conn = &mut self.conn;
+        self.devices.values_mut().find(|d| d.links.has_link(link)).map(|d| (&mut d.links, conn))
+    }
+
+    /// A link under `/devices/{id}/...`: accepted once the device's token is on `$cbs`, and
+    /// served by its MQTT session (opened with its first link).
+    async fn attach_device_link(
+        &mut self,
+        link: LinkId,
+        name: &str,
+        parsed: Result<(String, DeviceNode), String>,
+        source: Option<Source>,
+        target: Option<Target>,
+    ) {
+        let now = clock::now();
+        let (device_id, node) = match parsed {
+            Ok(parsed) => parsed,
+            Err(why) => return self.conn.refuse_link(link, name, AmqpError::new(condition::NOT_FOUND, why), now),
+        };
+        let Some(grant) = self.device_grants.get(&device_id).filter(|g| g.expiry_secs > now.as_secs()) else {
+            let why = format!("put a token for device '{device_id}' on $cbs first");
+            return self.conn.refuse_link(link, name, AmqpError::new(condition::UNAUTHORIZED_ACCESS, why), now);
+        };
+        let (token, host, expiry_secs) = (grant.token.clone(), grant.host.clone(), grant.expiry_secs);
+        if !self.devices.contains_key(&device_id) {
+            if self.devices.len() >= MAX_DEVICES {
+                let why = format!("a connection carries at most {MAX_DEVICES} devices");
+                return self.conn.refuse_link(link, name, AmqpError::new(condition::RESOURCE_LIMIT_EXCEEDED, why), now);
+            }
+            let (socket, generation) = match self.open_gateway_socket(&device_id).await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    worker::console_warn!("AMQP device {device_id}: no gateway socket: {e}");
+                    let error =
+                        AmqpError::new(condition::INTERNAL_ERROR, "the hub could not start the device's session");
+                    return self.conn.refuse_link(link, name, error, now);
+                }
+            };
+            let links = DeviceLinks::new(&device_id, &host, token, now);
+            self.devices.insert(device_id.clone(), DeviceSession { links, socket, generation, expiry_secs });
+        }
+        self.conn.accept_link(link, name, source, target, Vec::new(), now);
+        if let Some(device) = self.devices.get_mut(&device_id) {
+            device.links.attach(link, node, now);
+        }
     }
 
     /// Sends waiting delivery feedback to the receivers that have credit, at most once a
@@ -275,7 +492,12 @@ impl Driver {
             }
             Event::Opened { .. } => self.created = now,
             Event::Attach { link, name, role, source, target, properties: _ } => {
-                self.attach(link, &name, role, source, target)
+                self.attach(link, &name, role, source, target).await
+            }
+            Event::Credit { link, .. } if self.device_link(link).is_some() => {
+                if let Some((links, conn)) = self.device_link(link) {
+                    links.credit(conn, link, now);
+                }
             }
             Event::Credit { link, drain } => {
                 if let Some(Node::Replies(pending)) = self.nodes.get_mut(&link) {
@@ -287,6 +509,11 @@ impl Driver {
                 if drain {
                     self.feed_partitions().await;
                     self.conn.drained(link, clock::now());
+                }
+            }
+            Event::Message { link, delivery_id, message, settled } if self.device_link(link).is_some() => {
+                if let Some((links, conn)) = self.device_link(link) {
+                    links.message(conn, link, delivery_id, settled, *message, now);
                 }
             }
             Event::Message { link, delivery_id, message, settled } => {
@@ -311,11 +538,16 @@ impl Driver {
                     self.conn.settle(link, delivery_id, DeliveryState::Accepted, now);
                 }
                 let reply = match node {
-                    "$cbs" => self.put_token(&message),
+                    "$cbs" => self.put_token(&message).await,
                     _ => self.management(&message).await,
                 };
                 if let Some(reply_link) = self.reply_links.get(node).copied() {
                     self.reply_on(reply_link, reply);
+                }
+            }
+            Event::Disposition { link, delivery_id, state } if self.device_link(link).is_some() => {
+                if let Some((links, _)) = self.device_link(link) {
+                    links.disposition(link, delivery_id, state, now);
                 }
             }
             Event::Disposition { link, delivery_id, state } => {
@@ -335,6 +567,15 @@ impl Driver {
                     }
                 }
             }
+            Event::Detached { link, .. } if self.device_link(link).is_some() => {
+                let device = self.devices.iter_mut().find(|(_, d)| d.links.has_link(link));
+                if let Some((id, device)) = device {
+                    if !device.links.detached(link) {
+                        let id = id.clone();
+                        self.end_device_session(&id);
+                    }
+                }
+            }
             Event::Detached { link, .. } => {
                 self.nodes.remove(&link);
                 self.reply_links.retain(|_, l| *l != link);
@@ -351,7 +592,7 @@ impl Driver {
         }
     }
 
-    fn attach(&mut self, link: LinkId, name: &str, role: Role, source: Option<Source>, target: Option<Target>) {
+    async fn attach(&mut self, link: LinkId, name: &str, role: Role, source: Option<Source>, target: Option<Target>) {
         let now = clock::now();
         // The node a link is for: its target when the client sends, its source when it receives.
         let address = match role {
@@ -360,13 +601,16 @@ impl Driver {
         }
         .unwrap_or_default();
         let partitions = Config::of(&self.env).eventhub_partitions;
-        // `amqps://{host}/messages/devicebound` names the node by its path, in any case (the
-        // Node SDK writes `/messages/serviceBound/feedback`).
-        let path = match address.split_once("://") {
+        let raw_path = match address.split_once("://") {
             Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
             None => address.as_str(),
+        };
+        if let Some(parsed) = DeviceNode::parse(raw_path, role) {
+            return self.attach_device_link(link, name, parsed, source, target).await;
         }
-        .to_ascii_lowercase();
+        // `amqps://{host}/messages/devicebound` names the node by its path, in any case (the
+        // Node SDK writes `/messages/serviceBound/feedback`).
+        let path = raw_path.to_ascii_lowercase();
         let node = match (path.as_str(), role) {
             ("/messages/devicebound", Role::Sender) => {
                 if self.refused_without_token(link, name) {
@@ -463,11 +707,17 @@ impl Driver {
         self.grant.as_ref().is_some_and(|g| g.expiry_secs > clock::now().as_secs())
     }
 
-    fn put_token(&mut self, request: &Message) -> Message {
+    async fn put_token(&mut self, request: &Message) -> Message {
         let put = match PutToken::parse(request) {
             Ok(put) => put,
             Err((status, why)) => return cbs::reply(request, status, &why, None),
         };
+        if let Some((host, device_id)) = device_audience(&put.audience) {
+            return match self.device_token(&host, &device_id, &put.token).await {
+                Ok(()) => cbs::reply(request, 200, "OK", None),
+                Err(why) => cbs::reply(request, 401, &why, None),
+            };
+        }
         match self.authorize(&put.token, Some(&put.audience)) {
             Ok(grant) => {
                 self.grant = Some(grant);
@@ -475,6 +725,24 @@ impl Driver {
             }
             Err(why) => cbs::reply(request, 401, &why, None),
         }
+    }
+
+    /// A device's token, checked by its device object (which opens no session for it) and
+    /// kept for the device's links; a renewal replaces it.
+    async fn device_token(&mut self, host: &str, device_id: &str, token: &str) -> Result<(), String> {
+        if crate::auth::own_name(host.to_owned(), &self.env).is_empty() {
+            return Err(format!("'{host}' is not this hub"));
+        }
+        let op = crate::rpc::DeviceOp::DeviceToken {
+            device_id: device_id.to_owned(),
+            token: token.to_owned(),
+            host: host.to_owned(),
+        };
+        let stub = crate::objects::device_stub(&self.env, device_id).map_err(|e| e.to_string())?;
+        let checked: crate::rpc::DeviceToken = crate::rpc::ask(&stub, &op).await.map_err(|e| e.to_string())?;
+        let grant = DeviceGrant { token: token.to_owned(), host: host.to_owned(), expiry_secs: checked.expiry_secs };
+        self.device_grants.insert(device_id.to_owned(), grant);
+        Ok(())
     }
 
     /// Detaches the partition links when the token they were attached under expires.
@@ -603,6 +871,15 @@ async fn ask<T: serde::de::DeserializeOwned>(env: &Env, partition: u32, op: &Par
     crate::rpc::ask(&partition_stub(env, partition)?, op)
         .await
         .map_err(|e| worker::Error::RustError(format!("partition {partition}: {e}")))
+}
+
+/// The device a put-token's audience names (`{host}/devices/{id}`, URL-encoded as the SDKs
+/// send it), with the host.
+fn device_audience(audience: &str) -> Option<(String, String)> {
+    let decoded = percent_encoding::percent_decode_str(audience).decode_utf8().ok()?;
+    let rest = decoded.split_once("://").map_or(&*decoded, |(_, r)| r);
+    let (host, device) = rest.split_once("/devices/")?;
+    (!host.is_empty() && !device.is_empty() && !device.contains('/')).then(|| (host.to_owned(), device.to_owned()))
 }
 
 fn rejected(condition: &str, description: String) -> DeliveryState {

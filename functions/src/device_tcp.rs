@@ -68,7 +68,7 @@ pub async fn serve(mut socket: Socket, env: &Env, first: Vec<u8>) -> worker::Res
 }
 
 /// A WebSocket to a random gateway shard, marked as a TCP device's.
-async fn open_gateway_socket(env: &Env) -> worker::Result<WebSocket> {
+pub(crate) async fn open_gateway_socket(env: &Env) -> worker::Result<WebSocket> {
     let headers = Headers::new();
     headers.set("upgrade", "websocket")?;
     // The URL only addresses the object; the gateway reads nothing from it.

@@ -48,6 +48,9 @@ pub enum DeviceOp {
         #[serde(default)]
         model_id: Option<String>,
     },
+    /// Whether `token` lets the device connect now (an AMQP put-token for the device, which
+    /// opens no session by itself): 200 [`DeviceToken`], or 401.
+    DeviceToken { device_id: String, token: String, host: String },
     /// The session's subscriptions changed; `keep` (CleanSession=0) keeps them for its next
     /// connection.
     DeviceSubscriptions { device_id: String, conn: String, subscriptions: Vec<Subscription>, keep: bool },
@@ -94,6 +97,14 @@ pub enum DeviceOp {
 /// session. Every op a session sends names its `conn`, so a socket left over from a deleted
 /// device can never act on a device re-created with the same id.
 pub const SESSION_ENDED: u16 = 410;
+
+/// The device object's answer to [`DeviceOp::DeviceToken`]: the token is good until then.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceToken {
+    /// Unix seconds.
+    pub expiry_secs: u64,
+}
 
 /// The device object's answer to [`DeviceOp::DeviceConnect`].
 pub use twinhub_core::device::ConnectVerdict;

@@ -257,7 +257,10 @@ impl DeviceLinks {
                     }
                     _ => settle(
                         conn,
-                        rejected("amqp:invalid-field", "a method answer needs a correlation-id and an int IoThub-status"),
+                        rejected(
+                            "amqp:invalid-field",
+                            "a method answer needs a correlation-id and an int IoThub-status",
+                        ),
                     ),
                 }
             }
@@ -574,7 +577,9 @@ fn property_bag(message: &Message) -> Vec<(String, Option<String>)> {
             Value::Null => None,
             Value::String(s) | Value::Symbol(s) => Some(s.clone()),
             Value::Bool(b) => Some(b.to_string()),
-            other => int(other).map(|n| n.to_string()).or_else(|| id_text(other)).or_else(|| Some(format!("{other:?}"))),
+            other => {
+                int(other).map(|n| n.to_string()).or_else(|| id_text(other)).or_else(|| Some(format!("{other:?}")))
+            }
         };
         bag.push((key.clone(), text));
     }

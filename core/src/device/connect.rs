@@ -55,6 +55,26 @@ pub enum ConnectRefusal {
 }
 
 impl DeviceState {
+    /// Whether `token` lets the device connect now (it exists, is enabled, and the token is
+    /// its own, or a policy's with DeviceConnect, for `host`): the token's expiry (Unix
+    /// seconds). A CONNECT checks this; an AMQP put-token for the device asks it alone.
+    pub fn check_token(
+        &self,
+        device_id: &str,
+        token: Option<&str>,
+        host: &str,
+        policies: &[Policy],
+        now: UnixMillis,
+    ) -> Result<u64, ConnectRefusal> {
+        let device = self.device.as_ref().ok_or(ConnectRefusal::UnknownDevice)?;
+        if device.identity.status != Status::Enabled {
+            return Err(ConnectRefusal::Disabled);
+        }
+        let keys = [device.identity.primary_key.as_str(), device.identity.secondary_key.as_str()];
+        let token = token.ok_or(AuthError::MissingToken)?;
+        Ok(authorize_device(token, host, device_id, &keys, policies, now.as_secs())?)
+    }
+
     /// A CONNECT: verify the token, then make this the device's one session. An older session
     /// is dropped (IoT Hub logs 400027); it is replaced in this step, so its later ops are
     /// refused, and its gateway is told after the commit.
@@ -65,13 +85,8 @@ impl DeviceState {
         config: DeviceConfig,
         now: UnixMillis,
     ) -> Result<Step, ConnectRefusal> {
+        let expiry = self.check_token(request.device_id, request.token, request.host, policies, now)?;
         let device = self.device.as_mut().ok_or(ConnectRefusal::UnknownDevice)?;
-        if device.identity.status != Status::Enabled {
-            return Err(ConnectRefusal::Disabled);
-        }
-        let keys = [device.identity.primary_key.as_str(), device.identity.secondary_key.as_str()];
-        let token = request.token.ok_or(AuthError::MissingToken)?;
-        let expiry = authorize_device(token, request.host, request.device_id, &keys, policies, now.as_secs())?;
         device.identity.connected = true;
         device.identity.connection_state_updated = now;
         // The twin's `modelId` is what the device last announced; a connection that announces

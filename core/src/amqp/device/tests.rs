@@ -29,7 +29,9 @@ impl Rig {
             next_delivery: 0,
         };
         rig.pump();
-        assert!(matches!(rig.hub_events.pop(), Some(SessionEvent::Authenticate { device_id, .. }) if device_id == "d1"));
+        assert!(
+            matches!(rig.hub_events.pop(), Some(SessionEvent::Authenticate { device_id, .. }) if device_id == "d1")
+        );
         rig.hub.authenticated(Ok(Accepted::default()));
         rig.pump();
         rig
@@ -108,7 +110,9 @@ impl Rig {
         };
         self.peer.amqp(0, Performative::Attach(attach));
         self.pump();
-        assert!(matches!(self.peer.performative(), Performative::Attach(a) if a.handle == handle || a.source.is_some()));
+        assert!(
+            matches!(self.peer.performative(), Performative::Attach(a) if a.handle == handle || a.source.is_some())
+        );
         if role == Role::Sender {
             assert!(matches!(self.peer.performative(), Performative::Flow(_)), "no credit for the device");
         } else {
@@ -176,7 +180,8 @@ fn twin_request(operation: &str, resource: Option<&str>, correlation: &str, body
     if let Some(r) = resource {
         m.message_annotations.push((Value::symbol("resource"), Value::String(r.into())));
     }
-    m.properties = Some(Properties { correlation_id: Some(Value::String(correlation.into())), ..Properties::default() });
+    m.properties =
+        Some(Properties { correlation_id: Some(Value::String(correlation.into())), ..Properties::default() });
     m
 }
 
@@ -221,7 +226,9 @@ fn telemetry_is_accepted_once_the_hub_stored_it() {
     assert_eq!(body, br#"{"temperature":31}"#);
     assert!(properties.contains(&("alert".into(), Some("high_temperature".into()))));
     assert!(properties.contains(&("$.ct".into(), Some("application/json".into()))));
-    assert!(properties.iter().any(|(k, v)| k == "$.mid" && v.as_deref() == Some("11111111-1111-1111-1111-111111111111")));
+    assert!(properties
+        .iter()
+        .any(|(k, v)| k == "$.mid" && v.as_deref() == Some("11111111-1111-1111-1111-111111111111")));
     assert!(rig.peer.nothing_sent(), "settled before the hub stored it");
     rig.hub.ack(id);
     rig.pump();
@@ -269,7 +276,10 @@ fn twin_get_reported_patch_and_desired_notifications() {
     assert!(rig.hub.push_desired(2, b"{}".to_vec()).is_err());
     rig.send(0, &twin_request("PUT", Some("/notifications/twin/properties/desired"), "c-put", b" "));
     let (_, _, answer) = rig.received();
-    assert_eq!((correlation(&answer), annotation(&answer, "status")), (Some(Value::String("c-put".into())), Some(Value::Int(200))));
+    assert_eq!(
+        (correlation(&answer), annotation(&answer, "status")),
+        (Some(Value::String("c-put".into())), Some(Value::Int(200)))
+    );
     rig.hub.push_desired(3, br#"{"interval":5,"$version":3}"#.to_vec()).unwrap();
     rig.pump();
     let (_, _, patch) = rig.received();

@@ -222,6 +222,16 @@ impl DeviceObject {
                 };
                 self.run(|s| s.connect(request, policies, rules, now).or_else(refused)).await
             }
+            DeviceOp::DeviceToken { device_id, token, host } => {
+                let policies = &self.config.policies;
+                match self.with_stored(|s| s.device.check_token(&device_id, Some(&token), &host, policies, now))? {
+                    Ok(expiry_secs) => Ok(http::json(200, &rpc::DeviceToken { expiry_secs }, None)?),
+                    Err(e) => {
+                        worker::console_log!("device {device_id}: AMQP token refused: {e}");
+                        Err(HubError::new(ErrorCode::IotHubUnauthorizedAccess, e.to_string()).into())
+                    }
+                }
+            }
             DeviceOp::DeviceSubscriptions { device_id, conn, subscriptions, keep } => {
                 self.purge_expired(&device_id, now).await?;
                 let rules = self.rules();
