@@ -16,7 +16,7 @@ import { test } from "node:test";
 import { createRequire } from "node:module";
 
 const require = createRequire(import.meta.url);
-const { Client: DeviceClient, ModuleClient, Message } = require("azure-iot-device");
+const { Client: DeviceClient, ModuleClient, Message, SharedAccessKeyAuthenticationProvider } = require("azure-iot-device");
 const { Mqtt, MqttWs } = require("azure-iot-device-mqtt");
 const { Amqp, AmqpWs } = require("azure-iot-device-amqp");
 const { NoRetry } = require("azure-iot-common");
@@ -324,6 +324,59 @@ test("a device on Amqp shares the one-session rule with MQTT and is dropped when
   } finally {
     await amqp.close().catch(() => {});
     await mqtt.close().catch(() => {});
+    await registry.delete(deviceId).catch(() => {});
+  }
+});
+
+// Token lifetimes on AMQP: the SDK renews its token with a put-token on the same connection,
+// and the device's links live on across the old token's end; a token that cannot be renewed
+// ends them when it expires (and the SDK's reconnection with it is refused).
+test("a device on Amqp: renewed tokens keep its links, an expired one ends them", async () => {
+  const deviceId = "node-amqp-tokens";
+  await registry.create({ deviceId, status: "enabled" });
+  const { responseBody: device } = await registry.get(deviceId);
+  const key = device.authentication.symmetricKey.primaryKey;
+  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key}`;
+  const invoke = () => service.invokeDeviceMethod(deviceId, { methodName: "ping", payload: {}, responseTimeoutInSeconds: 5 });
+
+  // Tokens valid 8 s, renewed 4 s before their end: three renewals in the 14 s below.
+  const renewing = DeviceClient.fromAuthenticationProvider(SharedAccessKeyAuthenticationProvider.fromConnectionString(cs, 8, 4), Amqp);
+  let dropped = null;
+  renewing.on("disconnect", (e) => (dropped = e ?? "disconnect"));
+  // The transport's own event (the client would hide a drop it recovers from by reconnecting):
+  // the renewals must not cost the connection.
+  renewing._transport.on("disconnect", (e) => (dropped = e ?? "transport disconnect"));
+  try {
+    await renewing.open();
+    renewing.onDeviceMethod("ping", (_request, response) => response.send(200, { ok: true }));
+    await sleep(14000);
+    assert.equal(dropped, null, `the client was dropped: ${dropped}`);
+    let answered = null;
+    await eventually(async () => {
+      answered = await invoke().catch(() => null);
+      return answered !== null;
+    }, "a method answered after the renewals");
+    assert.equal(answered.result.status, 200);
+  } finally {
+    await renewing.close().catch(() => {});
+  }
+
+  // A signature valid for 5 s, which the client cannot renew.
+  const sr = encodeURIComponent(`localhost/devices/${deviceId}`);
+  const se = Math.floor(Date.now() / 1000) + 5;
+  const sig = createHmac("sha256", Buffer.from(key, "base64")).update(`${sr}\n${se}`).digest("base64");
+  const fixed = DeviceClient.fromSharedAccessSignature(`SharedAccessSignature sr=${sr}&sig=${encodeURIComponent(sig)}&se=${se}`, Amqp);
+  fixed.setRetryPolicy(new NoRetry());
+  const disconnected = new Promise((resolve) => fixed.on("disconnect", resolve));
+  try {
+    await fixed.open();
+    fixed.onDeviceMethod("ping", (_request, response) => response.send(200, { ok: true }));
+    await sleep(500);
+    assert.equal((await invoke()).result.status, 200);
+    await Promise.race([disconnected, sleep(20000).then(() => Promise.reject(new Error("no disconnect after the token expired")))]);
+    await assert.rejects(invoke());
+  } finally {
+    await fixed.close().catch(() => {});
     await registry.delete(deviceId).catch(() => {});
   }
 });
