@@ -748,14 +748,7 @@ impl Connection {
         if !self.sessions.contains_key(&link.channel) {
             return;
         }
-        let d = Disposition {
-            role: Role::Receiver,
-            first: delivery_id,
-            last: None,
-            settled: true,
-            state: Some(state),
-            batchable: false,
-        };
+        let d = Disposition::settle(delivery_id, state);
         self.write(Frame::amqp(link.channel, Performative::Disposition(d)), now);
     }
 

@@ -325,6 +325,20 @@ pub struct Disposition {
     pub batchable: bool,
 }
 
+impl Disposition {
+    /// A receiver settling one delivery with `state`.
+    pub fn settle(delivery_id: u32, state: DeliveryState) -> Self {
+        Disposition {
+            role: Role::Receiver,
+            first: delivery_id,
+            last: None,
+            settled: true,
+            state: Some(state),
+            batchable: false,
+        }
+    }
+}
+
 /// `detach` (2.7.7).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Detach {

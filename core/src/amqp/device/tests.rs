@@ -154,14 +154,7 @@ impl Rig {
 
     /// The peer settles a delivery the hub sent.
     fn settle(&mut self, delivery_id: u32, state: DeliveryState) {
-        let disposition = crate::amqp::performative::Disposition {
-            role: Role::Receiver,
-            first: delivery_id,
-            last: None,
-            settled: true,
-            state: Some(state),
-            batchable: false,
-        };
+        let disposition = crate::amqp::performative::Disposition::settle(delivery_id, state);
         self.peer.amqp(0, Performative::Disposition(disposition));
         self.pump();
     }
