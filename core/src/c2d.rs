@@ -243,6 +243,39 @@ pub fn feedback_message(records: &[Feedback], message_id: String) -> AmqpMessage
     }
 }
 
+/// The cloud-to-device messages one session has in hand: sent and not yet acknowledged (by
+/// packet id), and the highest queue seq it completed.
+///
+/// The device object sends its whole queue, in seq order, whenever a message is added; such a
+/// list can be made just before a completion is written and reach the session just after it.
+/// A message at or below the highest seq completed that is not in flight was completed by
+/// this session (every earlier list held it, and it was sent and acknowledged), so it is not
+/// sent again. Without this a device that completes each message as it arrives got it twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    sent: std::collections::BTreeMap<u16, u64>,
+    completed_max: u64,
+}
+
+impl InFlight {
+    /// Whether the queue's message `seq` should go to the device now.
+    pub fn is_new(&self, seq: u64) -> bool {
+        seq > self.completed_max && !self.sent.values().any(|s| *s == seq)
+    }
+
+    /// Message `seq` went out as PUBLISH `packet_id`.
+    pub fn sent(&mut self, packet_id: u16, seq: u64) {
+        self.sent.insert(packet_id, seq);
+    }
+
+    /// The device acknowledged PUBLISH `packet_id`: the seq it completes, if it was one.
+    pub fn acknowledged(&mut self, packet_id: u16) -> Option<u64> {
+        let seq = self.sent.remove(&packet_id)?;
+        self.completed_max = self.completed_max.max(seq);
+        Some(seq)
+    }
+}
+
 /// A UUID in its usual text form.
 pub(crate) fn uuid_text(u: &[u8; 16]) -> String {
     let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
@@ -252,6 +285,24 @@ pub(crate) fn uuid_text(u: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_made_before_a_completion_sends_nothing_twice() {
+        let mut session = InFlight::default();
+        assert!(session.is_new(1));
+        session.sent(7, 1);
+        // A list [1, 2] made while 1 was in flight: only 2 is new.
+        assert!(!session.is_new(1) && session.is_new(2));
+        session.sent(8, 2);
+        assert_eq!(session.acknowledged(7), Some(1));
+        // A list [1, 2, 3] made before 1's completion was written arrives now: 1 is done,
+        // 2 is in flight, 3 is new.
+        assert!(!session.is_new(1) && !session.is_new(2) && session.is_new(3));
+        // Completed out of order: 2 before an earlier one would still be in flight.
+        assert_eq!(session.acknowledged(8), Some(2));
+        assert_eq!(session.acknowledged(8), None, "a PUBACK twice completes once");
+        assert!(session.is_new(3));
+    }
 
     #[test]
     fn properties_that_cannot_fit_a_topic_are_refused() {

@@ -217,16 +217,13 @@ impl Hub {
         let log = storage.path().join(format!("workerd-{port}.log"));
         let log_file = fs::File::create(&log).expect("create log");
         let mut command = Command::new(root.join("scripts/serve.sh"));
-        let (mut mqtt_port, mut amqp_port) = (None, None);
+        let mut mqtt_port = None;
         if https {
             let tls = tls();
             command.env("TWINHUB_TLS_KEY", &tls.key).env("TWINHUB_TLS_CERT", &tls.cert);
             let mqtt = if fixed_port == Some(443) { 8883 } else { free_port() };
             command.env("TWINHUB_MQTT_LISTEN", format!("127.0.0.1:{mqtt}"));
             mqtt_port = Some(mqtt);
-            let amqp = free_port();
-            command.env("TWINHUB_AMQP_LISTEN", format!("127.0.0.1:{amqp}"));
-            amqp_port = Some(amqp);
             // AMQP over TLS on IoT Hub's 5671, which the service SDKs dial for cloud-to-device
             // whatever the host's port: only for the hub on 443, the one the SDKs' fixed
             // ports are for.
@@ -234,6 +231,10 @@ impl Hub {
                 command.env("TWINHUB_AMQPS_LISTEN", "127.0.0.1:5671");
             }
         }
+        // Plain AMQP, as the Event Hubs emulator's connection strings dial it (http or https).
+        let amqp = free_port();
+        command.env("TWINHUB_AMQP_LISTEN", format!("127.0.0.1:{amqp}"));
+        let amqp_port = Some(amqp);
         let child = command
             .current_dir(&root)
             .arg(storage.path().join("workerd"))
@@ -250,6 +251,16 @@ impl Hub {
         let mut hub = Self { child, owner_key, port, log, https, mqtt_port, amqp_port };
         hub.wait_ready();
         hub
+    }
+
+    /// The port of plain AMQP (`None` under `wrangler dev`, which takes no TCP).
+    pub fn amqp_port(&self) -> Option<u16> {
+        self.amqp_port
+    }
+
+    /// The owner policy's key.
+    pub fn owner_key(&self) -> &str {
+        &self.owner_key
     }
 
     /// The port of MQTT over TLS (`None` over http, or under `wrangler dev`, which takes no TCP).

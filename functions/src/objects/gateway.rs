@@ -141,9 +141,10 @@ struct Attachment {
     /// MQTT over TCP: `host` is taken from the CONNECT user name.
     #[serde(default)]
     tcp: bool,
-    /// Cloud-to-device messages sent and not yet acknowledged: packet id -> queue seq.
+    /// Cloud-to-device messages sent and not yet acknowledged, and how far the session
+    /// completed.
     #[serde(default)]
-    c2d_in_flight: std::collections::BTreeMap<u16, u64>,
+    c2d: twinhub_core::c2d::InFlight,
 }
 
 enum Input {
@@ -252,7 +253,7 @@ impl Gateway {
             host: header(HOST_HEADER),
             session: Session::with_connect_timeout(clock::now(), Config::of(&self.env).connect_timeout_ms),
             tcp: header(TRANSPORT_HEADER) == TRANSPORT_TCP,
-            c2d_in_flight: std::collections::BTreeMap::new(),
+            c2d: Default::default(),
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
         store_attachment(&pair.server, &attachment)?;
@@ -330,12 +331,13 @@ impl Gateway {
             Input::CloudToDevice(messages) => {
                 for m in messages {
                     // Already on its way (a redelivery trigger while unacknowledged): skip.
-                    if att.c2d_in_flight.values().any(|seq| *seq == m.seq) {
+                    // In flight already, or completed (a list made before the completion): skip.
+                    if !att.c2d.is_new(m.seq) {
                         continue;
                     }
                     let body = BASE64.decode(&m.body).unwrap_or_default();
                     if let Ok(packet_id) = att.session.send_cloud_to_device(&m.properties, body) {
-                        att.c2d_in_flight.insert(packet_id.get(), m.seq);
+                        att.c2d.sent(packet_id.get(), m.seq);
                     }
                 }
             }
@@ -526,7 +528,7 @@ impl Gateway {
                 }
                 SessionEvent::MethodResponse { rid, status, body } => self.answer(&rid, Some((status, body))),
                 SessionEvent::CloudToDeviceAck(packet_id) => {
-                    if let Some(seq) = att.c2d_in_flight.remove(&packet_id.get()) {
+                    if let Some(seq) = att.c2d.acknowledged(packet_id.get()) {
                         let op = DeviceOp::CloudToDeviceDelivered { device_id, conn: att.conn.clone(), seq };
                         self.session_op(att, op).await?;
                     }
