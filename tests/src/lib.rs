@@ -7,6 +7,8 @@
 //!
 //! The harness does not build anything: `make test` builds the Worker and the dashboard first.
 
+pub mod amqp_client;
+
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;

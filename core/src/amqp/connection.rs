@@ -321,7 +321,20 @@ impl Connection {
     fn step(&mut self, now: UnixMillis) -> Result<bool, DecodeError> {
         match self.phase {
             Phase::SaslHeader | Phase::AmqpHeader => {
-                let Some(header) = ProtocolHeader::read(&self.inbuf)? else { return Ok(false) };
+                let header = match ProtocolHeader::read(&self.inbuf) {
+                    Ok(Some(header)) => header,
+                    Ok(None) => return Ok(false),
+                    // `AMQP` with a protocol or version the hub does not speak: answer with
+                    // one it does, then close (2.2). Bytes that are not AMQP at all get
+                    // nothing.
+                    Err(e) if self.inbuf.len() >= 8 && self.inbuf.starts_with(b"AMQP") => {
+                        let supported = if self.inbuf[4] == 3 { ProtocolHeader::Sasl } else { ProtocolHeader::Amqp };
+                        self.write_bytes(&supported.bytes(), now);
+                        self.closed(Some(AmqpError::new(condition::NOT_ALLOWED, e.to_string())));
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.inbuf.drain(..8);
                 match (self.phase, header) {
                     (Phase::SaslHeader, ProtocolHeader::Sasl) => {

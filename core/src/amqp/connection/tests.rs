@@ -178,6 +178,15 @@ fn violations_close_the_connection_with_the_spec_condition() {
     p.hub.sasl_outcome(true, p.now);
     p.send_bytes(&ProtocolHeader::Sasl.bytes());
     assert!(p.hub.is_closed());
+    // AMQP in a version the hub does not speak: the header it does speak, then closed (2.2).
+    for (unsupported, answer) in
+        [(b"AMQP\x09\x01\x00\x00", ProtocolHeader::Amqp), (b"AMQP\x03\x02\x00\x00", ProtocolHeader::Sasl)]
+    {
+        let mut p = Peer::new();
+        p.send_bytes(unsupported);
+        assert_eq!(p.header(), answer);
+        assert!(p.hub.is_closed() && p.nothing_sent());
+    }
     // Garbage instead of a header: closed, nothing sent.
     let mut p = Peer::new();
     p.send_bytes(b"GET / HTTP/1.1\r\n");

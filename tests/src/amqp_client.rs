@@ -1,0 +1,359 @@
+//! The client role of AMQP 1.0, as much as the tests and the event-stream bench need, written
+//! over core's frame and message codec (the hub's side is `core::amqp::Connection`): no SASL
+//! (as the Node SDKs connect), one session, CBS put-token, receivers with credit, a sender,
+//! and raw bytes for the fault tests. Blocking, over plain TCP.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use twinhub_core::amqp::{
+    AmqpError, Attach, Begin, Body, DeliveryState, Descriptor, Flow, Frame, Message, MessageBody, Open, Performative,
+    Properties, ProtocolHeader, Role, Source, Target, Transfer, Value,
+};
+
+/// Credit a receiver grants, topped up at half.
+pub const CREDIT: u32 = 1_000;
+
+/// One AMQP connection to the hub.
+pub struct AmqpClient {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    /// The hub's next transfer id (its `begin` starts at its next-outgoing-id).
+    next_incoming_id: u32,
+    /// Per receiving handle: transfers received.
+    received: HashMap<u32, u32>,
+    next_message_id: u32,
+}
+
+/// What the hub said when it refused a link or ended the connection.
+pub type Refusal = Option<AmqpError>;
+
+impl AmqpClient {
+    /// A TCP connection to `port`, nothing sent.
+    pub fn tcp(port: u16) -> TcpStream {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the AMQP listener");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream
+    }
+
+    /// Header, open and begin, answered; no token yet.
+    pub fn open(port: u16, hostname: &str) -> Self {
+        let mut c = AmqpClient {
+            stream: Self::tcp(port),
+            buf: Vec::new(),
+            next_incoming_id: 0,
+            received: HashMap::new(),
+            next_message_id: 0,
+        };
+        c.stream.write_all(&ProtocolHeader::Amqp.bytes()).expect("write");
+        c.send(Performative::Open(Open {
+            container_id: "e2e".into(),
+            hostname: Some(hostname.into()),
+            ..Open::default()
+        }));
+        c.send(Performative::Begin(Begin {
+            next_outgoing_id: 1,
+            incoming_window: 1 << 30,
+            outgoing_window: 1 << 30,
+            ..Begin::default()
+        }));
+        let mut header = [0u8; 8];
+        c.stream.read_exact(&mut header).expect("the hub's protocol header");
+        assert_eq!(header, ProtocolHeader::Amqp.bytes(), "the hub answered another protocol");
+        loop {
+            if let Performative::Begin(b) = c.performative() {
+                c.next_incoming_id = b.next_outgoing_id;
+                return c;
+            }
+        }
+    }
+
+    /// [`AmqpClient::open`], then `token` put on `$cbs` for `audience`; panics unless 200.
+    pub fn with_token(port: u16, hostname: &str, audience: &str, token: &str) -> Self {
+        let mut c = Self::open(port, hostname);
+        let (status, why) = c.put_token(audience, token);
+        assert_eq!(status, 200, "put-token refused: {why}");
+        c
+    }
+
+    /// Puts `token` on `$cbs` (attaching its links the first time): the reply's status and
+    /// description.
+    pub fn put_token(&mut self, audience: &str, token: &str) -> (i32, String) {
+        if !self.received.contains_key(&1) {
+            self.attach(0, Role::Sender, "$cbs", None).expect("the $cbs sender");
+            self.attach(1, Role::Receiver, "$cbs", None).expect("the $cbs receiver");
+            self.credit(1);
+        }
+        self.next_message_id += 1;
+        let put = Message {
+            properties: Some(Properties {
+                message_id: Some(Value::String(format!("put-{}", self.next_message_id))),
+                to: Some("$cbs".into()),
+                reply_to: Some("cbs".into()),
+                ..Properties::default()
+            }),
+            application_properties: vec![
+                ("operation".into(), Value::String("put-token".into())),
+                ("type".into(), Value::String("servicebus.windows.net:sastoken".into())),
+                ("name".into(), Value::String(audience.into())),
+            ],
+            body: MessageBody::Value(Value::String(token.into())),
+            ..Message::default()
+        };
+        self.transfer(0, self.next_message_id, &put, true);
+        loop {
+            if let Some((1, m)) = self.next_message() {
+                let property =
+                    |name: &str| m.application_properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+                let status = match property("status-code") {
+                    Some(Value::Int(n)) => n,
+                    other => panic!("a put-token reply without an int status: {other:?}"),
+                };
+                let why = match property("status-description") {
+                    Some(Value::String(s)) => s,
+                    _ => String::new(),
+                };
+                return (status, why);
+            }
+        }
+    }
+
+    /// Sends one performative on channel 0.
+    pub fn send(&mut self, p: Performative) {
+        self.write(&Frame::amqp(0, p).to_bytes().expect("an encodable frame"));
+    }
+
+    /// Sends raw bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write to the hub");
+    }
+
+    /// The next frame; panics if the hub closes first.
+    pub fn frame(&mut self) -> Frame {
+        self.try_frame().expect("the hub closed the AMQP connection")
+    }
+
+    /// The next frame, or `None` once the hub closed the socket.
+    pub fn try_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, used)) = Frame::decode(&self.buf, u32::MAX).expect("a well-formed frame") {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next performative (skipping empty frames).
+    pub fn performative(&mut self) -> Performative {
+        loop {
+            match self.frame().body {
+                Body::Amqp { performative, .. } => return performative,
+                Body::Empty => continue,
+                other => panic!("expected a performative, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the hub's `close`: its error; `None` when the socket ends without one.
+    pub fn closed_with(&mut self) -> Option<Refusal> {
+        while let Some(frame) = self.try_frame() {
+            if let Body::Amqp { performative: Performative::Close(error), .. } = frame.body {
+                return Some(error);
+            }
+        }
+        None
+    }
+
+    /// Attaches `address` as `role` on `handle` (no credit yet): `Err` with the hub's error
+    /// when it refuses the link. Frames of other links read meanwhile are dropped, so grant
+    /// credit only once every link is attached.
+    pub fn attach(
+        &mut self,
+        handle: u32,
+        role: Role,
+        address: &str,
+        filter: Option<(Value, Value)>,
+    ) -> Result<(), Refusal> {
+        self.send(Performative::Attach(Attach {
+            name: format!("e2e-{handle}"),
+            handle,
+            role,
+            snd_settle_mode: None,
+            rcv_settle_mode: None,
+            source: Some(Source { address: Some(address.into()), filter: filter.into_iter().collect() }),
+            target: Some(Target { address: Some(address.into()) }),
+            initial_delivery_count: (role == Role::Sender).then_some(0),
+            max_message_size: None,
+            offered_capabilities: vec![],
+            desired_capabilities: vec![],
+            properties: vec![],
+        }));
+        loop {
+            match self.performative() {
+                Performative::Attach(a) if a.name == format!("e2e-{handle}") => {
+                    // A refused link is answered by an attach with no terminus, then a detach.
+                    let refused = match role {
+                        Role::Receiver => a.source.is_none(),
+                        Role::Sender => a.target.is_none(),
+                    };
+                    if !refused {
+                        break;
+                    }
+                }
+                Performative::Detach(d) if d.handle == handle => return Err(d.error),
+                _ => {}
+            }
+        }
+        if role == Role::Receiver {
+            self.received.insert(handle, 0);
+        }
+        Ok(())
+    }
+
+    /// A receiver on partition `partition` of the hub's event stream, starting after offset
+    /// `after_offset` (`-1` for the start, `@latest` for the end).
+    pub fn attach_partition(&mut self, handle: u32, partition: u32, after_offset: &str) -> Result<(), Refusal> {
+        let filter = (
+            Value::symbol("apache.org:selector-filter:string"),
+            Value::described(
+                Descriptor::Symbol("apache.org:selector-filter:string".into()),
+                Value::String(format!("amqp.annotation.x-opt-offset > '{after_offset}'")),
+            ),
+        );
+        let address = format!("{}/ConsumerGroups/$Default/Partitions/{partition}", twinhub_core::eventhub::ENTITY_PATH);
+        self.attach(handle, Role::Receiver, &address, Some(filter))
+    }
+
+    /// Grants `handle` [`CREDIT`].
+    pub fn credit(&mut self, handle: u32) {
+        self.credit_of(handle, CREDIT);
+    }
+
+    /// Grants `handle` `credit`.
+    pub fn credit_of(&mut self, handle: u32, credit: u32) {
+        let delivery_count = self.received.get(&handle).copied().unwrap_or(0);
+        self.send(Performative::Flow(Flow {
+            next_incoming_id: Some(self.next_incoming_id),
+            incoming_window: 1 << 30,
+            next_outgoing_id: 1,
+            outgoing_window: 1 << 30,
+            handle: Some(handle),
+            delivery_count: Some(delivery_count),
+            link_credit: Some(credit),
+            ..Flow::default()
+        }));
+    }
+
+    /// Sends `message` as one transfer.
+    pub fn transfer(&mut self, handle: u32, delivery_id: u32, message: &Message, settled: bool) {
+        let transfer = Transfer {
+            handle,
+            delivery_id: Some(delivery_id),
+            delivery_tag: Some(delivery_id.to_be_bytes().to_vec()),
+            settled: Some(settled),
+            ..Transfer::default()
+        };
+        let frame = Frame {
+            channel: 0,
+            body: Body::Amqp {
+                performative: Performative::Transfer(transfer),
+                payload: message.encode().expect("an encodable message"),
+            },
+        };
+        self.write(&frame.to_bytes().expect("an encodable frame"));
+    }
+
+    /// The next whole message the hub sent (single-transfer), with its handle; `None` for
+    /// any other frame. Tops credit up at half.
+    pub fn next_message(&mut self) -> Option<(u32, Message)> {
+        let Body::Amqp { performative: Performative::Transfer(t), payload } = self.frame().body else { return None };
+        self.next_incoming_id = self.next_incoming_id.wrapping_add(1);
+        let n = self.received.entry(t.handle).or_insert(0);
+        *n += 1;
+        if n.is_multiple_of(CREDIT / 2) {
+            self.credit(t.handle);
+        }
+        Some((t.handle, Message::decode(&payload).expect("a message")))
+    }
+
+    /// Reads messages until `stop`, recording when each arrived (with the message).
+    pub fn consume(mut self, received: &Mutex<Vec<(Instant, Message)>>, stop: &AtomicBool) {
+        self.stream.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        while !stop.load(Ordering::Relaxed) {
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => continue,
+            }
+            while let Ok(Some(_)) = Frame::decode(&self.buf, u32::MAX) {
+                if let Some((_, m)) = self.next_message() {
+                    received.lock().expect("lock").push((Instant::now(), m));
+                }
+            }
+        }
+    }
+
+    /// Reads until `expected` messages arrived or none came for 2 s.
+    pub fn drain(self, expected: usize) -> Vec<(Instant, Message)> {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (received, stop) = (received.clone(), stop.clone());
+            std::thread::spawn(move || self.consume(&received, &stop))
+        };
+        let mut last = usize::MAX;
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let n = received.lock().expect("lock").len();
+            if n >= expected || n == last {
+                break;
+            }
+            last = n;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = reader.join();
+        let events = received.lock().expect("lock").clone();
+        events
+    }
+
+    /// Sends one cloud-to-device message to `device_id` on the sender `handle` and waits for
+    /// its outcome.
+    pub fn send_c2d(
+        &mut self,
+        handle: u32,
+        delivery_id: u32,
+        device_id: &str,
+        message_id: &str,
+    ) -> Option<DeliveryState> {
+        let message = Message {
+            properties: Some(Properties {
+                message_id: Some(Value::String(message_id.into())),
+                to: Some(format!("/devices/{device_id}/messages/devicebound")),
+                ..Properties::default()
+            }),
+            body: MessageBody::Data(vec![message_id.as_bytes().to_vec()]),
+            ..Message::default()
+        };
+        self.transfer(handle, delivery_id, &message, false);
+        loop {
+            if let Performative::Disposition(d) = self.performative() {
+                return d.state;
+            }
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
