@@ -38,8 +38,16 @@ use twinhub_core::UnixMillis;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Delay, Env, Request, Response, Socket, WebSocket, WebSocketPair, WebsocketEvent};
 
-/// How often a partition link with credit looks for new events while there are none.
+/// How soon a partition link with credit looks again after a read found nothing; doubled
+/// after each empty read up to [`MAX_POLL_MS`], and back to none as soon as events flow. An
+/// idle consumer of 4 partitions so makes 4 calls a second, not 40 (each is a subrequest of
+/// the connection's request on Cloudflare, see [`crate::config::AMQP_SUBREQUESTS_VAR`]).
 const POLL_MS: u64 = 100;
+const MAX_POLL_MS: u64 = 1_000;
+/// How soon a link looks again after a read found some events but not a full batch: soon,
+/// but not at once, so a consumer that keeps up reads in batches instead of making a call
+/// per event (each call is work on the thread that also stores the telemetry).
+const TRICKLE_MS: u64 = 20;
 /// Replies waiting for credit on a node's reply link, at most.
 const MAX_PENDING_REPLIES: usize = 16;
 /// Events read from a partition at once, at most.
@@ -61,8 +69,9 @@ enum Node {
     /// `/messages/servicebound/feedback`: delivery feedback, with the records each unsettled
     /// delivery carries (completed when the receiver accepts it).
     Feedback { lent: BTreeMap<u32, Vec<i64>>, next_look: u64 },
-    /// A consumer's partition receiver: the next sequence number to send, once known.
-    Partition { partition: u32, next: Option<u64>, start: StartPosition },
+    /// A consumer's partition receiver: the next sequence number to send, once known; when
+    /// to look for events next and how many looks in a row found none.
+    Partition { partition: u32, next: Option<u64>, start: StartPosition, next_look: u64, empty: u32 },
 }
 
 /// A device on this connection: its links, and the gateway socket its MQTT session runs on
@@ -98,6 +107,9 @@ struct Driver {
     device_grants: BTreeMap<String, DeviceGrant>,
     inbox: mpsc::Sender<FromGateway>,
     next_generation: u64,
+    /// Calls to objects made so far, and how many the connection may make.
+    subrequests: u64,
+    subrequest_budget: u64,
     nodes: BTreeMap<LinkId, Node>,
     /// The reply link of `$cbs` and of `$management`.
     reply_links: BTreeMap<&'static str, LinkId>,
@@ -159,7 +171,8 @@ impl Transport for Ws<'_> {
 /// Serves one AMQP connection on a TCP socket until either side closes. `first` holds the
 /// bytes already read to tell AMQP from MQTT.
 pub async fn serve(socket: Socket, env: &Env, first: Vec<u8>) -> worker::Result<()> {
-    run(Tcp { socket, buf: vec![0u8; 16 * 1024] }, env, first).await;
+    // Raw TCP is self-hosted only: no platform cap on the calls a connection makes.
+    run(Tcp { socket, buf: vec![0u8; 16 * 1024] }, env, first, u64::MAX).await;
     Ok(())
 }
 
@@ -182,7 +195,8 @@ pub async fn accept_websocket(req: Request, env: &Env) -> ApiResult {
     let env = env.clone();
     worker::wasm_bindgen_futures::spawn_local(async move {
         let Ok(events) = server.events() else { return };
-        run(Ws { socket: &server, events }, &env, Vec::new()).await;
+        let budget = Config::of(&env).amqp_subrequests;
+        run(Ws { socket: &server, events }, &env, Vec::new(), budget).await;
         let _ = server.close(Some(1000), Some("AMQP connection closed"));
     });
     let mut response = Response::from_websocket(pair.client)?;
@@ -191,7 +205,7 @@ pub async fn accept_websocket(req: Request, env: &Env) -> ApiResult {
 }
 
 /// Runs a connection until either side closes.
-async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
+async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subrequest_budget: u64) {
     let now = clock::now();
     let (inbox, mut from_gateways) = mpsc::channel(INBOX);
     let mut driver = Driver {
@@ -201,6 +215,8 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
         device_grants: BTreeMap::new(),
         inbox,
         next_generation: 0,
+        subrequests: 0,
+        subrequest_budget,
         nodes: BTreeMap::new(),
         reply_links: BTreeMap::new(),
         grant: None,
@@ -209,6 +225,14 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
     driver.conn.handle_bytes(&first, now);
     loop {
         driver.work().await;
+        if driver.subrequests >= driver.subrequest_budget && !driver.conn.is_closed() {
+            let why = format!(
+                "the connection made {} calls to the hub's objects, its share on this platform; reconnect",
+                driver.subrequests
+            );
+            worker::console_log!("AMQP connection closed: {} {why}", condition::CONNECTION_FORCED);
+            driver.conn.close(Some(AmqpError::new(condition::CONNECTION_FORCED, why)), clock::now());
+        }
         if let Some(bytes) = driver.conn.poll_transmit() {
             if !transport.write(bytes).await {
                 break;
@@ -220,8 +244,8 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>) {
         // Wake for the connection's timer, or sooner while a partition link waits for events.
         let now = clock::now();
         let mut due = driver.conn.poll_timeout().map_or(u64::MAX, |t| t.0);
-        if driver.waiting_for_events() {
-            due = due.min(now.0 + POLL_MS);
+        if let Some(look) = driver.next_look() {
+            due = due.min(look.max(now.0));
         }
         if let Some(expiry) = driver.grant.as_ref().map(|g| g.expiry_secs * 1000) {
             due = due.min(expiry.max(now.0));
@@ -350,6 +374,7 @@ impl Driver {
     /// A new gateway socket for a device's MQTT session, with a task passing what the
     /// gateway says to the connection's loop.
     async fn open_gateway_socket(&mut self, device_id: &str) -> worker::Result<(WebSocket, u64)> {
+        self.subrequests += 1;
         let socket = crate::device_tcp::open_gateway_socket(&self.env).await?;
         socket.accept()?;
         AsRef::<web_sys::WebSocket>::as_ref(&socket).set_binary_type(web_sys::BinaryType::Arraybuffer);
@@ -434,6 +459,7 @@ impl Driver {
             .map(|(l, _)| *l)
             .collect();
         for link in links {
+            self.subrequests += 1;
             let taken: worker::Result<(Vec<i64>, Vec<twinhub_core::c2d::Feedback>)> = match feedback_stub(&self.env) {
                 Ok(stub) => crate::rpc::ask(&stub, &FeedbackOp::Take { max: 100 }).await,
                 Err(e) => Err(e),
@@ -462,10 +488,16 @@ impl Driver {
         }
     }
 
-    fn waiting_for_events(&self) -> bool {
-        self.nodes.iter().any(|(link, node)| {
-            matches!(node, Node::Partition { .. } | Node::Feedback { .. }) && self.conn.credit(*link) > 0
-        })
+    /// When a link with credit should next look for events or feedback, if one waits.
+    fn next_look(&self) -> Option<u64> {
+        self.nodes
+            .iter()
+            .filter(|(link, _)| self.conn.credit(**link) > 0)
+            .filter_map(|(_, node)| match node {
+                Node::Partition { next_look, .. } | Node::Feedback { next_look, .. } => Some(*next_look),
+                _ => None,
+            })
+            .min()
     }
 
     async fn event(&mut self, event: Event) {
@@ -505,6 +537,10 @@ impl Driver {
                     for reply in waiting {
                         self.reply_on(link, reply);
                     }
+                }
+                // New credit is a consumer asking: look at its partition now.
+                if let Some(Node::Partition { next_look, .. }) = self.nodes.get_mut(&link) {
+                    *next_look = 0;
                 }
                 if drain {
                     self.feed_partitions().await;
@@ -556,6 +592,7 @@ impl Driver {
                 if let Some(Node::Feedback { lent, .. }) = self.nodes.get_mut(&link) {
                     if let Some(ids) = lent.remove(&delivery_id) {
                         if matches!(state, Some(DeliveryState::Accepted)) {
+                            self.subrequests += 1;
                             let done = match feedback_stub(&self.env) {
                                 Ok(stub) => crate::rpc::tell(&stub, &FeedbackOp::Complete { ids }).await,
                                 Err(e) => Err(e),
@@ -637,7 +674,9 @@ impl Driver {
                         return;
                     }
                     match eventhub::start_position(source.as_ref()) {
-                        Ok(start) => Node::Partition { partition: address.partition, next: None, start },
+                        Ok(start) => {
+                            Node::Partition { partition: address.partition, next: None, start, next_look: 0, empty: 0 }
+                        }
                         Err(why) => {
                             return self.conn.refuse_link(link, name, AmqpError::new(condition::NOT_ALLOWED, why), now)
                         }
@@ -738,6 +777,7 @@ impl Driver {
             token: token.to_owned(),
             host: host.to_owned(),
         };
+        self.subrequests += 1;
         let stub = crate::objects::device_stub(&self.env, device_id).map_err(|e| e.to_string())?;
         let checked: crate::rpc::DeviceToken = crate::rpc::ask(&stub, &op).await.map_err(|e| e.to_string())?;
         let grant = DeviceGrant { token: token.to_owned(), host: host.to_owned(), expiry_secs: checked.expiry_secs };
@@ -762,7 +802,7 @@ impl Driver {
 
     /// Queues a service's message for its device, as `POST /api/devices/{id}/messages` does;
     /// the outcome settles the delivery (rejected with the reason, IoT Hub's code in it).
-    async fn cloud_to_device(&self, message: &Message) -> DeliveryState {
+    async fn cloud_to_device(&mut self, message: &Message) -> DeliveryState {
         if !self.granted() {
             return rejected(condition::UNAUTHORIZED_ACCESS, "the token expired; put a new one on $cbs".into());
         }
@@ -771,6 +811,7 @@ impl Driver {
             Ok(m) => m,
             Err(e) => return rejected_for(&e),
         };
+        self.subrequests += 1;
         let op = crate::rpc::DeviceOp::EnqueueCloudToDevice { device_id: device_id.clone(), message };
         let stub = match crate::objects::device_stub(&self.env, &device_id) {
             Ok(stub) => stub,
@@ -811,46 +852,53 @@ impl Driver {
         }
     }
 
-    async fn partition_info(&self, partition: u32) -> worker::Result<PartitionInfo> {
+    async fn partition_info(&mut self, partition: u32) -> worker::Result<PartitionInfo> {
+        self.subrequests += 1;
         ask(&self.env, partition, &PartitionOp::Info).await
     }
 
     /// Sends what each partition link has credit for.
     async fn feed_partitions(&mut self) {
+        let now = clock::now().0;
         let links: Vec<LinkId> = self
             .nodes
             .iter()
-            .filter(|(link, node)| matches!(node, Node::Partition { .. }) && self.conn.credit(**link) > 0)
+            .filter(|(link, node)| {
+                matches!(node, Node::Partition { next_look, .. } if *next_look <= now) && self.conn.credit(**link) > 0
+            })
             .map(|(l, _)| *l)
             .collect();
         for link in links {
-            let Some(Node::Partition { partition, next, start }) = self.nodes.get(&link) else { continue };
-            let (partition, start) = (*partition, *start);
+            let Some(Node::Partition { partition, next, start, .. }) = self.nodes.get(&link) else { continue };
+            let (partition, start, next) = (*partition, *start, *next);
             let from = match next {
-                Some(n) => *n,
-                None => {
-                    let first = match start {
-                        StartPosition::Sequence(n) => Ok(n),
-                        position => ask(&self.env, partition, &PartitionOp::Start { position }).await,
-                    };
-                    match first {
-                        Ok(n) => n,
-                        Err(e) => {
-                            worker::console_warn!("AMQP: partition {partition} start: {e}");
-                            continue;
-                        }
+                Some(n) => Ok(n),
+                None => match start {
+                    StartPosition::Sequence(n) => Ok(n),
+                    position => {
+                        self.subrequests += 1;
+                        ask(&self.env, partition, &PartitionOp::Start { position }).await
                     }
+                },
+            };
+            let read = match from {
+                Ok(from) => {
+                    let max = self.conn.credit(link).min(READ_BATCH) as usize;
+                    self.subrequests += 1;
+                    ask::<Vec<twinhub_core::eventhub::Event>>(&self.env, partition, &PartitionOp::Read { from, max })
+                        .await
+                        .map(|events| (from, events))
+                }
+                Err(e) => Err(e),
+            };
+            let (from, events) = match read {
+                Ok(read) => read,
+                Err(e) => {
+                    worker::console_warn!("AMQP: partition {partition}: {e}");
+                    self.looked(link, None, 0);
+                    continue;
                 }
             };
-            let max = self.conn.credit(link).min(READ_BATCH) as usize;
-            let events: Vec<twinhub_core::eventhub::Event> =
-                match ask(&self.env, partition, &PartitionOp::Read { from, max }).await {
-                    Ok(events) => events,
-                    Err(e) => {
-                        worker::console_warn!("AMQP: partition {partition} read: {e}");
-                        continue;
-                    }
-                };
             let mut next_seq = from;
             for event in &events {
                 // Events removed by retention since `from` are skipped, as Event Hubs does.
@@ -859,8 +907,26 @@ impl Driver {
                 }
                 next_seq = event.sequence_number + 1;
             }
-            if let Some(Node::Partition { next, .. }) = self.nodes.get_mut(&link) {
-                *next = Some(next_seq);
+            self.looked(link, Some(next_seq), events.len());
+        }
+    }
+
+    /// After a look at a partition that found `found` events: where the link goes on from,
+    /// and when it looks again (at once after a full batch, after [`TRICKLE_MS`] after a
+    /// partial one, later after each look that found none or failed).
+    fn looked(&mut self, link: LinkId, from: Option<u64>, found: usize) {
+        let now = clock::now().0;
+        if let Some(Node::Partition { next, next_look, empty, .. }) = self.nodes.get_mut(&link) {
+            if from.is_some() {
+                *next = from;
+            }
+            match found {
+                0 => {
+                    *next_look = now + (POLL_MS << (*empty).min(4)).min(MAX_POLL_MS);
+                    *empty = empty.saturating_add(1);
+                }
+                n if n >= READ_BATCH as usize / 2 => (*empty, *next_look) = (0, 0),
+                _ => (*empty, *next_look) = (0, now + TRICKLE_MS),
             }
         }
     }

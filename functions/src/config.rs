@@ -77,6 +77,15 @@ pub const DEFAULT_JOB_RETENTION_SECS: u64 = 30 * 24 * 3600;
 /// endpoint off: telemetry is stored per device only, one write fewer per message.
 pub const EVENTHUB_PARTITIONS_VAR: &str = "EVENTHUB_PARTITIONS";
 
+/// Calls to objects one AMQP-over-WebSocket connection may make before the hub closes it
+/// (`amqp:connection:forced`; the Event Hubs and IoT SDKs reconnect and resume). Such a
+/// connection lives in one Worker request, and Cloudflare caps the subrequests of a request
+/// (10,000 on the paid plan; local workerd does not enforce it); raw TCP (self-hosted only)
+/// has no such cap.
+pub const AMQP_SUBREQUESTS_VAR: &str = "AMQP_SUBREQUESTS_PER_CONNECTION";
+/// The default leaves room under 10,000 for what the request makes besides.
+pub const DEFAULT_AMQP_SUBREQUESTS: u64 = 9_000;
+
 /// Every setting, parsed.
 pub struct Config {
     /// The owner, built-in and configured policies, keys derived. Empty when no owner key is
@@ -102,6 +111,7 @@ pub struct Config {
     pub job_retention_secs: u64,
     pub bench_routes: bool,
     pub eventhub_partitions: u32,
+    pub amqp_subrequests: u64,
 }
 
 thread_local! {
@@ -150,6 +160,7 @@ impl Config {
                 .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n <= twinhub_core::eventhub::MAX_PARTITIONS)
                 .unwrap_or(twinhub_core::eventhub::DEFAULT_PARTITIONS),
+            amqp_subrequests: positive(AMQP_SUBREQUESTS_VAR, DEFAULT_AMQP_SUBREQUESTS),
         }
     }
 }

@@ -392,7 +392,12 @@ impl Hub {
         twinhub_core::auth::sign(&resource, key, None, now_secs() + 3600).expect("sign")
     }
 
-    /// The last lines wrangler printed, for failure messages.
+    /// Everything the hub printed so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last 40 lines the hub printed, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

@@ -21,6 +21,27 @@ fn the_eventhub_consumer_reads_device_telemetry() {
     }
 }
 
+/// A consumer over WebSocket whose connections reach their share of calls to objects (made
+/// tiny here) is closed with `amqp:connection:forced` and carries on over new ones, missing
+/// and repeating nothing (tests/python/test_eventhub_budget.py).
+#[test]
+fn a_websocket_consumer_outlives_its_subrequest_budget() {
+    let storage = Storage::new("eventhub-budget");
+    let hub = Hub::launch(&storage, true, None, &[("AMQP_SUBREQUESTS_PER_CONNECTION", "25")]);
+    let (Some(mqtt), Some(eventhub)) = (hub.mqtt_port(), hub.eventhub_connection_string()) else {
+        println!("skipped: this runtime takes no TCP (TWINHUB_TEST_RUNTIME=wrangler)");
+        return;
+    };
+    let mqtt = mqtt.to_string();
+    let env = [("TWINHUB_MQTT_PORT", mqtt.as_str()), ("TWINHUB_EVENTHUB_CONNECTION_STRING", eventhub.as_str())];
+    match pytest("test_eventhub_budget.py", &hub.owner_connection_string(), &env) {
+        Ok(stdout) => println!("{stdout}"),
+        Err(output) => panic!("Event Hub budget suite failed:\n{output}\nhub:\n{}", hub.log_tail()),
+    }
+    let closes = hub.log().matches("amqp:connection:forced").count();
+    assert!(closes >= 2, "the consumer's connections were not recycled ({closes} forced closes)");
+}
+
 /// AMQP over WebSocket through `wrangler dev` (the runtime `wrangler deploy` targets, run
 /// locally): the real azure-eventhub client opens `$servicebus/websocket`, puts its token on
 /// `$cbs` and reads the partition ids from `$management`.
