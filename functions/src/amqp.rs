@@ -507,8 +507,18 @@ impl Driver {
                 let ok = match mechanism.as_str() {
                     // The token comes later, by put-token.
                     "ANONYMOUS" | "MSSBCBS" => true,
-                    // The token is the password; its grant serves the connection as a put-token's would.
+                    // The token is the password; its grant serves the connection as a put-token's
+                    // would. A device signs in as `{deviceId}@sas.{hub}` with its own token, a
+                    // service as `{policy}@sas.root.{hub}`.
                     "PLAIN" => match response.as_deref().and_then(cbs::plain_credentials) {
+                        Some((user, token)) if device_user(&user).is_some() => {
+                            let device = device_user(&user).unwrap_or_default().to_owned();
+                            let audience = twinhub_core::auth::SasToken::parse(&token).map(|t| t.resource().to_owned());
+                            match audience.ok().as_deref().and_then(device_audience) {
+                                Some((host, id)) if id == device => self.device_token(&host, &id, &token).await.is_ok(),
+                                _ => false,
+                            }
+                        }
                         Some((_, token)) => match self.authorize(&token, None) {
                             Ok(grant) => {
                                 self.grant = Some(grant);
@@ -937,6 +947,13 @@ async fn ask<T: serde::de::DeserializeOwned>(env: &Env, partition: u32, op: &Par
     crate::rpc::ask(&partition_stub(env, partition)?, op)
         .await
         .map_err(|e| worker::Error::RustError(format!("partition {partition}: {e}")))
+}
+
+/// The device a SASL PLAIN user name signs in as: `{deviceId}@sas.{hub}` (a service policy's
+/// is `{policy}@sas.root.{hub}`).
+fn device_user(user: &str) -> Option<&str> {
+    let (device, hub) = user.rsplit_once("@sas.")?;
+    (!device.is_empty() && !hub.starts_with("root.")).then_some(device)
 }
 
 /// The device a put-token's audience names (`{host}/devices/{id}`, URL-encoded as the SDKs

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use twinhub_core::amqp::{
     AmqpError, Attach, Begin, Body, DeliveryState, Descriptor, Flow, Frame, Message, MessageBody, Open, Performative,
-    Properties, ProtocolHeader, Role, Source, Target, Transfer, Value,
+    Properties, ProtocolHeader, Role, Sasl, Source, Target, Transfer, Value,
 };
 
 /// Credit a receiver grants, topped up at half.
@@ -42,13 +42,40 @@ impl AmqpClient {
 
     /// Header, open and begin, answered; no token yet.
     pub fn open(port: u16, hostname: &str) -> Self {
-        let mut c = AmqpClient {
-            stream: Self::tcp(port),
-            buf: Vec::new(),
-            next_incoming_id: 0,
-            received: HashMap::new(),
-            next_message_id: 0,
-        };
+        let mut c = Self::new(Self::tcp(port));
+        c.begin(hostname);
+        c
+    }
+
+    /// SASL PLAIN as `user` with `password` (a SAS token), then open and begin: `Err` with the
+    /// SASL outcome's code when the hub refuses.
+    pub fn open_plain(port: u16, hostname: &str, user: &str, password: &str) -> Result<Self, u8> {
+        let mut c = Self::new(Self::tcp(port));
+        c.write(&ProtocolHeader::Sasl.bytes());
+        let mut header = [0u8; 8];
+        c.stream.read_exact(&mut header).expect("the hub's SASL header");
+        assert_eq!(header, ProtocolHeader::Sasl.bytes());
+        assert!(matches!(c.frame().body, Body::Sasl(Sasl::Mechanisms(m)) if m.iter().any(|m| m == "PLAIN")));
+        let response = format!("\0{user}\0{password}").into_bytes();
+        let init =
+            Sasl::Init { mechanism: "PLAIN".into(), initial_response: Some(response), hostname: Some(hostname.into()) };
+        c.write(&Frame::sasl(init).to_bytes().expect("an encodable frame"));
+        match c.frame().body {
+            Body::Sasl(Sasl::Outcome { code: 0, .. }) => {}
+            Body::Sasl(Sasl::Outcome { code, .. }) => return Err(code),
+            other => panic!("expected a SASL outcome, got {other:?}"),
+        }
+        c.begin(hostname);
+        Ok(c)
+    }
+
+    fn new(stream: TcpStream) -> Self {
+        AmqpClient { stream, buf: Vec::new(), next_incoming_id: 0, received: HashMap::new(), next_message_id: 0 }
+    }
+
+    /// The AMQP header, open and begin, until the hub's begin.
+    fn begin(&mut self, hostname: &str) {
+        let c = self;
         c.stream.write_all(&ProtocolHeader::Amqp.bytes()).expect("write");
         c.send(Performative::Open(Open {
             container_id: "e2e".into(),
@@ -67,7 +94,7 @@ impl AmqpClient {
         loop {
             if let Performative::Begin(b) = c.performative() {
                 c.next_incoming_id = b.next_outgoing_id;
-                return c;
+                return;
             }
         }
     }

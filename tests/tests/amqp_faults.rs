@@ -144,6 +144,55 @@ fn bad_input_ends_only_its_own_connection() {
     assert_eq!(client.closed_with(), Some(None), "the hub answers a close with its own");
 }
 
+/// SASL PLAIN as IoT Hub takes it: a device as `{deviceId}@sas.{hub}` with its own token (the
+/// C SDK's way), a service as `{policy}@sas.root.{hub}`; a wrong key is refused at SASL.
+#[test]
+fn sasl_plain_for_devices_and_services() {
+    let storage = Storage::new("amqp-plain");
+    let hub = Hub::start(&storage);
+    let Some(port) = hub.amqp_port() else {
+        println!("skipped: this runtime takes no TCP (TWINHUB_TEST_RUNTIME=wrangler)");
+        return;
+    };
+    assert_eq!(hub.call("PUT", "/devices/pl1", Some("{}")).status, 200);
+    let key = hub.device_key("pl1");
+    let user = "pl1@sas.twinhub";
+    // A wrong key: SASL says auth (1).
+    let wrong = hub.device_token("pl1", &Policy::all(OWNER_KEY, None).unwrap()[0].key);
+    assert_eq!(AmqpClient::open_plain(port, &hub.host(), user, &wrong).err(), Some(1));
+    // Another device's name with pl1's token: refused too.
+    assert_eq!(
+        AmqpClient::open_plain(port, &hub.host(), "pl2@sas.twinhub", &hub.device_token("pl1", &key)).err(),
+        Some(1)
+    );
+
+    let mut device = AmqpClient::open_plain(port, &hub.host(), user, &hub.device_token("pl1", &key)).expect("PLAIN");
+    device.attach(0, Role::Sender, "/devices/pl1/messages/events", None).expect("the telemetry link");
+    let message = twinhub_core::amqp::Message {
+        body: twinhub_core::amqp::MessageBody::Data(vec![br#"{"temperature":31.5}"#.to_vec()]),
+        application_properties: vec![("alert".into(), twinhub_core::amqp::Value::String("high_temperature".into()))],
+        ..Default::default()
+    };
+    device.transfer(0, 0, &message, false);
+    loop {
+        if let Performative::Disposition(d) = device.performative() {
+            assert_eq!(d.state, Some(DeliveryState::Accepted));
+            break;
+        }
+    }
+    let stored = hub.call("GET", "/api/devices/pl1/telemetry?limit=10", None).json();
+    let first = &stored["messages"][0];
+    assert_eq!(first["body"]["temperature"], 31.5, "{stored}");
+    assert!(first["properties"].to_string().contains("high_temperature"), "{stored}");
+
+    // A service policy: its links open without a put-token.
+    let mut service =
+        AmqpClient::open_plain(port, &hub.host(), "iothubowner@sas.root.twinhub", &policy_token(&hub, "iothubowner"))
+            .expect("PLAIN");
+    service.attach(1, Role::Sender, "/messages/devicebound", None).expect("the C2D sender");
+    assert_eq!(service.send_c2d(1, 0, "pl1", "p-1"), Some(DeliveryState::Accepted));
+}
+
 #[test]
 fn kill_9_loses_no_acknowledged_telemetry_and_no_accepted_cloud_to_device() {
     let storage = Storage::new("amqp-kill9");
