@@ -187,10 +187,13 @@ pub enum Outcome {
     Completed,
     /// Its expiry passed first.
     Expired,
+    /// The device rejected it.
+    Rejected,
 }
 
 /// The feedback a message's end asks for, by its `iothub-ack`: `full` asks for every outcome,
-/// `positive` for completions, `negative` for failures (expiry), `none` or absent for nothing.
+/// `positive` for completions, `negative` for failures (expiry, rejection), `none` or absent
+/// for nothing.
 pub fn feedback(
     properties: &[(String, Option<String>)],
     outcome: Outcome,
@@ -202,6 +205,7 @@ pub fn feedback(
     let (wanted, status, description) = match outcome {
         Outcome::Completed => ("positive", "Success", "Success"),
         Outcome::Expired => ("negative", "Expired", "Message Expired"),
+        Outcome::Rejected => ("negative", "Rejected", "Message Rejected"),
     };
     let ack = prop("iothub-ack")?;
     if ack != "full" && ack != wanted {
@@ -285,6 +289,19 @@ pub(crate) fn uuid_text(u: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejection_is_negative_feedback() {
+        let props = |ack: &str| {
+            vec![("$.mid".to_owned(), Some("m1".to_owned())), ("iothub-ack".to_owned(), Some(ack.to_owned()))]
+        };
+        let now = crate::UnixMillis(0);
+        for ack in ["full", "negative"] {
+            let f = feedback(&props(ack), Outcome::Rejected, "d1", "g", now).unwrap();
+            assert_eq!((f.status_code.as_str(), f.original_message_id.as_str()), ("Rejected", "m1"));
+        }
+        assert!(feedback(&props("positive"), Outcome::Rejected, "d1", "g", now).is_none());
+    }
 
     #[test]
     fn a_list_made_before_a_completion_sends_nothing_twice() {

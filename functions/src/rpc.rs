@@ -59,8 +59,14 @@ pub enum DeviceOp {
     /// A cloud-to-device message a service sent over AMQP, checked already.
     EnqueueCloudToDevice { device_id: String, message: twinhub_core::c2d::CloudToDeviceMessage },
     /// The device acknowledged (PUBACK) the cloud-to-device message `seq` on session `conn`:
-    /// it is complete.
-    CloudToDeviceDelivered { device_id: String, conn: String, seq: u64 },
+    /// it is complete, or with `rejected`, rejected (its feedback says so).
+    CloudToDeviceDelivered {
+        device_id: String,
+        conn: String,
+        seq: u64,
+        #[serde(default)]
+        rejected: bool,
+    },
     /// The session `conn` ended.
     DeviceDisconnected { device_id: String, conn: String },
     /// MQTT twin GET on session `conn`: the device view.

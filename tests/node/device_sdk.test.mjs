@@ -328,6 +328,48 @@ test("a device on Amqp shares the one-session rule with MQTT and is dropped when
   }
 });
 
+// A device on AMQP can reject a message (IoT Hub's MQTT cannot): it leaves the queue and its
+// sender's delivery feedback says Rejected.
+test("a device on Amqp rejects a cloud-to-device message, and the sender hears it", async () => {
+  const deviceId = "node-amqp-reject";
+  await registry.create({ deviceId, status: "enabled" });
+  const { responseBody: device } = await registry.get(deviceId);
+  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${device.authentication.symmetricKey.primaryKey}`;
+  const client = DeviceClient.fromConnectionString(cs, Amqp);
+  const amqpService = ServiceClient.fromConnectionString(OWNER);
+  try {
+    await client.open();
+    const received = [];
+    client.on("message", (m) => {
+      received.push(m.messageId);
+      client.reject(m, () => {});
+    });
+    await sleep(500);
+    await amqpService.open();
+    const feedback = [];
+    const receiver = await new Promise((resolve, reject) =>
+      amqpService.getFeedbackReceiver((e, r) => (e ? reject(e) : resolve(r))),
+    );
+    receiver.on("message", (m) => {
+      feedback.push(...JSON.parse(m.data.toString()));
+      receiver.complete(m, () => {});
+    });
+    const message = new Message("not for me");
+    message.messageId = "node-reject-1";
+    message.ack = "full";
+    await amqpService.send(deviceId, message);
+    await eventually(() => received.includes("node-reject-1"), "the message at the device");
+    await eventually(() => feedback.some((f) => f.originalMessageId === "node-reject-1"), "its feedback");
+    assert.equal(feedback.find((f) => f.originalMessageId === "node-reject-1").statusCode, "Rejected");
+    const { responseBody: twin } = await registry.getTwin(deviceId);
+    assert.equal(twin.cloudToDeviceMessageCount, 0, "a rejected message stayed queued");
+  } finally {
+    await amqpService.close().catch(() => {});
+    await client.close().catch(() => {});
+    await registry.delete(deviceId).catch(() => {});
+  }
+});
+
 // Token lifetimes on AMQP: the SDK renews its token with a put-token on the same connection,
 // and the device's links live on across the old token's end; a token that cannot be renewed
 // ends them when it expires (and the SDK's reconnection with it is refused).

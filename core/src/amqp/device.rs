@@ -15,10 +15,10 @@
 //!   first: at least once, as MQTT).
 //! - receiver `/devices/{id}/messages/devicebound`: cloud-to-device, subscribed on attach;
 //!   each message is sent unsettled and completed (PUBACK) only when the device accepts or
-//!   rejects it; one the device releases or never settles stays queued and is delivered again
-//!   with the next session (IoT Hub's abandon). A rejection completes the message: the MQTT
-//!   session has no way to say "rejected", so its feedback reads as a completion (noted in
-//!   the README).
+//!   rejects it (a rejection travels as twinhub's `$twinhub/messages/devicebound/rejected/`
+//!   topic, since IoT Hub's MQTT has no reject, and its feedback says `Rejected`); one the
+//!   device releases or never settles stays queued and is delivered again with the next
+//!   session (IoT Hub's abandon).
 //! - sender and receiver `/devices/{id}/methods/devicebound`: method calls go out with
 //!   `IoThub-methodname` and the call's `$rid` as their correlation id; the answer's
 //!   `IoThub-status` and body go back as the MQTT method response.
@@ -274,9 +274,14 @@ impl DeviceLinks {
             return;
         }
         match state {
-            Some(DeliveryState::Accepted | DeliveryState::Rejected(_)) => {
+            Some(DeliveryState::Accepted) => {
                 if let Some(id) = self.unsettled.remove(&delivery_id) {
                     self.client.acknowledge(now, id);
+                }
+            }
+            Some(DeliveryState::Rejected(_)) => {
+                if let Some(id) = self.unsettled.remove(&delivery_id) {
+                    self.client.reject(now, id);
                 }
             }
             // Released or modified (abandoned): left unacknowledged, so the hub keeps it and

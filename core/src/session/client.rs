@@ -135,6 +135,14 @@ impl DeviceClient {
         self.manual_acks = true;
     }
 
+    /// Rejects the cloud-to-device message `packet_id` (twinhub's
+    /// [`topic::cloud_to_device_rejected`]; IoT Hub's MQTT has no reject).
+    pub fn reject(&mut self, now: UnixMillis, packet_id: PacketId) {
+        if self.phase == Phase::Connected {
+            self.publish(now, topic::cloud_to_device_rejected(packet_id), Vec::new(), QoS::AtMostOnce);
+        }
+    }
+
     /// Completes the cloud-to-device message `packet_id` (PUBACK).
     pub fn acknowledge(&mut self, now: UnixMillis, packet_id: PacketId) {
         if self.phase == Phase::Connected {

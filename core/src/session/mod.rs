@@ -126,6 +126,9 @@ pub enum SessionEvent {
     },
     /// The device acknowledged a cloud-to-device message.
     CloudToDeviceAck(PacketId),
+    /// The device rejected a cloud-to-device message
+    /// ([`DeviceTopic::CloudToDeviceRejected`]): it is done, with a `Rejected` outcome.
+    CloudToDeviceRejected(PacketId),
     /// The device changed its subscriptions (queued cloud-to-device messages may now be sent).
     /// When `keep` is set (CleanSession=0), keep them for its next connection (MQTT
     /// [MQTT-3.1.2-4]; the Azure SDKs do not subscribe again after reconnecting).
@@ -519,6 +522,7 @@ impl Session {
             DeviceTopic::MethodResponse { status, rid } => {
                 SessionEvent::MethodResponse { rid, status, body: p.payload }
             }
+            DeviceTopic::CloudToDeviceRejected { packet_id } => SessionEvent::CloudToDeviceRejected(packet_id),
         };
         // Requests are answered on their response topic; PUBACK only says "received".
         if let Some(id) = p.packet_id {

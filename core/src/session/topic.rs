@@ -4,6 +4,7 @@
 //! ([`crate::identity`]): a module's topics live under `devices/{id}/modules/{mid}/`.
 
 use crate::identity::{is_module_key, resource_path};
+use crate::mqtt::PacketId;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters left unescaped in property bags, like Python's `quote(s, safe="")`.
@@ -33,6 +34,15 @@ pub enum DeviceTopic {
         status: i32,
         /// The method call's request id.
         rid: String,
+    },
+    /// `$twinhub/messages/devicebound/rejected/{packetId}`: twinhub's own, not IoT Hub's. The
+    /// device rejects the cloud-to-device message it got as PUBLISH `packetId` (instead of
+    /// completing it with PUBACK): it leaves the queue and its sender's feedback says
+    /// `Rejected`. IoT Hub's MQTT has no reject; an AMQP device's rejection (which it has)
+    /// travels this way through the MQTT session that serves it (`amqp::device`).
+    CloudToDeviceRejected {
+        /// The PUBLISH's packet id.
+        packet_id: PacketId,
     },
 }
 
@@ -78,6 +88,12 @@ impl DeviceTopic {
         }
         if let Some(query) = topic.strip_prefix("$iothub/twin/PATCH/properties/reported/") {
             return Ok(Self::ReportedPatch { rid: rid(query, topic)? });
+        }
+        if let Some(id) = topic.strip_prefix(REJECTED_PREFIX) {
+            let packet_id = id.parse::<u16>().ok().and_then(PacketId::new);
+            return packet_id
+                .map(|packet_id| Self::CloudToDeviceRejected { packet_id })
+                .ok_or_else(|| TopicError::Unsupported(topic.to_owned()));
         }
         if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
             let (status, query) = rest.split_once('/').ok_or_else(|| TopicError::MissingRid(topic.to_owned()))?;
@@ -178,6 +194,13 @@ impl Subscription {
 /// `devices/{id}/messages/events/{property bag}`: where a device sends telemetry.
 pub fn telemetry(device_id: &str, properties: &[(String, Option<String>)]) -> String {
     format!("{}/messages/events/{}", resource_path(device_id), encode_bag(properties))
+}
+
+const REJECTED_PREFIX: &str = "$twinhub/messages/devicebound/rejected/";
+
+/// `$twinhub/messages/devicebound/rejected/{packetId}` ([`DeviceTopic::CloudToDeviceRejected`]).
+pub fn cloud_to_device_rejected(packet_id: PacketId) -> String {
+    format!("{REJECTED_PREFIX}{packet_id}")
 }
 
 /// `$iothub/twin/GET/?$rid={rid}`.
@@ -320,6 +343,11 @@ mod tests {
             DeviceTopic::parse("devices/d1/messages/events/", "d1"),
             Ok(DeviceTopic::Telemetry { properties: vec![] })
         );
+        let id = PacketId::new(513).unwrap();
+        assert_eq!(
+            DeviceTopic::parse(&cloud_to_device_rejected(id), "d1"),
+            Ok(DeviceTopic::CloudToDeviceRejected { packet_id: id })
+        );
     }
 
     #[test]
@@ -329,6 +357,10 @@ mod tests {
         assert!(matches!(DeviceTopic::parse("$iothub/twin/GET/?rid=1", "d1"), Err(TopicError::MissingRid(_))));
         assert!(matches!(DeviceTopic::parse("$iothub/methods/res/ok/?$rid=1", "d1"), Err(TopicError::MissingRid(_))));
         assert!(matches!(DeviceTopic::parse("random/topic", "d1"), Err(TopicError::Unsupported(_))));
+        for bad in ["0", "65536", "x", ""] {
+            let topic = format!("$twinhub/messages/devicebound/rejected/{bad}");
+            assert!(matches!(DeviceTopic::parse(&topic, "d1"), Err(TopicError::Unsupported(_))), "{topic}");
+        }
         assert!(matches!(
             DeviceTopic::parse("devices/d1/messages/devicebound/x", "d1"),
             Err(TopicError::Unsupported(_))

@@ -527,9 +527,10 @@ impl Gateway {
                     }
                 }
                 SessionEvent::MethodResponse { rid, status, body } => self.answer(&rid, Some((status, body))),
-                SessionEvent::CloudToDeviceAck(packet_id) => {
+                SessionEvent::CloudToDeviceAck(packet_id) | SessionEvent::CloudToDeviceRejected(packet_id) => {
+                    let rejected = matches!(event, SessionEvent::CloudToDeviceRejected(_));
                     if let Some(seq) = att.c2d.acknowledged(packet_id.get()) {
-                        let op = DeviceOp::CloudToDeviceDelivered { device_id, conn: att.conn.clone(), seq };
+                        let op = DeviceOp::CloudToDeviceDelivered { device_id, conn: att.conn.clone(), seq, rejected };
                         self.session_op(att, op).await?;
                     }
                 }

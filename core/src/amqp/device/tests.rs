@@ -326,4 +326,10 @@ fn methods_and_cloud_to_device() {
     rig.settle(delivery, DeliveryState::Accepted);
     assert_eq!(rig.hub_events.pop(), Some(SessionEvent::CloudToDeviceAck(second)));
     assert_ne!(first, second);
+    // Rejected: done, and the hub hears it was a rejection.
+    let third = rig.hub.send_cloud_to_device(&props, b"no".to_vec()).unwrap();
+    rig.pump();
+    let (delivery, _, _) = rig.received();
+    rig.settle(delivery, DeliveryState::Rejected(None));
+    assert_eq!(rig.hub_events.pop(), Some(SessionEvent::CloudToDeviceRejected(third)));
 }

@@ -248,7 +248,7 @@ impl DeviceObject {
                 self.purge_expired(&device_id, now).await?;
                 self.run(|s| s.enqueue_cloud_to_device(&device_id, message)).await
             }
-            DeviceOp::CloudToDeviceDelivered { device_id, conn, seq } => {
+            DeviceOp::CloudToDeviceDelivered { device_id, conn, seq, rejected } => {
                 if !self.with_stored(|s| s.device.is_session(&device_id, &conn))?? {
                     return Ok(session_ended()?);
                 }
@@ -270,9 +270,8 @@ impl DeviceObject {
                 let properties: Vec<(String, Option<String>)> =
                     props.first().and_then(|p| serde_json::from_str(&p.properties).ok()).unwrap_or_default();
                 let generation = self.generation_id()?;
-                if let Some(record) =
-                    twinhub_core::c2d::feedback(&properties, Outcome::Completed, &device_id, &generation, now)
-                {
+                let outcome = if rejected { Outcome::Rejected } else { Outcome::Completed };
+                if let Some(record) = twinhub_core::c2d::feedback(&properties, outcome, &device_id, &generation, now) {
                     self.record_feedback(record).await;
                 }
                 answer
