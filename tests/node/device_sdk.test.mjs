@@ -54,6 +54,14 @@ async function telemetry(deviceId) {
   return (await r.json()).messages;
 }
 
+// A new enabled device: its primary key and connection string.
+async function newDevice(deviceId) {
+  await registry.create({ deviceId, status: "enabled" });
+  const { responseBody: device } = await registry.get(deviceId);
+  const key = device.authentication.symmetricKey.primaryKey;
+  return { key, cs: `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key}` };
+}
+
 // Cloud-to-device through twinhub's REST send (the service SDK's own `send`, over AMQP, has its test below).
 async function sendC2d(deviceId, payload) {
   const r = await fetch(`https://${parts.HostName}/api/devices/${deviceId}/messages`, {
@@ -290,9 +298,7 @@ test("the service SDK's send over AMQP, with delivery feedback and expiry", asyn
 // device drops its AMQP links at once (the SDK's reconnection is then refused).
 test("a device on Amqp shares the one-session rule with MQTT and is dropped when disabled", async () => {
   const deviceId = "node-amqp-lifecycle";
-  await registry.create({ deviceId, status: "enabled" });
-  const { responseBody: device } = await registry.get(deviceId);
-  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${device.authentication.symmetricKey.primaryKey}`;
+  const { cs } = await newDevice(deviceId);
   const mqtt = DeviceClient.fromConnectionString(cs, Mqtt);
   // Without retries, or the MQTT client would take the session straight back (the two would
   // take turns, as they would on IoT Hub).
@@ -332,9 +338,7 @@ test("a device on Amqp shares the one-session rule with MQTT and is dropped when
 // sender's delivery feedback says Rejected.
 test("a device on Amqp rejects a cloud-to-device message, and the sender hears it", async () => {
   const deviceId = "node-amqp-reject";
-  await registry.create({ deviceId, status: "enabled" });
-  const { responseBody: device } = await registry.get(deviceId);
-  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${device.authentication.symmetricKey.primaryKey}`;
+  const { cs } = await newDevice(deviceId);
   const client = DeviceClient.fromConnectionString(cs, Amqp);
   const amqpService = ServiceClient.fromConnectionString(OWNER);
   try {
@@ -375,10 +379,7 @@ test("a device on Amqp rejects a cloud-to-device message, and the sender hears i
 // ends them when it expires (and the SDK's reconnection with it is refused).
 test("a device on Amqp: renewed tokens keep its links, an expired one ends them", async () => {
   const deviceId = "node-amqp-tokens";
-  await registry.create({ deviceId, status: "enabled" });
-  const { responseBody: device } = await registry.get(deviceId);
-  const key = device.authentication.symmetricKey.primaryKey;
-  const cs = `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key}`;
+  const { key, cs } = await newDevice(deviceId);
   const invoke = () => service.invokeDeviceMethod(deviceId, { methodName: "ping", payload: {}, responseTimeoutInSeconds: 5 });
 
   // Tokens valid 8 s, renewed 4 s before their end: three renewals in the 14 s below.

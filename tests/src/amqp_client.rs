@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use twinhub_core::amqp::{
     AmqpError, Attach, Begin, Body, DeliveryState, Descriptor, Flow, Frame, Message, MessageBody, Open, Performative,
-    Properties, ProtocolHeader, Role, Sasl, Source, Target, Transfer, Value,
+    Properties, ProtocolHeader, Role, Sasl, Transfer, Value,
 };
 
 /// Credit a receiver grants, topped up at half.
@@ -210,20 +210,11 @@ impl AmqpClient {
         address: &str,
         filter: Option<(Value, Value)>,
     ) -> Result<(), Refusal> {
-        self.send(Performative::Attach(Attach {
-            name: format!("e2e-{handle}"),
-            handle,
-            role,
-            snd_settle_mode: None,
-            rcv_settle_mode: None,
-            source: Some(Source { address: Some(address.into()), filter: filter.into_iter().collect() }),
-            target: Some(Target { address: Some(address.into()) }),
-            initial_delivery_count: (role == Role::Sender).then_some(0),
-            max_message_size: None,
-            offered_capabilities: vec![],
-            desired_capabilities: vec![],
-            properties: vec![],
-        }));
+        let mut attach = Attach::to_node(format!("e2e-{handle}"), handle, role, address);
+        if let Some(source) = attach.source.as_mut() {
+            source.filter = filter.into_iter().collect();
+        }
+        self.send(Performative::Attach(attach));
         loop {
             match self.performative() {
                 Performative::Attach(a) if a.name == format!("e2e-{handle}") => {

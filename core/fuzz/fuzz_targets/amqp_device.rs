@@ -9,7 +9,7 @@ use twinhub_core::amqp::connection::{Connection, Event, Limits};
 use twinhub_core::amqp::device::{DeviceLinks, DeviceNode};
 use twinhub_core::amqp::{
     Attach, Begin, Body, DeliveryState, Disposition, Flow, Frame, Message, MessageBody, Open, Performative, Properties,
-    ProtocolHeader, Role, Source, Target, Transfer, Value,
+    ProtocolHeader, Role, Transfer, Value,
 };
 use twinhub_core::session::{Accepted, Session, SessionEvent};
 use twinhub_core::UnixMillis;
@@ -38,20 +38,7 @@ fn setup() -> Vec<u8> {
         ..Begin::default()
     })));
     for (handle, role, address) in LINKS {
-        out.extend(frame(Performative::Attach(Attach {
-            name: format!("l{handle}"),
-            handle,
-            role,
-            snd_settle_mode: None,
-            rcv_settle_mode: None,
-            source: Some(Source { address: Some(address.into()), filter: vec![] }),
-            target: Some(Target { address: Some(address.into()) }),
-            initial_delivery_count: (role == Role::Sender).then_some(0),
-            max_message_size: None,
-            offered_capabilities: vec![],
-            desired_capabilities: vec![],
-            properties: vec![],
-        })));
+        out.extend(frame(Performative::Attach(Attach::to_node(format!("l{handle}"), handle, role, address))));
         if role == Role::Receiver {
             out.extend(frame(Performative::Flow(Flow {
                 next_incoming_id: Some(1),

@@ -211,6 +211,28 @@ pub struct Attach {
     pub properties: Vec<(Value, Value)>,
 }
 
+impl Attach {
+    /// A client's attach of link `name` on `handle` to the node at `address` (as both
+    /// terminus addresses, the way clients write them), as `role`; a sender starts counting
+    /// deliveries at 0. Everything else absent.
+    pub fn to_node(name: String, handle: u32, role: Role, address: &str) -> Self {
+        Attach {
+            name,
+            handle,
+            role,
+            snd_settle_mode: None,
+            rcv_settle_mode: None,
+            source: Some(Source { address: Some(address.into()), filter: vec![] }),
+            target: Some(Target { address: Some(address.into()) }),
+            initial_delivery_count: (role == Role::Sender).then_some(0),
+            max_message_size: None,
+            offered_capabilities: vec![],
+            desired_capabilities: vec![],
+            properties: vec![],
+        }
+    }
+}
+
 /// `flow` (2.7.4).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Flow {

@@ -2,7 +2,7 @@
 
 use super::connection::{Connection, Event, Limits, LinkId};
 use super::frame::{Body, Frame, ProtocolHeader};
-use super::performative::{Attach, Begin, Flow, Open, Performative, Role, Sasl, Source, Target};
+use super::performative::{Attach, Begin, Flow, Open, Performative, Role, Sasl};
 use crate::UnixMillis;
 
 pub(crate) const T0: UnixMillis = UnixMillis(1_000_000);
@@ -109,20 +109,7 @@ impl Peer {
     }
 
     pub(crate) fn attach(&mut self, handle: u32, role: Role, address: &str) -> LinkId {
-        let attach = Attach {
-            name: format!("link-{handle}"),
-            handle,
-            role,
-            snd_settle_mode: None,
-            rcv_settle_mode: None,
-            source: Some(Source { address: Some(address.into()), filter: vec![] }),
-            target: Some(Target { address: Some(address.into()) }),
-            initial_delivery_count: (role == Role::Sender).then_some(0),
-            max_message_size: None,
-            offered_capabilities: vec![],
-            desired_capabilities: vec![],
-            properties: vec![],
-        };
+        let attach = Attach::to_node(format!("link-{handle}"), handle, role, address);
         self.amqp(0, Performative::Attach(attach));
         let events = self.events();
         let [Event::Attach { link, .. }] = events.as_slice() else { panic!("{events:?}") };

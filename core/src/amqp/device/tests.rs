@@ -94,20 +94,7 @@ impl Rig {
 
     /// Attaches `address` as the peer's `role` on `handle`; the hub's answer is read.
     fn attach(&mut self, handle: u32, role: Role, address: &str) {
-        let attach = super::super::Attach {
-            name: format!("link-{handle}"),
-            handle,
-            role,
-            snd_settle_mode: None,
-            rcv_settle_mode: None,
-            source: Some(super::super::Source { address: Some(address.into()), filter: vec![] }),
-            target: Some(super::super::Target { address: Some(address.into()) }),
-            initial_delivery_count: (role == Role::Sender).then_some(0),
-            max_message_size: None,
-            offered_capabilities: vec![],
-            desired_capabilities: vec![],
-            properties: vec![],
-        };
+        let attach = super::super::Attach::to_node(format!("link-{handle}"), handle, role, address);
         self.peer.amqp(0, Performative::Attach(attach));
         self.pump();
         assert!(
