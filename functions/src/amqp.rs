@@ -277,6 +277,15 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subreques
     }
 }
 
+impl DeviceSession {
+    /// Sends what the device's MQTT session has for its gateway.
+    fn flush(&mut self) {
+        while let Some(bytes) = self.links.poll_transmit() {
+            let _ = self.socket.send_with_bytes(bytes);
+        }
+    }
+}
+
 impl Driver {
     /// Handles the connection's events, then feeds the partition links that have credit.
     async fn work(&mut self) {
@@ -307,9 +316,7 @@ impl Driver {
     async fn serve_devices(&mut self) {
         let mut ended = Vec::new();
         for (id, device) in &mut self.devices {
-            while let Some(bytes) = device.links.poll_transmit() {
-                let _ = device.socket.send_with_bytes(bytes);
-            }
+            device.flush();
             if device.links.ended().is_some() {
                 ended.push(id.clone());
             }
@@ -332,9 +339,7 @@ impl Driver {
                             device.generation = generation;
                             device.expiry_secs = expiry_secs;
                             device.links.reconnect(token, now);
-                            while let Some(bytes) = device.links.poll_transmit() {
-                                let _ = device.socket.send_with_bytes(bytes);
-                            }
+                            device.flush();
                         }
                         continue;
                     }
@@ -364,9 +369,7 @@ impl Driver {
     fn end_device_session(&mut self, device_id: &str) {
         if let Some(mut device) = self.devices.remove(device_id) {
             device.links.disconnect(clock::now());
-            while let Some(bytes) = device.links.poll_transmit() {
-                let _ = device.socket.send_with_bytes(bytes);
-            }
+            device.flush();
             let _ = device.socket.close(Some(1000), Some("AMQP links closed"));
         }
     }
@@ -397,10 +400,34 @@ impl Driver {
         Ok((socket, generation))
     }
 
-    /// The device whose link `link` is, with the connection.
-    fn device_link(&mut self, link: LinkId) -> Option<(&mut DeviceLinks, &mut Connection)> {
-        let conn = &mut self.conn;
-        self.devices.values_mut().find(|d| d.links.has_link(link)).map(|d| (&mut d.links, conn))
+    /// Hands an event on one of a device's links to that device's links; any other event is
+    /// given back.
+    fn device_event(&mut self, event: Event) -> Option<Event> {
+        let link = match &event {
+            Event::Credit { link, .. }
+            | Event::Message { link, .. }
+            | Event::Disposition { link, .. }
+            | Event::Detached { link, .. } => *link,
+            _ => return Some(event),
+        };
+        let Some(id) = self.devices.iter().find(|(_, d)| d.links.has_link(link)).map(|(id, _)| id.clone()) else {
+            return Some(event);
+        };
+        let now = clock::now();
+        let (conn, device) = (&mut self.conn, self.devices.get_mut(&id)?);
+        match event {
+            Event::Credit { .. } => device.links.credit(conn, link, now),
+            Event::Message { delivery_id, settled, message, .. } => {
+                device.links.message(conn, link, delivery_id, settled, *message, now)
+            }
+            Event::Disposition { delivery_id, state, .. } => device.links.disposition(link, delivery_id, state, now),
+            _ => {
+                if !device.links.detached(link) {
+                    self.end_device_session(&id);
+                }
+            }
+        }
+        None
     }
 
     /// A link under `/devices/{id}/...`: accepted once the device's token is on `$cbs`, and
@@ -501,6 +528,7 @@ impl Driver {
     }
 
     async fn event(&mut self, event: Event) {
+        let Some(event) = self.device_event(event) else { return };
         let now = clock::now();
         match event {
             Event::SaslInit { mechanism, response, .. } => {
@@ -511,20 +539,24 @@ impl Driver {
                     // would. A device signs in as `{deviceId}@sas.{hub}` with its own token, a
                     // service as `{policy}@sas.root.{hub}`.
                     "PLAIN" => match response.as_deref().and_then(cbs::plain_credentials) {
-                        Some((user, token)) if device_user(&user).is_some() => {
-                            let device = device_user(&user).unwrap_or_default().to_owned();
-                            let audience = twinhub_core::auth::SasToken::parse(&token).map(|t| t.resource().to_owned());
-                            match audience.ok().as_deref().and_then(device_audience) {
-                                Some((host, id)) if id == device => self.device_token(&host, &id, &token).await.is_ok(),
-                                _ => false,
+                        Some((user, token)) => match device_user(&user) {
+                            Some(device) => {
+                                let audience =
+                                    twinhub_core::auth::SasToken::parse(&token).map(|t| t.resource().to_owned());
+                                match audience.ok().as_deref().and_then(device_audience) {
+                                    Some((host, id)) if id == device => {
+                                        self.device_token(&host, &id, &token).await.is_ok()
+                                    }
+                                    _ => false,
+                                }
                             }
-                        }
-                        Some((_, token)) => match self.authorize(&token, None) {
-                            Ok(grant) => {
-                                self.grant = Some(grant);
-                                true
-                            }
-                            Err(_) => false,
+                            None => match self.authorize(&token, None) {
+                                Ok(grant) => {
+                                    self.grant = Some(grant);
+                                    true
+                                }
+                                Err(_) => false,
+                            },
                         },
                         None => false,
                     },
@@ -535,11 +567,6 @@ impl Driver {
             Event::Opened { .. } => self.created = now,
             Event::Attach { link, name, role, source, target, properties: _ } => {
                 self.attach(link, &name, role, source, target).await
-            }
-            Event::Credit { link, .. } if self.device_link(link).is_some() => {
-                if let Some((links, conn)) = self.device_link(link) {
-                    links.credit(conn, link, now);
-                }
             }
             Event::Credit { link, drain } => {
                 if let Some(Node::Replies(pending)) = self.nodes.get_mut(&link) {
@@ -557,11 +584,6 @@ impl Driver {
                     self.conn.drained(link, clock::now());
                 }
             }
-            Event::Message { link, delivery_id, message, settled } if self.device_link(link).is_some() => {
-                if let Some((links, conn)) = self.device_link(link) {
-                    links.message(conn, link, delivery_id, settled, *message, now);
-                }
-            }
             Event::Message { link, delivery_id, message, settled } => {
                 let node = match self.nodes.get(&link) {
                     Some(Node::DeviceBound) => {
@@ -574,8 +596,9 @@ impl Driver {
                     Some(Node::Requests(node)) => *node,
                     _ => {
                         if !settled {
-                            let error = AmqpError::new(condition::NOT_ALLOWED, "this link takes no messages");
-                            self.conn.settle(link, delivery_id, DeliveryState::Rejected(Some(error)), now);
+                            let rejected =
+                                DeliveryState::rejected(condition::NOT_ALLOWED, "this link takes no messages");
+                            self.conn.settle(link, delivery_id, rejected, now);
                         }
                         return;
                     }
@@ -589,11 +612,6 @@ impl Driver {
                 };
                 if let Some(reply_link) = self.reply_links.get(node).copied() {
                     self.reply_on(reply_link, reply);
-                }
-            }
-            Event::Disposition { link, delivery_id, state } if self.device_link(link).is_some() => {
-                if let Some((links, _)) = self.device_link(link) {
-                    links.disposition(link, delivery_id, state, now);
                 }
             }
             Event::Disposition { link, delivery_id, state } => {
@@ -611,15 +629,6 @@ impl Driver {
                                 worker::console_warn!("AMQP: feedback not completed: {e}");
                             }
                         }
-                    }
-                }
-            }
-            Event::Detached { link, .. } if self.device_link(link).is_some() => {
-                let device = self.devices.iter_mut().find(|(_, d)| d.links.has_link(link));
-                if let Some((id, device)) = device {
-                    if !device.links.detached(link) {
-                        let id = id.clone();
-                        self.end_device_session(&id);
                     }
                 }
             }
@@ -814,7 +823,7 @@ impl Driver {
     /// the outcome settles the delivery (rejected with the reason, IoT Hub's code in it).
     async fn cloud_to_device(&mut self, message: &Message) -> DeliveryState {
         if !self.granted() {
-            return rejected(condition::UNAUTHORIZED_ACCESS, "the token expired; put a new one on $cbs".into());
+            return DeliveryState::rejected(condition::UNAUTHORIZED_ACCESS, "the token expired; put a new one on $cbs");
         }
         let generated = clock::random_hex::<16>().unwrap_or_default();
         let (device_id, message) = match twinhub_core::c2d::CloudToDeviceMessage::from_amqp(message, generated) {
@@ -825,7 +834,7 @@ impl Driver {
         let op = crate::rpc::DeviceOp::EnqueueCloudToDevice { device_id: device_id.clone(), message };
         let stub = match crate::objects::device_stub(&self.env, &device_id) {
             Ok(stub) => stub,
-            Err(e) => return rejected(condition::INTERNAL_ERROR, e.to_string()),
+            Err(e) => return DeliveryState::rejected(condition::INTERNAL_ERROR, e.to_string()),
         };
         match crate::rpc::call(&stub, &op).await {
             Ok(answer) if answer.status_code() < 300 => DeliveryState::Accepted,
@@ -833,12 +842,13 @@ impl Driver {
                 let text = answer.text().await.unwrap_or_default();
                 match HubError::from_envelope(&text) {
                     Some(e) => rejected_for(&e),
-                    None => {
-                        rejected(condition::INTERNAL_ERROR, format!("the device answered {}", answer.status_code()))
-                    }
+                    None => DeliveryState::rejected(
+                        condition::INTERNAL_ERROR,
+                        format!("the device answered {}", answer.status_code()),
+                    ),
                 }
             }
-            Err(e) => rejected(condition::INTERNAL_ERROR, e.to_string()),
+            Err(e) => DeliveryState::rejected(condition::INTERNAL_ERROR, e.to_string()),
         }
     }
 
@@ -965,10 +975,6 @@ fn device_audience(audience: &str) -> Option<(String, String)> {
     (!host.is_empty() && !device.is_empty() && !device.contains('/')).then(|| (host.to_owned(), device.to_owned()))
 }
 
-fn rejected(condition: &str, description: String) -> DeliveryState {
-    DeliveryState::Rejected(Some(AmqpError::new(condition, description)))
-}
-
 /// A hub error as a rejection: the AMQP condition nearest its status, IoT Hub's code and
 /// message in the description.
 fn rejected_for(e: &HubError) -> DeliveryState {
@@ -980,7 +986,7 @@ fn rejected_for(e: &HubError) -> DeliveryState {
         400 => "amqp:invalid-field",
         _ => condition::INTERNAL_ERROR,
     };
-    rejected(condition, e.to_string())
+    DeliveryState::rejected(condition, e.to_string())
 }
 
 /// Whether the first bytes of a TCP connection are AMQP's protocol header (`AMQP`), rather

@@ -62,6 +62,21 @@ async function newDevice(deviceId) {
   return { key, cs: `HostName=localhost;DeviceId=${deviceId};SharedAccessKey=${key}` };
 }
 
+// Opens `service` (the service SDK's AMQP client) and its feedback receiver: the array the
+// delivery feedback records are collected in, each batch completed as it arrives.
+async function feedbackRecords(service) {
+  await service.open();
+  const records = [];
+  const receiver = await new Promise((resolve, reject) =>
+    service.getFeedbackReceiver((e, r) => (e ? reject(e) : resolve(r))),
+  );
+  receiver.on("message", (m) => {
+    records.push(...JSON.parse(m.data.toString()));
+    receiver.complete(m, () => {});
+  });
+  return records;
+}
+
 // Cloud-to-device through twinhub's REST send (the service SDK's own `send`, over AMQP, has its test below).
 async function sendC2d(deviceId, payload) {
   const r = await fetch(`https://${parts.HostName}/api/devices/${deviceId}/messages`, {
@@ -236,15 +251,7 @@ test("the service SDK's send over AMQP, with delivery feedback and expiry", asyn
       client.complete(m, () => {});
     });
     await sleep(500);
-    await amqpService.open();
-    const feedback = [];
-    const receiver = await new Promise((resolve, reject) =>
-      amqpService.getFeedbackReceiver((e, r) => (e ? reject(e) : resolve(r))),
-    );
-    receiver.on("message", (m) => {
-      feedback.push(...JSON.parse(m.data.toString()));
-      receiver.complete(m, () => {});
-    });
+    const feedback = await feedbackRecords(amqpService);
     const message = new Message(JSON.stringify({ command: "blink" }));
     message.messageId = "node-amqp-1";
     message.ack = "full";
@@ -349,15 +356,7 @@ test("a device on Amqp rejects a cloud-to-device message, and the sender hears i
       client.reject(m, () => {});
     });
     await sleep(500);
-    await amqpService.open();
-    const feedback = [];
-    const receiver = await new Promise((resolve, reject) =>
-      amqpService.getFeedbackReceiver((e, r) => (e ? reject(e) : resolve(r))),
-    );
-    receiver.on("message", (m) => {
-      feedback.push(...JSON.parse(m.data.toString()));
-      receiver.complete(m, () => {});
-    });
+    const feedback = await feedbackRecords(amqpService);
     const message = new Message("not for me");
     message.messageId = "node-reject-1";
     message.ack = "full";

@@ -251,6 +251,19 @@ impl AmqpClient {
         self.attach(handle, Role::Receiver, &address, Some(filter))
     }
 
+    /// Receivers on partitions `0..count` of the event stream (handles from `first_handle`),
+    /// each starting after `after_offset`, then credit on each. Credit comes only once every
+    /// link is attached: [`AmqpClient::attach`] reads past other links' frames, and events
+    /// sent to an early link meanwhile would be lost to the reader.
+    pub fn read_partitions(&mut self, first_handle: u32, count: u32, after_offset: &str) {
+        for p in 0..count {
+            self.attach_partition(first_handle + p, p, after_offset).expect("a partition receiver");
+        }
+        for p in 0..count {
+            self.credit(first_handle + p);
+        }
+    }
+
     /// Grants `handle` [`CREDIT`].
     pub fn credit(&mut self, handle: u32) {
         self.credit_of(handle, CREDIT);

@@ -260,11 +260,6 @@ impl Hub {
         self.amqp_port
     }
 
-    /// The owner policy's key.
-    pub fn owner_key(&self) -> &str {
-        &self.owner_key
-    }
-
     /// The port of MQTT over TLS (`None` over http, or under `wrangler dev`, which takes no TCP).
     pub fn mqtt_port(&self) -> Option<u16> {
         self.mqtt_port
@@ -348,6 +343,14 @@ impl Hub {
     pub fn owner_token(&self) -> String {
         twinhub_core::auth::sign(&self.host(), &self.owner_key, Some("iothubowner"), now_secs() + 3600)
             .expect("sign owner token")
+    }
+
+    /// A fresh token of built-in policy `name` (its key derived from the owner key), valid
+    /// for ten minutes.
+    pub fn policy_token(&self, name: &str) -> String {
+        let policies = twinhub_core::auth::Policy::all(&self.owner_key, None).expect("the policies");
+        let key = &policies.iter().find(|p| p.name == name).expect("a built-in policy").key;
+        twinhub_core::auth::sign(&self.host(), key, Some(name), now_secs() + 600).expect("sign policy token")
     }
 
     /// A request with a fresh owner token.

@@ -14,14 +14,8 @@ use twinhub_core::mqtt::{Packet, Publish, QoS, Subscribe};
 use twinhub_e2e::amqp_client::AmqpClient;
 use twinhub_e2e::{free_port, now_secs, Hub, MqttDevice, Storage, OWNER_KEY};
 
-fn policy_token(hub: &Hub, name: &str) -> String {
-    let policies = Policy::all(OWNER_KEY, None).unwrap();
-    let key = &policies.iter().find(|p| p.name == name).unwrap().key;
-    sign(&hub.host(), key, Some(name), now_secs() + 600).unwrap()
-}
-
 fn owner(hub: &Hub, port: u16) -> AmqpClient {
-    AmqpClient::with_token(port, &hub.host(), &hub.host(), &policy_token(hub, "iothubowner"))
+    AmqpClient::with_token(port, &hub.host(), &hub.host(), &hub.policy_token("iothubowner"))
 }
 
 fn telemetry(device: &mut MqttDevice, id: &str, n: u64) {
@@ -54,12 +48,7 @@ fn bad_input_ends_only_its_own_connection() {
     assert_eq!(hub.call("PUT", "/devices/af1", Some("{}")).status, 200);
     // The neighbour: a consumer of every partition, from the start.
     let mut neighbour = owner(&hub, port);
-    for p in 0..4 {
-        neighbour.attach_partition(10 + p, p, "-1").expect("a partition receiver");
-    }
-    for p in 0..4 {
-        neighbour.credit(10 + p);
-    }
+    neighbour.read_partitions(10, 4, "-1");
 
     // A protocol the hub does not speak (AMQP protocol id 9): it answers with the header it
     // speaks and closes (2.2).
@@ -89,7 +78,7 @@ fn bad_input_ends_only_its_own_connection() {
     let refused = client.attach(3, Role::Receiver, "twinhub/ConsumerGroups/$Default/Partitions/0", None);
     assert_eq!(refused.unwrap_err().expect("an error").condition, "amqp:unauthorized-access");
     // Too few rights: registryRead has no ServiceConnect. Another hub's name: refused.
-    let (status, why) = client.put_token(&hub.host(), &policy_token(&hub, "registryRead"));
+    let (status, why) = client.put_token(&hub.host(), &hub.policy_token("registryRead"));
     assert_eq!(status, 401, "{why}");
     let other = sign(
         "other.azure-devices.net",
@@ -100,7 +89,7 @@ fn bad_input_ends_only_its_own_connection() {
     .unwrap();
     let (status, why) = client.put_token("other.azure-devices.net", &other);
     assert_eq!(status, 401, "{why}");
-    let (status, why) = client.put_token(&hub.host(), &policy_token(&hub, "iothubowner"));
+    let (status, why) = client.put_token(&hub.host(), &hub.policy_token("iothubowner"));
     assert_eq!(status, 200, "{why}");
     let refused = client.attach(4, Role::Receiver, "twinhub/ConsumerGroups/$Default/Partitions/99", None);
     assert_eq!(refused.unwrap_err().expect("an error").condition, "amqp:not-found");
@@ -187,7 +176,7 @@ fn sasl_plain_for_devices_and_services() {
 
     // A service policy: its links open without a put-token.
     let mut service =
-        AmqpClient::open_plain(port, &hub.host(), "iothubowner@sas.root.twinhub", &policy_token(&hub, "iothubowner"))
+        AmqpClient::open_plain(port, &hub.host(), "iothubowner@sas.root.twinhub", &hub.policy_token("iothubowner"))
             .expect("PLAIN");
     service.attach(1, Role::Sender, "/messages/devicebound", None).expect("the C2D sender");
     assert_eq!(service.send_c2d(1, 0, "pl1", "p-1"), Some(DeliveryState::Accepted));
@@ -243,12 +232,7 @@ fn kill_9_loses_no_acknowledged_telemetry_and_no_accepted_cloud_to_device() {
     let port = hub.amqp_port().unwrap();
     // Every acknowledged message is in the stream (once or more: at least once).
     let mut consumer = owner(&hub, port);
-    for p in 0..4 {
-        consumer.attach_partition(10 + p, p, "-1").expect("a partition receiver");
-    }
-    for p in 0..4 {
-        consumer.credit(10 + p);
-    }
+    consumer.read_partitions(10, 4, "-1");
     let seen: std::collections::HashSet<u64> =
         consumer.drain(acked.len()).iter().filter_map(|(_, m)| event_number(m)).collect();
     let lost: Vec<&u64> = acked.iter().filter(|n| !seen.contains(n)).collect();

@@ -2,17 +2,11 @@
 //! permissions per policy, `PUT` replaces, and the history records every accepted change.
 
 use serde_json::{json, Value};
-use twinhub_core::auth::{sign, Policy};
-use twinhub_e2e::{now_secs, Hub, Reply, Storage, OWNER_KEY};
-
-fn policy_token(hub: &Hub, name: &str) -> String {
-    let policies = Policy::all(OWNER_KEY, None).unwrap();
-    let key = &policies.iter().find(|p| p.name == name).unwrap().key;
-    sign(&hub.host(), key, Some(name), now_secs() + 600).unwrap()
-}
+use twinhub_core::auth::sign;
+use twinhub_e2e::{now_secs, Hub, Reply, Storage};
 
 fn as_policy(hub: &Hub, name: &str, method: &str, path: &str, body: Option<&str>) -> Reply {
-    hub.call_with(method, path, body, &[("Authorization", &policy_token(hub, name))])
+    hub.call_with(method, path, body, &[("Authorization", &hub.policy_token(name))])
 }
 
 fn nested(depth: usize) -> Value {

@@ -240,7 +240,10 @@ impl DeviceLinks {
                         self.telemetry.insert(id.get(), (link, delivery_id));
                     }
                     Some(_) => {}
-                    None => settle(conn, rejected("amqp:invalid-field", "the message's properties do not fit a topic")),
+                    None => settle(
+                        conn,
+                        DeliveryState::rejected("amqp:invalid-field", "the message's properties do not fit a topic"),
+                    ),
                 }
             }
             Some(DeviceNode::TwinRequests) => {
@@ -257,14 +260,14 @@ impl DeviceLinks {
                     }
                     _ => settle(
                         conn,
-                        rejected(
+                        DeliveryState::rejected(
                             "amqp:invalid-field",
                             "a method answer needs a correlation-id and an int IoThub-status",
                         ),
                     ),
                 }
             }
-            _ => settle(conn, rejected(condition::NOT_ALLOWED, "this link takes no messages")),
+            _ => settle(conn, DeliveryState::rejected(condition::NOT_ALLOWED, "this link takes no messages")),
         }
     }
 
@@ -520,10 +523,6 @@ impl DeviceLinks {
 /// A message whose body is one data section.
 fn data_message(body: Vec<u8>) -> Message {
     Message { body: MessageBody::Data(vec![body]), ..Message::default() }
-}
-
-fn rejected(condition: &str, why: &str) -> DeliveryState {
-    DeliveryState::Rejected(Some(AmqpError::new(condition, why)))
 }
 
 /// A message's body bytes: its data sections, or a string or binary value.

@@ -233,6 +233,13 @@ impl Attach {
     }
 }
 
+impl DeliveryState {
+    /// `rejected` with the error `condition` and `description`.
+    pub fn rejected(condition: &str, description: impl Into<String>) -> Self {
+        DeliveryState::Rejected(Some(AmqpError::new(condition, description)))
+    }
+}
+
 /// `flow` (2.7.4).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Flow {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use twinhub_core::amqp::{DeliveryState, Message, Role};
 use twinhub_core::mqtt::{Packet, Publish, QoS, Subscribe};
 use twinhub_e2e::amqp_client::{unix_micros, AmqpClient};
-use twinhub_e2e::{bulk_create, now_secs, Hub, MqttDevice, Storage};
+use twinhub_e2e::{bulk_create, Hub, MqttDevice, Storage};
 
 const WINDOW: usize = 8;
 const C2D_SAMPLES: usize = 200;
@@ -197,15 +197,8 @@ fn phase(hub: &Hub, port: u16, devices: usize, seconds: u64, pace: Option<Durati
 /// A consumer with the owner's token, every partition attached from after `offset` and
 /// credited.
 fn consumer(hub: &Hub, port: u16, offset: &str) -> AmqpClient {
-    let token = twinhub_core::auth::sign(&hub.host(), hub.owner_key(), Some("iothubowner"), now_secs() + 3600).unwrap();
-    let mut c = AmqpClient::with_token(port, &hub.host(), &hub.host(), &token);
-    // Credit only once every link is attached: the attach loop reads past other frames.
-    for p in 0..PARTITIONS {
-        c.attach_partition(10 + p, p, offset).expect("a partition receiver");
-    }
-    for p in 0..PARTITIONS {
-        c.credit(10 + p);
-    }
+    let mut c = AmqpClient::with_token(port, &hub.host(), &hub.host(), &hub.policy_token("iothubowner"));
+    c.read_partitions(10, PARTITIONS, offset);
     c
 }
 
@@ -235,8 +228,7 @@ fn c2d_latency(hub: &Hub, port: u16) -> (Vec<u64>, Vec<u64>) {
         packet_id: std::num::NonZeroU16::MIN,
         filters: vec![(format!("devices/{id}/messages/devicebound/#"), QoS::AtLeastOnce)],
     }));
-    let token = twinhub_core::auth::sign(&hub.host(), hub.owner_key(), Some("iothubowner"), now_secs() + 3600).unwrap();
-    let mut sender = AmqpClient::with_token(port, &hub.host(), &hub.host(), &token);
+    let mut sender = AmqpClient::with_token(port, &hub.host(), &hub.host(), &hub.policy_token("iothubowner"));
     sender.attach(20, Role::Sender, "/messages/devicebound", None).expect("the C2D sender");
     let receive = |device: &mut MqttDevice| loop {
         match device.recv() {
