@@ -983,7 +983,7 @@ fn rejected_for(e: &HubError) -> DeliveryState {
         403 | 429 => condition::RESOURCE_LIMIT_EXCEEDED,
         413 => condition::MESSAGE_SIZE_EXCEEDED,
         401 => condition::UNAUTHORIZED_ACCESS,
-        400 => "amqp:invalid-field",
+        400 => condition::INVALID_FIELD,
         _ => condition::INTERNAL_ERROR,
     };
     DeliveryState::rejected(condition, e.to_string())

@@ -42,6 +42,7 @@ pub mod condition {
     pub const RESOURCE_LIMIT_EXCEEDED: &str = "amqp:resource-limit-exceeded";
     pub const UNAUTHORIZED_ACCESS: &str = "amqp:unauthorized-access";
     pub const NOT_FOUND: &str = "amqp:not-found";
+    pub const INVALID_FIELD: &str = "amqp:invalid-field";
     pub const INTERNAL_ERROR: &str = "amqp:internal-error";
     pub const WINDOW_VIOLATION: &str = "amqp:session:window-violation";
     pub const UNATTACHED_HANDLE: &str = "amqp:session:unattached-handle";

@@ -32,7 +32,7 @@
 //! Modules on AMQP are refused (their MQTT topics differ; no client in the suite uses them).
 
 use super::connection::condition;
-use super::{AmqpError, Connection, DeliveryState, LinkId, Message, MessageBody, Properties, Role, Value};
+use super::{Connection, DeliveryState, LinkId, Message, MessageBody, Properties, Role, Value};
 use crate::mqtt::{PacketId, QoS};
 use crate::session::client::{ClientEvent, ClientOptions, DeviceClient};
 use crate::session::topic::Subscription;
@@ -217,9 +217,14 @@ impl DeviceLinks {
     ) {
         if !self.client.is_connected() {
             if self.early.len() >= MAX_EARLY {
-                let error = AmqpError::new(condition::RESOURCE_LIMIT_EXCEEDED, "the device's session is not up yet");
                 if !settled {
-                    conn.settle(link, delivery_id, DeliveryState::Rejected(Some(error)), now);
+                    let why = "the device's session is not up yet";
+                    conn.settle(
+                        link,
+                        delivery_id,
+                        DeliveryState::rejected(condition::RESOURCE_LIMIT_EXCEEDED, why),
+                        now,
+                    );
                 }
                 return;
             }
@@ -242,7 +247,10 @@ impl DeviceLinks {
                     Some(_) => {}
                     None => settle(
                         conn,
-                        DeliveryState::rejected("amqp:invalid-field", "the message's properties do not fit a topic"),
+                        DeliveryState::rejected(
+                            condition::INVALID_FIELD,
+                            "the message's properties do not fit a topic",
+                        ),
                     ),
                 }
             }
@@ -261,7 +269,7 @@ impl DeviceLinks {
                     _ => settle(
                         conn,
                         DeliveryState::rejected(
-                            "amqp:invalid-field",
+                            condition::INVALID_FIELD,
                             "a method answer needs a correlation-id and an int IoThub-status",
                         ),
                     ),

@@ -5,7 +5,7 @@ use super::*;
 use crate::amqp::frame::{Body, Frame};
 use crate::amqp::performative::{Performative, Transfer};
 use crate::amqp::test_peer::{credit, Peer};
-use crate::amqp::Event;
+use crate::amqp::{AmqpError, Event};
 use crate::session::{Accepted, Session, SessionEvent};
 
 struct Rig {
