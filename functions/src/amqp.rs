@@ -773,7 +773,7 @@ impl Driver {
         if let Some((host, device_id)) = device_audience(&put.audience) {
             return match self.device_token(&host, &device_id, &put.token).await {
                 Ok(()) => cbs::reply(request, 200, "OK", None),
-                Err(why) => cbs::reply(request, 401, &why, None),
+                Err((status, why)) => cbs::reply(request, status, &why, None),
             };
         }
         match self.authorize(&put.token, Some(&put.audience)) {
@@ -786,10 +786,17 @@ impl Driver {
     }
 
     /// A device's token, checked by its device object (which opens no session for it) and
-    /// kept for the device's links; a renewal replaces it.
-    async fn device_token(&mut self, host: &str, device_id: &str, token: &str) -> Result<(), String> {
+    /// kept for the device's links; a renewal replaces it. Refused with the put-token status
+    /// and why: 401 for a token that does not verify, 403 past [`MAX_DEVICES`] devices (the
+    /// tokens a connection keeps are bounded as its sessions are).
+    async fn device_token(&mut self, host: &str, device_id: &str, token: &str) -> Result<(), (i32, String)> {
         if crate::auth::own_name(host.to_owned(), &self.env).is_empty() {
-            return Err(format!("'{host}' is not this hub"));
+            return Err((401, format!("'{host}' is not this hub")));
+        }
+        let now = clock::now().as_secs();
+        self.device_grants.retain(|_, g| g.expiry_secs > now);
+        if self.device_grants.len() >= MAX_DEVICES && !self.device_grants.contains_key(device_id) {
+            return Err((403, format!("a connection carries at most {MAX_DEVICES} devices")));
         }
         let op = crate::rpc::DeviceOp::DeviceToken {
             device_id: device_id.to_owned(),
@@ -797,8 +804,8 @@ impl Driver {
             host: host.to_owned(),
         };
         self.subrequests += 1;
-        let stub = crate::objects::device_stub(&self.env, device_id).map_err(|e| e.to_string())?;
-        let checked: crate::rpc::DeviceToken = crate::rpc::ask(&stub, &op).await.map_err(|e| e.to_string())?;
+        let stub = crate::objects::device_stub(&self.env, device_id).map_err(|e| (500, e.to_string()))?;
+        let checked: crate::rpc::DeviceToken = crate::rpc::ask(&stub, &op).await.map_err(|e| (401, e.to_string()))?;
         let grant = DeviceGrant { token: token.to_owned(), host: host.to_owned(), expiry_secs: checked.expiry_secs };
         self.device_grants.insert(device_id.to_owned(), grant);
         Ok(())

@@ -182,6 +182,36 @@ fn sasl_plain_for_devices_and_services() {
     assert_eq!(service.send_c2d(1, 0, "pl1", "p-1"), Some(DeliveryState::Accepted));
 }
 
+/// The device tokens one connection keeps are bounded as its device sessions are: past 64
+/// devices a put-token is refused (403), while a renewal of one already held is taken.
+#[test]
+fn a_connection_holds_at_most_64_devices_tokens() {
+    let storage = Storage::new("amqp-grants");
+    let hub = Hub::start(&storage);
+    let Some(port) = hub.amqp_port() else {
+        println!("skipped: this runtime takes no TCP (TWINHUB_TEST_RUNTIME=wrangler)");
+        return;
+    };
+    twinhub_e2e::bulk_create(&hub, "g", 65);
+    let policies = Policy::all(OWNER_KEY, None).unwrap();
+    let device_policy = &policies.iter().find(|p| p.name == "device").unwrap().key;
+    // The `device` policy (DeviceConnect) signs for any device, as a gateway would.
+    let token = |id: &str| {
+        let resource = format!("{}/devices/{id}", hub.host());
+        sign(&resource, device_policy, Some("device"), now_secs() + 600).unwrap()
+    };
+    let mut client = AmqpClient::open(port, &hub.host());
+    for i in 0..64 {
+        let id = format!("g-{i:05}");
+        let (status, why) = client.put_token(&format!("{}/devices/{id}", hub.host()), &token(&id));
+        assert_eq!(status, 200, "{id}: {why}");
+    }
+    let (status, why) = client.put_token(&format!("{}/devices/g-00064", hub.host()), &token("g-00064"));
+    assert_eq!(status, 403, "{why}");
+    let (status, why) = client.put_token(&format!("{}/devices/g-00000", hub.host()), &token("g-00000"));
+    assert_eq!(status, 200, "a renewal: {why}");
+}
+
 #[test]
 fn kill_9_loses_no_acknowledged_telemetry_and_no_accepted_cloud_to_device() {
     let storage = Storage::new("amqp-kill9");
