@@ -49,6 +49,10 @@ pub enum ErrorCode {
     ConfigurationAlreadyExists,
     /// 409104: a job with that id exists already (code as spec §3.6 gives it, marked unsure there).
     JobAlreadyExists,
+    /// 410000 (twinhub, between its own objects only): the op came from a device session that
+    /// is no longer the device's (deleted, disabled, re-keyed, connected again elsewhere); the
+    /// gateway ends that session. Never sent to a client.
+    SessionEnded,
     /// 412001: `If-Match` did not match the current etag.
     PreconditionFailed,
     /// 413001: a body over the size limit.
@@ -89,6 +93,7 @@ impl ErrorCode {
             Self::ModuleAlreadyExistsOnDevice => 409_301,
             Self::JobAlreadyExists => 409_104,
             Self::ConfigurationAlreadyExists => 409_020,
+            Self::SessionEnded => 410_000,
             Self::PreconditionFailed => 412_001,
             Self::MessageTooLarge => 413_001,
             Self::TooManyDevices => 413_002,
@@ -101,7 +106,7 @@ impl ErrorCode {
     }
 
     /// Every code, for reading one back ([`ErrorCode::from_code`]).
-    const ALL: [Self; 26] = [
+    const ALL: [Self; 27] = [
         Self::ArgumentInvalid,
         Self::ArgumentNull,
         Self::IotHubFormatError,
@@ -120,6 +125,7 @@ impl ErrorCode {
         Self::ModuleAlreadyExistsOnDevice,
         Self::JobAlreadyExists,
         Self::ConfigurationAlreadyExists,
+        Self::SessionEnded,
         Self::PreconditionFailed,
         Self::MessageTooLarge,
         Self::TooManyDevices,
@@ -162,6 +168,7 @@ impl ErrorCode {
             Self::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
             Self::JobAlreadyExists => "JobAlreadyExists",
             Self::ConfigurationAlreadyExists => "ConfigurationAlreadyExists",
+            Self::SessionEnded => "SessionEnded",
             Self::PreconditionFailed => "PreconditionFailed",
             Self::MessageTooLarge => "MessageTooLarge",
             Self::TooManyDevices => "TooManyDevices",

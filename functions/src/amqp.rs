@@ -843,19 +843,9 @@ impl Driver {
             Ok(stub) => stub,
             Err(e) => return DeliveryState::rejected(condition::INTERNAL_ERROR, e.to_string()),
         };
-        match crate::rpc::call(&stub, &op).await {
-            Ok(answer) if answer.status_code() < 300 => DeliveryState::Accepted,
-            Ok(mut answer) => {
-                let text = answer.text().await.unwrap_or_default();
-                match HubError::from_envelope(&text) {
-                    Some(e) => rejected_for(&e),
-                    None => DeliveryState::rejected(
-                        condition::INTERNAL_ERROR,
-                        format!("the device answered {}", answer.status_code()),
-                    ),
-                }
-            }
-            Err(e) => DeliveryState::rejected(condition::INTERNAL_ERROR, e.to_string()),
+        match crate::rpc::call::<_, serde::de::IgnoredAny>(&stub, &op).await {
+            Ok(_) => DeliveryState::Accepted,
+            Err(e) => rejected_for(&e),
         }
     }
 

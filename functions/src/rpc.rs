@@ -1,11 +1,16 @@
-//! Messages from the Worker to its Durable Objects.
+//! Messages from the Worker to its Durable Objects, and between objects.
 //!
-//! Each is one JSON body POSTed to the object; the object answers with the final HTTP response
-//! for the client (status, body, headers), which the Worker passes through unchanged.
+//! Each op is one JSON body POSTed to the object. An object answers a 2xx with its reply as
+//! JSON (or no body), or a [`HubError`] as IoT Hub's REST envelope, which `HubError::envelope`
+//! writes and `HubError::from_envelope` reads: [`call`] gives the caller `Result<Reply,
+//! HubError>`, so an error crosses objects as itself and nobody parses an envelope by hand. A
+//! REST handler whose object renders the client's whole response (a twin with its ETag) passes
+//! it through with [`forward`].
 
 use serde::{Deserialize, Serialize};
 use twinhub_core::configuration::Configuration;
 use twinhub_core::session::topic::Subscription;
+use twinhub_core::{ErrorCode, HubError};
 
 /// A request to one device's object. `actor` names who asked (a policy, a device, a job), for
 /// the twin history.
@@ -98,11 +103,24 @@ pub enum DeviceOp {
     TelemetrySeries { device_id: String, field: String, from: u64, to: u64, buckets: usize },
 }
 
-/// The device object's status for an op from a session that is no longer the device's (it
-/// was deleted, disabled, re-keyed, or connected again elsewhere): the gateway ends that
-/// session. Every op a session sends names its `conn`, so a socket left over from a deleted
-/// device can never act on a device re-created with the same id.
-pub const SESSION_ENDED: u16 = 410;
+/// The device object's answer to a job's [`DeviceOp::JobRollback`].
+#[derive(Debug, Deserialize)]
+pub struct RollbackAnswer {
+    /// The device has the job's values given back (now or before); `false`: the job never
+    /// changed it.
+    #[serde(default = "given_back")]
+    pub restored: bool,
+}
+
+fn given_back() -> bool {
+    true
+}
+
+/// The device object's answer to a [`DeviceOp::DeviceReport`]: the reported version.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReportAccepted {
+    pub version: u64,
+}
 
 /// The device object's answer to [`DeviceOp::DeviceToken`]: the token is good until then.
 #[derive(Debug, Serialize, Deserialize)]
@@ -282,14 +300,45 @@ pub struct ShardStatistics {
     pub connected: u64,
 }
 
-/// POSTs `op` as JSON to a Durable Object stub and returns its response.
-pub async fn call<T: Serialize>(stub: &worker::Stub, op: &T) -> worker::Result<worker::Response> {
+/// POSTs `op` as JSON to a Durable Object stub and returns its response as is: for a REST
+/// handler whose object renders the client's response.
+pub async fn forward<T: Serialize>(stub: &worker::Stub, op: &T) -> worker::Result<worker::Response> {
     let body = serde_json::to_string(op).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let mut init = worker::RequestInit::new();
     init.with_method(worker::Method::Post).with_body(Some(body.into()));
     // The host is a placeholder: a stub routes by object, not by URL.
     let req = worker::Request::new_with_init("https://object.internal/rpc", &init)?;
     stub.fetch_with_request(req).await
+}
+
+/// Sends `op` to an object and reads its answer: a 2xx as `Reply` (no body reads as JSON
+/// `null`, so `()` takes it), anything else as the error the object wrote. An object that
+/// cannot be reached, or an answer that does not read, is the hub's own fault (`ServerError`).
+pub async fn call<Op: Serialize, Reply: serde::de::DeserializeOwned>(
+    stub: &worker::Stub,
+    op: &Op,
+) -> Result<Reply, HubError> {
+    let mut answer = forward(stub, op).await.map_err(unreachable)?;
+    let status = answer.status_code();
+    let text = answer.text().await.map_err(unreachable)?;
+    if (200..300).contains(&status) {
+        let text = if text.is_empty() { "null" } else { text.as_str() };
+        return serde_json::from_str(text)
+            .map_err(|e| HubError::new(ErrorCode::ServerError, format!("an object's answer did not read: {e}")));
+    }
+    Err(HubError::from_envelope(&text)
+        .unwrap_or_else(|| HubError::new(ErrorCode::ServerError, format!("an object answered {status}"))))
+}
+
+/// An object that could not be reached (or whose answer could not be read off the wire).
+pub fn unreachable(e: worker::Error) -> HubError {
+    HubError::new(ErrorCode::ServerError, format!("an object could not be reached: {e}"))
+}
+
+/// A [`HubError`] as the platform's error, for callers whose failure is the hub's own fault
+/// whatever the object said.
+pub fn fault(e: HubError) -> worker::Error {
+    worker::Error::RustError(e.to_string())
 }
 
 /// Reads a JSON body (an op, or an object's answer) with serde_json. Not worker's `json()`,
@@ -299,24 +348,14 @@ pub async fn read<T: serde::de::DeserializeOwned>(body: worker::Result<String>) 
     serde_json::from_str(&body?).map_err(|e| worker::Error::RustError(format!("unreadable JSON: {e}")))
 }
 
-/// Sends `op` to an object and reads its 200 answer as `T`; another status is an error with
-/// the answer's body.
+/// [`call`] for a caller inside the platform's `Result`: any error is a fault.
 pub async fn ask<T: serde::de::DeserializeOwned>(stub: &worker::Stub, op: &impl Serialize) -> worker::Result<T> {
-    let mut answer = call(stub, op).await?;
-    if answer.status_code() != 200 {
-        let detail = answer.text().await.unwrap_or_default();
-        return Err(worker::Error::RustError(format!("the object answered {}: {detail}", answer.status_code())));
-    }
-    read(answer.text().await).await
+    call(stub, op).await.map_err(fault)
 }
 
-/// Sends `op` to an object that answers with no body; a status outside 2xx is an error.
+/// [`ask`] for an op whose answer says nothing beyond success.
 pub async fn tell(stub: &worker::Stub, op: &impl Serialize) -> worker::Result<()> {
-    let answer = call(stub, op).await?;
-    if answer.status_code() >= 300 {
-        return Err(worker::Error::RustError(format!("the object answered {}", answer.status_code())));
-    }
-    Ok(())
+    ask::<serde::de::IgnoredAny>(stub, op).await.map(|_| ())
 }
 
 /// One device-to-cloud message, as the gateway hands it to the device object. Messages that

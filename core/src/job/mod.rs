@@ -5,10 +5,13 @@
 //! - [`request`]: `PUT /jobs/v2/{id}` bodies, checked before anything runs.
 //! - [`record`]: the job and per-device records, their statuses and wire shapes.
 //! - [`rollout`]: waves, the per-device verdict read from the twin, and when a wave is done.
+//! - [`executor`]: how a job runs: its next task, each device's call and what the answer does,
+//!   a wave's judgement, a rollback, the pace.
 //!
 //! The Worker's jobs object stores these records and does the calls; every decision about what
 //! a job does next is made here.
 
+pub mod executor;
 pub mod record;
 pub mod request;
 pub mod rollout;

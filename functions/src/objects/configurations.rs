@@ -127,11 +127,7 @@ impl Configurations {
         let shards = crate::config::Config::of(&self.env).index_shards;
         let calls = (0..shards).map(|shard| async move {
             let op = IndexOp::SetConfigurations { configurations: all.to_vec(), sweep };
-            let answer = crate::rpc::call(&index_stub(&self.env, shard)?, &op).await?;
-            match answer.status_code() {
-                204 | 200 => Ok(()),
-                status => Err(worker::Error::RustError(format!("index shard {shard} answered {status}"))),
-            }
+            crate::rpc::tell(&index_stub(&self.env, shard)?, &op).await
         });
         futures_util::future::try_join_all(calls).await.map(|_| ())
     }

@@ -249,11 +249,17 @@ impl FleetIndex {
             patch: winner.map(Configuration::patch),
         };
         let stub = crate::objects::device_stub(&self.env, device_id)?;
-        let answer = crate::rpc::call(&stub, &op).await?;
-        if answer.status_code() >= 300 && answer.status_code() != 404 {
-            worker::console_warn!("configuration for a device answered {}", answer.status_code());
+        match crate::rpc::call::<_, serde::de::IgnoredAny>(&stub, &op).await {
+            Ok(_) => Ok(()),
+            // The hub's own fault: the caller tries again.
+            Err(e) if e.code == ErrorCode::ServerError => Err(crate::rpc::fault(e)),
+            // Deleted meanwhile, or a twin the content does not fit: nothing to do again.
+            Err(e) if e.code == ErrorCode::DeviceNotFound || e.code == ErrorCode::ModuleNotFound => Ok(()),
+            Err(e) => {
+                worker::console_warn!("configuration for a device refused: {e}");
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Every device and module twin this shard holds, reconsidered against the configurations, paced to

@@ -29,7 +29,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use futures_channel::oneshot;
 use futures_util::future::{select, Either};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -351,14 +353,13 @@ impl Gateway {
                 self.half_open.borrow_mut().remove(&att.conn);
                 self.device_rates.borrow_mut().remove(&att.conn);
                 if was_connected {
-                    self.device(
-                        &att,
-                        DeviceOp::DeviceDisconnected {
-                            device_id: att.session.device_id().to_owned(),
-                            conn: att.conn.clone(),
-                        },
-                    )
-                    .await?;
+                    let op = DeviceOp::DeviceDisconnected {
+                        device_id: att.session.device_id().to_owned(),
+                        conn: att.conn.clone(),
+                    };
+                    if let Err(e) = self.device::<IgnoredAny>(&att, op).await {
+                        worker::console_warn!("gateway: a disconnect was not recorded: {e}");
+                    }
                 }
                 return Ok(());
             }
@@ -442,10 +443,7 @@ impl Gateway {
                     };
                     // No verdict (the object failed or answered something else): unavailable, so
                     // the device retries rather than believing its credentials wrong.
-                    let verdict = match self.device(att, op).await {
-                        Ok((200, body)) => serde_json::from_str::<ConnectVerdict>(&body).ok(),
-                        _ => None,
-                    };
+                    let verdict = self.device::<ConnectVerdict>(att, op).await.ok();
                     let result = match verdict {
                         Some(ConnectVerdict::Accepted { expiry_ms, subscriptions }) => {
                             Ok(Accepted { token_expiry: Some(UnixMillis(expiry_ms)), subscriptions })
@@ -464,8 +462,11 @@ impl Gateway {
                         continue;
                     }
                     let op = DeviceOp::DeviceTwinGet { device_id, conn: att.conn.clone() };
-                    let Some((status, body)) = self.session_op(att, op).await? else { continue };
-                    att.session.reply_twin(&rid, status, None, body.into_bytes());
+                    let Some(answer) = self.session_op::<Box<RawValue>>(att, op).await else { continue };
+                    match answer {
+                        Ok(twin) => att.session.reply_twin(&rid, 200, None, twin.get().as_bytes().to_vec()),
+                        Err(e) => att.session.reply_twin(&rid, e.code.http_status(), None, flat(&e)),
+                    }
                 }
                 SessionEvent::ReportedPatch { rid, body } => {
                     if let Err(body) = self.admit(Operation::TwinUpdate) {
@@ -474,12 +475,10 @@ impl Gateway {
                     }
                     let body = String::from_utf8_lossy(&body).into_owned();
                     let op = DeviceOp::DeviceReport { device_id, conn: att.conn.clone(), body };
-                    let Some((status, reply)) = self.session_op(att, op).await? else { continue };
-                    if status == 200 {
-                        let version = serde_json::from_str::<Value>(&reply).ok().and_then(|v| v["version"].as_u64());
-                        att.session.reply_twin(&rid, 204, version, Vec::new());
-                    } else {
-                        att.session.reply_twin(&rid, status, None, flat_error(&reply).into_bytes());
+                    let Some(answer) = self.session_op::<rpc::ReportAccepted>(att, op).await else { continue };
+                    match answer {
+                        Ok(accepted) => att.session.reply_twin(&rid, 204, Some(accepted.version), Vec::new()),
+                        Err(e) => att.session.reply_twin(&rid, e.code.http_status(), None, flat(&e)),
                     }
                 }
                 SessionEvent::Telemetry { properties, body, ack } => {
@@ -505,12 +504,12 @@ impl Gateway {
                     }
                     let batch = DeviceBatch { key: device_id.clone(), messages: messages.clone() };
                     let op = DeviceOp::DeviceTelemetry { device_id, conn: att.conn.clone(), messages };
-                    let Some((status, _)) = self.session_op(att, op).await? else { continue };
+                    let Some(stored) = self.session_op::<()>(att, op).await else { continue };
                     // Into the event stream once stored and before the device hears its message
                     // was taken: an acknowledged message is readable by the endpoint's consumers.
                     // A failed append is not acknowledged; the device resends, and the stream
                     // may then hold the message twice (Event Hubs is at least once too).
-                    let streamed = status == 204 && {
+                    let streamed = stored.is_ok() && {
                         match self.appender.append(&self.env, batch).await {
                             Ok(()) => true,
                             Err(e) => {
@@ -531,12 +530,16 @@ impl Gateway {
                     let rejected = matches!(event, SessionEvent::CloudToDeviceRejected(_));
                     if let Some(seq) = att.c2d.acknowledged(packet_id.get()) {
                         let op = DeviceOp::CloudToDeviceDelivered { device_id, conn: att.conn.clone(), seq, rejected };
-                        self.session_op(att, op).await?;
+                        if let Some(Err(e)) = self.session_op::<IgnoredAny>(att, op).await {
+                            worker::console_warn!("gateway: a delivery was not recorded: {e}");
+                        }
                     }
                 }
                 SessionEvent::SubscriptionsChanged { subscriptions, keep } => {
                     let op = DeviceOp::DeviceSubscriptions { device_id, conn: att.conn.clone(), subscriptions, keep };
-                    self.device(att, op).await?;
+                    if let Err(e) = self.device::<IgnoredAny>(att, op).await {
+                        worker::console_warn!("gateway: subscriptions not recorded: {e}");
+                    }
                 }
                 SessionEvent::Closed(reason) => {
                     self.device_rates.borrow_mut().remove(&att.conn);
@@ -546,7 +549,9 @@ impl Gateway {
                     let _ = ws.close(Some(close_code(&reason)), Some(format!("{reason:?}")));
                     if !device_id.is_empty() && !matches!(reason, CloseReason::Refused(_)) {
                         let op = DeviceOp::DeviceDisconnected { device_id, conn: att.conn.clone() };
-                        self.device(att, op).await?;
+                        if let Err(e) = self.device::<IgnoredAny>(att, op).await {
+                            worker::console_warn!("gateway: a disconnect was not recorded: {e}");
+                        }
                     }
                     return Ok(());
                 }
@@ -677,22 +682,31 @@ impl Gateway {
         Ok(ask_index_shard::<Existence>(&self.env, shard, &op).await?.exists)
     }
 
-    /// Calls the session's device object with an op of a connected session; `None` (and the
-    /// session closed) when the device object says this session is no longer the device's.
-    async fn session_op(&self, att: &mut Attachment, op: DeviceOp) -> Result<Option<(u16, String)>> {
-        let (status, body) = self.device(att, op).await?;
-        if status == rpc::SESSION_ENDED {
-            att.session.close_by_hub("the device was deleted, disabled, re-keyed or connected elsewhere");
-            return Ok(None);
+    /// Calls the session's device object with an op of a connected session: its reply, or its
+    /// error; `None` (and the session closed) when the device object says this session is no
+    /// longer the device's.
+    async fn session_op<R: serde::de::DeserializeOwned>(
+        &self,
+        att: &mut Attachment,
+        op: DeviceOp,
+    ) -> Option<std::result::Result<R, HubError>> {
+        match self.device(att, op).await {
+            Err(e) if e.code == ErrorCode::SessionEnded => {
+                att.session.close_by_hub("the device was deleted, disabled, re-keyed or connected elsewhere");
+                None
+            }
+            answer => Some(answer),
         }
-        Ok(Some((status, body)))
     }
 
-    /// Calls the session's device object; returns its status and body.
-    async fn device(&self, att: &Attachment, op: DeviceOp) -> Result<(u16, String)> {
-        let stub = crate::objects::device_stub(&self.env, att.session.device_id())?;
-        let mut resp = rpc::call(&stub, &op).await?;
-        Ok((resp.status_code(), resp.text().await.unwrap_or_default()))
+    /// Calls the session's device object.
+    async fn device<R: serde::de::DeserializeOwned>(
+        &self,
+        att: &Attachment,
+        op: DeviceOp,
+    ) -> std::result::Result<R, HubError> {
+        let stub = crate::objects::device_stub(&self.env, att.session.device_id()).map_err(rpc::unreachable)?;
+        rpc::call(&stub, &op).await
     }
 
     /// Makes sure the shard's alarm fires no later than `deadline`. Only moves the alarm
@@ -733,12 +747,9 @@ fn conn_of(ws: &WebSocket) -> Option<String> {
     ws.deserialize_attachment::<Attachment>().ok().flatten().map(|a| a.conn)
 }
 
-/// The MQTT error body for a twin error: the flat envelope inside IoT Hub's REST envelope.
-fn flat_error(rest_body: &str) -> String {
-    serde_json::from_str::<Value>(rest_body)
-        .ok()
-        .and_then(|v| v["Message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| rest_body.to_owned())
+/// The MQTT twin error body: IoT Hub's flat error (envelope 3).
+fn flat(e: &HubError) -> Vec<u8> {
+    e.flat(&clock::tracking_id(), clock::now()).into_bytes()
 }
 
 /// WebSocket close codes: 1000 for a clean end, 1008 (policy) for refusals and violations.

@@ -20,28 +20,22 @@ use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
 use crate::objects::{ask_every_index_shard, ask_index_shard, sql_int, to_json};
-use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage};
+use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage, RollbackAnswer};
 use futures_util::future::join_all;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use twinhub_core::job::executor::{self, Batch, DeviceCall, Next, Pick, Restore, Task, WhenNone};
 use twinhub_core::job::request::condition_query;
-use twinhub_core::job::rollout::{device_outcome, judge, order_key, Verdict, WaveTally};
-use twinhub_core::job::{DeviceJob, DeviceJobStatus, Job, JobStatus, Statistics, Work};
+use twinhub_core::job::{DeviceJob, DeviceJobStatus, Job, Statistics};
 use twinhub_core::query::{eval, sql};
-use twinhub_core::twin::drift::DriftState;
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{durable_object, Delay, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
 
 /// The jobs object's binding, as in wrangler.toml.
 pub const JOBS_BINDING: &str = "JOBS";
-/// Device calls in flight at once when a rollout rolls back (a job's own batch is
-/// `JOB_CONCURRENCY`).
-const BATCH: usize = 100;
 /// Devices of a wave judged per look at the index (one statement per shard each).
 const WATCH_CHUNK: usize = 1_000;
-/// How often a rollout looks at its wave's twins again.
-const WATCH_MS: u64 = 1_000;
 
 /// The stub of the jobs object.
 pub fn jobs_stub(env: &Env) -> worker::Result<worker::Stub> {
@@ -62,11 +56,64 @@ struct BodyRow {
     body: String,
 }
 
+/// A device record as stored: its typed columns, which the executor's queries use and which
+/// are what is true (a cancellation updates only them), and the record itself as `body`.
+#[derive(Deserialize)]
+struct RecordRow {
+    status: String,
+    retries: u64,
+    started: Option<u64>,
+    ended: Option<u64>,
+    updated: u64,
+    body: String,
+}
+
+/// The columns a [`RecordRow`] reads.
+const RECORD_COLUMNS: &str = "status, retries, started, ended, updated, body";
+
+impl RecordRow {
+    fn into_record(self) -> Option<DeviceJob> {
+        let mut record: DeviceJob = serde_json::from_str(&self.body).ok()?;
+        record.status = DeviceJobStatus::parse(&self.status)?;
+        record.retries = u32::try_from(self.retries).unwrap_or(u32::MAX);
+        record.started = self.started.map(UnixMillis);
+        record.ended = self.ended.map(UnixMillis);
+        record.updated = UnixMillis(self.updated);
+        Some(record)
+    }
+}
+
+/// The typed columns of `record`, in [`RECORD_COLUMNS`] order.
+fn record_columns(record: &DeviceJob) -> Result<Vec<SqlStorageValue>> {
+    let time = |t: Option<UnixMillis>| t.map_or(Ok(SqlStorageValue::Null), |t| sql_int(t.0));
+    Ok(vec![
+        record.status.as_str().into(),
+        sql_int(u64::from(record.retries))?,
+        time(record.started)?,
+        time(record.ended)?,
+        sql_int(record.updated.0)?,
+        to_json(record)?.into(),
+    ])
+}
+
+/// A [`RecordRow`] with its keys.
 #[derive(Deserialize)]
 struct KeyedRow {
     job_id: String,
     device_id: String,
+    status: String,
+    retries: u64,
+    started: Option<u64>,
+    ended: Option<u64>,
+    updated: u64,
     body: String,
+}
+
+impl KeyedRow {
+    fn into_record(self) -> Option<DeviceJob> {
+        let Self { status, retries, started, ended, updated, body, .. } = self;
+        RecordRow { status, retries, started, ended, updated, body }.into_record()
+    }
 }
 
 #[derive(Deserialize)]
@@ -80,23 +127,22 @@ struct Ids {
     ids: Vec<String>,
 }
 
-/// What one step of a job asks of the executor.
-enum Next {
-    /// It did work and has more: step again.
-    Again,
-    /// Nothing to do until this many ms from now.
-    Wait(u64),
-    /// Nothing more to do.
-    Idle,
-}
+/// The device record's typed columns added after stores were first written: each, when added
+/// to an older store, is filled from the records once. This is the one place SQL reads a
+/// record's fields; everything else reads the columns.
+const ADDED_COLUMNS: [(&str, &str); 4] = [
+    ("retries", "INTEGER NOT NULL DEFAULT 0"),
+    ("started", "INTEGER"),
+    ("ended", "INTEGER"),
+    ("updated", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 impl DurableObject for Jobs {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
         for schema in [
             "CREATE TABLE IF NOT EXISTS job (job_id TEXT PRIMARY KEY, body TEXT NOT NULL)",
-            // `ord` is the order devices are reached in (a rollout's spread order); `status`
-            // mirrors the body's, for the executor's and the statistics' queries.
+            // `ord` is the order devices are reached in (a rollout's spread order).
             "CREATE TABLE IF NOT EXISTS device_job (job_id TEXT NOT NULL, device_id TEXT NOT NULL, ord INTEGER NOT NULL,
                 wave INTEGER NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL, rolled_back INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (job_id, device_id))",
@@ -104,6 +150,16 @@ impl DurableObject for Jobs {
         ] {
             if let Err(e) = sql.exec(schema, None) {
                 worker::console_error!("jobs schema: {e}");
+            }
+        }
+        for (column, declaration) in ADDED_COLUMNS {
+            // Refused when the column is there already (every start but the first).
+            if sql.exec(&format!("ALTER TABLE device_job ADD COLUMN {column} {declaration}"), None).is_ok() {
+                let fill =
+                    format!("UPDATE device_job SET {column} = coalesce(json_extract(body, '$.{column}'), {column})");
+                if let Err(e) = sql.exec(&fill, None) {
+                    worker::console_error!("jobs schema: filling {column}: {e}");
+                }
             }
         }
         Self { state, env, running: std::cell::Cell::new(false) }
@@ -158,7 +214,7 @@ impl Jobs {
         let jobs = self.all_jobs()?;
         let now = clock::now();
         let due = again || jobs.iter().any(|j| j.wants_work(now) && !stepped.contains(&j.job_id));
-        let next = if due { Some(0) } else { wait.or_else(|| next_start(&jobs, now)) };
+        let next = if due { Some(0) } else { wait.or_else(|| executor::next_start(&jobs, now)) };
         if let Some(ms) = next {
             self.state.storage().set_alarm(i64::try_from(ms).unwrap_or(i64::MAX)).await?;
         }
@@ -185,7 +241,7 @@ impl Jobs {
             JobOp::Cancel { job_id } => {
                 let mut job = self.require(&job_id)?;
                 job.cancel(now)?;
-                self.cancel_pending(&job, &["pending", "running"], now)?;
+                self.cancel_records(&job, executor::cancelled_statuses(false), now)?;
                 self.save_with_statistics(&mut job)?;
                 Ok(http::json(200, &job.to_wire(), None)?)
             }
@@ -204,7 +260,7 @@ impl Jobs {
             JobOp::Rollback { job_id } => {
                 let mut job = self.require(&job_id)?;
                 job.start_rollback(now)?;
-                self.cancel_pending(&job, &["pending"], now)?;
+                self.cancel_records(&job, executor::cancelled_statuses(true), now)?;
                 self.save_with_statistics(&mut job)?;
                 Ok(http::json(200, &job.to_wire(), None)?)
             }
@@ -224,7 +280,7 @@ impl Jobs {
                     }
                     items.push(job.to_wire());
                 }
-                Ok(http::json(200, &serde_json::to_value(JobPage { items, next }).unwrap_or_default(), None)?)
+                Ok(http::json(200, &JobPage { items, next }, None)?)
             }
             JobOp::DeviceJobs { query, after, limit } => {
                 let query = twinhub_core::query::parse(&query).map_err(HubError::from)?;
@@ -234,8 +290,10 @@ impl Jobs {
                     .storage()
                     .sql()
                     .exec(
-                        "SELECT job_id, device_id, body FROM device_job WHERE (job_id, device_id) > (?, ?)
-                         ORDER BY job_id, device_id",
+                        &format!(
+                            "SELECT job_id, device_id, {RECORD_COLUMNS} FROM device_job WHERE (job_id, device_id) > (?, ?)
+                             ORDER BY job_id, device_id"
+                        ),
                         vec![job_after.into(), device_after.into()],
                     )?
                     .to_array()?;
@@ -243,7 +301,8 @@ impl Jobs {
                 let mut next = None;
                 let mut last = None;
                 for row in rows {
-                    let Ok(record) = serde_json::from_str::<DeviceJob>(&row.body) else { continue };
+                    let keys = (row.job_id.clone(), row.device_id.clone());
+                    let Some(record) = row.into_record() else { continue };
                     let doc = record.to_wire();
                     if !eval::matches(query.filter.as_ref(), &doc) {
                         continue;
@@ -256,9 +315,9 @@ impl Jobs {
                         twinhub_core::query::Select::Star => doc,
                         twinhub_core::query::Select::Items(projection) => eval::project(projection, &doc),
                     });
-                    last = Some((row.job_id, row.device_id));
+                    last = Some(keys);
                 }
-                Ok(http::json(200, &serde_json::to_value(JobPage { items, next }).unwrap_or_default(), None)?)
+                Ok(http::json(200, &JobPage { items, next }, None)?)
             }
         }
     }
@@ -269,9 +328,7 @@ impl Jobs {
             return Ok(());
         }
         let now = clock::now();
-        let jobs = self.all_jobs()?;
-        let due = jobs.iter().any(|j| j.wants_work(now));
-        let Some(ms) = (if due { Some(0) } else { next_start(&jobs, now) }) else { return Ok(()) };
+        let Some(ms) = executor::alarm_in(&self.all_jobs()?, now) else { return Ok(()) };
         let wanted = i64::try_from(now.0.saturating_add(ms)).unwrap_or(i64::MAX);
         // Armed for later than needed (a job scheduled tomorrow, then one queued now): earlier.
         if self.state.storage().get_alarm().await?.is_none_or(|armed| armed > wanted) {
@@ -280,56 +337,59 @@ impl Jobs {
         Ok(())
     }
 
-    /// One step of `job`: a batch of devices, a look at a rollout's wave, or a transition.
+    /// One step of `job`, the task core's executor names: a batch of devices, a look at a
+    /// rollout's wave, a rollback's batch, or a transition.
     async fn step(&self, mut job: Job) -> Result<Next> {
         let now = clock::now();
-        if job.rolling_back {
-            return self.rollback_step(job).await;
-        }
-        if matches!(job.status, JobStatus::Queued | JobStatus::Scheduled) {
+        let mut task = executor::next_task(&job, now);
+        if task == Task::Begin {
             job.begin(now);
             self.save(&job)?;
+            task = executor::next_task(&job, now);
         }
-        if job.status != JobStatus::Running {
-            return Ok(Next::Idle);
+        match task {
+            Task::Idle | Task::Begin => Ok(Next::Idle),
+            Task::RollBack => self.rollback_step(job).await,
+            Task::Expire => {
+                self.cancel_records(&job, executor::cancelled_statuses(false), now)?;
+                let left = self.count(&job.job_id, &[DeviceJobStatus::Canceled])?;
+                executor::expire(&mut job, left, now);
+                self.save_with_statistics(&mut job)?;
+                Ok(Next::Again)
+            }
+            Task::SelectTargets => {
+                self.select_targets(&mut job).await?;
+                Ok(Next::Again)
+            }
+            Task::Complete => {
+                job.complete(now);
+                self.save_with_statistics(&mut job)?;
+                Ok(Next::Again)
+            }
+            Task::Call { pick, staged, when_none } => {
+                let rows = self.records(&job.job_id, &pick, self.batch())?;
+                if !rows.is_empty() {
+                    self.run_batch(&mut job, rows, staged).await?;
+                    return Ok(Next::Again);
+                }
+                match when_none {
+                    WhenNone::Complete => {
+                        job.complete(now);
+                        self.save_with_statistics(&mut job)?;
+                        Ok(Next::Again)
+                    }
+                    WhenNone::Watch(wave) => self.watch_wave(job, wave).await,
+                }
+            }
         }
-        if job.expired(now) {
-            self.cancel_pending(&job, &["pending", "running"], now)?;
-            let left = self.count(&job.job_id, &["canceled"])?;
-            job.fail(
-                format!(
-                    "maxExecutionTimeInSeconds ({}) elapsed; {left} device(s) not reached were canceled",
-                    job.max_execution_secs
-                ),
-                now,
-            );
-            self.save_with_statistics(&mut job)?;
-            return Ok(Next::Again);
-        }
-        if !job.targets_selected {
-            self.select_targets(&mut job).await?;
-            return Ok(Next::Again);
-        }
-        if job.rollout.is_some() {
-            return self.rollout_step(job).await;
-        }
-        let rows = self.rows(&job.job_id, &["pending", "running"], None, self.batch())?;
-        if rows.is_empty() {
-            job.complete(now);
-            self.save_with_statistics(&mut job)?;
-            return Ok(Next::Again);
-        }
-        self.run_batch(&mut job, rows, false).await?;
-        Ok(Next::Again)
     }
 
     /// Runs the job's query on the fleet index and writes a pending record per device.
     async fn select_targets(&self, job: &mut Job) -> Result<()> {
-        let now = clock::now();
         let query = match condition_query(&job.query_condition) {
             Ok(q) => q,
             Err(e) => {
-                job.fail(e.message, now);
+                job.fail(e.message, clock::now());
                 return self.save(job);
             }
         };
@@ -345,44 +405,38 @@ impl Jobs {
                 // Retried by the next alarm a few times, then the job fails with the reason
                 // (unless it was cancelled, paused or rolled back meanwhile).
                 self.refresh(job)?;
-                if job.status == JobStatus::Running && !job.targets_selected && !job.rolling_back {
+                if executor::may_write_targets(job) {
                     job.selection_failed("the fleet index could not run it (see the hub's log)", clock::now());
                     self.save(job)?;
                 }
                 return Err(e);
             }
         };
-        // Cancelled, paused or rolled back while the index answered: its devices are not written.
         self.refresh(job)?;
-        if job.status != JobStatus::Running || job.rolling_back || job.targets_selected {
+        if !executor::may_write_targets(job) {
             return Ok(());
         }
-        let mut ids: Vec<String> = answers.into_iter().flat_map(|a| a.ids).collect();
-        if job.rollout.is_some() {
-            ids.sort_by_key(|id| order_key(&job.job_id, id));
-        } else {
-            ids.sort();
-        }
-        let n = ids.len();
+        let now = clock::now();
+        let ids: Vec<String> = answers.into_iter().flat_map(|a| a.ids).collect();
         let sql = self.state.storage().sql();
-        for (position, id) in ids.iter().enumerate() {
-            let wave = job.rollout.as_ref().map_or(0, |r| r.plan.wave_of(position, n));
-            let record = DeviceJob::new(job, id, wave, now);
+        for target in executor::targets(job, ids, now) {
+            let record = &target.record;
+            let mut values = vec![
+                job.job_id.clone().into(),
+                record.device_id.clone().into(),
+                sql_int(target.ord as u64)?,
+                sql_int(record.wave as u64)?,
+            ];
+            values.extend(record_columns(record)?);
             sql.exec(
-                "INSERT OR IGNORE INTO device_job (job_id, device_id, ord, wave, status, body) VALUES (?, ?, ?, ?, 'pending', ?)",
-                vec![
-                    job.job_id.clone().into(),
-                    id.clone().into(),
-                    sql_int(position as u64)?,
-                    sql_int(wave as u64)?,
-                    to_json(&record)?.into(),
-                ],
+                &format!(
+                    "INSERT OR IGNORE INTO device_job (job_id, device_id, ord, wave, {RECORD_COLUMNS})
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                values,
             )?;
         }
-        job.targets_selected = true;
-        if let Some(r) = &mut job.rollout {
-            r.wave_started = Some(now);
-        }
+        executor::targets_written(job, now);
         self.save_with_statistics(job)
     }
 
@@ -390,97 +444,52 @@ impl Jobs {
     /// `staged`: a rollout's patch, after which the device is watched rather than done.
     async fn run_batch(&self, job: &mut Job, rows: Vec<DeviceJob>, staged: bool) -> Result<()> {
         let started = clock::now();
-        let is_method = matches!(job.work, Work::DeviceMethod { .. });
-        let mut records = Vec::with_capacity(rows.len());
-        let mut calls = Vec::new();
-        for mut record in rows {
-            if is_method && record.status == DeviceJobStatus::Running {
-                // Marked running before a restart cut the call short: the device may have run
-                // it, so it is not run again.
-                record.fail("JobInterrupted", "interrupted by a restart; a direct method is not retried", started);
-                records.push(record);
-                continue;
-            }
-            record.reached(started);
-            calls.push(record);
-        }
-        if is_method {
-            // Persisted before the calls go out, so a restart can tell which were in flight.
+        let Batch { settled, calls, store_first } = Batch::new(job, rows, started);
+        if store_first {
             for record in &calls {
                 self.write_record(record)?;
             }
         }
-        let outcomes = join_all(calls.iter().map(|r| self.call_device(job, &r.device_id))).await;
+        let answers = join_all(calls.iter().map(|r| self.call_device(job, &r.device_id))).await;
         // A request may have cancelled, paused or rolled back the job during the calls: keep
-        // what it said, and do not put devices back in line for a job that stopped.
+        // what it said.
         self.refresh(job)?;
-        let stopped = !matches!(job.status, JobStatus::Running | JobStatus::Paused) || job.rolling_back;
+        let stopped = executor::stopped(job);
         let now = clock::now();
-        for (mut record, outcome) in calls.into_iter().zip(outcomes) {
-            match outcome {
-                Ok(_) if staged => {}
-                Ok(answer) => record.succeed(answer, now),
-                Err((code, description)) => record.call_failed(&code, description, !is_method, now),
-            }
-            if stopped && record.status == DeviceJobStatus::Pending {
-                record.cancel(now);
-            }
-            records.push(record);
-        }
-        for record in &records {
+        let n = settled.len() + calls.len();
+        for record in &settled {
             self.write_record(record)?;
         }
+        for (mut record, answer) in calls.into_iter().zip(answers) {
+            executor::settle(job, &mut record, answer, staged, stopped, now);
+            self.write_record(&record)?;
+        }
         self.save_with_statistics(job)?;
-        // The configured rate: a batch of n devices takes at least n / rate seconds.
-        let rate = self.device_rate();
-        if let Some(min_ms) = (records.len() as u64).saturating_mul(1000).checked_div(rate) {
-            let spent = clock::now().0.saturating_sub(started.0);
-            if spent < min_ms {
-                Delay::from(std::time::Duration::from_millis(min_ms - spent)).await;
-            }
+        let spent = clock::now().0.saturating_sub(started.0);
+        if let Some(ms) = executor::pace(n, self.device_rate(), spent) {
+            Delay::from(std::time::Duration::from_millis(ms)).await;
         }
         Ok(())
     }
 
-    /// One device call for `job`: `Ok(outcome)` (a method's answer) or `Err((code, why))`.
-    async fn call_device(&self, job: &Job, device_id: &str) -> std::result::Result<Option<Value>, (String, String)> {
-        let op = match &job.work {
-            Work::UpdateTwin { patch } => DeviceOp::JobUpdateTwin {
+    /// The job's call to one device: the device object's answer (a method's `{status,
+    /// payload}`), or its error.
+    async fn call_device(&self, job: &Job, device_id: &str) -> std::result::Result<Value, HubError> {
+        let op = match executor::device_call(job) {
+            DeviceCall::UpdateTwin { job_id, patch } => DeviceOp::JobUpdateTwin {
                 device_id: device_id.to_owned(),
-                job_id: job.job_id.clone(),
+                job_id: job_id.to_owned(),
                 body: patch.to_string(),
             },
-            Work::DeviceMethod { name, payload, response_timeout_secs, connect_timeout_secs } => {
-                DeviceOp::InvokeMethod {
-                    device_id: device_id.to_owned(),
-                    name: name.clone(),
-                    payload: payload.to_string(),
-                    timeout_ms: response_timeout_secs * 1000,
-                    connect_timeout_ms: connect_timeout_secs * 1000,
-                }
-            }
+            DeviceCall::Method { name, payload, timeout_ms, connect_timeout_ms } => DeviceOp::InvokeMethod {
+                device_id: device_id.to_owned(),
+                name: name.to_owned(),
+                payload: payload.to_string(),
+                timeout_ms,
+                connect_timeout_ms,
+            },
         };
-        let is_method = matches!(job.work, Work::DeviceMethod { .. });
-        let answer = self.device_call(device_id, op).await?;
-        Ok(is_method.then(|| json!({ "deviceMethodResponse": answer })))
-    }
-
-    /// Sends `op` to a device object: its 200 body as JSON, or the error's code and message.
-    async fn device_call(&self, device_id: &str, op: DeviceOp) -> std::result::Result<Value, (String, String)> {
-        let fault = |e: worker::Error| ("ServerError".to_owned(), e.to_string());
-        let stub = crate::objects::device_stub(&self.env, device_id).map_err(fault)?;
-        let mut resp = rpc::call(&stub, &op).await.map_err(fault)?;
-        let status = resp.status_code();
-        let code = resp.headers().get("iothub-errorcode").ok().flatten();
-        let text = resp.text().await.unwrap_or_default();
-        if status == 200 {
-            return Ok(serde_json::from_str(&text).unwrap_or(Value::Null));
-        }
-        // The device object's error, read back as the typed error it wrote.
-        match HubError::from_envelope(&text) {
-            Some(e) => Err((e.code.name().to_owned(), e.message)),
-            None => Err((code.unwrap_or_else(|| format!("Status{status}")), text)),
-        }
+        rpc::call(&crate::objects::device_stub(&self.env, device_id).map_err(rpc::unreachable)?, &op).await
     }
 
     /// The twins of `ids` as the fleet index holds them, asking only the shards they live on,
@@ -507,25 +516,12 @@ impl Jobs {
         Ok(twins)
     }
 
-    /// A rollout's step: patch the current wave's devices, then watch them until core's judge
-    /// says the wave is done, over its threshold, or late.
-    async fn rollout_step(&self, mut job: Job) -> Result<Next> {
-        let now = clock::now();
-        let Some(state) = job.rollout.clone() else { return Ok(Next::Idle) };
-        if state.wave >= state.plan.waves.len() {
-            job.complete(now);
-            self.save_with_statistics(&mut job)?;
-            return Ok(Next::Again);
-        }
-        let pending = self.rows(&job.job_id, &["pending"], Some(state.wave), self.batch())?;
-        if !pending.is_empty() {
-            self.run_batch(&mut job, pending, true).await?;
-            return Ok(Next::Again);
-        }
-        // Watch: every patched device of the wave that has not settled, its twin as the fleet
-        // index holds it (one statement per shard, not a twin read per device).
+    /// A patched wave: every device that has not settled, its twin as the fleet index holds it
+    /// (one statement per shard, not a twin read per device); then core judges the wave.
+    async fn watch_wave(&self, mut job: Job, wave: usize) -> Result<Next> {
         let names = job.work.desired_names();
-        let watching = self.rows(&job.job_id, &["running"], Some(state.wave), usize::MAX)?;
+        let pick = Pick { statuses: &[DeviceJobStatus::Running], wave: Some(wave) };
+        let watching = self.records(&job.job_id, &pick, usize::MAX)?;
         for chunk in watching.chunks(WATCH_CHUNK) {
             // A shard that does not answer is the hub's own fault, which says nothing about its
             // devices: they are looked at again next time.
@@ -538,40 +534,14 @@ impl Jobs {
             };
             let now = clock::now();
             for record in chunk {
-                let mut record = record.clone();
-                match twins.get(&record.device_id) {
-                    Some(twin) => match device_outcome(twin, &names) {
-                        (DriftState::CaughtUp, _) => record.succeed(None, now),
-                        (DriftState::Refused, why) => record.fail("DeviceRefused", why.unwrap_or_default(), now),
-                        (DriftState::Pending, _) => continue,
-                    },
-                    None => record.fail("DeviceNotFound", "the device was deleted during the rollout", now),
+                if let Some(settled) = executor::watch(record, twins.get(&record.device_id), &names, now) {
+                    self.write_record(&settled)?;
                 }
-                self.write_record(&record)?;
             }
         }
         self.refresh(&mut job)?;
-        let Some(state) = job.rollout.clone().filter(|_| job.status == JobStatus::Running && !job.rolling_back) else {
-            self.save_with_statistics(&mut job)?;
-            return Ok(Next::Again);
-        };
-        let tally = self.wave_tally(&job.job_id, state.wave)?;
-        let now = clock::now();
-        let next = match judge(&state, tally, now) {
-            Verdict::Wait => Next::Wait(WATCH_MS),
-            Verdict::NextWave => {
-                if let Some(r) = &mut job.rollout {
-                    r.wave += 1;
-                    r.wave_started = Some(now);
-                    r.failures_accepted = false;
-                }
-                Next::Again
-            }
-            Verdict::Pause(why) => {
-                let _ = job.pause(why, now);
-                Next::Again
-            }
-        };
+        let tally = executor::tally(self.counts(&job.job_id, Some(wave))?);
+        let next = executor::advance(&mut job, tally, clock::now());
         self.save_with_statistics(&mut job)?;
         Ok(next)
     }
@@ -583,13 +553,15 @@ impl Jobs {
             .storage()
             .sql()
             .exec(
-                "SELECT body FROM device_job WHERE job_id = ? AND rolled_back = 0
-                   AND json_extract(body, '$.started') IS NOT NULL ORDER BY ord LIMIT ?",
-                vec![job.job_id.clone().into(), sql_int(BATCH as u64)?],
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM device_job WHERE job_id = ? AND rolled_back = 0
+                       AND started IS NOT NULL ORDER BY ord LIMIT ?"
+                ),
+                vec![job.job_id.clone().into(), sql_int(executor::ROLLBACK_BATCH as u64)?],
             )?
-            .to_array::<BodyRow>()?
+            .to_array::<RecordRow>()?
             .into_iter()
-            .filter_map(|r| serde_json::from_str(&r.body).ok())
+            .filter_map(RecordRow::into_record)
             .collect();
         if rows.is_empty() {
             let restored = self.count_rolled_back(&job.job_id)?;
@@ -597,28 +569,23 @@ impl Jobs {
             self.save_with_statistics(&mut job)?;
             return Ok(Next::Again);
         }
-        let answers = join_all(rows.iter().map(|r| {
-            self.device_call(
-                &r.device_id,
-                DeviceOp::JobRollback { device_id: r.device_id.clone(), job_id: job.job_id.clone() },
-            )
+        let answers = join_all(rows.iter().map(|r| async {
+            let op = DeviceOp::JobRollback { device_id: r.device_id.clone(), job_id: job.job_id.clone() };
+            let stub = crate::objects::device_stub(&self.env, &r.device_id).map_err(rpc::unreachable)?;
+            rpc::call::<_, RollbackAnswer>(&stub, &op).await.map(|a| a.restored)
         }))
         .await;
         let sql = self.state.storage().sql();
         for (record, answer) in rows.iter().zip(answers) {
-            // 1: given back; 2: nothing to give back (never applied there) or it failed.
-            let mark = match &answer {
-                Ok(v) if v.get("restored").is_some_and(|r| r == false) => 2,
-                Ok(_) => 1,
-                Err(_) => 2,
-            };
-            if let Err((code, why)) = answer {
-                // A device deleted since cannot be given anything back; the record says so.
-                worker::console_warn!("rollback of job {} on a device failed: {code}", job.job_id);
-                let mut record = record.clone();
-                record.error = Some(json!({ "code": code, "description": format!("rollback: {why}") }));
+            let (mark, failed) = executor::rolled_back(record, answer);
+            if let Some(record) = failed {
+                worker::console_warn!("rollback of job {} on a device failed", job.job_id);
                 self.write_record(&record)?;
             }
+            let mark: u64 = match mark {
+                Restore::Restored => 1,
+                Restore::Nothing => 2,
+            };
             sql.exec(
                 "UPDATE device_job SET rolled_back = ? WHERE job_id = ? AND device_id = ?",
                 vec![sql_int(mark)?, job.job_id.clone().into(), record.device_id.clone().into()],
@@ -627,29 +594,17 @@ impl Jobs {
         Ok(Next::Again)
     }
 
-    /// Devices per batch: the configured concurrency, or a second's worth at the configured
-    /// rate if smaller.
+    /// Devices per batch ([`executor::batch_size`]).
     fn batch(&self) -> usize {
-        let concurrency = usize::try_from(Config::of(&self.env).job_concurrency).map_or(1_000, |n| n.min(1_000));
-        match usize::try_from(self.device_rate()) {
-            Ok(rate) if rate > 0 => rate.min(concurrency),
-            _ => concurrency,
-        }
+        executor::batch_size(Config::of(&self.env).job_concurrency, self.device_rate())
     }
 
-    /// Devices per second a job reaches (0: as fast as it goes): `JOB_DEVICES_PER_SECOND`, and
-    /// no more than the hub tier's jobs device operations (S1: 10 a second), as IoT Hub paces
-    /// its jobs.
+    /// Devices per second a job reaches: `JOB_DEVICES_PER_SECOND` within the tier's rate
+    /// ([`executor::device_rate`]).
     fn device_rate(&self) -> u64 {
         let config = Config::of(&self.env);
-        let configured = config.job_devices_per_second;
-        let tier =
-            config.tier.rate(twinhub_core::tier::Operation::JobDeviceOp).map(|r| (r.per_second.floor() as u64).max(1));
-        match (configured, tier) {
-            (0, Some(t)) => t,
-            (c, Some(t)) => c.min(t),
-            (c, None) => c,
-        }
+        let tier = config.tier.rate(twinhub_core::tier::Operation::JobDeviceOp).map(|r| r.per_second);
+        executor::device_rate(config.job_devices_per_second, tier)
     }
 
     /// Replaces `job` with its stored version (requests change jobs while the executor awaits).
@@ -660,74 +615,56 @@ impl Jobs {
         Ok(())
     }
 
-    fn wave_tally(&self, job_id: &str, wave: usize) -> Result<WaveTally> {
-        let counts: Vec<CountRow> = self
-            .state
-            .storage()
-            .sql()
-            .exec(
-                "SELECT status, COUNT(*) AS n FROM device_job WHERE job_id = ? AND wave = ? GROUP BY status",
-                vec![job_id.into(), sql_int(wave as u64)?],
-            )?
-            .to_array()?;
-        let mut t = WaveTally::default();
-        for c in counts {
-            let n = usize::try_from(c.n).unwrap_or(usize::MAX);
-            t.size += n;
-            match DeviceJobStatus::parse(&c.status) {
-                Some(DeviceJobStatus::Completed) => t.succeeded += n,
-                Some(DeviceJobStatus::Failed | DeviceJobStatus::Canceled) => t.failed += n,
-                _ => t.pending += n,
-            }
-        }
-        Ok(t)
-    }
-
-    /// Up to `limit` records of `job_id` in one of `statuses` (and `wave`), in reach order, a
-    /// device being retried after those not yet tried (so the hub has had time to recover).
-    fn rows(&self, job_id: &str, statuses: &[&str], wave: Option<usize>, limit: usize) -> Result<Vec<DeviceJob>> {
-        let marks = vec!["?"; statuses.len()].join(", ");
+    /// Up to `limit` records of `job_id` that `pick` names, in reach order, a device being
+    /// retried after those not yet tried (so the hub has had time to recover).
+    fn records(&self, job_id: &str, pick: &Pick, limit: usize) -> Result<Vec<DeviceJob>> {
+        let marks = vec!["?"; pick.statuses.len()].join(", ");
         let mut params: Vec<SqlStorageValue> = vec![job_id.into()];
-        params.extend(statuses.iter().map(|s| SqlStorageValue::from(*s)));
-        let wave_sql = match wave {
+        params.extend(pick.statuses.iter().map(|s| SqlStorageValue::from(s.as_str())));
+        let wave_sql = match pick.wave {
             Some(w) => {
                 params.push(sql_int(w as u64)?);
                 " AND wave = ?"
             }
             None => "",
         };
-        params.push(sql_int(u64::try_from(limit).unwrap_or(u64::MAX).min(i64::MAX as u64))?);
-        let rows: Vec<BodyRow> = self
+        params.push(sql_int(u64::try_from(limit).unwrap_or(u64::MAX))?);
+        let rows: Vec<RecordRow> = self
             .state
             .storage()
             .sql()
             .exec(
                 &format!(
-                    "SELECT body FROM device_job WHERE job_id = ? AND status IN ({marks}){wave_sql}
-                     ORDER BY json_extract(body, '$.retries'), ord LIMIT ?"
+                    "SELECT {RECORD_COLUMNS} FROM device_job WHERE job_id = ? AND status IN ({marks}){wave_sql}
+                     ORDER BY retries, ord LIMIT ?"
                 ),
                 params,
             )?
             .to_array()?;
-        Ok(rows.into_iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect())
+        Ok(rows.into_iter().filter_map(RecordRow::into_record).collect())
     }
 
-    /// Cancels the records of `job` still in one of `statuses`.
-    fn cancel_pending(&self, job: &Job, statuses: &[&str], now: UnixMillis) -> Result<()> {
+    /// Cancels the records of `job` still in one of `statuses`: their columns only, which a
+    /// read lays over the record.
+    fn cancel_records(&self, job: &Job, statuses: &[DeviceJobStatus], now: UnixMillis) -> Result<()> {
         for status in statuses {
             self.state.storage().sql().exec(
-                "UPDATE device_job SET status = 'canceled',
-                    body = json_set(body, '$.status', 'canceled', '$.ended', ?, '$.updated', ?)
-                 WHERE job_id = ? AND status = ?",
-                vec![sql_int(now.0)?, sql_int(now.0)?, job.job_id.clone().into(), (*status).into()],
+                "UPDATE device_job SET status = ?, ended = ?, updated = ? WHERE job_id = ? AND status = ?",
+                vec![
+                    DeviceJobStatus::Canceled.as_str().into(),
+                    sql_int(now.0)?,
+                    sql_int(now.0)?,
+                    job.job_id.clone().into(),
+                    status.as_str().into(),
+                ],
             )?;
         }
         Ok(())
     }
 
-    fn count(&self, job_id: &str, statuses: &[&str]) -> Result<u64> {
-        let counts = self.counts(job_id)?;
-        Ok(counts.iter().filter(|(s, _)| statuses.contains(&s.as_str())).map(|(_, n)| n).sum())
+    fn count(&self, job_id: &str, statuses: &[DeviceJobStatus]) -> Result<u64> {
+        let counts = self.counts(job_id, None)?;
+        Ok(counts.iter().filter(|(s, _)| statuses.contains(s)).map(|(_, n)| *n as u64).sum())
     }
 
     fn count_rolled_back(&self, job_id: &str) -> Result<u64> {
@@ -744,34 +681,41 @@ impl Jobs {
         Ok(row.n)
     }
 
-    fn counts(&self, job_id: &str) -> Result<Vec<(String, u64)>> {
-        let rows: Vec<CountRow> = self
-            .state
-            .storage()
-            .sql()
-            .exec("SELECT status, COUNT(*) AS n FROM device_job WHERE job_id = ? GROUP BY status", vec![job_id.into()])?
-            .to_array()?;
-        Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
+    /// The job's records (of one `wave`, or all) counted by status.
+    fn counts(&self, job_id: &str, wave: Option<usize>) -> Result<Vec<(DeviceJobStatus, usize)>> {
+        let sql = self.state.storage().sql();
+        let rows: Vec<CountRow> = match wave {
+            Some(w) => sql.exec(
+                "SELECT status, COUNT(*) AS n FROM device_job WHERE job_id = ? AND wave = ? GROUP BY status",
+                vec![job_id.into(), sql_int(w as u64)?],
+            )?,
+            None => sql.exec(
+                "SELECT status, COUNT(*) AS n FROM device_job WHERE job_id = ? GROUP BY status",
+                vec![job_id.into()],
+            )?,
+        }
+        .to_array()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| Some((DeviceJobStatus::parse(&r.status)?, usize::try_from(r.n).unwrap_or(usize::MAX))))
+            .collect())
     }
 
     fn write_record(&self, record: &DeviceJob) -> Result<()> {
+        let mut values = record_columns(record)?;
+        values.extend([record.job_id.clone().into(), record.device_id.clone().into()]);
         self.state.storage().sql().exec(
-            "UPDATE device_job SET status = ?, body = ? WHERE job_id = ? AND device_id = ?",
-            vec![
-                record.status.as_str().into(),
-                to_json(record)?.into(),
-                record.job_id.clone().into(),
-                record.device_id.clone().into(),
-            ],
+            "UPDATE device_job SET status = ?, retries = ?, started = ?, ended = ?, updated = ?, body = ?
+             WHERE job_id = ? AND device_id = ?",
+            values,
         )?;
         Ok(())
     }
 
     /// Recounts the job's devices and stores it.
     fn save_with_statistics(&self, job: &mut Job) -> Result<()> {
-        let counts = self.counts(&job.job_id)?;
-        job.statistics =
-            Statistics::from_counts(counts.into_iter().filter_map(|(s, n)| DeviceJobStatus::parse(&s).map(|s| (s, n))));
+        let counts = self.counts(&job.job_id, None)?;
+        job.statistics = Statistics::from_counts(counts.into_iter().map(|(s, n)| (s, n as u64)));
         self.save(job)
     }
 
@@ -818,9 +762,4 @@ impl Jobs {
             self.state.storage().sql().exec("SELECT body FROM job ORDER BY job_id", None)?.to_array()?;
         Ok(rows.into_iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect())
     }
-}
-
-/// Milliseconds from `now` until the earliest scheduled job of `jobs` starts.
-fn next_start(jobs: &[Job], now: UnixMillis) -> Option<u64> {
-    jobs.iter().filter(|j| j.status == JobStatus::Scheduled).map(|j| j.start.0.saturating_sub(now.0)).min()
 }

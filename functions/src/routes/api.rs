@@ -110,7 +110,7 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
     }
     for (shard, entries) in per_shard.into_iter().enumerate() {
         let stub = index_stub(env, shard as u32)?;
-        rpc::call(&stub, &IndexOp::Load { entries }).await?;
+        rpc::tell(&stub, &IndexOp::Load { entries }).await?;
     }
     Ok(http::no_content()?)
 }

@@ -16,11 +16,7 @@ use worker::{Env, Request};
 /// `GET /configurations?top=N` (default and most: 100, the hub's limit).
 pub async fn list(req: Request, env: &Env) -> ApiResult {
     let top = http::query_param(&req, "top").and_then(|t| t.parse().ok()).unwrap_or(100usize).clamp(1, 100);
-    let mut answer = rpc::call(&configurations_stub(env)?, &ConfigurationOp::List { top }).await?;
-    if answer.status_code() != 200 {
-        return Ok(answer);
-    }
-    let all: Vec<Configuration> = answer.json().await?;
+    let all: Vec<Configuration> = rpc::call(&configurations_stub(env)?, &ConfigurationOp::List { top }).await?;
     Ok(http::json(200, &Value::Array(with_metrics(env, &all).await?), None)?)
 }
 
@@ -41,7 +37,7 @@ pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
 pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
     check_id(id)?;
     let op = ConfigurationOp::Delete { id: id.to_owned(), if_match: if_match(&req) };
-    Ok(rpc::call(&configurations_stub(env)?, &op).await?)
+    Ok(rpc::forward(&configurations_stub(env)?, &op).await?)
 }
 
 #[derive(Deserialize)]
@@ -77,11 +73,7 @@ pub async fn test_queries(mut req: Request) -> ApiResult {
 
 /// One configuration from the object, with its metrics.
 async fn one(env: &Env, op: ConfigurationOp) -> ApiResult {
-    let mut answer = rpc::call(&configurations_stub(env)?, &op).await?;
-    if answer.status_code() != 200 {
-        return Ok(answer);
-    }
-    let c: Configuration = answer.json().await?;
+    let c: Configuration = rpc::call(&configurations_stub(env)?, &op).await?;
     let wire = with_metrics(env, std::slice::from_ref(&c)).await?.pop().unwrap_or_default();
     Ok(http::json(200, &wire, Some(&c.etag_string()))?)
 }

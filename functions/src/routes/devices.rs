@@ -27,7 +27,7 @@ pub async fn list(req: Request, env: &Env) -> ApiResult {
 pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
     let limit = http::query_param(&req, "limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(100).clamp(1, 1000);
     let op = DeviceOp::TelemetryList { device_id: id.to_owned(), limit };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `POST /api/devices/{id}/messages`: queue a cloud-to-device message,
@@ -38,7 +38,7 @@ pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
     check_device_id(id)?;
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::SendCloudToDevice { device_id: id.to_owned(), body };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `GET /api/devices/{id}/live?sas={token}` (WebSocket): the device's twin as it changes and
@@ -96,26 +96,26 @@ pub async fn telemetry_series(req: Request, env: &Env, id: &str) -> ApiResult {
     let from = param("from").and_then(|v| v.parse().ok()).unwrap_or(to.saturating_sub(3_600_000));
     let buckets = param("buckets").and_then(|v| v.parse().ok()).unwrap_or(60);
     let op = DeviceOp::TelemetrySeries { device_id: id.to_owned(), field, from, to, buckets };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `GET /devices/{id}`.
 pub async fn get(env: &Env, id: &str) -> ApiResult {
     let op = DeviceOp::GetIdentity { device_id: id.to_owned() };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `PUT /devices/{id}`: create (no `If-Match`) or update.
 pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::PutIdentity { device_id: id.to_owned(), body, if_match: if_match(&req), upsert: false };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `DELETE /devices/{id}`.
 pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
     let op = DeviceOp::DeleteIdentity { device_id: id.to_owned(), if_match: if_match(&req) };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `POST /devices`: bulk create, update or delete of up to 100 devices. Each device is its own
@@ -126,7 +126,7 @@ pub async fn bulk(mut req: Request, env: &Env) -> ApiResult {
     let items = bulk::parse(&body)?;
     let calls = items.into_iter().map(|item| async move {
         if let Err(e) = check_device_id(&item.device_id) {
-            return Ok((item.device_id, 400, e.code.name().to_owned(), e.message));
+            return Ok((item.device_id, Some(e)));
         }
         let device_id = item.device_id.clone();
         let op = match item.action {
@@ -147,17 +147,16 @@ pub async fn bulk(mut req: Request, env: &Env) -> ApiResult {
                 DeviceOp::DeleteIdentity { device_id: device_id.clone(), if_match: Some(etag) }
             }
         };
-        let mut resp = rpc::call(&device_stub(env, &device_id)?, &op).await?;
-        let status = resp.status_code();
-        let code = resp.headers().get("iothub-errorcode").ok().flatten().unwrap_or_default();
-        let text = if status >= 300 { resp.text().await.unwrap_or_default() } else { String::new() };
-        Ok::<_, worker::Error>((device_id, status, code, text))
+        let answer = rpc::call::<_, serde::de::IgnoredAny>(&device_stub(env, &device_id)?, &op).await;
+        Ok::<_, worker::Error>((device_id, answer.err()))
     });
     let results = try_join_all(calls).await?;
     let errors: Vec<serde_json::Value> = results
         .into_iter()
-        .filter(|(_, status, _, _)| *status >= 300)
-        .map(|(device_id, _, code, text)| json!({ "deviceId": device_id, "errorCode": code, "errorStatus": text }))
+        .filter_map(|(device_id, error)| {
+            let e = error?;
+            Some(json!({ "deviceId": device_id, "errorCode": e.code.name(), "errorStatus": e.message }))
+        })
         .collect();
     let ok = errors.is_empty();
     let result = json!({ "isSuccessful": ok, "errors": errors, "warnings": [] });

@@ -15,11 +15,7 @@ use worker::{Env, Request, Response};
 /// `GET /digitaltwins/{id}`.
 pub async fn get(env: &Env, id: &str) -> ApiResult {
     check_device_id(id)?;
-    let mut answer = rpc::call(&device_stub(env, id)?, &DeviceOp::GetTwin { device_id: id.to_owned() }).await?;
-    if answer.status_code() != 200 {
-        return Ok(answer);
-    }
-    let twin: Value = answer.json().await?;
+    let twin: Value = rpc::call(&device_stub(env, id)?, &DeviceOp::GetTwin { device_id: id.to_owned() }).await?;
     let etag = twin["etag"].as_str().map(str::to_owned);
     Ok(http::json(200, &pnp::digital_twin(&twin, id), etag.as_deref())?)
 }
@@ -34,11 +30,7 @@ pub async fn patch(mut req: Request, env: &Env, id: &str, caller: Caller) -> Api
         if_match: if_match(&req),
         actor: caller.policy,
     };
-    let mut answer = rpc::call(&device_stub(env, id)?, &op).await?;
-    if answer.status_code() != 200 {
-        return Ok(answer);
-    }
-    let twin: Value = answer.json().await?;
+    let twin: Value = rpc::call(&device_stub(env, id)?, &op).await?;
     let mut accepted = Response::builder().with_status(202).with_header("location", &format!("/digitaltwins/{id}"))?;
     if let Some(etag) = twin["etag"].as_str() {
         accepted = accepted.with_header("etag", &format!("\"{etag}\""))?;

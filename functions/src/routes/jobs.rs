@@ -20,13 +20,13 @@ pub async fn create(mut req: Request, env: &Env, id: &str, caller: Caller) -> Ap
     let now = clock::now();
     let request = JobRequest::parse(id, &body, now)?;
     let job = Job::new(request, &caller.policy, now);
-    Ok(rpc::call(&jobs_stub(env)?, &JobOp::Create { job: Box::new(job) }).await?)
+    Ok(rpc::forward(&jobs_stub(env)?, &JobOp::Create { job: Box::new(job) }).await?)
 }
 
 /// `GET /jobs/v2/{id}`.
 pub async fn get(env: &Env, id: &str) -> ApiResult {
     check_job_id(id)?;
-    Ok(rpc::call(&jobs_stub(env)?, &JobOp::Get { job_id: id.to_owned() }).await?)
+    Ok(rpc::forward(&jobs_stub(env)?, &JobOp::Get { job_id: id.to_owned() }).await?)
 }
 
 /// `POST /jobs/v2/{id}/{action}`: `cancel`, and twinhub's `pause`, `resume`, `rollback`.
@@ -39,7 +39,7 @@ pub async fn control(env: &Env, id: &str, action: JobAction) -> ApiResult {
         JobAction::Resume => JobOp::Resume { job_id },
         JobAction::Rollback => JobOp::Rollback { job_id },
     };
-    Ok(rpc::call(&jobs_stub(env)?, &op).await?)
+    Ok(rpc::forward(&jobs_stub(env)?, &op).await?)
 }
 
 /// `GET /jobs/v2/query?jobType=&jobStatus=`: a JSON array of jobs, paged with
@@ -73,11 +73,7 @@ pub async fn query(req: Request, env: &Env) -> ApiResult {
         after: continuation.after.clone(),
         limit: usize::try_from(limit).unwrap_or(100),
     };
-    let mut resp = rpc::call(&jobs_stub(env)?, &op).await?;
-    if resp.status_code() != 200 {
-        return Ok(resp);
-    }
-    let page: JobPage<String> = rpc::read(resp.text().await).await?;
+    let page: JobPage<String> = rpc::call(&jobs_stub(env)?, &op).await?;
     let next = page.next.map(|after| Continuation { after: Some(after), ..Continuation::start(&bound_to) });
     page_response(page.items, next, "JobResponse")
 }
@@ -87,11 +83,7 @@ pub async fn device_jobs(env: &Env, text: &str, page_size: u64, continuation: &C
     let after =
         continuation.after.as_deref().and_then(|a| a.split_once('\n')).map(|(j, d)| (j.to_owned(), d.to_owned()));
     let op = JobOp::DeviceJobs { query: text.to_owned(), after, limit: usize::try_from(page_size).unwrap_or(100) };
-    let mut resp = rpc::call(&jobs_stub(env)?, &op).await?;
-    if resp.status_code() != 200 {
-        return Ok(resp);
-    }
-    let page: JobPage<(String, String)> = rpc::read(resp.text().await).await?;
+    let page: JobPage<(String, String)> = rpc::call(&jobs_stub(env)?, &op).await?;
     let next = page.next.map(|(job, device)| Continuation {
         after: Some(format!("{job}\n{device}")),
         returned: continuation.returned + page.items.len() as u64,

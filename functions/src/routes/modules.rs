@@ -9,29 +9,27 @@ use super::{device_stub, if_match};
 use crate::http::{self, ApiResult};
 use crate::rpc::{self, DeviceOp};
 use futures_util::future::try_join_all;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use twinhub_core::identity::{check_device_id, module_key};
 use twinhub_core::route::Ident;
+use twinhub_core::ErrorCode;
 use worker::{Env, Request};
 
 /// `GET /devices/{id}/modules`: the identities of the device's modules, by module id.
 pub async fn list(env: &Env, device_id: &str) -> ApiResult {
     check_device_id(device_id)?;
     let op = DeviceOp::ListModules { device_id: device_id.to_owned() };
-    let mut listed = rpc::call(&device_stub(env, device_id)?, &op).await?;
-    if listed.status_code() != 200 {
-        return Ok(listed);
-    }
-    let ids: Vec<String> = listed.json().await?;
+    let ids: Vec<String> = rpc::call(&device_stub(env, device_id)?, &op).await?;
     let reads = ids.iter().map(|module_id| async move {
         let key = module_key(device_id, module_id);
         let op = DeviceOp::GetIdentity { device_id: key.clone() };
-        let mut answer = rpc::call(&device_stub(env, &key)?, &op).await?;
-        // A module listed while its create was under way, or that failed, is not one yet.
-        if answer.status_code() != 200 {
-            return Ok::<_, worker::Error>(None);
+        match rpc::call::<_, Value>(&device_stub(env, &key).map_err(rpc::unreachable)?, &op).await {
+            Ok(identity) => Ok(Some(identity)),
+            // A module listed while its create was under way, or that failed, is not one yet.
+            Err(e) if e.code == ErrorCode::ModuleNotFound || e.code == ErrorCode::DeviceNotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(Some(answer.json::<Value>().await?))
     });
     let modules: Vec<Value> = try_join_all(reads).await?.into_iter().flatten().collect();
     Ok(http::json(200, &Value::Array(modules), None)?)
@@ -45,18 +43,15 @@ pub async fn put(mut req: Request, env: &Env, device_id: &str, module_id: &str) 
     let body = http::body_text(&mut req).await?;
     let parent = device_stub(env, device_id)?;
     let room = DeviceOp::AddModule { device_id: device_id.to_owned(), module_id: module_id.to_owned() };
-    let made_room = rpc::call(&parent, &room).await?;
-    if made_room.status_code() >= 300 {
-        return Ok(made_room);
-    }
+    rpc::call::<_, IgnoredAny>(&parent, &room).await?;
     let module = device_stub(env, &key)?;
     let op = DeviceOp::PutIdentity { device_id: key.clone(), body, if_match: if_match(&req), upsert: false };
-    let answer = rpc::call(&module, &op).await?;
+    let answer = rpc::forward(&module, &op).await?;
     if answer.status_code() >= 300 {
-        let exists = rpc::call(&module, &DeviceOp::GetIdentity { device_id: key }).await?.status_code() == 200;
+        let exists = rpc::call::<_, IgnoredAny>(&module, &DeviceOp::GetIdentity { device_id: key }).await.is_ok();
         if !exists {
             let forget = DeviceOp::RemoveModule { device_id: device_id.to_owned(), module_id: module_id.to_owned() };
-            rpc::call(&parent, &forget).await?;
+            rpc::tell(&parent, &forget).await?;
         }
     }
     Ok(answer)
@@ -66,10 +61,10 @@ pub async fn put(mut req: Request, env: &Env, device_id: &str, module_id: &str) 
 pub async fn delete(req: Request, env: &Env, device_id: &str, module_id: &str) -> ApiResult {
     let key = Ident::module(device_id, module_id).key()?;
     let op = DeviceOp::DeleteIdentity { device_id: key.clone(), if_match: if_match(&req) };
-    let answer = rpc::call(&device_stub(env, &key)?, &op).await?;
+    let answer = rpc::forward(&device_stub(env, &key)?, &op).await?;
     if answer.status_code() < 300 {
         let forget = DeviceOp::RemoveModule { device_id: device_id.to_owned(), module_id: module_id.to_owned() };
-        rpc::call(&device_stub(env, device_id)?, &forget).await?;
+        rpc::tell(&device_stub(env, device_id)?, &forget).await?;
     }
     Ok(answer)
 }

@@ -23,7 +23,7 @@ pub async fn invoke(env: &Env, id: &str, call: twinhub_core::method::MethodCall)
         timeout_ms: call.response_timeout_secs * 1000,
         connect_timeout_ms: call.connect_timeout_secs * 1000,
     };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// Largest page of history entries.
@@ -32,21 +32,21 @@ const MAX_HISTORY_LIMIT: usize = 1_000;
 /// `GET /twins/{id}`.
 pub async fn get(env: &Env, id: &str) -> ApiResult {
     let op = DeviceOp::GetTwin { device_id: id.to_owned() };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `PATCH /twins/{id}`: merge tags and desired properties.
 pub async fn patch(mut req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::PatchTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `PUT /twins/{id}`: replace tags and desired properties.
 pub async fn replace(mut req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
     let body = http::body_text(&mut req).await?;
     let op = DeviceOp::ReplaceTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `GET /api/twins/{id}/history?since={version}&limit={n}`: accepted twin changes with a
@@ -56,5 +56,5 @@ pub async fn history(req: Request, env: &Env, id: &str) -> ApiResult {
     let since = param("since").and_then(|v| v.parse().ok()).unwrap_or(0);
     let limit = param("limit").and_then(|v| v.parse().ok()).unwrap_or(100).clamp(1, MAX_HISTORY_LIMIT);
     let op = DeviceOp::History { device_id: id.to_owned(), since, limit };
-    Ok(rpc::call(&device_stub(env, id)?, &op).await?)
+    Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }

@@ -308,7 +308,8 @@ impl DeviceObject {
                 };
                 let stub = self.env.durable_object(GATEWAY_BINDING)?.get_by_name(&session.gateway)?;
                 let op = GatewayOp::Method { conn: session.conn, name, payload, timeout_ms };
-                Ok(rpc::call(&stub, &op).await?)
+                // The gateway renders the method's answer (or its 404103/504101) for the client.
+                Ok(rpc::forward(&stub, &op).await?)
             }
             DeviceOp::TelemetryList { device_id, limit } => {
                 self.require(&device_id)?;
@@ -477,12 +478,12 @@ impl DeviceObject {
         // them gone too. One that cannot be deleted now is logged; its object keeps it.
         let deletes = modules.iter().map(|key| async move {
             let op = DeviceOp::DeleteIdentity { device_id: key.clone(), if_match: None };
-            let stub = crate::objects::device_stub(&self.env, key)?;
-            let status = crate::rpc::call(&stub, &op).await?.status_code();
-            if status >= 300 && status != 404 {
-                worker::console_warn!("a module of a deleted device was not deleted: status {status}");
+            let stub = crate::objects::device_stub(&self.env, key).map_err(rpc::unreachable)?;
+            match rpc::call::<_, serde::de::IgnoredAny>(&stub, &op).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.code == ErrorCode::ModuleNotFound || e.code == ErrorCode::DeviceNotFound => Ok(()),
+                Err(e) => Err(e),
             }
-            Ok::<_, worker::Error>(())
         });
         for result in futures_util::future::join_all(deletes).await {
             if let Err(e) = result {
@@ -610,8 +611,8 @@ impl DeviceObject {
         let seq = entry.seq;
         let shard = twinhub_core::fleet::shard_of(&entry.device_id, self.config.index_shards);
         let pushed = match index_stub(&self.env, shard) {
-            Ok(stub) => rpc::call(&stub, &IndexOp::Upsert { entry }).await.map(|r| r.status_code() == 204),
-            Err(e) => Err(e),
+            Ok(stub) => rpc::call::<_, ()>(&stub, &IndexOp::Upsert { entry }).await.map(|()| true),
+            Err(e) => Err(rpc::unreachable(e)),
         };
         if let Ok(true) = pushed {
             // Remembered in memory; written with the next commit (see `Stored::index_pushed`).
@@ -775,10 +776,10 @@ fn render(reply: &Reply, stored: &Stored, twin: &TwinView) -> Result<Response> {
 
 /// Sends `op` to gateway shard `gateway`. Best effort: a lost notification is recovered by the
 /// device's twin GET on reconnect, as IoT Hub devices do, and a lost close by the session's
-/// next op being refused ([`rpc::SESSION_ENDED`]).
+/// next op being refused ([`ErrorCode::SessionEnded`]).
 async fn notify_gateway(env: &Env, gateway: &str, op: &GatewayOp) {
     let sent = match env.durable_object(GATEWAY_BINDING).and_then(|ns| ns.get_by_name(gateway)) {
-        Ok(stub) => rpc::call(&stub, op).await.map(|_| ()),
+        Ok(stub) => rpc::tell(&stub, op).await,
         Err(e) => Err(e),
     };
     if let Err(e) = sent {
@@ -788,5 +789,5 @@ async fn notify_gateway(env: &Env, gateway: &str, op: &GatewayOp) {
 
 /// The answer to an op from a session that is no longer the device's.
 fn session_ended() -> Result<Response> {
-    Ok(Response::builder().with_status(rpc::SESSION_ENDED).empty())
+    http::error(&HubError::new(ErrorCode::SessionEnded, "the session is no longer the device's"))
 }
