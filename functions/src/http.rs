@@ -81,6 +81,12 @@ pub fn query_param(req: &worker::Request, name: &str) -> Option<String> {
 }
 
 /// Reads a request body as UTF-8 text, refusing bodies over [`MAX_BODY_BYTES`].
+/// [`body_text`] as a JSON document for an op ([`crate::rpc::Json`]): its syntax checked here
+/// (400006, as core's parsers answer a body that is not JSON); its shape is core's to check.
+pub async fn json_body(req: &mut worker::Request) -> std::result::Result<crate::rpc::Json, ApiError> {
+    Ok(crate::rpc::json(body_text(req).await?)?)
+}
+
 pub async fn body_text(req: &mut worker::Request) -> std::result::Result<String, ApiError> {
     let too_large =
         || HubError::new(ErrorCode::MessageTooLarge, format!("request body exceeds {MAX_BODY_BYTES} bytes"));

@@ -8,18 +8,38 @@
 //! it through with [`forward`].
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use twinhub_core::configuration::Configuration;
 use twinhub_core::session::topic::Subscription;
 use twinhub_core::{ErrorCode, HubError};
 
-/// A request to one device's object. `actor` names who asked (a policy, a device, a job), for
-/// the twin history.
+/// A JSON document inside an op, carried as itself rather than as a string of JSON text, and
+/// passed on without being parsed. Ops that carry one are externally tagged (`{"patchTwin":
+/// {...}}`): an internally tagged enum buffers its fields first, and a raw value cannot pass
+/// through that buffer.
+pub type Json = Box<RawValue>;
+
+/// `text` as [`Json`]: its syntax checked (400006 IotHubFormatError, as core's parsers answer
+/// a body that is not JSON).
+pub fn json(text: String) -> Result<Json, HubError> {
+    RawValue::from_string(text)
+        .map_err(|e| HubError::new(ErrorCode::IotHubFormatError, format!("the body is not valid JSON: {e}")))
+}
+
+/// `value` as [`Json`].
+pub fn to_json(value: &impl Serialize) -> Json {
+    // Serializing a value that is already JSON cannot fail.
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// A request to one device's object (externally tagged, see [`Json`]). `actor` names who
+/// asked (a policy, a device, a job), for the twin history.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum DeviceOp {
     /// `PUT /devices/{id}`: create, or update when `if_match` is given (or `upsert` is set, as a
     /// bulk `createOrUpdate` does).
-    PutIdentity { device_id: String, body: String, if_match: Option<String>, upsert: bool },
+    PutIdentity { device_id: String, body: Json, if_match: Option<String>, upsert: bool },
     /// `GET /devices/{id}`.
     GetIdentity { device_id: String },
     /// `DELETE /devices/{id}`.
@@ -34,9 +54,9 @@ pub enum DeviceOp {
     /// `GET /twins/{id}`.
     GetTwin { device_id: String },
     /// `PATCH /twins/{id}`.
-    PatchTwin { device_id: String, body: String, if_match: Option<String>, actor: String },
+    PatchTwin { device_id: String, body: Json, if_match: Option<String>, actor: String },
     /// `PUT /twins/{id}`.
-    ReplaceTwin { device_id: String, body: String, if_match: Option<String>, actor: String },
+    ReplaceTwin { device_id: String, body: Json, if_match: Option<String>, actor: String },
     /// `GET /api/twins/{id}/history`: entries with a version above `since`, oldest first.
     History { device_id: String, since: u64, limit: usize },
     /// MQTT CONNECT: check `token` for this device on `host`; if good, record the session
@@ -60,7 +80,7 @@ pub enum DeviceOp {
     /// connection.
     DeviceSubscriptions { device_id: String, conn: String, subscriptions: Vec<Subscription>, keep: bool },
     /// `POST /api/devices/{id}/messages`: queue a cloud-to-device message (the request body).
-    SendCloudToDevice { device_id: String, body: String },
+    SendCloudToDevice { device_id: String, body: Json },
     /// A cloud-to-device message a service sent over AMQP, checked already.
     EnqueueCloudToDevice { device_id: String, message: twinhub_core::c2d::CloudToDeviceMessage },
     /// The device acknowledged (PUBACK) the cloud-to-device message `seq` on session `conn`:
@@ -76,19 +96,24 @@ pub enum DeviceOp {
     DeviceDisconnected { device_id: String, conn: String },
     /// MQTT twin GET on session `conn`: the device view.
     DeviceTwinGet { device_id: String, conn: String },
-    /// MQTT reported patch on session `conn`. Answers `{"version": n}` or an error with its
-    /// status.
-    DeviceReport { device_id: String, conn: String, body: String },
+    /// MQTT reported patch on session `conn`: the device's bytes as it sent them (core checks
+    /// them). Answers [`ReportAccepted`] or the error.
+    DeviceReport {
+        device_id: String,
+        conn: String,
+        #[serde(with = "base64_bytes")]
+        body: Vec<u8>,
+    },
     /// MQTT telemetry to store, from session `conn`. `properties` is the decoded property bag.
     DeviceTelemetry { device_id: String, conn: String, messages: Vec<TelemetryMessage> },
-    /// `POST /twins/{id}/methods`: `payload` is JSON text. An offline device is waited for
-    /// up to `connect_timeout_ms` (`connectTimeoutInSeconds`).
-    InvokeMethod { device_id: String, name: String, payload: String, timeout_ms: u64, connect_timeout_ms: u64 },
+    /// `POST /twins/{id}/methods`. An offline device is waited for up to `connect_timeout_ms`
+    /// (`connectTimeoutInSeconds`).
+    InvokeMethod { device_id: String, name: String, payload: Json, timeout_ms: u64, connect_timeout_ms: u64 },
     /// `GET /api/devices/{id}/telemetry`: the newest `limit` messages, oldest first.
     TelemetryList { device_id: String, limit: usize },
     /// A job's twin update, applied at most once per job: a second call for the same `job_id`
     /// answers as the first did and changes nothing. The change's undo is kept for a rollback.
-    JobUpdateTwin { device_id: String, job_id: String, body: String },
+    JobUpdateTwin { device_id: String, job_id: String, body: Json },
     /// Gives back the values `job_id` changed (once; later calls change nothing).
     JobRollback { device_id: String, job_id: String },
     /// An automatic device configuration's verdict for this twin (from its index shard):
@@ -133,16 +158,16 @@ pub struct DeviceToken {
 /// The device object's answer to [`DeviceOp::DeviceConnect`].
 pub use twinhub_core::device::ConnectVerdict;
 
-/// A request to a gateway shard about one of its connections.
+/// A request to a gateway shard about one of its connections (externally tagged, see [`Json`]).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum GatewayOp {
     /// Deliver a desired-properties patch (`patch` includes `$version`).
     Desired { conn: String, version: u64, patch: serde_json::Value },
     /// Close the connection (a newer one for the same device, device disabled, keys rotated).
     Close { conn: String, reason: String },
     /// Invoke a direct method and wait up to `timeout_ms` for the device's answer.
-    Method { conn: String, name: String, payload: String, timeout_ms: u64 },
+    Method { conn: String, name: String, payload: Json, timeout_ms: u64 },
     /// Deliver queued cloud-to-device messages at QoS 1.
     CloudToDevice { conn: String, messages: Vec<QueuedMessage> },
 }
@@ -159,14 +184,14 @@ pub struct QueuedMessage {
 }
 
 /// A request to the configurations object (`objects::configurations`). Answers carry
-/// [`Configuration`]s as stored; the Worker adds the metrics.
+/// [`Configuration`]s as stored; the Worker adds the metrics. Externally tagged (see [`Json`]).
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub enum ConfigurationOp {
     /// Create, or update with `if_match` (`*` for any).
     Put {
         id: String,
-        body: String,
+        body: Json,
         if_match: Option<String>,
     },
     Get {

@@ -31,7 +31,7 @@ pub struct BulkItem {
     /// What to do.
     pub action: BulkAction,
     /// The identity body for create/update, in `PUT /devices/{id}` form.
-    pub body: String,
+    pub body: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -89,7 +89,7 @@ fn item(d: ExportImportDevice) -> Result<BulkItem, HubError> {
         "authentication": d.authentication,
         "capabilities": d.capabilities,
     });
-    Ok(BulkItem { device_id: d.id, action, body: body.to_string() })
+    Ok(BulkItem { device_id: d.id, action, body })
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ impl Configurations {
             }
             ConfigurationOp::Put { id, body, if_match } => {
                 let mut all = self.load()?;
-                let request = ConfigurationRequest::parse(&body)?;
+                let request = ConfigurationRequest::parse(body.get())?;
                 let at = all.iter().position(|c| c.id == id);
                 let previous = at.map(|i| &all[i]);
                 configuration::check_write(&id, previous, if_match.as_deref(), all.len())?;

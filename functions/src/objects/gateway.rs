@@ -188,7 +188,7 @@ impl DurableObject for Gateway {
             GatewayOp::Close { conn, reason } => (conn, Input::Close(reason)),
             GatewayOp::CloudToDevice { conn, messages } => (conn, Input::CloudToDevice(messages)),
             GatewayOp::Method { conn, name, payload, timeout_ms } => {
-                return http::finish(self.invoke(&conn, name, payload, timeout_ms).await);
+                return http::finish(self.invoke(&conn, name, payload.get().to_owned(), timeout_ms).await);
             }
         };
         if let Some(ws) = self.state.get_websockets_with_tag(&conn).into_iter().next() {
@@ -473,7 +473,6 @@ impl Gateway {
                         att.session.reply_twin(&rid, 429, None, body.into_bytes());
                         continue;
                     }
-                    let body = String::from_utf8_lossy(&body).into_owned();
                     let op = DeviceOp::DeviceReport { device_id, conn: att.conn.clone(), body };
                     let Some(answer) = self.session_op::<rpc::ReportAccepted>(att, op).await else { continue };
                     match answer {

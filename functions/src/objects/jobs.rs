@@ -479,12 +479,12 @@ impl Jobs {
             DeviceCall::UpdateTwin { job_id, patch } => DeviceOp::JobUpdateTwin {
                 device_id: device_id.to_owned(),
                 job_id: job_id.to_owned(),
-                body: patch.to_string(),
+                body: rpc::to_json(patch),
             },
             DeviceCall::Method { name, payload, timeout_ms, connect_timeout_ms } => DeviceOp::InvokeMethod {
                 device_id: device_id.to_owned(),
                 name: name.to_owned(),
-                payload: payload.to_string(),
+                payload: rpc::to_json(payload),
                 timeout_ms,
                 connect_timeout_ms,
             },

@@ -29,7 +29,7 @@ pub async fn get(env: &Env, id: &str) -> ApiResult {
 /// `PUT /configurations/{id}`: create (no `If-Match`) or update.
 pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
     check_id(id)?;
-    let body = http::body_text(&mut req).await?;
+    let body = http::json_body(&mut req).await?;
     one(env, ConfigurationOp::Put { id: id.to_owned(), body, if_match: if_match(&req) }).await
 }
 

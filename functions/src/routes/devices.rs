@@ -36,7 +36,7 @@ pub async fn telemetry(req: Request, env: &Env, id: &str) -> ApiResult {
 /// it is offline. Answers 202 with the message id and the queue depth.
 pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
     check_device_id(id)?;
-    let body = http::body_text(&mut req).await?;
+    let body = http::json_body(&mut req).await?;
     let op = DeviceOp::SendCloudToDevice { device_id: id.to_owned(), body };
     Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
@@ -107,7 +107,7 @@ pub async fn get(env: &Env, id: &str) -> ApiResult {
 
 /// `PUT /devices/{id}`: create (no `If-Match`) or update.
 pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
-    let body = http::body_text(&mut req).await?;
+    let body = http::json_body(&mut req).await?;
     let op = DeviceOp::PutIdentity { device_id: id.to_owned(), body, if_match: if_match(&req), upsert: false };
     Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
@@ -130,15 +130,21 @@ pub async fn bulk(mut req: Request, env: &Env) -> ApiResult {
         }
         let device_id = item.device_id.clone();
         let op = match item.action {
-            BulkAction::Create => {
-                DeviceOp::PutIdentity { device_id: device_id.clone(), body: item.body, if_match: None, upsert: false }
-            }
-            BulkAction::Upsert => {
-                DeviceOp::PutIdentity { device_id: device_id.clone(), body: item.body, if_match: None, upsert: true }
-            }
+            BulkAction::Create => DeviceOp::PutIdentity {
+                device_id: device_id.clone(),
+                body: rpc::to_json(&item.body),
+                if_match: None,
+                upsert: false,
+            },
+            BulkAction::Upsert => DeviceOp::PutIdentity {
+                device_id: device_id.clone(),
+                body: rpc::to_json(&item.body),
+                if_match: None,
+                upsert: true,
+            },
             BulkAction::UpdateIfMatch(etag) => DeviceOp::PutIdentity {
                 device_id: device_id.clone(),
-                body: item.body,
+                body: rpc::to_json(&item.body),
                 if_match: Some(etag),
                 upsert: true,
             },

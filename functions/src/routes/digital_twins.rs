@@ -26,7 +26,7 @@ pub async fn patch(mut req: Request, env: &Env, id: &str, caller: Caller) -> Api
     let patch = pnp::desired_from_json_patch(&http::body_text(&mut req).await?)?;
     let op = DeviceOp::PatchTwin {
         device_id: id.to_owned(),
-        body: patch.to_string(),
+        body: rpc::to_json(&patch),
         if_match: if_match(&req),
         actor: caller.policy,
     };

@@ -40,7 +40,7 @@ pub async fn list(env: &Env, device_id: &str) -> ApiResult {
 /// created gives its place back.
 pub async fn put(mut req: Request, env: &Env, device_id: &str, module_id: &str) -> ApiResult {
     let key = Ident::module(device_id, module_id).key()?;
-    let body = http::body_text(&mut req).await?;
+    let body = http::json_body(&mut req).await?;
     let parent = device_stub(env, device_id)?;
     let room = DeviceOp::AddModule { device_id: device_id.to_owned(), module_id: module_id.to_owned() };
     rpc::call::<_, IgnoredAny>(&parent, &room).await?;

@@ -19,7 +19,7 @@ pub async fn invoke(env: &Env, id: &str, call: twinhub_core::method::MethodCall)
     let op = DeviceOp::InvokeMethod {
         device_id: id.to_owned(),
         name: call.name,
-        payload: call.payload.to_string(),
+        payload: rpc::to_json(&call.payload),
         timeout_ms: call.response_timeout_secs * 1000,
         connect_timeout_ms: call.connect_timeout_secs * 1000,
     };
@@ -37,14 +37,14 @@ pub async fn get(env: &Env, id: &str) -> ApiResult {
 
 /// `PATCH /twins/{id}`: merge tags and desired properties.
 pub async fn patch(mut req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
-    let body = http::body_text(&mut req).await?;
+    let body = http::json_body(&mut req).await?;
     let op = DeviceOp::PatchTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
     Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
 /// `PUT /twins/{id}`: replace tags and desired properties.
 pub async fn replace(mut req: Request, env: &Env, id: &str, caller: Caller) -> ApiResult {
-    let body = http::body_text(&mut req).await?;
+    let body = http::json_body(&mut req).await?;
     let op = DeviceOp::ReplaceTwin { device_id: id.to_owned(), body, if_match: if_match(&req), actor: caller.policy };
     Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }

@@ -162,7 +162,7 @@ impl DeviceObject {
                 Ok(Reply::Twin)
             }),
             DeviceOp::PutIdentity { device_id, body, if_match, upsert } => {
-                let request = DeviceRequest::parse(&body)?;
+                let request = DeviceRequest::parse(body.get())?;
                 let random = clock::random::<64>()?;
                 self.run(|s| s.put_identity(&device_id, &request, if_match.as_deref(), upsert, now, &random)).await
             }
@@ -175,18 +175,18 @@ impl DeviceObject {
                 Ok(http::json(200, &modules, None)?)
             }
             DeviceOp::PatchTwin { device_id, body, if_match, actor } => {
-                let write = TwinWrite::Patch(ServicePatch::parse(&body).map_err(|e| HubError::from(&e))?);
+                let write = TwinWrite::Patch(ServicePatch::parse(body.get()).map_err(|e| HubError::from(&e))?);
                 let by = WriteBy { if_match: if_match.as_deref(), actor: &actor };
                 self.run(|s| s.write_twin(&device_id, &write, by, now)).await
             }
             DeviceOp::ReplaceTwin { device_id, body, if_match, actor } => {
-                let write = TwinWrite::Replace(TwinReplacement::parse(&body).map_err(|e| HubError::from(&e))?);
+                let write = TwinWrite::Replace(TwinReplacement::parse(body.get()).map_err(|e| HubError::from(&e))?);
                 let by = WriteBy { if_match: if_match.as_deref(), actor: &actor };
                 self.run(|s| s.write_twin(&device_id, &write, by, now)).await
             }
             DeviceOp::JobUpdateTwin { device_id, job_id, body } => {
                 let done = self.job_record(&job_id)?;
-                self.run(|s| s.job_update(&device_id, &job_id, &body, done.as_ref(), now)).await
+                self.run(|s| s.job_update(&device_id, &job_id, body.get(), done.as_ref(), now)).await
             }
             DeviceOp::JobRollback { device_id, job_id } => {
                 let done = self.job_record(&job_id)?;
@@ -240,7 +240,7 @@ impl DeviceObject {
             DeviceOp::SendCloudToDevice { device_id, body } => {
                 self.require(&device_id)?;
                 self.purge_expired(&device_id, now).await?;
-                let message = CloudToDeviceMessage::parse(&body, &device_id, clock::random_hex::<16>()?)?;
+                let message = CloudToDeviceMessage::parse(body.get(), &device_id, clock::random_hex::<16>()?)?;
                 self.run(|s| s.enqueue_cloud_to_device(&device_id, message)).await
             }
             DeviceOp::EnqueueCloudToDevice { device_id, message } => {
@@ -279,7 +279,7 @@ impl DeviceObject {
             DeviceOp::DeviceDisconnected { device_id: _, conn } => self.run(|s| Ok(s.disconnected(&conn, now))).await,
             DeviceOp::DeviceTwinGet { device_id, conn } => self.run(|s| s.twin_get(&device_id, &conn)).await,
             DeviceOp::DeviceReport { device_id, conn, body } => {
-                self.run(|s| s.report(&device_id, &conn, body.as_bytes(), now)).await
+                self.run(|s| s.report(&device_id, &conn, &body, now)).await
             }
             DeviceOp::InvokeMethod { device_id, name, payload, timeout_ms, connect_timeout_ms } => {
                 self.require(&device_id)?;
