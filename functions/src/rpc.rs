@@ -293,6 +293,9 @@ pub enum IndexOp {
     /// Whether the shard holds `device_id` as an existing device: the gateway asks before a
     /// CONNECT wakes (and so creates the storage of) a device object. Answers [`Existence`].
     Exists { device_id: String },
+    /// Nothing but the placement the call names: a shard past a smaller count is woken with
+    /// it by one that learned of the change, and hands its rows over (`twinhub_core::fleet`).
+    Rebalance,
 }
 
 /// The answer to [`IndexOp::Exists`].
@@ -328,11 +331,19 @@ pub struct ShardStatistics {
 /// POSTs `op` as JSON to a Durable Object stub and returns its response as is: for a REST
 /// handler whose object renders the client's response.
 pub async fn forward<T: Serialize>(stub: &worker::Stub, op: &T) -> worker::Result<worker::Response> {
+    forward_at(stub, OBJECT_URL, op).await
+}
+
+/// The URL an op is posted to. The host is a placeholder: a stub routes by object, not by URL.
+const OBJECT_URL: &str = "https://object.internal/rpc";
+
+/// [`forward`] to `url`, for an object that reads something from it (an index shard, its
+/// placement).
+async fn forward_at<T: Serialize>(stub: &worker::Stub, url: &str, op: &T) -> worker::Result<worker::Response> {
     let body = serde_json::to_string(op).map_err(|e| worker::Error::RustError(e.to_string()))?;
     let mut init = worker::RequestInit::new();
     init.with_method(worker::Method::Post).with_body(Some(body.into()));
-    // The host is a placeholder: a stub routes by object, not by URL.
-    let req = worker::Request::new_with_init("https://object.internal/rpc", &init)?;
+    let req = worker::Request::new_with_init(url, &init)?;
     stub.fetch_with_request(req).await
 }
 
@@ -343,7 +354,16 @@ pub async fn call<Op: Serialize, Reply: serde::de::DeserializeOwned>(
     stub: &worker::Stub,
     op: &Op,
 ) -> Result<Reply, HubError> {
-    let mut answer = forward(stub, op).await.map_err(unreachable)?;
+    call_at(stub, OBJECT_URL, op).await
+}
+
+/// [`call`] posted to `url` (see [`forward_at`]).
+pub async fn call_at<Op: Serialize, Reply: serde::de::DeserializeOwned>(
+    stub: &worker::Stub,
+    url: &str,
+    op: &Op,
+) -> Result<Reply, HubError> {
+    let mut answer = forward_at(stub, url, op).await.map_err(unreachable)?;
     let status = answer.status_code();
     let text = answer.text().await.map_err(unreachable)?;
     if (200..300).contains(&status) {

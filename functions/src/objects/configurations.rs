@@ -6,7 +6,7 @@
 
 use crate::clock;
 use crate::http::{self, ApiResult};
-use crate::objects::{index_stub, to_json};
+use crate::objects::to_json;
 use crate::rpc::{ConfigurationOp, IndexOp};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -127,7 +127,7 @@ impl Configurations {
         let shards = crate::config::Config::of(&self.env).index_shards;
         let calls = (0..shards).map(|shard| async move {
             let op = IndexOp::SetConfigurations { configurations: all.to_vec(), sweep };
-            crate::rpc::tell(&index_stub(&self.env, shard)?, &op).await
+            crate::objects::ask_index_shard::<serde::de::IgnoredAny>(&self.env, shard, &op).await.map(|_| ())
         });
         futures_util::future::try_join_all(calls).await.map(|_| ())
     }

@@ -8,6 +8,13 @@
 //! on the way. Each shard also remembers how far behind the devices its recent upserts were:
 //! the index lag that query responses report.
 //!
+//! Every call names the shard's placement (its number and the configured count, in the URL:
+//! `objects::IndexShard`). A shard told a placement other than the one it stored rebalances
+//! from its alarm ([`REBALANCE_PAGE`] rows a step): rows that now live in another shard are
+//! loaded there (kept only if no newer commit of the device arrived first) and then deleted
+//! here. While that runs a device may be answered by both shards or, briefly, by neither;
+//! statistics and queries are exact again once it ends (`twinhub_core::fleet`).
+//!
 //! Upserts go through a group commit (`objects::group_commit`): those that arrive while a
 //! commit is being made durable share the next one, so a busy shard costs the disk far fewer
 //! fsyncs than one commit per twin write.
@@ -21,6 +28,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use twinhub_core::configuration::Configuration;
+use twinhub_core::fleet::{placement_change, Placement};
 use twinhub_core::identity::is_module_key;
 use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_SCHEMA};
 use twinhub_core::query::Collection;
@@ -28,6 +36,14 @@ use twinhub_core::query::Query;
 use twinhub_core::twin::AppliedConfiguration;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
+
+/// Rows a rebalance step reads and hands over: each step's rows travel in one call per
+/// receiving shard, and a twin may be up to ~32 KB.
+const REBALANCE_PAGE: u64 = 200;
+
+/// Where a shard keeps its placement and, while a rebalance runs, the last row id it handled.
+const PLACEMENT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS placement (k INTEGER PRIMARY KEY CHECK (k = 0),
+    shard INTEGER NOT NULL, shards INTEGER NOT NULL, rebalance_after TEXT)";
 
 /// How many recent upserts the lag figures cover.
 const LAG_SAMPLES: usize = 1000;
@@ -43,6 +59,8 @@ pub struct FleetIndex {
     lags: Lags,
     /// Upserts waiting for, or in, the commit under way.
     upserts: Rc<GroupCommit<IndexEntry>>,
+    /// The placement last stored (read once per isolate).
+    placement: std::cell::Cell<Option<Option<Placement>>>,
 }
 
 type Lags = Rc<RefCell<VecDeque<u64>>>;
@@ -135,7 +153,7 @@ struct TwinRow {
 
 impl DurableObject for FleetIndex {
     fn new(state: State, env: Env) -> Self {
-        for schema in [INDEX_SCHEMA, CONFIGURATIONS_SCHEMA[0], CONFIGURATIONS_SCHEMA[1]] {
+        for schema in [INDEX_SCHEMA, CONFIGURATIONS_SCHEMA[0], CONFIGURATIONS_SCHEMA[1], PLACEMENT_SCHEMA] {
             if let Err(e) = state.storage().sql().exec(schema, None) {
                 worker::console_error!("fleet index schema: {e}");
             }
@@ -146,6 +164,7 @@ impl DurableObject for FleetIndex {
             configurations: RefCell::new(None),
             lags: Rc::new(RefCell::new(VecDeque::with_capacity(LAG_SAMPLES))),
             upserts: GroupCommit::new(),
+            placement: std::cell::Cell::new(None),
         }
     }
 
@@ -154,6 +173,11 @@ impl DurableObject for FleetIndex {
             Ok(op) => op,
             Err(e) => return http::finish(Err(HubError::new(ErrorCode::ServerError, format!("bad rpc: {e}")).into())),
         };
+        if let Some(told) = req.url().ok().and_then(|u| u.query().and_then(Placement::from_query)) {
+            if let Err(e) = self.told(told).await {
+                worker::console_error!("fleet index: placement: {e}");
+            }
+        }
         // Named in the log if it fails inside (only the op's name: a query's text is the
         // client's).
         let name = crate::objects::op_name(&op);
@@ -163,9 +187,135 @@ impl DurableObject for FleetIndex {
         }
         http::finish(answer)
     }
+
+    async fn alarm(&self) -> Result<Response> {
+        match self.rebalance_step().await {
+            Ok(true) => self.state.storage().set_alarm(1).await?,
+            Ok(false) => {}
+            Err(e) => {
+                // The receiving shard or the platform failed: the same rows again in a second.
+                worker::console_error!("fleet index: rebalance: {e}");
+                self.state.storage().set_alarm(1_000).await?;
+            }
+        }
+        Response::ok("")
+    }
+}
+
+#[derive(Deserialize)]
+struct PlacementRow {
+    shard: u32,
+    shards: u32,
+}
+
+#[derive(Deserialize)]
+struct CursorRow {
+    rebalance_after: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MoveRow {
+    device_id: String,
+    seq: u64,
+    identity: Option<String>,
+    twin: Option<String>,
 }
 
 impl FleetIndex {
+    /// The placement this shard stored, if it was ever told one.
+    fn stored_placement(&self) -> Result<Option<Placement>> {
+        if let Some(known) = self.placement.get() {
+            return Ok(known);
+        }
+        let rows: Vec<PlacementRow> =
+            self.state.storage().sql().exec("SELECT shard, shards FROM placement", None)?.to_array()?;
+        let stored = rows.first().map(|r| Placement { shard: r.shard, shards: r.shards });
+        self.placement.set(Some(stored));
+        Ok(stored)
+    }
+
+    /// A call named this shard's placement: if it changed, store it, start a rebalance, and
+    /// wake the shards past a smaller count.
+    async fn told(&self, told: Placement) -> Result<()> {
+        let Some(change) = placement_change(self.stored_placement()?, told) else { return Ok(()) };
+        let cursor = if change.rebalance { SqlStorageValue::from("") } else { SqlStorageValue::Null };
+        self.state.storage().sql().exec(
+            "INSERT OR REPLACE INTO placement (k, shard, shards, rebalance_after) VALUES (0, ?, ?, ?)",
+            vec![i64::from(told.shard).into(), i64::from(told.shards).into(), cursor],
+        )?;
+        self.placement.set(Some(Some(told)));
+        if change.rebalance {
+            worker::console_log!(
+                "fleet index shard {}: the count is now {}; handing over rows that live elsewhere",
+                told.shard,
+                told.shards
+            );
+            self.state.storage().set_alarm(1).await?;
+        }
+        for shard in change.wake {
+            let wake = crate::objects::IndexShard::at(&self.env, Placement { shard, shards: told.shards })?;
+            if let Err(e) = wake.call::<serde::de::IgnoredAny>(&IndexOp::Rebalance).await {
+                // Each shard in range tries once; a missed one is woken by the next that learns.
+                worker::console_warn!("fleet index: waking shard {shard} to hand over its rows: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of a rebalance: the next rows after the cursor, those that live elsewhere
+    /// loaded into their shards and then deleted here. Whether there is more.
+    async fn rebalance_step(&self) -> Result<bool> {
+        let Some(placement) = self.stored_placement()? else { return Ok(false) };
+        let sql = self.state.storage().sql();
+        let cursor: Vec<CursorRow> = sql.exec("SELECT rebalance_after FROM placement", None)?.to_array()?;
+        let Some(after) = cursor.into_iter().next().and_then(|c| c.rebalance_after) else { return Ok(false) };
+        let rows: Vec<MoveRow> = sql
+            .exec(
+                &format!(
+                    "SELECT device_id, seq, identity, json(twin) AS twin FROM device WHERE device_id > ?
+                     ORDER BY device_id LIMIT {REBALANCE_PAGE}"
+                ),
+                vec![after.as_str().into()],
+            )?
+            .to_array()?;
+        let more = rows.len() as u64 == REBALANCE_PAGE;
+        let last = rows.last().map(|r| r.device_id.clone());
+        let mut moving: std::collections::BTreeMap<u32, Vec<IndexEntry>> = std::collections::BTreeMap::new();
+        let mut moved = Vec::new();
+        for row in rows.into_iter().filter(|r| !placement.holds(&r.device_id)) {
+            let raw = |text: Option<String>| text.and_then(|t| serde_json::value::RawValue::from_string(t).ok());
+            moved.push((row.device_id.clone(), row.seq));
+            moving.entry(placement.home_of(&row.device_id).shard).or_default().push(IndexEntry {
+                device_id: row.device_id,
+                seq: row.seq,
+                identity: raw(row.identity),
+                twin: raw(row.twin),
+                committed_at: None,
+            });
+        }
+        for (shard, entries) in moving {
+            let home = crate::objects::IndexShard::at(&self.env, Placement { shard, shards: placement.shards })?;
+            home.call::<serde::de::IgnoredAny>(&IndexOp::Load { entries }).await.map_err(crate::rpc::fault)?;
+        }
+        // Handed over: forgotten here, unless a newer commit of the device arrived meanwhile
+        // (its device object had not yet heard of the new count).
+        for (device_id, seq) in moved {
+            sql.exec(
+                "DELETE FROM device WHERE device_id = ? AND seq = ?",
+                vec![device_id.into(), SqlStorageValue::try_from_i64(seq_i64(seq))?],
+            )?;
+        }
+        let next = match (&last, more) {
+            (Some(id), true) => SqlStorageValue::from(id.as_str()),
+            _ => {
+                worker::console_log!("fleet index shard {}: rebalance done", placement.shard);
+                SqlStorageValue::Null
+            }
+        };
+        sql.exec("UPDATE placement SET rebalance_after = ?", vec![next])?;
+        Ok(more)
+    }
+
     /// One device's projection, answered once the commit that holds it is durable.
     async fn upsert_grouped(&self, entry: IndexEntry) -> ApiResult {
         let (sql, lags) = (self.state.storage().sql(), Rc::clone(&self.lags));
@@ -395,6 +545,8 @@ impl FleetIndex {
                 let ids: Vec<String> = rows.into_iter().map(|r| r.id).collect();
                 Ok(http::json(200, &serde_json::json!({ "ids": ids }), None)?)
             }
+            // The placement it names was taken in `fetch`.
+            IndexOp::Rebalance => Ok(http::no_content()?),
             IndexOp::Lag => Ok(http::json(200, &serde_json::to_value(self.lag()).unwrap_or_default(), None)?),
         }
     }

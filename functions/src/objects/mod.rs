@@ -10,6 +10,8 @@ pub mod group_commit;
 pub mod jobs;
 pub mod partition;
 
+use twinhub_core::fleet::Placement;
+
 /// Binding names, as in wrangler.toml.
 pub const DEVICE_BINDING: &str = "DEVICE";
 /// The gateway shards' namespace binding: where device WebSockets live.
@@ -23,19 +25,44 @@ pub fn device_stub(env: &worker::Env, key: &str) -> worker::Result<worker::Stub>
     env.durable_object(DEVICE_BINDING)?.get_by_name(key)
 }
 
-/// The stub of fleet index shard `shard`.
-pub fn index_stub(env: &worker::Env, shard: u32) -> worker::Result<worker::Stub> {
-    env.durable_object(INDEX_BINDING)?.get_by_name(&format!("shard-{shard}"))
+/// One fleet index shard, addressed with its [`Placement`]: every call tells the shard its
+/// number and the count configured now, which is how shards notice a new count and rebalance
+/// (`twinhub_core::fleet`, `objects::fleet_index`).
+pub struct IndexShard {
+    stub: worker::Stub,
+    url: String,
 }
 
-/// Sends `op` to fleet index shard `shard` and reads its answer as `T`. A shard that does not
-/// answer 200 is an error (its body goes with it).
+impl IndexShard {
+    /// Shard `shard` of the count this isolate is configured with.
+    pub fn of(env: &worker::Env, shard: u32) -> worker::Result<Self> {
+        Self::at(env, Placement { shard, shards: crate::config::Config::of(env).index_shards })
+    }
+
+    /// The shard at `placement`.
+    pub fn at(env: &worker::Env, placement: Placement) -> worker::Result<Self> {
+        let stub = env.durable_object(INDEX_BINDING)?.get_by_name(&format!("shard-{}", placement.shard))?;
+        Ok(Self { stub, url: format!("https://index.internal/rpc?{}", placement.to_query()) })
+    }
+
+    /// Sends `op` and reads the answer (see [`crate::rpc::call`]).
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &crate::rpc::IndexOp,
+    ) -> Result<T, twinhub_core::HubError> {
+        crate::rpc::call_at(&self.stub, &self.url, op).await
+    }
+}
+
+/// Sends `op` to fleet index shard `shard` and reads its answer as `T`; any error is a fault
+/// (the hub's own), named with the shard.
 pub async fn ask_index_shard<T: serde::de::DeserializeOwned>(
     env: &worker::Env,
     shard: u32,
     op: &crate::rpc::IndexOp,
 ) -> worker::Result<T> {
-    crate::rpc::ask(&index_stub(env, shard)?, op)
+    IndexShard::of(env, shard)?
+        .call(op)
         .await
         .map_err(|e| worker::Error::RustError(format!("index shard {shard}: {e}")))
 }

@@ -73,8 +73,7 @@ const MAX_FLEET_SLICE: usize = 10_000;
 /// benchmark's whole budget). Only the index holds these devices: queries see them, `GET /twins`
 /// does not. Disabled unless `TWINHUB_BENCH_ECHO=1`, and needs RegistryWrite.
 pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResult {
-    use crate::objects::index_stub;
-    use crate::rpc::{self, IndexEntry, IndexOp};
+    use crate::rpc::{IndexEntry, IndexOp};
     use twinhub_core::{ErrorCode, HubError};
     let body = http::body_text(&mut req).await?;
     let slice: FleetSlice = serde_json::from_str(&body)
@@ -109,8 +108,8 @@ pub async fn bench_fleet(mut req: worker::Request, env: &worker::Env) -> ApiResu
         }
     }
     for (shard, entries) in per_shard.into_iter().enumerate() {
-        let stub = index_stub(env, shard as u32)?;
-        rpc::tell(&stub, &IndexOp::Load { entries }).await?;
+        let index = crate::objects::IndexShard::of(env, shard as u32)?;
+        index.call::<serde::de::IgnoredAny>(&IndexOp::Load { entries }).await?;
     }
     Ok(http::no_content()?)
 }

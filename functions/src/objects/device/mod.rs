@@ -28,7 +28,7 @@ pub use live::{LIVE_EXPIRY_HEADER, LIVE_TOKEN_HEADER};
 use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiError, ApiResult};
-use crate::objects::{index_stub, GATEWAY_BINDING};
+use crate::objects::{IndexShard, GATEWAY_BINDING};
 use crate::rpc::{self, DeviceOp, GatewayOp, IndexEntry, IndexOp, QueuedMessage};
 use live::{LiveMessage, LiveView, LIVE_TAG, MAX_LIVE_VIEWS_PER_DEVICE, MAX_LIVE_VIEWS_PER_TOKEN};
 use serde::Deserialize;
@@ -610,8 +610,8 @@ impl DeviceObject {
     async fn push_to_index(&self, entry: IndexEntry) -> Result<bool> {
         let seq = entry.seq;
         let shard = twinhub_core::fleet::shard_of(&entry.device_id, self.config.index_shards);
-        let pushed = match index_stub(&self.env, shard) {
-            Ok(stub) => rpc::call::<_, ()>(&stub, &IndexOp::Upsert { entry }).await.map(|()| true),
+        let pushed = match IndexShard::of(&self.env, shard) {
+            Ok(index) => index.call::<()>(&IndexOp::Upsert { entry }).await.map(|()| true),
             Err(e) => Err(rpc::unreachable(e)),
         };
         if let Ok(true) = pushed {
