@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/tools.sh --bench
-scripts/build.sh
+TWINHUB_FEATURES=bench scripts/build.sh
 # 10,000 sessions hold 10,000 sockets here and more in wrangler: raise the soft limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 exec cargo run --release --quiet -p twinhub-e2e --bin bench-device -- "$@"

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/tools.sh --test
-scripts/build.sh
+TWINHUB_FEATURES=bench scripts/build.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 cargo build --release --quiet -p twinhub-e2e --bins
 out=target/bench-runtimes

@@ -47,9 +47,14 @@ else
   echo "[build] dashboard is up to date"
 fi
 
-if stale functions/build/index.js functions core Cargo.toml Cargo.lock; then
-  echo "[build] worker (worker-build --release)"
-  (cd functions && quiet ../target/build-worker.log worker-build --release)
+# TWINHUB_FEATURES: cargo features of the Worker, e.g. `bench` (the benchmarks' routes; `make
+# test` and the benchmark scripts set it). A build with other features than the last is stale.
+features=${TWINHUB_FEATURES:-}
+stamp=functions/build/.features
+if stale functions/build/index.js functions core Cargo.toml Cargo.lock || [ "$(cat "$stamp" 2>/dev/null)" != "$features" ]; then
+  echo "[build] worker (worker-build --release${features:+ --features $features})"
+  (cd functions && quiet ../target/build-worker.log worker-build --release ${features:+--features "$features"})
+  echo "$features" > "$stamp"
   touch functions/build/index.js
 else
   echo "[build] worker is up to date"

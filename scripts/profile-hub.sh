@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 phase=${1:?usage: scripts/profile-hub.sh patch|jobs}
 scripts/tools.sh --profile
-scripts/build.sh
+TWINHUB_FEATURES=bench scripts/build.sh
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 out=target/profile-$phase.txt
 case "$phase" in

@@ -44,6 +44,8 @@ if [ -n "${TWINHUB_TLS_KEY:-}" ]; then
   if [ "$mqtt" = "off" ]; then mqtt=; else args+=(--mqtt-listen "$mqtt"); fi
 fi
 if [ -n "${TWINHUB_AMQP_LISTEN:-}" ]; then args+=(--amqp-listen "$TWINHUB_AMQP_LISTEN"); fi
+# The benchmarks' platform-floor object, in a Worker built with the `bench` feature.
+if [ "${TWINHUB_BENCH_ECHO:-}" = "1" ]; then args+=(--bench); fi
 if [ -n "${TWINHUB_AMQPS_LISTEN:-}" ] && [ -n "${TWINHUB_TLS_KEY:-}" ]; then args+=(--amqps-listen "$TWINHUB_AMQPS_LISTEN"); fi
 env_file=${TWINHUB_ENV_FILE:-}
 if [ -z "$env_file" ] && [ -f "$root/.dev.vars" ]; then env_file="$root/.dev.vars"; fi

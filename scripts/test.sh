@@ -8,12 +8,13 @@ export PATH="$HOME/.cargo/bin:$PATH"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 scripts/tools.sh --test
-scripts/build.sh
+# The Worker with the benchmarks' routes: the query and dashboard tests load their fleets with them.
+TWINHUB_FEATURES=bench scripts/build.sh
 
 echo "[test] format and lints"
 cargo fmt --all -- --check
 cargo clippy --quiet -p twinhub-core -p twinhub-e2e --all-targets -- -D warnings
-cargo clippy --quiet -p twinhub-functions -p twinhub-app --target wasm32-unknown-unknown -- -D warnings
+cargo clippy --quiet -p twinhub-functions -p twinhub-app --features twinhub-functions/bench --target wasm32-unknown-unknown -- -D warnings
 
 echo "[test] fuzz smoke: every core/fuzz target for 20 s (scripts/fuzz.sh runs the 10-minute campaigns)"
 scripts/fuzz.sh 20

@@ -6,6 +6,7 @@
 //        [--wrangler FILE (default: the repository's wrangler.toml)] [--config-dir DIR] [--var NAME=VALUE]... [--env-file FILE]...
 //        [--from-env NAME]... [--spa-fallback root|nearest] [--tls-key KEY.pem --tls-cert CERT.pem]
 //        [--mqtt-listen 127.0.0.1:8883] [--amqp-listen 127.0.0.1:5672] [--amqps-listen 127.0.0.1:5671]
+//        [--bench]
 //
 // --storage      directory for the Durable Objects' SQLite files (created; `localDisk` storage,
 //                documented as experimental: run workerd with `--experimental`). Layout `<uniqueKey>/<id>.sqlite`, uniqueKey
@@ -24,6 +25,8 @@
 // --amqp-listen  take plain AMQP there (the Event Hubs emulator's port is 5672: `azure-eventhub`
 //                connection strings with UseDevelopmentEmulator=true dial it), to the connect handler.
 // --amqps-listen with the TLS key: AMQP over TLS there (IoT Hub's port is 5671).
+// --bench        also bind BENCH_ECHO to the BenchEcho class (with SQL): the benchmarks' platform
+//                floor, exported only by a Worker built with the `bench` feature.
 // --spa-fallback for not_found_handling = "single-page-application": `root` (default) always
 //                serves /index.html (exactly what Cloudflare and wrangler do), `nearest` the
 //                closest ancestor directory's index.html (/virtual/x -> /virtual/index.html).
@@ -270,6 +273,7 @@ function parseArgs(argv) {
       case "--env-file": o.envFiles.push(next()); break;
       case "--from-env": o.fromEnv.push(next()); break;
       case "--spa-fallback": o.spaFallback = next(); break;
+      case "--bench": o.bench = true; break;
       case "-h": case "--help":
         process.stdout.write(readFileSync(new URL(import.meta.url), "utf8").split("\n").slice(1, 30).filter((l) => l.startsWith("//")).map((l) => l.slice(3)).join("\n") + "\n");
         process.exit(0);
@@ -320,7 +324,11 @@ export function generate(opts, warn = (m) => process.stderr.write(`workerd-confi
     for (const r of m.transferred_classes ?? []) unsupported(`migration transferred_classes ${r.from}`);
     for (const c of m.deleted_classes ?? []) sql.delete(c);
   }
-  const doBindings = w.durable_objects?.bindings ?? [];
+  const doBindings = [...(w.durable_objects?.bindings ?? [])];
+  if (opts.bench) {
+    sql.set("BenchEcho", true);
+    doBindings.push({ name: "BENCH_ECHO", class_name: "BenchEcho" });
+  }
   const classes = [...sql.keys()];
   for (const b of doBindings) {
     if (b.script_name && b.script_name !== name) {

@@ -180,6 +180,23 @@ impl Hub {
             command.args(["--local-protocol", "https"]).arg("--https-key-path").arg(&tls.key);
             command.arg("--https-cert-path").arg(&tls.cert);
         }
+        // The benchmarks' platform-floor object, which the deployed wrangler.toml no longer
+        // binds: a copy of it that does, next to the build (its paths are relative to it).
+        if vars.contains(&("TWINHUB_BENCH_ECHO", "1")) {
+            let toml = fs::read_to_string(root.join("wrangler.toml")).expect("wrangler.toml");
+            let bench = toml
+                .replace("main = \"functions/build/index.js\"", "main = \"../functions/build/index.js\"")
+                .replace("directory = \"dist\"", "directory = \"../dist\"")
+                .replacen(
+                    "\n[[migrations]]",
+                    "\n[[durable_objects.bindings]]\nname = \"BENCH_ECHO\"\nclass_name = \"BenchEcho\"\n\n[[migrations]]",
+                    1,
+                )
+                + "\n[[migrations]]\ntag = \"bench\"\nnew_sqlite_classes = [\"BenchEcho\"]\n";
+            let config = root.join("target").join(format!("wrangler-bench-{port}.toml"));
+            fs::write(&config, bench).expect("write the bench wrangler config");
+            command.arg("--config").arg(config);
+        }
         let child = command
             .current_dir(&root)
             .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
@@ -237,6 +254,10 @@ impl Hub {
         let amqp = free_port();
         command.env("TWINHUB_AMQP_LISTEN", format!("127.0.0.1:{amqp}"));
         let amqp_port = Some(amqp);
+        // The benchmarks' platform-floor object is bound only when asked for (serve.sh --bench).
+        if vars.contains(&("TWINHUB_BENCH_ECHO", "1")) {
+            command.env("TWINHUB_BENCH_ECHO", "1");
+        }
         let child = command
             .current_dir(&root)
             .arg(storage.path().join("workerd"))

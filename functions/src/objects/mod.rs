@@ -1,5 +1,6 @@
 //! Durable Objects: where state lives. Each loads rows, calls core, persists, and answers.
 
+#[cfg(feature = "bench")]
 pub mod bench_echo;
 pub mod configurations;
 pub mod device;

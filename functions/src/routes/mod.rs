@@ -3,6 +3,8 @@
 //! served from Workers assets with single-page fallback.
 
 mod api;
+#[cfg(feature = "bench")]
+mod bench;
 mod configurations;
 mod device_endpoint;
 mod devices;
@@ -70,7 +72,8 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
 /// Answers a route with twinhub's own hub: the benchmark gate, the caller's token, the tier's
 /// throttle, then the handler.
 async fn serve(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
-    if route.is_bench() && !crate::config::Config::of(env).bench_routes {
+    // Benchmark routes exist in a build with the `bench` feature, and answer when enabled.
+    if route.is_bench() && !(cfg!(feature = "bench") && crate::config::Config::of(env).bench_routes) {
         return Err(HubError::new(ErrorCode::NotFound, "no such resource").into());
     }
     let caller = auth::authorize(&req, env, &route)?;
@@ -134,9 +137,17 @@ async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Call
         Route::DeleteConfiguration(id) => configurations::delete(req, env, id).await,
         Route::TestConfigurationQueries => configurations::test_queries(req).await,
         Route::IndexLag => query::lag(env).await,
-        Route::BenchEcho(key) => api::bench_echo(req, env, key).await,
-        Route::BenchWrite(key) => api::bench_write(req, env, key).await,
-        Route::BenchFleet => api::bench_fleet(req, env).await,
+        #[cfg(feature = "bench")]
+        Route::BenchEcho(key) => bench::echo(req, env, key).await,
+        #[cfg(feature = "bench")]
+        Route::BenchWrite(key) => bench::write(req, env, key).await,
+        #[cfg(feature = "bench")]
+        Route::BenchFleet => bench::fleet(req, env).await,
+        // Refused in `serve` already: this build has no benchmarks.
+        #[cfg(not(feature = "bench"))]
+        Route::BenchEcho(_) | Route::BenchWrite(_) | Route::BenchFleet => {
+            Err(HubError::new(ErrorCode::NotFound, "no such resource").into())
+        }
     }
 }
 
