@@ -33,6 +33,7 @@ pub mod time;
 pub mod twin;
 pub mod upstream;
 pub mod virtual_device;
+pub mod wire;
 
 pub use error::{ErrorCode, HubError};
 pub use time::UnixMillis;

@@ -1,0 +1,22 @@
+//! The REST API's answers as typed values, for the hub's clients in this workspace: the
+//! dashboard (`app/src/api.rs`) and the test harness read answers into these instead of
+//! indexing JSON. The hub renders them in its own modules (`twin::Twin::to_service_json`,
+//! `identity::DeviceIdentity::to_wire`, `job::record`, `configuration`); `wire/tests.rs`
+//! renders with those and reads back, so the two cannot drift apart.
+//!
+//! Every type reads what an Azure IoT Hub sends too (upstream mode passes its answers through):
+//! fields twinhub does not know are kept in `rest` where a client sends the value back or shows
+//! it whole, and ignored elsewhere; fields a hub may leave out default.
+
+pub mod device;
+pub mod job;
+pub mod telemetry;
+pub mod twin;
+
+pub use device::{Identity, MessageQueued, MethodResult, SessionInfo};
+pub use job::{ConfigurationView, DeviceJobView, JobView};
+pub use telemetry::{History, HistoryEntry, Series, StoredMessage, TelemetryPage};
+pub use twin::Twin;
+
+#[cfg(test)]
+mod tests;
