@@ -25,10 +25,9 @@ impl Access {
             api::session_info(session)
         });
         let read_only = Signal::derive(move || {
-            let value = info.get()?.ok()?;
-            let policy = value["policy"].as_str().unwrap_or_default().to_owned();
-            let has = |p: &str| value["permissions"].as_array().is_some_and(|a| a.iter().any(|x| x == p));
-            let missing: Vec<&str> = ["RegistryWrite", "ServiceConnect"].into_iter().filter(|p| !has(p)).collect();
+            let info = info.get()?.ok()?;
+            let policy = info.policy.clone();
+            let missing: Vec<&str> = ["RegistryWrite", "ServiceConnect"].into_iter().filter(|p| !info.may(p)).collect();
             (!missing.is_empty()).then(|| {
                 format!(
                     "Read-only: policy {policy} lacks {}, so creating, deleting and editing are off.",
@@ -36,15 +35,10 @@ impl Access {
                 )
             })
         });
-        let upstream = Signal::derive(move || info.get()?.ok()?["upstream"].as_str().map(str::to_owned));
+        let upstream = Signal::derive(move || info.get()?.ok()?.upstream);
         let unavailable = Signal::derive(move || {
-            let Some(Ok(value)) = info.get() else { return Vec::new() };
-            value["unavailable"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|u| Some((u["feature"].as_str()?.to_owned(), u["reason"].as_str()?.to_owned())))
-                .collect()
+            let Some(Ok(info)) = info.get() else { return Vec::new() };
+            info.unavailable.into_iter().map(|u| (u.feature, u.reason)).collect()
         });
         Self { read_only, upstream, unavailable }
     }

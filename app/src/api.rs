@@ -2,7 +2,12 @@
 
 use crate::session::Session;
 use gloo_net::http::{Request, RequestBuilder};
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
+use twinhub_core::wire::{
+    ConfigurationView, History, Identity, JobView, MessageQueued, MethodResult, Series, SessionInfo, TelemetryPage,
+    Twin,
+};
 
 /// api-version sent on every call, as the Azure SDKs do.
 const API_VERSION: &str = "2021-04-12";
@@ -27,7 +32,7 @@ pub enum ApiError {
 }
 
 /// `PUT /devices/{id}`: a new device with generated keys.
-pub async fn create_device(session: Session, id: &str) -> Result<Value, ApiError> {
+pub async fn create_device(session: Session, id: &str) -> Result<Identity, ApiError> {
     let body = serde_json::json!({ "deviceId": id }).to_string();
     let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id)))
         .header("Content-Type", "application/json");
@@ -38,21 +43,21 @@ pub async fn create_device(session: Session, id: &str) -> Result<Value, ApiError
 pub async fn delete_device(session: Session, id: &str) -> Result<(), ApiError> {
     let builder =
         Request::delete(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id))).header("If-Match", "\"*\"");
-    send(session, builder).await.map(|_| ())
+    send::<IgnoredAny>(session, builder).await.map(|_| ())
 }
 
 /// `GET /devices/{id}`: the identity, keys included.
-pub async fn device(session: Session, id: &str) -> Result<Value, ApiError> {
+pub async fn device(session: Session, id: &str) -> Result<Identity, ApiError> {
     send(session, Request::get(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id)))).await
 }
 
 /// `GET /twins/{id}`.
-pub async fn twin(session: Session, id: &str) -> Result<Value, ApiError> {
+pub async fn twin(session: Session, id: &str) -> Result<Twin, ApiError> {
     send(session, Request::get(&format!("/twins/{}?api-version={API_VERSION}", ident_path(id)))).await
 }
 
 /// `PATCH /twins/{id}` with `If-Match: "{etag}"`: a service patch (tags and/or desired).
-pub async fn patch_twin_if_match(session: Session, id: &str, patch: &Value, etag: &str) -> Result<Value, ApiError> {
+pub async fn patch_twin_if_match(session: Session, id: &str, patch: &Value, etag: &str) -> Result<Twin, ApiError> {
     let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", ident_path(id)))
         .header("If-Match", &format!("\"{etag}\""))
         .header("Content-Type", "application/json");
@@ -67,7 +72,7 @@ pub async fn telemetry_series(
     from: u64,
     to: u64,
     buckets: usize,
-) -> Result<Value, ApiError> {
+) -> Result<Series, ApiError> {
     let url = format!(
         "/api/devices/{}/telemetry/series?field={}&from={from}&to={to}&buckets={buckets}",
         ident_path(id),
@@ -77,12 +82,12 @@ pub async fn telemetry_series(
 }
 
 /// `GET /api/devices/{id}/telemetry?limit=`: the newest stored messages, oldest first.
-pub async fn telemetry(session: Session, id: &str, limit: usize) -> Result<Value, ApiError> {
+pub async fn telemetry(session: Session, id: &str, limit: usize) -> Result<TelemetryPage, ApiError> {
     send(session, Request::get(&format!("/api/devices/{}/telemetry?limit={limit}", ident_path(id)))).await
 }
 
 /// `PATCH /twins/{id}` with a whole service patch (tags and/or desired), unconditionally.
-pub async fn patch_twin(session: Session, id: &str, patch: &Value) -> Result<Value, ApiError> {
+pub async fn patch_twin(session: Session, id: &str, patch: &Value) -> Result<Twin, ApiError> {
     let builder = Request::patch(&format!("/twins/{}?api-version={API_VERSION}", ident_path(id)))
         .header("If-Match", "\"*\"")
         .header("Content-Type", "application/json");
@@ -90,65 +95,63 @@ pub async fn patch_twin(session: Session, id: &str, patch: &Value) -> Result<Val
 }
 
 /// `PUT /devices/{id}` (unconditional): the identity with changed status or keys.
-pub async fn put_device(session: Session, id: &str, device: &Value) -> Result<Value, ApiError> {
+pub async fn put_device(session: Session, id: &str, device: &Identity) -> Result<Identity, ApiError> {
     let builder = Request::put(&format!("/devices/{}?api-version={API_VERSION}", ident_path(id)))
         .header("If-Match", "\"*\"")
         .header("Content-Type", "application/json");
-    send_body(session, builder, device.to_string()).await
+    send_body(session, builder, serde_json::to_string(device).unwrap_or_default()).await
 }
 
 /// `GET /api/twins/{id}/history`: the newest `limit` twin changes after version `since`.
-pub async fn history(session: Session, id: &str, since: u64, limit: usize) -> Result<Value, ApiError> {
+pub async fn history(session: Session, id: &str, since: u64, limit: usize) -> Result<History, ApiError> {
     let url = format!("/api/twins/{}/history?since={since}&limit={limit}", ident_path(id));
     send(session, Request::get(&url)).await
 }
 
 /// `POST /twins/{id}/methods`: a direct method call; the device's status and payload.
-pub async fn invoke_method(session: Session, id: &str, call: &Value) -> Result<Value, ApiError> {
+pub async fn invoke_method(session: Session, id: &str, call: &Value) -> Result<MethodResult, ApiError> {
     let builder = Request::post(&format!("/twins/{}/methods?api-version={API_VERSION}", ident_path(id)))
         .header("Content-Type", "application/json");
     send_body(session, builder, call.to_string()).await
 }
 
 /// `POST /api/devices/{id}/messages`: a cloud-to-device message.
-pub async fn send_message(session: Session, id: &str, message: &Value) -> Result<Value, ApiError> {
+pub async fn send_message(session: Session, id: &str, message: &Value) -> Result<MessageQueued, ApiError> {
     let builder =
         Request::post(&format!("/api/devices/{}/messages", encode(id))).header("Content-Type", "application/json");
     send_body(session, builder, message.to_string()).await
 }
 
 /// `GET /api/session`: the signing policy's name and permissions.
-pub async fn session_info(session: Session) -> Result<Value, ApiError> {
+pub async fn session_info(session: Session) -> Result<SessionInfo, ApiError> {
     send(session, Request::get("/api/session")).await
 }
 
 /// `GET /jobs/v2/query`: the first page of jobs (up to 100), in id order.
-pub async fn jobs(session: Session) -> Result<Vec<Value>, ApiError> {
-    let list = send(session, Request::get(&format!("/jobs/v2/query?api-version={API_VERSION}"))).await?;
-    Ok(list.as_array().cloned().unwrap_or_default())
+pub async fn jobs(session: Session) -> Result<Vec<JobView>, ApiError> {
+    send(session, Request::get(&format!("/jobs/v2/query?api-version={API_VERSION}"))).await
 }
 
 /// `PUT /jobs/v2/{id}`: create a job (a JobRequest body, with twinhub's `rollout` if staged).
-pub async fn create_job(session: Session, id: &str, request: &Value) -> Result<Value, ApiError> {
+pub async fn create_job(session: Session, id: &str, request: &Value) -> Result<JobView, ApiError> {
     let builder = Request::put(&format!("/jobs/v2/{}?api-version={API_VERSION}", encode(id)))
         .header("Content-Type", "application/json");
     send_body(session, builder, request.to_string()).await
 }
 
 /// `POST /jobs/v2/{id}/{action}`: `cancel`, `pause`, `resume` or `rollback`.
-pub async fn job_action(session: Session, id: &str, action: &str) -> Result<Value, ApiError> {
+pub async fn job_action(session: Session, id: &str, action: &str) -> Result<JobView, ApiError> {
     let builder = Request::post(&format!("/jobs/v2/{}/{action}?api-version={API_VERSION}", encode(id)));
     send(session, builder).await
 }
 
 /// `GET /configurations`: every configuration with its metrics.
-pub async fn configurations(session: Session) -> Result<Vec<Value>, ApiError> {
-    let list = send(session, Request::get(&format!("/configurations?api-version={API_VERSION}"))).await?;
-    Ok(list.as_array().cloned().unwrap_or_default())
+pub async fn configurations(session: Session) -> Result<Vec<ConfigurationView>, ApiError> {
+    send(session, Request::get(&format!("/configurations?api-version={API_VERSION}"))).await
 }
 
 /// `GET /configurations/{id}`.
-pub async fn configuration(session: Session, id: &str) -> Result<Value, ApiError> {
+pub async fn configuration(session: Session, id: &str) -> Result<ConfigurationView, ApiError> {
     send(session, Request::get(&format!("/configurations/{}?api-version={API_VERSION}", encode(id)))).await
 }
 
@@ -158,7 +161,7 @@ pub async fn put_configuration(
     id: &str,
     body: &Value,
     etag: Option<&str>,
-) -> Result<Value, ApiError> {
+) -> Result<ConfigurationView, ApiError> {
     let mut builder = Request::put(&format!("/configurations/{}?api-version={API_VERSION}", encode(id)))
         .header("Content-Type", "application/json");
     if let Some(etag) = etag {
@@ -171,10 +174,11 @@ pub async fn put_configuration(
 pub async fn delete_configuration(session: Session, id: &str) -> Result<(), ApiError> {
     let builder = Request::delete(&format!("/configurations/{}?api-version={API_VERSION}", encode(id)))
         .header("If-Match", "\"*\"");
-    send(session, builder).await.map(|_| ())
+    send::<IgnoredAny>(session, builder).await.map(|_| ())
 }
 
 /// One page of a fleet query.
+#[derive(Clone, Debug)]
 pub struct QueryPage {
     /// Twins (or projected rows, or groups).
     pub items: Vec<Value>,
@@ -222,38 +226,43 @@ pub fn live_url(session: Session, id: &str) -> Option<String> {
     Some(format!("{scheme}://{host}/api/devices/{}/live?sas={}", ident_path(id), encode(&token)))
 }
 
-async fn send(session: Session, builder: RequestBuilder) -> Result<Value, ApiError> {
+async fn send<T: DeserializeOwned>(session: Session, builder: RequestBuilder) -> Result<T, ApiError> {
     let token = session.token().ok_or(ApiError::SignedOut)?;
     let request = builder.header("Authorization", &token).build().map_err(|e| ApiError::Network(e.to_string()))?;
     finish(request).await
 }
 
-async fn send_body(session: Session, builder: RequestBuilder, body: String) -> Result<Value, ApiError> {
+async fn send_body<T: DeserializeOwned>(
+    session: Session,
+    builder: RequestBuilder,
+    body: String,
+) -> Result<T, ApiError> {
     let token = session.token().ok_or(ApiError::SignedOut)?;
     let request = builder.header("Authorization", &token).body(body).map_err(|e| ApiError::Network(e.to_string()))?;
     finish(request).await
 }
 
-/// Sends a built request; a non-2xx answer becomes [`ApiError::Hub`] with IoT Hub's message.
-async fn finish(request: gloo_net::http::Request) -> Result<Value, ApiError> {
+/// Sends a built request and reads a 2xx answer as `T` (no body reads as JSON `null`); a
+/// non-2xx answer becomes [`ApiError::Hub`] with IoT Hub's message.
+async fn finish<T: DeserializeOwned>(request: gloo_net::http::Request) -> Result<T, ApiError> {
     let response = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
     let status = response.status();
     let text = response.text().await.map_err(|e| ApiError::Network(e.to_string()))?;
     if !(200..300).contains(&status) {
         return Err(ApiError::Hub { status, message: error_message(&text) });
     }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    let text = if text.trim().is_empty() { "null" } else { text.as_str() };
+    serde_json::from_str(text).map_err(|e| ApiError::Network(format!("the hub's answer did not read: {e}")))
 }
 
-/// The human message inside IoT Hub's error envelope (`Message` holding JSON with `message`).
+/// The human message of an error answer: twinhub's envelope read by core (the one reader of
+/// what `HubError::envelope` writes), or the body itself (an upstream Azure hub's message is
+/// not JSON).
 fn error_message(body: &str) -> String {
-    let outer: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-    let inner = outer["Message"].as_str().and_then(|m| serde_json::from_str::<Value>(m).ok());
-    inner
-        .as_ref()
-        .and_then(|i| i["message"].as_str())
-        .map(str::to_owned)
-        .unwrap_or_else(|| body.chars().take(300).collect())
+    match twinhub_core::HubError::from_envelope(body) {
+        Some(e) => e.message,
+        None => body.chars().take(300).collect(),
+    }
 }
 
 /// Unix ms of an ISO-8601 time the hub wrote, parsed by the browser (`Date.parse`), which keeps
@@ -264,7 +273,7 @@ pub fn parse_time(s: &str) -> Option<u64> {
 }
 
 /// `GET /devices/{id}/modules`: the device's modules' identities.
-pub async fn modules(session: Session, device_id: &str) -> Result<Value, ApiError> {
+pub async fn modules(session: Session, device_id: &str) -> Result<Vec<Identity>, ApiError> {
     send(session, Request::get(&format!("/devices/{}/modules?api-version={API_VERSION}", encode(device_id)))).await
 }
 

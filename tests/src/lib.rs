@@ -404,10 +404,10 @@ impl Hub {
     /// Device `id`'s primary key, read over REST (`id` may be a module's key, `{device}/{module}`).
     pub fn device_key(&self, id: &str) -> String {
         let path = format!("/{}", twinhub_core::identity::resource_path(id));
-        self.call("GET", &path, None).json()["authentication"]["symmetricKey"]["primaryKey"]
-            .as_str()
-            .expect("the device's primary key")
-            .to_owned()
+        let identity: twinhub_core::wire::Identity =
+            serde_json::from_value(self.call("GET", &path, None).json()).expect("an identity");
+        assert!(!identity.primary_key().is_empty(), "the device's primary key");
+        identity.primary_key().to_owned()
     }
 
     /// A device token for `id` (or a module's key) on this hub, signed with `key`, valid for an hour.

@@ -8,10 +8,12 @@ use crate::session::Session;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::{json, Value};
+use twinhub_core::wire::device::SymmetricKey;
+use twinhub_core::wire::Identity;
 
 /// The operations panel. `identity` is the device's registry entry; `on_changed` reloads it.
 #[component]
-pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_changed: Callback<()>) -> impl IntoView {
+pub fn DeviceActions(device_id: String, identity: Signal<Option<Identity>>, on_changed: Callback<()>) -> impl IntoView {
     let session = expect_context::<Session>();
     let access = expect_context::<Access>();
     let read_only = move || access.is_read_only();
@@ -44,7 +46,7 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
         spawn_local(async move {
             let result = api::invoke_method(session, &id, &body).await;
             method_result.set(Some(match result {
-                Ok(v) => Ok(format!("status {}: {}", v["status"], v["payload"])),
+                Ok(v) => Ok(format!("status {}: {}", v.status, v.payload)),
                 Err(e) => Err(e.to_string()),
             }));
             calling.set(false);
@@ -60,10 +62,7 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
         let body = json!({ "payload": message.get_untracked() });
         spawn_local(async move {
             message_result.set(Some(match api::send_message(session, &id, &body).await {
-                Ok(v) => Ok(format!(
-                    "Queued as {}; delivered when the device is subscribed.",
-                    v["messageId"].as_str().unwrap_or("?")
-                )),
+                Ok(v) => Ok(format!("Queued as {}; delivered when the device is subscribed.", v.message_id)),
                 Err(e) => Err(e.to_string()),
             }));
         });
@@ -71,7 +70,7 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
 
     let identity_result = RwSignal::new(None::<Result<String, String>>);
     let id = device_id.clone();
-    let update_identity = move |change: Box<dyn FnOnce(&mut Value)>, done: &'static str| {
+    let update_identity = move |change: Box<dyn FnOnce(&mut Identity)>, done: &'static str| {
         let Some(mut device) = identity.get_untracked() else { return };
         change(&mut device);
         let id = id.clone();
@@ -88,14 +87,14 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
     let toggle = {
         let update_identity = update_identity.clone();
         move |_| {
-            let enabled = identity.with_untracked(|d| d.as_ref().is_some_and(|d| d["status"] == "enabled"));
+            let enabled = identity.with_untracked(|d| d.as_ref().is_some_and(Identity::enabled));
             if enabled {
                 update_identity(
-                    Box::new(|d| d["status"] = json!("disabled")),
+                    Box::new(|d| d.status = Some("disabled".into())),
                     "Disabled: its session is closed and it cannot connect.",
                 );
             } else {
-                update_identity(Box::new(|d| d["status"] = json!("enabled")), "Enabled.");
+                update_identity(Box::new(|d| d.status = Some("enabled".into())), "Enabled.");
             }
         }
     };
@@ -112,7 +111,7 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
         };
         update_identity(
             Box::new(move |d| {
-                d["authentication"]["symmetricKey"] = json!({ "primaryKey": primary, "secondaryKey": secondary })
+                d.authentication.symmetric_key = SymmetricKey { primary_key: primary, secondary_key: secondary }
             }),
             "New keys: copy the new connection string to the device.",
         );
@@ -160,7 +159,7 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Value>>, on_chan
         <p class="identity-actions">
             {(!is_module).then(|| view! {
                 <button class="toggle-status" on:click=toggle disabled=read_only>
-                    {move || if identity.with(|d| d.as_ref().is_some_and(|d| d["status"] == "enabled")) { "Disable" } else { "Enable" }}
+                    {move || if identity.with(|d| d.as_ref().is_some_and(Identity::enabled)) { "Disable" } else { "Enable" }}
                 </button>
                 " "
             })}

@@ -4,15 +4,16 @@
 
 use leptos::prelude::*;
 use serde_json::Value;
-use twinhub_core::twin::drift::{drift, DriftState};
+use twinhub_core::twin::drift::DriftState;
+use twinhub_core::wire::Twin;
 
-/// The drift table for a twin (service JSON).
+/// The drift table for a twin.
 #[component]
-pub fn DriftTable(twin: Signal<Option<Value>>) -> impl IntoView {
+pub fn DriftTable(twin: Signal<Option<Twin>>) -> impl IntoView {
     view! {
         <h2>"Desired and reported"</h2>
         {move || {
-            let rows = twin.with(|t| t.as_ref().map(drift).unwrap_or_default());
+            let rows = twin.with(|t| t.as_ref().map(Twin::drift).unwrap_or_default());
             if rows.is_empty() {
                 return view! { <p class="hint">"No desired properties yet."</p> }.into_any();
             }

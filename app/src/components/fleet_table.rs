@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use serde_json::Value;
-use twinhub_core::twin::drift::drift_count;
+use twinhub_core::wire::Twin;
 
 /// Every row is this tall (CSS `.fleet-rows tr` matches it), so positions are arithmetic.
 pub const ROW_HEIGHT: f64 = 36.0;
@@ -31,19 +31,16 @@ pub struct FleetRow {
 }
 
 impl FleetRow {
-    /// Reads a twin as `POST /devices/query` returns it.
-    pub fn from_twin(twin: &Value) -> Self {
+    /// A twin as `POST /devices/query` returns it; a module twin (`FROM devices.modules`) is
+    /// shown, and linked, by its key.
+    pub fn from_twin(twin: &Twin) -> Self {
         Self {
-            // A module twin (`FROM devices.modules`) is shown, and linked, by its key.
-            id: match (twin["deviceId"].as_str(), twin["moduleId"].as_str()) {
-                (Some(device), Some(module)) => twinhub_core::identity::module_key(device, module),
-                (device, _) => device.unwrap_or_default().to_owned(),
-            },
-            status: twin["status"].as_str().unwrap_or_default().to_owned(),
-            connection: twin["connectionState"].as_str().unwrap_or_default().to_owned(),
-            last_activity: twin["lastActivityTime"].as_str().and_then(crate::api::parse_time).unwrap_or(0),
-            tags: tag_summary(&twin["tags"]),
-            drift: drift_count(twin),
+            id: twin.key(),
+            status: twin.status.clone(),
+            connection: twin.connection_state.clone(),
+            last_activity: crate::api::parse_time(&twin.last_activity_time).unwrap_or(0),
+            tags: tag_summary(&Value::Object(twin.tags.clone())),
+            drift: twin.drift_count(),
         }
     }
 }

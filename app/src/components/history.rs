@@ -25,7 +25,7 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
         async move {
             let since = v.saturating_sub(SHOWN);
             api::history(session, &id, since, SHOWN as usize).await.map(|h| {
-                let mut list = h["entries"].as_array().cloned().unwrap_or_default();
+                let mut list = h.entries;
                 list.reverse();
                 list
             })
@@ -38,7 +38,7 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
             match api::patch_twin(session, &id, &patch).await {
                 Ok(twin) => notice.set(Some(Ok(format!(
                     "Reverted version {entry_version}: the twin is now version {}.",
-                    twin["version"]
+                    twin.version
                 )))),
                 Err(e) => notice.set(Some(Err(e.to_string()))),
             }
@@ -57,8 +57,8 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
                 Ok(list) => view! {
                     <ol class="history">
                         {list.into_iter().map(|entry| {
-                            let v = entry["version"].as_u64().unwrap_or(0);
-                            let changes: Vec<Change> = serde_json::from_value(entry["changes"].clone()).unwrap_or_default();
+                            let v = entry.version;
+                            let changes: Vec<Change> = entry.changes;
                             let revertible = revert_patch(&changes).is_some();
                             let rows = changes.iter().map(|c| {
                                 let show = |v: &Option<Value>| v.as_ref().map_or_else(|| "(absent)".to_owned(), Value::to_string);
@@ -69,7 +69,7 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
                                 <li class="history-entry" data-version=v>
                                     <p>
                                         <strong>{format!("version {v}")}</strong>
-                                        <span class="muted">{format!(" · {} · {}", entry["time"].as_str().unwrap_or_default(), entry["actor"].as_str().unwrap_or_default())}</span>
+                                        <span class="muted">{format!(" · {} · {}", entry.time, entry.actor)}</span>
                                         {revertible.then(|| view! {
                                             " " <button class="link revert" disabled=move || access.is_read_only()
                                                 on:click=move |_| revert(v, changes.clone())>"Revert"</button>

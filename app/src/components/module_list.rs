@@ -7,7 +7,6 @@ use crate::session::Session;
 use futures_util::future::join_all;
 use leptos::prelude::*;
 use twinhub_core::identity::module_key;
-use twinhub_core::twin::drift::drift_count;
 
 /// One module as the list shows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,10 +26,9 @@ pub fn ModuleList(device_id: String) -> impl IntoView {
         let device_id = device_id.clone();
         async move {
             let identities = api::modules(session, &device_id).await?;
-            let identities = identities.as_array().cloned().unwrap_or_default();
             // Each module's twin, for its drift (a device holds at most 50 modules).
             let twins = join_all(identities.iter().map(|m| {
-                let key = module_key(&device_id, m["moduleId"].as_str().unwrap_or_default());
+                let key = module_key(&device_id, m.module_id.as_deref().unwrap_or_default());
                 async move { api::twin(session, &key).await.ok() }
             }))
             .await;
@@ -38,13 +36,15 @@ pub fn ModuleList(device_id: String) -> impl IntoView {
                 .iter()
                 .zip(twins)
                 .map(|(m, twin)| {
-                    let module_id = m["moduleId"].as_str().unwrap_or_default().to_owned();
+                    let module_id = m.module_id.clone().unwrap_or_default();
                     ModuleRow {
                         key: module_key(&device_id, &module_id),
                         module_id,
-                        connection: m["connectionState"].as_str().unwrap_or("Disconnected").to_owned(),
-                        last_activity_ms: m["lastActivityTime"].as_str().and_then(api::parse_time).unwrap_or(0),
-                        drift: twin.as_ref().map(drift_count),
+                        connection: Some(m.connection_state.clone())
+                            .filter(|c| !c.is_empty())
+                            .unwrap_or_else(|| "Disconnected".to_owned()),
+                        last_activity_ms: api::parse_time(&m.last_activity_time).unwrap_or(0),
+                        drift: twin.as_ref().map(twinhub_core::wire::Twin::drift_count),
                     }
                 })
                 .collect();

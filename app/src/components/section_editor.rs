@@ -10,6 +10,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::{Map, Value};
 use twinhub_core::twin::{diff, merge_patch_between, Change};
+use twinhub_core::wire::Twin;
 
 /// The twin sections an operator may write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,12 +31,11 @@ impl Section {
     }
 
     /// The section's content without `$metadata` and `$version`.
-    fn of(self, twin: &Value) -> Map<String, Value> {
-        let section = match self {
-            Self::Desired => &twin["properties"]["desired"],
-            Self::Tags => &twin["tags"],
+    fn of(self, twin: &Twin) -> Map<String, Value> {
+        let mut map = match self {
+            Self::Desired => twin.properties.desired.clone(),
+            Self::Tags => twin.tags.clone(),
         };
-        let mut map = section.as_object().cloned().unwrap_or_default();
         map.retain(|k, _| !k.starts_with('$'));
         map
     }
@@ -68,7 +68,7 @@ impl Section {
 enum Stage {
     Editing,
     Reviewing { patch: Map<String, Value>, changes: Vec<Change> },
-    Conflict { patch: Map<String, Value>, theirs: Value },
+    Conflict { patch: Map<String, Value>, theirs: Box<Twin> },
     Saved(String),
     Failed(String),
 }
@@ -78,15 +78,15 @@ enum Stage {
 #[component]
 pub fn SectionEditor(
     device_id: String,
-    twin: Value,
+    twin: Twin,
     #[prop(default = Section::Desired)] section: Section,
     /// The twin as it changes (the page's live view): adopted as the new base while the operator
     /// has no edit in progress, so the editor never starts from a stale etag.
     #[prop(optional, into)]
-    live: Option<Signal<Option<Value>>>,
+    live: Option<Signal<Option<Twin>>>,
 ) -> impl IntoView {
     let session = expect_context::<Session>();
-    let base = RwSignal::new((section.of(&twin), twin["etag"].as_str().unwrap_or_default().to_owned()));
+    let base = RwSignal::new((section.of(&twin), twin.etag.clone()));
     let pretty = |m: &Map<String, Value>| serde_json::to_string_pretty(&Value::Object(m.clone())).unwrap_or_default();
     let text = RwSignal::new(pretty(&base.get_untracked().0));
     let stage = RwSignal::new(Stage::Editing);
@@ -98,7 +98,7 @@ pub fn SectionEditor(
             if untouched && idle {
                 let fresh = section.of(&now);
                 text.set(pretty(&fresh));
-                base.set((fresh, now["etag"].as_str().unwrap_or_default().to_owned()));
+                base.set((fresh, now.etag.clone()));
             }
         });
     }
@@ -122,14 +122,19 @@ pub fn SectionEditor(
             match api::patch_twin_if_match(session, &id, &section.wrap(patch.clone()), &etag).await {
                 Ok(saved) => {
                     let version = match section {
-                        Section::Desired => format!("desired $version {}", saved["properties"]["desired"]["$version"]),
-                        Section::Tags => format!("twin version {}", saved["version"]),
+                        Section::Desired => {
+                            format!(
+                                "desired $version {}",
+                                saved.desired_version().map(|v| v.to_string()).unwrap_or_default()
+                            )
+                        }
+                        Section::Tags => format!("twin version {}", saved.version),
                     };
-                    base.set((section.of(&saved), saved["etag"].as_str().unwrap_or_default().to_owned()));
+                    base.set((section.of(&saved), saved.etag.clone()));
                     stage.set(Stage::Saved(format!("Saved: {version}")));
                 }
                 Err(ApiError::Hub { status: 412, .. }) => match api::twin(session, &id).await {
-                    Ok(theirs) => stage.set(Stage::Conflict { patch, theirs }),
+                    Ok(theirs) => stage.set(Stage::Conflict { patch, theirs: Box::new(theirs) }),
                     Err(e) => stage.set(Stage::Failed(e.to_string())),
                 },
                 Err(e) => stage.set(Stage::Failed(e.to_string())),
@@ -168,7 +173,7 @@ pub fn SectionEditor(
                     }.into_any()
                 }
                 Stage::Conflict { patch, theirs } => {
-                    let theirs_etag = theirs["etag"].as_str().unwrap_or_default().to_owned();
+                    let theirs_etag = theirs.etag.clone();
                     let base_json = serde_json::to_string_pretty(&Value::Object(base.get_untracked().0)).unwrap_or_default();
                     let theirs_json = serde_json::to_string_pretty(&Value::Object(section.of(&theirs))).unwrap_or_default();
                     let yours_json = serde_json::to_string_pretty(&Value::Object(patch.clone())).unwrap_or_default();

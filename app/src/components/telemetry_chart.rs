@@ -8,7 +8,7 @@ use leptos::html::Canvas;
 use leptos::prelude::*;
 use plotters::prelude::*;
 use plotters_canvas::CanvasBackend;
-use serde_json::Value;
+use twinhub_core::wire::{Series, TelemetryPage};
 use twinhub_core::UnixMillis;
 
 /// The ranges an operator can pick, with their labels.
@@ -95,21 +95,15 @@ fn range_label(span: u64) -> &'static str {
 }
 
 /// Turns the hub's answers into what [`draw`] plots.
-pub fn chart_data(series: &Value, recent: &Value, field: &str, from: u64, to: u64) -> ChartData {
-    let buckets = series["buckets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|b| Some((b["start"].as_u64()?, b["min"].as_f64()?, b["max"].as_f64()?, b["avg"].as_f64()?)))
-        .collect();
-    let alerts = recent["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["properties"].as_array().is_some_and(|p| p.iter().any(|kv| kv[0] == "alert")))
+pub fn chart_data(series: &Series, recent: &TelemetryPage, field: &str, from: u64, to: u64) -> ChartData {
+    let buckets = series.buckets.iter().map(|b| (b.start, b.min, b.max, b.avg)).collect();
+    let alerts = recent
+        .messages
+        .iter()
+        .filter(|m| m.property("alert").is_some())
         .filter_map(|m| {
-            let time = m["enqueuedTime"].as_str().and_then(api::parse_time)?;
-            let value = twinhub_core::telemetry::numeric_field(&m["body"], field)?;
+            let time = api::parse_time(&m.enqueued_time)?;
+            let value = twinhub_core::telemetry::numeric_field(&m.body, field)?;
             (from..to).contains(&time).then_some((time, value))
         })
         .collect();

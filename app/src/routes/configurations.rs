@@ -11,6 +11,7 @@ use leptos::task::spawn_local;
 use serde_json::{json, Map, Value};
 use twinhub_core::configuration::target_query;
 use twinhub_core::query::Collection;
+use twinhub_core::wire::ConfigurationView;
 
 /// How often the list is fetched again.
 const REFRESH_MS: u64 = 2_000;
@@ -24,7 +25,7 @@ pub fn ConfigurationsPage() -> impl IntoView {
         let _ = window().location().set_href("/signin");
     }
     let read_only = Signal::derive(move || access.is_read_only());
-    let list = RwSignal::new(Vec::<Value>::new());
+    let list = RwSignal::new(Vec::<ConfigurationView>::new());
     let loaded = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<Result<String, String>>);
@@ -85,18 +86,17 @@ pub fn ConfigurationsPage() -> impl IntoView {
             }
         });
     };
-    let edit = move |c: &Value| {
-        id.set(c["id"].as_str().unwrap_or_default().to_owned());
-        condition.set(c["targetCondition"].as_str().unwrap_or_default().to_owned());
-        priority.set(c["priority"].as_i64().unwrap_or(0));
-        let desired: Map<String, Value> = content_of(c)
-            .as_object()
-            .into_iter()
-            .flatten()
+    let edit = move |c: &ConfigurationView| {
+        id.set(c.id.clone());
+        condition.set(c.target_condition.clone());
+        priority.set(c.priority);
+        let desired: Map<String, Value> = c
+            .content()
+            .iter()
             .map(|(k, v)| (k.strip_prefix("properties.desired.").unwrap_or(k).to_owned(), v.clone()))
             .collect();
         content.set(serde_json::to_string_pretty(&desired).unwrap_or_default());
-        editing.set(c["etag"].as_str().map(str::to_owned));
+        editing.set(Some(c.etag.clone()).filter(|e| !e.is_empty()));
     };
     let remove = move |config_id: String| {
         if !window().confirm_with_message(&format!("Delete configuration {config_id}?")).unwrap_or(false) {
@@ -130,20 +130,17 @@ pub fn ConfigurationsPage() -> impl IntoView {
                     return view! { <p class="hint">"No configurations yet."</p> }.into_any();
                 }
                 let rows = all.into_iter().map(|c| {
-                    let config_id = c["id"].as_str().unwrap_or_default().to_owned();
-                    let results = &c["systemMetrics"]["results"];
-                    let metrics = c["metrics"]["results"].as_object().map(|m| {
-                        m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(" · ")
-                    }).unwrap_or_default();
+                    let config_id = c.id.clone();
+                    let metrics = c.metrics.results.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(" · ");
                     let for_edit = c.clone();
                     let for_delete = config_id.clone();
                     view! {
                         <tr data-configuration-id=config_id.clone()>
                             <td>{config_id.clone()}</td>
-                            <td>{c["priority"].to_string()}</td>
-                            <td><code>{c["targetCondition"].as_str().unwrap_or_default().to_owned()}</code></td>
-                            <td class="targeted">{results["targetedCount"].to_string()}</td>
-                            <td class="applied">{results["appliedCount"].to_string()}</td>
+                            <td>{c.priority.to_string()}</td>
+                            <td><code>{c.target_condition.clone()}</code></td>
+                            <td class="targeted">{c.system_count("targetedCount").to_string()}</td>
+                            <td class="applied">{c.system_count("appliedCount").to_string()}</td>
                             <td class="muted">{metrics}</td>
                             <td>
                                 <button class="link edit" on:click=move |_| edit(&for_edit) disabled=read_only>"Edit"</button>
@@ -179,15 +176,5 @@ pub fn ConfigurationsPage() -> impl IntoView {
                     disabled=move || read_only.get() || condition_error.get().is_some()>"Save"</button>
             </form>
         </section>
-    }
-}
-
-/// A configuration's content paths, device or module (whichever it has).
-pub fn content_of(c: &Value) -> &Value {
-    let module = &c["content"]["moduleContent"];
-    if module.as_object().is_some_and(|m| !m.is_empty()) {
-        module
-    } else {
-        &c["content"]["deviceContent"]
     }
 }

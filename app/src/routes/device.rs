@@ -15,11 +15,11 @@ use gloo_net::websocket::{futures::WebSocket, Message};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
-use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use twinhub_core::auth::{ConnectionString, Credential};
 use twinhub_core::identity::is_module_key;
+use twinhub_core::wire::{LiveEvent, StoredMessage, Twin};
 
 /// How many telemetry messages the page keeps.
 const RECENT_TELEMETRY: usize = 20;
@@ -52,8 +52,8 @@ fn DeviceView(id: String) -> impl IntoView {
         async move { api::device(session, &id).await }
     });
     // Newer than the resource once the live view has spoken.
-    let live_twin = RwSignal::new(None::<Value>);
-    let telemetry = RwSignal::new(Vec::<Value>::new());
+    let live_twin = RwSignal::new(None::<Twin>);
+    let telemetry = RwSignal::new(Vec::<StoredMessage>::new());
     let connected = RwSignal::new(false);
     // Messages received over the live view: the chart refetches when it moves.
     let received = RwSignal::new(0usize);
@@ -68,7 +68,7 @@ fn DeviceView(id: String) -> impl IntoView {
         spawn_local(async move {
             // Upstream mode has no live view: not even tried (the browser would log the refusal).
             let info = api::session_info(session).await.unwrap_or_default();
-            if info["unavailable"].as_array().is_some_and(|u| u.iter().any(|f| f["feature"] == "live")) {
+            if info.unavailable("live").is_some() {
                 return;
             }
             // A view that closes before it says anything (the device is gone, too many views)
@@ -90,8 +90,11 @@ fn DeviceView(id: String) -> impl IntoView {
     // The chart's threshold: what the device applied, else what it was asked for.
     let threshold = Signal::derive(move || {
         current_twin.with(|t| {
-            let p = &t.as_ref()?["properties"];
-            p["reported"]["temperatureThreshold"].as_f64().or_else(|| p["desired"]["temperatureThreshold"].as_f64())
+            let p = &t.as_ref()?.properties;
+            let threshold = |section: &serde_json::Map<String, serde_json::Value>| {
+                section.get("temperatureThreshold").and_then(serde_json::Value::as_f64)
+            };
+            threshold(&p.reported).or_else(|| threshold(&p.desired))
         })
     });
 
@@ -132,7 +135,7 @@ fn DeviceView(id: String) -> impl IntoView {
             </Suspense>
             <Suspense fallback=|| ()>
                 {move || identity.get().and_then(Result::ok).map(|device| {
-                    let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap_or_default().to_owned();
+                    let key = device.primary_key().to_owned();
                     let cs = ConnectionString { host_name: session.host_name(), credential: Credential::Device { device_id: id(), key } };
                     let virtual_url = format!(
                         "/virtual/#device={}",
@@ -161,7 +164,7 @@ fn DeviceView(id: String) -> impl IntoView {
                 on_changed=Callback::new(move |()| identity.refetch()) />
             {move || match access.unavailable("history") {
                 Some(why) => view! { <h2>"History"</h2><p class="hint unavailable">{why}</p> }.into_any(),
-                None => view! { <History device_id=id() version=Signal::derive(move || current_twin.with(|t| t.as_ref().and_then(|t| t["version"].as_u64()).unwrap_or(0))) /> }.into_any(),
+                None => view! { <History device_id=id() version=Signal::derive(move || current_twin.with(|t| t.as_ref().map_or(0, |t| t.version))) /> }.into_any(),
             }}
             {move || {
                 let list = telemetry.get();
@@ -171,8 +174,8 @@ fn DeviceView(id: String) -> impl IntoView {
                     let rows = list
                         .into_iter()
                         .map(|m| {
-                            let time = m["enqueuedTime"].as_str().unwrap_or_default().to_owned();
-                            let body = m["body"].to_string();
+                            let time = m.enqueued_time;
+                            let body = m.body.to_string();
                             view! { <tr><td class="muted">{time}</td><td><code>{body}</code></td></tr> }
                         })
                         .collect_view();
@@ -183,19 +186,19 @@ fn DeviceView(id: String) -> impl IntoView {
     }
 }
 
-fn twin_view(doc: Value) -> impl IntoView {
-    let version = doc["version"].to_string();
-    let etag = doc["etag"].as_str().unwrap_or_default().to_owned();
-    let state = doc["connectionState"].as_str().unwrap_or_default().to_owned();
-    let pretty = serde_json::to_string_pretty(&doc).unwrap_or_default();
+fn twin_view(doc: Twin) -> impl IntoView {
+    let version = doc.version.to_string();
+    let etag = doc.etag.clone();
+    let state = doc.connection_state.clone();
+    let pretty = serde_json::to_string_pretty(&doc.to_value()).unwrap_or_default();
     // The Plug and Play model it announced, and the configuration that owns its desired
     // properties (a desired value that differs from the configuration's was set by someone
     // else since, and stands until the configuration changes).
-    let model = doc["modelId"].as_str().filter(|m| !m.is_empty()).map(|m| {
-        let components: Vec<String> = doc["properties"]["reported"]
-            .as_object()
-            .into_iter()
-            .flatten()
+    let model = Some(doc.model_id.as_str()).filter(|m| !m.is_empty()).map(|m| {
+        let components: Vec<String> = doc
+            .properties
+            .reported
+            .iter()
             .filter(|(_, v)| twinhub_core::pnp::is_component(v))
             .map(|(k, _)| k.clone())
             .collect();
@@ -203,10 +206,10 @@ fn twin_view(doc: Value) -> impl IntoView {
             if components.is_empty() { String::new() } else { format!(" (components: {})", components.join(", ")) };
         view! { <p class="hint model-id">"model " <code>{m.to_owned()}</code>{listed}</p> }
     });
-    let configured = doc["configurations"]
-        .as_object()
-        .and_then(|m| m.keys().next().cloned())
-        .map(|id| view! { <ConfiguredBy id=id desired=doc["properties"]["desired"].clone() /> });
+    let configured = doc.configuration().map(|id| {
+        let desired = serde_json::Value::Object(doc.properties.desired.clone());
+        view! { <ConfiguredBy id=id.to_owned() desired=desired /> }
+    });
     view! {
         <p class="hint">"version " {version} " · etag " <code>{etag}</code> " · " <span class="connection">{state}</span></p>
         {model}
@@ -221,8 +224,8 @@ async fn follow_live_view(
     socket: WebSocket,
     stop: &AtomicBool,
     connected: RwSignal<bool>,
-    live_twin: RwSignal<Option<Value>>,
-    telemetry: RwSignal<Vec<Value>>,
+    live_twin: RwSignal<Option<Twin>>,
+    telemetry: RwSignal<Vec<StoredMessage>>,
     received: RwSignal<usize>,
 ) -> bool {
     let (_sink, mut stream) = socket.split();
@@ -236,19 +239,19 @@ async fn follow_live_view(
             let _ = connected.try_set(true);
         }
         heard = true;
-        let Ok(event) = serde_json::from_str::<Value>(&text) else { continue };
-        match event["type"].as_str() {
-            Some("twin") => {
-                let _ = live_twin.try_set(Some(event["twin"].clone()));
+        let Ok(event) = serde_json::from_str::<LiveEvent>(&text) else { continue };
+        match event {
+            LiveEvent::Twin { twin } => {
+                let _ = live_twin.try_set(Some(*twin));
             }
-            Some("telemetry") => {
+            LiveEvent::Telemetry { message } => {
                 let _ = received.try_update(|n| *n += 1);
                 let _ = telemetry.try_update(|list| {
-                    list.insert(0, event["message"].clone());
+                    list.insert(0, message);
                     list.truncate(RECENT_TELEMETRY);
                 });
             }
-            _ => {}
+            LiveEvent::Deleted => {}
         }
     }
     heard
@@ -266,7 +269,7 @@ async fn sleep_ms(ms: i32) {
 /// twin still has its value or someone has changed it since (which stands until the
 /// configuration changes).
 #[component]
-fn ConfiguredBy(id: String, desired: Value) -> impl IntoView {
+fn ConfiguredBy(id: String, desired: serde_json::Value) -> impl IntoView {
     let session = expect_context::<Session>();
     let config_id = id.clone();
     let configuration = LocalResource::new(move || {
@@ -277,11 +280,11 @@ fn ConfiguredBy(id: String, desired: Value) -> impl IntoView {
         <div class="configured-by">
             <p class="hint">"desired properties set by configuration " <a href="/device-configurations">{id}</a></p>
             {move || configuration.get().and_then(Result::ok).map(|c| {
-                let rows = super::configurations::content_of(&c).as_object().into_iter().flatten().map(|(path, value)| {
-                    let name = path.strip_prefix("properties.desired.").unwrap_or(path).to_owned();
+                let rows = c.content().clone().into_iter().map(|(path, value)| {
+                    let name = path.strip_prefix("properties.desired.").unwrap_or(&path).to_owned();
                     let current = name.split('.').try_fold(&desired, |v, k| v.get(k));
                     let (state, class) = match current {
-                        Some(now) if now == value => ("as the configuration sets it".to_owned(), "drift ok"),
+                        Some(now) if *now == value => ("as the configuration sets it".to_owned(), "drift ok"),
                         Some(now) => (format!("changed since to {now}"), "drift pending"),
                         None => ("not set".to_owned(), "drift pending"),
                     };

@@ -5,13 +5,14 @@
 use crate::access::Access;
 use crate::api;
 use crate::components::fleet_table::{FleetRow, FleetTable};
-use crate::components::group_chart::{groups_of, Group, GroupChart};
+use crate::components::group_chart::{groups_of, GroupChart};
 use crate::components::query_box::QueryBox;
 use crate::session::Session;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use serde_json::Value;
 use twinhub_core::auth::{ConnectionString, Credential};
+use twinhub_core::wire::Twin;
 
 const ALL: &str = "SELECT * FROM devices";
 const SAVED_KEY: &str = "twinhub.savedQueries";
@@ -113,87 +114,101 @@ pub fn FleetPage() -> impl IntoView {
     let read_only = Signal::derive(move || access.is_read_only());
 
     let text = RwSignal::new(ALL.to_owned());
-    let applied = RwSignal::new(ALL.to_owned());
-    let rows = RwSignal::new(Vec::<FleetRow>::new());
-    let raw = RwSignal::new(None::<Vec<Value>>);
-    let continuation = RwSignal::new(None::<String>);
-    let loading = RwSignal::new(false);
-    let generation = StoredValue::new(0u32);
-    let total = RwSignal::new(None::<u64>);
-    let error = RwSignal::new(None::<String>);
+    // The query applied, with its run number: running the same query again (after a create)
+    // is a new key, so what is keyed on it loads again.
+    let applied = RwSignal::new((ALL.to_owned(), 0u32));
     let notice = RwSignal::new(None::<Result<String, String>>);
     let grouping = RwSignal::new(GROUPINGS[0].1.to_owned());
-    let groups = RwSignal::new(Vec::<Group>::new());
     let filters = RwSignal::new(QuickFilters::default());
     let saved = RwSignal::new(load_saved());
     // The quick filters offer the values the fleet has.
     let buildings = LocalResource::new(move || distinct(session, "tags.location.building"));
     let environments = LocalResource::new(move || distinct(session, "tags.deployment.environment"));
 
-    // One page more of the applied query (ignored if the query changed meanwhile).
-    let fetch_page = move || {
-        if loading.get_untracked() {
-            return;
+    // Keyed on the applied query: its first page, its count and its summary. A resource keeps
+    // only its newest run's answer, so a slow answer to a query no longer applied is dropped.
+    let first_page = LocalResource::new(move || {
+        let key = applied.get();
+        async move {
+            let page = api::query(session, &key.0, None).await;
+            (key, page)
         }
-        let query = applied.get_untracked();
-        let after = continuation.get_untracked();
-        let mine = generation.get_value();
-        loading.set(true);
+    });
+    let total = LocalResource::new(move || {
+        let (query, _) = applied.get();
+        async move {
+            let clause = where_of(&query)?;
+            let page = api::query(session, &format!("SELECT COUNT() AS n FROM devices {clause}"), None).await.ok()?;
+            page.items.first()?["n"].as_u64()
+        }
+    });
+    let groups = LocalResource::new(move || {
+        let clause = where_of(&applied.get().0).unwrap_or_default();
+        let path = grouping.get();
+        async move {
+            match api::query(session, &group_query(&path, &clause), None).await {
+                Ok(page) => groups_of(&page.items),
+                Err(_) => Vec::new(),
+            }
+        }
+    });
+
+    // What the table shows: the first page, then the pages the scroll asks for (the rows
+    // apart, appended in place: a large fleet is scrolled through thousands of them).
+    let listing = RwSignal::new(Listing::default());
+    let rows = RwSignal::new(Vec::<FleetRow>::new());
+    let error = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        let Some((key, page)) = first_page.get() else { return };
+        let mut fresh = Listing { key, ..Listing::default() };
+        match page {
+            Ok(page) => rows.set(fresh.add(page)),
+            Err(e) => {
+                rows.set(Vec::new());
+                error.set(Some(e.to_string()));
+            }
+        }
+        listing.set(fresh);
+    });
+    let loading =
+        Signal::derive(move || listing.with(|l| applied.with(|a| l.key != *a)) || listing.with(|l| l.fetching));
+    // One page more of the applied query; dropped if another query was applied meanwhile.
+    let fetch_page = move || {
+        let Some((key, after)) = listing
+            .with_untracked(|l| (!l.fetching).then(|| l.continuation.clone().map(|c| (l.key.clone(), c))).flatten())
+        else {
+            return;
+        };
+        listing.update(|l| l.fetching = true);
         // What lands after an await uses `try_` writes: the page may have been left meanwhile
         // (its signals disposed), and a plain write would panic and take the console down.
         spawn_local(async move {
-            let result = api::query(session, &query, after.as_deref()).await;
-            if generation.try_get_value() != Some(mine) {
-                return;
-            }
-            match result {
-                Ok(page) => {
-                    if where_of(&query).is_some() || selects_module_twins(&query) {
-                        rows.try_update(|r| r.extend(page.items.iter().map(FleetRow::from_twin)));
-                    } else {
-                        raw.try_update(|r| r.get_or_insert_with(Vec::new).extend(page.items));
+            let result = api::query(session, &key.0, Some(&after)).await;
+            let _ = listing.try_update(|l| {
+                if l.key != key {
+                    return;
+                }
+                l.fetching = false;
+                match result {
+                    Ok(page) => {
+                        let more = l.add(page);
+                        let _ = rows.try_update(|r| r.extend(more));
                     }
-                    continuation.try_set(page.continuation);
+                    Err(e) => {
+                        let _ = error.try_set(Some(e.to_string()));
+                    }
                 }
-                Err(e) => {
-                    error.try_set(Some(e.to_string()));
-                }
-            }
-            loading.try_set(false);
-        });
-    };
-    let refresh_groups = move || {
-        let clause = where_of(&applied.get_untracked()).unwrap_or_default();
-        let path = grouping.get_untracked();
-        spawn_local(async move {
-            let q = group_query(&path, &clause);
-            if let Ok(page) = api::query(session, &q, None).await {
-                groups.try_set(groups_of(&page.items));
-            }
+            });
         });
     };
     let run = move |query: String| {
-        generation.update_value(|g| *g += 1);
         text.set(query.clone());
-        applied.set(query.clone());
-        rows.set(Vec::new());
-        raw.set(None);
-        continuation.set(None);
         error.set(None);
-        total.set(None);
-        loading.set(false);
-        fetch_page();
-        if let Some(clause) = where_of(&query) {
-            spawn_local(async move {
-                let q = format!("SELECT COUNT() AS n FROM devices {clause}");
-                if let Ok(page) = api::query(session, &q, None).await {
-                    total.try_set(page.items.first().and_then(|r| r["n"].as_u64()));
-                }
-            });
-        }
-        refresh_groups();
+        applied.update(|(q, n)| {
+            *q = query;
+            *n += 1;
+        });
     };
-    run(ALL.to_owned());
 
     let set_filter = move |change: &dyn Fn(&mut QuickFilters)| {
         filters.update(|f| change(f));
@@ -206,7 +221,7 @@ pub fn FleetPage() -> impl IntoView {
             Some(Value::String(s)) => format!("{path} = {}", quote(&s)),
             Some(other) => format!("{path} = {other}"),
         };
-        let base = where_of(&applied.get_untracked()).unwrap_or_default();
+        let base = where_of(&applied.get_untracked().0).unwrap_or_default();
         let query = match base.is_empty() {
             true => format!("{ALL} WHERE {condition}"),
             false => format!("{ALL} {base} AND {condition}"),
@@ -226,7 +241,7 @@ pub fn FleetPage() -> impl IntoView {
                 Ok(_) => {
                     notice.set(Some(Ok(format!("Created {id}"))));
                     new_id.set(String::new());
-                    run(applied.get_untracked());
+                    run(applied.get_untracked().0);
                 }
                 Err(e) => notice.set(Some(Err(e.to_string()))),
             }
@@ -243,8 +258,10 @@ pub fn FleetPage() -> impl IntoView {
             match api::delete_device(session, &id).await {
                 Ok(()) => {
                     notice.set(Some(Ok(format!("Deleted {id}"))));
+                    let before = rows.with_untracked(Vec::len);
                     rows.update(|r| r.retain(|row| row.id != id));
-                    total.update(|t| *t = t.map(|n| n.saturating_sub(1)));
+                    let gone = before - rows.with_untracked(Vec::len);
+                    listing.update(|l| l.removed += gone as u64);
                 }
                 Err(e) => notice.set(Some(Err(e.to_string()))),
             }
@@ -254,8 +271,7 @@ pub fn FleetPage() -> impl IntoView {
         spawn_local(async move {
             let text = match api::device(session, &id).await {
                 Ok(device) => {
-                    let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap_or_default();
-                    let credential = Credential::Device { device_id: id.clone(), key: key.to_owned() };
+                    let credential = Credential::Device { device_id: id.clone(), key: device.primary_key().to_owned() };
                     ConnectionString { host_name: session.host_name(), credential }.to_string()
                 }
                 Err(e) => return notice.set(Some(Err(e.to_string()))),
@@ -282,7 +298,7 @@ pub fn FleetPage() -> impl IntoView {
         store_saved(&saved.get_untracked());
     };
 
-    let has_more = Signal::derive(move || continuation.with(Option::is_some) && !loading.get());
+    let has_more = Signal::derive(move || listing.with(|l| l.continuation.is_some()) && !loading.get());
     view! {
         <section class="card">
             <h1>"Fleet"</h1>
@@ -300,7 +316,7 @@ pub fn FleetPage() -> impl IntoView {
             })}
 
             <QueryBox text=text on_run=Callback::new(run) />
-            {move || where_of(&applied.get()).map(|clause| view! {
+            {move || where_of(&applied.get().0).map(|clause| view! {
                 <p><a class="new-job" href=jobs_link(&clause)>"New job for these devices"</a></p>
             })}
             <div class="quick-filters" role="group" aria-label="Quick filters">
@@ -351,17 +367,18 @@ pub fn FleetPage() -> impl IntoView {
             <div class="group-header">
                 <h2>"Summary"</h2>
                 <label>"Devices per "
-                    <select on:change=move |ev| { grouping.set(event_target_value(&ev)); refresh_groups(); }>
+                    <select on:change=move |ev| grouping.set(event_target_value(&ev))>
                         {GROUPINGS.into_iter().map(|(label, path)| view! { <option value=path>{label}</option> }).collect_view()}
                     </select>
                 </label>
             </div>
-            <GroupChart groups=groups.into() on_pick=pick_group />
+            <GroupChart groups=Signal::derive(move || groups.get().unwrap_or_default()) on_pick=pick_group />
 
             <p class="hint fleet-count" aria-live="polite">
                 {move || {
-                    let loaded = rows.with(Vec::len);
-                    match (total.get(), loading.get()) {
+                    let (loaded, removed) = (rows.with(Vec::len), listing.with(|l| l.removed));
+                    let total = total.get().flatten().map(|t| t.saturating_sub(removed));
+                    match (total, loading.get()) {
                         (Some(t), true) => format!("{loaded} of {t} device(s) loaded, loading more..."),
                         (Some(t), false) => format!("{loaded} of {t} device(s) loaded"),
                         (None, true) => "Loading devices...".to_owned(),
@@ -370,7 +387,7 @@ pub fn FleetPage() -> impl IntoView {
                 }}
             </p>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            {move || match raw.get() {
+            {move || match listing.with(|l| l.raw.clone()) {
                 Some(items) => raw_table(items).into_any(),
                 None => view! {
                     <FleetTable rows=rows has_more=has_more more=Callback::new(move |()| fetch_page())
@@ -378,6 +395,35 @@ pub fn FleetPage() -> impl IntoView {
                 }.into_any(),
             }}
         </section>
+    }
+}
+
+/// The applied query's rows as loaded so far.
+#[derive(Clone, Debug, Default)]
+struct Listing {
+    /// The applied query (and its run) these rows are of.
+    key: (String, u32),
+    /// Any other query's rows, shown as they come.
+    raw: Option<Vec<Value>>,
+    /// Where the next page starts.
+    continuation: Option<String>,
+    /// A page is being fetched.
+    fetching: bool,
+    /// Devices deleted from this page since it loaded (the count is lowered by them).
+    removed: u64,
+}
+
+impl Listing {
+    /// Takes in one more page: whole twins come back as the fleet table's rows (a query
+    /// selecting `*` from devices or modules), anything else is kept as raw rows.
+    fn add(&mut self, page: api::QueryPage) -> Vec<FleetRow> {
+        self.continuation = page.continuation;
+        if where_of(&self.key.0).is_some() || selects_module_twins(&self.key.0) {
+            let twins = page.items.into_iter().filter_map(|item| serde_json::from_value::<Twin>(item).ok());
+            return twins.map(|t| FleetRow::from_twin(&t)).collect();
+        }
+        self.raw.get_or_insert_with(Vec::new).extend(page.items);
+        Vec::new()
     }
 }
 

@@ -15,6 +15,7 @@ use leptos_router::hooks::use_query_map;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use twinhub_core::job::request::condition_query;
+use twinhub_core::wire::{DeviceJobView, JobView};
 
 /// How often the list is fetched again.
 const REFRESH_MS: u64 = 1_000;
@@ -42,7 +43,7 @@ pub fn JobsPage() -> impl IntoView {
     let read_only = Signal::derive(move || access.is_read_only());
     let initial = use_query_map().with_untracked(|q| q.get("where")).unwrap_or_else(|| "*".to_owned());
 
-    let jobs = RwSignal::new(Vec::<Value>::new());
+    let jobs = RwSignal::new(Vec::<JobView>::new());
     let loaded = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let notice = RwSignal::new(None::<Result<String, String>>);
@@ -114,7 +115,7 @@ pub fn JobsPage() -> impl IntoView {
         }
         spawn_local(async move {
             match api::job_action(session, &id, action).await {
-                Ok(job) => notice.set(Some(Ok(format!("Job {id}: {}.", job["status"].as_str().unwrap_or_default())))),
+                Ok(job) => notice.set(Some(Ok(format!("Job {id}: {}.", job.status)))),
                 Err(e) => notice.set(Some(Err(e.to_string()))),
             }
             refresh();
@@ -184,7 +185,7 @@ pub fn JobsPage() -> impl IntoView {
             <table class="jobs">
                 <thead><tr><th>"Job"</th><th>"Type"</th><th>"Status"</th><th>"Progress"</th><th>"Rate, ETA"</th><th>"Actions"</th></tr></thead>
                 <tbody>
-                    <For each=move || jobs.get() key=|j| (j["jobId"].to_string(), j.to_string()) let:job>
+                    <For each=move || jobs.get() key=|j| (j.job_id.clone(), serde_json::to_string(j).unwrap_or_default()) let:job>
                         <JobRow job=job first_seen=first_seen act=act read_only=read_only />
                     </For>
                 </tbody>
@@ -196,7 +197,7 @@ pub fn JobsPage() -> impl IntoView {
 /// One job's row, with its controls and (on demand) its per-device outcomes.
 #[component]
 fn JobRow(
-    job: Value,
+    job: JobView,
     first_seen: StoredValue<Seen>,
     act: Callback<(String, &'static str)>,
     read_only: Signal<bool>,
@@ -205,21 +206,17 @@ fn JobRow(
     let access = expect_context::<Access>();
     // Pause, resume and rollback are twinhub's own (off in upstream mode).
     let own = access.unavailable("rollouts").is_none();
-    let id = job["jobId"].as_str().unwrap_or_default().to_owned();
-    let status = job["status"].as_str().unwrap_or_default().to_owned();
-    let stats = &job["deviceJobStatistics"];
-    let count = |k: &str| stats[k].as_u64().unwrap_or(0);
-    let (total, succeeded, failed) = (count("deviceCount"), count("succeededCount"), count("failedCount"));
+    let id = job.job_id.clone();
+    let status = job.status.clone();
+    let stats = job.device_job_statistics;
+    let (total, succeeded, failed) = (stats.device_count, stats.succeeded_count, stats.failed_count);
     let settled = succeeded + failed;
     let (rate, eta) = rate_and_eta(first_seen, &id, &status, settled, total);
-    let is_update = job["type"] == "scheduleUpdateTwin";
+    let is_update = job.is_twin_update();
     let is_final = matches!(status.as_str(), "completed" | "failed" | "cancelled" | "rolledBack");
-    let wave = job["rollout"]["currentWave"].as_u64().map(|w| {
-        let waves = job["rollout"]["waves"].as_array().map_or(0, Vec::len);
-        format!(" · wave {w} of {waves}")
-    });
-    let message = job["statusMessage"].as_str().or(job["failureReason"].as_str()).map(str::to_owned);
-    let outcomes = RwSignal::new(None::<Result<Vec<Value>, String>>);
+    let wave = job.rollout.as_ref().map(|r| format!(" · wave {} of {}", r.current_wave, r.waves.len()));
+    let message = job.note().map(str::to_owned);
+    let outcomes = RwSignal::new(None::<Result<Vec<DeviceJobView>, String>>);
     let show_outcomes = {
         let id = id.clone();
         move |_| {
@@ -229,7 +226,10 @@ fn JobRow(
             let q =
                 format!("SELECT * FROM devices.jobs WHERE jobId = '{}'", id.replace('\\', "\\\\").replace('\'', "\\'"));
             spawn_local(async move {
-                let result = api::query(session, &q, None).await.map(|p| p.items).map_err(|e| e.to_string());
+                let result = api::query(session, &q, None)
+                    .await
+                    .map(|p| p.items.into_iter().filter_map(|d| serde_json::from_value(d).ok()).collect::<Vec<_>>())
+                    .map_err(|e| e.to_string());
                 outcomes.set(Some(result.map(|mut items| {
                     items.truncate(OUTCOMES_SHOWN);
                     items
@@ -246,12 +246,12 @@ fn JobRow(
             }
         })
     };
-    let row_id = job["jobId"].as_str().unwrap_or_default().to_owned();
+    let row_id = job.job_id.clone();
     view! {
         <tr class="job" data-job-id=row_id data-status=status.clone()>
-            <td><strong>{job["jobId"].as_str().unwrap_or_default().to_owned()}</strong>
-                <div class="muted"><code>{job["queryCondition"].as_str().unwrap_or_default().to_owned()}</code></div></td>
-            <td>{if is_update { if job["rollout"].is_object() { "rollout" } else { "twin update" } } else { "direct method" }}</td>
+            <td><strong>{job.job_id.clone()}</strong>
+                <div class="muted"><code>{job.query_condition.clone()}</code></div></td>
+            <td>{if is_update { if job.rollout.is_some() { "rollout" } else { "twin update" } } else { "direct method" }}</td>
             <td><span class=format!("job-status status-{status}")>{status.clone()}</span>{wave}
                 {message.map(|m| view! { <div class="muted job-message">{m}</div> })}</td>
             <td>
@@ -274,17 +274,15 @@ fn JobRow(
                     <table class="outcomes">
                         <thead><tr><th>"Device"</th><th>"Status"</th><th>"Outcome"</th></tr></thead>
                         <tbody>{items.into_iter().map(|d| {
-                            let detail = if d["error"].is_object() {
-                                format!("{}: {}", d["error"]["code"].as_str().unwrap_or_default(), d["error"]["description"].as_str().unwrap_or_default())
-                            } else if d["outcome"].is_object() {
-                                d["outcome"].to_string()
-                            } else {
-                                String::new()
+                            let detail = match (&d.error, &d.outcome) {
+                                (Some(e), _) => format!("{}: {}", e.code, e.description),
+                                (None, Some(outcome)) if outcome.is_object() => outcome.to_string(),
+                                _ => String::new(),
                             };
                             view! {
-                                <tr data-device-id=d["deviceId"].as_str().unwrap_or_default().to_owned()>
-                                    <td><a href=format!("/device/{}", d["deviceId"].as_str().unwrap_or_default())>{d["deviceId"].as_str().unwrap_or_default().to_owned()}</a></td>
-                                    <td class="device-job-status">{d["status"].as_str().unwrap_or_default().to_owned()}</td>
+                                <tr data-device-id=d.device_id.clone()>
+                                    <td><a href=format!("/device/{}", d.device_id)>{d.device_id.clone()}</a></td>
+                                    <td class="device-job-status">{d.status.clone()}</td>
                                     <td><code>{detail}</code></td>
                                 </tr>
                             }

@@ -80,8 +80,12 @@ pub fn VirtualDevicePage() -> impl IntoView {
                 let id = format!("{prefix}-{}", first + k + 1);
                 match api::create_device(session, &id).await {
                     Ok(device) => {
-                        let key = device["authentication"]["symmetricKey"]["primaryKey"].as_str().unwrap_or_default();
-                        start(Runner::new(session.host_name(), id, key.to_owned(), (first + k) as u64));
+                        start(Runner::new(
+                            session.host_name(),
+                            id,
+                            device.primary_key().to_owned(),
+                            (first + k) as u64,
+                        ));
                     }
                     Err(e) => {
                         error.set(Some(format!("Creating {id}: {e}")));

@@ -90,12 +90,14 @@ fn answers_from_an_older_or_other_hub_read_with_defaults() {
     let twin: Twin = serde_json::from_value(json!({"deviceId": "d", "properties": {"desired": {}}})).unwrap();
     assert!(twin.tags.is_empty());
     assert_eq!(twin.version, 0);
-    let session: SessionInfo = serde_json::from_value(json!({"policy": "registryRead", "permissions": ["RegistryRead"]})).unwrap();
+    let session: SessionInfo =
+        serde_json::from_value(json!({"policy": "registryRead", "permissions": ["RegistryRead"]})).unwrap();
     assert!(session.may("RegistryRead") && !session.may("RegistryWrite"));
     assert_eq!(session.unavailable("live"), None);
-    let message: StoredMessage =
-        serde_json::from_value(json!({"enqueuedTime": "t", "properties": [["alert", "high_temperature"], ["x", null]], "body": {"t": 1}}))
-            .unwrap();
+    let message: StoredMessage = serde_json::from_value(
+        json!({"enqueuedTime": "t", "properties": [["alert", "high_temperature"], ["x", null]], "body": {"t": 1}}),
+    )
+    .unwrap();
     assert_eq!(message.property("alert"), Some("high_temperature"));
     assert_eq!(message.property("x"), None);
 }

@@ -80,3 +80,15 @@ impl Twin {
         serde_json::json!({ "properties": { "desired": self.properties.desired, "reported": self.properties.reported } })
     }
 }
+
+/// What a device's live view (`/api/devices/{id}/live`) sends, one JSON text message each.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum LiveEvent {
+    /// The twin after a commit.
+    Twin { twin: Box<Twin> },
+    /// The device was deleted.
+    Deleted,
+    /// A stored telemetry message.
+    Telemetry { message: crate::wire::StoredMessage },
+}
