@@ -227,9 +227,7 @@ pub fn live_url(session: Session, id: &str) -> Option<String> {
 }
 
 async fn send<T: DeserializeOwned>(session: Session, builder: RequestBuilder) -> Result<T, ApiError> {
-    let token = session.token().ok_or(ApiError::SignedOut)?;
-    let request = builder.header("Authorization", &token).build().map_err(|e| ApiError::Network(e.to_string()))?;
-    finish(request).await
+    read(exchange(session, builder, None).await?)
 }
 
 async fn send_body<T: DeserializeOwned>(
@@ -237,22 +235,36 @@ async fn send_body<T: DeserializeOwned>(
     builder: RequestBuilder,
     body: String,
 ) -> Result<T, ApiError> {
-    let token = session.token().ok_or(ApiError::SignedOut)?;
-    let request = builder.header("Authorization", &token).body(body).map_err(|e| ApiError::Network(e.to_string()))?;
-    finish(request).await
+    read(exchange(session, builder, Some(body)).await?)
 }
 
-/// Sends a built request and reads a 2xx answer as `T` (no body reads as JSON `null`); a
-/// non-2xx answer becomes [`ApiError::Hub`] with IoT Hub's message.
-async fn finish<T: DeserializeOwned>(request: gloo_net::http::Request) -> Result<T, ApiError> {
+/// Sends a request with the session's token and gives a 2xx answer's text; a non-2xx answer
+/// becomes [`ApiError::Hub`] with IoT Hub's message. Not generic (one copy of the exchange in
+/// the wasm, whatever answers are read from it).
+async fn exchange(session: Session, builder: RequestBuilder, body: Option<String>) -> Result<String, ApiError> {
+    let token = session.token().ok_or(ApiError::SignedOut)?;
+    let builder = builder.header("Authorization", &token);
+    let request = match body {
+        Some(body) => builder.body(body),
+        None => builder.build(),
+    }
+    .map_err(|e| ApiError::Network(e.to_string()))?;
     let response = request.send().await.map_err(|e| ApiError::Network(e.to_string()))?;
     let status = response.status();
     let text = response.text().await.map_err(|e| ApiError::Network(e.to_string()))?;
     if !(200..300).contains(&status) {
         return Err(ApiError::Hub { status, message: error_message(&text) });
     }
+    Ok(text)
+}
+
+/// A 2xx answer's text as `T` (no body reads as JSON `null`). Parsed into a `Value` first,
+/// then into `T`: the text parser is then compiled once, not once per answer type, which keeps
+/// the console's wasm smaller (measured: BENCHMARKS.md).
+fn read<T: DeserializeOwned>(text: String) -> Result<T, ApiError> {
     let text = if text.trim().is_empty() { "null" } else { text.as_str() };
-    serde_json::from_str(text).map_err(|e| ApiError::Network(format!("the hub's answer did not read: {e}")))
+    let unreadable = |e: serde_json::Error| ApiError::Network(format!("the hub's answer did not read: {e}"));
+    serde_json::from_value(serde_json::from_str::<Value>(text).map_err(unreadable)?).map_err(unreadable)
 }
 
 /// The human message of an error answer: twinhub's envelope read by core (the one reader of

@@ -239,7 +239,10 @@ async fn follow_live_view(
             let _ = connected.try_set(true);
         }
         heard = true;
-        let Ok(event) = serde_json::from_str::<LiveEvent>(&text) else { continue };
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(&text).and_then(serde_json::from_value::<LiveEvent>)
+        else {
+            continue;
+        };
         match event {
             LiveEvent::Twin { twin } => {
                 let _ = live_twin.try_set(Some(*twin));

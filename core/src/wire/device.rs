@@ -1,10 +1,10 @@
 //! An identity as `GET /devices/{id}` renders it, and twinhub's small answers about a device.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-/// A device or module identity. Sent back whole (changed) by `PUT /devices/{id}`: what the
-/// hub does not read, it ignores.
+/// A device or module identity: what the dashboard reads and what `PUT /devices/{id}` takes
+/// back (changed) without losing anything the hub keeps.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Identity {
@@ -19,9 +19,12 @@ pub struct Identity {
     pub connection_state: String,
     pub last_activity_time: String,
     pub authentication: Authentication,
-    /// The rest, as sent (`generationId`, `capabilities`, times, ...).
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
+    /// `{"iotEdge": bool}` for a device: sent back as read, so an edit keeps it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Value>,
+    /// A module's owner, sent back as read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 /// How an identity authenticates.
@@ -32,8 +35,6 @@ pub struct Authentication {
     #[serde(rename = "type")]
     pub kind: String,
     pub symmetric_key: SymmetricKey,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
 }
 
 /// An identity's two keys (base64).

@@ -18,8 +18,6 @@ pub struct JobView {
     pub failure_reason: Option<String>,
     /// twinhub's staged rollouts.
     pub rollout: Option<RolloutView>,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
 }
 
 /// `deviceJobStatistics`.
@@ -41,8 +39,6 @@ pub struct RolloutView {
     pub waves: Vec<u64>,
     /// 1-based.
     pub current_wave: u64,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
 }
 
 impl JobView {
@@ -66,8 +62,6 @@ pub struct DeviceJobView {
     /// A method's answer: `{"deviceMethodResponse": {"status", "payload"}}`.
     pub outcome: Option<Value>,
     pub error: Option<DeviceJobError>,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
 }
 
 /// Why a device's job failed (or is being retried).
@@ -89,8 +83,6 @@ pub struct ConfigurationView {
     pub content: ConfigurationContent,
     pub system_metrics: Metrics,
     pub metrics: Metrics,
-    #[serde(flatten)]
-    pub rest: Map<String, Value>,
 }
 
 /// What a configuration sets: `properties.desired...` paths and values, for devices or for

@@ -5,8 +5,9 @@
 //! renders with those and reads back, so the two cannot drift apart.
 //!
 //! Every type reads what an Azure IoT Hub sends too (upstream mode passes its answers through):
-//! fields twinhub does not know are kept in `rest` where a client sends the value back or shows
-//! it whole, and ignored elsewhere; fields a hub may leave out default.
+//! fields a hub may leave out default, fields no client here reads are skipped (a twin keeps
+//! them in `rest`, as the dashboard shows it whole). Flattening is kept to that one place: it
+//! costs the dashboard's wasm a buffered second deserializer per type.
 
 pub mod device;
 pub mod job;
