@@ -25,14 +25,24 @@ fn counts(hub: &Hub) -> (u64, u64) {
     (counted, total)
 }
 
-/// Seconds from the first call under the new count until both counts are `twins` again.
-fn settle(hub: &Hub, twins: u64) -> f64 {
+/// Seconds from the first call under the new count until every shard that started handing
+/// rows over has finished (the hub's log says so, shard by shard) and both counts are `twins`.
+/// (Counts alone do not tell: while a grown index rebalances, every row is still counted once,
+/// in its old shard.)
+fn settle(hub: &Hub, twins: u64, to: u32) -> f64 {
     let started = Instant::now();
+    let begun = format!("the count is now {to}; handing over");
     loop {
-        if counts(hub) == (twins, twins) {
+        let counted = counts(hub);
+        let log = hub.log();
+        let (began, done) = (log.matches(&begun).count(), log.matches("rebalance done").count());
+        if counted == (twins, twins) && began > 0 && began == done {
             return started.elapsed().as_secs_f64();
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "not settled after 10 minutes: {:?}", counts(hub));
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not settled after 10 minutes: {counted:?}, {done} of {began}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -58,7 +68,7 @@ fn main() {
     println!("|---|---|---|---|---|");
     for (from, to) in [(4u32, 8u32), (8, 3), (3, 4)] {
         let hub = start(&storage, to);
-        let secs = settle(&hub, twins as u64);
+        let secs = settle(&hub, twins as u64, to);
         hub.stop();
         // A row moves when its shard under the new count differs.
         let moving = (0..twins)
