@@ -8,7 +8,7 @@
 //! Statuses are [`DeviceJobStatus`] values, never their spellings, so the store's queries
 //! cannot drift from the records.
 
-use super::record::{DeviceJob, DeviceJobStatus, Job, JobStatus};
+use super::record::{DeviceJob, DeviceJobStatus, Job, JobStatus, Statistics};
 use super::request::Work;
 use super::rollout::{device_outcome, judge, order_key, Verdict, WaveTally};
 use crate::twin::drift::DriftState;
@@ -260,18 +260,16 @@ pub fn watch(record: &DeviceJob, twin: Option<&Value>, desired_names: &[String],
     Some(record)
 }
 
-/// A counted wave, by status.
-pub fn tally(counts: impl IntoIterator<Item = (DeviceJobStatus, usize)>) -> WaveTally {
-    let mut t = WaveTally::default();
-    for (status, n) in counts {
-        t.size += n;
-        match status {
-            DeviceJobStatus::Completed => t.succeeded += n,
-            DeviceJobStatus::Failed | DeviceJobStatus::Canceled => t.failed += n,
-            DeviceJobStatus::Pending | DeviceJobStatus::Running => t.pending += n,
-        }
+/// A wave's records counted (its [`Statistics`]) as its judge reads them: a canceled device
+/// failed, a running one (patched, watched) is still pending.
+pub fn tally(counted: Statistics) -> WaveTally {
+    let n = |count: u64| usize::try_from(count).unwrap_or(usize::MAX);
+    WaveTally {
+        size: n(counted.device_count),
+        succeeded: n(counted.succeeded_count),
+        failed: n(counted.failed_count),
+        pending: n(counted.pending_count + counted.running_count),
     }
-    t
 }
 
 /// After a look at the wave: judges it and moves the rollout on (the next wave, or paused

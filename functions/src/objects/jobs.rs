@@ -96,26 +96,6 @@ fn record_columns(record: &DeviceJob) -> Result<Vec<SqlStorageValue>> {
     ])
 }
 
-/// A [`RecordRow`] with its keys.
-#[derive(Deserialize)]
-struct KeyedRow {
-    job_id: String,
-    device_id: String,
-    status: String,
-    retries: u64,
-    started: Option<u64>,
-    ended: Option<u64>,
-    updated: u64,
-    body: String,
-}
-
-impl KeyedRow {
-    fn into_record(self) -> Option<DeviceJob> {
-        let Self { status, retries, started, ended, updated, body, .. } = self;
-        RecordRow { status, retries, started, ended, updated, body }.into_record()
-    }
-}
-
 #[derive(Deserialize)]
 struct CountRow {
     status: String,
@@ -285,13 +265,13 @@ impl Jobs {
             JobOp::DeviceJobs { query, after, limit } => {
                 let query = twinhub_core::query::parse(&query).map_err(HubError::from)?;
                 let (job_after, device_after) = after.unwrap_or_default();
-                let rows: Vec<KeyedRow> = self
+                let rows: Vec<RecordRow> = self
                     .state
                     .storage()
                     .sql()
                     .exec(
                         &format!(
-                            "SELECT job_id, device_id, {RECORD_COLUMNS} FROM device_job WHERE (job_id, device_id) > (?, ?)
+                            "SELECT {RECORD_COLUMNS} FROM device_job WHERE (job_id, device_id) > (?, ?)
                              ORDER BY job_id, device_id"
                         ),
                         vec![job_after.into(), device_after.into()],
@@ -301,8 +281,8 @@ impl Jobs {
                 let mut next = None;
                 let mut last = None;
                 for row in rows {
-                    let keys = (row.job_id.clone(), row.device_id.clone());
                     let Some(record) = row.into_record() else { continue };
+                    let keys = (record.job_id.clone(), record.device_id.clone());
                     let doc = record.to_wire();
                     if !eval::matches(query.filter.as_ref(), &doc) {
                         continue;
@@ -540,7 +520,7 @@ impl Jobs {
             }
         }
         self.refresh(&mut job)?;
-        let tally = executor::tally(self.counts(&job.job_id, Some(wave))?);
+        let tally = executor::tally(Statistics::from_counts(self.counts(&job.job_id, Some(wave))?));
         let next = executor::advance(&mut job, tally, clock::now());
         self.save_with_statistics(&mut job)?;
         Ok(next)
@@ -664,7 +644,7 @@ impl Jobs {
 
     fn count(&self, job_id: &str, statuses: &[DeviceJobStatus]) -> Result<u64> {
         let counts = self.counts(job_id, None)?;
-        Ok(counts.iter().filter(|(s, _)| statuses.contains(s)).map(|(_, n)| *n as u64).sum())
+        Ok(counts.iter().filter(|(s, _)| statuses.contains(s)).map(|(_, n)| n).sum())
     }
 
     fn count_rolled_back(&self, job_id: &str) -> Result<u64> {
@@ -682,7 +662,7 @@ impl Jobs {
     }
 
     /// The job's records (of one `wave`, or all) counted by status.
-    fn counts(&self, job_id: &str, wave: Option<usize>) -> Result<Vec<(DeviceJobStatus, usize)>> {
+    fn counts(&self, job_id: &str, wave: Option<usize>) -> Result<Vec<(DeviceJobStatus, u64)>> {
         let sql = self.state.storage().sql();
         let rows: Vec<CountRow> = match wave {
             Some(w) => sql.exec(
@@ -695,10 +675,7 @@ impl Jobs {
             )?,
         }
         .to_array()?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|r| Some((DeviceJobStatus::parse(&r.status)?, usize::try_from(r.n).unwrap_or(usize::MAX))))
-            .collect())
+        Ok(rows.into_iter().filter_map(|r| Some((DeviceJobStatus::parse(&r.status)?, r.n))).collect())
     }
 
     fn write_record(&self, record: &DeviceJob) -> Result<()> {
@@ -715,7 +692,7 @@ impl Jobs {
     /// Recounts the job's devices and stores it.
     fn save_with_statistics(&self, job: &mut Job) -> Result<()> {
         let counts = self.counts(&job.job_id, None)?;
-        job.statistics = Statistics::from_counts(counts.into_iter().map(|(s, n)| (s, n as u64)));
+        job.statistics = Statistics::from_counts(counts);
         self.save(job)
     }
 

@@ -201,14 +201,15 @@ fn a_watched_device_settles_from_its_twin() {
 #[test]
 fn a_wave_moves_on_waits_or_pauses() {
     let mut job = running(twin_update(Some(json!({"canaryPercent": 10, "failureThresholdPercent": 20}))));
-    let t = tally([(DeviceJobStatus::Completed, 8), (DeviceJobStatus::Canceled, 1), (DeviceJobStatus::Running, 1)]);
+    let tally = |counts: &[(DeviceJobStatus, u64)]| tally(Statistics::from_counts(counts.iter().copied()));
+    let t = tally(&[(DeviceJobStatus::Completed, 8), (DeviceJobStatus::Canceled, 1), (DeviceJobStatus::Running, 1)]);
     assert_eq!(t, WaveTally { size: 10, succeeded: 8, failed: 1, pending: 1 });
     assert_eq!(advance(&mut job, t, NOW), Next::Wait(WATCH_MS));
     let later = UnixMillis(NOW.0 + 5_000);
-    assert_eq!(advance(&mut job, tally([(DeviceJobStatus::Completed, 10)]), later), Next::Again);
+    assert_eq!(advance(&mut job, tally(&[(DeviceJobStatus::Completed, 10)]), later), Next::Again);
     let state = job.rollout.clone().unwrap();
     assert_eq!((state.wave, state.wave_started), (1, Some(later)), "the next wave starts now");
-    let refused = tally([(DeviceJobStatus::Failed, 3), (DeviceJobStatus::Completed, 7)]);
+    let refused = tally(&[(DeviceJobStatus::Failed, 3), (DeviceJobStatus::Completed, 7)]);
     assert_eq!(advance(&mut job, refused, later), Next::Again);
     assert_eq!(job.status, JobStatus::Paused);
     assert!(job.status_message.as_deref().is_some_and(|m| m.contains("refused")));
