@@ -117,6 +117,10 @@ pub enum Route<'a> {
     Live(Ident<'a>),
     /// `GET /api/index`: the index shards' lag.
     IndexLag,
+    /// `POST /api/fleet/telemetry`: a telemetry field over the devices a condition selects.
+    FleetTelemetry,
+    /// `POST /api/fleet/alerts`: the newest messages with an `alert` property.
+    FleetAlerts,
     /// `POST /api/bench/echo/{key}`
     BenchEcho(&'a str),
     /// `POST /api/bench/write/{key}`
@@ -258,6 +262,8 @@ impl<'a> Route<'a> {
             (["api", "devices", id, "live"], "GET") => Live(Ident::device(id)),
             (["api", "devices", id, "modules", m, "live"], "GET") => Live(Ident::module(id, m)),
             (["api", "index"], "GET") => IndexLag,
+            (["api", "fleet", "telemetry"], "POST") => FleetTelemetry,
+            (["api", "fleet", "alerts"], "POST") => FleetAlerts,
             (["api", "bench", "echo", key], "POST") => BenchEcho(key),
             (["api", "bench", "write", key], "POST") => BenchWrite(key),
             (["api", "bench", "fleet"], "POST") => BenchFleet,
@@ -302,6 +308,8 @@ impl<'a> Route<'a> {
             | TwinHistory(_)
             | Telemetry(_)
             | TelemetrySeries(_)
+            | FleetTelemetry
+            | FleetAlerts
             | SendMessage(_)
             | GetDigitalTwin(_)
             | PatchDigitalTwin(_)
@@ -364,7 +372,7 @@ impl<'a> Route<'a> {
             ControlJob(_, JobAction::Cancel) => forwarded,
             ControlJob(..) => Upstream::Own("rollouts"),
             TwinHistory(_) => Upstream::Own("history"),
-            Telemetry(_) | TelemetrySeries(_) => Upstream::Own("telemetry"),
+            Telemetry(_) | TelemetrySeries(_) | FleetTelemetry | FleetAlerts => Upstream::Own("telemetry"),
             Live(_) => Upstream::Own("live"),
             SendMessage(_) => Upstream::Own("messages"),
             IndexLag | BenchEcho(_) | BenchWrite(_) | BenchFleet => Upstream::Absent,

@@ -1,8 +1,8 @@
 //! Telemetry series for charts: numeric fields picked out of message bodies and downsampled to
 //! min / max / average per time bucket, so a chart never draws more points than it has pixels.
 
-use crate::UnixMillis;
-use serde::Serialize;
+use crate::{ErrorCode, HubError, UnixMillis};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Most buckets one series may ask for.
@@ -61,10 +61,118 @@ pub fn downsample(points: &[Point], from: UnixMillis, to: UnixMillis, buckets: u
     out
 }
 
+/// A fleet series' window: `[from, to)` cut into buckets `width` ms wide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Window {
+    /// Unix ms.
+    pub from: u64,
+    pub to: u64,
+    pub width: u64,
+}
+
+impl Window {
+    /// `[from, to)` in at most `buckets` buckets (1 to [`MAX_BUCKETS`]).
+    pub fn new(from: u64, to: u64, buckets: usize) -> Result<Self, HubError> {
+        if from >= to {
+            return Err(HubError::new(ErrorCode::ArgumentInvalid, "from must be before to (Unix ms)"));
+        }
+        if !(1..=MAX_BUCKETS).contains(&buckets) {
+            return Err(HubError::new(ErrorCode::ArgumentInvalid, format!("buckets must be 1 to {MAX_BUCKETS}")));
+        }
+        Ok(Self { from, to, width: (to - from).div_ceil(buckets as u64).max(1) })
+    }
+
+    /// Where bucket `index` starts.
+    pub fn start_of(&self, index: u64) -> u64 {
+        self.from.saturating_add(index.saturating_mul(self.width))
+    }
+}
+
+/// A body field's dotted path (`temperature`, `sensors.inside.temp`) as an SQLite JSON path
+/// (`$.sensors.inside.temp`). Each name is letters, digits, `_` or `-`, so the path is never
+/// read as anything but names.
+pub fn json_path(field: &str) -> Result<String, HubError> {
+    let names: Vec<&str> = field.split('.').collect();
+    let plain = |n: &&str| {
+        !n.is_empty() && n.len() <= 128 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    if field.is_empty() || names.len() > 8 || !names.iter().all(plain) {
+        return Err(HubError::new(
+            ErrorCode::ArgumentInvalid,
+            "field must be a dotted path of names (letters, digits, _ or -), such as temperature or sensors.inside.temp",
+        ));
+    }
+    Ok(format!("$.{field}"))
+}
+
+/// One bucket of one partition's readings: mergeable with the same bucket of the others.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Partial {
+    /// The bucket's index in its [`Window`].
+    pub bucket: u64,
+    pub count: u64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+}
+
+/// The partitions' partials as one series: a bucket per index that has readings, in time
+/// order (min of mins, max of maxes, the sums over the counts).
+pub fn merge(window: &Window, partials: impl IntoIterator<Item = Partial>) -> Vec<Bucket> {
+    let mut by_bucket: std::collections::BTreeMap<u64, Partial> = std::collections::BTreeMap::new();
+    for p in partials.into_iter().filter(|p| p.count > 0 && p.min.is_finite() && p.max.is_finite() && p.sum.is_finite())
+    {
+        by_bucket
+            .entry(p.bucket)
+            .and_modify(|m| {
+                m.count += p.count;
+                m.min = m.min.min(p.min);
+                m.max = m.max.max(p.max);
+                m.sum += p.sum;
+            })
+            .or_insert(p);
+    }
+    by_bucket
+        .into_values()
+        .map(|p| Bucket {
+            start: window.start_of(p.bucket),
+            count: p.count,
+            min: p.min,
+            max: p.max,
+            avg: p.sum / p.count as f64,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_fleet_window_and_its_field() {
+        let w = Window::new(1_000, 2_000, 10).unwrap();
+        assert_eq!((w.width, w.start_of(3)), (100, 1_300));
+        assert_eq!(Window::new(0, 7, 3).unwrap().width, 3, "rounded up: the last bucket ends at or after to");
+        assert!(Window::new(2_000, 2_000, 10).is_err());
+        assert!(Window::new(0, 1, 0).is_err());
+        assert!(Window::new(0, 1, MAX_BUCKETS + 1).is_err());
+        assert_eq!(json_path("sensors.inside.temp").unwrap(), "$.sensors.inside.temp");
+        for bad in ["", "a..b", "a.", "$.a", "a'b", "a[0]", "a b", "a\"b"] {
+            assert_eq!(json_path(bad).unwrap_err().code, ErrorCode::ArgumentInvalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn partitions_merge_bucket_by_bucket() {
+        let w = Window::new(0, 100, 10).unwrap();
+        let p = |bucket, count, min, max, sum| Partial { bucket, count, min, max, sum };
+        let merged = merge(&w, [p(2, 2, 1.0, 3.0, 4.0), p(0, 1, 5.0, 5.0, 5.0), p(2, 2, -1.0, 2.0, 1.0)]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0], Bucket { start: 0, count: 1, min: 5.0, max: 5.0, avg: 5.0 });
+        assert_eq!(merged[1], Bucket { start: 20, count: 4, min: -1.0, max: 3.0, avg: 1.25 });
+        assert!(merge(&w, [p(1, 0, 0.0, 0.0, 0.0), p(1, 1, f64::NAN, 1.0, 1.0)]).is_empty(), "empty and unreadable");
+    }
 
     #[test]
     fn fields() {

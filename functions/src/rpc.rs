@@ -443,6 +443,13 @@ pub enum PartitionOp {
     Start { position: twinhub_core::eventhub::StartPosition },
     /// The partition's figures.
     Info,
+    /// A field (`path`, an SQLite JSON path) of the bodies enqueued in `window`, one partial per
+    /// bucket, over the messages of `devices` (every device's when `None`): answers
+    /// `Vec<twinhub_core::telemetry::Partial>`.
+    Series { path: String, window: twinhub_core::telemetry::Window, devices: Option<Vec<String>> },
+    /// Up to `limit` messages with an `alert` property enqueued at or after `since` (Unix ms),
+    /// of `devices` (every device's when `None`), newest first: answers `Vec<Event>`.
+    Alerts { since: u64, devices: Option<Vec<String>>, limit: usize },
 }
 
 /// One device's (or module's) stored telemetry batch, for its partition.

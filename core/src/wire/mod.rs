@@ -16,7 +16,9 @@ pub mod twin;
 
 pub use device::{Identity, MessageQueued, MethodResult, SessionInfo};
 pub use job::{ConfigurationView, DeviceJobView, JobView};
-pub use telemetry::{History, HistoryEntry, Series, StoredMessage, TelemetryPage};
+pub use telemetry::{
+    FleetAlert, FleetAlerts, FleetSeries, History, HistoryEntry, Series, StoredMessage, TelemetryPage,
+};
 pub use twin::{LiveEvent, Twin};
 
 #[cfg(test)]

@@ -76,3 +76,42 @@ pub struct HistoryEntry {
     pub actor: String,
     pub changes: Vec<Change>,
 }
+
+/// `POST /api/fleet/telemetry`: one field over the devices a condition selects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetSeries {
+    pub field: String,
+    /// Unix ms, `[from, to)`.
+    pub from: u64,
+    pub to: u64,
+    /// Devices the condition selected (`None`: every device, no condition).
+    pub devices: Option<u64>,
+    /// Buckets with readings, in time order.
+    pub buckets: Vec<SeriesBucket>,
+}
+
+/// `POST /api/fleet/alerts`: the newest messages that carry an `alert` property.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FleetAlerts {
+    /// Newest first.
+    pub alerts: Vec<FleetAlert>,
+}
+
+/// One message with an `alert` property.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct FleetAlert {
+    pub device_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_id: Option<String>,
+    /// ISO 8601.
+    pub enqueued_time: String,
+    /// The `alert` property's value (`high_temperature`).
+    pub alert: String,
+    /// The application properties.
+    pub properties: Vec<(String, Option<String>)>,
+    /// The body: its JSON, or its text as a JSON string.
+    pub body: Value,
+}

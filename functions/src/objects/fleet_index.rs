@@ -61,6 +61,9 @@ pub struct FleetIndex {
     upserts: Rc<GroupCommit<IndexEntry>>,
     /// The placement last stored (read once per isolate).
     placement: std::cell::Cell<Option<Option<Placement>>>,
+    /// A rebalance of a changed count was logged as begun (its end is logged too; a new
+    /// shard's first walk, over nothing, is not).
+    announced: std::cell::Cell<bool>,
 }
 
 type Lags = Rc<RefCell<VecDeque<u64>>>;
@@ -165,6 +168,7 @@ impl DurableObject for FleetIndex {
             lags: Rc::new(RefCell::new(VecDeque::with_capacity(LAG_SAMPLES))),
             upserts: GroupCommit::new(),
             placement: std::cell::Cell::new(None),
+            announced: std::cell::Cell::new(false),
         }
     }
 
@@ -237,19 +241,23 @@ impl FleetIndex {
     /// A call named this shard's placement: if it changed, store it, start a rebalance, and
     /// wake the shards past a smaller count.
     async fn told(&self, told: Placement) -> Result<()> {
-        let Some(change) = placement_change(self.stored_placement()?, told) else { return Ok(()) };
+        let stored = self.stored_placement()?;
+        let Some(change) = placement_change(stored, told) else { return Ok(()) };
         let cursor = if change.rebalance { SqlStorageValue::from("") } else { SqlStorageValue::Null };
         self.state.storage().sql().exec(
             "INSERT OR REPLACE INTO placement (k, shard, shards, rebalance_after) VALUES (0, ?, ?, ?)",
             vec![i64::from(told.shard).into(), i64::from(told.shards).into(), cursor],
         )?;
         self.placement.set(Some(Some(told)));
-        if change.rebalance {
+        if change.rebalance && stored.is_some() {
+            self.announced.set(true);
             worker::console_log!(
                 "fleet index shard {}: the count is now {}; handing over rows that live elsewhere",
                 told.shard,
                 told.shards
             );
+        }
+        if change.rebalance {
             self.state.storage().set_alarm(1).await?;
         }
         for shard in change.wake {
@@ -308,7 +316,9 @@ impl FleetIndex {
         let next = match (&last, more) {
             (Some(id), true) => SqlStorageValue::from(id.as_str()),
             _ => {
-                worker::console_log!("fleet index shard {}: rebalance done", placement.shard);
+                if self.announced.replace(false) {
+                    worker::console_log!("fleet index shard {}: rebalance done", placement.shard);
+                }
                 SqlStorageValue::Null
             }
         };

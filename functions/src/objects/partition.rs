@@ -7,6 +7,11 @@
 //! batches travel in one call ([`Appender`]), and calls from several shards share commits
 //! ([`GroupCommit`]). Retention follows the telemetry settings by age
 //! (`TELEMETRY_RETENTION_SECS`), and a partition keeps at most [`MAX_EVENTS`].
+//!
+//! Beside each event it keeps what fleet-wide telemetry reads in SQL ([`EVENT_COLUMNS`]): the
+//! device's key, its `alert` property, and the body as JSON when it is JSON, so a series of a
+//! field over many devices or the newest alerts are one statement per partition
+//! (`routes/fleet.rs`), not a call per device.
 
 use crate::clock;
 use crate::config::Config;
@@ -19,8 +24,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use twinhub_core::eventhub::{Event, PartitionInfo, StartPosition};
+use twinhub_core::telemetry::Partial;
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
-use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, State};
+use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
 
 /// The namespace binding.
 pub const PARTITION_BINDING: &str = "EVENTHUB_PARTITION";
@@ -83,10 +89,19 @@ impl Appender {
 
 /// `event.seq` is the sequence number; `next_seq` holds the next one, so numbers are never
 /// reused after retention empties the table.
-const SCHEMA: [&str; 2] = [
+const SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS event (seq INTEGER PRIMARY KEY, enqueued INTEGER NOT NULL, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS next_seq (k INTEGER PRIMARY KEY CHECK (k = 0), seq INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS event_enqueued ON event (enqueued)",
 ];
+
+/// Columns added to `event` for fleet-wide reads (a store from before gets them empty: its
+/// older events are in the stream, not in fleet series): the device or module key, the value
+/// of the `alert` property, and the body as JSONB when it is JSON.
+const EVENT_COLUMNS: [(&str, &str); 3] = [("device", "TEXT"), ("alert", "TEXT"), ("doc", "BLOB")];
+
+/// The most alerts one call returns.
+pub const MAX_ALERTS: usize = 200;
 
 #[durable_object]
 pub struct EventHubPartition {
@@ -116,6 +131,10 @@ impl DurableObject for EventHubPartition {
             if let Err(e) = state.storage().sql().exec(statement, None) {
                 worker::console_error!("partition schema: {e}");
             }
+        }
+        for (column, kind) in EVENT_COLUMNS {
+            // Refused when it is there already (every start but the first).
+            let _ = state.storage().sql().exec(&format!("ALTER TABLE event ADD COLUMN {column} {kind}"), None);
         }
         Self {
             state,
@@ -210,6 +229,50 @@ impl EventHubPartition {
                 Ok(http::json(200, &first, None)?)
             }
             PartitionOp::Info => Ok(http::json(200, &info(&sql)?, None)?),
+            PartitionOp::Series { path, window, devices } => {
+                #[derive(Deserialize)]
+                struct Row {
+                    bucket: u64,
+                    count: u64,
+                    min: f64,
+                    max: f64,
+                    sum: f64,
+                }
+                let mut params = vec![sql_int(window.from)?, sql_int(window.width)?, path.into(), sql_int(window.to)?];
+                let only = device_filter(devices.as_deref(), &mut params);
+                let rows: Vec<Row> = sql
+                    .exec(
+                        &format!(
+                            "SELECT CAST((enqueued - ?1) / ?2 AS INTEGER) AS bucket, COUNT(v) AS count, MIN(v) AS min, MAX(v) AS max,
+                                    SUM(v) AS sum
+                             FROM (SELECT enqueued, json_extract(doc, ?3) AS v FROM event
+                                   WHERE enqueued >= ?1 AND enqueued < ?4{only})
+                             WHERE typeof(v) IN ('integer', 'real') GROUP BY bucket"
+                        ),
+                        params,
+                    )?
+                    .to_array()?;
+                let partials: Vec<Partial> = rows
+                    .into_iter()
+                    .map(|r| Partial { bucket: r.bucket, count: r.count, min: r.min, max: r.max, sum: r.sum })
+                    .collect();
+                Ok(http::json(200, &partials, None)?)
+            }
+            PartitionOp::Alerts { since, devices, limit } => {
+                let mut params = vec![sql_int(since)?, sql_int(limit.clamp(1, MAX_ALERTS) as u64)?];
+                let only = device_filter(devices.as_deref(), &mut params);
+                let rows: Vec<EventRow> = sql
+                    .exec(
+                        &format!(
+                            "SELECT body FROM event WHERE alert IS NOT NULL AND enqueued >= ?1{only}
+                             ORDER BY enqueued DESC LIMIT ?2"
+                        ),
+                        params,
+                    )?
+                    .to_array()?;
+                let events: Vec<Event> = rows.iter().filter_map(|r| serde_json::from_str(&r.body).ok()).collect();
+                Ok(http::json(200, &events, None)?)
+            }
         }
     }
 
@@ -228,6 +291,14 @@ impl EventHubPartition {
     }
 }
 
+/// The condition a fleet read adds for `devices`, bound after `params` as their keys in one
+/// JSON array (any number of devices stays one parameter, within Cloudflare's 100).
+fn device_filter(devices: Option<&[String]>, params: &mut Vec<SqlStorageValue>) -> String {
+    let Some(keys) = devices else { return String::new() };
+    params.push(serde_json::to_string(keys).map_or(SqlStorageValue::Null, SqlStorageValue::from));
+    format!(" AND device IN (SELECT value FROM json_each(?{}))", params.len())
+}
+
 /// The next sequence number to give.
 fn next_seq(sql: &SqlStorage) -> Result<u64> {
     let rows: Vec<Bounds> = sql
@@ -244,9 +315,17 @@ fn insert(sql: &SqlStorage, batch: &[Event], last: &Cell<u64>) -> Result<()> {
     let mut seq = next_seq(sql)?;
     for event in batch {
         let stored = Event { sequence_number: seq, enqueued: UnixMillis(now), ..event.clone() };
+        let key = match &event.module_id {
+            Some(module) => twinhub_core::identity::module_key(&event.device_id, module),
+            None => event.device_id.clone(),
+        };
+        let alert = event.properties.iter().find(|(k, _)| k == "alert").and_then(|(_, v)| v.clone());
+        // SQLite decides whether the body is JSON (json_valid), faster than parsing it here.
+        let text = std::str::from_utf8(&event.body).map_or(SqlStorageValue::Null, SqlStorageValue::from);
         sql.exec(
-            "INSERT INTO event (seq, enqueued, body) VALUES (?, ?, ?)",
-            vec![sql_int(seq)?, sql_int(now)?, to_json(&stored)?.into()],
+            "INSERT INTO event (seq, enqueued, body, device, alert, doc)
+             VALUES (?1, ?2, ?3, ?4, ?5, CASE WHEN json_valid(?6) THEN jsonb(?6) END)",
+            vec![sql_int(seq)?, sql_int(now)?, to_json(&stored)?.into(), key.into(), alert.into(), text],
         )?;
         seq += 1;
     }

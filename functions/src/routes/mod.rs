@@ -9,6 +9,7 @@ mod configurations;
 mod device_endpoint;
 mod devices;
 mod digital_twins;
+mod fleet;
 mod jobs;
 mod modules;
 mod query;
@@ -137,6 +138,8 @@ async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Call
         Route::DeleteConfiguration(id) => configurations::delete(req, env, id).await,
         Route::TestConfigurationQueries => configurations::test_queries(req).await,
         Route::IndexLag => query::lag(env).await,
+        Route::FleetTelemetry => fleet::telemetry(req, env).await,
+        Route::FleetAlerts => fleet::alerts(req, env).await,
         #[cfg(feature = "bench")]
         Route::BenchEcho(key) => bench::echo(req, env, key).await,
         #[cfg(feature = "bench")]

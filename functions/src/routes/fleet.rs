@@ -1,0 +1,142 @@
+//! `/api/fleet/...`: telemetry across the fleet. Every stored device-to-cloud message also
+//! passes through an Event Hub partition (`objects/partition.rs`), which keeps the device, its
+//! `alert` property and its body as JSON beside it; so a field's series over the devices a
+//! condition selects, or the newest alerts, is one statement per partition, merged here
+//! (`core::telemetry::merge`), never a call per device.
+
+use crate::config::Config;
+use crate::http::{self, ApiResult};
+use crate::objects::ask_every_index_shard;
+use crate::objects::partition::{partition_stub, MAX_ALERTS};
+use crate::rpc::{self, IndexOp, PartitionOp};
+use futures_util::future::try_join_all;
+use serde::Deserialize;
+use serde_json::Value;
+use twinhub_core::eventhub::Event;
+use twinhub_core::job::request::condition_query;
+use twinhub_core::query::sql;
+use twinhub_core::telemetry::{json_path, merge, Partial, Window};
+use twinhub_core::wire::telemetry::SeriesBucket;
+use twinhub_core::wire::{FleetAlert, FleetAlerts, FleetSeries};
+use twinhub_core::{ErrorCode, HubError};
+use worker::{Env, Request};
+
+/// How far back a request that names no start looks.
+const DEFAULT_SPAN_MS: u64 = 3_600_000;
+
+/// `POST /api/fleet/telemetry`.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct SeriesRequest {
+    /// A WHERE condition of a device query (`tags.location.building = 'A'`); none or `*`:
+    /// every device (and module).
+    condition: Option<String>,
+    /// A body field's dotted path.
+    field: String,
+    /// Unix ms; default: the last hour.
+    from: Option<u64>,
+    to: Option<u64>,
+    /// Default 60, at most 1,000.
+    buckets: Option<usize>,
+}
+
+/// `POST /api/fleet/alerts`.
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+struct AlertsRequest {
+    condition: Option<String>,
+    /// Unix ms; default: an hour ago.
+    since: Option<u64>,
+    /// Default 50, at most 200.
+    limit: Option<usize>,
+}
+
+/// `POST /api/fleet/telemetry` `{"condition", "field", "from", "to", "buckets"}`: the field's
+/// min / max / average per time bucket over every message of the selected devices.
+pub async fn telemetry(mut req: Request, env: &Env) -> ApiResult {
+    let asked: SeriesRequest = body(&mut req).await?;
+    let path = json_path(&asked.field)?;
+    let to = asked.to.unwrap_or_else(|| crate::clock::now().0 + 1);
+    let from = asked.from.unwrap_or(to.saturating_sub(DEFAULT_SPAN_MS));
+    let window = Window::new(from, to, asked.buckets.unwrap_or(60))?;
+    let partitions = partitions(env)?;
+    let devices = selected(env, asked.condition.as_deref()).await?;
+    let calls = (0..partitions).map(|p| {
+        let op = PartitionOp::Series { path: path.clone(), window, devices: devices.clone() };
+        async move { rpc::call::<_, Vec<Partial>>(&partition_stub(env, p).map_err(rpc::unreachable)?, &op).await }
+    });
+    let partials = try_join_all(calls).await?.into_iter().flatten();
+    let buckets = merge(&window, partials)
+        .into_iter()
+        .map(|b| SeriesBucket { start: b.start, count: b.count, min: b.min, max: b.max, avg: b.avg })
+        .collect();
+    let answer = FleetSeries { field: asked.field, from, to, devices: devices.map(|d| d.len() as u64), buckets };
+    Ok(http::json(200, &answer, None)?)
+}
+
+/// `POST /api/fleet/alerts` `{"condition", "since", "limit"}`: the newest messages with an
+/// `alert` property (the article's `alert = high_temperature`) from the selected devices.
+pub async fn alerts(mut req: Request, env: &Env) -> ApiResult {
+    let asked: AlertsRequest = body(&mut req).await?;
+    let since = asked.since.unwrap_or_else(|| crate::clock::now().0.saturating_sub(DEFAULT_SPAN_MS));
+    let limit = asked.limit.unwrap_or(50).clamp(1, MAX_ALERTS);
+    let partitions = partitions(env)?;
+    let devices = selected(env, asked.condition.as_deref()).await?;
+    let calls = (0..partitions).map(|p| {
+        let op = PartitionOp::Alerts { since, devices: devices.clone(), limit };
+        async move { rpc::call::<_, Vec<Event>>(&partition_stub(env, p).map_err(rpc::unreachable)?, &op).await }
+    });
+    let mut events: Vec<Event> = try_join_all(calls).await?.into_iter().flatten().collect();
+    events.sort_by(|a, b| b.enqueued.cmp(&a.enqueued).then(b.sequence_number.cmp(&a.sequence_number)));
+    events.truncate(limit);
+    let alerts = events.into_iter().map(alert).collect();
+    Ok(http::json(200, &FleetAlerts { alerts }, None)?)
+}
+
+fn alert(event: Event) -> FleetAlert {
+    let text = String::from_utf8_lossy(&event.body).into_owned();
+    let value = event.properties.iter().find(|(k, _)| k == "alert").and_then(|(_, v)| v.clone());
+    FleetAlert {
+        device_id: event.device_id,
+        module_id: event.module_id,
+        enqueued_time: event.enqueued.to_iso(),
+        alert: value.unwrap_or_default(),
+        properties: event.properties,
+        body: serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+    }
+}
+
+/// A request body as `T`: 400006 when it is not JSON, 400004 when its fields are wrong.
+async fn body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, crate::http::ApiError> {
+    let text = http::body_text(req).await?;
+    serde_json::from_str(&text).map_err(|e| {
+        let code = if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
+        HubError::new(code, format!("invalid request: {e}")).into()
+    })
+}
+
+/// The Event Hub partitions, which hold what fleet reads read.
+fn partitions(env: &Env) -> Result<u32, HubError> {
+    match Config::of(env).eventhub_partitions {
+        0 => Err(HubError::new(
+            ErrorCode::FeatureUnavailable,
+            "fleet telemetry reads the event stream, which is off (EVENTHUB_PARTITIONS=0)",
+        )),
+        n => Ok(n),
+    }
+}
+
+/// The device keys `condition` selects, from the fleet index (`None`: no condition, every
+/// device and module).
+async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<String>>, crate::http::ApiError> {
+    let Some(condition) = condition.map(str::trim).filter(|c| !c.is_empty() && *c != "*") else { return Ok(None) };
+    let query = condition_query(condition)?;
+    let statement = sql::ids_statement(&query);
+    #[derive(Deserialize)]
+    struct Ids {
+        ids: Vec<String>,
+    }
+    let op = IndexOp::Ids { sql: statement.sql, params: statement.params };
+    let answers: Vec<Ids> = ask_every_index_shard(env, &op).await?;
+    Ok(Some(answers.into_iter().flat_map(|a| a.ids).collect()))
+}
