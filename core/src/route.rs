@@ -127,6 +127,8 @@ pub enum Route<'a> {
     BenchWrite(&'a str),
     /// `POST /api/bench/fleet`
     BenchFleet,
+    /// `POST /api/bench/telemetry`
+    BenchTelemetry,
 }
 
 /// The device, or the module on a device, that a route is about. A module is held exactly as
@@ -267,6 +269,7 @@ impl<'a> Route<'a> {
             (["api", "bench", "echo", key], "POST") => BenchEcho(key),
             (["api", "bench", "write", key], "POST") => BenchWrite(key),
             (["api", "bench", "fleet"], "POST") => BenchFleet,
+            (["api", "bench", "telemetry"], "POST") => BenchTelemetry,
             _ => return None,
         })
     }
@@ -294,7 +297,7 @@ impl<'a> Route<'a> {
             | GetConfiguration(_)
             | TestConfigurationQueries => Access::Token(read),
             PutConfiguration(_) | DeleteConfiguration(_) => Access::Token(write),
-            BulkDevices | PutDevice(_) | DeleteDevice(_) | BenchFleet => Access::Token(write),
+            BulkDevices | PutDevice(_) | DeleteDevice(_) | BenchFleet | BenchTelemetry => Access::Token(write),
             Query
             | GetTwin(_)
             | PatchTwin(_)
@@ -375,7 +378,7 @@ impl<'a> Route<'a> {
             Telemetry(_) | TelemetrySeries(_) | FleetTelemetry | FleetAlerts => Upstream::Own("telemetry"),
             Live(_) => Upstream::Own("live"),
             SendMessage(_) => Upstream::Own("messages"),
-            IndexLag | BenchEcho(_) | BenchWrite(_) | BenchFleet => Upstream::Absent,
+            IndexLag | BenchEcho(_) | BenchWrite(_) | BenchFleet | BenchTelemetry => Upstream::Absent,
         }
     }
 
@@ -393,7 +396,7 @@ impl<'a> Route<'a> {
 
     /// Whether this is a benchmark route, answered only when the hub enables them.
     pub fn is_bench(&self) -> bool {
-        matches!(self, Route::BenchEcho(_) | Route::BenchWrite(_) | Route::BenchFleet)
+        matches!(self, Route::BenchEcho(_) | Route::BenchWrite(_) | Route::BenchFleet | Route::BenchTelemetry)
     }
 }
 

@@ -86,3 +86,64 @@ pub async fn fleet(mut req: worker::Request, env: &worker::Env) -> ApiResult {
     }
     Ok(http::no_content()?)
 }
+
+/// Most messages one `POST /api/bench/telemetry` appends.
+const MAX_TELEMETRY_SLICE: usize = 100_000;
+
+#[derive(serde::Deserialize)]
+struct TelemetrySlice {
+    /// Devices `start..start+count` of the fixture fleet (`sensor-{i:06}`).
+    start: usize,
+    count: usize,
+    /// Messages per device.
+    messages: usize,
+    /// Every how many messages one carries `alert=high_temperature` (0: none).
+    #[serde(default)]
+    alert_every: usize,
+}
+
+/// `POST /api/bench/telemetry` with `{"start", "count", "messages", "alert_every"}`: appends
+/// `messages` readings (`{"temperature", "humidity"}`) of each of those fixture devices to the
+/// event stream's partitions, as their gateway would, for the fleet telemetry benchmark (a real
+/// device object per device would take the benchmark's budget to create). Needs RegistryWrite.
+pub async fn telemetry(mut req: worker::Request, env: &worker::Env) -> ApiResult {
+    use crate::rpc::{DeviceBatch, PartitionOp, TelemetryMessage};
+    use twinhub_core::{ErrorCode, HubError};
+    let body = http::body_text(&mut req).await?;
+    let slice: TelemetrySlice = serde_json::from_str(&body).map_err(|e| {
+        HubError::new(ErrorCode::IotHubFormatError, format!("expected {{start, count, messages}}: {e}"))
+    })?;
+    if slice.count.saturating_mul(slice.messages) > MAX_TELEMETRY_SLICE {
+        return Err(HubError::new(ErrorCode::ArgumentInvalid, format!("at most {MAX_TELEMETRY_SLICE} messages")).into());
+    }
+    let partitions = crate::config::Config::of(env).eventhub_partitions;
+    if partitions == 0 {
+        return Err(HubError::new(ErrorCode::FeatureUnavailable, "the event stream is off").into());
+    }
+    let mut per_partition: Vec<Vec<DeviceBatch>> = (0..partitions).map(|_| Vec::new()).collect();
+    for i in slice.start..slice.start + slice.count {
+        let key = format!("sensor-{i:06}");
+        let messages = (0..slice.messages)
+            .map(|m| {
+                let alert = slice.alert_every > 0 && m % slice.alert_every == 0;
+                let temperature = 18.0 + ((i * 7 + m * 13) % 200) as f64 / 10.0 + if alert { 40.0 } else { 0.0 };
+                let properties =
+                    if alert { vec![("alert".to_owned(), Some("high_temperature".to_owned()))] } else { Vec::new() };
+                let body = json!({ "temperature": temperature, "humidity": 40 + (m % 20) });
+                TelemetryMessage { properties, body: body.to_string().into_bytes() }
+            })
+            .collect();
+        let partition = twinhub_core::eventhub::partition_of(&key, partitions) as usize;
+        if let Some(list) = per_partition.get_mut(partition) {
+            list.push(DeviceBatch { key, messages });
+        }
+    }
+    for (partition, batches) in per_partition.into_iter().enumerate() {
+        if batches.is_empty() {
+            continue;
+        }
+        let stub = crate::objects::partition::partition_stub(env, partition as u32)?;
+        crate::rpc::tell(&stub, &PartitionOp::Append { batches }).await?;
+    }
+    Ok(http::no_content()?)
+}

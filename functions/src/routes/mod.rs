@@ -146,9 +146,11 @@ async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Call
         Route::BenchWrite(key) => bench::write(req, env, key).await,
         #[cfg(feature = "bench")]
         Route::BenchFleet => bench::fleet(req, env).await,
+        #[cfg(feature = "bench")]
+        Route::BenchTelemetry => bench::telemetry(req, env).await,
         // Refused in `serve` already: this build has no benchmarks.
         #[cfg(not(feature = "bench"))]
-        Route::BenchEcho(_) | Route::BenchWrite(_) | Route::BenchFleet => {
+        Route::BenchEcho(_) | Route::BenchWrite(_) | Route::BenchFleet | Route::BenchTelemetry => {
             Err(HubError::new(ErrorCode::NotFound, "no such resource").into())
         }
     }
