@@ -325,7 +325,8 @@ impl<'a> Route<'a> {
     pub fn operation(&self) -> Option<Operation> {
         use Route::*;
         Some(match self {
-            Query => Operation::Query,
+            // Fleet telemetry reads like a query: it runs one (the condition) and scans events.
+            Query | FleetTelemetry | FleetAlerts => Operation::Query,
             ListDevices | ListModules(_) | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) => {
                 Operation::RegistryOp
             }

@@ -61,6 +61,10 @@ pub fn downsample(points: &[Point], from: UnixMillis, to: UnixMillis, buckets: u
     out
 }
 
+/// The latest time a window may reach (Unix ms; 2^53 - 1, what a JavaScript number holds
+/// exactly).
+pub const MAX_TIME_MS: u64 = (1 << 53) - 1;
+
 /// A fleet series' window: `[from, to)` cut into buckets `width` ms wide.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Window {
@@ -75,6 +79,10 @@ impl Window {
     pub fn new(from: u64, to: u64, buckets: usize) -> Result<Self, HubError> {
         if from >= to {
             return Err(HubError::new(ErrorCode::ArgumentInvalid, "from must be before to (Unix ms)"));
+        }
+        // Times travel to SQLite as JavaScript numbers, exact to 2^53.
+        if to > MAX_TIME_MS {
+            return Err(HubError::new(ErrorCode::ArgumentInvalid, "to is past any time a message was enqueued"));
         }
         if !(1..=MAX_BUCKETS).contains(&buckets) {
             return Err(HubError::new(ErrorCode::ArgumentInvalid, format!("buckets must be 1 to {MAX_BUCKETS}")));
@@ -157,6 +165,7 @@ mod tests {
         assert!(Window::new(2_000, 2_000, 10).is_err());
         assert!(Window::new(0, 1, 0).is_err());
         assert!(Window::new(0, 1, MAX_BUCKETS + 1).is_err());
+        assert!(Window::new(0, u64::MAX, 10).is_err(), "past what SQLite is given exactly");
         assert_eq!(json_path("sensors.inside.temp").unwrap(), "$.sensors.inside.temp");
         for bad in ["", "a..b", "a.", "$.a", "a'b", "a[0]", "a b", "a\"b"] {
             assert_eq!(json_path(bad).unwrap_err().code, ErrorCode::ArgumentInvalid, "{bad}");

@@ -111,7 +111,8 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Identity>>, on_c
         };
         update_identity(
             Box::new(move |d| {
-                d.authentication.symmetric_key = SymmetricKey { primary_key: primary, secondary_key: secondary }
+                d.authentication.symmetric_key =
+                    SymmetricKey { primary_key: Some(primary), secondary_key: Some(secondary) }
             }),
             "New keys: copy the new connection string to the device.",
         );

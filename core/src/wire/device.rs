@@ -19,12 +19,10 @@ pub struct Identity {
     pub connection_state: String,
     pub last_activity_time: String,
     pub authentication: Authentication,
-    /// `{"iotEdge": bool}` for a device: sent back as read, so an edit keeps it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capabilities: Option<Value>,
-    /// A module's owner, sent back as read.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub managed_by: Option<String>,
+    /// The rest, as sent (`capabilities`, `managedBy`, an Azure hub's scopes, ...), sent back
+    /// as read so an edit keeps it.
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, Value>,
 }
 
 /// How an identity authenticates.
@@ -35,14 +33,18 @@ pub struct Authentication {
     #[serde(rename = "type")]
     pub kind: String,
     pub symmetric_key: SymmetricKey,
+    /// The rest (`x509Thumbprint`), sent back as read.
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, Value>,
 }
 
-/// An identity's two keys (base64).
+/// An identity's two keys (base64; `null` for one that uses no keys, as an Azure hub sends
+/// for an X.509 device).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SymmetricKey {
-    pub primary_key: String,
-    pub secondary_key: String,
+    pub primary_key: Option<String>,
+    pub secondary_key: Option<String>,
 }
 
 impl Identity {
@@ -50,8 +52,9 @@ impl Identity {
         self.status.as_deref() == Some("enabled")
     }
 
+    /// The primary key ("" when it has none).
     pub fn primary_key(&self) -> &str {
-        &self.authentication.symmetric_key.primary_key
+        self.authentication.symmetric_key.primary_key.as_deref().unwrap_or_default()
     }
 }
 

@@ -5,9 +5,9 @@
 //! renders with those and reads back, so the two cannot drift apart.
 //!
 //! Every type reads what an Azure IoT Hub sends too (upstream mode passes its answers through):
-//! fields a hub may leave out default, fields no client here reads are skipped (a twin keeps
-//! them in `rest`, as the dashboard shows it whole). Flattening is kept to that one place: it
-//! costs the dashboard's wasm a buffered second deserializer per type.
+//! fields a hub may leave out default; fields no client here reads are skipped, except where a
+//! client shows the value whole or sends it back (a twin, an identity: `rest`). Flattening is
+//! kept to those: it costs the dashboard's wasm a buffered second deserializer per type.
 
 pub mod device;
 pub mod job;

@@ -46,6 +46,7 @@ fn an_identity_reads_back_and_its_change_is_a_put_body() {
     assert_eq!(read.device_id, "meter-7");
     assert!(read.enabled());
     assert_eq!(read.primary_key(), rendered["authentication"]["symmetricKey"]["primaryKey"]);
+    assert_eq!(serde_json::to_value(&read).unwrap(), rendered, "written back as it came");
     read.status = Some("disabled".into());
     let body = serde_json::to_string(&read).unwrap();
     let request = DeviceRequest::parse(&body).unwrap();
@@ -88,6 +89,14 @@ fn jobs_device_jobs_and_configurations_read_back() {
 
 #[test]
 fn answers_from_an_older_or_other_hub_read_with_defaults() {
+    let x509: Identity = serde_json::from_value(json!({"deviceId": "x", "authentication": {"type": "selfSigned",
+        "symmetricKey": {"primaryKey": null, "secondaryKey": null}, "x509Thumbprint": {"primaryThumbprint": "AB"}},
+        "parentScopes": []}))
+    .unwrap();
+    assert_eq!(x509.primary_key(), "");
+    let sent = serde_json::to_value(&x509).unwrap();
+    assert_eq!(sent["authentication"]["x509Thumbprint"]["primaryThumbprint"], "AB", "an Azure hub's fields go back");
+    assert_eq!(sent["parentScopes"], json!([]));
     let twin: Twin = serde_json::from_value(json!({"deviceId": "d", "properties": {"desired": {}}})).unwrap();
     assert!(twin.tags.is_empty());
     assert_eq!(twin.version, 0);

@@ -59,8 +59,9 @@ pub struct FleetIndex {
     lags: Lags,
     /// Upserts waiting for, or in, the commit under way.
     upserts: Rc<GroupCommit<IndexEntry>>,
-    /// The placement last stored (read once per isolate).
-    placement: std::cell::Cell<Option<Option<Placement>>>,
+    /// The placement last stored, and the count before its last change (read once per
+    /// isolate).
+    placement: std::cell::Cell<Option<Option<Stored>>>,
     /// A rebalance of a changed count was logged as begun (its end is logged too; a new
     /// shard's first walk, over nothing, is not).
     announced: std::cell::Cell<bool>,
@@ -161,6 +162,8 @@ impl DurableObject for FleetIndex {
                 worker::console_error!("fleet index schema: {e}");
             }
         }
+        // The count before the last change (refused when the column is there already).
+        let _ = state.storage().sql().exec("ALTER TABLE placement ADD COLUMN previous INTEGER", None);
         Self {
             state,
             env,
@@ -206,10 +209,14 @@ impl DurableObject for FleetIndex {
     }
 }
 
+/// A shard's placement and the count before its last change, as stored.
+type Stored = (Placement, Option<u32>);
+
 #[derive(Deserialize)]
 struct PlacementRow {
     shard: u32,
     shards: u32,
+    previous: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -228,14 +235,27 @@ struct MoveRow {
 impl FleetIndex {
     /// The placement this shard stored, if it was ever told one.
     fn stored_placement(&self) -> Result<Option<Placement>> {
+        Ok(self.stored()?.map(|(placement, _)| placement))
+    }
+
+    /// The stored placement and the count before its last change.
+    fn stored(&self) -> Result<Option<Stored>> {
         if let Some(known) = self.placement.get() {
             return Ok(known);
         }
         let rows: Vec<PlacementRow> =
-            self.state.storage().sql().exec("SELECT shard, shards FROM placement", None)?.to_array()?;
-        let stored = rows.first().map(|r| Placement { shard: r.shard, shards: r.shards });
+            self.state.storage().sql().exec("SELECT shard, shards, previous FROM placement", None)?.to_array()?;
+        let stored = rows.first().map(|r| (Placement { shard: r.shard, shards: r.shards }, r.previous));
         self.placement.set(Some(stored));
         Ok(stored)
+    }
+
+    /// Where `device_id` lived before the count last changed, if that is another shard: while
+    /// rebalancing, its row may still be there (a device must not look deleted meanwhile).
+    fn previous_home(&self, device_id: &str) -> Result<Option<Placement>> {
+        let Some((now, Some(previous))) = self.stored()? else { return Ok(None) };
+        let old = twinhub_core::fleet::shard_of(device_id, previous);
+        Ok((previous != now.shards && old != now.shard).then_some(Placement { shard: old, shards: now.shards }))
     }
 
     /// A call named this shard's placement: if it changed, store it, start a rebalance, and
@@ -244,11 +264,17 @@ impl FleetIndex {
         let stored = self.stored_placement()?;
         let Some(change) = placement_change(stored, told) else { return Ok(()) };
         let cursor = if change.rebalance { SqlStorageValue::from("") } else { SqlStorageValue::Null };
+        let previous = stored.map(|s| s.shards).filter(|&p| p != told.shards);
         self.state.storage().sql().exec(
-            "INSERT OR REPLACE INTO placement (k, shard, shards, rebalance_after) VALUES (0, ?, ?, ?)",
-            vec![i64::from(told.shard).into(), i64::from(told.shards).into(), cursor],
+            "INSERT OR REPLACE INTO placement (k, shard, shards, rebalance_after, previous) VALUES (0, ?, ?, ?, ?)",
+            vec![
+                i64::from(told.shard).into(),
+                i64::from(told.shards).into(),
+                cursor,
+                previous.map_or(SqlStorageValue::Null, |p| i64::from(p).into()),
+            ],
         )?;
-        self.placement.set(Some(Some(told)));
+        self.placement.set(Some(Some((told, previous))));
         if change.rebalance && stored.is_some() {
             self.announced.set(true);
             worker::console_log!(
@@ -260,7 +286,10 @@ impl FleetIndex {
         if change.rebalance {
             self.state.storage().set_alarm(1).await?;
         }
-        for shard in change.wake {
+        // Only a shard within the count wakes the ones past it: a woken shard would otherwise
+        // wake the same range again, each call nested in the last.
+        let wake = if told.shard < told.shards { change.wake } else { 0..0 };
+        for shard in wake {
             let wake = crate::objects::IndexShard::at(&self.env, Placement { shard, shards: told.shards })?;
             if let Err(e) = wake.call::<serde::de::IgnoredAny>(&IndexOp::Rebalance).await {
                 // Each shard in range tries once; a missed one is woken by the next that learns.
@@ -304,6 +333,11 @@ impl FleetIndex {
         for (shard, entries) in moving {
             let home = crate::objects::IndexShard::at(&self.env, Placement { shard, shards: placement.shards })?;
             home.call::<serde::de::IgnoredAny>(&IndexOp::Load { entries }).await.map_err(crate::rpc::fault)?;
+        }
+        // Told another count while the rows were away: that count's walk (started from the
+        // beginning by `told`) decides; this step deletes nothing and leaves the cursor.
+        if self.stored_placement()? != Some(placement) {
+            return Ok(true);
         }
         // Handed over: forgotten here, unless a newer commit of the device arrived meanwhile
         // (its device object had not yet heard of the new count).
@@ -544,10 +578,18 @@ impl FleetIndex {
                 let rows: Vec<IdRow> = sql
                     .exec(
                         "SELECT device_id AS id FROM device WHERE device_id = ? AND identity IS NOT NULL",
-                        vec![device_id.into()],
+                        vec![device_id.as_str().into()],
                     )?
                     .to_array()?;
-                let answer = crate::rpc::Existence { exists: !rows.is_empty() };
+                let mut exists = !rows.is_empty();
+                if !exists {
+                    if let Some(home) = self.previous_home(&device_id)? {
+                        let old = crate::objects::IndexShard::at(&self.env, home)?;
+                        let op = IndexOp::Exists { device_id: device_id.clone() };
+                        exists = old.call::<crate::rpc::Existence>(&op).await.map_err(crate::rpc::fault)?.exists;
+                    }
+                }
+                let answer = crate::rpc::Existence { exists };
                 Ok(http::json(200, &serde_json::to_value(answer).unwrap_or_default(), None)?)
             }
             IndexOp::Ids { sql: text, params } => {

@@ -132,14 +132,25 @@ impl DurableObject for Jobs {
                 worker::console_error!("jobs schema: {e}");
             }
         }
+        let mut added = false;
         for (column, declaration) in ADDED_COLUMNS {
             // Refused when the column is there already (every start but the first).
             if sql.exec(&format!("ALTER TABLE device_job ADD COLUMN {column} {declaration}"), None).is_ok() {
+                added = true;
                 let fill =
                     format!("UPDATE device_job SET {column} = coalesce(json_extract(body, '$.{column}'), {column})");
                 if let Err(e) = sql.exec(&fill, None) {
                     worker::console_error!("jobs schema: filling {column}: {e}");
                 }
+            }
+        }
+        if added {
+            // The previous version's cancellations wrote times into the records as JavaScript
+            // numbers (`1.7e12`, which a record does not read as an integer); the columns hold
+            // them as integers, so the records get them back from there, once.
+            let mend = "UPDATE device_job SET body = json_set(body, '$.ended', ended, '$.updated', updated)";
+            if let Err(e) = sql.exec(mend, None) {
+                worker::console_error!("jobs schema: mending records: {e}");
             }
         }
         Self { state, env, running: std::cell::Cell::new(false) }

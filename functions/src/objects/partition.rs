@@ -244,10 +244,10 @@ impl EventHubPartition {
                     .exec(
                         &format!(
                             "SELECT CAST((enqueued - ?1) / ?2 AS INTEGER) AS bucket, COUNT(v) AS count, MIN(v) AS min, MAX(v) AS max,
-                                    SUM(v) AS sum
-                             FROM (SELECT enqueued, json_extract(doc, ?3) AS v FROM event
+                                    TOTAL(v) AS sum
+                             FROM (SELECT enqueued, json_extract(doc, ?3) AS v, json_type(doc, ?3) AS t FROM event
                                    WHERE enqueued >= ?1 AND enqueued < ?4{only})
-                             WHERE typeof(v) IN ('integer', 'real') GROUP BY bucket"
+                             WHERE t IN ('integer', 'real') GROUP BY bucket"
                         ),
                         params,
                     )?

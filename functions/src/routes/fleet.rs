@@ -23,6 +23,9 @@ use worker::{Env, Request};
 
 /// How far back a request that names no start looks.
 const DEFAULT_SPAN_MS: u64 = 3_600_000;
+/// The most devices a condition may select: their ids travel to the partitions (each its own
+/// share, as one JSON array: about 2 MB at this many).
+const MAX_SELECTED: usize = 100_000;
 
 /// `POST /api/fleet/telemetry`.
 #[derive(Default, Deserialize)]
@@ -61,9 +64,10 @@ pub async fn telemetry(mut req: Request, env: &Env) -> ApiResult {
     let window = Window::new(from, to, asked.buckets.unwrap_or(60))?;
     let partitions = partitions(env)?;
     let devices = selected(env, asked.condition.as_deref()).await?;
-    let calls = (0..partitions).map(|p| {
-        let op = PartitionOp::Series { path: path.clone(), window, devices: devices.clone() };
-        async move { rpc::call::<_, Vec<Partial>>(&partition_stub(env, p).map_err(rpc::unreachable)?, &op).await }
+    let shares = shares(devices.as_deref(), partitions);
+    let calls = shares.into_iter().enumerate().map(|(p, devices)| {
+        let op = PartitionOp::Series { path: path.clone(), window, devices };
+        async move { rpc::call::<_, Vec<Partial>>(&partition_stub(env, p as u32).map_err(rpc::unreachable)?, &op).await }
     });
     let partials = try_join_all(calls).await?.into_iter().flatten();
     let buckets = merge(&window, partials)
@@ -82,9 +86,10 @@ pub async fn alerts(mut req: Request, env: &Env) -> ApiResult {
     let limit = asked.limit.unwrap_or(50).clamp(1, MAX_ALERTS);
     let partitions = partitions(env)?;
     let devices = selected(env, asked.condition.as_deref()).await?;
-    let calls = (0..partitions).map(|p| {
-        let op = PartitionOp::Alerts { since, devices: devices.clone(), limit };
-        async move { rpc::call::<_, Vec<Event>>(&partition_stub(env, p).map_err(rpc::unreachable)?, &op).await }
+    let shares = shares(devices.as_deref(), partitions);
+    let calls = shares.into_iter().enumerate().map(|(p, devices)| {
+        let op = PartitionOp::Alerts { since, devices, limit };
+        async move { rpc::call::<_, Vec<Event>>(&partition_stub(env, p as u32).map_err(rpc::unreachable)?, &op).await }
     });
     let mut events: Vec<Event> = try_join_all(calls).await?.into_iter().flatten().collect();
     events.sort_by(|a, b| b.enqueued.cmp(&a.enqueued).then(b.sequence_number.cmp(&a.sequence_number)));
@@ -126,6 +131,21 @@ fn partitions(env: &Env) -> Result<u32, HubError> {
     }
 }
 
+/// Each partition's share of the selected devices (those whose events it holds); every
+/// partition gets `None` when there is no selection.
+fn shares(devices: Option<&[String]>, partitions: u32) -> Vec<Option<Vec<String>>> {
+    let mut out: Vec<Option<Vec<String>>> = (0..partitions).map(|_| devices.map(|_| Vec::new())).collect();
+    for key in devices.into_iter().flatten() {
+        // As the gateway appends: a module's events go where its device's do.
+        let (device, _) = twinhub_core::identity::split_key(key);
+        let p = twinhub_core::eventhub::partition_of(device, partitions) as usize;
+        if let Some(Some(share)) = out.get_mut(p) {
+            share.push(key.clone());
+        }
+    }
+    out
+}
+
 /// The device keys `condition` selects, from the fleet index (`None`: no condition, every
 /// device and module).
 async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<String>>, crate::http::ApiError> {
@@ -138,5 +158,13 @@ async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<Strin
     }
     let op = IndexOp::Ids { sql: statement.sql, params: statement.params };
     let answers: Vec<Ids> = ask_every_index_shard(env, &op).await?;
-    Ok(Some(answers.into_iter().flat_map(|a| a.ids).collect()))
+    let ids: Vec<String> = answers.into_iter().flat_map(|a| a.ids).collect();
+    if ids.len() > MAX_SELECTED {
+        return Err(HubError::new(
+            ErrorCode::ArgumentInvalid,
+            format!("the condition selects {} devices; fleet telemetry reads at most {MAX_SELECTED} (narrow it, or ask without one)", ids.len()),
+        )
+        .into());
+    }
+    Ok(Some(ids))
 }
