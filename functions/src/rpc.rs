@@ -296,6 +296,9 @@ pub enum IndexOp {
     /// Nothing but the placement the call names: a shard past a smaller count is woken with
     /// it by one that learned of the change, and hands its rows over (`twinhub_core::fleet`).
     Rebalance,
+    /// The count before the last change, as this shard knows it (`Option<u32>`): a shard
+    /// called for the first time asks shard 0, so it can find devices not yet moved to it.
+    Previous,
 }
 
 /// The answer to [`IndexOp::Exists`].

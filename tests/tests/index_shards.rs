@@ -4,7 +4,9 @@
 
 use serde_json::json;
 use std::time::{Duration, Instant};
-use twinhub_e2e::{bulk_create, Hub, Storage};
+use twinhub_core::fleet::shard_of;
+use twinhub_core::mqtt::ConnectReturnCode;
+use twinhub_e2e::{bulk_create, Hub, MqttDevice, Storage};
 
 /// Every device id the index lists, page by page, in the order it answers (duplicates kept).
 fn listed(hub: &Hub) -> Vec<String> {
@@ -69,8 +71,24 @@ fn the_index_follows_its_shard_count_without_a_rebuild() {
         hub.stop();
     }
     {
-        // Grown: rows move to the new shards; devices written now land there directly.
+        // Grown: rows move to the new shards; devices written now land there directly. First,
+        // before anything else has called the index: a device whose new shard is a new one
+        // connects (its new shard finds it in its previous one; it used to be refused).
         let hub = Hub::start_with_vars(&storage, &[("FLEET_INDEX_SHARDS", "5")]);
+        let moved = expected
+            .iter()
+            .find(|id| shard_of(id, 5) >= 2 && shard_of(id, 2) != shard_of(id, 5))
+            .expect("a device on a new shard");
+        let key = hub.device_key(moved);
+        let token = twinhub_core::auth::sign(
+            &format!("{}/devices/{moved}", hub.host()),
+            &key,
+            None,
+            twinhub_e2e::now_secs() + 600,
+        )
+        .expect("a device token");
+        let (_device, code) = MqttDevice::connect_with_token(&hub, moved, &token);
+        assert_eq!(code, ConnectReturnCode::Accepted, "{moved} connects while the index rebalances");
         wait_settled(&hub, &expected);
         assert_eq!(counted(&hub, "WHERE tags.site = 'north'"), 10, "queries see the moved twins");
         bulk_create(&hub, "e", 20);

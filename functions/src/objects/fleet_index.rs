@@ -264,7 +264,23 @@ impl FleetIndex {
         let stored = self.stored_placement()?;
         let Some(change) = placement_change(stored, told) else { return Ok(()) };
         let cursor = if change.rebalance { SqlStorageValue::from("") } else { SqlStorageValue::Null };
-        let previous = stored.map(|s| s.shards).filter(|&p| p != told.shards);
+        let previous = match stored {
+            Some(s) => Some(s.shards),
+            // Called for the first time: a new shard after the count grew, or a new hub. Shard
+            // 0 is within every count, and learns of a change as this call tells it.
+            None if told.shard != 0 => {
+                let first = crate::objects::IndexShard::at(&self.env, Placement { shard: 0, shards: told.shards })?;
+                match first.call::<Option<u32>>(&IndexOp::Previous).await {
+                    Ok(previous) => previous,
+                    Err(e) => {
+                        worker::console_warn!("fleet index: asking shard 0 for the previous count: {e}");
+                        None
+                    }
+                }
+            }
+            None => None,
+        }
+        .filter(|&p| p != told.shards);
         self.state.storage().sql().exec(
             "INSERT OR REPLACE INTO placement (k, shard, shards, rebalance_after, previous) VALUES (0, ?, ?, ?, ?)",
             vec![
@@ -599,6 +615,7 @@ impl FleetIndex {
             }
             // The placement it names was taken in `fetch`.
             IndexOp::Rebalance => Ok(http::no_content()?),
+            IndexOp::Previous => Ok(http::json(200, &self.stored()?.and_then(|(_, previous)| previous), None)?),
             IndexOp::Lag => Ok(http::json(200, &serde_json::to_value(self.lag()).unwrap_or_default(), None)?),
         }
     }
