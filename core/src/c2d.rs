@@ -38,11 +38,7 @@ impl CloudToDeviceMessage {
     /// Parses `{"payload": .., "properties": {"k": "v"}, "messageId": ".."}` for `device_id`;
     /// `generated_id` is used when no `messageId` is given.
     pub fn parse(body: &str, device_id: &str, generated_id: String) -> Result<Self, HubError> {
-        let r: Request = serde_json::from_str(body).map_err(|e| {
-            let code =
-                if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
-            HubError::new(code, format!("invalid message: {e}"))
-        })?;
+        let r: Request = serde_json::from_str(body).map_err(|e| HubError::unreadable("invalid message", &e))?;
         let body = match r.payload {
             Value::String(s) => s.into_bytes(),
             other => other.to_string().into_bytes(),

@@ -108,11 +108,7 @@ pub fn check_id(id: &str) -> Result<(), HubError> {
 impl ConfigurationRequest {
     /// Parses a body; JSON errors are 400.
     pub fn parse(body: &str) -> Result<Self, HubError> {
-        serde_json::from_str(body).map_err(|e| {
-            let code =
-                if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
-            HubError::new(code, format!("invalid configuration body: {e}"))
-        })
+        serde_json::from_str(body).map_err(|e| HubError::unreadable("invalid configuration body", &e))
     }
 
     /// The configuration this request makes for `id`, checked in full: created now, or

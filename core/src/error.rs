@@ -197,6 +197,14 @@ impl HubError {
         Self { code, message: message.into() }
     }
 
+    /// A request body that did not read as `what` (the message's start): 400006
+    /// IotHubFormatError when it is not JSON at all, 400004 ArgumentInvalid when its shape or
+    /// values are wrong.
+    pub fn unreadable(what: &str, e: &serde_json::Error) -> Self {
+        let code = if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
+        Self::new(code, format!("{what}: {e}"))
+    }
+
     /// The REST body, envelope 2 of spec §3.7: a `Message` string holding the flat JSON error.
     /// Satisfies the C# v1 parser (numeric `errorCode` inside `Message`), C# v2, Node, Java and
     /// Python (which reads only the status).

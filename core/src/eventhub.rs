@@ -32,14 +32,16 @@ pub fn connection_string(host: &str, policy: &str, key: &str) -> String {
     format!("Endpoint=sb://{host}/;SharedAccessKeyName={policy};SharedAccessKey={key};EntityPath={ENTITY_PATH}")
 }
 
-/// The partition a device's (and its modules') messages go to: FNV-1a of the device id.
+/// The partition a device's (and its modules') messages go to: FNV-1a of the device id, as
+/// the fleet index places devices (`fleet::shard_of`).
 pub fn partition_of(device_id: &str, partitions: u32) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for b in device_id.bytes() {
-        hash ^= u32::from(b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash % partitions.clamp(1, MAX_PARTITIONS)
+    crate::fleet::shard_of(device_id, partitions.clamp(1, MAX_PARTITIONS))
+}
+
+/// The partition of a device's or module's key (`{deviceId}/{moduleId}`): a module's messages
+/// go where its device's do.
+pub fn partition_of_key(key: &str, partitions: u32) -> u32 {
+    partition_of(crate::identity::split_key(key).0, partitions)
 }
 
 /// One device-to-cloud message as a partition holds it.

@@ -37,11 +37,7 @@ struct Body {
 impl MethodCall {
     /// Parses a CloudToDeviceMethod body.
     pub fn parse(body: &str) -> Result<Self, HubError> {
-        let b: Body = serde_json::from_str(body).map_err(|e| {
-            let code =
-                if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
-            HubError::new(code, format!("invalid method request: {e}"))
-        })?;
+        let b: Body = serde_json::from_str(body).map_err(|e| HubError::unreadable("invalid method request", &e))?;
         let name = b
             .method_name
             .filter(|n| !n.is_empty())

@@ -49,10 +49,8 @@ struct ExportImportDevice {
 
 /// Parses a bulk body: a JSON array of ExportImportDevice, at most [`MAX_BULK_DEVICES`].
 pub fn parse(body: &str) -> Result<Vec<BulkItem>, HubError> {
-    let devices: Vec<ExportImportDevice> = serde_json::from_str(body).map_err(|e| {
-        let code = if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
-        HubError::new(code, format!("the body must be a JSON array of devices with 'id' and 'importMode': {e}"))
-    })?;
+    let devices: Vec<ExportImportDevice> = serde_json::from_str(body)
+        .map_err(|e| HubError::unreadable("the body must be a JSON array of devices with 'id' and 'importMode'", &e))?;
     if devices.len() > MAX_BULK_DEVICES {
         return Err(HubError::new(
             ErrorCode::TooManyDevices,

@@ -236,11 +236,7 @@ impl DeviceRequest {
 
     /// Parses a request body; any JSON shape error is a 400.
     pub fn parse(body: &str) -> Result<Self, HubError> {
-        serde_json::from_str(body).map_err(|e| {
-            let code =
-                if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
-            HubError::new(code, format!("invalid device body: {e}"))
-        })
+        serde_json::from_str(body).map_err(|e| HubError::unreadable("invalid device body", &e))
     }
 }
 

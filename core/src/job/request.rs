@@ -107,11 +107,7 @@ impl JobRequest {
     /// Parses the body of `PUT /jobs/v2/{job_id}` received at `now`.
     pub fn parse(job_id: &str, body: &str, now: UnixMillis) -> Result<Self, HubError> {
         check_job_id(job_id)?;
-        let b: Body = serde_json::from_str(body).map_err(|e| {
-            let code =
-                if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
-            HubError::new(code, format!("invalid job request: {e}"))
-        })?;
+        let b: Body = serde_json::from_str(body).map_err(|e| HubError::unreadable("invalid job request", &e))?;
         if let Some(id) = b.job_id.as_deref().filter(|id| *id != job_id) {
             return Err(invalid(format!("the body's jobId '{}' differs from the path's", truncate(id))));
         }

@@ -19,7 +19,7 @@
 use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{ask_every_index_shard, ask_index_shard, sql_int, to_json};
+use crate::objects::{ask_index_shard, index_ids, sql_int, to_json};
 use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage, RollbackAnswer};
 use futures_util::future::join_all;
 use serde::Deserialize;
@@ -100,11 +100,6 @@ fn record_columns(record: &DeviceJob) -> Result<Vec<SqlStorageValue>> {
 struct CountRow {
     status: String,
     n: u64,
-}
-
-#[derive(Deserialize)]
-struct Ids {
-    ids: Vec<String>,
 }
 
 /// The device record's typed columns added after stores were first written: each, when added
@@ -384,14 +379,8 @@ impl Jobs {
                 return self.save(job);
             }
         };
-        let statement = sql::ids_statement(&query);
-        let answers: Vec<Ids> = match ask_every_index_shard(
-            &self.env,
-            &IndexOp::Ids { sql: statement.sql, params: statement.params },
-        )
-        .await
-        {
-            Ok(answers) => answers,
+        let ids = match index_ids(&self.env, &query).await {
+            Ok(ids) => ids,
             Err(e) => {
                 // Retried by the next alarm a few times, then the job fails with the reason
                 // (unless it was cancelled, paused or rolled back meanwhile).
@@ -408,7 +397,6 @@ impl Jobs {
             return Ok(());
         }
         let now = clock::now();
-        let ids: Vec<String> = answers.into_iter().flat_map(|a| a.ids).collect();
         let sql = self.state.storage().sql();
         for target in executor::targets(job, ids, now) {
             let record = &target.record;

@@ -78,6 +78,18 @@ pub async fn ask_every_index_shard<T: serde::de::DeserializeOwned>(
     futures_util::future::try_join_all(calls).await
 }
 
+/// Every device key a query selects (its WHERE; ids only), from every index shard at once.
+pub async fn index_ids(env: &worker::Env, query: &twinhub_core::query::Query) -> worker::Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        ids: Vec<String>,
+    }
+    let statement = twinhub_core::query::sql::ids_statement(query);
+    let op = crate::rpc::IndexOp::Ids { sql: statement.sql, params: statement.params };
+    let answers: Vec<Ids> = ask_every_index_shard(env, &op).await?;
+    Ok(answers.into_iter().flat_map(|a| a.ids).collect())
+}
+
 /// An op's variant name, for the log: its `Debug` text up to the first space, brace or
 /// parenthesis (never its fields, which may hold a token).
 pub(crate) fn op_name(op: &impl std::fmt::Debug) -> String {

@@ -45,8 +45,7 @@ pub fn partition_stub(env: &Env, partition: u32) -> worker::Result<worker::Stub>
 /// The partition a device's (or module's) messages go to, or `None` with the endpoint off.
 pub fn partition_for(env: &Env, key: &str) -> Option<u32> {
     let partitions = Config::of(env).eventhub_partitions;
-    let (device_id, _) = twinhub_core::identity::split_key(key);
-    (partitions > 0).then(|| twinhub_core::eventhub::partition_of(device_id, partitions))
+    (partitions > 0).then(|| twinhub_core::eventhub::partition_of_key(key, partitions))
 }
 
 /// A gateway shard's appends, one queue per partition: the batches its devices store while an

@@ -133,7 +133,7 @@ pub async fn telemetry(mut req: worker::Request, env: &worker::Env) -> ApiResult
                 TelemetryMessage { properties, body: body.to_string().into_bytes() }
             })
             .collect();
-        let partition = twinhub_core::eventhub::partition_of(&key, partitions) as usize;
+        let partition = twinhub_core::eventhub::partition_of_key(&key, partitions) as usize;
         if let Some(list) = per_partition.get_mut(partition) {
             list.push(DeviceBatch { key, messages });
         }

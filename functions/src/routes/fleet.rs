@@ -6,15 +6,14 @@
 
 use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::ask_every_index_shard;
+use crate::objects::index_ids;
 use crate::objects::partition::{partition_stub, MAX_ALERTS};
-use crate::rpc::{self, IndexOp, PartitionOp};
+use crate::rpc::{self, PartitionOp};
 use futures_util::future::try_join_all;
 use serde::Deserialize;
 use serde_json::Value;
 use twinhub_core::eventhub::Event;
 use twinhub_core::job::request::condition_query;
-use twinhub_core::query::sql;
 use twinhub_core::telemetry::{json_path, merge, Partial, Window};
 use twinhub_core::wire::telemetry::SeriesBucket;
 use twinhub_core::wire::{FleetAlert, FleetAlerts, FleetSeries};
@@ -114,10 +113,7 @@ fn alert(event: Event) -> FleetAlert {
 /// A request body as `T`: 400006 when it is not JSON, 400004 when its fields are wrong.
 async fn body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, crate::http::ApiError> {
     let text = http::body_text(req).await?;
-    serde_json::from_str(&text).map_err(|e| {
-        let code = if e.is_syntax() || e.is_eof() { ErrorCode::IotHubFormatError } else { ErrorCode::ArgumentInvalid };
-        HubError::new(code, format!("invalid request: {e}")).into()
-    })
+    serde_json::from_str(&text).map_err(|e| HubError::unreadable("invalid request", &e).into())
 }
 
 /// The Event Hub partitions, which hold what fleet reads read.
@@ -136,9 +132,7 @@ fn partitions(env: &Env) -> Result<u32, HubError> {
 fn shares(devices: Option<&[String]>, partitions: u32) -> Vec<Option<Vec<String>>> {
     let mut out: Vec<Option<Vec<String>>> = (0..partitions).map(|_| devices.map(|_| Vec::new())).collect();
     for key in devices.into_iter().flatten() {
-        // As the gateway appends: a module's events go where its device's do.
-        let (device, _) = twinhub_core::identity::split_key(key);
-        let p = twinhub_core::eventhub::partition_of(device, partitions) as usize;
+        let p = twinhub_core::eventhub::partition_of_key(key, partitions) as usize;
         if let Some(Some(share)) = out.get_mut(p) {
             share.push(key.clone());
         }
@@ -150,15 +144,7 @@ fn shares(devices: Option<&[String]>, partitions: u32) -> Vec<Option<Vec<String>
 /// device and module).
 async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<String>>, crate::http::ApiError> {
     let Some(condition) = condition.map(str::trim).filter(|c| !c.is_empty() && *c != "*") else { return Ok(None) };
-    let query = condition_query(condition)?;
-    let statement = sql::ids_statement(&query);
-    #[derive(Deserialize)]
-    struct Ids {
-        ids: Vec<String>,
-    }
-    let op = IndexOp::Ids { sql: statement.sql, params: statement.params };
-    let answers: Vec<Ids> = ask_every_index_shard(env, &op).await?;
-    let ids: Vec<String> = answers.into_iter().flat_map(|a| a.ids).collect();
+    let ids = index_ids(env, &condition_query(condition)?).await?;
     if ids.len() > MAX_SELECTED {
         return Err(HubError::new(
             ErrorCode::ArgumentInvalid,
