@@ -763,9 +763,10 @@ fn render(reply: &Reply, stored: &Stored, twin: &TwinView) -> Result<Response> {
         Reply::NoContent => http::no_content(),
         Reply::SessionEnded => session_ended(),
         Reply::Connect(verdict) => http::json(200, verdict, None),
-        Reply::ReportedVersion(version) => http::json(200, &json!({ "version": version }), None),
+        Reply::ReportedVersion(version) => http::json(200, &rpc::ReportAccepted { version: *version }, None),
         Reply::Queued { message_id, queued } => {
-            http::json(202, &json!({ "messageId": message_id, "queued": queued }), None)
+            let answer = twinhub_core::wire::MessageQueued { message_id: message_id.clone(), queued: *queued };
+            http::json(202, &answer, None)
         }
         Reply::JobRepeated { version } => http::json(200, &json!({ "version": version, "repeated": true }), None),
         Reply::RollbackSkipped { reached } => {
