@@ -113,6 +113,47 @@ pub fn json_path(field: &str) -> Result<String, HubError> {
     Ok(format!("$.{field}"))
 }
 
+/// The most bytes of device keys one partition read carries: they are bound to its statement
+/// as one JSON array, a single SQL value, which Cloudflare caps at 2 MB.
+pub const MAX_KEYS_BYTES: usize = 1024 * 1024;
+
+/// The partition reads a fleet request makes: one per partition with no selection (`None`:
+/// every device), else each partition's share of the selected keys (the partition its events
+/// go to), cut into pieces of at most `max_bytes` of JSON. A partition with none of them is
+/// not read.
+pub fn partition_reads(
+    devices: Option<&[String]>,
+    partitions: u32,
+    max_bytes: usize,
+) -> Vec<(u32, Option<Vec<String>>)> {
+    let Some(devices) = devices else { return (0..partitions).map(|p| (p, None)).collect() };
+    let mut shares: Vec<Vec<&String>> = (0..partitions).map(|_| Vec::new()).collect();
+    for key in devices {
+        if let Some(share) = shares.get_mut(crate::eventhub::partition_of_key(key, partitions) as usize) {
+            share.push(key);
+        }
+    }
+    let mut reads = Vec::new();
+    for (p, share) in (0u32..).zip(shares) {
+        let mut piece: Vec<String> = Vec::new();
+        let mut bytes = 2;
+        for key in share {
+            // Quoted and comma-separated; escapes make a key longer, never shorter.
+            let size = serde_json::to_string(key).map_or(key.len() + 2, |k| k.len()) + 1;
+            if !piece.is_empty() && bytes + size > max_bytes {
+                reads.push((p, Some(std::mem::take(&mut piece))));
+                bytes = 2;
+            }
+            bytes += size;
+            piece.push(key.clone());
+        }
+        if !piece.is_empty() {
+            reads.push((p, Some(piece)));
+        }
+    }
+    reads
+}
+
 /// One bucket of one partition's readings: mergeable with the same bucket of the others.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Partial {
@@ -170,6 +211,28 @@ mod tests {
         for bad in ["", "a..b", "a.", "$.a", "a'b", "a[0]", "a b", "a\"b"] {
             assert_eq!(json_path(bad).unwrap_err().code, ErrorCode::ArgumentInvalid, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_selection_is_read_where_its_events_are_in_pieces_a_statement_can_bind() {
+        assert_eq!(partition_reads(None, 3, MAX_KEYS_BYTES), vec![(0, None), (1, None), (2, None)]);
+        let keys: Vec<String> = (0..100).map(|i| format!("device-{i:03}")).collect();
+        let reads = partition_reads(Some(&keys), 4, MAX_KEYS_BYTES);
+        assert!(reads.len() <= 4, "one read per partition that has any");
+        for (p, share) in &reads {
+            let share = share.as_ref().unwrap();
+            assert!(share.iter().all(|k| crate::eventhub::partition_of_key(k, 4) == *p));
+        }
+        assert_eq!(reads.iter().map(|(_, s)| s.as_ref().unwrap().len()).sum::<usize>(), 100);
+        let small = partition_reads(Some(&keys), 1, 100);
+        assert!(small.len() > 1, "cut into pieces");
+        for (_, share) in &small {
+            assert!(serde_json::to_string(share.as_ref().unwrap()).unwrap().len() <= 100);
+        }
+        assert_eq!(small.iter().map(|(_, s)| s.as_ref().unwrap().len()).sum::<usize>(), 100, "none lost");
+        assert!(partition_reads(Some(&[]), 4, MAX_KEYS_BYTES).is_empty(), "nothing selected: nothing read");
+        let module = vec!["d1/m1".to_owned()];
+        assert_eq!(partition_reads(Some(&module), 4, MAX_KEYS_BYTES)[0].0, crate::eventhub::partition_of("d1", 4));
     }
 
     #[test]

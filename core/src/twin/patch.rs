@@ -119,6 +119,9 @@ mod tests {
     fn reported_rejects_dollar_keys() {
         assert!(ReportedPatch::parse(br#"{"temperature":21.5,"$version":3}"#).is_err());
         assert!(ReportedPatch::parse(b"[]").is_err());
+        // A device's bytes reach this as sent (no lossy UTF-8 on the way): invalid UTF-8 in a
+        // string is not JSON, so the patch is refused rather than stored with U+FFFD.
+        assert!(matches!(ReportedPatch::parse(b"{\"t\":\"\xff\"}"), Err(TwinError::NotJson(_))));
         assert_eq!(ReportedPatch::parse(br#"{"t":1}"#).unwrap().reported["t"], 1);
     }
 }

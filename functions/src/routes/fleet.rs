@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use twinhub_core::eventhub::Event;
 use twinhub_core::job::request::condition_query;
-use twinhub_core::telemetry::{json_path, merge, Partial, Window};
+use twinhub_core::telemetry::{json_path, merge, partition_reads, Partial, Window, MAX_KEYS_BYTES};
 use twinhub_core::wire::telemetry::SeriesBucket;
 use twinhub_core::wire::{FleetAlert, FleetAlerts, FleetSeries};
 use twinhub_core::{ErrorCode, HubError};
@@ -23,7 +23,7 @@ use worker::{Env, Request};
 /// How far back a request that names no start looks.
 const DEFAULT_SPAN_MS: u64 = 3_600_000;
 /// The most devices a condition may select: their ids travel to the partitions (each its own
-/// share, as one JSON array: about 2 MB at this many).
+/// share, in pieces of at most `MAX_KEYS_BYTES` of JSON), at most a few dozen calls.
 const MAX_SELECTED: usize = 100_000;
 
 /// `POST /api/fleet/telemetry`.
@@ -63,10 +63,10 @@ pub async fn telemetry(mut req: Request, env: &Env) -> ApiResult {
     let window = Window::new(from, to, asked.buckets.unwrap_or(60))?;
     let partitions = partitions(env)?;
     let devices = selected(env, asked.condition.as_deref()).await?;
-    let shares = shares(devices.as_deref(), partitions);
-    let calls = shares.into_iter().enumerate().map(|(p, devices)| {
+    let reads = partition_reads(devices.as_deref(), partitions, MAX_KEYS_BYTES);
+    let calls = reads.into_iter().map(|(p, devices)| {
         let op = PartitionOp::Series { path: path.clone(), window, devices };
-        async move { rpc::call::<_, Vec<Partial>>(&partition_stub(env, p as u32).map_err(rpc::unreachable)?, &op).await }
+        async move { rpc::call::<_, Vec<Partial>>(&partition_stub(env, p).map_err(rpc::unreachable)?, &op).await }
     });
     let partials = try_join_all(calls).await?.into_iter().flatten();
     let buckets = merge(&window, partials)
@@ -85,10 +85,10 @@ pub async fn alerts(mut req: Request, env: &Env) -> ApiResult {
     let limit = asked.limit.unwrap_or(50).clamp(1, MAX_ALERTS);
     let partitions = partitions(env)?;
     let devices = selected(env, asked.condition.as_deref()).await?;
-    let shares = shares(devices.as_deref(), partitions);
-    let calls = shares.into_iter().enumerate().map(|(p, devices)| {
+    let reads = partition_reads(devices.as_deref(), partitions, MAX_KEYS_BYTES);
+    let calls = reads.into_iter().map(|(p, devices)| {
         let op = PartitionOp::Alerts { since, devices, limit };
-        async move { rpc::call::<_, Vec<Event>>(&partition_stub(env, p as u32).map_err(rpc::unreachable)?, &op).await }
+        async move { rpc::call::<_, Vec<Event>>(&partition_stub(env, p).map_err(rpc::unreachable)?, &op).await }
     });
     let mut events: Vec<Event> = try_join_all(calls).await?.into_iter().flatten().collect();
     events.sort_by(|a, b| b.enqueued.cmp(&a.enqueued).then(b.sequence_number.cmp(&a.sequence_number)));
@@ -125,19 +125,6 @@ fn partitions(env: &Env) -> Result<u32, HubError> {
         )),
         n => Ok(n),
     }
-}
-
-/// Each partition's share of the selected devices (those whose events it holds); every
-/// partition gets `None` when there is no selection.
-fn shares(devices: Option<&[String]>, partitions: u32) -> Vec<Option<Vec<String>>> {
-    let mut out: Vec<Option<Vec<String>>> = (0..partitions).map(|_| devices.map(|_| Vec::new())).collect();
-    for key in devices.into_iter().flatten() {
-        let p = twinhub_core::eventhub::partition_of_key(key, partitions) as usize;
-        if let Some(Some(share)) = out.get_mut(p) {
-            share.push(key.clone());
-        }
-    }
-    out
 }
 
 /// The device keys `condition` selects, from the fleet index (`None`: no condition, every
