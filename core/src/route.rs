@@ -121,6 +121,8 @@ pub enum Route<'a> {
     FleetTelemetry,
     /// `POST /api/fleet/alerts`: the newest messages with an `alert` property.
     FleetAlerts,
+    /// `GET /api/fleet/overview`: the console's first page in one answer.
+    FleetOverview,
     /// `POST /api/bench/echo/{key}`
     BenchEcho(&'a str),
     /// `POST /api/bench/write/{key}`
@@ -266,6 +268,7 @@ impl<'a> Route<'a> {
             (["api", "index"], "GET") => IndexLag,
             (["api", "fleet", "telemetry"], "POST") => FleetTelemetry,
             (["api", "fleet", "alerts"], "POST") => FleetAlerts,
+            (["api", "fleet", "overview"], "GET") => FleetOverview,
             (["api", "bench", "echo", key], "POST") => BenchEcho(key),
             (["api", "bench", "write", key], "POST") => BenchWrite(key),
             (["api", "bench", "fleet"], "POST") => BenchFleet,
@@ -313,6 +316,7 @@ impl<'a> Route<'a> {
             | TelemetrySeries(_)
             | FleetTelemetry
             | FleetAlerts
+            | FleetOverview
             | SendMessage(_)
             | GetDigitalTwin(_)
             | PatchDigitalTwin(_)
@@ -326,7 +330,7 @@ impl<'a> Route<'a> {
         use Route::*;
         Some(match self {
             // Fleet telemetry reads like a query: it runs one (the condition) and scans events.
-            Query | FleetTelemetry | FleetAlerts => Operation::Query,
+            Query | FleetTelemetry | FleetAlerts | FleetOverview => Operation::Query,
             ListDevices | ListModules(_) | BulkDevices | GetDevice(_) | PutDevice(_) | DeleteDevice(_) => {
                 Operation::RegistryOp
             }
@@ -377,6 +381,7 @@ impl<'a> Route<'a> {
             ControlJob(..) => Upstream::Own("rollouts"),
             TwinHistory(_) => Upstream::Own("history"),
             Telemetry(_) | TelemetrySeries(_) | FleetTelemetry | FleetAlerts => Upstream::Own("telemetry"),
+            FleetOverview => Upstream::Own("overview"),
             Live(_) => Upstream::Own("live"),
             SendMessage(_) => Upstream::Own("messages"),
             IndexLag | BenchEcho(_) | BenchWrite(_) | BenchFleet | BenchTelemetry => Upstream::Absent,

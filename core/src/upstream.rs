@@ -38,6 +38,7 @@ pub const OWN_FEATURES: &[(&str, &str)] = &[
     ("live", "the live view follows twinhub's own device objects"),
     ("messages", "IoT Hub sends cloud-to-device messages over AMQP, which this proxy does not speak"),
     ("rollouts", "staged rollouts (pause, resume, rollback) are twinhub's own jobs"),
+    ("overview", "the overview reads twinhub's own index and event stream; the fleet page queries IoT Hub"),
 ];
 
 /// The error for one of [`OWN_FEATURES`] in upstream mode.

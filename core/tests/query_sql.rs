@@ -196,9 +196,20 @@ fn doc(i: usize) -> impl Strategy<Value = Value> {
         prop::option::of(value()),
         prop::option::of(value()),
         any::<bool>(),
+        0u8..4,
     )
-        .prop_map(move |(a, c, d, x, b_is_object)| {
+        .prop_map(move |(a, c, d, x, b_is_object, drift)| {
             let mut root = json!({ "deviceId": format!("d{i:02}") });
+            // No desired property, one caught up, one pending, one refused (`IS_DRIFTING()`,
+            // `HAS_REFUSED()`).
+            let reported = match drift {
+                1 => json!({ "p": 1 }),
+                2 => json!({ "p": 0 }),
+                _ => json!({ "p": { "value": 0, "ac": 400, "av": 1 } }),
+            };
+            if drift > 0 {
+                root["properties"] = json!({ "desired": { "p": 1 }, "reported": reported });
+            }
             if let Some(a) = a {
                 root["a"] = a;
             }
@@ -255,7 +266,7 @@ fn expr() -> impl Strategy<Value = Expr> {
             (inner.clone(), prop::collection::vec(literal(), 0..4), any::<bool>())
                 .prop_map(|(e, list, negated)| Expr::In { expr: Box::new(e), list, negated }),
             (prop::sample::select(Function::ALL.to_vec()), inner.clone(), inner.clone()).prop_map(|(f, a, b)| {
-                let args = if f.arity() == 2 { vec![a, b] } else { vec![a] };
+                let args = [a, b].into_iter().take(f.arity()).collect();
                 Expr::Call(f, args)
             }),
         ]

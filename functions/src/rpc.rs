@@ -233,6 +233,8 @@ pub enum JobOp {
     /// `SELECT ... FROM devices.jobs`: up to `limit` matching records after `after` (job id,
     /// device id), in that order.
     DeviceJobs { query: String, after: Option<(String, String)>, limit: usize },
+    /// How many jobs are under way: answers `twinhub_core::wire::overview::RunningJobs`.
+    Running,
 }
 
 /// The jobs object's answer to [`JobOp::List`] and [`JobOp::DeviceJobs`]: one page.
@@ -259,6 +261,10 @@ pub struct IndexEntry {
     /// When the device object committed this state (Unix ms), for the index lag figures.
     #[serde(default)]
     pub committed_at: Option<u64>,
+    /// The twin's drift, worked out where the twin is parsed anyway (the device object), so
+    /// the shard stores it without reading the twin.
+    #[serde(default)]
+    pub drift: twinhub_core::twin::drift::DriftCounts,
 }
 
 /// A request to one fleet index shard. Externally tagged (`{"upsert": {...}}`), unlike the
@@ -299,6 +305,9 @@ pub enum IndexOp {
     /// The count before the last change, as this shard knows it (`Option<u32>`): a shard
     /// called for the first time asks shard 0, so it can find devices not yet moved to it.
     Previous,
+    /// The shard's connected-device samples from `since` (Unix ms) on, preceded by the last one
+    /// before it: `Vec<(minute, connected)>` (`twinhub_core::overview::connected`).
+    ConnectedSamples { since: u64 },
 }
 
 /// The answer to [`IndexOp::Exists`].
@@ -329,6 +338,12 @@ pub struct ShardStatistics {
     pub enabled: u64,
     /// Of which connected now.
     pub connected: u64,
+    /// With a desired property not caught up (`DriftCounts`).
+    #[serde(default)]
+    pub drifting: u64,
+    /// With a desired property refused.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 /// POSTs `op` as JSON to a Durable Object stub and returns its response as is: for a REST
@@ -453,6 +468,9 @@ pub enum PartitionOp {
     /// Up to `limit` messages with an `alert` property enqueued at or after `since` (Unix ms),
     /// of `devices` (every device's when `None`), newest first: answers `Vec<Event>`.
     Alerts { since: u64, devices: Option<Vec<String>>, limit: usize },
+    /// Messages and alerts per minute enqueued in `[from, to)`, and the devices that alerted:
+    /// answers `twinhub_core::overview::PartitionActivity`.
+    Activity { from: u64, to: u64 },
 }
 
 /// One device's (or module's) stored telemetry batch, for its partition.

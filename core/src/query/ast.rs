@@ -139,10 +139,16 @@ pub enum Function {
     IsPrimitive,
     StartsWith,
     EndsWith,
+    /// twinhub's: the twin has a desired property its device has not caught up with
+    /// (`core::twin::drift`). Not IoT Hub's: an upstream hub refuses it.
+    IsDrifting,
+    /// twinhub's: the device refused a desired property (a Plug and Play acknowledgement with
+    /// `ac` >= 400).
+    HasRefused,
 }
 
 impl Function {
-    pub const ALL: [Function; 10] = [
+    pub const ALL: [Function; 12] = [
         Self::IsDefined,
         Self::IsNull,
         Self::IsBool,
@@ -153,6 +159,8 @@ impl Function {
         Self::IsPrimitive,
         Self::StartsWith,
         Self::EndsWith,
+        Self::IsDrifting,
+        Self::HasRefused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -167,12 +175,15 @@ impl Function {
             Self::IsPrimitive => "IS_PRIMITIVE",
             Self::StartsWith => "STARTSWITH",
             Self::EndsWith => "ENDSWITH",
+            Self::IsDrifting => "IS_DRIFTING",
+            Self::HasRefused => "HAS_REFUSED",
         }
     }
 
     pub fn arity(self) -> usize {
         match self {
             Self::StartsWith | Self::EndsWith => 2,
+            Self::IsDrifting | Self::HasRefused => 0,
             _ => 1,
         }
     }

@@ -165,6 +165,8 @@ fn call<'a>(f: Function, args: &'a [Expr], doc: &'a Value) -> Val<'a> {
             }),
             _ => Val::Undefined,
         },
+        Function::IsDrifting => Val::Bool(crate::twin::drift::drift_counts(doc).drifting > 0),
+        Function::HasRefused => Val::Bool(crate::twin::drift::drift_counts(doc).refused > 0),
     }
 }
 

@@ -14,13 +14,21 @@ use std::collections::HashMap;
 /// The fleet index table. One row per device ever seen; a deleted device keeps its row with
 /// `identity` NULL (a tombstone) so an older, late push cannot resurrect it. `twin` holds the
 /// service view of the twin (what `GET /twins/{id}` returns) as JSONB, or as JSON text for rows
-/// written before JSONB; SQLite's JSON functions read both.
+/// written before JSONB; SQLite's JSON functions read both. `drifting` and `refused` are the
+/// twin's `core::twin::drift::DriftCounts`, written with it (NULL in rows written before them:
+/// counted as none until the device's next change).
 pub const INDEX_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS device (
     device_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
     identity TEXT,
-    twin BLOB
+    twin BLOB,
+    drifting INTEGER,
+    refused INTEGER
 )";
+
+/// What an index created before the drift columns is given (each is refused once it is there).
+pub const INDEX_MIGRATIONS: [&str; 2] =
+    ["ALTER TABLE device ADD COLUMN drifting INTEGER", "ALTER TABLE device ADD COLUMN refused INTEGER"];
 
 /// The document column.
 const DOC: &str = "twin";
@@ -437,6 +445,12 @@ impl Compiler {
     }
 
     fn call(&mut self, f: Function, args: &[Expr]) -> String {
+        // The index keeps each twin's drift in columns (`DriftCounts`), written beside the twin.
+        match f {
+            Function::IsDrifting => return "(coalesce(drifting, 0) > 0)".to_owned(),
+            Function::HasRefused => return "(coalesce(refused, 0) > 0)".to_owned(),
+            _ => {}
+        }
         if let Function::StartsWith | Function::EndsWith = f {
             let (s, t) = match args {
                 [a, b] => (self.string(a), self.string(b)),
@@ -466,7 +480,9 @@ impl Compiler {
             Function::IsObject => (Class::Object.json_types(), Some(Class::Object), false),
             Function::IsArray => (Class::Array.json_types(), Some(Class::Array), false),
             Function::IsPrimitive => ("('null', 'true', 'false', 'integer', 'real', 'text')", None, true),
-            Function::StartsWith | Function::EndsWith => return "NULL".to_owned(),
+            Function::StartsWith | Function::EndsWith | Function::IsDrifting | Function::HasRefused => {
+                return "NULL".to_owned()
+            }
         };
         match arg {
             Compiled::Undefined => "0".to_owned(),

@@ -239,3 +239,21 @@ fn any_number_of_constants_compiles_within_100_parameters() {
     let repeated = format!("SELECT * FROM devices WHERE {}", vec!["tags.a = tags.b"; 400].join(" OR "));
     assert!(parse(&repeated).is_ok(), "two paths, however often");
 }
+
+/// twinhub's drift functions (the overview's links): no argument, read from the twin's desired
+/// and reported sections as the drift table reads them.
+#[test]
+fn drift_functions_select_drifting_and_refusing_twins() {
+    let refusing = json!({ "properties": {
+        "desired": { "mode": "eco", "interval": 5 },
+        "reported": { "mode": { "value": "off", "ac": 400, "av": 2 }, "interval": 5 },
+    } });
+    let pending = json!({ "properties": { "desired": { "interval": 5 }, "reported": {} } });
+    let caught_up = json!({ "properties": { "desired": { "interval": 5 }, "reported": { "interval": 5.0 } } });
+    let selects = |text: &str, doc: &Value| matches(parse(text).expect(text).filter.as_ref(), doc);
+    let drifting = "SELECT * FROM devices WHERE IS_DRIFTING()";
+    let refused = "SELECT * FROM devices WHERE has_refused()";
+    assert!(selects(drifting, &refusing) && selects(drifting, &pending) && !selects(drifting, &caught_up));
+    assert!(selects(refused, &refusing) && !selects(refused, &pending) && !selects(refused, &caught_up));
+    assert!(error("SELECT * FROM devices WHERE IS_DRIFTING(tags)").contains("takes 0 arguments"));
+}

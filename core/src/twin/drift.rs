@@ -7,7 +7,7 @@
 //! share (issue 8) all read the same rows.
 
 use crate::pnp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Where a desired property stands on the device.
@@ -127,6 +127,33 @@ fn row(name: String, value: &Value, reported: Option<&Value>, meta: (Value, Valu
 /// How many desired properties the device has not caught up with (the fleet's drift column).
 pub fn drift_count(twin: &Value) -> usize {
     drift(twin).iter().filter(|r| r.state != DriftState::CaughtUp).count()
+}
+
+/// A twin's drift in two figures, which the fleet index keeps beside each twin (its `drifting`
+/// and `refused` columns) so the overview counts them and the query language's
+/// `IS_DRIFTING()` and `HAS_REFUSED()` select them without reading every twin's JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DriftCounts {
+    /// Desired properties not caught up (pending or refused).
+    pub drifting: u32,
+    /// Of which refused.
+    pub refused: u32,
+}
+
+/// The [`DriftCounts`] of a twin (service JSON).
+pub fn drift_counts(twin: &Value) -> DriftCounts {
+    drift(twin).iter().fold(DriftCounts::default(), |mut c, r| {
+        match r.state {
+            DriftState::CaughtUp => {}
+            DriftState::Pending => c.drifting += 1,
+            DriftState::Refused => {
+                c.drifting += 1;
+                c.refused += 1;
+            }
+        }
+        c
+    })
 }
 
 /// JSON equality, with numbers equal by value (`7` and `7.0` are the same setting).

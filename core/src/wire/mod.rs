@@ -11,11 +11,13 @@
 
 pub mod device;
 pub mod job;
+pub mod overview;
 pub mod telemetry;
 pub mod twin;
 
 pub use device::{Identity, MessageQueued, MethodResult, SessionInfo};
 pub use job::{ConfigurationView, DeviceJobView, JobView};
+pub use overview::Overview;
 pub use telemetry::{
     FleetAlert, FleetAlerts, FleetSeries, History, HistoryEntry, Series, StoredMessage, TelemetryPage,
 };

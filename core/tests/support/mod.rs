@@ -12,16 +12,18 @@ pub fn load(docs: &[Value], jsonb: bool) -> Connection {
     let db = Connection::open_in_memory().expect("sqlite");
     db.execute_batch(INDEX_SCHEMA).expect("schema");
     let insert = if jsonb {
-        "INSERT INTO device (device_id, seq, identity, twin) VALUES (?1, 1, '{}', jsonb(?2))"
+        "INSERT INTO device (device_id, seq, identity, twin, drifting, refused) VALUES (?1, 1, '{}', jsonb(?2), ?3, ?4)"
     } else {
-        "INSERT INTO device (device_id, seq, identity, twin) VALUES (?1, 1, '{}', ?2)"
+        "INSERT INTO device (device_id, seq, identity, twin, drifting, refused) VALUES (?1, 1, '{}', ?2, ?3, ?4)"
     };
     let tx = db.unchecked_transaction().expect("transaction");
     {
         let mut stmt = tx.prepare(insert).expect("insert");
         for doc in docs {
             let id = doc["deviceId"].as_str().expect("a deviceId");
-            stmt.execute(rusqlite::params![id, doc.to_string()]).expect("insert row");
+            // The drift columns as the device object writes them beside the twin.
+            let drift = twinhub_core::twin::drift::drift_counts(doc);
+            stmt.execute(rusqlite::params![id, doc.to_string(), drift.drifting, drift.refused]).expect("insert row");
         }
     }
     tx.commit().expect("commit");

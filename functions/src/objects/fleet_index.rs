@@ -22,6 +22,7 @@
 use crate::clock;
 use crate::http::{self, ApiResult};
 use crate::objects::group_commit::GroupCommit;
+use crate::objects::sql_int;
 use crate::rpc::{DeviceOp, IndexEntry, IndexLag, IndexOp, ShardStatistics};
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -30,9 +31,11 @@ use std::rc::Rc;
 use twinhub_core::configuration::Configuration;
 use twinhub_core::fleet::{placement_change, Placement};
 use twinhub_core::identity::is_module_key;
-use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_SCHEMA};
+use twinhub_core::overview;
+use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_MIGRATIONS, INDEX_SCHEMA};
 use twinhub_core::query::Collection;
 use twinhub_core::query::Query;
+use twinhub_core::twin::drift::DriftCounts;
 use twinhub_core::twin::AppliedConfiguration;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
@@ -42,6 +45,11 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlS
 const REBALANCE_PAGE: u64 = 200;
 
 /// Where a shard keeps its placement and, while a rebalance runs, the last row id it handled.
+/// The connected count, sampled at most once a minute (`twinhub_core::overview`), kept for
+/// [`overview::SAMPLE_RETENTION_MS`].
+const SAMPLES_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS connected_sample (minute INTEGER PRIMARY KEY, connected INTEGER NOT NULL)";
+
 const PLACEMENT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS placement (k INTEGER PRIMARY KEY CHECK (k = 0),
     shard INTEGER NOT NULL, shards INTEGER NOT NULL, rebalance_after TEXT)";
 
@@ -65,6 +73,8 @@ pub struct FleetIndex {
     /// A rebalance of a changed count was logged as begun (its end is logged too; a new
     /// shard's first walk, over nothing, is not).
     announced: std::cell::Cell<bool>,
+    /// The minute of this isolate's last connected-count sample.
+    sampled: std::cell::Cell<u64>,
 }
 
 type Lags = Rc<RefCell<VecDeque<u64>>>;
@@ -142,6 +152,8 @@ struct CountRow {
     total: u64,
     enabled: Option<u64>,
     connected: Option<u64>,
+    drifting: Option<u64>,
+    refused: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -157,13 +169,19 @@ struct TwinRow {
 
 impl DurableObject for FleetIndex {
     fn new(state: State, env: Env) -> Self {
-        for schema in [INDEX_SCHEMA, CONFIGURATIONS_SCHEMA[0], CONFIGURATIONS_SCHEMA[1], PLACEMENT_SCHEMA] {
+        for schema in
+            [INDEX_SCHEMA, CONFIGURATIONS_SCHEMA[0], CONFIGURATIONS_SCHEMA[1], PLACEMENT_SCHEMA, SAMPLES_SCHEMA]
+        {
             if let Err(e) = state.storage().sql().exec(schema, None) {
                 worker::console_error!("fleet index schema: {e}");
             }
         }
-        // The count before the last change (refused when the column is there already).
+        // The count before the last change, and the drift columns (each refused when the
+        // column is there already).
         let _ = state.storage().sql().exec("ALTER TABLE placement ADD COLUMN previous INTEGER", None);
+        for migration in INDEX_MIGRATIONS {
+            let _ = state.storage().sql().exec(migration, None);
+        }
         Self {
             state,
             env,
@@ -172,6 +190,7 @@ impl DurableObject for FleetIndex {
             upserts: GroupCommit::new(),
             placement: std::cell::Cell::new(None),
             announced: std::cell::Cell::new(false),
+            sampled: std::cell::Cell::new(0),
         }
     }
 
@@ -230,6 +249,8 @@ struct MoveRow {
     seq: u64,
     identity: Option<String>,
     twin: Option<String>,
+    drifting: Option<u32>,
+    refused: Option<u32>,
 }
 
 impl FleetIndex {
@@ -325,7 +346,7 @@ impl FleetIndex {
         let rows: Vec<MoveRow> = sql
             .exec(
                 &format!(
-                    "SELECT device_id, seq, identity, json(twin) AS twin FROM device WHERE device_id > ?
+                    "SELECT device_id, seq, identity, json(twin) AS twin, drifting, refused FROM device WHERE device_id > ?
                      ORDER BY device_id LIMIT {REBALANCE_PAGE}"
                 ),
                 vec![after.as_str().into()],
@@ -344,6 +365,7 @@ impl FleetIndex {
                 identity: raw(row.identity),
                 twin: raw(row.twin),
                 committed_at: None,
+                drift: DriftCounts { drifting: row.drifting.unwrap_or(0), refused: row.refused.unwrap_or(0) },
             });
         }
         for (shard, entries) in moving {
@@ -376,6 +398,46 @@ impl FleetIndex {
         Ok(more)
     }
 
+    /// The shard's device counts now, kept as this minute's connected-device sample (the
+    /// overview's connected series). Devices only: IoT Hub's registry statistics count
+    /// devices, not modules.
+    fn statistics(&self) -> Result<ShardStatistics> {
+        let sql = self.state.storage().sql();
+        let row: CountRow = sql
+            .exec(
+                &format!(
+                    "SELECT COUNT(*) AS total,
+                        SUM(json_extract(identity, '$.status') = 'enabled') AS enabled,
+                        SUM(json_extract(identity, '$.connectionState') = 'Connected') AS connected,
+                        SUM(coalesce(drifting, 0) > 0) AS drifting,
+                        SUM(coalesce(refused, 0) > 0) AS refused
+                     FROM device WHERE identity IS NOT NULL AND {DEVICES_ONLY}"
+                ),
+                None,
+            )?
+            .one()?;
+        let stats = ShardStatistics {
+            total: row.total,
+            enabled: row.enabled.unwrap_or(0),
+            connected: row.connected.unwrap_or(0),
+            drifting: row.drifting.unwrap_or(0),
+            refused: row.refused.unwrap_or(0),
+        };
+        let now = clock::now().0;
+        let minute = overview::minute_of(now);
+        sql.exec(
+            "INSERT OR REPLACE INTO connected_sample (minute, connected) VALUES (?, ?)",
+            vec![sql_int(minute)?, sql_int(stats.connected)?],
+        )?;
+        if self.sampled.replace(minute) != minute {
+            sql.exec(
+                "DELETE FROM connected_sample WHERE minute < ?",
+                vec![sql_int(now.saturating_sub(overview::SAMPLE_RETENTION_MS))?],
+            )?;
+        }
+        Ok(stats)
+    }
+
     /// One device's projection, answered once the commit that holds it is durable.
     async fn upsert_grouped(&self, entry: IndexEntry) -> ApiResult {
         let (sql, lags) = (self.state.storage().sql(), Rc::clone(&self.lags));
@@ -393,6 +455,13 @@ impl FleetIndex {
         match self.upserts.submit(entry, write, sync).await {
             Ok(()) => {}
             Err(e) => return Err(HubError::new(ErrorCode::ServerError, format!("index upsert: {e}")).into()),
+        }
+        // The connected count can only change with an upsert: the first of each minute samples
+        // it (`overview::connected` carries a sample through the minutes without one).
+        if self.sampled.get() != overview::minute_of(clock::now().0) {
+            if let Err(e) = self.statistics() {
+                worker::console_warn!("fleet index: sampling the connected count failed: {e}");
+            }
         }
         // The configuration the twin should have, applied before the device's write is
         // answered: a device created or re-tagged gets its content as part of that write.
@@ -535,25 +604,23 @@ impl FleetIndex {
                     rows.into_iter().filter_map(|r| serde_json::from_str(&r.identity).ok()).collect();
                 Ok(http::json(200, &serde_json::Value::Array(list), None)?)
             }
-            IndexOp::Statistics => {
-                let row: CountRow = sql
+            IndexOp::Statistics => Ok(http::json(200, &self.statistics()?, None)?),
+            IndexOp::ConnectedSamples { since } => {
+                #[derive(Deserialize)]
+                struct Sample {
+                    minute: u64,
+                    connected: u64,
+                }
+                let rows: Vec<Sample> = sql
                     .exec(
-                        // Devices only: IoT Hub's registry statistics count devices, not modules.
-                        &format!(
-                            "SELECT COUNT(*) AS total,
-                                SUM(json_extract(identity, '$.status') = 'enabled') AS enabled,
-                                SUM(json_extract(identity, '$.connectionState') = 'Connected') AS connected
-                             FROM device WHERE identity IS NOT NULL AND {DEVICES_ONLY}"
-                        ),
-                        None,
+                        "SELECT minute, connected FROM connected_sample
+                         WHERE minute >= (SELECT coalesce(MAX(minute), 0) FROM connected_sample WHERE minute < ?1)
+                         ORDER BY minute",
+                        vec![sql_int(since)?],
                     )?
-                    .one()?;
-                let stats = ShardStatistics {
-                    total: row.total,
-                    enabled: row.enabled.unwrap_or(0),
-                    connected: row.connected.unwrap_or(0),
-                };
-                Ok(http::json(200, &serde_json::to_value(stats).unwrap_or_default(), None)?)
+                    .to_array()?;
+                let samples: Vec<(u64, u64)> = rows.into_iter().map(|r| (r.minute, r.connected)).collect();
+                Ok(http::json(200, &samples, None)?)
             }
             IndexOp::Rows { sql: text, params } => {
                 let rows: Vec<TwinRow> = sql.exec(&text, bind(params))?.to_array()?;
@@ -640,18 +707,26 @@ impl FleetIndex {
 
 /// Stores `entry` unless the shard holds a newer `seq` for its device, and records its lag.
 fn upsert(sql: &SqlStorage, lags: &Lags, entry: &IndexEntry) -> Result<()> {
-    let IndexEntry { device_id, seq, identity, twin, committed_at } = entry;
+    let IndexEntry { device_id, seq, identity, twin, committed_at, drift } = entry;
     let text = |v: &Option<Box<serde_json::value::RawValue>>| -> SqlStorageValue {
         v.as_ref().map_or(SqlStorageValue::Null, |v| v.get().into())
     };
     // jsonb(): the binary form SQLite's JSON functions read without parsing text again,
     // which is what makes full-scan queries affordable.
     sql.exec(
-        "INSERT INTO device (device_id, seq, identity, twin) VALUES (?, ?, ?, jsonb(?))
+        "INSERT INTO device (device_id, seq, identity, twin, drifting, refused) VALUES (?, ?, ?, jsonb(?), ?, ?)
          ON CONFLICT (device_id) DO UPDATE
-         SET seq = excluded.seq, identity = excluded.identity, twin = excluded.twin
+         SET seq = excluded.seq, identity = excluded.identity, twin = excluded.twin,
+             drifting = excluded.drifting, refused = excluded.refused
          WHERE excluded.seq > device.seq",
-        vec![device_id.as_str().into(), SqlStorageValue::try_from_i64(seq_i64(*seq))?, text(identity), text(twin)],
+        vec![
+            device_id.as_str().into(),
+            SqlStorageValue::try_from_i64(seq_i64(*seq))?,
+            text(identity),
+            text(twin),
+            SqlStorageValue::try_from_i64(i64::from(drift.drifting))?,
+            SqlStorageValue::try_from_i64(i64::from(drift.refused))?,
+        ],
     )?;
     if let Some(committed) = committed_at {
         let mut lags = lags.borrow_mut();

@@ -19,16 +19,16 @@
 use crate::clock;
 use crate::config::Config;
 use crate::http::{self, ApiResult};
-use crate::objects::{ask_index_shard, index_ids, sql_int, to_json};
-use crate::rpc::{self, DeviceOp, IndexOp, JobOp, JobPage, RollbackAnswer};
+use crate::objects::{index_ids, sql_int, to_json};
+use crate::rpc::{self, DeviceOp, JobOp, JobPage, RollbackAnswer};
 use futures_util::future::join_all;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
 use twinhub_core::job::executor::{self, Batch, DeviceCall, Next, Pick, Restore, Task, WhenNone};
 use twinhub_core::job::request::condition_query;
-use twinhub_core::job::{DeviceJob, DeviceJobStatus, Job, Statistics};
-use twinhub_core::query::{eval, sql};
+use twinhub_core::job::{DeviceJob, DeviceJobStatus, Job, JobStatus, Statistics};
+use twinhub_core::query::eval;
+use twinhub_core::wire::overview::RunningJobs;
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{durable_object, Delay, DurableObject, Env, Request, Response, Result, SqlStorageValue, State};
 
@@ -268,6 +268,20 @@ impl Jobs {
                 }
                 Ok(http::json(200, &JobPage { items, next }, None)?)
             }
+            JobOp::Running => {
+                let under_way = self.all_jobs()?.into_iter().filter(|j| {
+                    matches!(
+                        j.status,
+                        JobStatus::Queued | JobStatus::Scheduled | JobStatus::Running | JobStatus::Paused
+                    )
+                });
+                let running = under_way.fold(RunningJobs::default(), |mut r, job| {
+                    r.jobs += 1;
+                    r.rollouts += u64::from(job.rollout.is_some());
+                    r
+                });
+                Ok(http::json(200, &running, None)?)
+            }
             JobOp::DeviceJobs { query, after, limit } => {
                 let query = twinhub_core::query::parse(&query).map_err(HubError::from)?;
                 let (job_after, device_after) = after.unwrap_or_default();
@@ -471,30 +485,6 @@ impl Jobs {
         rpc::call(&crate::objects::device_stub(&self.env, device_id).map_err(rpc::unreachable)?, &op).await
     }
 
-    /// The twins of `ids` as the fleet index holds them, asking only the shards they live on,
-    /// all at once. A device missing from the answer does not exist (or is deleted).
-    async fn indexed_twins<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Result<HashMap<String, Value>> {
-        let shards = Config::of(&self.env).index_shards;
-        let mut by_shard: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for id in ids {
-            by_shard.entry(twinhub_core::fleet::shard_of(id, shards)).or_default().push(id.to_owned());
-        }
-        #[derive(Deserialize)]
-        struct Page {
-            ids: Vec<String>,
-            rows: Vec<Value>,
-        }
-        let calls = by_shard.into_iter().map(|(shard, ids)| async move {
-            let sql::Statement { sql, params } = sql::twins_statement(&ids);
-            ask_index_shard::<Page>(&self.env, shard, &IndexOp::Rows { sql, params }).await
-        });
-        let mut twins = HashMap::new();
-        for page in futures_util::future::try_join_all(calls).await? {
-            twins.extend(page.ids.into_iter().zip(page.rows));
-        }
-        Ok(twins)
-    }
-
     /// A patched wave: every device that has not settled, its twin as the fleet index holds it
     /// (one statement per shard, not a twin read per device); then core judges the wave.
     async fn watch_wave(&self, mut job: Job, wave: usize) -> Result<Next> {
@@ -504,7 +494,7 @@ impl Jobs {
         for chunk in watching.chunks(WATCH_CHUNK) {
             // A shard that does not answer is the hub's own fault, which says nothing about its
             // devices: they are looked at again next time.
-            let twins = match self.indexed_twins(chunk.iter().map(|r| r.device_id.as_str())).await {
+            let twins = match crate::objects::index_twins(&self.env, chunk.iter().map(|r| r.device_id.as_str())).await {
                 Ok(twins) => twins,
                 Err(e) => {
                     worker::console_warn!("rollout {}: the fleet index did not answer: {e}", job.job_id);

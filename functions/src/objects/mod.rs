@@ -90,6 +90,34 @@ pub async fn index_ids(env: &worker::Env, query: &twinhub_core::query::Query) ->
     Ok(answers.into_iter().flat_map(|a| a.ids).collect())
 }
 
+/// The twins of `ids` (service JSON, keyed by id) as the fleet index holds them, asking only
+/// the shards they live on, all at once. A device missing from the answer does not exist (or
+/// is deleted).
+pub async fn index_twins<'a>(
+    env: &worker::Env,
+    ids: impl Iterator<Item = &'a str>,
+) -> worker::Result<std::collections::HashMap<String, serde_json::Value>> {
+    let shards = crate::config::Config::of(env).index_shards;
+    let mut by_shard: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
+    for id in ids {
+        by_shard.entry(twinhub_core::fleet::shard_of(id, shards)).or_default().push(id.to_owned());
+    }
+    #[derive(serde::Deserialize)]
+    struct Page {
+        ids: Vec<String>,
+        rows: Vec<serde_json::Value>,
+    }
+    let calls = by_shard.into_iter().map(|(shard, ids)| async move {
+        let twinhub_core::query::sql::Statement { sql, params } = twinhub_core::query::sql::twins_statement(&ids);
+        ask_index_shard::<Page>(env, shard, &crate::rpc::IndexOp::Rows { sql, params }).await
+    });
+    let mut twins = std::collections::HashMap::new();
+    for page in futures_util::future::try_join_all(calls).await? {
+        twins.extend(page.ids.into_iter().zip(page.rows));
+    }
+    Ok(twins)
+}
+
 /// An op's variant name, for the log: its `Debug` text up to the first space, brace or
 /// parenthesis (never its fields, which may hold a token).
 pub(crate) fn op_name(op: &impl std::fmt::Debug) -> String {

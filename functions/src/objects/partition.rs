@@ -24,6 +24,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use twinhub_core::eventhub::{Event, PartitionInfo, StartPosition};
+use twinhub_core::overview;
 use twinhub_core::telemetry::Partial;
 use twinhub_core::{ErrorCode, HubError, UnixMillis};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
@@ -256,6 +257,44 @@ impl EventHubPartition {
                     .map(|r| Partial { bucket: r.bucket, count: r.count, min: r.min, max: r.max, sum: r.sum })
                     .collect();
                 Ok(http::json(200, &partials, None)?)
+            }
+            PartitionOp::Activity { from, to } => {
+                #[derive(Deserialize)]
+                struct Minute {
+                    minute: u64,
+                    messages: u64,
+                    alerts: u64,
+                }
+                #[derive(Deserialize)]
+                struct Alerting {
+                    device: String,
+                    alerts: u64,
+                }
+                let window = vec![sql_int(from)?, sql_int(to)?, sql_int(overview::MINUTE_MS)?];
+                let minutes: Vec<Minute> = sql
+                    .exec(
+                        "SELECT CAST((enqueued - ?1) / ?3 AS INTEGER) AS minute, COUNT(*) AS messages,
+                                COUNT(alert) AS alerts
+                         FROM event WHERE enqueued >= ?1 AND enqueued < ?2 GROUP BY minute",
+                        window.clone(),
+                    )?
+                    .to_array()?;
+                let alerting: Vec<Alerting> = sql
+                    .exec(
+                        &format!(
+                            "SELECT device, COUNT(*) AS alerts FROM event
+                             WHERE alert IS NOT NULL AND device IS NOT NULL AND enqueued >= ?1 AND enqueued < ?2
+                             GROUP BY device ORDER BY alerts DESC LIMIT {}",
+                            overview::MAX_ALERTING_DEVICES
+                        ),
+                        window[..2].to_vec(),
+                    )?
+                    .to_array()?;
+                let activity = overview::PartitionActivity {
+                    minutes: minutes.into_iter().map(|m| (m.minute, m.messages, m.alerts)).collect(),
+                    alerting: alerting.into_iter().map(|a| (a.device, a.alerts)).collect(),
+                };
+                Ok(http::json(200, &activity, None)?)
             }
             PartitionOp::Alerts { since, devices, limit } => {
                 let mut params = vec![sql_int(since)?, sql_int(limit.clamp(1, MAX_ALERTS) as u64)?];

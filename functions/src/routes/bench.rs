@@ -77,6 +77,7 @@ pub async fn fleet(mut req: worker::Request, env: &worker::Env) -> ApiResult {
                 identity: serde_json::value::to_raw_value(&identity).ok(),
                 twin: serde_json::value::to_raw_value(&twin).ok(),
                 committed_at: None,
+                drift: twinhub_core::twin::drift::drift_counts(&twin),
             });
         }
     }

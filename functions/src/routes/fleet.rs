@@ -5,16 +5,20 @@
 //! (`core::telemetry::merge`), never a call per device.
 
 use crate::config::Config;
-use crate::http::{self, ApiResult};
-use crate::objects::index_ids;
+use crate::http::{self, ApiError, ApiResult};
+use crate::objects::jobs::jobs_stub;
 use crate::objects::partition::{partition_stub, MAX_ALERTS};
-use crate::rpc::{self, PartitionOp};
+use crate::objects::{ask_every_index_shard, index_ids, index_twins};
+use crate::routes::statistics;
+use crate::rpc::{self, IndexLag, IndexOp, JobOp, PartitionOp};
 use futures_util::future::try_join_all;
 use serde::Deserialize;
 use serde_json::Value;
 use twinhub_core::eventhub::Event;
 use twinhub_core::job::request::condition_query;
+use twinhub_core::overview::{self, PartitionActivity};
 use twinhub_core::telemetry::{json_path, merge, partition_reads, Partial, Window, MAX_KEYS_BYTES};
+use twinhub_core::wire::overview::{DeviceCounts, Overview, RunningJobs};
 use twinhub_core::wire::telemetry::SeriesBucket;
 use twinhub_core::wire::{FleetAlert, FleetAlerts, FleetSeries};
 use twinhub_core::{ErrorCode, HubError};
@@ -111,7 +115,7 @@ fn alert(event: Event) -> FleetAlert {
 }
 
 /// A request body as `T`: 400006 when it is not JSON, 400004 when its fields are wrong.
-async fn body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, crate::http::ApiError> {
+async fn body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Result<T, ApiError> {
     let text = http::body_text(req).await?;
     serde_json::from_str(&text).map_err(|e| HubError::unreadable("invalid request", &e).into())
 }
@@ -129,7 +133,7 @@ fn partitions(env: &Env) -> Result<u32, HubError> {
 
 /// The device keys `condition` selects, from the fleet index (`None`: no condition, every
 /// device and module).
-async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<String>>, crate::http::ApiError> {
+async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<String>>, ApiError> {
     let Some(condition) = condition.map(str::trim).filter(|c| !c.is_empty() && *c != "*") else { return Ok(None) };
     let ids = index_ids(env, &condition_query(condition)?).await?;
     if ids.len() > MAX_SELECTED {
@@ -140,4 +144,65 @@ async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<Strin
         .into());
     }
     Ok(Some(ids))
+}
+
+/// The path alerts are broken down by when the request names none (the article's buildings).
+const DEFAULT_ALERTS_BY: &str = "tags.location.building";
+
+/// `GET /api/fleet/overview?by=<twin path>`: the console's first page in one answer, every
+/// store asked once and at once: the index shards (counts, connected samples, lag), the
+/// partitions (messages and alerts per minute, alerting devices), the jobs object; then the
+/// alerting devices' twins for the breakdown. With the event stream off the activity is
+/// `null` and the alerts zero.
+pub async fn overview(req: Request, env: &Env) -> ApiResult {
+    let by = http::query_param(&req, "by").filter(|b| !b.is_empty()).unwrap_or_else(|| DEFAULT_ALERTS_BY.to_owned());
+    let path = overview::twin_path(&by)?;
+    let now = crate::clock::now().0;
+    let (from, to) = overview::window(now);
+    let partitions = Config::of(env).eventhub_partitions;
+    let activity = async {
+        let calls = (0..partitions).map(|p| async move {
+            let op = PartitionOp::Activity { from, to };
+            rpc::call::<_, PartitionActivity>(&partition_stub(env, p).map_err(rpc::unreachable)?, &op).await
+        });
+        try_join_all(calls).await.map_err(ApiError::from)
+    };
+    let samples = async {
+        let op = IndexOp::ConnectedSamples { since: from };
+        ask_every_index_shard::<Vec<(u64, u64)>>(env, &op).await.map_err(ApiError::from)
+    };
+    let lags = async { ask_every_index_shard::<IndexLag>(env, &IndexOp::Lag).await.map_err(ApiError::from) };
+    let jobs = async {
+        let stub = jobs_stub(env).map_err(rpc::unreachable)?;
+        rpc::call::<_, RunningJobs>(&stub, &JobOp::Running).await.map_err(ApiError::from)
+    };
+    let counts = async { statistics::fleet(env).await.map_err(ApiError::from) };
+    let (activity, samples, lags, jobs, counts) = futures_util::try_join!(activity, samples, lags, jobs, counts)?;
+    let alerting = overview::alerting(&activity);
+    let twins = match alerting.is_empty() {
+        true => Default::default(),
+        false => index_twins(env, alerting.iter().map(|(d, _)| d.as_str())).await?,
+    };
+    let buckets = overview::activity(from, to, &activity);
+    let answer = Overview {
+        devices: DeviceCounts {
+            total: counts.total,
+            enabled: counts.enabled,
+            disabled: counts.total.saturating_sub(counts.enabled),
+            connected: counts.connected,
+            disconnected: counts.total.saturating_sub(counts.connected),
+            drifting: counts.drifting,
+            refused: counts.refused,
+        },
+        from,
+        to,
+        connected: overview::connected(from, to, &samples, counts.connected),
+        alerts: buckets.iter().map(|b| b.alerts).sum(),
+        activity: (partitions > 0).then_some(buckets),
+        alert_groups: overview::alert_groups(&path, &alerting, &twins),
+        alerts_by: by,
+        index_lag_ms: lags.iter().map(|l| l.p99_ms).max().unwrap_or(0),
+        jobs,
+    };
+    Ok(http::json(200, &answer, None)?)
 }

@@ -19,9 +19,10 @@ mod twins;
 use crate::auth::{self, Caller};
 use crate::http::{self, ApiResult};
 use percent_encoding::percent_decode_str;
+use twinhub_core::console::Program;
 use twinhub_core::route::{Route, Upstream};
 use twinhub_core::{ErrorCode, HubError};
-use worker::{Env, Request, Response, Result};
+use worker::{Env, Method, Request, RequestInit, Response, Result};
 
 /// Path prefixes that belong to the API. A request under one of them never falls through to the
 /// dashboard, so a typo gets a JSON 404 instead of an HTML page.
@@ -43,7 +44,7 @@ pub async fn handle(req: Request, env: &Env) -> Result<Response> {
         [] => false,
     };
     if !is_api {
-        let page = env.assets("ASSETS")?.fetch_request(req).await?;
+        let page = env.assets("ASSETS")?.fetch_request(page_request(req)?).await?;
         return with_page_headers(page);
     }
     let route = match Route::parse(req.method().as_ref(), &segs) {
@@ -140,6 +141,7 @@ async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Call
         Route::IndexLag => query::lag(env).await,
         Route::FleetTelemetry => fleet::telemetry(req, env).await,
         Route::FleetAlerts => fleet::alerts(req, env).await,
+        Route::FleetOverview => fleet::overview(req, env).await,
         #[cfg(feature = "bench")]
         Route::BenchEcho(key) => bench::echo(req, env, key).await,
         #[cfg(feature = "bench")]
@@ -164,6 +166,19 @@ async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Call
 pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self' 'unsafe-inline' 'wasm-unsafe-eval'; \
     style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; \
     base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// What the assets are asked for a dashboard path: a page of one of the console's programs
+/// other than the root's is answered with that program's `index.html` (`core::console`); any
+/// other path (the root's pages, every program's files) as it is.
+fn page_request(req: Request) -> Result<Request> {
+    let Some(index) = Program::of_page(&req.path()).index() else { return Ok(req) };
+    let mut url = req.url()?;
+    url.set_path(index);
+    url.set_query(None);
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(req.headers().clone());
+    Request::new_with_init(url.as_str(), &init)
+}
 
 fn with_page_headers(page: Response) -> Result<Response> {
     let headers = page.headers().clone();

@@ -23,11 +23,14 @@ pub async fn service(env: &Env) -> ApiResult {
     Ok(http::json(200, &json!({ "connectedDeviceCount": s.connected }), None)?)
 }
 
-async fn fleet(env: &Env) -> worker::Result<ShardStatistics> {
+/// The index shards' counts, summed.
+pub(crate) async fn fleet(env: &Env) -> worker::Result<ShardStatistics> {
     let shards: Vec<ShardStatistics> = ask_every_index_shard(env, &IndexOp::Statistics).await?;
     Ok(shards.into_iter().fold(ShardStatistics::default(), |acc, s| ShardStatistics {
         total: acc.total + s.total,
         enabled: acc.enabled + s.enabled,
         connected: acc.connected + s.connected,
+        drifting: acc.drifting + s.drifting,
+        refused: acc.refused + s.refused,
     }))
 }

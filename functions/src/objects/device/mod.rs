@@ -44,6 +44,7 @@ use twinhub_core::device::{
 };
 use twinhub_core::identity::DeviceRequest;
 use twinhub_core::session::topic::Subscription;
+use twinhub_core::twin::drift::{drift_counts, DriftCounts};
 use twinhub_core::twin::{ServicePatch, TwinReplacement};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{
@@ -715,18 +716,30 @@ impl DeviceObject {
 /// The twin as `GET /twins/{id}` renders it, rendered at most once per step and shared by the
 /// reply, the live views and the projection.
 #[derive(Default)]
-struct TwinView(OnceCell<Option<Box<RawValue>>>);
+struct TwinView(OnceCell<Option<(Box<RawValue>, DriftCounts)>>);
 
 impl TwinView {
     fn get(&self, stored: &Stored) -> Result<Option<&RawValue>> {
+        Ok(self.rendered(stored)?.map(|(twin, _)| twin.as_ref()))
+    }
+
+    /// The twin's drift, read from the same rendering.
+    fn drift(&self, stored: &Stored) -> Result<DriftCounts> {
+        Ok(self.rendered(stored)?.map(|(_, drift)| *drift).unwrap_or_default())
+    }
+
+    fn rendered(&self, stored: &Stored) -> Result<Option<&(Box<RawValue>, DriftCounts)>> {
         if self.0.get().is_none() {
             let rendered = match &stored.device.device {
-                Some(d) => Some(raw(&d.twin.to_service_json(&d.identity))?),
+                Some(d) => {
+                    let json = d.twin.to_service_json(&d.identity);
+                    Some((raw(&json)?, drift_counts(&json)))
+                }
                 None => None,
             };
             let _ = self.0.set(rendered);
         }
-        Ok(self.0.get().and_then(|t| t.as_deref()))
+        Ok(self.0.get().and_then(Option::as_ref))
     }
 }
 
@@ -743,6 +756,7 @@ fn projection(stored: &Stored, twin: &TwinView) -> Result<IndexEntry> {
         identity: device.map(|d| raw(&d.identity.to_wire())).transpose()?,
         twin: twin.get(stored)?.map(ToOwned::to_owned),
         committed_at: stored.committed_at,
+        drift: twin.drift(stored)?,
     })
 }
 
