@@ -38,8 +38,13 @@ cargo fetch --quiet
 if stale dist/index.html app core public Cargo.toml Cargo.lock Trunkfile.toml; then
   echo "[build] dashboard (trunk --release)"
   quiet target/build-dashboard.log trunk build --config Trunkfile.toml --release --offline
-  # The virtual device page is a second wasm under /virtual/ (after the console's build, which
-  # empties dist/).
+  # The console's other programs each build into their own directory (after the fleet
+  # program's build, which empties dist/); the Worker serves their pages from there
+  # (core::console).
+  for program in device operations; do
+    quiet "target/build-$program.log" trunk build --config Trunkfile.toml --release --offline \
+      --dist "dist/app/$program" --public-url "/app/$program/" "app/$program/index.html"
+  done
   quiet target/build-virtual.log trunk build --config Trunkfile.toml --release --offline \
     --dist dist/virtual --public-url /virtual/ app/virtual/index.html
   touch dist/index.html

@@ -12,6 +12,8 @@ pub struct Access {
     pub read_only: Signal<Option<String>>,
     /// Upstream mode: the IoT Hub this twinhub fronts.
     pub upstream: Signal<Option<String>>,
+    /// The hub has answered (or failed to): what it said is known.
+    known: Signal<bool>,
     /// Upstream mode: twinhub's own features that are off, each with the reason.
     unavailable: Signal<Vec<(String, String)>>,
 }
@@ -40,7 +42,14 @@ impl Access {
             let Some(Ok(info)) = info.get() else { return Vec::new() };
             info.unavailable.into_iter().map(|u| (u.feature, u.reason)).collect()
         });
-        Self { read_only, upstream, unavailable }
+        let known = Signal::derive(move || info.with(Option::is_some));
+        Self { read_only, upstream, unavailable, known }
+    }
+
+    /// Whether `feature` works here: `None` until the hub has said, then `Err` with why not.
+    /// A page that would only be refused waits for this before it asks.
+    pub fn feature(&self, feature: &str) -> Option<Result<(), String>> {
+        self.known.get().then(|| self.unavailable(feature).map_or(Ok(()), Err))
     }
 
     /// Why `feature` (`history`, `telemetry`, `live`, `messages`, `rollouts`) is off, in

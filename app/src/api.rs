@@ -5,8 +5,8 @@ use gloo_net::http::{Request, RequestBuilder};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use twinhub_core::wire::{
-    ConfigurationView, History, Identity, JobView, MessageQueued, MethodResult, Series, SessionInfo, TelemetryPage,
-    Twin,
+    ConfigurationView, FleetAlerts, FleetSeries, History, Identity, JobView, MessageQueued, MethodResult, Overview,
+    Series, SessionInfo, TelemetryPage, Twin,
 };
 
 /// api-version sent on every call, as the Azure SDKs do.
@@ -175,6 +175,35 @@ pub async fn delete_configuration(session: Session, id: &str) -> Result<(), ApiE
     let builder = Request::delete(&format!("/configurations/{}?api-version={API_VERSION}", encode(id)))
         .header("If-Match", "\"*\"");
     send::<IgnoredAny>(session, builder).await.map(|_| ())
+}
+
+/// `GET /api/fleet/overview`: the console's first page, alerts broken down by the twin path `by`.
+pub async fn overview(session: Session, by: &str) -> Result<Overview, ApiError> {
+    send(session, Request::get(&format!("/api/fleet/overview?by={}", encode(by)))).await
+}
+
+/// `POST /api/fleet/telemetry`: `field` (min/max/avg per bucket) over the devices `condition`
+/// selects (a WHERE condition; empty: every device) in the last `span_ms`.
+pub async fn fleet_series(
+    session: Session,
+    condition: &str,
+    field: &str,
+    span_ms: u64,
+    buckets: usize,
+) -> Result<FleetSeries, ApiError> {
+    let to = js_sys::Date::now() as u64 + 1;
+    let body = serde_json::json!({
+        "condition": condition, "field": field, "from": to.saturating_sub(span_ms), "to": to, "buckets": buckets,
+    });
+    let builder = Request::post("/api/fleet/telemetry").header("Content-Type", "application/json");
+    send_body(session, builder, body.to_string()).await
+}
+
+/// `POST /api/fleet/alerts`: the newest `limit` alerts of the devices `condition` selects.
+pub async fn fleet_alerts(session: Session, condition: &str, limit: usize) -> Result<FleetAlerts, ApiError> {
+    let body = serde_json::json!({ "condition": condition, "limit": limit });
+    let builder = Request::post("/api/fleet/alerts").header("Content-Type", "application/json");
+    send_body(session, builder, body.to_string()).await
 }
 
 /// One page of a fleet query.

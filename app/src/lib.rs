@@ -1,8 +1,10 @@
-//! twinhub's operator dashboard (Leptos, client-side rendered), built as two programs that
-//! share this library: the console (`src/bin/dashboard.rs`, every page but one) and the virtual
-//! device (`src/bin/virtual.rs`, served under `/virtual/`). The virtual device carries core's
-//! MQTT client and device state machine, which the console never needs; as its own wasm, loaded
-//! only when that page is opened, it keeps the console's download small.
+//! twinhub's operator dashboard (Leptos, client-side rendered), built as four programs that
+//! share this library, each carrying only its own pages so that no page's download pays for
+//! the others' code: the fleet (`src/bin/dashboard.rs`: overview, fleet, sign-in), a device
+//! (`src/bin/device.rs`), operations (`src/bin/operations.rs`: jobs, configurations,
+//! endpoints) and the virtual device (`src/bin/virtual.rs`, which alone carries core's MQTT
+//! client and device state machine). `twinhub_core::console` says which program serves a
+//! page; the Worker answers the page's path with that program's `index.html`.
 //!
 //! - [`session`]: the signed-in credential and the SAS tokens minted from it.
 //! - [`api`]: typed calls to the hub's REST API.
@@ -20,9 +22,10 @@ mod virtual_runner;
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::path;
+use twinhub_core::console::Program;
 
-/// Runs the console: the session in context, a header, and the page for the route.
-pub fn dashboard() {
+/// Runs the console's fleet program: the overview, the fleet, sign-in.
+pub fn console() {
     console_error_panic_hook::set_once();
     mount_to_body(|| {
         let access = provide_session();
@@ -30,19 +33,79 @@ pub fn dashboard() {
             <Router>
                 <Header access />
                 <main>
-                    <Routes fallback=|| view! { <p class="error">"No such page."</p> }>
-                        <Route path=path!("/") view=routes::fleet::FleetPage />
+                    <Routes fallback=|| elsewhere(Program::Fleet)>
+                        <Route path=path!("/") view=routes::overview::OverviewPage />
+                        <Route path=path!("/fleet") view=routes::fleet::FleetPage />
                         <Route path=path!("/signin") view=routes::signin::SignInPage />
-                        <Route path=path!("/device/:id") view=routes::device::DevicePage />
-                        <Route path=path!("/jobs") view=routes::jobs::JobsPage />
-                        <Route path=path!("/device-configurations") view=routes::configurations::ConfigurationsPage />
-                        <Route path=path!("/endpoints") view=routes::endpoints::EndpointsPage />
                         <Route path=path!("/bench/chart") view=routes::bench::ChartBenchPage />
                     </Routes>
                 </main>
             </Router>
         }
     });
+}
+
+/// Runs the console's device program: a device's (or module's) page.
+pub fn device_console() {
+    console_error_panic_hook::set_once();
+    mount_to_body(|| {
+        let access = provide_session();
+        view! {
+            <Router>
+                <Header access />
+                <main>
+                    <Routes fallback=|| elsewhere(Program::Device)>
+                        <Route path=path!("/device/:id") view=routes::device::DevicePage />
+                    </Routes>
+                </main>
+            </Router>
+        }
+    });
+}
+
+/// Runs the console's operations program: jobs, configurations, endpoints.
+pub fn operations_console() {
+    console_error_panic_hook::set_once();
+    mount_to_body(|| {
+        let access = provide_session();
+        view! {
+            <Router>
+                <Header access />
+                <main>
+                    <Routes fallback=|| elsewhere(Program::Operations)>
+                        <Route path=path!("/jobs") view=routes::jobs::JobsPage />
+                        <Route path=path!("/device-configurations") view=routes::configurations::ConfigurationsPage />
+                        <Route path=path!("/endpoints") view=routes::endpoints::EndpointsPage />
+                    </Routes>
+                </main>
+            </Router>
+        }
+    });
+}
+
+/// What a program shows for a path it has no page for. A link followed in the browser (or the
+/// back button) can bring it another program's page: that page is loaded from the server,
+/// which starts the right program. A path no program knows says so.
+fn elsewhere(this: Program) -> AnyView {
+    // The router's location: the address bar may not show the new path yet.
+    let location = leptos_router::hooks::use_location();
+    let path = location.pathname.get_untracked();
+    if Program::of_page(&path) != this {
+        let (search, hash) = (location.search.get_untracked(), location.hash.get_untracked());
+        let search = search.trim_start_matches('?');
+        let hash = hash.trim_start_matches('#');
+        let mut target = path;
+        if !search.is_empty() {
+            target = format!("{target}?{search}");
+        }
+        if !hash.is_empty() {
+            target = format!("{target}#{hash}");
+        }
+        // Replacing the entry the router pushed for it: Back then leaves the page at once.
+        let _ = window().location().replace(&target);
+        return view! { <p class="hint" role="status">"Loading..."</p> }.into_any();
+    }
+    view! { <p class="error" role="alert">"No such page."</p> }.into_any()
 }
 
 /// Runs the virtual device page (`/virtual/`), with the same header and session as the console.
@@ -77,7 +140,8 @@ fn Header(access: access::Access) -> impl IntoView {
         <header class="top">
             <a class="brand" href="/">"twinhub"</a>
             <nav class="top-nav" aria-label="Pages">
-                <a href="/">"Fleet"</a>
+                <a href="/">"Overview"</a>
+                <a href="/fleet">"Fleet"</a>
                 <a href="/jobs">"Jobs"</a>
                 <a href="/device-configurations">"Configurations"</a>
                 <a href="/endpoints">"Endpoints"</a>

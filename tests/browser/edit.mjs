@@ -1,6 +1,6 @@
 // The desired-properties editor in Debian's headless Chromium, with a conflict on purpose.
 // usage: node tests/browser/edit.mjs <loginUrl> <deviceId> <screenshotDir>
-// Signs in, opens the device, edits desired, reviews the change, then prints "reviewed" and
+// Signs in, opens the device and its Twin tab, edits desired, reviews the change, then prints "reviewed" and
 // waits for a line on stdin (the test changes the twin meanwhile). Saving must then hit 412;
 // the editor shows the three-way view, and "apply on top of theirs" must save.
 import { createInterface } from 'node:readline';
@@ -12,6 +12,8 @@ const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 await run('editor', async (page) => {
   await page.goto(loginUrl);
   await page.locator(`tr[data-device-id="${deviceId}"] a`).click();
+  // The editors are on the device page's Twin tab.
+  await page.locator('#tab-twin').click();
   const editor = page.locator('textarea.desired-json');
   await editor.waitFor({ timeout: 30_000 });
   await editor.fill(JSON.stringify({ telemetryInterval: 15, temperatureThreshold: 30 }, null, 2));

@@ -20,9 +20,11 @@ await run('browser', async (page, problems) => {
   if (page.url().includes('SharedAccessKey')) problems.push(`key left in the address bar: ${page.url()}`);
   await page.screenshot({ path: `${shotDir}/fleet.png`, fullPage: true });
   await row.click();
+  // The twin is on the device page's Twin tab, its raw JSON collapsed (the text is there).
+  await page.locator('#tab-twin').click();
   const twin = page.locator('pre.twin-json');
-  await twin.waitFor({ timeout: 30_000 });
-  const text = await twin.innerText();
+  await twin.waitFor({ state: 'attached', timeout: 30_000 });
+  const text = await twin.textContent();
   if (!text.includes(`"deviceId": "${deviceId}"`)) problems.push(`twin does not name ${deviceId}`);
   if (!text.includes(expectedText)) problems.push(`twin lacks ${expectedText}`);
   await page.screenshot({ path: `${shotDir}/device.png`, fullPage: true });
@@ -40,5 +42,5 @@ await run('browser', async (page, problems) => {
   // A reload keeps the session (sessionStorage) without the fragment.
   await settle(page);
   await page.reload();
-  await twin.waitFor({ timeout: 30_000 });
+  await twin.waitFor({ state: 'attached', timeout: 30_000 });
 });

@@ -21,6 +21,9 @@ await run('virtual', async (page, problems) => {
   await page.goto(loginUrl);
   await page.locator(`tr[data-device-id="${deviceId}"] a`).click();
   await page.locator('.badge.live').waitFor({ timeout: 30_000 });
+  // The device page's tabs: identity (connection string), telemetry, twin (editors, raw JSON),
+  // overview (drift, chart).
+  await page.locator('#tab-identity').click();
   const [device] = await Promise.all([page.context().waitForEvent('page'), page.locator('a.run-virtual').click()]);
   device.on('pageerror', (e) => problems.push(`virtual device page error: ${e.message}`));
   device.on('console', (m) => { if (m.type() === 'error') problems.push(`virtual device console: ${m.text()}`); });
@@ -33,8 +36,11 @@ await run('virtual', async (page, problems) => {
   }
   if (device.url().includes('SharedAccessKey')) problems.push(`key left in the address bar: ${device.url()}`);
   // The device reported its connectivity, and the dashboard shows it live.
+  await page.locator('#tab-twin').click();
   await twinHas(page, '"connectivity"');
+  await page.locator('#tab-telemetry').click();
   await page.locator('table.telemetry tr').first().waitFor({ timeout: 30_000 });
+  await page.locator('#tab-twin').click();
 
   // Change desired in the dashboard's editor.
   const editor = page.locator('textarea.desired-json');
@@ -48,6 +54,7 @@ await run('virtual', async (page, problems) => {
   await twinHas(page, '"firmwareUpdateStatus": "completed"');
   await twinHas(page, '"firmwareVersion": "2.1.0"');
   // The chart draws the readings (its average line is blue) without a reload.
+  await page.locator('#tab-overview').click();
   await page.waitForFunction(canvasHasBlue, { selector: 'canvas.telemetry-chart', min: 31 }, { timeout: 45_000 });
   await page.locator('table.drift tr[data-property="firmwareVersion"] .drift.ok').waitFor({ timeout: 15_000 });
   await page.screenshot({ path: `${shotDir}/virtual-device-dashboard.png`, fullPage: true });
@@ -68,7 +75,9 @@ await run('virtual', async (page, problems) => {
   await device.locator('input.vd-reject-firmwareVersion').check();
   console.log('refusing');
   await lines.next();
+  await page.locator('#tab-twin').click();
   await twinHas(page, '"ac": 500');
+  await page.locator('#tab-overview').click();
   await page.locator('table.drift tr[data-property="firmwareVersion"] .drift.refused').waitFor({ timeout: 15_000 });
   await page.screenshot({ path: `${shotDir}/virtual-device-refused.png`, fullPage: true });
   await device.close();

@@ -349,12 +349,13 @@ impl Hub {
         format!("HostName={};SharedAccessKeyName=iothubowner;SharedAccessKey={}", self.host(), self.owner_key)
     }
 
-    /// The dashboard login URL `make dev` prints: the connection string travels in the fragment,
-    /// which browsers never send to the server.
+    /// The dashboard login URL, on the fleet page (where most browser scripts start; `make dev`
+    /// prints the same link to `/`, the overview): the connection string travels in the
+    /// fragment, which browsers never send to the server.
     pub fn login_url(&self) -> String {
         let cs = self.owner_connection_string();
         format!(
-            "{}/#cs={}",
+            "{}/fleet#cs={}",
             self.base_url(),
             percent_encoding::utf8_percent_encode(&cs, percent_encoding::NON_ALPHANUMERIC)
         )

@@ -161,7 +161,7 @@ fn fleet_console_queries_filters_and_scrolls_a_large_fleet() {
     let read_cs = format!("HostName={};SharedAccessKeyName=service;SharedAccessKey={read_key}", hub.host());
     // A query string makes it a new document (a fragment alone would not reload the app).
     let read_url = format!(
-        "{}/?as=service#cs={}",
+        "{}/fleet?as=service#cs={}",
         hub.base_url(),
         percent_encoding::utf8_percent_encode(&read_cs, percent_encoding::NON_ALPHANUMERIC)
     );
@@ -304,4 +304,65 @@ fn endpoints_page_shows_a_connection_string_the_eventhub_client_takes() {
     if let Err(output) = twinhub_e2e::pytest("test_endpoint_string.py", &hub.owner_connection_string(), &env) {
         panic!("the shown connection string did not connect:\n{output}\nhub:\n{}", hub.log_tail());
     }
+}
+
+/// Publishes one alert message at QoS 1 and waits for its PUBACK.
+fn alert(device: &mut twinhub_e2e::MqttDevice, id: &str, packet: u16) {
+    use twinhub_core::mqtt::{Packet, Publish, QoS};
+    device.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: format!("devices/{id}/messages/events/alert=high_temperature"),
+        packet_id: std::num::NonZeroU16::new(packet),
+        payload: br#"{"temperature":81}"#.to_vec(),
+    }));
+    while !matches!(device.recv(), Some(Packet::PubAck(got)) if got.get() == packet) {}
+}
+
+#[test]
+fn overview_follows_the_fleet_and_every_page_meets_the_quality_bar() {
+    let storage = Storage::new("overview-ui");
+    let hub = Hub::start(&storage);
+    for (id, building) in [("ov-1", "A"), ("ov-2", "A"), ("ov-3", "B"), ("ov-4", "B"), ("ov-5", "B")] {
+        assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
+        let tags = format!(r#"{{"tags":{{"location":{{"building":"Building-{building}"}}}}}}"#);
+        assert_eq!(hub.call("PATCH", &format!("/twins/{id}"), Some(&tags)).status, 200);
+    }
+    // ov-1 has firmware to take (drifting), ov-2 refuses its mode (drifting, refused), ov-3
+    // took its mode; ov-5 is disabled. ov-1 and ov-2 stay connected and each raise an alert.
+    for (id, desired) in
+        [("ov-1", r#"{"firmwareVersion":"2.0"}"#), ("ov-2", r#"{"mode":"eco"}"#), ("ov-3", r#"{"mode":"eco"}"#)]
+    {
+        let patch = format!(r#"{{"properties":{{"desired":{desired}}}}}"#);
+        assert_eq!(hub.call("PATCH", &format!("/twins/{id}"), Some(&patch)).status, 200);
+    }
+    let mut ov1 = twinhub_e2e::MqttDevice::connect(&hub, "ov-1");
+    let mut ov2 = twinhub_e2e::MqttDevice::connect(&hub, "ov-2");
+    ov2.report(1, &serde_json::json!({ "mode": { "value": "off", "ac": 400, "av": 2, "ad": "unsupported" } }));
+    twinhub_e2e::MqttDevice::connect(&hub, "ov-3").report(1, &serde_json::json!({ "mode": "eco" }));
+    alert(&mut ov1, "ov-1", 1);
+    alert(&mut ov2, "ov-2", 1);
+    let disabled = r#"{"deviceId":"ov-5","status":"disabled"}"#;
+    let auth = hub.owner_token();
+    let reply =
+        hub.call_with("PUT", "/devices/ov-5", Some(disabled), &[("If-Match", "\"*\""), ("Authorization", &auth)]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let cs = |policy: &str| {
+        let key = twinhub_core::auth::Policy::all(OWNER_KEY, None).expect("policies");
+        let key = &key.iter().find(|p| p.name == policy).expect("policy").key;
+        let cs = format!("HostName={};SharedAccessKeyName={policy};SharedAccessKey={key}", hub.host());
+        percent_encoding::utf8_percent_encode(&cs, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
+    let overview_url = format!("{}/#cs={}", hub.base_url(), cs("iothubowner"));
+    // A query string makes it a new document (a fragment alone would not reload the app).
+    let refused_url = format!("{}/?as=registryRead#cs={}", hub.base_url(), cs("registryRead"));
+    let stdout = browser(&hub, "overview.mjs", &[&overview_url, &refused_url, "ov-2"], &[], |line, stdin| {
+        if line == "ready" {
+            alert(&mut ov1, "ov-1", 2);
+            writeln!(stdin, "go").expect("answer the script");
+        }
+    });
+    assert!(stdout.contains("overview: ok"), "{stdout}");
 }

@@ -1,4 +1,4 @@
-//! The operator console's wasm (`dist/`).
+//! The console's fleet program (`dist/`): overview, fleet, sign-in.
 fn main() {
-    twinhub_app::dashboard();
+    twinhub_app::console();
 }

@@ -1,6 +1,7 @@
 //! What an operator does to a device besides editing its twin: call a direct method, send a
-//! cloud-to-device message, enable or disable it, regenerate its keys. Each shows the hub's
-//! answer, or its error in words.
+//! cloud-to-device message ([`MethodsPanel`]), enable or disable it, regenerate its keys
+//! ([`IdentityActions`]). Each shows that it is under way, then the hub's answer or its error
+//! in words.
 
 use crate::access::Access;
 use crate::api;
@@ -11,22 +12,67 @@ use serde_json::{json, Value};
 use twinhub_core::wire::device::SymmetricKey;
 use twinhub_core::wire::Identity;
 
-/// The operations panel. `identity` is the device's registry entry; `on_changed` reloads it.
+/// Whether a request is under way, or the hub's answer (or error) in words.
+type Outcome = RwSignal<Option<Result<String, String>>>;
+
+/// What the operator typed into the forms and what the hub answered. The page owns it, so a
+/// typed payload and an answer that comes back late (a method may wait 300 s for its device)
+/// outlive the panel: the device page mounts only the chosen tab.
+#[derive(Clone, Copy)]
+pub struct ActionsState {
+    method: RwSignal<String>,
+    payload: RwSignal<String>,
+    timeout: RwSignal<u64>,
+    connect_timeout: RwSignal<u64>,
+    method_result: Outcome,
+    calling: RwSignal<bool>,
+    message: RwSignal<String>,
+    message_result: Outcome,
+    sending: RwSignal<bool>,
+    identity_result: Outcome,
+    updating: RwSignal<bool>,
+}
+
+impl Default for ActionsState {
+    fn default() -> Self {
+        Self {
+            method: RwSignal::new("getConfig".to_owned()),
+            payload: RwSignal::new("{}".to_owned()),
+            timeout: RwSignal::new(30),
+            connect_timeout: RwSignal::new(0),
+            method_result: RwSignal::new(None),
+            calling: RwSignal::new(false),
+            message: RwSignal::new(String::new()),
+            message_result: RwSignal::new(None),
+            sending: RwSignal::new(false),
+            identity_result: RwSignal::new(None),
+            updating: RwSignal::new(false),
+        }
+    }
+}
+
+/// An answer under a form: `ok` (a status) or `error` (an alert), plus `class`.
+fn outcome(r: Outcome, class: &'static str) -> impl IntoView {
+    move || {
+        r.get().map(|r| match r {
+            Ok(m) => view! { <p class=format!("ok {class}") role="status">{m}</p> }.into_any(),
+            Err(m) => view! { <p class=format!("error {class}") role="alert">{m}</p> }.into_any(),
+        })
+    }
+}
+
+/// Direct methods and, for a device, cloud-to-device messages.
 #[component]
-pub fn DeviceActions(device_id: String, identity: Signal<Option<Identity>>, on_changed: Callback<()>) -> impl IntoView {
+pub fn MethodsPanel(device_id: String, state: ActionsState) -> impl IntoView {
     let session = expect_context::<Session>();
     let access = expect_context::<Access>();
     let read_only = move || access.is_read_only();
-    // A module (the id is its key, `{device}/{module}`) takes no cloud-to-device messages and
-    // has no status, as in IoT Hub: those controls are a device's only.
+    // A module (the id is its key, `{device}/{module}`) takes no cloud-to-device messages, as
+    // in IoT Hub: that form is a device's only.
     let is_module = twinhub_core::identity::is_module_key(&device_id);
+    let ActionsState { method, payload, timeout, connect_timeout, method_result, calling, .. } = state;
+    let ActionsState { message, message_result, sending, .. } = state;
 
-    let method = RwSignal::new("getConfig".to_owned());
-    let payload = RwSignal::new("{}".to_owned());
-    let timeout = RwSignal::new(30u64);
-    let connect_timeout = RwSignal::new(0u64);
-    let method_result = RwSignal::new(None::<Result<String, String>>);
-    let calling = RwSignal::new(false);
     let id = device_id.clone();
     let call = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -53,27 +99,80 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Identity>>, on_c
         });
     };
 
-    let message = RwSignal::new(String::new());
-    let message_result = RwSignal::new(None::<Result<String, String>>);
-    let id = device_id.clone();
+    let id = device_id;
     let send = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
         let id = id.clone();
         let body = json!({ "payload": message.get_untracked() });
+        sending.set(true);
+        message_result.set(None);
         spawn_local(async move {
             message_result.set(Some(match api::send_message(session, &id, &body).await {
                 Ok(v) => Ok(format!("Queued as {}; delivered when the device is subscribed.", v.message_id)),
                 Err(e) => Err(e.to_string()),
             }));
+            sending.set(false);
         });
     };
 
-    let identity_result = RwSignal::new(None::<Result<String, String>>);
-    let id = device_id.clone();
+    view! {
+        <h2>"Direct method"</h2>
+        <form class="method-form" on:submit=call>
+            <label for="method-name">"Method"</label>
+            <input id="method-name" type="text" prop:value=move || method.get() on:input=move |ev| method.set(event_target_value(&ev)) />
+            <label for="method-payload">"Payload (JSON)"</label>
+            <textarea id="method-payload" rows="2" prop:value=move || payload.get() on:input=move |ev| payload.set(event_target_value(&ev))></textarea>
+            <label for="method-timeout">"Response timeout (s, 5-300)"</label>
+            <input id="method-timeout" type="number" min="5" max="300" prop:value=move || timeout.get().to_string()
+                on:input=move |ev| timeout.set(event_target_value(&ev).parse().unwrap_or(30)) />
+            <label for="method-connect">"Wait for the device to connect (s, 0-300)"</label>
+            <input id="method-connect" type="number" min="0" max="300" prop:value=move || connect_timeout.get().to_string()
+                on:input=move |ev| connect_timeout.set(event_target_value(&ev).parse().unwrap_or(0)) />
+            <button type="submit" class="invoke" disabled=move || calling.get() || read_only()>
+                {move || if calling.get() { "Waiting for the device..." } else { "Invoke" }}
+            </button>
+        </form>
+        {move || calling.get().then(|| view! { <p class="hint" role="status">"Calling the method..."</p> })}
+        {outcome(method_result, "method-result")}
+
+        {(!is_module).then(|| view! {
+            <h2>"Cloud-to-device message"</h2>
+            {move || access.unavailable("messages").map(|why| view! { <p class="hint unavailable">{why}</p> })}
+            <form class="c2d-form" on:submit=send>
+                <label for="c2d-payload">"Message"</label>
+                <input id="c2d-payload" type="text" prop:value=move || message.get() on:input=move |ev| message.set(event_target_value(&ev)) />
+                <button type="submit" disabled=move || read_only() || sending.get() || access.unavailable("messages").is_some()>
+                    {move || if sending.get() { "Sending..." } else { "Send" }}
+                </button>
+            </form>
+            {outcome(message_result, "c2d-result")}
+        })}
+    }
+}
+
+/// Enabling or disabling a device, and regenerating its keys. `identity` is the registry
+/// entry; `on_changed` reloads it.
+#[component]
+pub fn IdentityActions(
+    device_id: String,
+    identity: Signal<Option<Identity>>,
+    on_changed: Callback<()>,
+    state: ActionsState,
+) -> impl IntoView {
+    let session = expect_context::<Session>();
+    let access = expect_context::<Access>();
+    let ActionsState { identity_result, updating, .. } = state;
+    // A module has no status, as in IoT Hub: only its keys.
+    let is_module = twinhub_core::identity::is_module_key(&device_id);
+    // Off while read-only, while the identity is not read yet, and while a change is saving.
+    let disabled = move || access.is_read_only() || updating.get() || identity.with(Option::is_none);
+
     let update_identity = move |change: Box<dyn FnOnce(&mut Identity)>, done: &'static str| {
         let Some(mut device) = identity.get_untracked() else { return };
         change(&mut device);
-        let id = id.clone();
+        let id = device_id.clone();
+        updating.set(true);
+        identity_result.set(None);
         spawn_local(async move {
             identity_result.set(Some(match api::put_device(session, &id, &device).await {
                 Ok(_) => {
@@ -82,6 +181,7 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Identity>>, on_c
                 }
                 Err(e) => Err(e.to_string()),
             }));
+            updating.set(false);
         });
     };
     let toggle = {
@@ -118,55 +218,19 @@ pub fn DeviceActions(device_id: String, identity: Signal<Option<Identity>>, on_c
         );
     };
 
-    let show = |r: RwSignal<Option<Result<String, String>>>, class: &'static str| {
-        move || {
-            r.get().map(|r| match r {
-                Ok(m) => view! { <p class=format!("ok {class}") role="status">{m}</p> }.into_any(),
-                Err(m) => view! { <p class=format!("error {class}") role="alert">{m}</p> }.into_any(),
-            })
-        }
-    };
     view! {
-        <h2>"Direct method"</h2>
-        <form class="method-form" on:submit=call>
-            <label for="method-name">"Method"</label>
-            <input id="method-name" type="text" prop:value=move || method.get() on:input=move |ev| method.set(event_target_value(&ev)) />
-            <label for="method-payload">"Payload (JSON)"</label>
-            <textarea id="method-payload" rows="2" prop:value=move || payload.get() on:input=move |ev| payload.set(event_target_value(&ev))></textarea>
-            <label for="method-timeout">"Response timeout (s, 5-300)"</label>
-            <input id="method-timeout" type="number" min="5" max="300" prop:value=move || timeout.get().to_string()
-                on:input=move |ev| timeout.set(event_target_value(&ev).parse().unwrap_or(30)) />
-            <label for="method-connect">"Wait for the device to connect (s, 0-300)"</label>
-            <input id="method-connect" type="number" min="0" max="300" prop:value=move || connect_timeout.get().to_string()
-                on:input=move |ev| connect_timeout.set(event_target_value(&ev).parse().unwrap_or(0)) />
-            <button type="submit" class="invoke" disabled=move || calling.get() || read_only()>
-                {move || if calling.get() { "Waiting for the device..." } else { "Invoke" }}
-            </button>
-        </form>
-        {show(method_result, "method-result")}
-
-        {(!is_module).then(|| view! {
-            <h2>"Cloud-to-device message"</h2>
-            {move || access.unavailable("messages").map(|why| view! { <p class="hint unavailable">{why}</p> })}
-            <form class="c2d-form" on:submit=send>
-                <label for="c2d-payload">"Message"</label>
-                <input id="c2d-payload" type="text" prop:value=move || message.get() on:input=move |ev| message.set(event_target_value(&ev)) />
-                <button type="submit" disabled=move || read_only() || access.unavailable("messages").is_some()>"Send"</button>
-            </form>
-            {show(message_result, "c2d-result")}
-        })}
-
-        <h2>"Identity"</h2>
+        <h2>{if is_module { "Keys" } else { "Status and keys" }}</h2>
         <p class="identity-actions">
             {(!is_module).then(|| view! {
-                <button class="toggle-status" on:click=toggle disabled=read_only>
+                <button class="toggle-status" on:click=toggle disabled=disabled>
                     {move || if identity.with(|d| d.as_ref().is_some_and(Identity::enabled)) { "Disable" } else { "Enable" }}
                 </button>
                 " "
             })}
-            <button class="regenerate" on:click=regenerate disabled=read_only>"Regenerate keys"</button>
+            <button class="regenerate" on:click=regenerate disabled=disabled>"Regenerate keys"</button>
         </p>
-        {show(identity_result, "identity-result")}
+        {move || updating.get().then(|| view! { <p class="hint" role="status">"Saving the identity..."</p> })}
+        {outcome(identity_result, "identity-result")}
     }
 }
 

@@ -47,14 +47,16 @@ pub fn DriftTable(twin: Signal<Option<Twin>>) -> impl IntoView {
                 })
                 .collect_view();
             view! {
-                <table class="fleet drift">
-                    <thead><tr>
-                        <th>"Property"</th><th>"Desired"</th><th>"Reported"</th><th>"State"</th>
-                        <th title="$lastUpdatedVersion of the desired property">"Version"</th>
-                        <th>"Desired changed"</th><th>"Reported changed"</th>
-                    </tr></thead>
-                    <tbody>{body}</tbody>
-                </table>
+                <div class="table-scroll">
+                    <table class="fleet drift">
+                        <thead><tr>
+                            <th>"Property"</th><th>"Desired"</th><th>"Reported"</th><th>"State"</th>
+                            <th title="$lastUpdatedVersion of the desired property">"Version"</th>
+                            <th>"Desired changed"</th><th>"Reported changed"</th>
+                        </tr></thead>
+                        <tbody>{body}</tbody>
+                    </table>
+                </div>
             }
             .into_any()
         }}

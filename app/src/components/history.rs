@@ -19,6 +19,8 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
     let session = expect_context::<Session>();
     let access = expect_context::<Access>();
     let notice = RwSignal::new(None::<Result<String, String>>);
+    // The version being reverted, while its patch is under way.
+    let reverting = RwSignal::new(None::<u64>);
     let id = device_id.clone();
     let entries = LocalResource::new(move || {
         let (id, v) = (id.clone(), version.get());
@@ -34,8 +36,12 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
     let revert = move |entry_version: u64, changes: Vec<Change>| {
         let Some(patch) = revert_patch(&changes) else { return };
         let id = device_id.clone();
+        reverting.set(Some(entry_version));
+        notice.set(None);
         spawn_local(async move {
-            match api::patch_twin(session, &id, &patch).await {
+            let result = api::patch_twin(session, &id, &patch).await;
+            reverting.set(None);
+            match result {
                 Ok(twin) => notice.set(Some(Ok(format!(
                     "Reverted version {entry_version}: the twin is now version {}.",
                     twin.version
@@ -46,13 +52,14 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
     };
     view! {
         <h2>"History"</h2>
+        {move || reverting.get().map(|v| view! { <p class="hint" role="status">{format!("Reverting version {v}...")}</p> })}
         {move || notice.get().map(|n| match n {
             Ok(m) => view! { <p class="ok reverted" role="status">{m}</p> }.into_any(),
             Err(m) => view! { <p class="error" role="alert">{m}</p> }.into_any(),
         })}
-        <Suspense fallback=|| view! { <p class="hint">"Loading history..."</p> }>
+        <Suspense fallback=|| view! { <p class="hint" role="status">"Loading history..."</p> }>
             {move || entries.get().map(|r| match r {
-                Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
                 Ok(list) if list.is_empty() => view! { <p class="hint">"No changes yet."</p> }.into_any(),
                 Ok(list) => view! {
                     <ol class="history">
@@ -71,11 +78,14 @@ pub fn History(device_id: String, version: Signal<u64>) -> impl IntoView {
                                         <strong>{format!("version {v}")}</strong>
                                         <span class="muted">{format!(" · {} · {}", entry.time, entry.actor)}</span>
                                         {revertible.then(|| view! {
-                                            " " <button class="link revert" disabled=move || access.is_read_only()
+                                            " " <button class="link revert" disabled=move || access.is_read_only() || reverting.with(Option::is_some)
+                                                aria-label=format!("Revert version {v}")
                                                 on:click=move |_| revert(v, changes.clone())>"Revert"</button>
                                         })}
                                     </p>
-                                    <table class="changes"><thead><tr><th>"Path"</th><th>"Before"</th><th>"After"</th></tr></thead><tbody>{rows}</tbody></table>
+                                    <div class="table-scroll">
+                                        <table class="changes"><thead><tr><th>"Path"</th><th>"Before"</th><th>"After"</th></tr></thead><tbody>{rows}</tbody></table>
+                                    </div>
                                 </li>
                             }
                         }).collect_view()}

@@ -53,7 +53,7 @@ pub fn ModuleList(device_id: String) -> impl IntoView {
     });
     view! {
         <h2>"Modules"</h2>
-        <Suspense fallback=|| view! { <p class="hint">"Loading modules..."</p> }>
+        <Suspense fallback=|| view! { <p class="hint" role="status">"Loading modules..."</p> }>
             {move || rows.get().map(|result| match result {
                 Ok(list) if list.is_empty() => view! { <p class="hint">"No modules."</p> }.into_any(),
                 Ok(list) => {
@@ -72,13 +72,15 @@ pub fn ModuleList(device_id: String) -> impl IntoView {
                         }
                     }).collect_view();
                     view! {
-                        <table class="fleet modules">
-                            <thead><tr><th>"module"</th><th>"connection"</th><th>"last activity"</th><th>"drift"</th></tr></thead>
-                            <tbody>{body}</tbody>
-                        </table>
+                        <div class="table-scroll">
+                            <table class="fleet modules">
+                                <thead><tr><th>"module"</th><th>"connection"</th><th>"last activity"</th><th>"drift"</th></tr></thead>
+                                <tbody>{body}</tbody>
+                            </table>
+                        </div>
                     }.into_any()
                 }
-                Err(e) => view! { <p class="error">{e.to_string()}</p> }.into_any(),
+                Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
             })}
         </Suspense>
     }

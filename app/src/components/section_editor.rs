@@ -68,9 +68,35 @@ impl Section {
 enum Stage {
     Editing,
     Reviewing { patch: Map<String, Value>, changes: Vec<Change> },
+    Saving,
     Conflict { patch: Map<String, Value>, theirs: Box<Twin> },
     Saved(String),
     Failed(String),
+}
+
+/// One editor's draft and where it stands (reviewing, a conflict, saved). The page can own it
+/// and hand it to the editor, so that a draft survives the editor being unmounted: the device
+/// page mounts only the chosen tab, and an operator who looks at another tab mid-edit comes
+/// back to the edit (and to the answer of a save that finished meanwhile).
+#[derive(Clone, Copy)]
+pub struct Draft {
+    /// The section as last read or saved, and its etag: what a save is conditional on.
+    base: RwSignal<(Map<String, Value>, String)>,
+    text: RwSignal<String>,
+    stage: RwSignal<Stage>,
+    /// Whether `base` and `text` hold a twin yet (the first editor to mount fills them).
+    started: StoredValue<bool>,
+}
+
+impl Default for Draft {
+    fn default() -> Self {
+        Self {
+            base: RwSignal::new((Map::new(), String::new())),
+            text: RwSignal::new(String::new()),
+            stage: RwSignal::new(Stage::Editing),
+            started: StoredValue::new(false),
+        }
+    }
 }
 
 /// The editor of one section of one device's twin, starting from `twin` (the version the
@@ -84,12 +110,19 @@ pub fn SectionEditor(
     /// has no edit in progress, so the editor never starts from a stale etag.
     #[prop(optional, into)]
     live: Option<Signal<Option<Twin>>>,
+    /// The draft, when the page keeps it beyond this editor's life; a fresh one otherwise.
+    #[prop(optional)]
+    draft: Option<Draft>,
 ) -> impl IntoView {
     let session = expect_context::<Session>();
-    let base = RwSignal::new((section.of(&twin), twin.etag.clone()));
+    let Draft { base, text, stage, started } = draft.unwrap_or_default();
     let pretty = |m: &Map<String, Value>| serde_json::to_string_pretty(&Value::Object(m.clone())).unwrap_or_default();
-    let text = RwSignal::new(pretty(&base.get_untracked().0));
-    let stage = RwSignal::new(Stage::Editing);
+    if !started.get_value() {
+        started.set_value(true);
+        let fresh = section.of(&twin);
+        text.set(pretty(&fresh));
+        base.set((fresh, twin.etag.clone()));
+    }
     if let Some(live) = live {
         Effect::new(move |_| {
             let Some(now) = live.get() else { return };
@@ -118,6 +151,7 @@ pub fn SectionEditor(
     };
     let save = move |patch: Map<String, Value>, etag: String| {
         let id = device_id.get_value();
+        stage.set(Stage::Saving);
         spawn_local(async move {
             match api::patch_twin_if_match(session, &id, &section.wrap(patch.clone()), &etag).await {
                 Ok(saved) => {
@@ -157,8 +191,9 @@ pub fn SectionEditor(
             </div>
             {move || match stage.get() {
                 Stage::Editing => ().into_any(),
-                Stage::Failed(message) => view! { <p class="error">{message}</p> }.into_any(),
-                Stage::Saved(message) => view! { <p class=format!("ok {}", c("saved"))>{message}</p> }.into_any(),
+                Stage::Failed(message) => view! { <p class="error" role="alert">{message}</p> }.into_any(),
+                Stage::Saving => view! { <p class="hint" role="status">"Saving..."</p> }.into_any(),
+                Stage::Saved(message) => view! { <p class=format!("ok {}", c("saved")) role="status">{message}</p> }.into_any(),
                 Stage::Reviewing { patch, changes } if changes.is_empty() => {
                     let _ = patch;
                     view! { <p class="hint">"Nothing to save: the edit equals the current " {section.title()} "."</p> }.into_any()
@@ -167,8 +202,10 @@ pub fn SectionEditor(
                     let rows = changes.into_iter().map(change_row).collect_view();
                     let etag = base.get_untracked().1;
                     view! {
-                        <table class="diff"><thead><tr><th>"Path"</th><th>"Now"</th><th>"After saving"</th></tr></thead>
-                            <tbody>{rows}</tbody></table>
+                        <div class="table-scroll">
+                            <table class="diff"><thead><tr><th>"Path"</th><th>"Now"</th><th>"After saving"</th></tr></thead>
+                                <tbody>{rows}</tbody></table>
+                        </div>
                         <button class=c("save") on:click=move |_| save(patch.clone(), etag.clone())>"Save (If-Match " {base.get_untracked().1} ")"</button>
                     }.into_any()
                 }
@@ -178,7 +215,7 @@ pub fn SectionEditor(
                     let theirs_json = serde_json::to_string_pretty(&Value::Object(section.of(&theirs))).unwrap_or_default();
                     let yours_json = serde_json::to_string_pretty(&Value::Object(patch.clone())).unwrap_or_default();
                     view! {
-                        <p class=format!("error {}", c("conflict"))>"Someone changed this twin while you were editing (412). Compare, then apply your change on top of theirs."</p>
+                        <p class=format!("error {}", c("conflict")) role="alert">"Someone changed this twin while you were editing (412). Compare, then apply your change on top of theirs."</p>
                         <div class="three-way">
                             <div><h3>"Base (what you started from)"</h3><pre>{base_json}</pre></div>
                             <div><h3>"Theirs (now)"</h3><pre>{theirs_json}</pre></div>

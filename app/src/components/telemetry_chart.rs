@@ -33,13 +33,34 @@ pub struct ChartData {
     pub threshold: Option<f64>,
 }
 
+/// What the operator picked on a chart: its range and field. The device page owns them, so
+/// the picks survive the chart being unmounted and mounted again (a tab switch).
+#[derive(Clone, Copy, Debug)]
+pub struct ChartPicks {
+    /// The range, in ms (one of [`RANGES`]).
+    pub range: RwSignal<u64>,
+    /// The field drawn (one of [`FIELDS`]).
+    pub field: RwSignal<String>,
+}
+
+impl Default for ChartPicks {
+    fn default() -> Self {
+        Self { range: RwSignal::new(RANGES[0].1), field: RwSignal::new(FIELDS[0].to_owned()) }
+    }
+}
+
 /// The chart, with its range and field pickers. `tick` changes when new telemetry arrives
-/// (the page's live view), which refetches; `threshold` is the device's temperatureThreshold.
+/// (the page's live view), which refetches; `threshold` is the device's temperatureThreshold;
+/// `picks`, when given, keeps the operator's range and field beyond this chart's life.
 #[component]
-pub fn TelemetryChart(device_id: String, tick: Signal<usize>, threshold: Signal<Option<f64>>) -> impl IntoView {
+pub fn TelemetryChart(
+    device_id: String,
+    tick: Signal<usize>,
+    threshold: Signal<Option<f64>>,
+    #[prop(optional)] picks: Option<ChartPicks>,
+) -> impl IntoView {
     let session = expect_context::<Session>();
-    let range = RwSignal::new(RANGES[0].1);
-    let field = RwSignal::new(FIELDS[0].to_owned());
+    let ChartPicks { range, field } = picks.unwrap_or_default();
     let canvas = NodeRef::<Canvas>::new();
     let id = device_id.clone();
     let data = LocalResource::new(move || {
@@ -71,12 +92,14 @@ pub fn TelemetryChart(device_id: String, tick: Signal<usize>, threshold: Signal<
                 }).collect_view()}
                 <label>" Field "
                     <select on:change=move |ev| field.set(event_target_value(&ev))>
-                        {FIELDS.into_iter().map(|f| view! { <option value=f>{f}</option> }).collect_view()}
+                        // `selected`, not the select's value: the value would be set before the
+                        // options exist (a chart mounted again keeps its field this way).
+                        {FIELDS.into_iter().map(|f| view! { <option value=f selected=move || field.with(|x| x == f)>{f}</option> }).collect_view()}
                     </select>
                 </label>
                 {move || match data.get() {
-                    None => view! { <span class="hint">" Loading..."</span> }.into_any(),
-                    Some(Err(e)) => view! { <span class="error">" " {e.to_string()}</span> }.into_any(),
+                    None => view! { <span class="hint" role="status">" Loading..."</span> }.into_any(),
+                    Some(Err(e)) => view! { <span class="error" role="alert">" " {e.to_string()}</span> }.into_any(),
                     Some(Ok(_)) => match drawn.get() {
                         Some(Err(e)) => view! { <span class="error">" Could not draw: " {e}</span> }.into_any(),
                         Some(Ok(0)) => view! { <span class="hint">" No readings in this range yet."</span> }.into_any(),

@@ -4,12 +4,14 @@
 
 use crate::access::Access;
 use crate::api;
+use crate::components::fleet_activity::{AlertFeed, FleetTelemetry};
 use crate::components::fleet_table::{FleetRow, FleetTable};
 use crate::components::group_chart::{groups_of, GroupChart};
 use crate::components::query_box::QueryBox;
 use crate::session::Session;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use leptos_router::hooks::use_query_map;
 use serde_json::Value;
 use twinhub_core::auth::{ConnectionString, Credential};
 use twinhub_core::wire::Twin;
@@ -113,10 +115,14 @@ pub fn FleetPage() -> impl IntoView {
     }
     let read_only = Signal::derive(move || access.is_read_only());
 
-    let text = RwSignal::new(ALL.to_owned());
+    // The query comes from the address (`/fleet?q=...`: the overview's links, a shared or
+    // reloaded page) and goes back to it when another is run.
+    let start = use_query_map().with_untracked(|q| q.get("q")).filter(|q| !q.trim().is_empty());
+    let start = start.unwrap_or_else(|| ALL.to_owned());
+    let text = RwSignal::new(start.clone());
     // The query applied, with its run number: running the same query again (after a create)
     // is a new key, so what is keyed on it loads again.
-    let applied = RwSignal::new((ALL.to_owned(), 0u32));
+    let applied = RwSignal::new((start, 0u32));
     let notice = RwSignal::new(None::<Result<String, String>>);
     let grouping = RwSignal::new(GROUPINGS[0].1.to_owned());
     let filters = RwSignal::new(QuickFilters::default());
@@ -202,6 +208,12 @@ pub fn FleetPage() -> impl IntoView {
         });
     };
     let run = move |query: String| {
+        let address =
+            format!("/fleet?q={}", percent_encoding::utf8_percent_encode(&query, percent_encoding::NON_ALPHANUMERIC));
+        // Replaced in place, not navigated: the page is already showing it.
+        if let Ok(history) = window().history() {
+            let _ = history.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&address));
+        }
         text.set(query.clone());
         error.set(None);
         applied.update(|(q, n)| {
@@ -298,6 +310,7 @@ pub fn FleetPage() -> impl IntoView {
         store_saved(&saved.get_untracked());
     };
 
+    let condition = Memo::new(move |_| applied.with(|(q, _)| condition_of(q)));
     let has_more = Signal::derive(move || listing.with(|l| l.continuation.is_some()) && !loading.get());
     view! {
         <section class="card">
@@ -395,7 +408,31 @@ pub fn FleetPage() -> impl IntoView {
                 }.into_any(),
             }}
         </section>
+        // What the query's devices send (device queries only: a projection selects no devices;
+        // not in upstream mode, where the event stream is IoT Hub's).
+        {move || match (condition.with(Option::is_some), access.feature("telemetry")) {
+            (false, _) | (_, None) => ().into_any(),
+            (true, Some(Err(why))) => view! {
+                <section class="card fleet-activity"><p class="hint unavailable">{why}</p></section>
+            }.into_any(),
+            (true, Some(Ok(()))) => {
+                let condition = Signal::derive(move || condition.get().unwrap_or_default());
+                view! {
+                    <section class="card fleet-activity">
+                        <FleetTelemetry condition />
+                        <AlertFeed condition />
+                    </section>
+                }.into_any()
+            }
+        }}
     }
+}
+
+/// The condition of a `SELECT * FROM devices [WHERE ...]` query (empty without a WHERE), as
+/// the fleet telemetry and alert calls take it; `None` for any other query.
+fn condition_of(query: &str) -> Option<String> {
+    let clause = where_of(query)?;
+    Some(clause.get(5..).map_or(String::new(), |c| c.trim().to_owned()))
 }
 
 /// The applied query's rows as loaded so far.
@@ -494,6 +531,9 @@ mod tests {
         assert!(selects_module_twins("select * FROM devices.modules WHERE moduleId = 'm'"));
         assert!(!selects_module_twins("SELECT moduleId FROM devices.modules"));
         assert_eq!(where_of("SELECT * FROM devices GROUP BY status"), None);
+        assert_eq!(condition_of("SELECT * FROM devices where IS_DRIFTING()").as_deref(), Some("IS_DRIFTING()"));
+        assert_eq!(condition_of("SELECT * FROM devices").as_deref(), Some(""));
+        assert_eq!(condition_of("SELECT deviceId FROM devices"), None);
     }
 
     #[test]
