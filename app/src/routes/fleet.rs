@@ -151,12 +151,7 @@ pub fn FleetPage() -> impl IntoView {
     let groups = LocalResource::new(move || {
         let clause = where_of(&applied.get().0).unwrap_or_default();
         let path = grouping.get();
-        async move {
-            match api::query(session, &group_query(&path, &clause), None).await {
-                Ok(page) => groups_of(&page.items),
-                Err(_) => Vec::new(),
-            }
-        }
+        async move { api::query(session, &group_query(&path, &clause), None).await.map(|page| groups_of(&page.items)) }
     });
 
     // What the table shows: the first page, then the pages the scroll asks for (the rows
@@ -336,14 +331,14 @@ pub fn FleetPage() -> impl IntoView {
                 <label>"Building "
                     <select class="qf-building" on:change=move |ev| { let v = event_target_value(&ev); set_filter(&|f| f.building.clone_from(&v)) }>
                         <option value="">"any"</option>
-                        {move || buildings.get().unwrap_or_default().into_iter()
+                        {move || buildings.get().and_then(Result::ok).unwrap_or_default().into_iter()
                             .map(|b| view! { <option value=b.clone()>{b.clone()}</option> }).collect_view()}
                     </select>
                 </label>
                 <label>"Environment "
                     <select class="qf-environment" on:change=move |ev| { let v = event_target_value(&ev); set_filter(&|f| f.environment.clone_from(&v)) }>
                         <option value="">"any"</option>
-                        {move || environments.get().unwrap_or_default().into_iter()
+                        {move || environments.get().and_then(Result::ok).unwrap_or_default().into_iter()
                             .map(|e| view! { <option value=e.clone()>{e.clone()}</option> }).collect_view()}
                     </select>
                 </label>
@@ -360,6 +355,10 @@ pub fn FleetPage() -> impl IntoView {
                 </label>
                 <button class="link save-query" on:click=save>"Save query"</button>
             </div>
+            {move || {
+                let failed = [buildings.get(), environments.get()].into_iter().flatten().find_map(Result::err);
+                failed.map(|e| view! { <p class="error" role="alert">"The filters' values could not be loaded: " {e.to_string()}</p> })
+            }}
             {move || (!saved.with(Vec::is_empty)).then(|| view! {
                 <div class="saved-queries" role="group" aria-label="Saved queries">
                     {saved.get().into_iter().map(|(name, query)| {
@@ -385,7 +384,12 @@ pub fn FleetPage() -> impl IntoView {
                     </select>
                 </label>
             </div>
-            <GroupChart groups=Signal::derive(move || groups.get().unwrap_or_default()) on_pick=pick_group />
+            {move || match groups.get() {
+                None => view! { <p class="hint" role="status">"Loading the summary..."</p> }.into_any(),
+                Some(Err(e)) => view! { <p class="error" role="alert">"The summary could not be loaded: " {e.to_string()}</p> }.into_any(),
+                Some(Ok(_)) => ().into_any(),
+            }}
+            <GroupChart groups=Signal::derive(move || groups.get().and_then(Result::ok).unwrap_or_default()) on_pick=pick_group />
 
             <p class="hint fleet-count" aria-live="polite">
                 {move || {
@@ -465,12 +469,9 @@ impl Listing {
 }
 
 /// The string values a property takes across the fleet, most common first.
-async fn distinct(session: Session, path: &str) -> Vec<String> {
-    let q = group_query(path, "");
-    match api::query(session, &q, None).await {
-        Ok(page) => page.items.iter().filter_map(|r| r["v"].as_str().map(str::to_owned)).collect(),
-        Err(_) => Vec::new(),
-    }
+async fn distinct(session: Session, path: &str) -> Result<Vec<String>, api::ApiError> {
+    let page = api::query(session, &group_query(path, ""), None).await?;
+    Ok(page.items.iter().filter_map(|r| r["v"].as_str().map(str::to_owned)).collect())
 }
 
 /// Rows of a projection or GROUP BY query: one column per key of the first row.
