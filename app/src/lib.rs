@@ -27,6 +27,7 @@ use twinhub_core::console::Program;
 /// Runs the console's fleet program: the overview, the fleet, sign-in.
 pub fn console() {
     console_error_panic_hook::set_once();
+    arrived(Program::Fleet);
     mount_to_body(|| {
         let access = provide_session();
         view! {
@@ -48,6 +49,7 @@ pub fn console() {
 /// Runs the console's device program: a device's (or module's) page.
 pub fn device_console() {
     console_error_panic_hook::set_once();
+    arrived(Program::Device);
     mount_to_body(|| {
         let access = provide_session();
         view! {
@@ -66,6 +68,7 @@ pub fn device_console() {
 /// Runs the console's operations program: jobs, configurations, endpoints.
 pub fn operations_console() {
     console_error_panic_hook::set_once();
+    arrived(Program::Operations);
     mount_to_body(|| {
         let access = provide_session();
         view! {
@@ -83,6 +86,9 @@ pub fn operations_console() {
     });
 }
 
+/// The path a program last sent to the server for another program to serve.
+const ELSEWHERE_KEY: &str = "twinhub.elsewhere";
+
 /// What a program shows for a path it has no page for. A link followed in the browser (or the
 /// back button) can bring it another program's page: that page is loaded from the server,
 /// which starts the right program. A path no program knows says so.
@@ -90,7 +96,18 @@ fn elsewhere(this: Program) -> AnyView {
     // The router's location: the address bar may not show the new path yet.
     let location = leptos_router::hooks::use_location();
     let path = location.pathname.get_untracked();
-    if Program::of_page(&path) != this {
+    // A path the server answers with this very program (a missing file under another
+    // program's directory gets the root's page) would load itself forever: the second time
+    // in a row, it is no page.
+    let storage = window().session_storage().ok().flatten();
+    let last = storage.as_ref().and_then(|s| s.get_item(ELSEWHERE_KEY).ok().flatten());
+    if let Some(s) = &storage {
+        let _ = s.remove_item(ELSEWHERE_KEY);
+    }
+    if Program::of_page(&path) != this && last.as_deref() != Some(path.as_str()) {
+        if let Some(s) = &storage {
+            let _ = s.set_item(ELSEWHERE_KEY, &path);
+        }
         let (search, hash) = (location.search.get_untracked(), location.hash.get_untracked());
         let search = search.trim_start_matches('?');
         let hash = hash.trim_start_matches('#');
@@ -111,6 +128,7 @@ fn elsewhere(this: Program) -> AnyView {
 /// Runs the virtual device page (`/virtual/`), with the same header and session as the console.
 pub fn virtual_device() {
     console_error_panic_hook::set_once();
+    arrived(Program::Virtual);
     mount_to_body(|| {
         let access = provide_session();
         // No router: the page is one page, and the header's links leave it for the console.
@@ -121,6 +139,16 @@ pub fn virtual_device() {
             </main>
         }
     });
+}
+
+/// A program started on one of its own pages: whatever sent the browser here arrived.
+fn arrived(this: Program) {
+    let path = window().location().pathname().unwrap_or_default();
+    if Program::of_page(&path) == this {
+        if let Some(storage) = window().session_storage().ok().flatten() {
+            let _ = storage.remove_item(ELSEWHERE_KEY);
+        }
+    }
 }
 
 /// Restores the signed-in session and what it may do, and puts both in context.

@@ -11,7 +11,7 @@ use twinhub_core::query::ast::{
     Aggregate, ArithOp, CmpOp, Collection, Expr, Function, Item, ItemKind, Literal, Path, Query, Select,
 };
 use twinhub_core::query::eval::matches;
-use twinhub_core::query::sql::{aggregate_statement, rows_statement, twins_statement, Statement};
+use twinhub_core::query::sql::{aggregate_statement, rows_statement, twins_statement, values_statement, Statement};
 use twinhub_core::query::{self, parse};
 use twinhub_core::UnixMillis;
 
@@ -343,4 +343,32 @@ fn twins_statement_reads_the_named_devices_that_exist() {
     for (id, twin) in &rows {
         assert_eq!(twin["deviceId"], id.as_str(), "the row's twin is its device's");
     }
+}
+
+/// The overview's alert breakdown reads one value per alerting device: the path's value as
+/// JSON for the twins that define it (strings, objects, null alike), nothing for the rest.
+#[test]
+fn values_statement_reads_one_path_of_the_named_devices() {
+    let docs = vec![
+        json!({ "deviceId": "a", "tags": { "location": { "building": "A" } } }),
+        json!({ "deviceId": "b", "tags": { "location": { "building": { "wing": 2 } } } }),
+        json!({ "deviceId": "c", "tags": { "location": { "building": null } } }),
+        json!({ "deviceId": "d", "tags": {} }),
+        json!({ "deviceId": "e", "tags": { "location": { "building": "E" } } }),
+    ];
+    let db = table(&docs);
+    let ids: Vec<String> = ["a", "b", "c", "d", "gone"].iter().map(|s| (*s).to_owned()).collect();
+    let path: Vec<String> = ["tags", "location", "building"].iter().map(|s| (*s).to_owned()).collect();
+    let Statement { sql, params } = values_statement(&ids, &path);
+    assert_eq!(params.len(), 2, "the ids as one array, and the path");
+    let mut stmt = db.prepare(&sql).unwrap_or_else(|e| panic!("{e}: {sql}"));
+    let rows: Vec<(String, Value)> = stmt
+        .query_map(rusqlite::params_from_iter(bind(&params)), |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(|r| r.map(|(id, v)| (id, serde_json::from_str(&v).unwrap())).unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        vec![("a".to_owned(), json!("A")), ("b".to_owned(), json!({ "wing": 2 })), ("c".to_owned(), Value::Null)]
+    );
 }

@@ -305,9 +305,19 @@ pub enum IndexOp {
     /// The count before the last change, as this shard knows it (`Option<u32>`): a shard
     /// called for the first time asks shard 0, so it can find devices not yet moved to it.
     Previous,
-    /// The shard's connected-device samples from `since` (Unix ms) on, preceded by the last one
-    /// before it: `Vec<(minute, connected)>` (`twinhub_core::overview::connected`).
-    ConnectedSamples { since: u64 },
+    /// What the overview needs of a shard, in one call: its counts now (sampled as this
+    /// minute's connected count), its connected-device samples from `since` (Unix ms) on
+    /// preceded by the last one before it, and its lag. Answers [`ShardOverview`].
+    Overview { since: u64 },
+}
+
+/// The answer to [`IndexOp::Overview`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ShardOverview {
+    pub statistics: ShardStatistics,
+    /// `(minute, connected)`, oldest first (`twinhub_core::overview::connected`).
+    pub samples: Vec<(u64, u64)>,
+    pub lag: IndexLag,
 }
 
 /// The answer to [`IndexOp::Exists`].

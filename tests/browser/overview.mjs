@@ -4,8 +4,8 @@
 // sent while the page is open moves its figure with no reload ("ready" / "go" on stdio); the
 // drifting figure links to the fleet query listing exactly those devices; the alerts break down
 // by building; the fleet page shows the fleet's telemetry and alert feed. Every console page
-// passes the quality bar (quality.mjs). Signed in with a policy that cannot read the overview,
-// the page shows its error.
+// passes the quality bar (quality.mjs). A path no program serves ends in "No such page.", not a
+// reload loop. Signed in with a policy that cannot read the overview, the page shows its error.
 import { createInterface } from 'node:readline';
 import { run, settle } from './chromium.mjs';
 import { checkQuality } from './quality.mjs';
@@ -88,6 +88,21 @@ await run('overview', async (page, problems) => {
     await page.locator(ready).first().waitFor({ timeout: 30_000 });
     await settle(page);
     await checkQuality(page, name, shotDir, problems);
+  }
+
+  // Paths the server answers with a program that cannot serve them (a missing file under
+  // another program's directory) say there is no such page, after one try, not a reload loop.
+  for (const path of ['/virtual/no-such-file', '/app/device/']) {
+    await settle(page);
+    let loads = 0;
+    const count = () => { loads++; };
+    page.on('load', count);
+    await page.goto(new URL(path, page.url()).href);
+    await page.locator('p.error', { hasText: 'No such page.' }).waitFor({ timeout: 15_000 })
+      .catch(() => problems.push(`${path}: no "No such page."`));
+    await page.waitForTimeout(1_000);
+    page.off('load', count);
+    if (loads > 2) problems.push(`${path}: loaded ${loads} times`);
   }
 
   // A policy that may not read the overview: the page says so.

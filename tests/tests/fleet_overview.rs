@@ -142,3 +142,61 @@ fn the_overview_counts_the_fleet_and_its_links_select_the_devices() {
     let seen = overview(&off, "");
     assert_eq!((seen["activity"].clone(), seen["alerts"].as_u64()), (Value::Null, Some(0)), "{seen}");
 }
+
+/// An index written before the drift columns: the shards fill them from the twins they hold
+/// (their alarm, a page at a time), so `IS_DRIFTING()` and the overview count the devices that
+/// drifted before the upgrade without waiting for each device's next change.
+#[test]
+fn an_older_index_gets_its_drift_columns_filled() {
+    let storage = Storage::new("fleet-overview-backfill");
+    let hub = Hub::start(&storage);
+    for id in ["old-1", "old-2", "old-3"] {
+        assert_eq!(hub.call("PUT", &format!("/devices/{id}"), Some("{}")).status, 200);
+    }
+    let patch = json!({ "properties": { "desired": { "firmwareVersion": "2.0" } } }).to_string();
+    assert_eq!(hub.call("PATCH", "/twins/old-2", Some(&patch)).status, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ids(&hub, "IS_DRIFTING()") != ["old-2"] {
+        assert!(Instant::now() < deadline, "old-2 never drifting");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    hub.stop();
+
+    // The index shards' tables as the previous version left them: no drift columns.
+    let mut stripped = 0;
+    let mut dirs = vec![storage.path().join("state")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("state dir").map_while(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "sqlite") {
+                let db = rusqlite::Connection::open(&path).expect("open a stored database");
+                let columns: Vec<String> = db
+                    .prepare("SELECT name FROM pragma_table_info('device')")
+                    .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                    .unwrap_or_default();
+                if columns.iter().any(|c| c == "drifting") {
+                    db.execute_batch(
+                        "ALTER TABLE device DROP COLUMN drifting; ALTER TABLE device DROP COLUMN refused;",
+                    )
+                    .expect("drop the drift columns");
+                    stripped += 1;
+                }
+            }
+        }
+    }
+    assert!(stripped > 0, "no index shard database found under {}", storage.path().display());
+
+    let hub = Hub::start(&storage);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ids(&hub, "IS_DRIFTING()") != ["old-2"] {
+        assert!(
+            Instant::now() < deadline,
+            "the older index's drift was never filled: {:?}",
+            ids(&hub, "IS_DRIFTING()")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(overview(&hub, "")["devices"]["drifting"], 1);
+}

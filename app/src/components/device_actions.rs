@@ -176,7 +176,8 @@ pub fn IdentityActions(
         spawn_local(async move {
             identity_result.set(Some(match api::put_device(session, &id, &device).await {
                 Ok(_) => {
-                    on_changed.run(());
+                    // `try_`: the tab that made this callback may have been left meanwhile.
+                    let _ = on_changed.try_run(());
                     Ok(done.to_owned())
                 }
                 Err(e) => Err(e.to_string()),

@@ -1,9 +1,11 @@
 //! What the devices of the fleet page's query send: a telemetry field across all of them (min,
 //! average and max per bucket, aggregated by the hub: `POST /api/fleet/telemetry`) and the
-//! newest alerts (`POST /api/fleet/alerts`), both asked again every few seconds so they follow
-//! as messages arrive.
+//! newest alerts (`POST /api/fleet/alerts`), both asked again every [`REFRESH_MS`] so they
+//! follow as messages arrive ([`Refresh`]: not while the tab is hidden, less often after a
+//! failure).
 
 use crate::api;
+use crate::components::refresh::Refresh;
 use crate::components::telemetry_chart::{draw, ChartData};
 use crate::session::Session;
 use leptos::html::Canvas;
@@ -12,24 +14,13 @@ use serde_json::Value;
 use twinhub_core::wire::FleetAlert;
 
 /// How often both are asked again.
-const REFRESH_MS: u64 = 5_000;
+const REFRESH_MS: u64 = 15_000;
 /// The spans the chart offers.
 const SPANS: [(&str, u64); 3] = [("15 min", 15 * 60_000), ("1 h", 3_600_000), ("24 h", 86_400_000)];
 /// Buckets per chart.
 const BUCKETS: usize = 120;
 /// Alerts the feed shows.
 const FEED: usize = 25;
-
-/// A signal that moves every [`REFRESH_MS`] while its owner is mounted.
-fn ticker() -> RwSignal<u32> {
-    let tick = RwSignal::new(0u32);
-    if let Ok(handle) =
-        set_interval_with_handle(move || tick.update(|t| *t += 1), std::time::Duration::from_millis(REFRESH_MS))
-    {
-        on_cleanup(move || handle.clear());
-    }
-    tick
-}
 
 /// The fleet-wide series of a field over the devices `condition` selects (a WHERE condition;
 /// empty: every device).
@@ -38,11 +29,15 @@ pub fn FleetTelemetry(condition: Signal<String>) -> impl IntoView {
     let session = expect_context::<Session>();
     let field = RwSignal::new("temperature".to_owned());
     let span = RwSignal::new(SPANS[1].1);
-    let tick = ticker();
+    let refresh = Refresh::new(REFRESH_MS);
     let series = LocalResource::new(move || {
-        tick.track();
+        refresh.tick.track();
         let (condition, field, span) = (condition.get(), field.get(), span.get());
-        async move { api::fleet_series(session, &condition, &field, span, BUCKETS).await }
+        async move {
+            let answer = api::fleet_series(session, &condition, &field, span, BUCKETS).await;
+            refresh.answered(answer.is_ok());
+            answer
+        }
     });
     let canvas = NodeRef::<Canvas>::new();
     let drawn = RwSignal::new(None::<Result<usize, String>>);
@@ -98,11 +93,15 @@ pub fn FleetTelemetry(condition: Signal<String>) -> impl IntoView {
 #[component]
 pub fn AlertFeed(condition: Signal<String>) -> impl IntoView {
     let session = expect_context::<Session>();
-    let tick = ticker();
+    let refresh = Refresh::new(REFRESH_MS);
     let alerts = LocalResource::new(move || {
-        tick.track();
+        refresh.tick.track();
         let condition = condition.get();
-        async move { api::fleet_alerts(session, &condition, FEED).await }
+        async move {
+            let answer = api::fleet_alerts(session, &condition, FEED).await;
+            refresh.answered(answer.is_ok());
+            answer
+        }
     });
     // The last answer stays while the next is asked for.
     let shown = RwSignal::new(None::<Vec<FleetAlert>>);

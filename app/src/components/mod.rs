@@ -10,6 +10,7 @@ pub mod group_chart;
 pub mod history;
 pub mod module_list;
 pub mod query_box;
+pub mod refresh;
 pub mod section_editor;
 pub mod tab_list;
 pub mod telemetry_chart;

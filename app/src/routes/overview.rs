@@ -1,18 +1,20 @@
 //! The console's first page: the fleet at a glance, from one call (`GET /api/fleet/overview`)
-//! made again every few seconds. Each figure links to the fleet query that lists its devices
+//! made again every [`REFRESH_MS`] ([`Refresh`]: not while the tab is hidden, less often after
+//! a failure). Each figure links to the fleet query that lists its devices
 //! (drift through twinhub's `IS_DRIFTING()` and `HAS_REFUSED()`); the charts are the last hour
 //! per minute and the alerts broken down by a twin path the operator picks.
 
 use crate::api;
 use crate::components::count_chart::{CountChart, Points};
 use crate::components::group_chart::GroupChart;
+use crate::components::refresh::Refresh;
 use crate::session::Session;
 use leptos::prelude::*;
 use serde_json::Value;
 use twinhub_core::wire::Overview;
 
-/// How often the page asks again.
-const REFRESH_MS: i32 = 5_000;
+/// How often the page asks again (one request, counted as a query by the hub's throttle).
+const REFRESH_MS: u64 = 10_000;
 /// Paths offered for the alert breakdown (any other can be typed).
 const BREAKDOWNS: [&str; 4] =
     ["tags.location.building", "tags.deployment.environment", "properties.reported.firmwareVersion", "deviceId"];
@@ -58,17 +60,16 @@ pub fn OverviewPage() -> impl IntoView {
 fn OverviewBody() -> impl IntoView {
     let session = expect_context::<Session>();
     let by = RwSignal::new(BREAKDOWNS[0].to_owned());
-    // The page asks again every REFRESH_MS while it is open.
-    let tick = RwSignal::new(0u32);
-    if let Ok(handle) =
-        set_interval_with_handle(move || tick.update(|t| *t += 1), std::time::Duration::from_millis(REFRESH_MS as u64))
-    {
-        on_cleanup(move || handle.clear());
-    }
+    // Asked again every REFRESH_MS while the page is open and seen, less often after a failure.
+    let refresh = Refresh::new(REFRESH_MS);
     let answer = LocalResource::new(move || {
-        tick.track();
+        refresh.tick.track();
         let by = by.get();
-        async move { api::overview(session, &by).await }
+        async move {
+            let answer = api::overview(session, &by).await;
+            refresh.answered(answer.is_ok());
+            answer
+        }
     });
     // The last good answer stays on screen while the next is asked for, and when one fails
     // (the failure is shown above it).
@@ -110,6 +111,8 @@ fn OverviewBody() -> impl IntoView {
         let path = by.get_untracked();
         let condition = match value {
             None => format!("NOT IS_DEFINED({path})"),
+            // An object or an array is no literal of the query language: nothing to filter by.
+            Some(Value::Object(_) | Value::Array(_)) => return,
             Some(v) => format!("{path} = {}", literal(&v)),
         };
         let _ = window().location().set_href(&fleet_link(Some(&condition)));

@@ -4,7 +4,6 @@
 //! make one overview of them live here, sans-I/O.
 
 use crate::query::ast::Path;
-use crate::query::eval::lookup;
 use crate::wire::overview::{ActivityBucket, AlertGroup, ConnectedPoint};
 use crate::{ErrorCode, HubError};
 use serde::{Deserialize, Serialize};
@@ -60,31 +59,41 @@ pub fn activity(from: u64, to: u64, partitions: &[PartitionActivity]) -> Vec<Act
 }
 
 /// Connected devices per minute over `[from, to)`, summed over the index shards. A shard
-/// samples its count when its devices change (at most once a minute), so a minute without a
-/// sample carries the shard's previous one: nothing changed. `samples` holds each shard's
-/// (minute, count) in time order, starting with its last sample before `from` when it has
-/// one. A minute before any shard's first sample is `None` (not known), and `now`, the
-/// count the shards answered just now, is the last minute's value.
+/// samples its count at the end of each minute in which its devices changed (and whenever the
+/// counts are asked for), so a minute without a sample carries the shard's previous one:
+/// nothing changed. `samples` holds each shard's (minute, count) in time order, starting with
+/// its last sample before `from` when it has one. A minute before some shard's first sample is
+/// `None` (not known: a partial sum would show as a dip), and `now`, the count the shards
+/// answered just now, is the last minute's value.
 pub fn connected(from: u64, to: u64, samples: &[Vec<(u64, u64)>], now: u64) -> Vec<ConnectedPoint> {
     let minutes = (to.saturating_sub(from) / MINUTE_MS) as usize;
-    let mut points: Vec<ConnectedPoint> =
-        (0..minutes).map(|i| ConnectedPoint { start: from + i as u64 * MINUTE_MS, connected: None }).collect();
+    let mut sums: Vec<(u64, usize)> = vec![(0, 0); minutes];
     for shard in samples {
         let mut next = 0;
         let mut current = None;
-        for point in &mut points {
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let start = from + i as u64 * MINUTE_MS;
             while let Some(&(minute, count)) = shard.get(next) {
-                if minute > point.start {
+                if minute > start {
                     break;
                 }
                 current = Some(count);
                 next += 1;
             }
             if let Some(count) = current {
-                point.connected = Some(point.connected.unwrap_or(0) + count);
+                sum.0 += count;
+                sum.1 += 1;
             }
         }
     }
+    let mut points: Vec<ConnectedPoint> = sums
+        .into_iter()
+        .enumerate()
+        .map(|(i, (sum, known))| ConnectedPoint {
+            start: from + i as u64 * MINUTE_MS,
+            connected: (known == samples.len()).then_some(sum),
+        })
+        .collect();
     if let Some(last) = points.last_mut() {
         last.connected = Some(now);
     }
@@ -92,17 +101,18 @@ pub fn connected(from: u64, to: u64, samples: &[Vec<(u64, u64)>], now: u64) -> V
 }
 
 /// A twin path the operator picks to break alerts down by (`tags.location.building`):
-/// dotted names of letters, digits, `_`, `-` and `$`, at most 8 deep.
+/// dotted names of letters, digits, `_` and `$`, at most 8 deep, so that it is also a path of
+/// the query language (the console filters the fleet by a group's value with it).
 pub fn twin_path(text: &str) -> Result<Path, HubError> {
     let invalid = || {
         HubError::new(
             ErrorCode::ArgumentInvalid,
-            format!("'{text}' is not a twin path (dotted names of letters, digits, '_', '-' or '$', at most 8)"),
+            format!("'{text}' is not a twin path (dotted names of letters, digits, '_' or '$', at most 8)"),
         )
     };
     let names: Path = text.split('.').map(str::to_owned).collect();
     let valid = |n: &String| {
-        !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || "_-$".contains(c))
+        !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
     };
     if names.len() > 8 || !names.iter().all(valid) {
         return Err(invalid());
@@ -119,13 +129,14 @@ pub fn alerting(partitions: &[PartitionActivity]) -> Vec<(String, u64)> {
     all
 }
 
-/// Alerts per value of `path` in the alerting devices' twins (service JSON, keyed by device
-/// key): the largest groups first, at most [`MAX_ALERT_GROUPS`]. A device whose twin does not
-/// define the path (or no longer exists) counts under `None`.
-pub fn alert_groups(path: &Path, alerting: &[(String, u64)], twins: &HashMap<String, Value>) -> Vec<AlertGroup> {
+/// Alerts per value of the breakdown's path among the alerting devices (`values`: each
+/// device's value, for those whose twin defines the path): the largest groups first, at most
+/// [`MAX_ALERT_GROUPS`]. A device whose twin does not define it (or no longer exists) counts
+/// under `None`.
+pub fn alert_groups(alerting: &[(String, u64)], values: &HashMap<String, Value>) -> Vec<AlertGroup> {
     let mut groups: BTreeMap<String, (Option<Value>, u64)> = BTreeMap::new();
     for (device, n) in alerting {
-        let value = twins.get(device).and_then(|twin| lookup(twin, path)).cloned();
+        let value = values.get(device).cloned();
         let key = value.as_ref().map_or_else(String::new, |v| format!("={v}"));
         groups.entry(key).or_insert((value, 0)).1 += n;
     }

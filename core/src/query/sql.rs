@@ -79,6 +79,21 @@ pub fn twins_statement(ids: &[String]) -> Statement {
     c.finish(sql)
 }
 
+/// The value at `path` of those twins of `ids` that define it (columns `id` and `twin`, the
+/// value as JSON text): what the overview's alert breakdown reads, rather than whole twins.
+/// The ids are one bound JSON array, as in [`twins_statement`].
+pub fn values_statement(ids: &[String], path: &Path) -> Statement {
+    let mut c = Compiler::default();
+    let list = c.param(Value::from(serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())));
+    let p = c.path_param(path);
+    let sql = format!(
+        "SELECT device_id AS id, {DOC} -> {p} AS twin FROM device \
+         WHERE identity IS NOT NULL AND device_id IN (SELECT value FROM json_each({list})) \
+         AND json_type({DOC}, {p}) IS NOT NULL ORDER BY device_id"
+    );
+    c.finish(sql)
+}
+
 /// Every matching device id, in order (column `id`): the devices a job selects. Ids only, so
 /// a job over a large fleet does not pull its twins through the index.
 pub fn ids_statement(query: &Query) -> Statement {

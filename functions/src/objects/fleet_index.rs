@@ -23,7 +23,7 @@ use crate::clock;
 use crate::http::{self, ApiResult};
 use crate::objects::group_commit::GroupCommit;
 use crate::objects::sql_int;
-use crate::rpc::{DeviceOp, IndexEntry, IndexLag, IndexOp, ShardStatistics};
+use crate::rpc::{DeviceOp, IndexEntry, IndexLag, IndexOp, ShardOverview, ShardStatistics};
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -35,7 +35,7 @@ use twinhub_core::overview;
 use twinhub_core::query::sql::{DEVICES_ONLY, INDEX_MIGRATIONS, INDEX_SCHEMA};
 use twinhub_core::query::Collection;
 use twinhub_core::query::Query;
-use twinhub_core::twin::drift::DriftCounts;
+use twinhub_core::twin::drift::{drift_counts, DriftCounts};
 use twinhub_core::twin::AppliedConfiguration;
 use twinhub_core::{ErrorCode, HubError};
 use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlStorage, SqlStorageValue, State};
@@ -45,7 +45,12 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlS
 const REBALANCE_PAGE: u64 = 200;
 
 /// Where a shard keeps its placement and, while a rebalance runs, the last row id it handled.
-/// The connected count, sampled at most once a minute (`twinhub_core::overview`), kept for
+/// Rows given their drift columns per alarm step (an older store's backfill).
+const BACKFILL_PAGE: usize = 500;
+/// How long before a minute's end its closing connected sample is taken.
+const SAMPLE_LEAD_MS: u64 = 500;
+
+/// The connected count, sampled at the end of each minute its devices changed in (`twinhub_core::overview`), kept for
 /// [`overview::SAMPLE_RETENTION_MS`].
 const SAMPLES_SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS connected_sample (minute INTEGER PRIMARY KEY, connected INTEGER NOT NULL)";
@@ -75,6 +80,12 @@ pub struct FleetIndex {
     announced: std::cell::Cell<bool>,
     /// The minute of this isolate's last connected-count sample.
     sampled: std::cell::Cell<u64>,
+    /// When the alarm is to take the closing sample of a minute with changes (Unix ms).
+    sample_due: std::cell::Cell<Option<u64>>,
+    /// Rows written before the drift columns are waiting for theirs (the alarm fills them)...
+    unfilled: std::cell::Cell<bool>,
+    /// ...and the alarm is yet to be asked to, by the first request (`new` cannot).
+    backfill_pending: std::cell::Cell<bool>,
 }
 
 type Lags = Rc<RefCell<VecDeque<u64>>>;
@@ -182,6 +193,13 @@ impl DurableObject for FleetIndex {
         for migration in INDEX_MIGRATIONS {
             let _ = state.storage().sql().exec(migration, None);
         }
+        // Rows from before the drift columns: filled from the alarm, a page at a time.
+        let unfilled = state
+            .storage()
+            .sql()
+            .exec("SELECT 1 AS k FROM device WHERE drifting IS NULL AND twin IS NOT NULL LIMIT 1", None)
+            .and_then(|c| c.to_array::<serde_json::Value>())
+            .is_ok_and(|rows| !rows.is_empty());
         Self {
             state,
             env,
@@ -191,6 +209,9 @@ impl DurableObject for FleetIndex {
             placement: std::cell::Cell::new(None),
             announced: std::cell::Cell::new(false),
             sampled: std::cell::Cell::new(0),
+            sample_due: std::cell::Cell::new(None),
+            unfilled: std::cell::Cell::new(unfilled),
+            backfill_pending: std::cell::Cell::new(unfilled),
         }
     }
 
@@ -204,6 +225,11 @@ impl DurableObject for FleetIndex {
                 worker::console_error!("fleet index: placement: {e}");
             }
         }
+        if self.backfill_pending.replace(false) {
+            if let Err(e) = self.state.storage().set_alarm(1).await {
+                worker::console_error!("fleet index: scheduling the drift backfill: {e}");
+            }
+        }
         // Named in the log if it fails inside (only the op's name: a query's text is the
         // client's).
         let name = crate::objects::op_name(&op);
@@ -214,15 +240,40 @@ impl DurableObject for FleetIndex {
         http::finish(answer)
     }
 
+    /// The shard's background work, each duty asking for the alarm again when it has more: a
+    /// due connected sample, an older store's drift backfill, a rebalance step.
     async fn alarm(&self) -> Result<Response> {
+        let now = clock::now().0;
+        // Due, or not known (this isolate started after it was asked for): sampled.
+        if self.sample_due.get().is_none_or(|due| due <= now) {
+            self.sample_due.set(None);
+            if let Err(e) = self.statistics() {
+                worker::console_warn!("fleet index: sampling the connected count failed: {e}");
+            }
+        }
+        let mut again: Option<u64> = self.sample_due.get().map(|due| due.saturating_sub(now));
+        let mut soon = |ms: u64| again = Some(again.map_or(ms, |a| a.min(ms)));
+        if self.unfilled.get() {
+            match backfill_drift(&self.state.storage().sql()) {
+                Ok(true) => soon(1),
+                Ok(false) => self.unfilled.set(false),
+                Err(e) => {
+                    worker::console_error!("fleet index: drift backfill: {e}");
+                    soon(1_000);
+                }
+            }
+        }
         match self.rebalance_step().await {
-            Ok(true) => self.state.storage().set_alarm(1).await?,
+            Ok(true) => soon(1),
             Ok(false) => {}
             Err(e) => {
                 // The receiving shard or the platform failed: the same rows again in a second.
                 worker::console_error!("fleet index: rebalance: {e}");
-                self.state.storage().set_alarm(1_000).await?;
+                soon(1_000);
             }
+        }
+        if let Some(ms) = again {
+            self.state.storage().set_alarm(i64::try_from(ms.max(1)).unwrap_or(1)).await?;
         }
         Response::ok("")
     }
@@ -430,12 +481,33 @@ impl FleetIndex {
             vec![sql_int(minute)?, sql_int(stats.connected)?],
         )?;
         if self.sampled.replace(minute) != minute {
+            // Kept: the newest sample before the cutoff, the count a window after it starts from.
             sql.exec(
-                "DELETE FROM connected_sample WHERE minute < ?",
+                "DELETE FROM connected_sample WHERE minute < (SELECT MAX(minute) FROM connected_sample WHERE minute < ?)",
                 vec![sql_int(now.saturating_sub(overview::SAMPLE_RETENTION_MS))?],
             )?;
         }
         Ok(stats)
+    }
+
+    /// Asks the alarm for this minute's closing connected sample, unless it is asked for
+    /// already (an earlier alarm, a rebalance step, takes it as well).
+    async fn sample_at_minute_end(&self) -> Result<()> {
+        if self.sample_due.get().is_some() {
+            return Ok(());
+        }
+        let now = clock::now().0;
+        let mut due = overview::minute_of(now) + overview::MINUTE_MS - SAMPLE_LEAD_MS;
+        if due <= now {
+            due += overview::MINUTE_MS;
+        }
+        self.sample_due.set(Some(due));
+        let storage = self.state.storage();
+        let scheduled = storage.get_alarm().await?;
+        if scheduled.is_none_or(|at| at > due as i64) {
+            storage.set_alarm(i64::try_from(due - now).unwrap_or(0)).await?;
+        }
+        Ok(())
     }
 
     /// One device's projection, answered once the commit that holds it is durable.
@@ -456,12 +528,11 @@ impl FleetIndex {
             Ok(()) => {}
             Err(e) => return Err(HubError::new(ErrorCode::ServerError, format!("index upsert: {e}")).into()),
         }
-        // The connected count can only change with an upsert: the first of each minute samples
-        // it (`overview::connected` carries a sample through the minutes without one).
-        if self.sampled.get() != overview::minute_of(clock::now().0) {
-            if let Err(e) = self.statistics() {
-                worker::console_warn!("fleet index: sampling the connected count failed: {e}");
-            }
+        // The connected count changes only with an upsert: the minute it changed in gets a
+        // closing sample from the alarm (`overview::connected` carries a sample through the
+        // minutes without one).
+        if let Err(e) = self.sample_at_minute_end().await {
+            worker::console_warn!("fleet index: scheduling the connected sample failed: {e}");
         }
         // The configuration the twin should have, applied before the device's write is
         // answered: a device created or re-tagged gets its content as part of that write.
@@ -605,22 +676,10 @@ impl FleetIndex {
                 Ok(http::json(200, &serde_json::Value::Array(list), None)?)
             }
             IndexOp::Statistics => Ok(http::json(200, &self.statistics()?, None)?),
-            IndexOp::ConnectedSamples { since } => {
-                #[derive(Deserialize)]
-                struct Sample {
-                    minute: u64,
-                    connected: u64,
-                }
-                let rows: Vec<Sample> = sql
-                    .exec(
-                        "SELECT minute, connected FROM connected_sample
-                         WHERE minute >= (SELECT coalesce(MAX(minute), 0) FROM connected_sample WHERE minute < ?1)
-                         ORDER BY minute",
-                        vec![sql_int(since)?],
-                    )?
-                    .to_array()?;
-                let samples: Vec<(u64, u64)> = rows.into_iter().map(|r| (r.minute, r.connected)).collect();
-                Ok(http::json(200, &samples, None)?)
+            IndexOp::Overview { since } => {
+                let statistics = self.statistics()?;
+                let overview = ShardOverview { statistics, samples: samples_since(&sql, since)?, lag: self.lag() };
+                Ok(http::json(200, &overview, None)?)
             }
             IndexOp::Rows { sql: text, params } => {
                 let rows: Vec<TwinRow> = sql.exec(&text, bind(params))?.to_array()?;
@@ -703,6 +762,57 @@ impl FleetIndex {
             max_ms: sorted.last().copied().unwrap_or(0),
         }
     }
+}
+
+/// The connected samples from `since` on, preceded by the last one before it (the count the
+/// window starts with).
+fn samples_since(sql: &SqlStorage, since: u64) -> Result<Vec<(u64, u64)>> {
+    #[derive(Deserialize)]
+    struct Sample {
+        minute: u64,
+        connected: u64,
+    }
+    let rows: Vec<Sample> = sql
+        .exec(
+            "SELECT minute, connected FROM connected_sample
+             WHERE minute >= (SELECT coalesce(MAX(minute), 0) FROM connected_sample WHERE minute < ?1)
+             ORDER BY minute",
+            vec![sql_int(since)?],
+        )?
+        .to_array()?;
+    Ok(rows.into_iter().map(|r| (r.minute, r.connected)).collect())
+}
+
+/// Twins indexed before the drift columns, given theirs from the twin (`DriftCounts`), a page
+/// per call; whether there may be more.
+fn backfill_drift(sql: &SqlStorage) -> Result<bool> {
+    #[derive(Deserialize)]
+    struct Unfilled {
+        device_id: String,
+        twin: String,
+    }
+    let rows: Vec<Unfilled> = sql
+        .exec(
+            &format!(
+                "SELECT device_id, json(twin) AS twin FROM device WHERE drifting IS NULL AND twin IS NOT NULL
+                 LIMIT {BACKFILL_PAGE}"
+            ),
+            None,
+        )?
+        .to_array()?;
+    for row in &rows {
+        // A twin that does not read (none should) is filled as not drifting: never read again.
+        let drift = serde_json::from_str(&row.twin).map(|t| drift_counts(&t)).unwrap_or_default();
+        sql.exec(
+            "UPDATE device SET drifting = ?, refused = ? WHERE device_id = ?",
+            vec![
+                SqlStorageValue::try_from_i64(i64::from(drift.drifting))?,
+                SqlStorageValue::try_from_i64(i64::from(drift.refused))?,
+                row.device_id.as_str().into(),
+            ],
+        )?;
+    }
+    Ok(rows.len() == BACKFILL_PAGE)
 }
 
 /// Stores `entry` unless the shard holds a newer `seq` for its device, and records its lag.

@@ -97,6 +97,16 @@ pub async fn index_twins<'a>(
     env: &worker::Env,
     ids: impl Iterator<Item = &'a str>,
 ) -> worker::Result<std::collections::HashMap<String, serde_json::Value>> {
+    index_rows(env, ids, twinhub_core::query::sql::twins_statement).await
+}
+
+/// What `statement` reads of `ids` on the index shards they live on, all at once, keyed by id
+/// (a statement of `twins_statement`'s shape: columns `id` and `twin`, any JSON).
+pub async fn index_rows<'a>(
+    env: &worker::Env,
+    ids: impl Iterator<Item = &'a str>,
+    statement: impl Fn(&[String]) -> twinhub_core::query::sql::Statement,
+) -> worker::Result<std::collections::HashMap<String, serde_json::Value>> {
     let shards = crate::config::Config::of(env).index_shards;
     let mut by_shard: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
     for id in ids {
@@ -107,15 +117,15 @@ pub async fn index_twins<'a>(
         ids: Vec<String>,
         rows: Vec<serde_json::Value>,
     }
-    let calls = by_shard.into_iter().map(|(shard, ids)| async move {
-        let twinhub_core::query::sql::Statement { sql, params } = twinhub_core::query::sql::twins_statement(&ids);
-        ask_index_shard::<Page>(env, shard, &crate::rpc::IndexOp::Rows { sql, params }).await
+    let calls = by_shard.into_iter().map(|(shard, ids)| {
+        let twinhub_core::query::sql::Statement { sql, params } = statement(&ids);
+        async move { ask_index_shard::<Page>(env, shard, &crate::rpc::IndexOp::Rows { sql, params }).await }
     });
-    let mut twins = std::collections::HashMap::new();
+    let mut rows = std::collections::HashMap::new();
     for page in futures_util::future::try_join_all(calls).await? {
-        twins.extend(page.ids.into_iter().zip(page.rows));
+        rows.extend(page.ids.into_iter().zip(page.rows));
     }
-    Ok(twins)
+    Ok(rows)
 }
 
 /// An op's variant name, for the log: its `Debug` text up to the first space, brace or

@@ -8,15 +8,16 @@ use crate::config::Config;
 use crate::http::{self, ApiError, ApiResult};
 use crate::objects::jobs::jobs_stub;
 use crate::objects::partition::{partition_stub, MAX_ALERTS};
-use crate::objects::{ask_every_index_shard, index_ids, index_twins};
+use crate::objects::{ask_every_index_shard, index_ids, index_rows};
 use crate::routes::statistics;
-use crate::rpc::{self, IndexLag, IndexOp, JobOp, PartitionOp};
+use crate::rpc::{self, IndexOp, JobOp, PartitionOp, ShardOverview, ShardStatistics};
 use futures_util::future::try_join_all;
 use serde::Deserialize;
 use serde_json::Value;
 use twinhub_core::eventhub::Event;
 use twinhub_core::job::request::condition_query;
 use twinhub_core::overview::{self, PartitionActivity};
+use twinhub_core::query::sql;
 use twinhub_core::telemetry::{json_path, merge, partition_reads, Partial, Window, MAX_KEYS_BYTES};
 use twinhub_core::wire::overview::{DeviceCounts, Overview, RunningJobs};
 use twinhub_core::wire::telemetry::SeriesBucket;
@@ -150,9 +151,9 @@ async fn selected(env: &Env, condition: Option<&str>) -> Result<Option<Vec<Strin
 const DEFAULT_ALERTS_BY: &str = "tags.location.building";
 
 /// `GET /api/fleet/overview?by=<twin path>`: the console's first page in one answer, every
-/// store asked once and at once: the index shards (counts, connected samples, lag), the
-/// partitions (messages and alerts per minute, alerting devices), the jobs object; then the
-/// alerting devices' twins for the breakdown. With the event stream off the activity is
+/// store asked once and at once: the index shards (counts, connected samples, lag: one call
+/// each), the partitions (messages and alerts per minute, alerting devices), the jobs object;
+/// then the breakdown's value in the alerting devices' twins. With the event stream off the activity is
 /// `null` and the alerts zero.
 pub async fn overview(req: Request, env: &Env) -> ApiResult {
     let by = http::query_param(&req, "by").filter(|b| !b.is_empty()).unwrap_or_else(|| DEFAULT_ALERTS_BY.to_owned());
@@ -167,21 +168,25 @@ pub async fn overview(req: Request, env: &Env) -> ApiResult {
         });
         try_join_all(calls).await.map_err(ApiError::from)
     };
-    let samples = async {
-        let op = IndexOp::ConnectedSamples { since: from };
-        ask_every_index_shard::<Vec<(u64, u64)>>(env, &op).await.map_err(ApiError::from)
+    let shards = async {
+        let op = IndexOp::Overview { since: from };
+        ask_every_index_shard::<ShardOverview>(env, &op).await.map_err(ApiError::from)
     };
-    let lags = async { ask_every_index_shard::<IndexLag>(env, &IndexOp::Lag).await.map_err(ApiError::from) };
     let jobs = async {
         let stub = jobs_stub(env).map_err(rpc::unreachable)?;
         rpc::call::<_, RunningJobs>(&stub, &JobOp::Running).await.map_err(ApiError::from)
     };
-    let counts = async { statistics::fleet(env).await.map_err(ApiError::from) };
-    let (activity, samples, lags, jobs, counts) = futures_util::try_join!(activity, samples, lags, jobs, counts)?;
+    let (activity, shards, jobs) = futures_util::try_join!(activity, shards, jobs)?;
+    let counts = shards.iter().fold(ShardStatistics::default(), |a, s| statistics::sum(a, &s.statistics));
+    let samples: Vec<Vec<(u64, u64)>> = shards.iter().map(|s| s.samples.clone()).collect();
+    // The breakdown reads one value of each alerting device's twin, not the twins.
     let alerting = overview::alerting(&activity);
-    let twins = match alerting.is_empty() {
+    let values = match alerting.is_empty() {
         true => Default::default(),
-        false => index_twins(env, alerting.iter().map(|(d, _)| d.as_str())).await?,
+        false => {
+            let ids = alerting.iter().map(|(d, _)| d.as_str());
+            index_rows(env, ids, |ids| sql::values_statement(ids, &path)).await?
+        }
     };
     let buckets = overview::activity(from, to, &activity);
     let answer = Overview {
@@ -199,9 +204,9 @@ pub async fn overview(req: Request, env: &Env) -> ApiResult {
         connected: overview::connected(from, to, &samples, counts.connected),
         alerts: buckets.iter().map(|b| b.alerts).sum(),
         activity: (partitions > 0).then_some(buckets),
-        alert_groups: overview::alert_groups(&path, &alerting, &twins),
+        alert_groups: overview::alert_groups(&alerting, &values),
         alerts_by: by,
-        index_lag_ms: lags.iter().map(|l| l.p99_ms).max().unwrap_or(0),
+        index_lag_ms: shards.iter().map(|s| s.lag.p99_ms).max().unwrap_or(0),
         jobs,
     };
     Ok(http::json(200, &answer, None)?)

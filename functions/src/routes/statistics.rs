@@ -26,11 +26,16 @@ pub async fn service(env: &Env) -> ApiResult {
 /// The index shards' counts, summed.
 pub(crate) async fn fleet(env: &Env) -> worker::Result<ShardStatistics> {
     let shards: Vec<ShardStatistics> = ask_every_index_shard(env, &IndexOp::Statistics).await?;
-    Ok(shards.into_iter().fold(ShardStatistics::default(), |acc, s| ShardStatistics {
+    Ok(shards.iter().fold(ShardStatistics::default(), sum))
+}
+
+/// Two shards' counts as one.
+pub(crate) fn sum(acc: ShardStatistics, s: &ShardStatistics) -> ShardStatistics {
+    ShardStatistics {
         total: acc.total + s.total,
         enabled: acc.enabled + s.enabled,
         connected: acc.connected + s.connected,
         drifting: acc.drifting + s.drifting,
         refused: acc.refused + s.refused,
-    }))
+    }
 }
