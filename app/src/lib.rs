@@ -26,61 +26,53 @@ use twinhub_core::console::Program;
 
 /// Runs the console's fleet program: the overview, the fleet, sign-in.
 pub fn console() {
-    console_error_panic_hook::set_once();
-    arrived(Program::Fleet);
-    mount_to_body(|| {
-        let access = provide_session();
+    run(Program::Fleet, || {
         view! {
-            <Router>
-                <Header access />
-                <main>
-                    <Routes fallback=|| elsewhere(Program::Fleet)>
-                        <Route path=path!("/") view=routes::overview::OverviewPage />
-                        <Route path=path!("/fleet") view=routes::fleet::FleetPage />
-                        <Route path=path!("/signin") view=routes::signin::SignInPage />
-                        <Route path=path!("/bench/chart") view=routes::bench::ChartBenchPage />
-                    </Routes>
-                </main>
-            </Router>
+            <Routes fallback=|| elsewhere(Program::Fleet)>
+                <Route path=path!("/") view=routes::overview::OverviewPage />
+                <Route path=path!("/fleet") view=routes::fleet::FleetPage />
+                <Route path=path!("/signin") view=routes::signin::SignInPage />
+                <Route path=path!("/bench/chart") view=routes::bench::ChartBenchPage />
+            </Routes>
         }
     });
 }
 
 /// Runs the console's device program: a device's (or module's) page.
 pub fn device_console() {
-    console_error_panic_hook::set_once();
-    arrived(Program::Device);
-    mount_to_body(|| {
-        let access = provide_session();
+    run(Program::Device, || {
         view! {
-            <Router>
-                <Header access />
-                <main>
-                    <Routes fallback=|| elsewhere(Program::Device)>
-                        <Route path=path!("/device/:id") view=routes::device::DevicePage />
-                    </Routes>
-                </main>
-            </Router>
+            <Routes fallback=|| elsewhere(Program::Device)>
+                <Route path=path!("/device/:id") view=routes::device::DevicePage />
+            </Routes>
         }
     });
 }
 
 /// Runs the console's operations program: jobs, configurations, endpoints.
 pub fn operations_console() {
+    run(Program::Operations, || {
+        view! {
+            <Routes fallback=|| elsewhere(Program::Operations)>
+                <Route path=path!("/jobs") view=routes::jobs::JobsPage />
+                <Route path=path!("/device-configurations") view=routes::configurations::ConfigurationsPage />
+                <Route path=path!("/endpoints") view=routes::endpoints::EndpointsPage />
+            </Routes>
+        }
+    });
+}
+
+/// Mounts one console program: the session in context, the header, and `pages` (the
+/// program's `<Routes>`, its fallback [`elsewhere`]) under the router.
+fn run<P: IntoView + 'static>(this: Program, pages: fn() -> P) {
     console_error_panic_hook::set_once();
-    arrived(Program::Operations);
-    mount_to_body(|| {
+    arrived(this);
+    mount_to_body(move || {
         let access = provide_session();
         view! {
             <Router>
                 <Header access />
-                <main>
-                    <Routes fallback=|| elsewhere(Program::Operations)>
-                        <Route path=path!("/jobs") view=routes::jobs::JobsPage />
-                        <Route path=path!("/device-configurations") view=routes::configurations::ConfigurationsPage />
-                        <Route path=path!("/endpoints") view=routes::endpoints::EndpointsPage />
-                    </Routes>
-                </main>
+                <main>{pages()}</main>
             </Router>
         }
     });

@@ -671,6 +671,28 @@ impl MqttDevice {
         }
     }
 
+    /// Publishes a device-to-cloud message of `id` (the device's or module's key, as in its
+    /// topic) with `properties` (`alert=high_temperature`, or empty) at QoS 1 and waits for
+    /// its PUBACK: the hub stored it and put it in the event stream.
+    pub fn send_event(&mut self, id: &str, properties: &str, body: &serde_json::Value, packet: u16) {
+        use twinhub_core::mqtt::{Packet, Publish, QoS};
+        self.send(&Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: format!("devices/{id}/messages/events/{properties}"),
+            packet_id: std::num::NonZeroU16::new(packet),
+            payload: body.to_string().into_bytes(),
+        }));
+        loop {
+            match self.recv() {
+                Some(Packet::PubAck(got)) if got.get() == packet => return,
+                Some(_) => continue,
+                None => panic!("{id}: closed before the PUBACK"),
+            }
+        }
+    }
+
     /// Sends one packet (in one binary frame).
     pub fn send(&mut self, packet: &twinhub_core::mqtt::Packet) {
         self.send_raw(&packet.to_bytes().expect("an encodable packet"));

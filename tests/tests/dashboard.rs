@@ -306,20 +306,6 @@ fn endpoints_page_shows_a_connection_string_the_eventhub_client_takes() {
     }
 }
 
-/// Publishes one alert message at QoS 1 and waits for its PUBACK.
-fn alert(device: &mut twinhub_e2e::MqttDevice, id: &str, packet: u16) {
-    use twinhub_core::mqtt::{Packet, Publish, QoS};
-    device.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: format!("devices/{id}/messages/events/alert=high_temperature"),
-        packet_id: std::num::NonZeroU16::new(packet),
-        payload: br#"{"temperature":81}"#.to_vec(),
-    }));
-    while !matches!(device.recv(), Some(Packet::PubAck(got)) if got.get() == packet) {}
-}
-
 #[test]
 fn overview_follows_the_fleet_and_every_page_meets_the_quality_bar() {
     let storage = Storage::new("overview-ui");
@@ -341,8 +327,8 @@ fn overview_follows_the_fleet_and_every_page_meets_the_quality_bar() {
     let mut ov2 = twinhub_e2e::MqttDevice::connect(&hub, "ov-2");
     ov2.report(1, &serde_json::json!({ "mode": { "value": "off", "ac": 400, "av": 2, "ad": "unsupported" } }));
     twinhub_e2e::MqttDevice::connect(&hub, "ov-3").report(1, &serde_json::json!({ "mode": "eco" }));
-    alert(&mut ov1, "ov-1", 1);
-    alert(&mut ov2, "ov-2", 1);
+    ov1.send_event("ov-1", "alert=high_temperature", &serde_json::json!({ "temperature": 81 }), 1);
+    ov2.send_event("ov-2", "alert=high_temperature", &serde_json::json!({ "temperature": 81 }), 1);
     let disabled = r#"{"deviceId":"ov-5","status":"disabled"}"#;
     let auth = hub.owner_token();
     let reply =
@@ -360,9 +346,21 @@ fn overview_follows_the_fleet_and_every_page_meets_the_quality_bar() {
     let refused_url = format!("{}/?as=registryRead#cs={}", hub.base_url(), cs("registryRead"));
     let stdout = browser(&hub, "overview.mjs", &[&overview_url, &refused_url, "ov-2"], &[], |line, stdin| {
         if line == "ready" {
-            alert(&mut ov1, "ov-1", 2);
+            ov1.send_event("ov-1", "alert=high_temperature", &serde_json::json!({ "temperature": 81 }), 2);
             writeln!(stdin, "go").expect("answer the script");
         }
     });
     assert!(stdout.contains("overview: ok"), "{stdout}");
+}
+
+#[test]
+fn the_main_path_works_with_the_keyboard_alone() {
+    let storage = Storage::new("keyboard-ui");
+    let hub = Hub::start(&storage);
+    let stdout = browser(&hub, "keyboard.mjs", &[&hub.login_url(), "kb-1"], &[], |_, _| {});
+    assert!(stdout.contains("keyboard: ok"), "{stdout}");
+    // What the keys did is in the hub.
+    let twin = hub.call("GET", "/twins/kb-1", None).json();
+    assert_eq!(twin["properties"]["desired"]["telemetryInterval"], 42, "{twin}");
+    assert_eq!(hub.call("GET", "/devices/kb-1", None).json()["status"], "disabled");
 }

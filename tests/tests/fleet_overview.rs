@@ -4,22 +4,8 @@
 //! `HAS_REFUSED()`). Real devices over MQTT.
 
 use serde_json::{json, Value};
-use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
-use twinhub_core::mqtt::{Packet, Publish, QoS};
 use twinhub_e2e::{Hub, MqttDevice, Storage};
-
-fn send(device: &mut MqttDevice, id: &str, properties: &str, packet: u16) {
-    device.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: format!("devices/{id}/messages/events/{properties}"),
-        packet_id: NonZeroU16::new(packet),
-        payload: json!({ "temperature": 30 }).to_string().into_bytes(),
-    }));
-    while !matches!(device.recv(), Some(Packet::PubAck(got)) if got.get() == packet) {}
-}
 
 fn overview(hub: &Hub, by: &str) -> Value {
     let reply = hub.call("GET", &format!("/api/fleet/overview?by={by}"), None);
@@ -62,10 +48,10 @@ fn the_overview_counts_the_fleet_and_its_links_select_the_devices() {
         let mut o3 = MqttDevice::connect(&hub, "o3");
         o3.report(1, &json!({ "mode": "eco" }));
     }
-    send(&mut o1, "o1", "", 1);
-    send(&mut o1, "o1", "alert=high_temperature", 2);
-    send(&mut o2, "o2", "alert=high_temperature", 1);
-    send(&mut o2, "o2", "alert=low_battery", 2);
+    o1.send_event("o1", "", &json!({ "temperature": 30 }), 1);
+    o1.send_event("o1", "alert=high_temperature", &json!({ "temperature": 30 }), 2);
+    o2.send_event("o2", "alert=high_temperature", &json!({ "temperature": 30 }), 1);
+    o2.send_event("o2", "alert=low_battery", &json!({ "temperature": 30 }), 2);
     // Disabled: o4.
     let created = hub.call("GET", "/devices/o4", None).json();
     let disabled = json!({ "deviceId": "o4", "status": "disabled" }).to_string();

@@ -3,30 +3,8 @@
 //! publishing over MQTT; and the bad requests.
 
 use serde_json::{json, Value};
-use std::num::NonZeroU16;
 use std::time::{Duration, Instant};
-use twinhub_core::mqtt::{Packet, Publish, QoS};
 use twinhub_e2e::{Hub, MqttDevice, Storage};
-
-/// Publishes a message at QoS 1 and waits for its PUBACK (the hub stored it, and put it in the
-/// event stream).
-fn send(device: &mut MqttDevice, id: &str, properties: &str, body: Value, packet: u16) {
-    device.send(&Packet::Publish(Publish {
-        dup: false,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        topic: format!("devices/{id}/messages/events/{properties}"),
-        packet_id: NonZeroU16::new(packet),
-        payload: body.to_string().into_bytes(),
-    }));
-    loop {
-        match device.recv() {
-            Some(Packet::PubAck(got)) if got.get() == packet => return,
-            Some(_) => continue,
-            None => panic!("{id}: closed before the PUBACK"),
-        }
-    }
-}
 
 fn series(hub: &Hub, request: Value) -> Value {
     let reply = hub.call("POST", "/api/fleet/telemetry", Some(&request.to_string()));
@@ -51,13 +29,13 @@ fn a_field_and_the_alerts_across_the_devices_a_condition_selects() {
         assert_eq!(hub.call("PATCH", &format!("/twins/{id}"), Some(&tags)).status, 200);
         let mut device = MqttDevice::connect(&hub, id);
         for (n, t) in readings.into_iter().enumerate() {
-            send(&mut device, id, "", json!({ "temperature": t, "humidity": 50 }), n as u16 + 1);
+            device.send_event(id, "", &json!({ "temperature": t, "humidity": 50 }), n as u16 + 1);
         }
         // Not a number, and not JSON: neither counts in a series.
-        send(&mut device, id, "", json!({ "temperature": "hot" }), 10);
-        send(&mut device, id, "", json!("text"), 11);
+        device.send_event(id, "", &json!({ "temperature": "hot" }), 10);
+        device.send_event(id, "", &json!("text"), 11);
         if building == "A" && id == "a1" || building == "B" {
-            send(&mut device, id, "alert=high_temperature", json!({ "temperature": 80 }), 12);
+            device.send_event(id, "alert=high_temperature", &json!({ "temperature": 80 }), 12);
         }
     }
     // The conditions below are answered from the fleet index; wait until it has the tags.

@@ -20,11 +20,19 @@ fn the_worker_serves_under_workerd_directly() {
     let rows = hub.call("POST", "/devices/query", Some(r#"{"query":"SELECT * FROM devices WHERE deviceId = 'd1'"}"#));
     assert_eq!(rows.json().as_array().map(Vec::len), Some(1), "{}", rows.body);
 
-    // The dashboard, with its single-page fallback and API-first routing, as under wrangler.
-    let index = std::fs::read_to_string(repo_root().join("dist/index.html")).expect("dist/index.html");
-    for path in ["/", "/device/d1", "/jobs", "/virtual/x"] {
+    // The dashboard, with its single-page fallback and API-first routing, as under wrangler:
+    // each page is its console program's index.html (`core::console`), anything else the root's.
+    let index = |dir: &str| std::fs::read_to_string(repo_root().join(dir).join("index.html")).expect(dir);
+    for (path, program) in [
+        ("/", "dist"),
+        ("/fleet?q=x", "dist"),
+        ("/device/d1?tab=twin", "dist/app/device"),
+        ("/jobs", "dist/app/operations"),
+        ("/endpoints", "dist/app/operations"),
+        ("/virtual/x", "dist"),
+    ] {
         let page = hub.call_with("GET", path, None, &[]);
-        assert_eq!((page.status, page.body == index), (200, true), "{path} serves the dashboard");
+        assert_eq!((page.status, page.body == index(program)), (200, true), "{path} serves {program}/index.html");
         assert_eq!(page.header("x-frame-options"), Some("DENY"), "{path}");
     }
     let virtual_page = std::fs::read_to_string(repo_root().join("dist/virtual/index.html")).expect("virtual page");
