@@ -4,7 +4,8 @@
 // sent while the page is open moves its figure with no reload ("ready" / "go" on stdio); the
 // drifting figure links to the fleet query listing exactly those devices; the alerts break down
 // by building; the fleet page shows the fleet's telemetry and alert feed. Every console page
-// passes the quality bar (quality.mjs). A path no program serves ends in "No such page.", not a
+// passes the quality bar (quality.mjs) and shows a loading state on a slow network and an error
+// to a policy that may not read it. A path no program serves ends in "No such page.", not a
 // reload loop. Signed in with a policy that cannot read the overview, the page shows its error.
 import { createInterface } from 'node:readline';
 import { run, settle } from './chromium.mjs';
@@ -90,6 +91,16 @@ await run('overview', async (page, problems) => {
     await checkQuality(page, name, shotDir, problems);
   }
 
+  // Every page says it is loading while its answers are on the way (a slow network)...
+  await latency(1500);
+  for (const path of ['/fleet', `/device/${encodeURIComponent(deviceId)}`, '/jobs', '/device-configurations']) {
+    await page.goto(new URL(path, page.url()).href);
+    await page.locator(':is([role=status], [aria-live]):has-text("Loading")').first().waitFor({ timeout: 60_000 })
+      .catch(() => problems.push(`${path}: no loading state on a slow network`));
+    await settle(page, 300, 60_000);
+  }
+  await latency(0);
+
   // Paths the server answers with a program that cannot serve them (a missing file under
   // another program's directory) say there is no such page, after one try, not a reload loop.
   for (const path of ['/virtual/no-such-file', '/app/device/']) {
@@ -111,4 +122,11 @@ await run('overview', async (page, problems) => {
   await page.goto(registryReadUrl);
   await page.locator('.overview-error').waitFor({ timeout: 30_000 });
   await page.screenshot({ path: `${shotDir}/overview-error.png` });
+  // ...and every page whose reads that policy may not make says why, instead of staying empty.
+  for (const path of ['/fleet', `/device/${encodeURIComponent(deviceId)}`, '/jobs']) {
+    await settle(page);
+    await page.goto(new URL(path, page.url()).href);
+    await page.locator('[role=alert]').first().waitFor({ timeout: 30_000 })
+      .catch(() => problems.push(`${path}: no error shown to a policy that may not read it`));
+  }
 });

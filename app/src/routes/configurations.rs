@@ -124,7 +124,7 @@ pub fn ConfigurationsPage() -> impl IntoView {
             {move || {
                 let all = list.get();
                 if !loaded.get() {
-                    return view! { <p class="hint">"Loading configurations..."</p> }.into_any();
+                    return view! { <p class="hint" role="status">"Loading configurations..."</p> }.into_any();
                 }
                 if all.is_empty() {
                     return view! { <p class="hint">"No configurations yet."</p> }.into_any();

@@ -170,9 +170,10 @@ fn DeviceView(id: String) -> impl IntoView {
     {
         let stop = stop.clone();
         spawn_local(async move {
-            // Upstream mode has no live view: not even tried (the browser would log the refusal).
+            // Upstream mode has no live view, and a policy without ServiceConnect may not open
+            // one: not even tried (the browser would log the refusal, again and again).
             let info = api::session_info(session).await.unwrap_or_default();
-            if info.unavailable("live").is_some() {
+            if info.unavailable("live").is_some() || !info.may("ServiceConnect") {
                 return;
             }
             // A view that closes before it says anything (the device is gone, too many views)

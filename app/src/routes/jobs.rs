@@ -180,7 +180,7 @@ pub fn JobsPage() -> impl IntoView {
         <section class="card">
             <h2>"All jobs"</h2>
             {move || error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
-            {move || (!loaded.get()).then(|| view! { <p class="hint">"Loading jobs..."</p> })}
+            {move || (!loaded.get()).then(|| view! { <p class="hint" role="status">"Loading jobs..."</p> })}
             {move || (loaded.get() && jobs.with(Vec::is_empty)).then(|| view! { <p class="hint">"No jobs yet."</p> })}
             <table class="jobs">
                 <thead><tr><th>"Job"</th><th>"Type"</th><th>"Status"</th><th>"Progress"</th><th>"Rate, ETA"</th><th>"Actions"</th></tr></thead>
