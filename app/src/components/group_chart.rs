@@ -34,7 +34,13 @@ pub fn label(value: &Option<Value>) -> String {
 
 /// The chart. `on_pick` receives the group picked.
 #[component]
-pub fn GroupChart(groups: Signal<Vec<Group>>, on_pick: Callback<Option<Value>>) -> impl IntoView {
+pub fn GroupChart(
+    groups: Signal<Vec<Group>>,
+    on_pick: Callback<Option<Value>>,
+    /// What the bars count, for screen readers ("Devices", "Alerts").
+    #[prop(default = "Devices")]
+    counts: &'static str,
+) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let failed = RwSignal::new(None::<String>);
     let shown = Memo::new(move |_| groups.with(|g| g.iter().take(MAX_BARS).cloned().collect::<Vec<_>>()));
@@ -62,13 +68,22 @@ pub fn GroupChart(groups: Signal<Vec<Group>>, on_pick: Callback<Option<Value>>) 
     view! {
         <div class="group-chart">
             <canvas node_ref=canvas class="group-canvas" width=WIDTH.to_string() height=HEIGHT.to_string()
-                role="img" aria-label="Devices per group; click a bar to filter" on:click=click></canvas>
+                role="img" aria-label=format!("{counts} per group; click a bar to filter") on:click=click></canvas>
             {move || failed.get().map(|e| view! { <p class="error">"Could not draw the chart: " {e}</p> })}
             <div class="group-legend" role="group" aria-label="Filter by group">
-                {move || shown.get().into_iter().map(|(value, n)| {
-                    let text = format!("{} ({n})", label(&value));
-                    view! { <button class="chip group-pick" on:click=move |_| on_pick.run(value.clone())>{text}</button> }
-                }).collect_view()}
+                // Keyed by the group, its count following: a refreshed chart keeps its buttons
+                // (and the keyboard's focus on one).
+                <For each=move || shown.get() key=|(value, _)| value.as_ref().map(Value::to_string)
+                    children=move |(value, _)| {
+                        let key = value.clone();
+                        let count = move || shown.with(|s| s.iter().find(|(v, _)| *v == key).map_or(0, |(_, n)| *n));
+                        let name = label(&value);
+                        view! {
+                            <button class="chip group-pick" on:click=move |_| on_pick.run(value.clone())>
+                                {name} " (" {count} ")"
+                            </button>
+                        }
+                    } />
             </div>
         </div>
     }

@@ -163,7 +163,7 @@ fn OverviewBody() -> impl IntoView {
                     {move || shown.with(|o| o.as_ref().is_some_and(|o| o.alert_groups.is_empty())).then(|| view! {
                         <p class="hint no-alerts">"No alerts in the last hour."</p>
                     })}
-                    <GroupChart groups=groups on_pick=pick />
+                    <GroupChart groups=groups on_pick=pick counts="Alerts" />
                 </figure>
             </div>
         </section>
