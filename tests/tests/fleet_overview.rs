@@ -164,7 +164,8 @@ fn an_older_index_gets_its_drift_columns_filled() {
                     .unwrap_or_default();
                 if columns.iter().any(|c| c == "drifting") {
                     db.execute_batch(
-                        "ALTER TABLE device DROP COLUMN drifting; ALTER TABLE device DROP COLUMN refused;",
+                        "DROP INDEX IF EXISTS device_unfilled; ALTER TABLE device DROP COLUMN drifting; \
+                         ALTER TABLE device DROP COLUMN refused;",
                     )
                     .expect("drop the drift columns");
                     stripped += 1;

@@ -20,6 +20,7 @@ use crate::components::section_editor::{Draft, Section, SectionEditor};
 use crate::components::tab_list::{tab_id, TabList};
 use crate::components::telemetry_chart::{ChartPicks, TelemetryChart};
 use crate::session::Session;
+use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use gloo_net::websocket::{futures::WebSocket, Message};
 use leptos::prelude::*;
@@ -137,6 +138,9 @@ struct Shared {
     desired: Draft,
     tags: Draft,
     actions: ActionsState,
+    /// Reads the identity again after an action changed it: the page's, not the identity
+    /// tab's, so an action that finishes after the tab was left still lands.
+    identity_changed: Callback<()>,
     /// Whether the operator opened the raw JSON (closed by default).
     raw_open: RwSignal<bool>,
 }
@@ -216,6 +220,7 @@ fn DeviceView(id: String) -> impl IntoView {
         desired: Draft::default(),
         tags: Draft::default(),
         actions: ActionsState::default(),
+        identity_changed: Callback::new(move |()| identity.refetch()),
         raw_open: RwSignal::new(false),
     };
 
@@ -403,7 +408,7 @@ fn identity_tab(s: Shared) -> impl IntoView {
             Some(Ok(device)) => connection_string(s, &device).into_any(),
         }}
         <IdentityActions device_id=id identity=Signal::derive(move || s.identity.get().and_then(Result::ok))
-            on_changed=Callback::new(move |()| s.identity.refetch()) state=s.actions />
+            on_changed=s.identity_changed state=s.actions />
     }
 }
 
@@ -433,7 +438,16 @@ async fn follow_live_view(
 ) -> bool {
     let (_sink, mut stream) = socket.split();
     let mut heard = false;
-    while let Some(Ok(Message::Text(text))) = stream.next().await {
+    loop {
+        // The page's leaving is seen within a second even when the device is quiet: the view
+        // (dropped with `stream`, which closes the socket) must not hold one of the device's
+        // few live views until its token runs out.
+        let text = match select(stream.next(), Box::pin(sleep_ms(1_000))).await {
+            Either::Left((Some(Ok(Message::Text(text))), _)) => text,
+            Either::Left(_) => break,
+            Either::Right(_) if stop.load(Ordering::Relaxed) => break,
+            Either::Right(_) => continue,
+        };
         if stop.load(Ordering::Relaxed) {
             break;
         }

@@ -45,6 +45,10 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlS
 const REBALANCE_PAGE: u64 = 200;
 
 /// Where a shard keeps its placement and, while a rebalance runs, the last row id it handled.
+/// The rows still without drift columns (an older store's), and nothing else.
+const UNFILLED_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS device_unfilled ON device (device_id) WHERE drifting IS NULL AND twin IS NOT NULL";
+
 /// Rows given their drift columns per alarm step (an older store's backfill).
 const BACKFILL_PAGE: usize = 500;
 /// How long before a minute's end its closing connected sample is taken.
@@ -82,6 +86,8 @@ pub struct FleetIndex {
     sampled: std::cell::Cell<u64>,
     /// When the alarm is to take the closing sample of a minute with changes (Unix ms).
     sample_due: std::cell::Cell<Option<u64>>,
+    /// A rebalance step handed rows to other shards (the count changed).
+    handed_over: std::cell::Cell<bool>,
     /// Rows written before the drift columns are waiting for theirs (the alarm fills them)...
     unfilled: std::cell::Cell<bool>,
     /// ...and the alarm is yet to be asked to, by the first request (`new` cannot).
@@ -193,7 +199,9 @@ impl DurableObject for FleetIndex {
         for migration in INDEX_MIGRATIONS {
             let _ = state.storage().sql().exec(migration, None);
         }
-        // Rows from before the drift columns: filled from the alarm, a page at a time.
+        // Rows from before the drift columns: filled from the alarm, a page at a time, found
+        // through a partial index (empty once they are filled, so finding none costs nothing).
+        let _ = state.storage().sql().exec(UNFILLED_INDEX, None);
         let unfilled = state
             .storage()
             .sql()
@@ -210,6 +218,7 @@ impl DurableObject for FleetIndex {
             announced: std::cell::Cell::new(false),
             sampled: std::cell::Cell::new(0),
             sample_due: std::cell::Cell::new(None),
+            handed_over: std::cell::Cell::new(false),
             unfilled: std::cell::Cell::new(unfilled),
             backfill_pending: std::cell::Cell::new(unfilled),
         }
@@ -244,19 +253,28 @@ impl DurableObject for FleetIndex {
     /// due connected sample, an older store's drift backfill, a rebalance step.
     async fn alarm(&self) -> Result<Response> {
         let now = clock::now().0;
-        // Due, or not known (this isolate started after it was asked for): sampled.
-        if self.sample_due.get().is_none_or(|due| due <= now) {
+        let sample = match self.sample_due.get() {
+            Some(due) => due <= now,
+            // Not known (this isolate started after it was asked for): taken, unless this
+            // minute has its sample already (the alarm also runs a rebalance's or a backfill's
+            // steps, which must not each count the shard).
+            None => self.sampled.get() != overview::minute_of(now),
+        };
+        if sample {
             self.sample_due.set(None);
             if let Err(e) = self.statistics() {
                 worker::console_warn!("fleet index: sampling the connected count failed: {e}");
             }
         }
-        let mut again: Option<u64> = self.sample_due.get().map(|due| due.saturating_sub(now));
+        let mut again: Option<u64> = None;
         let mut soon = |ms: u64| again = Some(again.map_or(ms, |a| a.min(ms)));
         if self.unfilled.get() {
             match backfill_drift(&self.state.storage().sql()) {
                 Ok(true) => soon(1),
-                Ok(false) => self.unfilled.set(false),
+                Ok(false) => {
+                    self.unfilled.set(false);
+                    self.backfill_pending.set(false);
+                }
                 Err(e) => {
                     worker::console_error!("fleet index: drift backfill: {e}");
                     soon(1_000);
@@ -271,6 +289,14 @@ impl DurableObject for FleetIndex {
                 worker::console_error!("fleet index: rebalance: {e}");
                 soon(1_000);
             }
+        }
+        // Rows handed away change the count: this minute gets its closing sample too. Read
+        // after the awaits: an upsert meanwhile may have asked for a sample.
+        if self.handed_over.replace(false) {
+            self.due_sample(clock::now().0);
+        }
+        if let Some(due) = self.sample_due.get() {
+            soon(due.saturating_sub(clock::now().0));
         }
         if let Some(ms) = again {
             self.state.storage().set_alarm(i64::try_from(ms.max(1)).unwrap_or(1)).await?;
@@ -409,6 +435,7 @@ impl FleetIndex {
         let mut moved = Vec::new();
         for row in rows.into_iter().filter(|r| !placement.holds(&r.device_id)) {
             let raw = |text: Option<String>| text.and_then(|t| serde_json::value::RawValue::from_string(t).ok());
+            let twin_text = row.twin.clone().filter(|_| row.drifting.is_none() || row.refused.is_none());
             moved.push((row.device_id.clone(), row.seq));
             moving.entry(placement.home_of(&row.device_id).shard).or_default().push(IndexEntry {
                 device_id: row.device_id,
@@ -416,7 +443,15 @@ impl FleetIndex {
                 identity: raw(row.identity),
                 twin: raw(row.twin),
                 committed_at: None,
-                drift: DriftCounts { drifting: row.drifting.unwrap_or(0), refused: row.refused.unwrap_or(0) },
+                // A row not yet backfilled travels with the drift of its twin.
+                drift: match (row.drifting, row.refused) {
+                    (Some(drifting), Some(refused)) => DriftCounts { drifting, refused },
+                    _ => twin_text
+                        .as_deref()
+                        .and_then(|t| serde_json::from_str(t).ok())
+                        .map(|t| drift_counts(&t))
+                        .unwrap_or_default(),
+                },
             });
         }
         for (shard, entries) in moving {
@@ -430,6 +465,7 @@ impl FleetIndex {
         }
         // Handed over: forgotten here, unless a newer commit of the device arrived meanwhile
         // (its device object had not yet heard of the new count).
+        self.handed_over.set(self.handed_over.get() || !moved.is_empty());
         for (device_id, seq) in moved {
             sql.exec(
                 "DELETE FROM device WHERE device_id = ? AND seq = ?",
@@ -490,6 +526,20 @@ impl FleetIndex {
         Ok(stats)
     }
 
+    /// When this minute's closing connected sample is due (Unix ms), asked for now unless it
+    /// was already.
+    fn due_sample(&self, now: u64) -> u64 {
+        if let Some(due) = self.sample_due.get() {
+            return due;
+        }
+        let mut due = overview::minute_of(now) + overview::MINUTE_MS - SAMPLE_LEAD_MS;
+        if due <= now {
+            due += overview::MINUTE_MS;
+        }
+        self.sample_due.set(Some(due));
+        due
+    }
+
     /// Asks the alarm for this minute's closing connected sample, unless it is asked for
     /// already (an earlier alarm, a rebalance step, takes it as well).
     async fn sample_at_minute_end(&self) -> Result<()> {
@@ -497,15 +547,19 @@ impl FleetIndex {
             return Ok(());
         }
         let now = clock::now().0;
-        let mut due = overview::minute_of(now) + overview::MINUTE_MS - SAMPLE_LEAD_MS;
-        if due <= now {
-            due += overview::MINUTE_MS;
-        }
-        self.sample_due.set(Some(due));
+        let due = self.due_sample(now);
         let storage = self.state.storage();
-        let scheduled = storage.get_alarm().await?;
-        if scheduled.is_none_or(|at| at > due as i64) {
-            storage.set_alarm(i64::try_from(due - now).unwrap_or(0)).await?;
+        let asked = async {
+            let scheduled = storage.get_alarm().await?;
+            if scheduled.is_none_or(|at| at > due as i64) {
+                storage.set_alarm(i64::try_from(due - now).unwrap_or(0)).await?;
+            }
+            Ok::<_, worker::Error>(())
+        };
+        // Not asked for after all: the next upsert asks again.
+        if let Err(e) = asked.await {
+            self.sample_due.set(None);
+            return Err(e);
         }
         Ok(())
     }
@@ -662,6 +716,10 @@ impl FleetIndex {
                 for entry in &entries {
                     upsert(&sql, &self.lags, entry)?;
                 }
+                // Rows handed over (or loaded) change the count: this minute's closing sample.
+                if let Err(e) = self.sample_at_minute_end().await {
+                    worker::console_warn!("fleet index: scheduling the connected sample failed: {e}");
+                }
                 Ok(http::no_content()?)
             }
             IndexOp::ListIdentities { top } => {
@@ -789,20 +847,22 @@ fn backfill_drift(sql: &SqlStorage) -> Result<bool> {
     #[derive(Deserialize)]
     struct Unfilled {
         device_id: String,
-        twin: String,
+        /// `None`: not JSON (none should be).
+        twin: Option<String>,
     }
     let rows: Vec<Unfilled> = sql
         .exec(
             &format!(
-                "SELECT device_id, json(twin) AS twin FROM device WHERE drifting IS NULL AND twin IS NOT NULL
-                 LIMIT {BACKFILL_PAGE}"
+                "SELECT device_id, CASE WHEN json_valid(twin, 5) THEN json(twin) END AS twin FROM device
+                 WHERE drifting IS NULL AND twin IS NOT NULL LIMIT {BACKFILL_PAGE}"
             ),
             None,
         )?
         .to_array()?;
     for row in &rows {
         // A twin that does not read (none should) is filled as not drifting: never read again.
-        let drift = serde_json::from_str(&row.twin).map(|t| drift_counts(&t)).unwrap_or_default();
+        let twin = row.twin.as_deref().and_then(|t| serde_json::from_str(t).ok());
+        let drift = twin.map(|t| drift_counts(&t)).unwrap_or_default();
         sql.exec(
             "UPDATE device SET drifting = ?, refused = ? WHERE device_id = ?",
             vec![
