@@ -401,7 +401,7 @@ fn identity_tab(s: Shared) -> impl IntoView {
     let id = s.id.get_value();
     let label = if is_module_key(&id) { "Module connection string" } else { "Device connection string" };
     view! {
-        <h2><label for="device-cs">{label}</label></h2>
+        <h2 id="device-cs-title">{label}</h2>
         {move || match s.identity.get() {
             None => view! { <p class="hint" role="status">"Loading the identity..."</p> }.into_any(),
             Some(Err(e)) => view! { <p class="error">{format!("The identity did not load: {e}")}</p> }.into_any(),
@@ -420,7 +420,7 @@ fn connection_string(s: Shared, device: &Identity) -> impl IntoView {
     let virtual_url =
         format!("/virtual/#device={}", percent_encoding::utf8_percent_encode(&cs, percent_encoding::NON_ALPHANUMERIC));
     view! {
-        <input id="device-cs" class="device-cs" type="text" readonly=true prop:value=cs
+        <input id="device-cs" class="device-cs" type="text" aria-labelledby="device-cs-title" readonly=true prop:value=cs
             on:focus=move |ev| { event_target::<web_sys::HtmlInputElement>(&ev).select() } />
         <p><a class="run-virtual" href=virtual_url target="_blank" rel="noopener">"Run as virtual device"</a>
             <span class="hint">" (in a new tab; the key travels in the link's fragment, which is never sent to a server)"</span></p>
