@@ -5,7 +5,7 @@
 //! failure).
 
 use crate::api;
-use crate::components::refresh::Refresh;
+use crate::components::refresh::{Latest, Refresh};
 use crate::components::telemetry_chart::{draw, ChartData};
 use crate::session::Session;
 use leptos::html::Canvas;
@@ -29,15 +29,9 @@ pub fn FleetTelemetry(condition: Signal<String>) -> impl IntoView {
     let session = expect_context::<Session>();
     let field = RwSignal::new("temperature".to_owned());
     let span = RwSignal::new(SPANS[1].1);
-    let refresh = Refresh::new(REFRESH_MS);
-    let series = LocalResource::new(move || {
-        refresh.tick.track();
+    let series = Refresh::new(REFRESH_MS).resource(move || {
         let (condition, field, span) = (condition.get(), field.get(), span.get());
-        async move {
-            let answer = api::fleet_series(session, &condition, &field, span, BUCKETS).await;
-            refresh.answered(answer.is_ok());
-            answer
-        }
+        async move { api::fleet_series(session, &condition, &field, span, BUCKETS).await }
     });
     let canvas = NodeRef::<Canvas>::new();
     let drawn = RwSignal::new(None::<Result<usize, String>>);
@@ -93,27 +87,12 @@ pub fn FleetTelemetry(condition: Signal<String>) -> impl IntoView {
 #[component]
 pub fn AlertFeed(condition: Signal<String>) -> impl IntoView {
     let session = expect_context::<Session>();
-    let refresh = Refresh::new(REFRESH_MS);
-    let alerts = LocalResource::new(move || {
-        refresh.tick.track();
+    let alerts = Refresh::new(REFRESH_MS).resource(move || {
         let condition = condition.get();
-        async move {
-            let answer = api::fleet_alerts(session, &condition, FEED).await;
-            refresh.answered(answer.is_ok());
-            answer
-        }
+        async move { api::fleet_alerts(session, &condition, FEED).await.map(|a| a.alerts) }
     });
     // The last answer stays while the next is asked for.
-    let shown = RwSignal::new(None::<Vec<FleetAlert>>);
-    let error = RwSignal::new(None::<String>);
-    Effect::new(move |_| match alerts.get() {
-        Some(Ok(a)) => {
-            shown.set(Some(a.alerts));
-            error.set(None);
-        }
-        Some(Err(e)) => error.set(Some(e.to_string())),
-        None => {}
-    });
+    let Latest { value: shown, error } = Latest::of(alerts);
     // A memo: the table is built once, its rows following the answers.
     let empty = Memo::new(move |_| shown.with(|s| s.as_ref().map(Vec::is_empty)));
     view! {

@@ -3,7 +3,9 @@
 //! period after a success. The hub counts the overview and the fleet reads as queries, which a
 //! tier throttles: an open console must not use that budget up, nor keep asking while refused.
 
+use crate::api::ApiError;
 use leptos::prelude::*;
+use std::future::Future;
 
 /// The most periods between two asks after failures.
 const MAX_PERIODS: u32 = 8;
@@ -42,5 +44,49 @@ impl Refresh {
     /// What the last ask came to: a failure (a refusal, a throttle) slows the next.
     pub fn answered(&self, ok: bool) {
         let _ = self.every.try_update(|e| *e = if ok { 1 } else { (*e * 2).min(MAX_PERIODS) });
+    }
+
+    /// A resource asked again at each tick (and, as any resource, when a signal `ask` reads
+    /// before its future changes), its answers pacing the ticks.
+    pub fn resource<T, Fut>(self, ask: impl Fn() -> Fut + 'static) -> LocalResource<Result<T, ApiError>>
+    where
+        T: 'static,
+        Fut: Future<Output = Result<T, ApiError>> + 'static,
+    {
+        LocalResource::new(move || {
+            self.tick.track();
+            let asked = ask();
+            async move {
+                let answer = asked.await;
+                self.answered(answer.is_ok());
+                answer
+            }
+        })
+    }
+}
+
+/// The newest good answer of a refreshed resource and the latest failure, if the newest
+/// answer is one: the good answer stays on screen while the next is asked for and when one
+/// fails (the failure shown beside it).
+#[derive(Clone, Copy)]
+pub struct Latest<T: Send + Sync + 'static> {
+    pub value: RwSignal<Option<T>>,
+    pub error: RwSignal<Option<String>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Latest<T> {
+    /// Follows `answers`.
+    pub fn of(answers: LocalResource<Result<T, ApiError>>) -> Self {
+        let value = RwSignal::new(None::<T>);
+        let error = RwSignal::new(None::<String>);
+        Effect::new(move |_| match answers.get() {
+            Some(Ok(v)) => {
+                value.set(Some(v));
+                error.set(None);
+            }
+            Some(Err(e)) => error.set(Some(e.to_string())),
+            None => {}
+        });
+        Self { value, error }
     }
 }

@@ -7,7 +7,7 @@
 use crate::api;
 use crate::components::count_chart::{CountChart, Points};
 use crate::components::group_chart::GroupChart;
-use crate::components::refresh::Refresh;
+use crate::components::refresh::{Latest, Refresh};
 use crate::session::Session;
 use leptos::prelude::*;
 use serde_json::Value;
@@ -60,29 +60,13 @@ pub fn OverviewPage() -> impl IntoView {
 fn OverviewBody() -> impl IntoView {
     let session = expect_context::<Session>();
     let by = RwSignal::new(BREAKDOWNS[0].to_owned());
-    // Asked again every REFRESH_MS while the page is open and seen, less often after a failure.
-    let refresh = Refresh::new(REFRESH_MS);
-    let answer = LocalResource::new(move || {
-        refresh.tick.track();
+    // Asked again every REFRESH_MS while the page is open and seen, less often after a
+    // failure; the last good answer stays on screen meanwhile.
+    let answer = Refresh::new(REFRESH_MS).resource(move || {
         let by = by.get();
-        async move {
-            let answer = api::overview(session, &by).await;
-            refresh.answered(answer.is_ok());
-            answer
-        }
+        async move { api::overview(session, &by).await }
     });
-    // The last good answer stays on screen while the next is asked for, and when one fails
-    // (the failure is shown above it).
-    let shown = RwSignal::new(None::<Overview>);
-    let error = RwSignal::new(None::<String>);
-    Effect::new(move |_| match answer.get() {
-        Some(Ok(o)) => {
-            shown.set(Some(o));
-            error.set(None);
-        }
-        Some(Err(e)) => error.set(Some(e.to_string())),
-        None => {}
-    });
+    let Latest { value: shown, error } = Latest::of(answer);
 
     // Memos: what is built once the first answer is in is not built again with every answer.
     let loaded = Memo::new(move |_| shown.with(Option::is_some));

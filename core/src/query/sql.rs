@@ -15,8 +15,8 @@ use std::collections::HashMap;
 /// `identity` NULL (a tombstone) so an older, late push cannot resurrect it. `twin` holds the
 /// service view of the twin (what `GET /twins/{id}` returns) as JSONB, or as JSON text for rows
 /// written before JSONB; SQLite's JSON functions read both. `drifting` and `refused` are the
-/// twin's `core::twin::drift::DriftCounts`, written with it (NULL in rows written before them:
-/// counted as none until the device's next change).
+/// twin's `core::twin::drift::DriftCounts`, written with it (NULL in rows written before them,
+/// until the shard's alarm fills them from the twin).
 pub const INDEX_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS device (
     device_id TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,

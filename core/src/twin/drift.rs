@@ -126,7 +126,7 @@ fn row(name: String, value: &Value, reported: Option<&Value>, meta: (Value, Valu
 
 /// How many desired properties the device has not caught up with (the fleet's drift column).
 pub fn drift_count(twin: &Value) -> usize {
-    drift(twin).iter().filter(|r| r.state != DriftState::CaughtUp).count()
+    drift_counts(twin).drifting as usize
 }
 
 /// A twin's drift in two figures, which the fleet index keeps beside each twin (its `drifting`

@@ -44,7 +44,6 @@ use worker::{durable_object, DurableObject, Env, Request, Response, Result, SqlS
 /// receiving shard, and a twin may be up to ~32 KB.
 const REBALANCE_PAGE: u64 = 200;
 
-/// Where a shard keeps its placement and, while a rebalance runs, the last row id it handled.
 /// The rows still without drift columns (an older store's), and nothing else.
 const UNFILLED_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS device_unfilled ON device (device_id) WHERE drifting IS NULL AND twin IS NOT NULL";
@@ -59,6 +58,7 @@ const SAMPLE_LEAD_MS: u64 = 500;
 const SAMPLES_SCHEMA: &str =
     "CREATE TABLE IF NOT EXISTS connected_sample (minute INTEGER PRIMARY KEY, connected INTEGER NOT NULL)";
 
+/// Where a shard keeps its placement and, while a rebalance runs, the last row id it handled.
 const PLACEMENT_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS placement (k INTEGER PRIMARY KEY CHECK (k = 0),
     shard INTEGER NOT NULL, shards INTEGER NOT NULL, rebalance_after TEXT)";
 
@@ -435,7 +435,11 @@ impl FleetIndex {
         let mut moved = Vec::new();
         for row in rows.into_iter().filter(|r| !placement.holds(&r.device_id)) {
             let raw = |text: Option<String>| text.and_then(|t| serde_json::value::RawValue::from_string(t).ok());
-            let twin_text = row.twin.clone().filter(|_| row.drifting.is_none() || row.refused.is_none());
+            // A row not yet backfilled travels with the drift of its twin.
+            let drift = match (row.drifting, row.refused) {
+                (Some(drifting), Some(refused)) => DriftCounts { drifting, refused },
+                _ => drift_of(row.twin.as_deref()),
+            };
             moved.push((row.device_id.clone(), row.seq));
             moving.entry(placement.home_of(&row.device_id).shard).or_default().push(IndexEntry {
                 device_id: row.device_id,
@@ -443,15 +447,7 @@ impl FleetIndex {
                 identity: raw(row.identity),
                 twin: raw(row.twin),
                 committed_at: None,
-                // A row not yet backfilled travels with the drift of its twin.
-                drift: match (row.drifting, row.refused) {
-                    (Some(drifting), Some(refused)) => DriftCounts { drifting, refused },
-                    _ => twin_text
-                        .as_deref()
-                        .and_then(|t| serde_json::from_str(t).ok())
-                        .map(|t| drift_counts(&t))
-                        .unwrap_or_default(),
-                },
+                drift,
             });
         }
         for (shard, entries) in moving {
@@ -860,9 +856,7 @@ fn backfill_drift(sql: &SqlStorage) -> Result<bool> {
         )?
         .to_array()?;
     for row in &rows {
-        // A twin that does not read (none should) is filled as not drifting: never read again.
-        let twin = row.twin.as_deref().and_then(|t| serde_json::from_str(t).ok());
-        let drift = twin.map(|t| drift_counts(&t)).unwrap_or_default();
+        let drift = drift_of(row.twin.as_deref());
         sql.exec(
             "UPDATE device SET drifting = ?, refused = ? WHERE device_id = ?",
             vec![
@@ -873,6 +867,12 @@ fn backfill_drift(sql: &SqlStorage) -> Result<bool> {
         )?;
     }
     Ok(rows.len() == BACKFILL_PAGE)
+}
+
+/// The drift of a twin as stored (JSON text), for a row written before the drift columns. A
+/// twin that does not read (none should) is not drifting: its row is never read for it again.
+fn drift_of(twin: Option<&str>) -> DriftCounts {
+    twin.and_then(|t| serde_json::from_str(t).ok()).map(|t| drift_counts(&t)).unwrap_or_default()
 }
 
 /// Stores `entry` unless the shard holds a newer `seq` for its device, and records its lag.

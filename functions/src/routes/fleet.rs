@@ -1,8 +1,9 @@
-//! `/api/fleet/...`: telemetry across the fleet. Every stored device-to-cloud message also
-//! passes through an Event Hub partition (`objects/partition.rs`), which keeps the device, its
-//! `alert` property and its body as JSON beside it; so a field's series over the devices a
-//! condition selects, or the newest alerts, is one statement per partition, merged here
-//! (`core::telemetry::merge`), never a call per device.
+//! `/api/fleet/...`: telemetry across the fleet, and the overview. Every stored
+//! device-to-cloud message also passes through an Event Hub partition (`objects/partition.rs`),
+//! which keeps the device, its `alert` property and its body as JSON beside it; so a field's
+//! series over the devices a condition selects, or the newest alerts, is one statement per
+//! partition, merged here (`core::telemetry::merge`), never a call per device. The overview
+//! asks each store once and makes one answer of theirs (`core::overview`).
 
 use crate::config::Config;
 use crate::http::{self, ApiError, ApiResult};
