@@ -9,7 +9,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 seconds=${1:-600}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked --quiet
 export RUSTC_BOOTSTRAP=1
-for target in mqtt_decode session device_client twin_patch sas_parse query_parse job_request amqp_decode amqp_connection amqp_device; do
+for target in mqtt_decode session device_client twin_patch sas_parse cbs_token query_parse job_request amqp_decode amqp_connection amqp_device; do
   log=$(mktemp)
   if cargo fuzz run "$target" -- -max_total_time="$seconds" >"$log" 2>&1; then
     printf '[fuzz] %-12s clean for %ss: %s\n' "$target" "$seconds" "$(grep -o 'Done [0-9]* runs in [0-9]* second(s)' "$log" | tail -n1)"

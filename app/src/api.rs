@@ -246,9 +246,10 @@ pub async fn query(session: Session, query: &str, continuation: Option<&str>) ->
 pub const LIVE_TOKEN_TTL_SECS: u64 = 5 * 60;
 
 /// The URL of a device's live view (`/api/devices/{id}/live`), with a fresh token in the query
-/// (browsers cannot set headers on WebSockets), scoped to that one device and short-lived.
+/// (browsers cannot set headers on WebSockets), short-lived and scoped to that device's live
+/// view alone (`{host}/devices/{id}/$live`): a leaked URL reads nothing else and acts as nobody.
 pub fn live_url(session: Session, id: &str) -> Option<String> {
-    let token = session.token_for(&format!("/{}", twinhub_core::identity::resource_path(id)), LIVE_TOKEN_TTL_SECS)?;
+    let token = session.token_for(&format!("/{}", twinhub_core::identity::live_view_path(id)), LIVE_TOKEN_TTL_SECS)?;
     let location = leptos::prelude::window().location();
     let scheme = if location.protocol().ok()?.starts_with("https") { "wss" } else { "ws" };
     let host = location.host().ok()?;

@@ -8,6 +8,7 @@
 //! no function reads the clock or the random number generator. Time arrives as [`UnixMillis`]
 //! and randomness as bytes, both passed in by the caller.
 
+pub mod admission;
 pub mod amqp;
 pub mod auth;
 pub mod c2d;
@@ -21,6 +22,7 @@ pub mod fixture;
 pub mod fleet;
 pub mod identity;
 pub mod job;
+pub mod listener;
 pub mod method;
 pub mod mqtt;
 pub mod overview;

@@ -289,8 +289,12 @@ impl<'a> Route<'a> {
             // AMQP authenticates inside the connection (SASL, CBS put-token).
             Health | DeviceSocket | ServiceBusSocket => Access::Open,
             Session | BenchEcho(_) | BenchWrite(_) => Access::Token(Permissions::default()),
-            // Configurations are registry operations (IoT Hub puts them under RegistryRead /
-            // RegistryWrite).
+            // Configurations: reading one is a registry read, but its metric counts are counts
+            // over twins, so they are only filled for a caller with ServiceConnect too (the
+            // handler's choice); writing or deleting one writes desired properties to the twins
+            // it targets, which takes ServiceConnect as a twin PATCH does. IoT Hub documents no
+            // SAS rule for configurations (its RBAC actions for them are their own, apart from
+            // the registry's), so twinhub takes the one that widens no policy (docs/security.md).
             ListDevices
             | ListModules(_)
             | GetDevice(_)
@@ -299,7 +303,7 @@ impl<'a> Route<'a> {
             | ListConfigurations
             | GetConfiguration(_)
             | TestConfigurationQueries => Access::Token(read),
-            PutConfiguration(_) | DeleteConfiguration(_) => Access::Token(write),
+            PutConfiguration(_) | DeleteConfiguration(_) => Access::Token(write.union(service)),
             BulkDevices | PutDevice(_) | DeleteDevice(_) | BenchFleet | BenchTelemetry => Access::Token(write),
             Query
             | GetTwin(_)

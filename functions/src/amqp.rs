@@ -12,9 +12,11 @@
 //!
 //! Authorization: SASL PLAIN with a service policy's token, or ANONYMOUS followed by a CBS
 //! put-token; either way the token is checked by `core::amqp::cbs::authorize` and its policy
-//! must have ServiceConnect. Partition and `$management` links need that grant; when its token
-//! expires, the partition links are detached (`amqp:unauthorized-access`) until a new
-//! put-token arrives.
+//! must have ServiceConnect. The connection keeps a grant per token resource
+//! (`core::amqp::cbs::Grants`), and each service node needs one whose resource covers it, as
+//! IoT Hub requires: a partition, the cloud-to-device sender, feedback and `$management` are
+//! refused (`amqp:unauthorized-access`) to a token scoped to one device. When the grant a link
+//! stands on expires, the link is detached until a new put-token arrives.
 
 use crate::clock;
 use crate::config::Config;
@@ -28,7 +30,8 @@ use futures_util::{SinkExt, StreamExt};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use twinhub_core::amqp::cbs::{self, Grant, PutToken};
+use twinhub_core::admission::PreAuth;
+use twinhub_core::amqp::cbs::{self, Grant, Grants, PlainUser, PutToken};
 use twinhub_core::amqp::connection::condition;
 use twinhub_core::amqp::device::{DeviceLinks, DeviceNode};
 use twinhub_core::amqp::{AmqpError, Connection, DeliveryState, Event, Limits, LinkId, Message, Role, Source, Target};
@@ -69,9 +72,27 @@ enum Node {
     /// `/messages/servicebound/feedback`: delivery feedback, with the records each unsettled
     /// delivery carries (completed when the receiver accepts it).
     Feedback { lent: BTreeMap<u32, Vec<i64>>, next_look: u64 },
-    /// A consumer's partition receiver: the next sequence number to send, once known; when
-    /// to look for events next and how many looks in a row found none.
-    Partition { partition: u32, next: Option<u64>, start: StartPosition, next_look: u64, empty: u32 },
+    /// A consumer's partition receiver: its node path (what a grant must cover), the next
+    /// sequence number to send, once known; when to look for events next and how many looks
+    /// in a row found none.
+    Partition { path: String, partition: u32, next: Option<u64>, start: StartPosition, next_look: u64, empty: u32 },
+}
+
+/// The node paths of the hub-wide service nodes, as a grant must cover them.
+const DEVICE_BOUND: &str = "messages/devicebound";
+const FEEDBACK: &str = "messages/servicebound/feedback";
+
+impl Node {
+    /// The node a grant must cover for the link to stay attached; `None` for the request and
+    /// reply links of `$cbs` and `$management` (whose requests are checked one by one).
+    fn guarded_path(&self) -> Option<&str> {
+        match self {
+            Node::DeviceBound => Some(DEVICE_BOUND),
+            Node::Feedback { .. } => Some(FEEDBACK),
+            Node::Partition { path, .. } => Some(path),
+            Node::Requests(_) | Node::Replies(_) => None,
+        }
+    }
 }
 
 /// A device on this connection: its links, and the gateway socket its MQTT session runs on
@@ -93,6 +114,62 @@ struct DeviceGrant {
     expiry_secs: u64,
 }
 
+/// What reaches a connection's loop besides its own bytes.
+enum Inbox {
+    /// A device's gateway socket said something.
+    Gateway(FromGateway),
+    /// The connection had not authenticated and newer ones needed its place
+    /// ([`MAX_WAITING`]).
+    Evicted,
+}
+
+/// Connections of this isolate that may wait to authenticate at once; a newcomer past it
+/// evicts the oldest (`core::admission`), so silent connections cannot lock real clients out.
+/// Each also has a deadline ([`Limits::auth_timeout_ms`], the MQTT connect timeout).
+const MAX_WAITING: usize = 1_000;
+/// Of those, from one client address (where the platform tells it).
+const MAX_WAITING_PER_SOURCE: usize = 100;
+
+/// The isolate's unauthenticated AMQP connections, and how to tell each it was evicted.
+struct Waiting {
+    admission: PreAuth<u64>,
+    inboxes: BTreeMap<u64, mpsc::Sender<Inbox>>,
+    next: u64,
+}
+
+thread_local! {
+    static WAITING: std::cell::RefCell<Waiting> = std::cell::RefCell::new(Waiting {
+        admission: PreAuth::new(MAX_WAITING, MAX_WAITING_PER_SOURCE),
+        inboxes: BTreeMap::new(),
+        next: 0,
+    });
+}
+
+/// Counts a new connection among those waiting to authenticate; returns its number there.
+fn wait_for_credential(source: &str, inbox: mpsc::Sender<Inbox>) -> u64 {
+    WAITING.with(|w| {
+        let w = &mut *w.borrow_mut();
+        w.next += 1;
+        let id = w.next;
+        if let Some(evicted) = w.admission.admit(id, source, clock::now()).evict {
+            if let Some(mut sender) = w.inboxes.remove(&evicted) {
+                let _ = sender.try_send(Inbox::Evicted);
+            }
+        }
+        w.inboxes.insert(id, inbox);
+        id
+    })
+}
+
+/// The connection authenticated or ended: it no longer waits.
+fn stop_waiting(id: u64) {
+    WAITING.with(|w| {
+        let w = &mut *w.borrow_mut();
+        w.admission.done(&id);
+        w.inboxes.remove(&id);
+    })
+}
+
 /// What a gateway socket said: bytes, or `None` once it closed.
 struct FromGateway {
     device_id: String,
@@ -105,7 +182,9 @@ struct Driver {
     conn: Connection,
     devices: BTreeMap<String, DeviceSession>,
     device_grants: BTreeMap<String, DeviceGrant>,
-    inbox: mpsc::Sender<FromGateway>,
+    inbox: mpsc::Sender<Inbox>,
+    /// The connection's place among those waiting to authenticate, until it does.
+    waiting: Option<u64>,
     next_generation: u64,
     /// Calls to objects made so far, and how many the connection may make.
     subrequests: u64,
@@ -113,7 +192,8 @@ struct Driver {
     nodes: BTreeMap<LinkId, Node>,
     /// The reply link of `$cbs` and of `$management`.
     reply_links: BTreeMap<&'static str, LinkId>,
-    grant: Option<Grant>,
+    /// The service tokens put on the connection, one per resource.
+    grants: Grants,
     /// When the connection opened: the `created_at` its `$management` answers give.
     created: UnixMillis,
 }
@@ -172,7 +252,7 @@ impl Transport for Ws<'_> {
 /// bytes already read to tell AMQP from MQTT.
 pub async fn serve(socket: Socket, env: &Env, first: Vec<u8>) -> worker::Result<()> {
     // Raw TCP is self-hosted only: no platform cap on the calls a connection makes.
-    run(Tcp { socket, buf: vec![0u8; 16 * 1024] }, env, first, u64::MAX).await;
+    run(Tcp { socket, buf: vec![0u8; 16 * 1024] }, env, first, u64::MAX, "").await;
     Ok(())
 }
 
@@ -193,10 +273,11 @@ pub async fn accept_websocket(req: Request, env: &Env) -> ApiResult {
     server.accept()?;
     AsRef::<web_sys::WebSocket>::as_ref(&server).set_binary_type(web_sys::BinaryType::Arraybuffer);
     let env = env.clone();
+    let source = crate::auth::client_address(&req);
     worker::wasm_bindgen_futures::spawn_local(async move {
         let Ok(events) = server.events() else { return };
         let budget = Config::of(&env).amqp_subrequests;
-        run(Ws { socket: &server, events }, &env, Vec::new(), budget).await;
+        run(Ws { socket: &server, events }, &env, Vec::new(), budget, &source).await;
         let _ = server.close(Some(1000), Some("AMQP connection closed"));
     });
     let mut response = Response::from_websocket(pair.client)?;
@@ -205,21 +286,26 @@ pub async fn accept_websocket(req: Request, env: &Env) -> ApiResult {
 }
 
 /// Runs a connection until either side closes.
-async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subrequest_budget: u64) {
+async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subrequest_budget: u64, source: &str) {
     let now = clock::now();
     let (inbox, mut from_gateways) = mpsc::channel(INBOX);
+    // The deadlines a device gets for its CONNECT: to open, and to show a credential.
+    let deadline = Config::of(env).connect_timeout_ms;
+    let limits = Limits { open_timeout_ms: deadline, auth_timeout_ms: deadline, ..Limits::default() };
+    let waiting = Some(wait_for_credential(source, inbox.clone()));
     let mut driver = Driver {
         env: env.clone(),
-        conn: Connection::new(Limits::default(), "twinhub", now),
+        conn: Connection::new(limits, "twinhub", now),
         devices: BTreeMap::new(),
         device_grants: BTreeMap::new(),
         inbox,
+        waiting,
         next_generation: 0,
         subrequests: 0,
         subrequest_budget,
         nodes: BTreeMap::new(),
         reply_links: BTreeMap::new(),
-        grant: None,
+        grants: Grants::default(),
         created: UnixMillis(0),
     };
     driver.conn.handle_bytes(&first, now);
@@ -247,7 +333,7 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subreques
         if let Some(look) = driver.next_look() {
             due = due.min(look.max(now.0));
         }
-        if let Some(expiry) = driver.grant.as_ref().map(|g| g.expiry_secs * 1000) {
+        if let Some(expiry) = driver.grants.next_expiry().map(|secs| secs * 1000) {
             due = due.min(expiry.max(now.0));
         }
         for device in driver.devices.values() {
@@ -258,7 +344,11 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subreques
         match select(input, Box::pin(Delay::from(wait))).await {
             Either::Left((Either::Left((None, _)), _)) => break,
             Either::Left((Either::Left((Some(bytes), _)), _)) => driver.conn.handle_bytes(&bytes, clock::now()),
-            Either::Left((Either::Right((Some(said), _)), _)) => driver.gateway_said(said),
+            Either::Left((Either::Right((Some(Inbox::Gateway(said)), _)), _)) => driver.gateway_said(said),
+            Either::Left((Either::Right((Some(Inbox::Evicted), _)), _)) => {
+                let why = "too many connections are waiting to authenticate; this, the oldest, makes room";
+                driver.conn.close(Some(AmqpError::new(condition::RESOURCE_LIMIT_EXCEEDED, why)), clock::now());
+            }
             // The driver holds a sender: the inbox never ends while it runs.
             Either::Left((Either::Right((None, _)), _)) => {}
             Either::Right(_) => {
@@ -269,6 +359,9 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subreques
                 }
             }
         }
+    }
+    if let Some(id) = driver.waiting.take() {
+        stop_waiting(id);
     }
     // The connection is over: so are its devices' sessions.
     let ids: Vec<String> = driver.devices.keys().cloned().collect();
@@ -390,12 +483,12 @@ impl Driver {
             if let Ok(mut events) = reader.events() {
                 while let Some(Ok(WebsocketEvent::Message(m))) = events.next().await {
                     let said = FromGateway { device_id: device_id.clone(), generation, bytes: m.bytes() };
-                    if inbox.send(said).await.is_err() {
+                    if inbox.send(Inbox::Gateway(said)).await.is_err() {
                         return;
                     }
                 }
             }
-            let _ = inbox.send(FromGateway { device_id, generation, bytes: None }).await;
+            let _ = inbox.send(Inbox::Gateway(FromGateway { device_id, generation, bytes: None })).await;
         });
         Ok((socket, generation))
     }
@@ -539,8 +632,8 @@ impl Driver {
                     // would. A device signs in as `{deviceId}@sas.{hub}` with its own token, a
                     // service as `{policy}@sas.root.{hub}`.
                     "PLAIN" => match response.as_deref().and_then(cbs::plain_credentials) {
-                        Some((user, token)) => match device_user(&user) {
-                            Some(device) => {
+                        Some((user, token)) => match PlainUser::parse(&user) {
+                            Some(PlainUser::Device(device)) => {
                                 let audience =
                                     twinhub_core::auth::SasToken::parse(&token).map(|t| t.resource().to_owned());
                                 match audience.ok().as_deref().and_then(device_audience) {
@@ -550,13 +643,10 @@ impl Driver {
                                     _ => false,
                                 }
                             }
-                            None => match self.authorize(&token, None) {
-                                Ok(grant) => {
-                                    self.grant = Some(grant);
-                                    true
-                                }
-                                Err(_) => false,
-                            },
+                            Some(PlainUser::Policy(policy)) => {
+                                self.authorize(&token, Authority::Plain { policy }).and_then(|g| self.keep(g)).is_ok()
+                            }
+                            None => false,
                         },
                         None => false,
                     },
@@ -669,13 +759,13 @@ impl Driver {
         let path = raw_path.to_ascii_lowercase();
         let node = match (path.as_str(), role) {
             ("/messages/devicebound", Role::Sender) => {
-                if self.refused_without_token(link, name) {
+                if self.refused_without_grant(link, name, DEVICE_BOUND) {
                     return;
                 }
                 Node::DeviceBound
             }
             ("/messages/servicebound/feedback", Role::Receiver) => {
-                if self.refused_without_token(link, name) {
+                if self.refused_without_grant(link, name, FEEDBACK) {
                     return;
                 }
                 Node::Feedback { lent: BTreeMap::new(), next_look: 0 }
@@ -688,14 +778,20 @@ impl Driver {
                 Node::Replies(Vec::new())
             }
             (_, Role::Receiver) => match PartitionAddress::parse(&address, partitions) {
-                Some(address) => {
-                    if self.refused_without_token(link, name) {
+                Some(parsed) => {
+                    let path = cbs::node_path(&address).to_owned();
+                    if self.refused_without_grant(link, name, &path) {
                         return;
                     }
                     match eventhub::start_position(source.as_ref()) {
-                        Ok(start) => {
-                            Node::Partition { partition: address.partition, next: None, start, next_look: 0, empty: 0 }
-                        }
+                        Ok(start) => Node::Partition {
+                            path,
+                            partition: parsed.partition,
+                            next: None,
+                            start,
+                            next_look: 0,
+                            empty: 0,
+                        },
                         Err(why) => {
                             return self.conn.refuse_link(link, name, AmqpError::new(condition::NOT_ALLOWED, why), now)
                         }
@@ -718,15 +814,36 @@ impl Driver {
         self.conn.accept_link(link, name, source, target, Vec::new(), now);
     }
 
-    /// Refuses a link that serves only a caller with a token, when there is none (or it
-    /// expired); whether it did.
-    fn refused_without_token(&mut self, link: LinkId, name: &str) -> bool {
-        if self.granted() {
+    /// Refuses a link to the service node at `path` unless a token put on the connection
+    /// covers it (unexpired, ServiceConnect); whether it did.
+    fn refused_without_grant(&mut self, link: LinkId, name: &str, path: &str) -> bool {
+        if self.grant_for(path).is_some() {
             return false;
         }
-        let error = AmqpError::new(condition::UNAUTHORIZED_ACCESS, "put a token on $cbs first (ServiceConnect)");
-        self.conn.refuse_link(link, name, error, clock::now());
+        self.conn.refuse_link(link, name, not_granted(path), clock::now());
         true
+    }
+
+    /// An unexpired ServiceConnect grant covering the node at `path`.
+    fn grant_for(&self, path: &str) -> Option<&Grant> {
+        self.grants.covering(path, Permissions::SERVICE_CONNECT, clock::now().as_secs())
+    }
+
+    /// Keeps a checked grant for the rest of the connection (or until it expires).
+    fn keep(&mut self, grant: Grant) -> Result<(), String> {
+        self.grants
+            .put(grant, clock::now().as_secs())
+            .map_err(|_| format!("a connection keeps at most {} service tokens", cbs::MAX_GRANTS))?;
+        self.credential_accepted();
+        Ok(())
+    }
+
+    /// A credential was accepted: the connection no longer waits to authenticate.
+    fn credential_accepted(&mut self) {
+        self.conn.authenticated();
+        if let Some(id) = self.waiting.take() {
+            stop_waiting(id);
+        }
     }
 
     fn reply_on(&mut self, link: LinkId, reply: Message) {
@@ -742,27 +859,21 @@ impl Driver {
     }
 
     /// A valid token's grant, if its policy has ServiceConnect.
-    fn authorize(&self, token: &str, audience: Option<&str>) -> Result<Grant, String> {
+    fn authorize(&self, token: &str, authority: Authority<'_>) -> Result<Grant, String> {
         let config = Config::of(&self.env);
         let env = &self.env;
         let own = |host: &str| !crate::auth::own_name(host.to_owned(), env).is_empty();
-        let audience = match audience {
-            Some(a) => a.to_owned(),
+        let now = clock::now().as_secs();
+        let grant = match authority {
+            Authority::PutToken { audience } => cbs::authorize(token, audience, &config.policies, own, now),
             // SASL PLAIN names no audience: the token's own resource is what it is for.
-            None => twinhub_core::auth::SasToken::parse(token)
-                .map(|t| t.resource().to_owned())
-                .map_err(|e| e.to_string())?,
-        };
-        let grant = cbs::authorize(token, &audience, &config.policies, own, clock::now().as_secs())
-            .map_err(|e| e.to_string())?;
+            Authority::Plain { policy } => cbs::authorize_plain(policy, token, &config.policies, own, now),
+        }
+        .map_err(|e| e.to_string())?;
         if !grant.permissions.contains(Permissions::SERVICE_CONNECT) {
             return Err(format!("policy '{}' lacks the ServiceConnect permission", grant.policy));
         }
         Ok(grant)
-    }
-
-    fn granted(&self) -> bool {
-        self.grant.as_ref().is_some_and(|g| g.expiry_secs > clock::now().as_secs())
     }
 
     async fn put_token(&mut self, request: &Message) -> Message {
@@ -776,11 +887,11 @@ impl Driver {
                 Err((status, why)) => cbs::reply(request, status, &why, None),
             };
         }
-        match self.authorize(&put.token, Some(&put.audience)) {
-            Ok(grant) => {
-                self.grant = Some(grant);
-                cbs::reply(request, 200, "OK", None)
-            }
+        match self.authorize(&put.token, Authority::PutToken { audience: &put.audience }) {
+            Ok(grant) => match self.keep(grant) {
+                Ok(()) => cbs::reply(request, 200, "OK", None),
+                Err(why) => cbs::reply(request, 403, &why, None),
+            },
             Err(why) => cbs::reply(request, 401, &why, None),
         }
     }
@@ -808,28 +919,33 @@ impl Driver {
         let checked: crate::rpc::DeviceToken = crate::rpc::ask(&stub, &op).await.map_err(|e| (401, e.to_string()))?;
         let grant = DeviceGrant { token: token.to_owned(), host: host.to_owned(), expiry_secs: checked.expiry_secs };
         self.device_grants.insert(device_id.to_owned(), grant);
+        self.credential_accepted();
         Ok(())
     }
 
-    /// Detaches the partition links when the token they were attached under expires.
+    /// Detaches the service links no unexpired grant covers any more, when a token expires.
     fn check_expiry(&mut self) {
-        if self.grant.is_none() || self.granted() {
+        let now = clock::now();
+        if !self.grants.expire(now.as_secs()) {
             return;
         }
-        self.grant = None;
-        let links: Vec<LinkId> =
-            self.nodes.iter().filter(|(_, n)| matches!(n, Node::Partition { .. })).map(|(l, _)| *l).collect();
-        for link in links {
+        let uncovered: Vec<LinkId> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.guarded_path().is_some_and(|path| self.grant_for(path).is_none()))
+            .map(|(l, _)| *l)
+            .collect();
+        for link in uncovered {
             self.nodes.remove(&link);
             let error = AmqpError::new(condition::UNAUTHORIZED_ACCESS, "the token expired; put a new one on $cbs");
-            self.conn.detach(link, Some(error), clock::now());
+            self.conn.detach(link, Some(error), now);
         }
     }
 
     /// Queues a service's message for its device, as `POST /api/devices/{id}/messages` does;
     /// the outcome settles the delivery (rejected with the reason, IoT Hub's code in it).
     async fn cloud_to_device(&mut self, message: &Message) -> DeliveryState {
-        if !self.granted() {
+        if self.grant_for(DEVICE_BOUND).is_none() {
             return DeliveryState::rejected(condition::UNAUTHORIZED_ACCESS, "the token expired; put a new one on $cbs");
         }
         let generated = clock::random_hex::<16>().unwrap_or_default();
@@ -850,11 +966,23 @@ impl Driver {
     }
 
     async fn management(&mut self, request: &Message) -> Message {
-        if !self.granted() {
-            return cbs::reply(request, 401, "put a token on $cbs first (ServiceConnect)", None);
-        }
         let partitions = Config::of(&self.env).eventhub_partitions;
-        match eventhub::management_request(request, partitions) {
+        let parsed = eventhub::management_request(request, partitions);
+        // The entity a request names is the node its token must cover.
+        let entity = match &parsed {
+            Ok(ManagementRequest::EventHub { name } | ManagementRequest::Partition { name, .. }) => Some(name.as_str()),
+            Err(_) => None,
+        };
+        let covered = match entity {
+            Some(entity) => self.grant_for(entity).is_some(),
+            None => self.grants.any(clock::now().as_secs()),
+        };
+        if !covered {
+            let why =
+                format!("put a token on $cbs first whose resource covers '{}' (ServiceConnect)", entity.unwrap_or(""));
+            return cbs::reply(request, 401, &why, None);
+        }
+        match parsed {
             Ok(ManagementRequest::EventHub { name }) => {
                 let body = eventhub::eventhub_properties(&name, self.created, partitions);
                 cbs::reply(request, 200, "OK", Some(body))
@@ -956,11 +1084,20 @@ async fn ask<T: serde::de::DeserializeOwned>(env: &Env, partition: u32, op: &Par
         .map_err(|e| worker::Error::RustError(format!("partition {partition}: {e}")))
 }
 
-/// The device a SASL PLAIN user name signs in as: `{deviceId}@sas.{hub}` (a service policy's
-/// is `{policy}@sas.root.{hub}`).
-fn device_user(user: &str) -> Option<&str> {
-    let (device, hub) = user.rsplit_once("@sas.")?;
-    (!device.is_empty() && !hub.starts_with("root.")).then_some(device)
+/// How a service token reached the connection, which says what it must cover.
+enum Authority<'a> {
+    /// A CBS put-token for `audience`, which the token's resource must cover.
+    PutToken { audience: &'a str },
+    /// SASL PLAIN as `{policy}@sas.root.{hub}`: the token must be that policy's.
+    Plain { policy: &'a str },
+}
+
+/// The refusal of a service node no grant covers.
+fn not_granted(path: &str) -> AmqpError {
+    AmqpError::new(
+        condition::UNAUTHORIZED_ACCESS,
+        format!("put a token on $cbs whose resource covers '{path}' first (ServiceConnect)"),
+    )
 }
 
 /// The device a put-token's audience names (`{host}/devices/{id}`, URL-encoded as the SDKs
@@ -984,10 +1121,4 @@ fn rejected_for(e: &HubError) -> DeliveryState {
         _ => condition::INTERNAL_ERROR,
     };
     DeliveryState::rejected(condition, e.to_string())
-}
-
-/// Whether the first bytes of a TCP connection are AMQP's protocol header (`AMQP`), rather
-/// than an MQTT CONNECT.
-pub fn is_amqp(first: &[u8]) -> bool {
-    first.first() == Some(&b'A')
 }

@@ -6,6 +6,9 @@ use twinhub_core::route::{Access, Ident, Route};
 use twinhub_core::HubError;
 use worker::{Env, Request};
 
+/// The last segment of a live view's token resource (`{host}/devices/{id}/$live`).
+pub use twinhub_core::identity::LIVE_VIEW;
+
 /// Who made an authorized request.
 pub struct Caller {
     /// The policy whose key signed the token: the actor in the twin history.
@@ -22,14 +25,17 @@ pub fn authorize(req: &Request, env: &Env, route: &Route<'_>) -> Result<Option<C
         Access::Open => Ok(None),
         Access::Token(needed) => require(req, env, needed).map(Some),
         Access::QueryToken(needed) => {
-            // The token may be scoped to the one device (or module) the route names. The id is decoded
+            // The token may be scoped to the one device's (or module's) live view: `{host}/devices/{id}/$live`,
+            // a resource no other route or protocol is under, so the URL token a console puts in
+            // a WebSocket address grants nothing else (not the identity, not a device session).
+            // Broader tokens (`{host}`, `{host}/devices/{id}`) cover it too. The id is decoded
             // already; the resource is matched as a URL path, so it is encoded again (else a
             // token for `xA` would cover a device named `x%41`).
             let encode = |id| percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
             let resource = match route.ident() {
-                Some(Ident { device, module: None }) => format!("/devices/{}", encode(device)),
+                Some(Ident { device, module: None }) => format!("/devices/{}/{LIVE_VIEW}", encode(device)),
                 Some(Ident { device, module: Some(module) }) => {
-                    format!("/devices/{}/modules/{}", encode(device), encode(module))
+                    format!("/devices/{}/modules/{}/{LIVE_VIEW}", encode(device), encode(module))
                 }
                 None => String::new(),
             };
@@ -97,6 +103,17 @@ pub fn own_name(host: String, env: &Env) -> String {
 /// (`{host}/{deviceId}/?api-version=...`), if it is one of the hub's own ([`own_name`]).
 pub fn own_name_in_username(username: Option<&str>, env: &Env) -> String {
     own_name(username.map(twinhub_core::session::username_host).unwrap_or_default().to_owned(), env)
+}
+
+/// The client's address where the platform vouches for it: `CF-Connecting-IP` on Cloudflare
+/// (whose requests carry `cf` properties, and whose edge sets the header). Empty elsewhere: local
+/// workerd passes a client's own `CF-Connecting-IP` through, and a bound keyed by a forged
+/// address would let one client evict another's connections.
+pub fn client_address(req: &Request) -> String {
+    if req.cf().is_none() {
+        return String::new();
+    }
+    req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_default()
 }
 
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS

@@ -72,7 +72,7 @@ pub(crate) async fn open_gateway_socket(env: &Env) -> worker::Result<WebSocket> 
     let headers = Headers::new();
     headers.set("upgrade", "websocket")?;
     // The URL only addresses the object; the gateway reads nothing from it.
-    let response = connect_to_shard(env, "https://gateway/$iothub/websocket", headers, "", TRANSPORT_TCP).await?;
+    let response = connect_to_shard(env, "https://gateway/$iothub/websocket", headers, "", TRANSPORT_TCP, "").await?;
     let status = response.status_code();
     response.websocket().ok_or_else(|| worker::Error::RustError(format!("the gateway answered {status}")))
 }

@@ -36,12 +36,15 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 }
 
 /// Raw TCP (self-hosted only: workerd's `tcp` sockets): MQTT over TLS on 8883, AMQP on 5672
-/// and over TLS on 5671. Every socket hands its connections here; the first bytes tell the
-/// protocols apart (AMQP opens with `AMQP`, MQTT with a CONNECT packet, 0x10).
+/// and over TLS on 5671. Every socket hands its connections here, named by the listener it
+/// came in on (`ctx.props`); the first bytes tell the protocols apart (AMQP opens with `AMQP`,
+/// MQTT with a CONNECT packet, 0x10), and each listener takes only its own
+/// (`core::listener`: no plaintext MQTT on 5672).
 #[event(connect)]
-async fn connect(mut socket: Socket, env: Env, _ctx: Context) -> Result<()> {
+async fn connect(mut socket: Socket, env: Env, ctx: Context) -> Result<()> {
     use futures_util::future::{select, Either};
     use tokio::io::AsyncReadExt;
+    use twinhub_core::listener::{self, ListenerProps, Protocol};
     let mut first = vec![0u8; 1024];
     // A connection that says nothing is closed after the MQTT connect timeout, as a device
     // that never sends CONNECT is: nothing is held for a silent peer.
@@ -55,9 +58,20 @@ async fn connect(mut socket: Socket, env: Env, _ctx: Context) -> Result<()> {
         Ok(n) => n,
     };
     first.truncate(n);
-    if amqp::is_amqp(&first) {
-        amqp::serve(socket, &env, first).await
-    } else {
-        device_tcp::serve(socket, &env, first).await
+    let on = ctx.props::<ListenerProps>().unwrap_or_default().listener;
+    let protocol = Protocol::of(&first);
+    if !listener::serves(on, protocol) {
+        // Not this port's protocol: closed unread (an AMQP peer is first told the header
+        // this port speaks, as AMQP 2.2 asks of a server refusing a protocol).
+        if protocol == Protocol::Mqtt {
+            worker::console_warn!("{on:?} listener: an MQTT connection refused (no plaintext MQTT; use 8883)");
+        } else {
+            worker::console_warn!("{on:?} listener: an AMQP connection refused (AMQP is on 5671 and 5672)");
+        }
+        return socket.close().await;
+    }
+    match protocol {
+        Protocol::Amqp => amqp::serve(socket, &env, first).await,
+        Protocol::Mqtt => device_tcp::serve(socket, &env, first).await,
     }
 }

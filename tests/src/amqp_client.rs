@@ -1,7 +1,8 @@
 //! The client role of AMQP 1.0, as much as the tests and the event-stream bench need, written
 //! over core's frame and message codec (the hub's side is `core::amqp::Connection`): no SASL
 //! (as the Node SDKs connect), one session, CBS put-token, receivers with credit, a sender,
-//! and raw bytes for the fault tests. Blocking, over plain TCP.
+//! and raw bytes for the fault tests. Blocking, over plain TCP, TLS (5671) or a WebSocket
+//! (`/$servicebus/websocket`, subprotocol `AMQPWSB10`): [`Via`].
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -17,9 +18,144 @@ use twinhub_core::amqp::{
 /// Credit a receiver grants, topped up at half.
 pub const CREDIT: u32 = 1_000;
 
+/// How a client reaches the hub's AMQP: the three ways IoT Hub takes it.
+#[derive(Clone, Copy, Debug)]
+pub enum Via {
+    /// Plain TCP on this port (the Event Hubs emulator's 5672).
+    Tcp(u16),
+    /// TLS on this port (IoT Hub's 5671), trusting the test CA.
+    Tls(u16),
+    /// A WebSocket to `/$servicebus/websocket` on the hub's HTTP port (Cloudflare's only way).
+    WebSocket(u16),
+    /// The same over https (`wss:`), trusting the test CA.
+    SecureWebSocket(u16),
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_over(stream: TcpStream) -> TlsStream {
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a server name");
+    let conn = rustls::ClientConnection::new(crate::tls_client_config(), name).expect("a TLS client");
+    rustls::StreamOwned::new(conn, stream)
+}
+
+fn servicebus_request(scheme: &str, port: u16) -> tungstenite::handshake::client::Request {
+    use tungstenite::client::IntoClientRequest;
+    let mut request =
+        format!("{scheme}://localhost:{port}/$servicebus/websocket").into_client_request().expect("a request");
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "AMQPWSB10".parse().expect("a header"));
+    request
+}
+
+/// The bytes of a connection, whichever carries them.
+pub enum Wire {
+    Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+    /// The socket and the bytes of a message not yet read.
+    WebSocket(Box<tungstenite::WebSocket<TcpStream>>, Vec<u8>),
+    SecureWebSocket(Box<tungstenite::WebSocket<TlsStream>>, Vec<u8>),
+}
+
+impl Wire {
+    /// Connects as `via` says, with a 30 s read timeout.
+    pub fn connect(via: Via) -> Self {
+        let port = match via {
+            Via::Tcp(p) | Via::Tls(p) | Via::WebSocket(p) | Via::SecureWebSocket(p) => p,
+        };
+        let stream = AmqpClient::tcp(port);
+        match via {
+            Via::Tcp(_) => Wire::Tcp(stream),
+            Via::Tls(_) => Wire::Tls(Box::new(tls_over(stream))),
+            Via::WebSocket(port) => {
+                let (socket, _) =
+                    tungstenite::client(servicebus_request("ws", port), stream).expect("the WebSocket handshake");
+                Wire::WebSocket(Box::new(socket), Vec::new())
+            }
+            Via::SecureWebSocket(port) => {
+                let (socket, _) = tungstenite::client(servicebus_request("wss", port), tls_over(stream))
+                    .expect("the WebSocket handshake");
+                Wire::SecureWebSocket(Box::new(socket), Vec::new())
+            }
+        }
+    }
+
+    /// The TCP socket underneath.
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Wire::Tcp(s) => s,
+            Wire::Tls(s) => s.get_ref(),
+            Wire::WebSocket(s, _) => s.get_ref(),
+            Wire::SecureWebSocket(s, _) => s.get_ref().get_ref(),
+        }
+    }
+
+    /// Sets the read timeout of the socket underneath.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        self.tcp().set_read_timeout(timeout).expect("a read timeout");
+    }
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Tcp(s) => s.read(buf),
+            Wire::Tls(s) => s.read(buf),
+            Wire::WebSocket(socket, pending) => read_messages(socket, pending, buf),
+            Wire::SecureWebSocket(socket, pending) => read_messages(socket, pending, buf),
+        }
+    }
+}
+
+/// Reads a WebSocket's binary messages as a byte stream.
+fn read_messages<S: Read + Write>(
+    socket: &mut tungstenite::WebSocket<S>,
+    pending: &mut Vec<u8>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    while pending.is_empty() {
+        match socket.read() {
+            Ok(tungstenite::Message::Binary(b)) => pending.extend_from_slice(&b),
+            Ok(tungstenite::Message::Close(_)) => return Ok(0),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) => return Err(e),
+            Err(_) => return Ok(0),
+        }
+    }
+    let n = buf.len().min(pending.len());
+    buf[..n].copy_from_slice(&pending[..n]);
+    pending.drain(..n);
+    Ok(n)
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Wire::Tcp(s) => s.write(buf),
+            Wire::Tls(s) => s.write(buf),
+            Wire::WebSocket(socket, _) => {
+                socket.send(tungstenite::Message::binary(buf.to_vec())).map_err(std::io::Error::other)?;
+                Ok(buf.len())
+            }
+            Wire::SecureWebSocket(socket, _) => {
+                socket.send(tungstenite::Message::binary(buf.to_vec())).map_err(std::io::Error::other)?;
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Wire::Tcp(s) => s.flush(),
+            Wire::Tls(s) => s.flush(),
+            Wire::WebSocket(socket, _) => socket.flush().map_err(std::io::Error::other),
+            Wire::SecureWebSocket(socket, _) => socket.flush().map_err(std::io::Error::other),
+        }
+    }
+}
+
 /// One AMQP connection to the hub.
 pub struct AmqpClient {
-    stream: TcpStream,
+    stream: Wire,
     buf: Vec<u8>,
     /// The hub's next transfer id (its `begin` starts at its next-outgoing-id).
     next_incoming_id: u32,
@@ -42,7 +178,12 @@ impl AmqpClient {
 
     /// Header, open and begin, answered; no token yet.
     pub fn open(port: u16, hostname: &str) -> Self {
-        let mut c = Self::new(Self::tcp(port));
+        Self::open_via(Via::Tcp(port), hostname)
+    }
+
+    /// [`AmqpClient::open`] over any of the hub's AMQP transports.
+    pub fn open_via(via: Via, hostname: &str) -> Self {
+        let mut c = Self::new(Wire::connect(via));
         c.begin(hostname);
         c
     }
@@ -50,7 +191,12 @@ impl AmqpClient {
     /// SASL PLAIN as `user` with `password` (a SAS token), then open and begin: `Err` with the
     /// SASL outcome's code when the hub refuses.
     pub fn open_plain(port: u16, hostname: &str, user: &str, password: &str) -> Result<Self, u8> {
-        let mut c = Self::new(Self::tcp(port));
+        Self::open_plain_via(Via::Tcp(port), hostname, user, password)
+    }
+
+    /// [`AmqpClient::open_plain`] over any of the hub's AMQP transports.
+    pub fn open_plain_via(via: Via, hostname: &str, user: &str, password: &str) -> Result<Self, u8> {
+        let mut c = Self::new(Wire::connect(via));
         c.write(&ProtocolHeader::Sasl.bytes());
         let mut header = [0u8; 8];
         c.stream.read_exact(&mut header).expect("the hub's SASL header");
@@ -69,7 +215,7 @@ impl AmqpClient {
         Ok(c)
     }
 
-    fn new(stream: TcpStream) -> Self {
+    fn new(stream: Wire) -> Self {
         AmqpClient { stream, buf: Vec::new(), next_incoming_id: 0, received: HashMap::new(), next_message_id: 0 }
     }
 
@@ -101,7 +247,12 @@ impl AmqpClient {
 
     /// [`AmqpClient::open`], then `token` put on `$cbs` for `audience`; panics unless 200.
     pub fn with_token(port: u16, hostname: &str, audience: &str, token: &str) -> Self {
-        let mut c = Self::open(port, hostname);
+        Self::with_token_via(Via::Tcp(port), hostname, audience, token)
+    }
+
+    /// [`AmqpClient::with_token`] over any of the hub's AMQP transports.
+    pub fn with_token_via(via: Via, hostname: &str, audience: &str, token: &str) -> Self {
+        let mut c = Self::open_via(via, hostname);
         let (status, why) = c.put_token(audience, token);
         assert_eq!(status, 200, "put-token refused: {why}");
         c
@@ -134,17 +285,38 @@ impl AmqpClient {
         self.transfer(0, self.next_message_id, &put, true);
         loop {
             if let Some((1, m)) = self.next_message() {
-                let property =
-                    |name: &str| m.application_properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-                let status = match property("status-code") {
-                    Some(Value::Int(n)) => n,
-                    other => panic!("a put-token reply without an int status: {other:?}"),
-                };
-                let why = match property("status-description") {
-                    Some(Value::String(s)) => s,
-                    _ => String::new(),
-                };
-                return (status, why);
+                return reply_status(&m);
+            }
+        }
+    }
+
+    /// Asks `$management` for the event hub `entity`'s properties (attaching its links on
+    /// handles 2 and 3 the first time): the reply's status and description.
+    pub fn management(&mut self, entity: &str) -> (i32, String) {
+        if !self.received.contains_key(&3) {
+            self.attach(2, Role::Sender, "$management", None).expect("the $management sender");
+            self.attach(3, Role::Receiver, "$management", None).expect("the $management receiver");
+            self.credit(3);
+        }
+        self.next_message_id += 1;
+        let request = Message {
+            properties: Some(Properties {
+                message_id: Some(Value::String(format!("mgmt-{}", self.next_message_id))),
+                reply_to: Some("mgmt".into()),
+                ..Properties::default()
+            }),
+            application_properties: vec![
+                ("operation".into(), Value::String("READ".into())),
+                ("type".into(), Value::String("com.microsoft:eventhub".into())),
+                ("name".into(), Value::String(entity.into())),
+            ],
+            body: MessageBody::Value(Value::Null),
+            ..Message::default()
+        };
+        self.transfer(2, self.next_message_id, &request, true);
+        loop {
+            if let Some((3, m)) = self.next_message() {
+                return reply_status(&m);
             }
         }
     }
@@ -318,7 +490,7 @@ impl AmqpClient {
 
     /// Reads messages until `stop`, recording when each arrived (with the message).
     pub fn consume(mut self, received: &Mutex<Vec<(Instant, Message)>>, stop: &AtomicBool) {
-        self.stream.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+        self.stream.set_read_timeout(Some(Duration::from_millis(500)));
         while !stop.load(Ordering::Relaxed) {
             let mut chunk = [0u8; 65536];
             match self.stream.read(&mut chunk) {
@@ -382,6 +554,20 @@ impl AmqpClient {
             }
         }
     }
+}
+
+/// The status and description of a `$cbs` or `$management` reply.
+fn reply_status(m: &Message) -> (i32, String) {
+    let property = |name: &str| m.application_properties.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let status = match property("status-code") {
+        Some(Value::Int(n)) => n,
+        other => panic!("a reply without an int status: {other:?}"),
+    };
+    let why = match property("status-description") {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    };
+    (status, why)
 }
 
 /// Microseconds since the Unix epoch.

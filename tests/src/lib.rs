@@ -74,6 +74,8 @@ pub struct Hub {
     mqtt_port: Option<u16>,
     /// Where plain AMQP (the Event Hub-compatible endpoint) is taken: workerd with https only.
     amqp_port: Option<u16>,
+    /// Where AMQP over TLS is taken: workerd with https only.
+    amqps_port: Option<u16>,
 }
 
 /// The test TLS material: a CA and a server certificate for `127.0.0.1` and `localhost` signed
@@ -215,7 +217,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn wrangler dev (did `npm ci` run?)");
-        let mut hub = Self { child, owner_key, port, log, https, mqtt_port: None, amqp_port: None };
+        let mut hub = Self { child, owner_key, port, log, https, mqtt_port: None, amqp_port: None, amqps_port: None };
         hub.wait_ready();
         hub
     }
@@ -237,6 +239,7 @@ impl Hub {
         let log_file = fs::File::create(&log).expect("create log");
         let mut command = Command::new(root.join("scripts/serve.sh"));
         let mut mqtt_port = None;
+        let mut amqps_port = None;
         if https {
             let tls = tls();
             command.env("TWINHUB_TLS_KEY", &tls.key).env("TWINHUB_TLS_CERT", &tls.cert);
@@ -244,11 +247,11 @@ impl Hub {
             command.env("TWINHUB_MQTT_LISTEN", format!("127.0.0.1:{mqtt}"));
             mqtt_port = Some(mqtt);
             // AMQP over TLS on IoT Hub's 5671, which the service SDKs dial for cloud-to-device
-            // whatever the host's port: only for the hub on 443, the one the SDKs' fixed
-            // ports are for.
-            if fixed_port == Some(443) {
-                command.env("TWINHUB_AMQPS_LISTEN", "127.0.0.1:5671");
-            }
+            // whatever the host's port: for the hub on 443, the one the SDKs' fixed ports are
+            // for; any free port for the others.
+            let amqps = if fixed_port == Some(443) { 5671 } else { free_port() };
+            command.env("TWINHUB_AMQPS_LISTEN", format!("127.0.0.1:{amqps}"));
+            amqps_port = Some(amqps);
         }
         // Plain AMQP, as the Event Hubs emulator's connection strings dial it (http or https).
         let amqp = free_port();
@@ -271,7 +274,7 @@ impl Hub {
             .process_group(0)
             .spawn()
             .expect("spawn scripts/serve.sh");
-        let mut hub = Self { child, owner_key, port, log, https, mqtt_port, amqp_port };
+        let mut hub = Self { child, owner_key, port, log, https, mqtt_port, amqp_port, amqps_port };
         hub.wait_ready();
         hub
     }
@@ -279,6 +282,11 @@ impl Hub {
     /// The port of plain AMQP (`None` under `wrangler dev`, which takes no TCP).
     pub fn amqp_port(&self) -> Option<u16> {
         self.amqp_port
+    }
+
+    /// The port of AMQP over TLS (`None` over http, or under `wrangler dev`).
+    pub fn amqps_port(&self) -> Option<u16> {
+        self.amqps_port
     }
 
     /// The port of MQTT over TLS (`None` over http, or under `wrangler dev`, which takes no TCP).

@@ -115,6 +115,130 @@ pub fn authorize(
     })
 }
 
+/// Service tokens one connection keeps at once: one per resource, as CBS keeps a token per
+/// audience. A put-token for a new resource past this is refused (403): each is a few hundred
+/// bytes a client could otherwise make the connection hold without end.
+pub const MAX_GRANTS: usize = 16;
+
+/// The service grants an AMQP connection holds, each good for the nodes its token's resource
+/// covers. IoT Hub requires a token's audience to cover what a link opens: a ServiceConnect
+/// token for `{host}/devices/a` reaches none of the hub-wide nodes (the partitions, the
+/// cloud-to-device sender, feedback, `$management`), where one for `{host}` reaches them all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants(Vec<Grant>);
+
+/// Why a grant was not kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantsFull;
+
+impl Grants {
+    /// Keeps `grant`, in place of an earlier one for the same resource (a renewal); expired
+    /// grants are dropped first. Refused when [`MAX_GRANTS`] other resources are held.
+    pub fn put(&mut self, grant: Grant, now_secs: u64) -> Result<(), GrantsFull> {
+        self.0.retain(|g| g.expiry_secs > now_secs && !g.resource.eq_ignore_ascii_case(&grant.resource));
+        if self.0.len() >= MAX_GRANTS {
+            return Err(GrantsFull);
+        }
+        self.0.push(grant);
+        Ok(())
+    }
+
+    /// An unexpired grant with `needed` whose resource covers the node at `path` (the node's
+    /// address without scheme or host, as [`node_path`] gives it: `messages/devicebound`,
+    /// `{entity}/ConsumerGroups/{group}/Partitions/{n}`, or an entity's name). The longest-lived
+    /// one, so a link lasts as long as any token allows.
+    pub fn covering(&self, path: &str, needed: Permissions, now_secs: u64) -> Option<&Grant> {
+        self.0
+            .iter()
+            .filter(|g| g.expiry_secs > now_secs && g.permissions.contains(needed) && g.covers_path(path))
+            .max_by_key(|g| g.expiry_secs)
+    }
+
+    /// When the next grant expires, if any is held.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.0.iter().map(|g| g.expiry_secs).min()
+    }
+
+    /// Forgets expired grants; whether any was forgotten.
+    pub fn expire(&mut self, now_secs: u64) -> bool {
+        let before = self.0.len();
+        self.0.retain(|g| g.expiry_secs > now_secs);
+        self.0.len() != before
+    }
+
+    /// Whether an unexpired grant is held.
+    pub fn any(&self, now_secs: u64) -> bool {
+        self.0.iter().any(|g| g.expiry_secs > now_secs)
+    }
+}
+
+impl Grant {
+    /// Whether the grant's resource (`host` or `host/seg/...`) covers the node at `path` by
+    /// whole segments. Entity and node names compare case-insensitively, as Event Hubs and IoT
+    /// Hub name them (the Node SDK writes `/messages/serviceBound/feedback`).
+    pub fn covers_path(&self, path: &str) -> bool {
+        let scope = self.resource.split_once('/').map_or("", |(_, p)| p).trim_matches('/');
+        let path = path.trim_matches('/');
+        if scope.is_empty() {
+            return true;
+        }
+        path.len() >= scope.len()
+            && path.is_char_boundary(scope.len())
+            && path[..scope.len()].eq_ignore_ascii_case(scope)
+            && (path.len() == scope.len() || path[scope.len()..].starts_with('/'))
+    }
+}
+
+/// A link address's node, without scheme and host: `amqps://{host}/messages/devicebound` and
+/// `/messages/devicebound` are both `messages/devicebound`.
+pub fn node_path(address: &str) -> &str {
+    match address.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => address.trim_start_matches('/'),
+    }
+}
+
+/// Who a SASL PLAIN user name signs in as: a device (`{deviceId}@sas.{hub}`) or a service
+/// policy (`{policy}@sas.root.{hub}`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlainUser<'a> {
+    Device(&'a str),
+    Policy(&'a str),
+}
+
+impl<'a> PlainUser<'a> {
+    /// Reads a user name; `None` when it is neither form.
+    pub fn parse(user: &'a str) -> Option<Self> {
+        let (name, hub) = user.rsplit_once("@sas.")?;
+        if name.is_empty() || hub.is_empty() {
+            return None;
+        }
+        match hub.strip_prefix("root.") {
+            Some(hub) if !hub.is_empty() => Some(Self::Policy(name)),
+            Some(_) => None,
+            None => Some(Self::Device(name)),
+        }
+    }
+}
+
+/// Checks a service's SASL PLAIN sign-in: the token as [`authorize`] checks it for its own
+/// resource, and signed by the very policy the user name names (IoT Hub refuses a user name
+/// and token that disagree).
+pub fn authorize_plain(
+    policy_in_user: &str,
+    token: &str,
+    policies: &[Policy],
+    own_host: impl Fn(&str) -> bool,
+    now_secs: u64,
+) -> Result<Grant, AuthError> {
+    let parsed = SasToken::parse(token)?;
+    if parsed.key_name() != Some(policy_in_user) {
+        return Err(AuthError::Malformed("the SASL user name names another policy than the token's skn"));
+    }
+    let audience = parsed.resource().to_owned();
+    authorize(token, &audience, policies, own_host, now_secs)
+}
+
 /// SASL PLAIN's response (RFC 4616): `authzid NUL authcid NUL password`; the user is
 /// `{policy}@sas.root.{hub}` for a service policy, the password its SAS token.
 pub fn plain_credentials(response: &[u8]) -> Option<(String, String)> {
@@ -246,5 +370,94 @@ mod tests {
             Some(("service@sas.root.hub".into(), "SharedAccessSignature sr=x".into()))
         );
         assert_eq!(plain_credentials(b"user"), None);
+    }
+
+    fn grant(resource: &str, expiry_secs: u64) -> Grant {
+        Grant {
+            policy: "service".into(),
+            permissions: Permissions::SERVICE_CONNECT,
+            expiry_secs,
+            resource: resource.into(),
+        }
+    }
+
+    #[test]
+    fn a_grant_covers_the_nodes_under_its_resource_only() {
+        let hub = grant("hub.local:5671", 100);
+        for path in ["messages/devicebound", "twinhub/ConsumerGroups/$Default/Partitions/0", "twinhub", ""] {
+            assert!(hub.covers_path(path), "{path}");
+        }
+        let device = grant("hub.local:5671/devices/a", 100);
+        for path in [
+            "messages/devicebound",
+            "messages/servicebound/feedback",
+            "twinhub/ConsumerGroups/$Default/Partitions/0",
+            "twinhub",
+            "devices",
+            "devices/ab",
+        ] {
+            assert!(!device.covers_path(path), "{path}");
+        }
+        assert!(device.covers_path("devices/a") && device.covers_path("devices/a/messages/events"));
+        let entity = grant("hub.local:5671/TwinHub", 100);
+        assert!(entity.covers_path("twinhub/ConsumerGroups/$Default/Partitions/3"));
+        assert!(!entity.covers_path("twinhubx/ConsumerGroups/$Default/Partitions/3"));
+        assert!(!entity.covers_path("messages/devicebound"));
+        let feedback = grant("hub.local/messages/serviceBound", 100);
+        assert!(feedback.covers_path("/messages/servicebound/feedback"));
+        assert!(!feedback.covers_path("messages/devicebound"));
+    }
+
+    #[test]
+    fn grants_are_kept_per_resource_bounded_and_expire() {
+        let mut grants = Grants::default();
+        grants.put(grant("hub/devices/a", 100), 10).unwrap();
+        assert_eq!(grants.covering("messages/devicebound", Permissions::SERVICE_CONNECT, 10), None);
+        grants.put(grant("hub", 50), 10).unwrap();
+        assert_eq!(grants.covering("messages/devicebound", Permissions::SERVICE_CONNECT, 10).unwrap().resource, "hub");
+        assert_eq!(grants.covering("messages/devicebound", Permissions::REGISTRY_READ, 10), None);
+        assert_eq!(grants.next_expiry(), Some(50));
+        // Past its expiry the hub-wide grant covers nothing; a renewal replaces it.
+        assert_eq!(grants.covering("messages/devicebound", Permissions::SERVICE_CONNECT, 50), None);
+        assert!(grants.expire(50));
+        grants.put(grant("hub", 200), 60).unwrap();
+        grants.put(grant("HUB", 300), 60).unwrap();
+        assert_eq!(grants.0.len(), 2);
+        assert_eq!(grants.covering("twinhub", Permissions::SERVICE_CONNECT, 60).unwrap().expiry_secs, 300);
+        for i in 0..MAX_GRANTS - 2 {
+            grants.put(grant(&format!("hub/e{i}"), 400), 60).unwrap();
+        }
+        assert_eq!(grants.put(grant("hub/one-too-many", 400), 60), Err(GrantsFull));
+        // A renewal of a held resource still fits.
+        grants.put(grant("hub/e0", 500), 60).unwrap();
+        assert!(grants.any(60) && !grants.any(500));
+    }
+
+    #[test]
+    fn node_paths_and_plain_users() {
+        assert_eq!(node_path("amqps://hub:5671/messages/devicebound"), "messages/devicebound");
+        assert_eq!(node_path("/messages/devicebound"), "messages/devicebound");
+        assert_eq!(
+            node_path("twinhub/ConsumerGroups/$Default/Partitions/0"),
+            "twinhub/ConsumerGroups/$Default/Partitions/0"
+        );
+        assert_eq!(node_path("amqps://hub"), "");
+        assert_eq!(PlainUser::parse("service@sas.root.hub"), Some(PlainUser::Policy("service")));
+        assert_eq!(PlainUser::parse("d1@sas.hub"), Some(PlainUser::Device("d1")));
+        for bad in ["service", "@sas.root.hub", "x@sas.root.", "x@sas."] {
+            assert_eq!(PlainUser::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_plain_sign_in_must_name_the_tokens_policy() {
+        let mut all = policies();
+        all.push(Policy { name: "other".into(), key: KEY.into(), permissions: Permissions::SERVICE_CONNECT });
+        let token = sign("hub.local", KEY, Some("service"), 2_000).unwrap();
+        let any = |_: &str| true;
+        assert_eq!(authorize_plain("service", &token, &all, any, 1_000).unwrap().resource, "hub.local");
+        assert!(matches!(authorize_plain("other", &token, &all, any, 1_000), Err(AuthError::Malformed(_))));
+        let device = sign("hub.local/devices/d1", KEY, None, 2_000).unwrap();
+        assert!(authorize_plain("service", &device, &all, any, 1_000).is_err());
     }
 }

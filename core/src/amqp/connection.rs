@@ -69,6 +69,11 @@ pub struct Limits {
     pub idle_timeout_ms: u32,
     /// How long the SASL exchange and `open` may take.
     pub open_timeout_ms: u64,
+    /// How long, from the connection's start, it may go without a credential: a SASL PLAIN
+    /// sign-in or a token accepted on `$cbs`, which the adapter reports with
+    /// [`Connection::authenticated`]. A peer that opens and never authenticates is closed
+    /// (`amqp:unauthorized-access`); heartbeats do not extend it.
+    pub auth_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -82,6 +87,7 @@ impl Default for Limits {
             link_credit: 100,
             idle_timeout_ms: 240_000,
             open_timeout_ms: 30_000,
+            auth_timeout_ms: 30_000,
         }
     }
 }
@@ -261,6 +267,8 @@ pub struct Connection {
     last_heard: UnixMillis,
     last_sent: UnixMillis,
     container_id: String,
+    /// Whether a credential was accepted (see [`Limits::auth_timeout_ms`]).
+    authenticated: bool,
 }
 
 impl Connection {
@@ -282,7 +290,19 @@ impl Connection {
             last_heard: now,
             last_sent: now,
             container_id: container_id.to_owned(),
+            authenticated: false,
         }
+    }
+
+    /// The adapter accepted a credential on this connection: the authentication deadline no
+    /// longer applies.
+    pub fn authenticated(&mut self) {
+        self.authenticated = true;
+    }
+
+    /// Whether a credential was accepted.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
     }
 
     /// Whether the connection is over.
@@ -929,6 +949,12 @@ impl Connection {
         if self.phase != Phase::Opened && now.0 >= self.opened_at.0 + self.limits.open_timeout_ms {
             return self.closed(Some(AmqpError::new(condition::CONNECTION_FORCED, "no open in time")));
         }
+        if self.phase == Phase::Opened && !self.authenticated && now.0 >= self.auth_deadline() {
+            return self.fail(
+                condition::UNAUTHORIZED_ACCESS,
+                "no credential in time: sign in with SASL or put a token on $cbs",
+            );
+        }
         // A peer silent for twice the idle timeout we announced is gone (2.4.5 lets us wait 1x;
         // twice forgives a peer that heartbeats at exactly the timeout).
         if self.phase == Phase::Opened && now.0 >= self.last_heard.0 + 2 * u64::from(self.limits.idle_timeout_ms) {
@@ -951,7 +977,12 @@ impl Connection {
         }
         let idle = self.last_heard.0 + 2 * u64::from(self.limits.idle_timeout_ms);
         let beat = self.heartbeat_every.map(|every| self.last_sent.0 + every).unwrap_or(u64::MAX);
-        Some(UnixMillis(idle.min(beat)))
+        let auth = if self.authenticated { u64::MAX } else { self.auth_deadline() };
+        Some(UnixMillis(idle.min(beat).min(auth)))
+    }
+
+    fn auth_deadline(&self) -> u64 {
+        self.opened_at.0.saturating_add(self.limits.auth_timeout_ms)
     }
 
     /// Bytes for the socket.

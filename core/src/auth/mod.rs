@@ -2,6 +2,7 @@
 
 mod connection_string;
 mod policy;
+pub mod reach;
 mod sas;
 
 pub use connection_string::{ConnectionString, Credential};

@@ -33,10 +33,18 @@ pub struct SasToken {
 }
 
 impl SasToken {
-    /// Parses a token, with or without the `SharedAccessSignature ` prefix.
+    /// Parses a token. The `SharedAccessSignature ` prefix is required, as IoT Hub requires it
+    /// (every SDK sends it); `se` is decimal digits only (Rust's integer parsing would also
+    /// take `+N`, which IoT Hub refuses).
     pub fn parse(token: &str) -> Result<Self, AuthError> {
         let body = token.trim();
-        let body = body.strip_prefix(PREFIX).unwrap_or(body).trim();
+        if body.is_empty() {
+            return Err(AuthError::MissingToken);
+        }
+        let body = body
+            .strip_prefix(PREFIX)
+            .ok_or(AuthError::Malformed("the token must start with 'SharedAccessSignature '"))?;
+        let body = body.trim();
         if body.is_empty() {
             return Err(AuthError::MissingToken);
         }
@@ -61,7 +69,7 @@ impl SasToken {
             raw_resource: raw_resource.to_owned(),
             resource: decode(raw_resource)?,
             signature: decode(signature)?,
-            expiry: expiry.parse().map_err(|_| AuthError::Malformed("se is not a whole number"))?,
+            expiry: parse_expiry(expiry)?,
             key_name: skn.map(decode).transpose()?,
         })
     }
@@ -128,11 +136,24 @@ impl SasToken {
     /// IoT Hub matches the token's resource as a prefix of the request's, segment by segment,
     /// so `{host}/devices` grants `/devices/d1` and `/devices/query` but not `/twins/d1`.
     pub fn covers_request(&self, host: &str, encoded_path: &str) -> bool {
+        // A segment that decodes to a '/' (`/devices/d%2F$live`) would otherwise read as two
+        // segments and fall under a token for a narrower resource than the request names.
+        if encoded_path.split('/').any(|seg| decode(seg).map_or(true, |s| s.contains('/'))) {
+            return false;
+        }
         let path = decode(encoded_path).unwrap_or_else(|_| encoded_path.to_owned());
         let path = path.trim_end_matches('/');
         let path = if path.is_empty() || path.starts_with('/') { path.to_owned() } else { format!("/{path}") };
         self.covers(&format!("{host}{path}"))
     }
+}
+
+/// `se`: Unix seconds in decimal digits, nothing else (no sign, no space).
+fn parse_expiry(se: &str) -> Result<u64, AuthError> {
+    if se.is_empty() || !se.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AuthError::Malformed("se is not a whole number"));
+    }
+    se.parse().map_err(|_| AuthError::Malformed("se is out of range"))
 }
 
 /// A short, stable name for a token that reveals nothing of it (the first 8 bytes of its
@@ -203,6 +224,12 @@ mod tests {
         let one = SasToken::parse(&sign("hub.example/devices/a#b", KEY, Some("p"), 9).unwrap()).unwrap();
         assert!(one.covers_request("hub.example", "/devices/a%23b"));
         assert!(!one.covers_request("hub.example", "/devices/a"));
+        // An encoded '/' is one segment, never two: a live-view token covers no device named
+        // `d/$live`.
+        let live = SasToken::parse(&sign("hub.example/devices/d/$live", KEY, Some("p"), 9).unwrap()).unwrap();
+        assert!(live.covers_request("hub.example", "/devices/d/$live"));
+        assert!(!live.covers_request("hub.example", "/devices/d%2F$live"));
+        assert!(!live.covers_request("hub.example", "/devices/d"));
     }
 
     // Vectors from spec §4.1, computed with the SDKs' own algorithms.
@@ -262,6 +289,11 @@ mod tests {
             "SharedAccessSignature sr=a&sr=b&sig=c&se=1",
             "SharedAccessSignature sr=%FF&sig=b&se=1",
             "SharedAccessSignature garbage",
+            // IoT Hub refuses both; Rust's `u64::from_str` alone would take the second.
+            "sr=a&sig=b&se=1",
+            "SharedAccessSignature sr=a&sig=b&se=+1",
+            "SharedAccessSignature sr=a&sig=b&se= 1",
+            "SharedAccessSignature sr=a&sig=b&se=99999999999999999999999",
         ] {
             assert!(SasToken::parse(bad).is_err(), "{bad:?} parsed");
         }
@@ -272,12 +304,12 @@ mod tests {
 
     #[test]
     fn covers_is_a_segment_prefix() {
-        let t = SasToken::parse("sr=Hub.Example%2Fdevices&sig=x&se=1").unwrap();
+        let t = SasToken::parse("SharedAccessSignature sr=Hub.Example%2Fdevices&sig=x&se=1").unwrap();
         assert!(t.covers("hub.example/devices/d1"));
         assert!(t.covers("hub.example/devices"));
         assert!(!t.covers("hub.example/devicesX/d1"));
         assert!(!t.covers("hub.example"));
-        let root = SasToken::parse("sr=127.0.0.1%3A8787&sig=x&se=1").unwrap();
+        let root = SasToken::parse("SharedAccessSignature sr=127.0.0.1%3A8787&sig=x&se=1").unwrap();
         assert!(root.covers("127.0.0.1:8787"));
         assert!(root.covers("127.0.0.1:8787/devices/d1"));
         assert!(!root.covers("127.0.0.1:8788"));

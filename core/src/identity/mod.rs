@@ -74,6 +74,16 @@ pub fn resource_path(key: &str) -> String {
     }
 }
 
+/// The segment under an identity's resource that names its live view: a token for
+/// `{host}/devices/{id}/$live` opens the console's live view of that device and nothing else (no
+/// REST route, device session or AMQP node is under it).
+pub const LIVE_VIEW: &str = "$live";
+
+/// The resource path of an identity's live view: `devices/{id}/$live`.
+pub fn live_view_path(key: &str) -> String {
+    format!("{}/{LIVE_VIEW}", resource_path(key))
+}
+
 /// Whether a device may connect.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

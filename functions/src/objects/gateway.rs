@@ -14,8 +14,10 @@
 //! `mqtt::MAX_PACKET_BYTES`; the bytes of an unfinished packet live in memory
 //! (`partial_input`), not in the attachment (16 KiB on Cloudflare); a connection's mailbox
 //! holds at most [`MAX_QUEUED_INPUT_BYTES`]; a shard holds at most [`MAX_SOCKETS`] sockets and
-//! [`MAX_HALF_OPEN`] that have not finished CONNECT, and verifies at most
-//! [`CONNECTS_PER_SECOND`] CONNECTs a second. A CONNECT whose token cannot be right (malformed,
+//! [`MAX_HALF_OPEN`] that have not finished CONNECT ([`MAX_HALF_OPEN_PER_SOURCE`] from one
+//! client address), kept by evicting the oldest waiting socket rather than refusing the
+//! newcomer (`core::admission`: a flood of silent sockets cannot lock real devices out), and
+//! verifies at most [`CONNECTS_PER_SECOND`] CONNECTs a second. A CONNECT whose token cannot be right (malformed,
 //! expired, for another device or hub) is refused here and never wakes a device object.
 
 use crate::clock;
@@ -34,8 +36,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::collections::{HashMap, VecDeque};
+use twinhub_core::admission::PreAuth;
 use twinhub_core::auth::precheck_device_token;
 use twinhub_core::mqtt::ConnectReturnCode;
 use twinhub_core::session::{Accepted, CloseReason, Session, SessionEvent};
@@ -53,6 +55,10 @@ use worker::{
 pub const GATEWAY_HEADER: &str = "x-twinhub-gateway";
 /// Header the Worker sets: the host the device dialled, which its SAS token must name.
 pub const HOST_HEADER: &str = "x-twinhub-host";
+/// Header the Worker sets: the client's address where the platform vouches for it
+/// (`CF-Connecting-IP` on Cloudflare); empty where it does not (local workerd), and then only
+/// the shard's total bound applies.
+pub const SOURCE_HEADER: &str = "x-twinhub-source";
 /// Header the Worker sets: how the device reached the hub, [`TRANSPORT_WEBSOCKET`] or
 /// [`TRANSPORT_TCP`] (MQTT over TLS on 8883, `crate::device_tcp`).
 pub const TRANSPORT_HEADER: &str = "x-twinhub-transport";
@@ -73,12 +79,14 @@ pub async fn connect_to_shard(
     headers: worker::Headers,
     host: &str,
     transport: &str,
+    source: &str,
 ) -> Result<Response> {
     let shard = u32::from_le_bytes(clock::random::<4>()?) % Config::of(env).gateway_shards;
     let name = format!("gw-{shard}");
     headers.set(GATEWAY_HEADER, &name)?;
     headers.set(HOST_HEADER, host)?;
     headers.set(TRANSPORT_HEADER, transport)?;
+    headers.set(SOURCE_HEADER, source)?;
     let mut init = worker::RequestInit::new();
     init.with_method(worker::Method::Get).with_headers(headers);
     let request = Request::new_with_init(url, &init)?;
@@ -98,8 +106,8 @@ pub struct Gateway {
     /// Bytes of an unfinished packet per connection ([`Session::take_partial_input`]). Lost if
     /// the object is evicted mid-packet; the session then ends and the device resends.
     partial_input: RefCell<HashMap<String, Vec<u8>>>,
-    /// Connections accepted that have not finished CONNECT.
-    half_open: RefCell<HashSet<String>>,
+    /// Connections accepted that have not finished CONNECT, oldest first.
+    half_open: RefCell<PreAuth<String>>,
     /// CONNECTs this shard may verify now.
     connects: RefCell<TokenBucket>,
     /// This shard's share of the hub tier's device-side throttles and daily quota.
@@ -113,8 +121,12 @@ pub struct Gateway {
 
 /// Sockets one shard holds (Cloudflare allows 32,768 hibernated sockets per object).
 pub const MAX_SOCKETS: usize = 30_000;
-/// Sockets per shard that may wait for their CONNECT at once.
+/// Sockets per shard that may wait for their CONNECT at once; a newcomer past it evicts the
+/// oldest waiting one.
 pub const MAX_HALF_OPEN: usize = 2_000;
+/// Of those, from one client address (where the platform tells it): a source past it evicts
+/// its own oldest, so one address cannot fill the shard.
+pub const MAX_HALF_OPEN_PER_SOURCE: usize = 200;
 /// CONNECTs a shard verifies per second (a burst of as many), the rest refused with CONNACK 3
 /// (server unavailable, retry): IoT Hub's S3 tier allows 5,000 new connections a second per
 /// unit, and a shard's device objects are the work behind each.
@@ -167,7 +179,7 @@ impl DurableObject for Gateway {
             mailboxes: RefCell::new(HashMap::new()),
             waiters: RefCell::new(HashMap::new()),
             partial_input: RefCell::new(HashMap::new()),
-            half_open: RefCell::new(HashSet::new()),
+            half_open: RefCell::new(PreAuth::new(MAX_HALF_OPEN, MAX_HALF_OPEN_PER_SOURCE)),
             connects: RefCell::new(TokenBucket::new(CONNECTS_PER_SECOND, CONNECTS_PER_SECOND, clock::now())),
             throttles: RefCell::new(None),
             device_rates: RefCell::new(HashMap::new()),
@@ -240,7 +252,7 @@ impl DurableObject for Gateway {
 
 impl Gateway {
     async fn accept(&self, req: &Request) -> Result<Response> {
-        if self.half_open.borrow().len() >= MAX_HALF_OPEN || self.state.get_websockets().len() >= MAX_SOCKETS {
+        if self.state.get_websockets().len() >= MAX_SOCKETS {
             return http::error(&HubError::new(
                 ErrorCode::ServiceUnavailable,
                 "this gateway shard holds as many device connections as it may; retry shortly",
@@ -259,7 +271,15 @@ impl Gateway {
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
         store_attachment(&pair.server, &attachment)?;
-        self.half_open.borrow_mut().insert(conn.clone());
+        let admitted = self.half_open.borrow_mut().admit(conn.clone(), &header(SOURCE_HEADER), clock::now());
+        if let Some(evicted) = admitted.evict {
+            // The oldest socket still waiting for its CONNECT makes room: a real device has
+            // long since sent one.
+            if let Some(ws) = self.state.get_websockets_with_tag(&evicted).into_iter().next() {
+                let _ = ws.close(Some(1013), Some("too many connections waiting for CONNECT; retry"));
+                self.deliver(&ws, &evicted, Input::SocketClosed).await;
+            }
+        }
         // Connections that never send CONNECT are closed by the timer.
         self.arm(attachment.session.poll_timeout()).await?;
         let mut response = Response::builder().with_status(101).with_websocket(pair.client);
@@ -350,7 +370,7 @@ impl Gateway {
             }
             Input::Timeout => att.session.handle_timeout(now),
             Input::SocketClosed => {
-                self.half_open.borrow_mut().remove(&att.conn);
+                self.half_open.borrow_mut().done(&att.conn);
                 self.device_rates.borrow_mut().remove(&att.conn);
                 if was_connected {
                     let op = DeviceOp::DeviceDisconnected {
@@ -376,7 +396,7 @@ impl Gateway {
             self.partial_input.borrow_mut().insert(att.conn.clone(), rest);
         }
         if att.session.is_connected() || att.session.poll_timeout().is_none() {
-            self.half_open.borrow_mut().remove(&att.conn);
+            self.half_open.borrow_mut().done(&att.conn);
         }
         store_attachment(ws, &att)?;
         self.arm(att.session.poll_timeout()).await

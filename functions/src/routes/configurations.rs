@@ -1,36 +1,47 @@
 //! `/configurations`: automatic device management (spec-less in parts; README). The
 //! configurations object stores them; these handlers add the metrics, counted by the fleet
 //! index at the time of the request, so they are as current as the index (its lag, not
-//! Azure's minutes).
+//! Azure's minutes). The counts are counts over twins: a caller without ServiceConnect (a
+//! registry policy, which may not read twins) gets the configuration with its metrics' queries
+//! and empty `results`, never a count it could use as an oracle over twin values.
 
 use super::if_match;
+use crate::auth::Caller;
 use crate::http::{self, ApiResult};
 use crate::objects::configurations::configurations_stub;
 use crate::rpc::{self, ConfigurationOp};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use twinhub_core::auth::Permissions;
 use twinhub_core::configuration::{self, check_id, Configuration};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Env, Request};
 
 /// `GET /configurations?top=N` (default and most: 100, the hub's limit).
-pub async fn list(req: Request, env: &Env) -> ApiResult {
+pub async fn list(req: Request, env: &Env, caller: &Caller) -> ApiResult {
     let top = http::query_param(&req, "top").and_then(|t| t.parse().ok()).unwrap_or(100usize).clamp(1, 100);
     let all: Vec<Configuration> = rpc::call(&configurations_stub(env)?, &ConfigurationOp::List { top }).await?;
-    Ok(http::json(200, &Value::Array(with_metrics(env, &all).await?), None)?)
+    Ok(http::json(200, &Value::Array(with_metrics(env, &all, counts_for(caller)).await?), None)?)
 }
 
 /// `GET /configurations/{id}`.
-pub async fn get(env: &Env, id: &str) -> ApiResult {
+pub async fn get(env: &Env, id: &str, caller: &Caller) -> ApiResult {
     check_id(id)?;
-    one(env, ConfigurationOp::Get { id: id.to_owned() }).await
+    one(env, ConfigurationOp::Get { id: id.to_owned() }, counts_for(caller)).await
+}
+
+/// Whether the caller may see the metrics' counts: they count twins by their contents, which
+/// only ServiceConnect may read.
+fn counts_for(caller: &Caller) -> bool {
+    caller.permissions.contains(Permissions::SERVICE_CONNECT)
 }
 
 /// `PUT /configurations/{id}`: create (no `If-Match`) or update.
 pub async fn put(mut req: Request, env: &Env, id: &str) -> ApiResult {
     check_id(id)?;
     let body = http::json_body(&mut req).await?;
-    one(env, ConfigurationOp::Put { id: id.to_owned(), body, if_match: if_match(&req) }).await
+    // A writer has ServiceConnect (the route asks for it), so the answer carries the counts.
+    one(env, ConfigurationOp::Put { id: id.to_owned(), body, if_match: if_match(&req) }, true).await
 }
 
 /// `DELETE /configurations/{id}`.
@@ -71,16 +82,19 @@ pub async fn test_queries(mut req: Request) -> ApiResult {
     Ok(http::json(200, &answer, None)?)
 }
 
-/// One configuration from the object, with its metrics.
-async fn one(env: &Env, op: ConfigurationOp) -> ApiResult {
+/// One configuration from the object, with its metrics (counted when `counted`).
+async fn one(env: &Env, op: ConfigurationOp, counted: bool) -> ApiResult {
     let c: Configuration = rpc::call(&configurations_stub(env)?, &op).await?;
-    let wire = with_metrics(env, std::slice::from_ref(&c)).await?.pop().unwrap_or_default();
+    let wire = with_metrics(env, std::slice::from_ref(&c), counted).await?.pop().unwrap_or_default();
     Ok(http::json(200, &wire, Some(&c.etag_string()))?)
 }
 
 /// The wire forms with `systemMetrics` and `metrics` counted now, every count of every
-/// configuration in one call to each index shard.
-async fn with_metrics(env: &Env, all: &[Configuration]) -> worker::Result<Vec<Value>> {
+/// configuration in one call to each index shard; with empty results when not `counted`.
+async fn with_metrics(env: &Env, all: &[Configuration], counted: bool) -> worker::Result<Vec<Value>> {
+    if !counted {
+        return Ok(all.iter().map(|c| c.to_wire(&Map::new(), &Map::new())).collect());
+    }
     // (configuration, is it a system metric, name, query), then the counts in the same order.
     let mut asked = Vec::new();
     let mut metrics = vec![(Map::new(), Map::new()); all.len()];

@@ -20,5 +20,6 @@ pub async fn connect(req: Request, env: &Env) -> ApiResult {
         return crate::amqp::accept_websocket(req, env).await;
     }
     let host = own_host(&req, env);
-    Ok(connect_to_shard(env, req.url()?.as_ref(), req.headers().clone(), &host, TRANSPORT_WEBSOCKET).await?)
+    let source = crate::auth::client_address(&req);
+    Ok(connect_to_shard(env, req.url()?.as_ref(), req.headers().clone(), &host, TRANSPORT_WEBSOCKET, &source).await?)
 }

@@ -133,8 +133,8 @@ async fn dispatch(req: Request, env: &Env, route: Route<'_>, caller: Option<Call
         Route::InvokeCommand { id, component, command } => {
             digital_twins::command(req, env, id, component, command).await
         }
-        Route::ListConfigurations => configurations::list(req, env).await,
-        Route::GetConfiguration(id) => configurations::get(env, id).await,
+        Route::ListConfigurations => configurations::list(req, env, &signed(caller)?).await,
+        Route::GetConfiguration(id) => configurations::get(env, id, &signed(caller)?).await,
         Route::PutConfiguration(id) => configurations::put(req, env, id).await,
         Route::DeleteConfiguration(id) => configurations::delete(req, env, id).await,
         Route::TestConfigurationQueries => configurations::test_queries(req).await,

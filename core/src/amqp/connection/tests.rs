@@ -280,6 +280,7 @@ fn a_refused_link_gets_an_empty_attach_and_a_detach_with_the_reason() {
 #[test]
 fn heartbeats_the_idle_timeout_and_the_open_timeout() {
     let mut p = Peer::opened(None);
+    p.hub.authenticated();
     // The peer asked for 60 s: the hub sends an empty frame every 30 s of its own silence.
     let beat = p.hub.poll_timeout().unwrap();
     assert_eq!(beat, UnixMillis(T0.0 + 30_000));
@@ -294,6 +295,28 @@ fn heartbeats_the_idle_timeout_and_the_open_timeout() {
     assert_eq!(p.hub.poll_timeout(), Some(UnixMillis(T0.0 + 30_000)));
     p.hub.handle_timeout(UnixMillis(T0.0 + 30_000));
     assert!(p.hub.is_closed());
+}
+
+#[test]
+fn a_connection_that_never_authenticates_is_closed_at_its_deadline() {
+    let limits = Limits { auth_timeout_ms: 5_000, ..Limits::default() };
+    let mut p = Peer::opened_with(limits, None);
+    assert_eq!(p.hub.poll_timeout(), Some(UnixMillis(T0.0 + 5_000)));
+    // Empty frames (heartbeats) keep a connection alive, but do not stand for a credential.
+    p.now = UnixMillis(T0.0 + 4_000);
+    p.send(Frame { channel: 0, body: Body::Empty });
+    p.hub.handle_timeout(UnixMillis(T0.0 + 4_999));
+    assert!(!p.hub.is_closed());
+    p.hub.handle_timeout(UnixMillis(T0.0 + 5_000));
+    assert!(matches!(p.performative(), Performative::Close(Some(e)) if e.condition == condition::UNAUTHORIZED_ACCESS));
+    assert!(p.hub.is_closed());
+    // One that authenticated in time is not.
+    let mut p = Peer::opened_with(limits, None);
+    p.hub.authenticated();
+    assert!(p.hub.is_authenticated());
+    p.hub.handle_timeout(UnixMillis(T0.0 + 5_000));
+    assert!(!p.hub.is_closed());
+    assert!(p.hub.poll_timeout().unwrap() > UnixMillis(T0.0 + 5_000));
 }
 
 #[test]
