@@ -335,23 +335,3 @@ fn each_listener_takes_only_its_own_protocol() {
     device.read_exact(&mut connack).expect("a CONNACK on 8883");
     assert_eq!(connack, [0x20, 0x02, 0x00, 0x00], "accepted");
 }
-
-#[test]
-fn tcp_connections_that_never_start_tls_are_closed() {
-    let storage = Storage::new("security-no-tls");
-    let hub = Hub::launch(&storage, true, None, &[("MQTT_CONNECT_TIMEOUT_MS", "1500")]);
-    let (Some(mqtts), Some(amqps)) = (hub.mqtt_port(), hub.amqps_port()) else {
-        println!("skipped: this runtime takes no TCP (TWINHUB_TEST_RUNTIME=wrangler)");
-        return;
-    };
-    for port in [mqtts, amqps] {
-        let mut silent = AmqpClient::tcp(port);
-        silent.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(20));
-        assert!(closed, "a TCP connection to {port} that never starts TLS is still open after 20 s");
-    }
-    // A device that does start TLS connects.
-    assert_eq!(hub.call("PUT", "/devices/t1", Some("{}")).status, 200);
-    let service = AmqpClient::with_token_via(Via::Tls(amqps), &hub.host(), &hub.host(), &hub.policy_token("service"));
-    drop(service);
-}
