@@ -54,15 +54,19 @@ for name in "${PASS_ENV[@]}"; do
   if [ -n "${!name+x}" ]; then args+=(--from-env "$name"); fi
 done
 
+# workerd holds a descriptor per socket and three per awake Durable Object (its SQLite database,
+# WAL and shared memory, until it is evicted 10 s after its last request); when accept() runs
+# out it exits. Many systems start processes with a soft limit of 1,024: take the hard limit
+# (TWINHUB_NOFILE sets a lower one, as the headroom test does), and tell the Worker the limit:
+# it admits work against what is left (core::headroom).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ -n "${TWINHUB_NOFILE:-}" ]; then ulimit -n "$TWINHUB_NOFILE"; fi
+args+=(--fd-limit "$(ulimit -n)")
+
 mkdir -p "$out"
 node "$root/scripts/workerd-config.mjs" "${args[@]}"
 scheme=http; [ -n "${TWINHUB_TLS_KEY:-}" ] && scheme=https
 echo "serve: twinhub on $scheme://$host:$port${mqtt:+ and mqtts://$mqtt}${TWINHUB_AMQP_LISTEN:+ and amqp://$TWINHUB_AMQP_LISTEN} (config $out/config.capnp, storage $storage)" >&2
-# workerd holds a descriptor per socket and two per awake Durable Object (its SQLite files,
-# until it is evicted 10-30 s after its last request); when it runs out it exits
-# (`accept: Too many open files` is fatal). Many systems start processes with a soft limit of
-# 1,024: take the hard limit, as the test and benchmark scripts do.
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # --experimental: localDisk storage is documented as experimental (workerd 2026-04-26 also ran it
 # without the flag); TCP sockets and the `experimental` compat flag do need it.
 # shellcheck disable=SC2086

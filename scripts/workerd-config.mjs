@@ -274,6 +274,7 @@ function parseArgs(argv) {
       case "--from-env": o.fromEnv.push(next()); break;
       case "--spa-fallback": o.spaFallback = next(); break;
       case "--bench": o.bench = true; break;
+      case "--fd-limit": o.fdLimit = next(); break;
       case "-h": case "--help":
         process.stdout.write(readFileSync(new URL(import.meta.url), "utf8").split("\n").slice(1, 30).filter((l) => l.startsWith("//")).map((l) => l.slice(3)).join("\n") + "\n");
         process.exit(0);
@@ -403,6 +404,16 @@ export function generate(opts, warn = (m) => process.stderr.write(`workerd-confi
       ],
     )),`);
     services.push(`    (name = "assets-disk", disk = (path = ${capnpString(assetsDir)}, writable = false)),`);
+  }
+
+  // Admission by open-file headroom (functions/src/headroom.rs): the process's limit, and its
+  // own descriptors listed by a read-only disk service on /proc/self/fd (workerd resolves
+  // "self" to itself).
+  if (opts.fdLimit) {
+    if (!/^[0-9]+$/.test(opts.fdLimit)) throw new Error(`--fd-limit ${opts.fdLimit} is not a number`);
+    bindings.push(`(name = "TWINHUB_FD_LIMIT", text = ${capnpString(opts.fdLimit)})`);
+    bindings.push(`(name = "TWINHUB_FDS", service = "fds")`);
+    services.push(`    (name = "fds", disk = (path = "/proc/self/fd", writable = false)),`);
   }
 
   const storage = path.resolve(opts.storage);

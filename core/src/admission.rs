@@ -108,6 +108,19 @@ impl<C: Clone + PartialEq> PreAuth<C> {
     }
 }
 
+/// The key a client address is bounded under: an IPv4 address as it is, an IPv6 address by its
+/// /64 (one subscriber's prefix: a client rotating through its own addresses is one source).
+pub fn source_key(address: &str) -> String {
+    match address.trim().parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +157,15 @@ mod tests {
         assert!(pre.done(&2));
         assert!(pre.done(&4) && pre.done(&5));
         assert!(pre.is_empty() && pre.per_source.is_empty());
+    }
+
+    #[test]
+    fn sources_are_keyed_by_address_or_ipv6_prefix() {
+        assert_eq!(source_key("203.0.113.9"), "203.0.113.9");
+        assert_eq!(source_key("2001:db8:1:2:aaaa::1"), source_key("2001:db8:1:2:ffff::7"));
+        assert_ne!(source_key("2001:db8:1:2::1"), source_key("2001:db8:1:3::1"));
+        assert_eq!(source_key("junk"), "");
+        assert_eq!(source_key(""), "");
     }
 
     #[test]

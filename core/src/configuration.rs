@@ -389,6 +389,24 @@ impl Configuration {
     }
 }
 
+/// Empties the metric `results` of a configuration's wire form, or of each in a list: for a
+/// caller that may not read twins (the counts are counts over twins; the queries stay).
+pub fn withhold_counts(wire: &mut Value) {
+    match wire {
+        Value::Array(all) => all.iter_mut().for_each(withhold_counts),
+        Value::Object(c) => {
+            for section in ["systemMetrics", "metrics"] {
+                if let Some(Value::Object(m)) = c.get_mut(section) {
+                    if m.contains_key("results") {
+                        m.insert("results".into(), Value::Object(Map::new()));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The configuration a twin (as the service sees it) of `collection` (device or module twins)
 /// gets: of those for that collection whose target condition it matches, the highest priority;
 /// ties go to the newest.
@@ -408,6 +426,22 @@ pub fn winner<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_withheld_and_queries_kept() {
+        let one = json!({"id": "c", "systemMetrics": {"results": {"targetedCount": 3}, "queries": {"targetedCount": "q"}},
+                          "metrics": {"results": {"pin": 1}, "queries": {"pin": "SELECT ..."}}});
+        let mut list = json!([one.clone(), one]);
+        withhold_counts(&mut list);
+        for c in list.as_array().unwrap() {
+            assert_eq!(c["systemMetrics"]["results"], json!({}));
+            assert_eq!(c["metrics"]["results"], json!({}));
+            assert_eq!(c["metrics"]["queries"]["pin"], "SELECT ...");
+        }
+        let mut other = json!({"Message": "ErrorCode:ConfigurationNotFound"});
+        withhold_counts(&mut other);
+        assert_eq!(other, json!({"Message": "ErrorCode:ConfigurationNotFound"}));
+    }
 
     fn request(body: Value) -> ConfigurationRequest {
         ConfigurationRequest::parse(&body.to_string()).unwrap()

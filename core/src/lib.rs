@@ -20,6 +20,7 @@ pub mod etag;
 pub mod eventhub;
 pub mod fixture;
 pub mod fleet;
+pub mod headroom;
 pub mod identity;
 pub mod job;
 pub mod listener;

@@ -78,9 +78,7 @@ enum Node {
     Partition { path: String, partition: u32, next: Option<u64>, start: StartPosition, next_look: u64, empty: u32 },
 }
 
-/// The node paths of the hub-wide service nodes, as a grant must cover them.
-const DEVICE_BOUND: &str = "messages/devicebound";
-const FEEDBACK: &str = "messages/servicebound/feedback";
+use twinhub_core::amqp::cbs::{DEVICE_BOUND, FEEDBACK};
 
 impl Node {
     /// The node a grant must cover for the link to stay attached; `None` for the request and
@@ -345,12 +343,13 @@ async fn run(mut transport: impl Transport, env: &Env, first: Vec<u8>, subreques
             Either::Left((Either::Left((None, _)), _)) => break,
             Either::Left((Either::Left((Some(bytes), _)), _)) => driver.conn.handle_bytes(&bytes, clock::now()),
             Either::Left((Either::Right((Some(Inbox::Gateway(said)), _)), _)) => driver.gateway_said(said),
-            Either::Left((Either::Right((Some(Inbox::Evicted), _)), _)) => {
+            // An eviction that crossed the connection's authentication in the inbox is moot.
+            Either::Left((Either::Right((Some(Inbox::Evicted), _)), _)) if !driver.conn.is_authenticated() => {
                 let why = "too many connections are waiting to authenticate; this, the oldest, makes room";
                 driver.conn.close(Some(AmqpError::new(condition::RESOURCE_LIMIT_EXCEEDED, why)), clock::now());
             }
             // The driver holds a sender: the inbox never ends while it runs.
-            Either::Left((Either::Right((None, _)), _)) => {}
+            Either::Left((Either::Right((None | Some(Inbox::Evicted), _)), _)) => {}
             Either::Right(_) => {
                 let now = clock::now();
                 driver.conn.handle_timeout(now);
@@ -544,6 +543,10 @@ impl Driver {
         };
         let (token, host, expiry_secs) = (grant.token.clone(), grant.host.clone(), grant.expiry_secs);
         if !self.devices.contains_key(&device_id) {
+            if let Some((refused, _)) = crate::headroom::shed(&self.env).await {
+                let error = AmqpError::new(condition::RESOURCE_LIMIT_EXCEEDED, refused.message);
+                return self.conn.refuse_link(link, name, error, now);
+            }
             if self.devices.len() >= MAX_DEVICES {
                 let why = format!("a connection carries at most {MAX_DEVICES} devices");
                 return self.conn.refuse_link(link, name, AmqpError::new(condition::RESOURCE_LIMIT_EXCEEDED, why), now);
@@ -778,6 +781,10 @@ impl Driver {
                 Node::Replies(Vec::new())
             }
             (_, Role::Receiver) => match PartitionAddress::parse(&address, partitions) {
+                Some(parsed) if !parsed.entity.eq_ignore_ascii_case(eventhub::ENTITY_PATH) => {
+                    let why = format!("no event hub '{}' (this hub's is '{}')", parsed.entity, eventhub::ENTITY_PATH);
+                    return self.conn.refuse_link(link, name, AmqpError::new(condition::NOT_FOUND, why), now);
+                }
                 Some(parsed) => {
                     let path = cbs::node_path(&address).to_owned();
                     if self.refused_without_grant(link, name, &path) {
@@ -923,12 +930,12 @@ impl Driver {
         Ok(())
     }
 
-    /// Detaches the service links no unexpired grant covers any more, when a token expires.
+    /// Detaches the service links no unexpired grant covers any more. Every pass looks at
+    /// every guarded link (a few at most): a grant may also leave by a put-token's tidying
+    /// ([`Grants::put`] drops the expired), not only by [`Grants::expire`].
     fn check_expiry(&mut self) {
         let now = clock::now();
-        if !self.grants.expire(now.as_secs()) {
-            return;
-        }
+        self.grants.expire(now.as_secs());
         let uncovered: Vec<LinkId> = self
             .nodes
             .iter()
@@ -968,6 +975,12 @@ impl Driver {
     async fn management(&mut self, request: &Message) -> Message {
         let partitions = Config::of(&self.env).eventhub_partitions;
         let parsed = eventhub::management_request(request, partitions);
+        // Only this hub's event hub has figures; any other name is no entity at all.
+        if let Ok(ManagementRequest::EventHub { name } | ManagementRequest::Partition { name, .. }) = &parsed {
+            if !name.eq_ignore_ascii_case(eventhub::ENTITY_PATH) {
+                return cbs::reply(request, 404, &format!("no event hub '{name}'"), None);
+            }
+        }
         // The entity a request names is the node its token must cover.
         let entity = match &parsed {
             Ok(ManagementRequest::EventHub { name } | ManagementRequest::Partition { name, .. }) => Some(name.as_str()),

@@ -113,7 +113,8 @@ pub fn client_address(req: &Request) -> String {
     if req.cf().is_none() {
         return String::new();
     }
-    req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_default()
+    let address = req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_default();
+    twinhub_core::admission::source_key(&address)
 }
 
 /// The hub's host name as the client addressed it (`127.0.0.1:8787` under `wrangler dev`): SAS

@@ -55,6 +55,13 @@ pub const JOB_RETENTION_VAR: &str = "JOB_RETENTION_SECS";
 /// Variable: `1` enables the benchmark routes (`/api/bench/...`).
 pub const BENCH_ECHO_VAR: &str = "TWINHUB_BENCH_ECHO";
 
+/// Variable (self-hosted, set by `scripts/serve.sh`): the workerd process's open-file limit.
+/// With the [`FDS_BINDING`] it turns on admission by headroom (`crate::headroom`).
+pub const FD_LIMIT_VAR: &str = "TWINHUB_FD_LIMIT";
+/// Service binding (self-hosted): a read-only disk service on `/proc/self/fd`, whose listing is
+/// workerd's own open files.
+pub const FDS_BINDING: &str = "TWINHUB_FDS";
+
 /// AWS IoT's default per-connection publish rate; IoT Hub has none per device.
 pub const DEFAULT_DEVICE_MESSAGES_PER_SECOND: u64 = 100;
 /// Gateway shards when the variable is absent.
@@ -112,6 +119,8 @@ pub struct Config {
     pub bench_routes: bool,
     pub eventhub_partitions: u32,
     pub amqp_subrequests: u64,
+    /// The process's open-file limit, where the runtime has one to know (self-hosted).
+    pub fd_limit: Option<u64>,
 }
 
 thread_local! {
@@ -161,6 +170,7 @@ impl Config {
                 .filter(|n| *n <= twinhub_core::eventhub::MAX_PARTITIONS)
                 .unwrap_or(twinhub_core::eventhub::DEFAULT_PARTITIONS),
             amqp_subrequests: positive(AMQP_SUBREQUESTS_VAR, DEFAULT_AMQP_SUBREQUESTS),
+            fd_limit: number(FD_LIMIT_VAR).filter(|n| *n > 0),
         }
     }
 }

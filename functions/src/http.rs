@@ -75,6 +75,13 @@ pub fn error(e: &HubError) -> Result<Response> {
     }
 }
 
+/// A 503 with `Retry-After` (seconds): the hub sheds load it cannot take now.
+pub fn unavailable(e: &HubError, retry_after_secs: u64) -> Result<Response> {
+    let mut response = error(e)?;
+    response.headers_mut().set("retry-after", &retry_after_secs.to_string())?;
+    Ok(response)
+}
+
 /// A query parameter of the request, percent-decoded.
 pub fn query_param(req: &worker::Request, name: &str) -> Option<String> {
     req.url().ok()?.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())

@@ -15,6 +15,7 @@ mod auth;
 mod clock;
 mod config;
 mod device_tcp;
+mod headroom;
 mod http;
 mod limits;
 mod objects;
@@ -45,6 +46,12 @@ async fn connect(mut socket: Socket, env: Env, ctx: Context) -> Result<()> {
     use futures_util::future::{select, Either};
     use tokio::io::AsyncReadExt;
     use twinhub_core::listener::{self, ListenerProps, Protocol};
+    // Near the open-file limit a new connection is closed at once (a device retries later),
+    // before it costs the gateway socket it would open.
+    if let Some((refused, _)) = headroom::shed(&env).await {
+        worker::console_warn!("a TCP connection refused: {}", refused.message);
+        return socket.close().await;
+    }
     let mut first = vec![0u8; 1024];
     // A connection that says nothing is closed after the MQTT connect timeout, as a device
     // that never sends CONNECT is: nothing is held for a silent peer.
@@ -58,11 +65,15 @@ async fn connect(mut socket: Socket, env: Env, ctx: Context) -> Result<()> {
         Ok(n) => n,
     };
     first.truncate(n);
-    let on = ctx.props::<ListenerProps>().unwrap_or_default().listener;
+    // Props that do not read (a listener name this build does not know) serve nothing: only
+    // a configuration that names no listener at all is served whatever it speaks.
+    let Ok(ListenerProps { listener: on }) = ctx.props::<ListenerProps>() else {
+        worker::console_warn!("a TCP connection on a listener this build does not know: closed");
+        return socket.close().await;
+    };
     let protocol = Protocol::of(&first);
     if !listener::serves(on, protocol) {
-        // Not this port's protocol: closed unread (an AMQP peer is first told the header
-        // this port speaks, as AMQP 2.2 asks of a server refusing a protocol).
+        // Not this port's protocol: closed unread.
         if protocol == Protocol::Mqtt {
             worker::console_warn!("{on:?} listener: an MQTT connection refused (no plaintext MQTT; use 8883)");
         } else {

@@ -36,8 +36,16 @@ pub async fn route(req: Request, env: &Env, up: UpstreamHub, route: Route<'_>, s
     let not_found = || HubError::new(ErrorCode::NotFound, format!("no such resource: /{}", segs.join("/")));
     match route.upstream() {
         Upstream::Forwarded { timeout_secs } if upstream::forwards_safely(segs) => {
-            auth::authorize(&req, env, &route)?;
-            forward(req, &up, timeout_secs).await
+            let caller = auth::authorize(&req, env, &route)?;
+            // A configuration's metric counts are counts over twins: withheld from a caller
+            // that may not read twins, as twinhub's own hub withholds them.
+            let counts =
+                caller.is_some_and(|c| c.permissions.contains(twinhub_core::auth::Permissions::SERVICE_CONNECT));
+            let filter = match route {
+                Route::ListConfigurations | Route::GetConfiguration(_) if !counts => Some(Withhold::MetricCounts),
+                _ => None,
+            };
+            forward(req, &up, timeout_secs, filter).await
         }
         Upstream::Own(feature) => Err(upstream::unavailable(feature).into()),
         Upstream::Piped => device_pipe(req, env, up).await,
@@ -45,8 +53,14 @@ pub async fn route(req: Request, env: &Env, up: UpstreamHub, route: Route<'_>, s
     }
 }
 
+/// What a forwarded answer loses on its way back.
+enum Withhold {
+    /// Configurations' `systemMetrics.results` and `metrics.results`.
+    MetricCounts,
+}
+
 /// Forwards one IoT Hub REST call whose caller has been checked.
-async fn forward(mut req: Request, up: &UpstreamHub, timeout_secs: u64) -> ApiResult {
+async fn forward(mut req: Request, up: &UpstreamHub, timeout_secs: u64, withhold: Option<Withhold>) -> ApiResult {
     let method = req.method();
     let url = req.url()?;
     let path_and_query = match url.query() {
@@ -79,7 +93,13 @@ async fn forward(mut req: Request, up: &UpstreamHub, timeout_secs: u64) -> ApiRe
         Either::Right(_) => return Err(unreachable(up, &format!("did not answer within {timeout_secs} s")).into()),
     };
     let status = answer.status_code();
-    let body = answer.bytes().await.map_err(|_| unreachable(up, "broke off its answer"))?;
+    let mut body = answer.bytes().await.map_err(|_| unreachable(up, "broke off its answer"))?;
+    if let (Some(Withhold::MetricCounts), 200) = (&withhold, status) {
+        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&body) {
+            twinhub_core::configuration::withhold_counts(&mut value);
+            body = serde_json::to_vec(&value).unwrap_or_default();
+        }
+    }
     if up.leaks_key(&String::from_utf8_lossy(&body)) {
         // Cannot happen with a real hub; if it ever does, the key stays here.
         return Err(HubError::new(ErrorCode::ServerError, "the upstream's answer was withheld").into());

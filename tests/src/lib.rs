@@ -261,6 +261,10 @@ impl Hub {
         if vars.contains(&("TWINHUB_BENCH_ECHO", "1")) {
             command.env("TWINHUB_BENCH_ECHO", "1");
         }
+        // A lower open-file limit for workerd (scripts/serve.sh applies it with ulimit).
+        if let Some((_, n)) = vars.iter().find(|(k, _)| *k == "TWINHUB_NOFILE") {
+            command.env("TWINHUB_NOFILE", n);
+        }
         let child = command
             .current_dir(&root)
             .arg(storage.path().join("workerd"))

@@ -115,6 +115,11 @@ pub fn authorize(
     })
 }
 
+/// The cloud-to-device node's path, as a grant must cover it.
+pub const DEVICE_BOUND: &str = "messages/devicebound";
+/// The delivery feedback node's path.
+pub const FEEDBACK: &str = "messages/servicebound/feedback";
+
 /// Service tokens one connection keeps at once: one per resource, as CBS keeps a token per
 /// audience. A put-token for a new resource past this is refused (403): each is a few hundred
 /// bytes a client could otherwise make the connection hold without end.

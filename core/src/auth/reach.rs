@@ -56,15 +56,28 @@ pub const REST_SAMPLES: &[(&str, &str)] = &[
 ];
 
 /// The AMQP nodes a service reaches, with what a token must show for each: ServiceConnect,
-/// and a resource covering the node's path (`{host}` covers them all).
-pub const AMQP_SERVICE_NODES: &[(&str, &str)] = &[
-    ("$cbs", "none (the token is what it carries)"),
-    ("$management", "ServiceConnect, resource covering `{entity}`"),
-    ("{entity}/ConsumerGroups/{group}/Partitions/{n}", "ServiceConnect, resource covering the partition"),
-    ("/messages/devicebound", "ServiceConnect, resource covering `messages/devicebound`"),
-    ("/messages/servicebound/feedback", "ServiceConnect, resource covering `messages/servicebound/feedback`"),
-    ("/devices/{id}/...", "the device's own token, or a DeviceConnect policy's covering `devices/{id}`"),
-];
+/// and a resource covering the node's path (`{host}` covers them all). The paths are the
+/// constants the AMQP adapter checks grants against (`cbs::DEVICE_BOUND`, `cbs::FEEDBACK`,
+/// `eventhub::ENTITY_PATH`); a new node must be added here by hand.
+pub fn amqp_service_nodes() -> Vec<(String, String)> {
+    use crate::amqp::cbs::{DEVICE_BOUND, FEEDBACK};
+    use crate::eventhub::ENTITY_PATH;
+    let covering = |path: &str| format!("ServiceConnect, resource covering `{path}`");
+    vec![
+        ("$cbs".into(), "none (the token is what it carries)".into()),
+        ("$management".into(), format!("{} (no other entity answers)", covering(ENTITY_PATH))),
+        (
+            format!("{ENTITY_PATH}/ConsumerGroups/{{group}}/Partitions/{{n}}"),
+            "ServiceConnect, resource covering the partition".into(),
+        ),
+        (format!("/{DEVICE_BOUND}"), covering(DEVICE_BOUND)),
+        (format!("/{FEEDBACK}"), covering(FEEDBACK)),
+        (
+            "/devices/{id}/...".into(),
+            "the device's own token, or a DeviceConnect policy's covering `devices/{id}`".into(),
+        ),
+    ]
+}
 
 /// The routes of [`REST_SAMPLES`], parsed.
 pub fn samples() -> Vec<(&'static str, &'static str, Route<'static>)> {
@@ -178,7 +191,7 @@ pub fn rest_table() -> String {
 /// The markdown table of AMQP nodes.
 pub fn amqp_table() -> String {
     let mut out = String::from("| AMQP node | needs |\n|---|---|\n");
-    for (node, needs) in AMQP_SERVICE_NODES {
+    for (node, needs) in amqp_service_nodes() {
         out.push_str(&format!("| `{node}` | {needs} |\n"));
     }
     out

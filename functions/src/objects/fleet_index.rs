@@ -153,11 +153,11 @@ fn store_copy(sql: &SqlStorage, set: &[Configuration]) -> Result<()> {
 /// Twins a sweep reads per statement, and device objects it calls at once.
 const SWEEP_PAGE: u64 = 500;
 const SWEEP_CALLS: usize = 32;
-/// Device objects a sweep wakes per second, over all shards, unless `JOB_DEVICES_PER_SECOND`
-/// says otherwise. Each object woken holds its SQLite files open until workerd evicts it;
-/// unpaced, a sweep over 10,000 twins (about 500 a second on this machine) held more open
-/// files than the process may have, and workerd died of it (measured: BENCHMARKS).
-const SWEEP_DEVICES_PER_SECOND: u64 = 200;
+/// Device objects a sweep wakes per second, over all shards, when `JOB_DEVICES_PER_SECOND`
+/// is set. Otherwise a sweep is paced by the open-file headroom (`crate::headroom`: each object
+/// woken holds its SQLite files open until workerd evicts it, and unpaced, a sweep over 10,000
+/// twins held more open files than the process may have, and workerd died of it), and
+/// unpaced where nothing is measured (Cloudflare, which has no descriptors to run out of).
 
 #[derive(Deserialize)]
 struct IdentityRow {
@@ -662,16 +662,16 @@ impl FleetIndex {
         }
     }
 
-    /// Every device and module twin this shard holds, reconsidered against the configurations, paced to
-    /// this shard's share of [`SWEEP_DEVICES_PER_SECOND`].
+    /// Every device and module twin this shard holds, reconsidered against the configurations,
+    /// each chunk of calls as large as the open-file headroom allows, and within this shard's
+    /// share of `JOB_DEVICES_PER_SECOND` when that is set.
     async fn sweep(&self) -> Result<()> {
         let config = crate::config::Config::of(&self.env);
-        let hub_rate = match config.job_devices_per_second {
-            0 => SWEEP_DEVICES_PER_SECOND,
-            n => n,
+        let per_shard = match config.job_devices_per_second {
+            0 => None,
+            n => Some((n / u64::from(config.index_shards.max(1))).max(1)),
         };
-        let per_shard = (hub_rate / u64::from(config.index_shards.max(1))).max(1);
-        let chunk = usize::try_from(per_shard).unwrap_or(SWEEP_CALLS).clamp(1, SWEEP_CALLS);
+        let chunk = per_shard.map_or(SWEEP_CALLS, |r| usize::try_from(r).unwrap_or(SWEEP_CALLS).clamp(1, SWEEP_CALLS));
         let mut after = String::new();
         loop {
             let rows: Vec<TwinRow> = self
@@ -688,17 +688,27 @@ impl FleetIndex {
                 .to_array()?;
             let Some(last) = rows.last() else { return Ok(()) };
             after = last.id.clone();
-            for part in rows.chunks(chunk) {
+            let mut rest: &[TwinRow] = &rows;
+            while !rest.is_empty() {
+                let granted = crate::headroom::claim_wakes(&self.env, rest.len().min(chunk) as u64).await;
+                let Some(take) = usize::try_from(granted).ok().filter(|n| *n > 0) else {
+                    worker::Delay::from(std::time::Duration::from_millis(crate::headroom::WAIT_MS)).await;
+                    continue;
+                };
+                let (part, later) = rest.split_at(take.min(rest.len()));
+                rest = later;
                 let began = clock::now().0;
                 let calls = part.iter().map(|r| self.reconsider(&r.id, &r.twin, true));
                 for result in futures_util::future::join_all(calls).await {
                     result?;
                 }
-                // This chunk's share of a second, less what it took.
-                let due = began + (part.len() as u64 * 1000) / per_shard;
-                let wait = due.saturating_sub(clock::now().0);
-                if wait > 0 {
-                    worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+                // This chunk's share of a second at the configured rate, less what it took.
+                if let Some(rate) = per_shard {
+                    let due = began + (part.len() as u64 * 1000) / rate;
+                    let wait = due.saturating_sub(clock::now().0);
+                    if wait > 0 {
+                        worker::Delay::from(std::time::Duration::from_millis(wait)).await;
+                    }
                 }
             }
         }

@@ -395,7 +395,7 @@ impl Gateway {
         if !rest.is_empty() {
             self.partial_input.borrow_mut().insert(att.conn.clone(), rest);
         }
-        if att.session.is_connected() || att.session.poll_timeout().is_none() {
+        if !was_connected && (att.session.is_connected() || att.session.poll_timeout().is_none()) {
             self.half_open.borrow_mut().done(&att.conn);
         }
         store_attachment(ws, &att)?;
@@ -414,6 +414,9 @@ impl Gateway {
             let device_id = att.session.device_id().to_owned();
             match event {
                 SessionEvent::Authenticate { device_id, username, token, clean_session, model_id } => {
+                    // A whole CONNECT arrived: the socket no longer waits unauthenticated (the
+                    // verification's own bound is `connects`), so no flood evicts it mid-check.
+                    self.half_open.borrow_mut().done(&att.conn);
                     if att.tcp {
                         att.host = crate::auth::own_name_in_username(username.as_deref(), &self.env);
                     }
@@ -433,6 +436,14 @@ impl Gateway {
                     if !self.connects.borrow_mut().try_take(clock::now())
                         || self.admit(Operation::NewConnection).is_err()
                     {
+                        att.session.authenticated(Err(ConnectReturnCode::ServerUnavailable));
+                        continue;
+                    }
+                    // Near the open-file limit a session would wake an object it has no file
+                    // for: CONNACK 3, and the device retries later.
+                    if let Some((refused, _)) = crate::headroom::shed(&self.env).await {
+                        worker::console_warn!("device CONNECT refused: {}", refused.message);
+                        self.refund(Operation::NewConnection);
                         att.session.authenticated(Err(ConnectReturnCode::ServerUnavailable));
                         continue;
                     }

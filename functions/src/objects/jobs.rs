@@ -367,7 +367,14 @@ impl Jobs {
                 Ok(Next::Again)
             }
             Task::Call { pick, staged, when_none } => {
-                let rows = self.records(&job.job_id, &pick, self.batch())?;
+                // As many devices as the open-file headroom lets it wake now (all of the batch
+                // where nothing is measured); none: look again shortly.
+                let wanted = self.batch();
+                let granted = crate::headroom::claim_wakes(&self.env, wanted as u64).await;
+                if granted == 0 && wanted > 0 {
+                    return Ok(Next::Wait(crate::headroom::WAIT_MS));
+                }
+                let rows = self.records(&job.job_id, &pick, usize::try_from(granted).unwrap_or(wanted))?;
                 if !rows.is_empty() {
                     self.run_batch(&mut job, rows, staged).await?;
                     return Ok(Next::Again);

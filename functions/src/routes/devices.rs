@@ -10,6 +10,7 @@ use futures_util::future::try_join_all;
 use serde_json::json;
 use twinhub_core::identity::bulk::{self, BulkAction};
 use twinhub_core::identity::check_device_id;
+use twinhub_core::{ErrorCode, HubError};
 use worker::{Env, Request};
 
 /// `GET /devices?top=N`: up to N identities (1..1000, default 1000), merged across index shards.
@@ -46,7 +47,7 @@ pub async fn send_message(mut req: Request, env: &Env, id: &str) -> ApiResult {
 /// "deleted", ...}`; the current twin comes first. The token rides in the query because browsers
 /// cannot set headers on WebSockets.
 ///
-/// The token may be scoped to the one device (`sr={host}/devices/{id}`, what the dashboard
+/// The token may be scoped to the one device (`sr={host}/devices/{id}/$live`, what the dashboard
 /// mints); the socket closes when it expires. A browser page from another origin is refused
 /// (a WebSocket is not bound by CORS), and the device object bounds the views per device and
 /// per token.
@@ -118,12 +119,44 @@ pub async fn delete(req: Request, env: &Env, id: &str) -> ApiResult {
     Ok(rpc::forward(&device_stub(env, id)?, &op).await?)
 }
 
+/// How long a bulk registry operation waits for open-file headroom before it is refused.
+const BULK_HEADROOM_WAIT_MS: u64 = 30_000;
+
 /// `POST /devices`: bulk create, update or delete of up to 100 devices. Each device is its own
 /// operation on its own object (there is no cross-device transaction, as in IoT Hub); the
 /// answer lists the failures: 200 when there are none, 400 otherwise.
 pub async fn bulk(mut req: Request, env: &Env) -> ApiResult {
     let body = http::body_text(&mut req).await?;
     let items = bulk::parse(&body)?;
+    // One object woken per item: the items go in pieces as large as the open-file headroom
+    // allows (as a job is paced); one that finds none within [`BULK_HEADROOM_WAIT_MS`] fails
+    // with ServiceUnavailable, as a per-device error of the bulk answer.
+    let deadline = crate::clock::now().0 + BULK_HEADROOM_WAIT_MS;
+    let mut results = Vec::with_capacity(items.len());
+    let mut rest = items;
+    while !rest.is_empty() {
+        let Some(granted) = crate::headroom::wakes_by(env, rest.len() as u64, deadline).await else {
+            let busy = HubError::new(ErrorCode::ServiceUnavailable, "the hub is near its open-file limit; retry");
+            results.extend(rest.drain(..).map(|item| (item.device_id, Some(busy.clone()))));
+            break;
+        };
+        let later = rest.split_off(usize::try_from(granted).unwrap_or(rest.len()).min(rest.len()));
+        results.extend(bulk_calls(env, std::mem::replace(&mut rest, later)).await?);
+    }
+    let errors: Vec<serde_json::Value> = results
+        .into_iter()
+        .filter_map(|(device_id, error)| {
+            let e = error?;
+            Some(json!({ "deviceId": device_id, "errorCode": e.code.name(), "errorStatus": e.message }))
+        })
+        .collect();
+    let ok = errors.is_empty();
+    let result = json!({ "isSuccessful": ok, "errors": errors, "warnings": [] });
+    Ok(http::json(if ok { 200 } else { 400 }, &result, None)?)
+}
+
+/// The bulk operation's calls for `items`, all at once: each device's error, if any.
+async fn bulk_calls(env: &Env, items: Vec<bulk::BulkItem>) -> worker::Result<Vec<(String, Option<HubError>)>> {
     let calls = items.into_iter().map(|item| async move {
         if let Err(e) = check_device_id(&item.device_id) {
             return Ok((item.device_id, Some(e)));
@@ -156,15 +189,5 @@ pub async fn bulk(mut req: Request, env: &Env) -> ApiResult {
         let answer = rpc::call::<_, serde::de::IgnoredAny>(&device_stub(env, &device_id)?, &op).await;
         Ok::<_, worker::Error>((device_id, answer.err()))
     });
-    let results = try_join_all(calls).await?;
-    let errors: Vec<serde_json::Value> = results
-        .into_iter()
-        .filter_map(|(device_id, error)| {
-            let e = error?;
-            Some(json!({ "deviceId": device_id, "errorCode": e.code.name(), "errorStatus": e.message }))
-        })
-        .collect();
-    let ok = errors.is_empty();
-    let result = json!({ "isSuccessful": ok, "errors": errors, "warnings": [] });
-    Ok(http::json(if ok { 200 } else { 400 }, &result, None)?)
+    try_join_all(calls).await
 }

@@ -79,6 +79,13 @@ async fn serve(req: Request, env: &Env, route: Route<'_>) -> ApiResult {
         return Err(HubError::new(ErrorCode::NotFound, "no such resource").into());
     }
     let caller = auth::authorize(&req, env, &route)?;
+    // Near the open-file limit, what would wake objects or hold sockets is refused with
+    // 503 and Retry-After (`core::headroom`), never a crash of the whole hub.
+    if !matches!(route, Route::Health | Route::Session) {
+        if let Some((refused, retry_after)) = crate::headroom::shed(env).await {
+            return Ok(http::unavailable(&refused, retry_after)?);
+        }
+    }
     if let Some(op) = route.operation() {
         if let Some(refused) = crate::limits::throttle_rest(&req, env, op) {
             return Ok(refused?);
