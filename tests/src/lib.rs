@@ -616,16 +616,26 @@ impl MqttDevice {
     /// Opens `/$iothub/websocket` with subprotocol `mqtt`; returns the socket and the
     /// subprotocol the hub answered with.
     pub fn open(hub: &Hub) -> (Self, Option<String>) {
+        Self::try_open(hub).expect("websocket handshake")
+    }
+
+    /// [`MqttDevice::open`], or why the upgrade failed (`HTTP 503` when the hub sheds load).
+    pub fn try_open(hub: &Hub) -> Result<(Self, Option<String>), String> {
         use tungstenite::client::IntoClientRequest;
         let url = format!("ws://127.0.0.1:{}/$iothub/websocket?iothub-no-client-cert=true", hub.port());
         let mut request = url.into_client_request().expect("request");
         request.headers_mut().insert("Sec-WebSocket-Protocol", "mqtt".parse().expect("header"));
-        let stream = std::net::TcpStream::connect(("127.0.0.1", hub.port())).expect("tcp connect");
+        let stream = std::net::TcpStream::connect(("127.0.0.1", hub.port())).map_err(|e| e.to_string())?;
         stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let (socket, response) = tungstenite::client(request, stream).expect("websocket handshake");
+        let (socket, response) = tungstenite::client(request, stream).map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => {
+                format!("HTTP {}", r.status().as_u16())
+            }
+            other => other.to_string(),
+        })?;
         let protocol =
             response.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok()).map(str::to_owned);
-        (Self { socket, pending: Vec::new() }, protocol)
+        Ok((Self { socket, pending: Vec::new() }, protocol))
     }
 
     /// Opens a socket and sends CONNECT as device `id` with `token` (a device SAS); returns the
