@@ -23,7 +23,7 @@ const SAMPLE_MS: u64 = 250;
 pub const WAIT_MS: u64 = 500;
 /// How long a granted wake is counted beside the measurement: time for the object to start
 /// and open its files, so that a measurement taken meanwhile shows it.
-const CLAIM_MS: u64 = 2_000;
+const CLAIM_MS: u64 = 3_000;
 
 struct Sample {
     at: u64,
