@@ -981,13 +981,16 @@ impl Driver {
                 return cbs::reply(request, 404, &format!("no event hub '{name}'"), None);
             }
         }
-        // The entity a request names is the node its token must cover.
+        // The node a request's token must cover is the named entity's management node,
+        // `{entity}/$management`: a token for the entity (`sb://{host}/twinhub`, as
+        // azure-eventhub puts it) covers it, and so does @azure/event-hubs' own audience for
+        // it (`sb://{host}/twinhub/$management`).
         let entity = match &parsed {
             Ok(ManagementRequest::EventHub { name } | ManagementRequest::Partition { name, .. }) => Some(name.as_str()),
             Err(_) => None,
         };
         let covered = match entity {
-            Some(entity) => self.grant_for(entity).is_some(),
+            Some(entity) => self.grant_for(&format!("{entity}/$management")).is_some(),
             None => self.grants.any(clock::now().as_secs()),
         };
         if !covered {

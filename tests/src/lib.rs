@@ -641,8 +641,18 @@ impl MqttDevice {
     /// Opens a socket and sends CONNECT as device `id` with `token` (a device SAS); returns the
     /// CONNACK's code.
     pub fn connect_with_token(hub: &Hub, id: &str, token: &str) -> (Self, twinhub_core::mqtt::ConnectReturnCode) {
+        Self::try_connect_with_token(hub, id, token).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`MqttDevice::connect_with_token`], or why no CONNACK came (the upgrade refused, the
+    /// socket closed first).
+    pub fn try_connect_with_token(
+        hub: &Hub,
+        id: &str,
+        token: &str,
+    ) -> Result<(Self, twinhub_core::mqtt::ConnectReturnCode), String> {
         use twinhub_core::mqtt::{ConnAck, Connect, Packet};
-        let (mut device, protocol) = Self::open(hub);
+        let (mut device, protocol) = Self::try_open(hub)?;
         assert_eq!(protocol.as_deref(), Some("mqtt"), "subprotocol echoed");
         device.send(&Packet::Connect(Connect {
             client_id: id.into(),
@@ -653,8 +663,8 @@ impl MqttDevice {
             will: None,
         }));
         match device.recv() {
-            Some(Packet::ConnAck(ConnAck { code, .. })) => (device, code),
-            other => panic!("expected CONNACK, got {other:?}"),
+            Some(Packet::ConnAck(ConnAck { code, .. })) => Ok((device, code)),
+            other => Err(format!("expected CONNACK, got {other:?}")),
         }
     }
 

@@ -106,6 +106,14 @@ fn amqp_grants_reach_only_what_their_resource_covers() {
     assert_eq!(scoped_management.put_token(&format!("{host}/devices/a/x"), &scoped).0, 200);
     assert_eq!(scoped_management.management("devices/a").0, 404);
 
+    // @azure/event-hubs puts a token for the management node itself: it answers `$management`
+    // and opens no partition.
+    let management_only = token_for(&hub, "/twinhub/$management", "service");
+    let mut mgmt = AmqpClient::open(plain, &host);
+    assert_eq!(mgmt.put_token(&format!("sb://{host}/twinhub/$management"), &management_only).0, 200);
+    assert_eq!(mgmt.management(twinhub_core::eventhub::ENTITY_PATH).0, 200);
+    assert_eq!(refusal(mgmt.attach_partition(10, 0, "-1")), UNAUTHORIZED);
+
     // A link stands only while a grant covers it: when the hub-wide token expires, its
     // partition link is detached (a narrower token held beside it does not keep it).
     let short = sign(&host, &policy_key("service"), Some("service"), now_secs() + 2).unwrap();

@@ -65,7 +65,10 @@ pub fn amqp_service_nodes() -> Vec<(String, String)> {
     let covering = |path: &str| format!("ServiceConnect, resource covering `{path}`");
     vec![
         ("$cbs".into(), "none (the token is what it carries)".into()),
-        ("$management".into(), format!("{} (no other entity answers)", covering(ENTITY_PATH))),
+        (
+            "$management".into(),
+            format!("{} (no other entity answers)", covering(&format!("{ENTITY_PATH}/$management"))),
+        ),
         (
             format!("{ENTITY_PATH}/ConsumerGroups/{{group}}/Partitions/{{n}}"),
             "ServiceConnect, resource covering the partition".into(),
