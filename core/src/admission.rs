@@ -15,7 +15,6 @@
 //! Sans-I/O: the adapter reports opens, authentications and closes, and closes what
 //! [`PreAuth::admit`] says to evict.
 
-use crate::UnixMillis;
 use std::collections::{HashMap, VecDeque};
 
 /// What a newcomer's admission asks of the adapter.
@@ -41,7 +40,6 @@ struct Waiting<C> {
     /// Empty when the runtime does not say (local workerd's WebSockets): such connections are
     /// bounded by the total only.
     source: String,
-    since: UnixMillis,
 }
 
 impl<C: Clone + PartialEq> PreAuth<C> {
@@ -57,7 +55,7 @@ impl<C: Clone + PartialEq> PreAuth<C> {
 
     /// A connection opened from `source` (a client address; empty when unknown). It is always
     /// admitted; to keep the bounds, an older waiting connection may have to go.
-    pub fn admit(&mut self, conn: C, source: &str, now: UnixMillis) -> Admitted<C> {
+    pub fn admit(&mut self, conn: C, source: &str) -> Admitted<C> {
         let at_share = !source.is_empty() && self.per_source.get(source).copied().unwrap_or(0) >= self.max_per_source;
         let evict = if at_share {
             self.waiting.iter().position(|w| w.source == source).and_then(|i| self.remove_at(i))
@@ -69,7 +67,7 @@ impl<C: Clone + PartialEq> PreAuth<C> {
         if !source.is_empty() {
             *self.per_source.entry(source.to_owned()).or_default() += 1;
         }
-        self.waiting.push_back(Waiting { conn, source: source.to_owned(), since: now });
+        self.waiting.push_back(Waiting { conn, source: source.to_owned() });
         Admitted { evict }
     }
 
@@ -89,11 +87,6 @@ impl<C: Clone + PartialEq> PreAuth<C> {
     /// Whether none waits.
     pub fn is_empty(&self) -> bool {
         self.waiting.is_empty()
-    }
-
-    /// How long the oldest waiting connection has waited, at `now`.
-    pub fn oldest_wait_ms(&self, now: UnixMillis) -> Option<u64> {
-        self.waiting.front().map(|w| now.0.saturating_sub(w.since.0))
     }
 
     fn remove_at(&mut self, i: usize) -> Option<C> {
@@ -125,34 +118,32 @@ pub fn source_key(address: &str) -> String {
 mod tests {
     use super::*;
 
-    const T: UnixMillis = UnixMillis(1_000);
-
     #[test]
     fn a_full_bound_evicts_the_oldest_not_the_newcomer() {
         let mut pre = PreAuth::new(3, 10);
         for c in 0..3 {
-            assert_eq!(pre.admit(c, "", T).evict, None);
+            assert_eq!(pre.admit(c, "").evict, None);
         }
         // A flood's fourth socket pushes out the first; a real device arriving now is admitted
         // and authenticates before the flood reaches it.
-        assert_eq!(pre.admit(3, "", T).evict, Some(0));
-        assert_eq!(pre.admit(100, "", T).evict, Some(1));
+        assert_eq!(pre.admit(3, "").evict, Some(0));
+        assert_eq!(pre.admit(100, "").evict, Some(1));
         assert!(pre.done(&100));
         assert!(!pre.done(&100));
         assert_eq!(pre.len(), 2);
-        assert_eq!(pre.admit(4, "", T).evict, None);
-        assert_eq!(pre.admit(5, "", T).evict, Some(2));
+        assert_eq!(pre.admit(4, "").evict, None);
+        assert_eq!(pre.admit(5, "").evict, Some(2));
     }
 
     #[test]
     fn one_source_evicts_only_its_own_past_its_share() {
         let mut pre = PreAuth::new(100, 2);
-        assert_eq!(pre.admit(1, "10.0.0.9", T).evict, None);
-        assert_eq!(pre.admit(2, "10.0.0.7", T).evict, None);
-        assert_eq!(pre.admit(3, "10.0.0.9", T).evict, None);
+        assert_eq!(pre.admit(1, "10.0.0.9").evict, None);
+        assert_eq!(pre.admit(2, "10.0.0.7").evict, None);
+        assert_eq!(pre.admit(3, "10.0.0.9").evict, None);
         // The third from .9 evicts .9's oldest, never .7's.
-        assert_eq!(pre.admit(4, "10.0.0.9", T).evict, Some(1));
-        assert_eq!(pre.admit(5, "10.0.0.9", T).evict, Some(3));
+        assert_eq!(pre.admit(4, "10.0.0.9").evict, Some(1));
+        assert_eq!(pre.admit(5, "10.0.0.9").evict, Some(3));
         assert_eq!(pre.len(), 3);
         assert!(pre.done(&2));
         assert!(pre.done(&4) && pre.done(&5));
@@ -168,17 +159,6 @@ mod tests {
         assert_eq!(source_key(""), "");
     }
 
-    #[test]
-    fn the_oldest_wait_is_reported() {
-        let mut pre = PreAuth::new(4, 4);
-        assert_eq!(pre.oldest_wait_ms(T), None);
-        pre.admit("a", "", UnixMillis(1_000));
-        pre.admit("b", "", UnixMillis(1_500));
-        assert_eq!(pre.oldest_wait_ms(UnixMillis(2_000)), Some(1_000));
-        pre.done(&"a");
-        assert_eq!(pre.oldest_wait_ms(UnixMillis(2_000)), Some(500));
-    }
-
     proptest::proptest! {
         /// Whatever the sequence of opens and closes, the bounds hold after each step and the
         /// per-source counts agree with the queue.
@@ -189,7 +169,7 @@ mod tests {
                 let source = if source == 0 { String::new() } else { format!("s{source}") };
                 if open {
                     if pre.waiting.iter().any(|w| w.conn == conn) { continue; }
-                    pre.admit(conn, &source, T);
+                    pre.admit(conn, &source);
                 } else {
                     pre.done(&conn);
                 }

@@ -389,6 +389,13 @@ impl Configuration {
     }
 }
 
+/// Whether a caller with `permissions` may see configurations' metric counts: they count twins
+/// by their contents, which only ServiceConnect may read (a registry policy gets the queries
+/// and empty `results`, [`withhold_counts`]).
+pub fn counts_visible_to(permissions: crate::auth::Permissions) -> bool {
+    permissions.contains(crate::auth::Permissions::SERVICE_CONNECT)
+}
+
 /// Empties the metric `results` of a configuration's wire form, or of each in a list: for a
 /// caller that may not read twins (the counts are counts over twins; the queries stay).
 pub fn withhold_counts(wire: &mut Value) {

@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use twinhub_core::admission::PreAuth;
-use twinhub_core::amqp::cbs::{self, Grant, Grants, PlainUser, PutToken};
+use twinhub_core::amqp::cbs::{self, Grant, Grants, PlainUser, PutToken, DEVICE_BOUND, FEEDBACK};
 use twinhub_core::amqp::connection::condition;
 use twinhub_core::amqp::device::{DeviceLinks, DeviceNode};
 use twinhub_core::amqp::{AmqpError, Connection, DeliveryState, Event, Limits, LinkId, Message, Role, Source, Target};
@@ -77,8 +77,6 @@ enum Node {
     /// in a row found none.
     Partition { path: String, partition: u32, next: Option<u64>, start: StartPosition, next_look: u64, empty: u32 },
 }
-
-use twinhub_core::amqp::cbs::{DEVICE_BOUND, FEEDBACK};
 
 impl Node {
     /// The node a grant must cover for the link to stay attached; `None` for the request and
@@ -149,7 +147,7 @@ fn wait_for_credential(source: &str, inbox: mpsc::Sender<Inbox>) -> u64 {
         let w = &mut *w.borrow_mut();
         w.next += 1;
         let id = w.next;
-        if let Some(evicted) = w.admission.admit(id, source, clock::now()).evict {
+        if let Some(evicted) = w.admission.admit(id, source).evict {
             if let Some(mut sender) = w.inboxes.remove(&evicted) {
                 let _ = sender.try_send(Inbox::Evicted);
             }
@@ -975,20 +973,18 @@ impl Driver {
     async fn management(&mut self, request: &Message) -> Message {
         let partitions = Config::of(&self.env).eventhub_partitions;
         let parsed = eventhub::management_request(request, partitions);
+        let entity = match &parsed {
+            Ok(ManagementRequest::EventHub { name } | ManagementRequest::Partition { name, .. }) => Some(name.as_str()),
+            Err(_) => None,
+        };
         // Only this hub's event hub has figures; any other name is no entity at all.
-        if let Ok(ManagementRequest::EventHub { name } | ManagementRequest::Partition { name, .. }) = &parsed {
-            if !name.eq_ignore_ascii_case(eventhub::ENTITY_PATH) {
-                return cbs::reply(request, 404, &format!("no event hub '{name}'"), None);
-            }
+        if let Some(name) = entity.filter(|n| !n.eq_ignore_ascii_case(eventhub::ENTITY_PATH)) {
+            return cbs::reply(request, 404, &format!("no event hub '{name}'"), None);
         }
         // The node a request's token must cover is the named entity's management node,
         // `{entity}/$management`: a token for the entity (`sb://{host}/twinhub`, as
         // azure-eventhub puts it) covers it, and so does @azure/event-hubs' own audience for
         // it (`sb://{host}/twinhub/$management`).
-        let entity = match &parsed {
-            Ok(ManagementRequest::EventHub { name } | ManagementRequest::Partition { name, .. }) => Some(name.as_str()),
-            Err(_) => None,
-        };
         let covered = match entity {
             Some(entity) => self.grant_for(&format!("{entity}/$management")).is_some(),
             None => self.grants.any(clock::now().as_secs()),

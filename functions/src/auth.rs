@@ -6,8 +6,7 @@ use twinhub_core::route::{Access, Ident, Route};
 use twinhub_core::HubError;
 use worker::{Env, Request};
 
-/// The last segment of a live view's token resource (`{host}/devices/{id}/$live`).
-pub use twinhub_core::identity::LIVE_VIEW;
+use twinhub_core::identity::LIVE_VIEW;
 
 /// Who made an authorized request.
 pub struct Caller {

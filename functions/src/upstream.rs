@@ -39,8 +39,7 @@ pub async fn route(req: Request, env: &Env, up: UpstreamHub, route: Route<'_>, s
             let caller = auth::authorize(&req, env, &route)?;
             // A configuration's metric counts are counts over twins: withheld from a caller
             // that may not read twins, as twinhub's own hub withholds them.
-            let counts =
-                caller.is_some_and(|c| c.permissions.contains(twinhub_core::auth::Permissions::SERVICE_CONNECT));
+            let counts = caller.is_some_and(|c| twinhub_core::configuration::counts_visible_to(c.permissions));
             let filter = match route {
                 Route::ListConfigurations | Route::GetConfiguration(_) if !counts => Some(Withhold::MetricCounts),
                 _ => None,

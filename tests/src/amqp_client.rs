@@ -258,65 +258,52 @@ impl AmqpClient {
         c
     }
 
-    /// Puts `token` on `$cbs` (attaching its links the first time): the reply's status and
-    /// description.
+    /// Puts `token` on `$cbs` (attaching its links on handles 0 and 1 the first time): the
+    /// reply's status and description.
     pub fn put_token(&mut self, audience: &str, token: &str) -> (i32, String) {
-        if !self.received.contains_key(&1) {
-            self.attach(0, Role::Sender, "$cbs", None).expect("the $cbs sender");
-            self.attach(1, Role::Receiver, "$cbs", None).expect("the $cbs receiver");
-            self.credit(1);
-        }
-        self.next_message_id += 1;
-        let put = Message {
-            properties: Some(Properties {
-                message_id: Some(Value::String(format!("put-{}", self.next_message_id))),
-                to: Some("$cbs".into()),
-                reply_to: Some("cbs".into()),
-                ..Properties::default()
-            }),
-            application_properties: vec![
-                ("operation".into(), Value::String("put-token".into())),
-                ("type".into(), Value::String("servicebus.windows.net:sastoken".into())),
-                ("name".into(), Value::String(audience.into())),
-            ],
-            body: MessageBody::Value(Value::String(token.into())),
-            ..Message::default()
-        };
-        self.transfer(0, self.next_message_id, &put, true);
-        loop {
-            if let Some((1, m)) = self.next_message() {
-                return reply_status(&m);
-            }
-        }
+        let properties = [("operation", "put-token"), ("type", "servicebus.windows.net:sastoken"), ("name", audience)];
+        self.request("$cbs", (0, 1), &properties, Value::String(token.into()))
     }
 
     /// Asks `$management` for the event hub `entity`'s properties (attaching its links on
     /// handles 2 and 3 the first time): the reply's status and description.
     pub fn management(&mut self, entity: &str) -> (i32, String) {
-        if !self.received.contains_key(&3) {
-            self.attach(2, Role::Sender, "$management", None).expect("the $management sender");
-            self.attach(3, Role::Receiver, "$management", None).expect("the $management receiver");
-            self.credit(3);
+        let properties = [("operation", "READ"), ("type", "com.microsoft:eventhub"), ("name", entity)];
+        self.request("$management", (2, 3), &properties, Value::Null)
+    }
+
+    /// One request to a request/response node (`$cbs`, `$management`) on the `(sender,
+    /// receiver)` handles, attached the first time: the reply's status and description.
+    fn request(
+        &mut self,
+        node: &str,
+        (sender, receiver): (u32, u32),
+        properties: &[(&str, &str)],
+        body: Value,
+    ) -> (i32, String) {
+        if !self.received.contains_key(&receiver) {
+            self.attach(sender, Role::Sender, node, None).unwrap_or_else(|e| panic!("the {node} sender: {e:?}"));
+            self.attach(receiver, Role::Receiver, node, None).unwrap_or_else(|e| panic!("the {node} receiver: {e:?}"));
+            self.credit(receiver);
         }
         self.next_message_id += 1;
         let request = Message {
             properties: Some(Properties {
-                message_id: Some(Value::String(format!("mgmt-{}", self.next_message_id))),
-                reply_to: Some("mgmt".into()),
+                message_id: Some(Value::String(format!("{node}-{}", self.next_message_id))),
+                to: Some(node.into()),
+                reply_to: Some(format!("{node}-replies")),
                 ..Properties::default()
             }),
-            application_properties: vec![
-                ("operation".into(), Value::String("READ".into())),
-                ("type".into(), Value::String("com.microsoft:eventhub".into())),
-                ("name".into(), Value::String(entity.into())),
-            ],
-            body: MessageBody::Value(Value::Null),
+            application_properties: properties.iter().map(|(k, v)| ((*k).into(), Value::String((*v).into()))).collect(),
+            body: MessageBody::Value(body),
             ..Message::default()
         };
-        self.transfer(2, self.next_message_id, &request, true);
+        self.transfer(sender, self.next_message_id, &request, true);
         loop {
-            if let Some((3, m)) = self.next_message() {
-                return reply_status(&m);
+            if let Some((handle, m)) = self.next_message() {
+                if handle == receiver {
+                    return reply_status(&m);
+                }
             }
         }
     }

@@ -271,7 +271,7 @@ impl Gateway {
         };
         self.state.accept_websocket_with_tags(&pair.server, &[&conn]);
         store_attachment(&pair.server, &attachment)?;
-        let admitted = self.half_open.borrow_mut().admit(conn.clone(), &header(SOURCE_HEADER), clock::now());
+        let admitted = self.half_open.borrow_mut().admit(conn.clone(), &header(SOURCE_HEADER));
         if let Some(evicted) = admitted.evict {
             // The oldest socket still waiting for its CONNECT makes room: a real device has
             // long since sent one.
@@ -395,7 +395,9 @@ impl Gateway {
         if !rest.is_empty() {
             self.partial_input.borrow_mut().insert(att.conn.clone(), rest);
         }
-        if !was_connected && (att.session.is_connected() || att.session.poll_timeout().is_none()) {
+        // A session that ended before any CONNECT (its timer, a bad packet) no longer waits;
+        // one that sent CONNECT left the set then.
+        if !was_connected && att.session.poll_timeout().is_none() {
             self.half_open.borrow_mut().done(&att.conn);
         }
         store_attachment(ws, &att)?;

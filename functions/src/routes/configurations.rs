@@ -12,7 +12,6 @@ use crate::objects::configurations::configurations_stub;
 use crate::rpc::{self, ConfigurationOp};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use twinhub_core::auth::Permissions;
 use twinhub_core::configuration::{self, check_id, Configuration};
 use twinhub_core::{ErrorCode, HubError};
 use worker::{Env, Request};
@@ -30,10 +29,9 @@ pub async fn get(env: &Env, id: &str, caller: &Caller) -> ApiResult {
     one(env, ConfigurationOp::Get { id: id.to_owned() }, counts_for(caller)).await
 }
 
-/// Whether the caller may see the metrics' counts: they count twins by their contents, which
-/// only ServiceConnect may read.
+/// Whether the caller may see the metrics' counts ([`configuration::counts_visible_to`]).
 fn counts_for(caller: &Caller) -> bool {
-    caller.permissions.contains(Permissions::SERVICE_CONNECT)
+    configuration::counts_visible_to(caller.permissions)
 }
 
 /// `PUT /configurations/{id}`: create (no `If-Match`) or update.
